@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install everything, build and boot the lab, run the whole test suite, tear the lab down.
+# This is the README's test command and what CI runs (.ci/run).
+set -uo pipefail
+cd "$(dirname "$0")"
+
+bash ./install.sh || exit $?
+export PATH="$PWD/.venv/bin:$PATH"
+
+cleanup() { collector lab down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+collector lab build || exit $?
+collector lab up || exit $?
+
+pytest "$@"
+rc=$?
+if [ "$rc" = 5 ]; then
+  echo "error: pytest collected no tests" >&2
+  rc=1
+fi
+exit "$rc"
