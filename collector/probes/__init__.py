@@ -1,0 +1,137 @@
+"""The probe catalogue (playbooks/vars/probes.yml) as values, and the runner request built from it.
+
+The catalogue is data; the on-host runner (playbooks/files/probe_runner.py) executes it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from collector.core import Probe, UsageError
+from collector.paths import resource
+
+CATALOGUE_KEY = "collector_probes"
+ROLES = ("app", "db", "redis", "web")
+# Fields of a catalogue entry the runner reads beyond the typed Probe (kept as data, passed through).
+_RUNNER_EXTRA = ("ok_rc",)
+# Host vars a probe may read; everything else in hostvars stays on the control machine.
+_VAR_PREFIX = "collector_"
+# Runs at most this many probes at once per host (sshd's MaxSessions is not involved: one channel).
+RUNNER_CONCURRENCY = 5
+
+
+def catalogue_path() -> Path:
+    """The shipped catalogue file."""
+    return resource("playbooks") / "vars" / "probes.yml"
+
+
+def runner_path() -> Path:
+    """The shipped on-host runner."""
+    return resource("playbooks") / "files" / "probe_runner.py"
+
+
+@lru_cache(maxsize=1)
+def runner_source() -> str:
+    """The runner's source text, sent to every host."""
+    return runner_path().read_text()
+
+
+def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
+    """The catalogue's entries as plain dicts (what the runner receives), validated."""
+    path = Path(path) if path else catalogue_path()
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"probe catalogue {path} is unreadable: {str(exc).splitlines()[0]}") from None
+    entries = doc.get(CATALOGUE_KEY) if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise UsageError(f"probe catalogue {path} has no list `{CATALOGUE_KEY}`")
+    known = {f.name for f in fields(Probe)} | set(_RUNNER_EXTRA)
+    seen: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, dict) or not entry.get("name") or not entry.get("command"):
+            raise UsageError(f"probe catalogue {path}: every probe needs a name and a command")
+        unknown = set(entry) - known
+        if unknown:
+            raise UsageError(f"probe catalogue {path}: probe {entry['name']}: unknown key {sorted(unknown)[0]}")
+        if entry["name"] in seen:
+            raise UsageError(f"probe catalogue {path}: probe {entry['name']} is declared twice")
+        seen.add(entry["name"])
+    return entries
+
+
+def to_probe(entry: dict[str, Any]) -> Probe:
+    """One catalogue entry as a typed Probe."""
+    return Probe(
+        name=entry["name"],
+        command=entry["command"],
+        roles=tuple(entry.get("roles") or ("all",)),
+        timeout_s=float(entry.get("timeout_s", 20.0)),
+        cap_bytes=int(entry.get("cap_bytes", 25 * 1024 * 1024)),
+        env=dict(entry.get("env") or {}),
+        requires=tuple(entry.get("requires") or ()),
+        parser=entry.get("parser"),
+        description=entry.get("description", ""),
+    )
+
+
+def load_catalogue(path: Path | str | None = None) -> list[Probe]:
+    """The catalogue as Probe values."""
+    return [to_probe(e) for e in load_entries(path)]
+
+
+def select(probes: Iterable[Probe], roles: Iterable[str]) -> list[Probe]:
+    """The probes that apply to a host with these roles (a probe for `all` applies everywhere)."""
+    wanted = set(roles) | {"all"}
+    return [p for p in probes if set(p.roles) & wanted]
+
+
+def host_roles(groups: Iterable[str], hostvars: dict[str, Any]) -> tuple[str, ...]:
+    """A host's roles: `collector_roles` if set, else its group names among the known roles."""
+    explicit = hostvars.get("collector_roles")
+    if explicit:
+        if isinstance(explicit, str):
+            explicit = [r.strip() for r in explicit.split(",")]
+        return tuple(str(r) for r in explicit if r)
+    return tuple(r for r in ROLES if r in set(groups))
+
+
+def probe_vars(hostvars: dict[str, Any]) -> dict[str, Any]:
+    """The subset of a host's vars that go to the host: collector_* scalars only."""
+    return {
+        k: v for k, v in hostvars.items()
+        if k.startswith(_VAR_PREFIX) and isinstance(v, (str, int, float, bool)) and k != "collector_roles"
+    }
+
+
+def build_request(
+    entries: list[dict[str, Any]], hostvars: dict[str, Any], roles: Iterable[str], *,
+    since: str, cap_bytes: int, default_timeout_s: float,
+) -> dict[str, Any]:
+    """The JSON request one host's runner gets (only the probes for its roles)."""
+    wanted = set(roles) | {"all"}
+    return {
+        "probes": [e for e in entries if set(e.get("roles") or ["all"]) & wanted],
+        "vars": probe_vars(hostvars),
+        "roles": list(roles),
+        "since": since,
+        "cap_bytes": int(cap_bytes),
+        "default_timeout_s": float(default_timeout_s),
+        "concurrency": RUNNER_CONCURRENCY,
+    }
+
+
+def request_json(request: dict[str, Any]) -> str:
+    """The request serialised for the runner."""
+    return json.dumps(request, separators=(",", ":"))
+
+
+def expected_names(entries: list[dict[str, Any]], roles: Iterable[str]) -> list[str]:
+    """Names of the probes a host with these roles runs (progress totals)."""
+    wanted = set(roles) | {"all"}
+    return [e["name"] for e in entries if set(e.get("roles") or ["all"]) & wanted]

@@ -1,0 +1,316 @@
+"""The one front door to Ansible: every playbook run of the tool goes through ansible-runner here.
+
+`run_playbook` is generic (remediate uses it); `run` is the collection engine (playbooks/collect.yml).
+Ansible's state (control sockets, local temp, ANSIBLE_HOME) goes to a private temp dir: nothing lands
+in the user's home.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from collector.config import Settings
+from collector.core import HostResult
+from collector.paths import resource
+from collector.transport import (
+    Interrupted,
+    Payload,
+    Progress,
+    Target,
+    failed_host,
+    parse_response,
+)
+
+FORKS_CAP = 50
+RUNNER_TASK = "Run the probe runner with this host's probes."
+_HOST_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+}
+
+
+@dataclass
+class HostPlay:
+    """What a playbook did on one host (CONTRACTS.md)."""
+
+    status: str = "ok"  # ok | changed | failed | unreachable | skipped
+    changed: bool = False
+    failed: bool = False
+    unreachable: bool = False
+    msg: str = ""
+    diffs: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)  # {task, changed, failed, msg}
+
+    def settle(self) -> None:
+        """Derive the host's status word from its task results."""
+        if self.unreachable:
+            self.status = "unreachable"
+        elif self.failed:
+            self.status = "failed"
+        elif self.changed:
+            self.status = "changed"
+        elif self.results and all(r.get("skipped") for r in self.results):
+            self.status = "skipped"
+        else:
+            self.status = "ok"
+
+
+@dataclass
+class PlaybookRun:
+    """A playbook run's outcome: ansible-runner's status and rc, the play recap, each host."""
+
+    status: str
+    rc: int
+    stats: dict[str, Any]
+    hosts: dict[str, HostPlay]
+    artifacts_dir: str | None = None
+
+
+def ansible_env(workdir: Path, *, connect_timeout_s: float = 10.0, forks: int | None = None) -> dict[str, str]:
+    """Environment for ansible-playbook: private state dirs, pipelining, no facts, ssh reuse, keys checked."""
+    for sub in ("home", "tmp", "cp"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = {
+        # ANSIBLE_HOME alone still leaves control sockets in ~/.ansible/cp: set their dir too.
+        "ANSIBLE_HOME": str(workdir / "home"),
+        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(workdir / "cp"),
+        "ANSIBLE_PERSISTENT_CONTROL_PATH_DIR": str(workdir / "cp"),
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_GATHERING": "explicit",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_TIMEOUT": str(int(max(1, connect_timeout_s))),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+        "ANSIBLE_INVENTORY_IGNORE_REGEX": "known_hosts|^example-",
+        "ANSIBLE_ROLES_PATH": str(resource("playbooks") / "roles"),
+    }
+    if forks:
+        env["ANSIBLE_FORKS"] = str(forks)
+    return env
+
+
+def _inventory_sources(inventory: str | Iterable[str]) -> list[str]:
+    if isinstance(inventory, (str, Path)):
+        from collector.inventory import inventory_files
+
+        return inventory_files(str(inventory))
+    return [str(p) for p in inventory]
+
+
+def _record(hosts: dict[str, HostPlay], event: dict[str, Any]) -> None:
+    """Fold one ansible-runner event into the per-host outcome."""
+    kind = event.get("event", "")
+    if kind not in _HOST_EVENTS:
+        return
+    data = event.get("event_data") or {}
+    host = data.get("host") or data.get("remote_addr")
+    if not host:
+        return
+    res = data.get("res") or {}
+    play = hosts.setdefault(host, HostPlay())
+    changed = bool(res.get("changed")) and kind == "runner_on_ok"
+    failed = kind == "runner_on_failed" and not data.get("ignore_errors")
+    msg = str(res.get("msg") or res.get("stderr") or "").strip()
+    play.results.append({
+        "task": data.get("task", ""),
+        "changed": changed,
+        "failed": failed,
+        "skipped": kind == "runner_on_skipped",
+        "msg": msg[:2000],
+    })
+    play.changed |= changed
+    play.failed |= failed
+    if kind == "runner_on_unreachable":
+        play.unreachable = True
+    if msg and (failed or kind == "runner_on_unreachable" or not play.msg):
+        play.msg = msg[:2000]
+    diff = res.get("diff")
+    if diff:
+        play.diffs.extend(diff if isinstance(diff, list) else [diff])
+    for item in res.get("results") or []:  # loops: each item may carry its own diff
+        if isinstance(item, dict) and item.get("diff"):
+            d = item["diff"]
+            play.diffs.extend(d if isinstance(d, list) else [d])
+
+
+def run_playbook(
+    playbook: Path | str,
+    inventory: str | Iterable[str],
+    limit: str,
+    extravars: dict[str, Any] | None = None,
+    *,
+    check: bool = False,
+    diff: bool = False,
+    forks: int | None = None,
+    timeout_s: float | None = None,
+    private_dir: Path | str | None = None,
+    connect_timeout_s: float = 10.0,
+    event_handler: Callable[[dict[str, Any]], Any] | None = None,
+) -> PlaybookRun:
+    """Run a playbook through ansible-runner and return plain values (never raises for a host).
+
+    `inventory` is a file, a directory or a list of files; `limit` an Ansible pattern. Artifacts stay in
+    `private_dir` when given, else in a temp dir that is removed afterwards.
+    """
+    import ansible_runner
+
+    workdir = Path(tempfile.mkdtemp(prefix="collector-ansible-"))
+    keep = private_dir is not None
+    pdir = Path(private_dir) if keep else workdir / "run"
+    pdir.mkdir(parents=True, exist_ok=True)
+    hosts: dict[str, HostPlay] = {}
+    lock = threading.Lock()
+
+    def on_event(event: dict[str, Any]) -> bool:
+        with lock:
+            _record(hosts, event)
+        if event_handler is not None:
+            event_handler(event)
+        return True
+
+    cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(pdir),
+            playbook=str(Path(playbook).resolve()),
+            inventory=_inventory_sources(inventory),
+            limit=limit,
+            extravars=dict(extravars or {}),
+            cmdline=cmdline or None,
+            forks=forks,
+            envvars=ansible_env(workdir, connect_timeout_s=connect_timeout_s, forks=forks),
+            timeout=int(timeout_s) if timeout_s else None,
+            quiet=True,
+            suppress_env_files=True,
+            event_handler=on_event,
+            settings={"suppress_ansible_output": True},
+        )
+        stats = dict(runner.stats or {})
+        for host, play in hosts.items():
+            play.settle()
+        artifacts = str(Path(runner.config.artifact_dir)) if keep else None
+        return PlaybookRun(str(runner.status), int(runner.rc if runner.rc is not None else -1), stats, hosts, artifacts)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True) if not keep else shutil.rmtree(workdir / "cp", ignore_errors=True)
+
+
+# ---- the collection engine -----------------------------------------------------------------------------
+
+def collect_extravars(payload: Payload) -> dict[str, Any]:
+    """The extra vars playbooks/collect.yml takes (the catalogue itself comes from its vars_files)."""
+    return {
+        "collector_since": payload.since,
+        "collector_cap_bytes": int(payload.cap_bytes),
+        "collector_default_timeout_s": float(payload.default_timeout_s),
+        **({"collector_probes": payload.entries} if payload.extra.get("custom_catalogue") else {}),
+    }
+
+
+def host_results_from_events(events: Iterable[dict[str, Any]], targets: dict[str, Target]) -> dict[str, HostResult]:
+    """HostResults from a collect.yml run's events (also what `collector ingest` reads from artifacts)."""
+    results: dict[str, HostResult] = {}
+    for event in events:
+        result = _collect_event(event, targets)
+        if result is not None:
+            results[result.host] = result
+    return results
+
+
+def _collect_event(event: dict[str, Any], targets: dict[str, Target]) -> HostResult | None:
+    kind = event.get("event", "")
+    data = event.get("event_data") or {}
+    if kind not in _HOST_EVENTS or data.get("task") != RUNNER_TASK:
+        return None
+    host = data.get("host", "")
+    target = targets.get(host)
+    roles = target.roles if target else ()
+    res = data.get("res") or {}
+    if kind == "runner_on_unreachable":
+        return failed_host(host, roles, "unreachable", str(res.get("msg") or "unreachable"))
+    stdout = res.get("stdout") or ""
+    if stdout.lstrip().startswith("{"):
+        return parse_response(host, roles, stdout)
+    detail = res.get("msg") or res.get("stderr") or stdout or kind
+    return failed_host(host, roles, "failed", f"probe runner did not run: {detail}")
+
+
+def collect_playbook() -> Path:
+    """The shipped collection playbook."""
+    return resource("playbooks") / "collect.yml"
+
+
+def run(hosts: dict[str, Target], payload: Payload, settings: Settings, progress: Progress) -> dict[str, HostResult]:
+    """Collect with playbooks/collect.yml: one task per host, forks = host count (capped)."""
+    results: dict[str, HostResult] = {}
+    inventory_files = payload.extra.get("inventory_files")
+    if not inventory_files:
+        raise ValueError("the ansible engine needs payload.extra['inventory_files']")
+    for name in hosts:
+        progress(name, "connecting", {})
+
+    def on_event(event: dict[str, Any]) -> None:
+        data = event.get("event_data") or {}
+        if event.get("event") == "runner_on_start" and data.get("task") == RUNNER_TASK:
+            progress(data.get("host", ""), "running", {})
+            return
+        result = _collect_event(event, hosts)
+        if result is not None and result.host in hosts:
+            results[result.host] = result
+            for probe in result.probes:
+                progress(result.host, "probe", {"probe": probe.probe, "status": probe.status})
+            progress(result.host, "done", {"status": result.status, "error": result.error})
+
+    forks = max(1, min(len(hosts), FORKS_CAP))
+    try:
+        outcome = run_playbook(
+            collect_playbook(), inventory_files, ",".join(hosts), collect_extravars(payload),
+            forks=forks, connect_timeout_s=settings.connect_timeout_s,
+            timeout_s=payload.extra.get("run_timeout_s"), event_handler=on_event,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(_fill_missing(results, hosts, "interrupted before this host answered")) from None
+    return _fill_missing(results, hosts, f"no answer from ansible (run {outcome.status}, rc {outcome.rc})")
+
+
+def _fill_missing(results: dict[str, HostResult], hosts: dict[str, Target], why: str) -> dict[str, HostResult]:
+    for name, target in hosts.items():
+        if name not in results:
+            results[name] = failed_host(name, target.roles, "failed", why)
+    return {name: results[name] for name in hosts}
+
+
+def read_artifact_events(artifacts_dir: Path) -> Iterable[dict[str, Any]]:
+    """The job events of an ansible-runner artifacts folder, in order (one JSON file per event)."""
+    folder = Path(artifacts_dir)
+    events_dir = folder / "job_events"
+    if not events_dir.is_dir():
+        candidates = sorted(folder.glob("*/job_events"))
+        if not candidates:
+            raise FileNotFoundError(f"{folder} holds no job_events folder")
+        events_dir = candidates[-1]
+
+    def order(path: Path) -> tuple[int, str]:
+        head = path.name.split("-", 1)[0]
+        return (int(head) if head.isdigit() else 1 << 30, path.name)
+
+    for path in sorted(events_dir.glob("*.json"), key=order):
+        try:
+            with path.open() as fh:
+                yield json.load(fh)
+        except (OSError, ValueError):
+            continue
+

@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""The on-host probe runner: runs one host's probes concurrently, each under its own timeout and cap.
+
+Standard library only, Python 3.9+. Reads ONE JSON request (see CONTRACTS.md) from the global
+`_REQUEST` when a transport prepends it to this source (`python3 -`), else from stdin; writes ONE JSON
+document to stdout. It never raises for a probe: every outcome is a recorded status.
+"""
+import base64
+import datetime
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+RUNNER_VERSION = 1
+DEFAULT_CAP = 25 * 1024 * 1024
+READ_CHUNK = 65536
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# {name} is a host var; ${...} (shell) and %{...} (curl -w) are left alone. No doubled braces:
+# Ansible templates the catalogue too (playbooks/collect.yml), so it must never look like Jinja.
+_PLACEHOLDER = re.compile(r"(?<![$%])\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_LIVE_GROUPS = set()  # process groups still running: killed if the runner itself is told to stop
+_LIVE_LOCK = threading.Lock()
+
+
+def now_iso():
+    """UTC now, ISO 8601 with milliseconds and a Z."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def journal_since(since):
+    """`10m` -> `-10m` (journalctl's relative form); anything else (a timestamp) is passed as given."""
+    match = _DURATION.match(str(since or ""))
+    if match:
+        return "-%s%s" % (match.group(1), match.group(2))
+    return str(since)
+
+
+def fill(command, values):
+    """Fill {var} placeholders shlex-quoted. Returns (command, names of missing vars)."""
+    missing = []
+
+    def sub(match):
+        name = match.group(1)
+        value = values.get(name)
+        if value is None or value == "" or isinstance(value, (dict, list)):
+            if name not in missing:
+                missing.append(name)
+            return match.group(0)
+        return shlex.quote(str(value))
+
+    return _PLACEHOLDER.sub(sub, command), missing
+
+
+class Capture:
+    """Keeps the first and last cap/2 bytes of a stream and counts the rest."""
+
+    def __init__(self, cap):
+        self.cap = max(int(cap), 2)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self.lock = threading.Lock()
+
+    def feed(self, chunk):
+        with self.lock:
+            self.total += len(chunk)
+            room = self.cap // 2 - len(self.head)
+            if room > 0:
+                self.head += chunk[:room]
+                chunk = chunk[room:]
+            if chunk:
+                self.tail += chunk
+                keep = self.cap - self.cap // 2
+                if len(self.tail) > 2 * keep:  # trim in batches: amortised O(1) per byte
+                    del self.tail[: len(self.tail) - keep]
+
+    def result(self):
+        """(bytes kept, total bytes seen, truncated?)."""
+        with self.lock:
+            keep = self.cap - self.cap // 2
+            tail = bytes(self.tail[-keep:]) if keep else b""
+            if self.total <= self.cap:
+                return bytes(self.head) + bytes(self.tail), self.total, False
+            dropped = self.total - len(self.head) - len(tail)
+            marker = (
+                "\n\n[... collector: output truncated: %d bytes omitted of %d; head and tail kept ...]\n\n"
+                % (dropped, self.total)
+            ).encode()
+            return bytes(self.head) + marker + tail, self.total, True
+
+
+def _reader(stream, capture):
+    try:
+        while True:
+            chunk = stream.read1(READ_CHUNK) if hasattr(stream, "read1") else stream.read(READ_CHUNK)
+            if not chunk:
+                break
+            capture.feed(chunk)
+    except (OSError, ValueError):
+        pass
+
+
+def _kill_group(pgid):
+    """SIGTERM the probe's whole process group, then SIGKILL what is left."""
+    for sig, pause in ((signal.SIGTERM, 0.3), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        if pause:
+            time.sleep(pause)
+
+
+def _env(probe, values):
+    env = {
+        "PATH": SAFE_PATH + (":" + os.environ["PATH"] if os.environ.get("PATH") else ""),
+        "HOME": os.environ.get("HOME", "/root"),
+        "LC_ALL": "C",
+        "LANG": "C",
+        "TERM": "dumb",
+        "PAGER": "cat",
+        "SYSTEMD_PAGER": "cat",
+        "SYSTEMD_COLORS": "0",
+        "COLUMNS": "200",
+    }
+    for name, var in (probe.get("env") or {}).items():
+        value = values.get(var)
+        if value is not None and value != "":
+            env[str(name)] = str(value)
+    return env
+
+
+def _result(probe, command, status, rc, started, t0, data=b"", total=0, truncated=False, error=None):
+    return {
+        "probe": probe["name"],
+        "command": command,
+        "status": status,
+        "rc": rc,
+        "started": started,
+        "duration_s": round(time.monotonic() - t0, 3),
+        "bytes": total,
+        "truncated": truncated,
+        "output_b64": base64.b64encode(data).decode("ascii"),
+        "error": error,
+    }
+
+
+def _missing_tools(probe, path):
+    return [tool for tool in probe.get("requires") or () if shutil.which(tool, path=path) is None]
+
+
+def run_probe(probe, values, default_timeout, default_cap):
+    """Run one probe in its own process group; every outcome becomes a result dict."""
+    started, t0 = now_iso(), time.monotonic()
+    command, missing = fill(probe["command"], values)
+    if missing:
+        return _result(probe, command, "skipped", None, started, t0, error="host var not set: " + ", ".join(missing))
+    env = _env(probe, values)
+    absent = _missing_tools(probe, env["PATH"])
+    if absent:
+        return _result(probe, command, "not_found", 127, started, t0, error="not installed: " + ", ".join(absent))
+    timeout = float(probe.get("timeout_s") or default_timeout)
+    capture = Capture(probe.get("cap_bytes") or default_cap)
+    try:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd="/",
+        )
+    except OSError as exc:
+        return _result(probe, command, "failed", None, started, t0, error="cannot start: %s" % exc)
+    with _LIVE_LOCK:
+        _LIVE_GROUPS.add(proc.pid)
+    reader = threading.Thread(target=_reader, args=(proc.stdout, capture), daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc.pid)
+        proc.wait()
+    # A child that left the group may hold the pipe open: never wait on it past a moment.
+    reader.join(timeout=2.0 if timed_out else max(2.0, timeout - (time.monotonic() - t0)))
+    if reader.is_alive():
+        _kill_group(proc.pid)
+        reader.join(timeout=1.0)
+    with _LIVE_LOCK:
+        _LIVE_GROUPS.discard(proc.pid)
+    data, total, truncated = capture.result()
+    if timed_out:
+        return _result(probe, command, "timeout", 124, started, t0, data, total, truncated,
+                       "killed after %ss timeout" % timeout)
+    rc = proc.returncode
+    if rc < 0:  # killed by a signal from elsewhere
+        return _result(probe, command, "failed", 128 - rc, started, t0, data, total, truncated,
+                       "killed by signal %d" % -rc)
+    ok_rc = probe.get("ok_rc") or [0]
+    if rc in ok_rc:
+        return _result(probe, command, "ok", rc, started, t0, data, total, truncated)
+    if rc == 127:
+        return _result(probe, command, "not_found", rc, started, t0, data, total, truncated,
+                       "command not found (exit 127)")
+    if rc == 126:
+        return _result(probe, command, "failed", rc, started, t0, data, total, truncated,
+                       "command not executable (exit 126)")
+    return _result(probe, command, "failed", rc, started, t0, data, total, truncated, "exit %d" % rc)
+
+
+def _run_and_tell(probe, values, default_timeout, default_cap):
+    """Run a probe, then say so on stderr (one line) so a streaming transport can show progress."""
+    result = run_probe(probe, values, default_timeout, default_cap)
+    with _LIVE_LOCK:
+        try:
+            sys.stderr.write("@@probe %s %s\n" % (result["probe"], result["status"]))
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+    return result
+
+
+def select(probes, roles):
+    """The probes whose roles intersect the host's roles, or that apply to all."""
+    wanted = set(roles or ()) | {"all"}
+    return [p for p in probes if set(p.get("roles") or ["all"]) & wanted]
+
+
+def _stop(signum, frame):
+    with _LIVE_LOCK:
+        groups = list(_LIVE_GROUPS)
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    os._exit(128 + signum)
+
+
+def run(request):
+    """Run a request's probes; returns the response document."""
+    values = dict(request.get("vars") or {})
+    values["since"] = journal_since(request.get("since", "10m"))
+    probes = select(request.get("probes") or [], request.get("roles") or [])
+    default_timeout = float(request.get("default_timeout_s") or 30)
+    default_cap = int(request.get("cap_bytes") or DEFAULT_CAP)
+    workers = max(1, int(request.get("concurrency") or 5))
+    started = now_iso()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_run_and_tell, p, values, default_timeout, default_cap) for p in probes]
+        results = []
+        for probe, future in zip(probes, futures):
+            try:
+                results.append(future.result())
+            except Exception as exc:  # a bug here must cost one probe, not the host
+                results.append(_result(probe, probe.get("command", ""), "failed", None, now_iso(),
+                                       time.monotonic(), error="runner error: %r" % (exc,)))
+    return {"runner_version": RUNNER_VERSION, "host_time": started, "finished": now_iso(),
+            "python": sys.version.split()[0], "probes": results}
+
+
+def read_request():
+    """The request: `_REQUEST` if a transport prepended it to this source, else stdin."""
+    text = globals().get("_REQUEST")
+    if text is None:
+        text = sys.stdin.read()
+    return json.loads(text)
+
+
+def main():
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _stop)
+    try:
+        request = read_request()
+    except ValueError as exc:
+        sys.stdout.write(json.dumps({"error": "bad request: %s" % exc, "probes": []}))
+        return 2
+    out = json.dumps(run(request))
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
