@@ -1,0 +1,211 @@
+"""Post a bundle's evidence to a ticket: the archive, its .sha256 and TICKET.md as the comment.
+
+Reads the bundle and never writes to it. Idempotent: a file already on the ticket with the same
+name, size and sha256 (recorded in the attachment's description) is not uploaded again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collector.core import UsageError
+from collector.tickets import SEVERITIES, Ticket, TicketError, TicketSystem, Upload
+
+_HEX64 = re.compile(r"\b([0-9a-fA-F]{64})\b")
+NOTE_MAX_CHARS = 60_000  # Redmine's journal notes column is a TEXT; stay well clear of any proxy limit
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What gets posted: the files, the comment text, and the facts the ticket's fields come from."""
+
+    incident: str
+    severity: str | None  # P0..P3, or None when triage has not run / found nothing
+    subject: str
+    body: str
+    files: tuple[Upload, ...]
+    ticket_md: bool  # False: TICKET.md was missing and `body` is our own short summary
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `attach_bundle` did."""
+
+    ticket: Ticket
+    created: bool
+    reused: bool  # --new found an existing ticket for this incident and used it
+    uploaded: tuple[Upload, ...]
+    already: tuple[Upload, ...]
+    evidence: Evidence
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _open_bundle(path: Path) -> Any:
+    from collector.bundle import Bundle  # the bundle step's own reader: schema checks live there
+
+    return Bundle.open(path)  # accepts the folder, its manifest.json or the .tar.gz beside it
+
+
+def archive_files(folder: Path) -> tuple[Upload, Upload]:
+    """The bundle's tar.gz and .sha256 beside its folder, checked against each other."""
+    archive = folder.parent / f"{folder.name}.tar.gz"
+    sums = folder.parent / f"{folder.name}.tar.gz.sha256"
+    for needed in (archive, sums):
+        if not needed.is_file():
+            raise UsageError(f"{needed} is missing: the bundle is not sealed (re-run `collector report "
+                             f"{folder}` or the step that wrote it)")
+    match = _HEX64.search(sums.read_text(errors="replace"))
+    if not match:
+        raise UsageError(f"{sums} holds no sha256")
+    actual = sha256_of(archive)
+    if match.group(1).lower() != actual:
+        raise UsageError(f"{archive.name} does not match {sums.name} (sha256 {actual[:12]}… vs "
+                         f"{match.group(1)[:12].lower()}…): the archive changed after sealing; not posting it")
+    return (Upload(path=archive, filename=archive.name, size=archive.stat().st_size, sha256=actual),
+            Upload(path=sums, filename=sums.name, size=sums.stat().st_size, sha256=sha256_of(sums)))
+
+
+def _read_json(folder: Path, name: str) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads((folder / name).read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _severity(findings: dict[str, Any] | None) -> str | None:
+    value = str((findings or {}).get("severity", "")).upper()
+    return value if value in SEVERITIES else None
+
+
+def _headline(findings: dict[str, Any] | None) -> str:
+    items = [f for f in (findings or {}).get("findings", []) or [] if isinstance(f, dict)]
+    ranked = sorted(items, key=lambda f: str(f.get("severity", "P9")))
+    return str(ranked[0].get("title", "")).strip() if ranked else ""
+
+
+def summary_text(folder: Path, manifest: dict[str, Any], findings: dict[str, Any] | None,
+                 actions: dict[str, Any] | None) -> str:
+    """A short Markdown summary from manifest, findings.json and actions.json (when TICKET.md is absent)."""
+    hosts = manifest.get("hosts", {}) or {}
+    states: dict[str, int] = {}
+    for host in hosts.values():
+        status = str((host or {}).get("status", "?"))
+        states[status] = states.get(status, 0) + 1
+    severity = _severity(findings) or ("none" if findings else "not triaged")
+    lines = [
+        f"## Incident {manifest.get('incident', folder.name)}: severity {severity}",
+        "",
+        f"Collected {manifest.get('started', '?')} → {manifest.get('finished', '?')} from {len(hosts)} host(s) "
+        f"(pattern `{manifest.get('pattern', '?')}`, engine {manifest.get('engine', '?')}): "
+        + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ".",
+        "",
+        "### Findings",
+    ]
+    items = [f for f in (findings or {}).get("findings", []) or [] if isinstance(f, dict)]
+    if findings is None:
+        lines.append(f"- triage has not run on this bundle (`collector triage {folder}`)")
+    elif not items:
+        lines.append("- none")
+    for item in items:
+        where = ", ".join(str(h) for h in item.get("hosts", []) or [])
+        fix = (item.get("mitigation") or {}).get("command") if isinstance(item.get("mitigation"), dict) else None
+        lines.append(f"- **{item.get('severity', '?')}** {item.get('title', item.get('id', '?'))}"
+                     + (f" ({where})" if where else "") + (f": mitigation `{fix}`" if fix else ""))
+    done = [a for a in (actions or {}).get("actions", []) or [] if isinstance(a, dict)]
+    if done:
+        lines += ["", "### Actions"]
+    for action in done:
+        verify = action.get("verify") or {}
+        verdict = "verified" if verify.get("passed") else "NOT verified" if verify else "no verification"
+        lines.append(f"- {action.get('action', '?')} approved by {action.get('approver', '?')}: {verdict}")
+    lines += ["", "_TICKET.md was not in the bundle (`collector report` writes it); "
+              "this summary was made by `collector attach`._"]
+    return "\n".join(lines)
+
+
+def gather(bundle_path: Path) -> Evidence:
+    """Everything to post for the bundle at `bundle_path` (folder or its .tar.gz)."""
+    bundle = _open_bundle(bundle_path)
+    folder = Path(bundle.path)
+    manifest = dict(bundle.manifest)
+    incident = str(getattr(bundle, "incident", None) or manifest.get("incident") or folder.name)
+    files = archive_files(folder)
+    findings = _read_json(folder, "findings.json")
+    severity = _severity(findings)
+    ticket_md = folder / "TICKET.md"
+    if ticket_md.is_file():
+        text = ticket_md.read_text(errors="replace").strip()
+    else:
+        text = summary_text(folder, manifest, findings, _read_json(folder, "actions.json"))
+    archive, sums = files
+    footer = (f"\n\n---\nEvidence attached by `collector attach`: `{archive.filename}` "
+              f"({archive.size} bytes, sha256 `{archive.sha256}`) and `{sums.filename}` "
+              f"(check with `sha256sum -c {sums.filename}`). "
+              f"Full bundle: `{socket.gethostname()}:{folder.resolve()}`.")
+    if len(text) > NOTE_MAX_CHARS:
+        text = text[:NOTE_MAX_CHARS] + "\n\n… (cut: the full TICKET.md is in the attached archive)"
+    headline = _headline(findings) or "incident evidence"
+    subject = f"[{severity}] {incident}: {headline}" if severity else f"{incident}: {headline}"
+    return Evidence(incident=incident, severity=severity, subject=subject, body=text + footer,
+                    files=files, ticket_md=ticket_md.is_file())
+
+
+def attach_bundle(system: TicketSystem, bundle_path: Path, *, ticket: str | None = None,
+                  project: str | None = None) -> Outcome:
+    """Attach the bundle's evidence to `ticket`, or open one in `project` (reusing this incident's)."""
+    if (ticket is None) == (project is None):
+        raise UsageError("give exactly one of --ticket ID or --new --project P")
+    if ticket is not None and not ticket.lstrip("#").isdigit():
+        raise UsageError(f"ticket id {ticket!r} is not a number")
+    evidence = gather(bundle_path)
+    if ticket is not None:
+        target = system.find(ticket.lstrip("#"))
+        reused = False
+    else:
+        assert project is not None
+        target = system.lookup(project, evidence.incident)
+        reused = target is not None
+        if target is None:
+            created = system.create(project, evidence.subject, evidence.body, evidence.severity,
+                                    evidence.files)
+            _check_listed(created, evidence.files, system)
+            return Outcome(created, True, False, evidence.files, (), evidence)
+    return _add_to(system, target, evidence, reused)
+
+
+def _add_to(system: TicketSystem, target: Ticket, evidence: Evidence, reused: bool) -> Outcome:
+    already = tuple(f for f in evidence.files if any(r.same_as(f) for r in target.attachments))
+    missing = tuple(f for f in evidence.files if f not in already)
+    if not missing:
+        names = ", ".join(f"`{f.filename}`" for f in already)
+        system.comment(target.id, f"Evidence bundle {evidence.incident} is already attached to this ticket "
+                                  f"({names}, sha256 `{evidence.files[0].sha256}`); nothing uploaded again.")
+        return Outcome(target, False, reused, (), already, evidence)
+    note = evidence.body
+    if already:
+        note += "\n\nAlready attached earlier (not uploaded again): " + ", ".join(
+            f"`{f.filename}`" for f in already) + "."
+    updated = system.attach(target.id, missing, note)
+    _check_listed(updated, missing, system)
+    return Outcome(updated, False, reused, missing, already, evidence)
+
+
+def _check_listed(ticket: Ticket, files: tuple[Upload, ...], system: TicketSystem) -> None:
+    """The server must now list every file with our sha256; say so plainly if it does not."""
+    absent = [f.filename for f in files if not any(r.same_as(f) for r in ticket.attachments)]
+    if absent:
+        raise TicketError(f"{system.name} at {system.url} accepted the change to #{ticket.id} but does not "
+                          f"list {', '.join(absent)} with the expected sha256: check {ticket.url}")
