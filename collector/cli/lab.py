@@ -1,0 +1,190 @@
+"""`collector lab`: build, boot, inspect, break and heal the test hosts."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from types import ModuleType
+from typing import Any
+
+import click
+
+from collector.config import load_settings
+from collector.core import EXIT_PARTIAL, UsageError
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _settings(state_dir: str | None) -> Any:
+    return load_settings(state_dir=state_dir)
+
+
+state_dir_option = click.option("--state-dir", default=None, metavar="DIR",
+                                 help="Lab state and base cache (default /var/lib/incident-collector).")
+
+
+@click.group("lab")
+def lab() -> None:
+    """The lab: nspawn hosts app1/db1/redis1 (+ webNN), Prometheus and Alertmanager on loopback."""
+
+
+@lab.command("build")
+@click.option("--force", is_flag=True, help="Rebuild the base even when it is cached.")
+@state_dir_option
+def build_cmd(force: bool, state_dir: str | None) -> None:
+    """Build the base rootfs once (debootstrap, cached by a hash of its recipe)."""
+    from collector.lab import base, hosts
+    settings = _settings(state_dir)
+    hosts.preflight()
+    cached = base.is_built(settings) and not force
+    started = time.monotonic()
+    path = base.build(settings, force=force)
+    how = "cached" if cached else f"built in {time.monotonic() - started:.0f}s"
+    click.echo(f"base {base.recipe_hash()} {how}: {path}")
+
+
+@lab.command("up")
+@click.option("--extra", default=0, type=int, metavar="N", help="Also boot N light hosts web01..webNN.")
+@state_dir_option
+def up_cmd(extra: int, state_dir: str | None) -> None:
+    """Boot the lab (idempotent): hosts, provisioning, inventory/lab.yml, monitoring."""
+    from collector.lab import hosts, lifecycle
+    settings = _settings(state_dir)
+    hosts.preflight()
+    hosts.check_extra(extra)
+    result = lifecycle.up(settings, extra=extra, log=_say)
+    for name, what in result.hosts.items():
+        click.echo(f"{name:8} {what}")
+    for err in result.errors:
+        click.echo(f"error: {err}", err=True)
+    click.echo(f"lab {'up' if result.ok else 'up with errors'} in {result.seconds}s; inventory {result.inventory}")
+    if not result.ok:
+        sys.exit(EXIT_PARTIAL)
+
+
+@lab.command("down")
+@state_dir_option
+def down_cmd(state_dir: str | None) -> None:
+    """Stop every host and monitoring; remove mounts, cgroups, bridge and inventory."""
+    from collector.lab import lifecycle
+    settings = _settings(state_dir)
+    stopped = lifecycle.down(settings, log=_say)
+    click.echo(f"lab down ({len(stopped)} hosts stopped)")
+
+
+@lab.command("reset")
+@state_dir_option
+def reset_cmd(state_dir: str | None) -> None:
+    """`down`, then forget overlays, secrets and keys (the cached base stays)."""
+    from collector.lab import lifecycle
+    lifecycle.reset(_settings(state_dir), log=_say)
+    click.echo("lab reset: next `lab up` provisions fresh hosts")
+
+
+@lab.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@state_dir_option
+def status_cmd(as_json: bool, state_dir: str | None) -> None:
+    """Each host, its services and active faults; monitoring. Exit 1 when the lab is not fully up."""
+    from collector.lab import hosts, lifecycle
+    hosts.preflight()
+    info = lifecycle.status(_settings(state_dir))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        click.echo(_render_status(info))
+    if not info["up"]:
+        sys.exit(EXIT_PARTIAL)
+
+
+def _render_status(info: dict[str, Any]) -> str:
+    lines = [f"lab: {'UP' if info['up'] else 'DOWN'}  bridge: {'yes' if info['bridge'] else 'no'}"
+             + (f"  (last up took {info['up_seconds']}s)" if info.get("up_seconds") else "")]
+    lines.append(f"{'host':8} {'group':6} {'ip':14} {'state':9} {'system':10} {'service':28} ssh")
+    for name, h in info["hosts"].items():
+        if h.get("stray"):
+            lines.append(f"{name:8} (stray container, not part of this lab)")
+            continue
+        state = "running" if h["running"] else "stopped"
+        svc = f"{h['service']}={h['service_state'] or '-'}"
+        ssh = "yes" if h.get("ssh") else "no"
+        lines.append(f"{name:8} {h['group']:6} {h['ip']:14} {state:9} {h['system'] or '-':10} {svc:28} {ssh}")
+    for name, m in info["monitoring"].items():
+        lines.append(f"{name:13} {'ready' if m['ready'] else 'not answering'} {m['url']} pids={m['pids']}")
+    faults = info.get("faults")
+    if faults is None:
+        lines.append("faults: (fault module not available)")
+    else:
+        lines.append(f"faults: {_faults_text(faults)}")
+    if info.get("inventory"):
+        lines.append(f"inventory: {info['inventory']}")
+    return "\n".join(lines)
+
+
+def _faults_text(faults: Any) -> str:
+    if isinstance(faults, dict):
+        active = [k for k, v in faults.items() if v]
+        return ", ".join(active) if active else "none"
+    if isinstance(faults, (list, tuple, set)):
+        return ", ".join(str(f) for f in faults) or "none"
+    return str(faults)
+
+
+def _module(name: str) -> ModuleType:
+    """collector.lab.<name>, written by the faults helper; a clear error when it is missing."""
+    try:
+        return importlib.import_module(f"collector.lab.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"collector.lab.{name}":
+            raise
+        raise UsageError(f"lab {name} is not available in this build (collector.lab.{name} missing)") from None
+
+
+def _call(mod: ModuleType, names: tuple[str, ...], *args: Any, **kwargs: Any) -> Any:
+    for fn_name in names:
+        fn = getattr(mod, fn_name, None)
+        if callable(fn):
+            return fn(*args, **kwargs)
+    raise UsageError(f"collector.lab.{mod.__name__.rsplit('.', 1)[-1]} has none of {', '.join(names)}: not available")
+
+
+@lab.command("break", context_settings={"ignore_unknown_options": False})
+@click.argument("name")
+@state_dir_option
+def break_cmd(name: str, state_dir: str | None) -> None:
+    """Inject fault NAME into the lab (holds /tmp/collector-lab.lock)."""
+    faults = _module("faults")
+    out = _call(faults, ("break_fault", "inject", "apply"), name, _settings(state_dir))
+    if out:
+        click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
+
+
+@lab.command("heal")
+@click.argument("name")
+@state_dir_option
+def heal_cmd(name: str, state_dir: str | None) -> None:
+    """Remove fault NAME (or `all`) and return the hosts to healthy."""
+    faults = _module("faults")
+    out = _call(faults, ("heal_fault", "heal"), name, _settings(state_dir))
+    if out:
+        click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
+
+
+@lab.command("load")
+@click.option("--seconds", default=30.0, type=float, show_default=True, help="How long to drive traffic.")
+@click.option("--rps", default=20.0, type=float, show_default=True, help="Requests per second.")
+@state_dir_option
+def load_cmd(seconds: float, rps: float, state_dir: str | None) -> None:
+    """Drive bounded traffic at the app so Prometheus has rates."""
+    if not 0 < seconds <= 3600 or not 0 < rps <= 1000:
+        raise UsageError("--seconds must be in (0, 3600] and --rps in (0, 1000]")
+    load = _module("load")
+    out = _call(load, ("run_load", "run", "drive"), _settings(state_dir), seconds=seconds, rps=rps)
+    if out:
+        click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
+
+
+commands = [lab]

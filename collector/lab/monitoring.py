@@ -1,0 +1,148 @@
+"""The lab's monitoring: Debian's Prometheus and Alertmanager, run by `lab up` on loopback only.
+
+Each gets its own config and data folder under `<state_dir>/lab/monitoring/`; the templates
+live in `lab/monitoring/` (prometheus.yml, rules.yml, alertmanager.yml). Prometheus scrapes the
+app hosts' `/metrics` over the lab bridge and evaluates the runbook's alert rules.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import string
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from collector.config import Settings
+from collector.lab import lab_dir
+from collector.paths import resource
+
+PROMETHEUS_ADDR = "127.0.0.1:9090"
+ALERTMANAGER_ADDR = "127.0.0.1:9093"
+BINARIES = {"prometheus": "/usr/bin/prometheus", "alertmanager": "/usr/bin/prometheus-alertmanager"}
+
+
+def mon_dir(settings: Settings) -> Path:
+    return lab_dir(settings) / "monitoring"
+
+
+def render_configs(settings: Settings, app_ips: list[str]) -> dict[str, Path]:
+    """Write prometheus.yml, rules.yml and alertmanager.yml for this lab; returns their paths."""
+    src = resource("lab") / "monitoring"
+    out = mon_dir(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    rules = out / "rules.yml"
+    rules.write_text((src / "rules.yml").read_text())
+    targets = json.dumps([f"{ip}:8000" for ip in app_ips])
+    prom = out / "prometheus.yml"
+    prom.write_text(string.Template((src / "prometheus.yml").read_text()).safe_substitute(
+        rules_file=str(rules), app_targets=targets))
+    am = out / "alertmanager.yml"
+    am.write_text((src / "alertmanager.yml").read_text())
+    return {"prometheus": prom, "rules": rules, "alertmanager": am}
+
+
+def _argv(settings: Settings, name: str) -> list[str]:
+    d = mon_dir(settings)
+    if name == "prometheus":
+        return [BINARIES[name], f"--config.file={d / 'prometheus.yml'}",
+                f"--storage.tsdb.path={d / 'prometheus-data'}", f"--web.listen-address={PROMETHEUS_ADDR}",
+                "--web.enable-lifecycle", "--storage.tsdb.retention.time=2d"]
+    return [BINARIES[name], f"--config.file={d / 'alertmanager.yml'}", f"--storage.path={d / 'alertmanager-data'}",
+            f"--web.listen-address={ALERTMANAGER_ADDR}", "--cluster.listen-address=",
+            f"--web.external-url=http://{ALERTMANAGER_ADDR}/"]
+
+
+def pids(settings: Settings) -> dict[str, list[int]]:
+    """Running Prometheus/Alertmanager processes that use this lab's config files."""
+    marker = str(mon_dir(settings)) + "/"
+    found: dict[str, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not any(marker.encode() in a for a in argv):
+            continue
+        exe = argv[0].decode(errors="replace")
+        for name, binary in BINARIES.items():
+            if exe == binary:
+                found.setdefault(name, []).append(int(entry.name))
+    return found
+
+
+def ready(name: str, timeout: float = 1.0) -> bool:
+    """Whether the loopback service answers its readiness endpoint."""
+    addr = PROMETHEUS_ADDR if name == "prometheus" else ALERTMANAGER_ADDR
+    try:
+        with urllib.request.urlopen(f"http://{addr}/-/ready", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def start(settings: Settings, app_ips: list[str], timeout: float = 30.0) -> dict[str, int]:
+    """Start (or keep, reloading its config) Prometheus and Alertmanager; returns their pids."""
+    for name, binary in BINARIES.items():
+        if not Path(binary).exists():
+            raise RuntimeError(f"{binary} is missing: apt-get install prometheus prometheus-alertmanager")
+    render_configs(settings, app_ips)
+    running = pids(settings)
+    started: dict[str, int] = {}
+    for name in ("alertmanager", "prometheus"):
+        if running.get(name):
+            pid = running[name][0]
+            os.kill(pid, signal.SIGHUP)  # both reload their config on SIGHUP
+            started[name] = pid
+            continue
+        if ready(name, timeout=0.3):
+            addr = PROMETHEUS_ADDR if name == "prometheus" else ALERTMANAGER_ADDR
+            raise RuntimeError(f"{addr} is taken by another {name} (not the lab's); stop it first")
+        (mon_dir(settings) / f"{name}-data").mkdir(parents=True, exist_ok=True)
+        log = (mon_dir(settings) / f"{name}.log").open("ab")
+        proc = subprocess.Popen(_argv(settings, name), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        log.close()
+        started[name] = proc.pid
+    deadline = time.monotonic() + timeout
+    for name in started:
+        while not ready(name):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not become ready; see {mon_dir(settings) / (name + '.log')}")
+            time.sleep(0.2)
+    return started
+
+
+def stop(settings: Settings, timeout: float = 10.0) -> None:
+    """Stop this lab's Prometheus and Alertmanager (SIGTERM, then SIGKILL)."""
+    victims = [p for plist in pids(settings).values() for p in plist]
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while victims and time.monotonic() < deadline:
+        victims = [p for p in victims if Path(f"/proc/{p}/cmdline").exists()
+                   and Path(f"/proc/{p}/cmdline").read_bytes()]
+        time.sleep(0.1)
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def status(settings: Settings) -> dict[str, dict[str, object]]:
+    """Each monitoring service: pid(s), whether it answers, its loopback URL."""
+    running = pids(settings)
+    return {
+        "prometheus": {"pids": running.get("prometheus", []), "ready": ready("prometheus"),
+                       "url": f"http://{PROMETHEUS_ADDR}"},
+        "alertmanager": {"pids": running.get("alertmanager", []), "ready": ready("alertmanager"),
+                         "url": f"http://{ALERTMANAGER_ADDR}"},
+    }
