@@ -1,0 +1,209 @@
+"""The runbook's mitigations as data: name, playbook, parameters (type, check, default), target group.
+
+Each action's playbook lives in playbooks/remediate/<name>.yml; a parameter `p` of action `a-b`
+reaches it as the Ansible variable `a_b_p`, and the play's hosts as `a_b_hosts`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collector.core import UsageError
+from collector.paths import resource
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: `kind` is int, str or choice; `default` None means required."""
+
+    name: str
+    kind: str
+    help: str
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+    aliases: Mapping[str, str] = field(default_factory=dict)  # accepted spelling → canonical value
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def describe(self) -> str:
+        """A short text for tables: type, range or choices, default."""
+        if self.kind == "choice":
+            text = "|".join(self.choices)
+        elif self.kind == "int":
+            lo = "" if self.minimum is None else str(self.minimum)
+            hi = "" if self.maximum is None else str(self.maximum)
+            text = f"int {lo}..{hi}" if (lo or hi) else "int"
+        else:
+            text = "text"
+        return text + (" (required)" if self.required else f" (default {self.default})")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One mitigation: what it does, which playbook, which group its targets must belong to."""
+
+    name: str
+    summary: str
+    groups: tuple[str, ...]
+    params: tuple[Param, ...] = ()
+    restarts: bool = False  # a change on a host restarts its service (rate-limited per host)
+    request_time_var: str | None = None  # gets the plan's creation time (epoch s), see restart.yml
+    pin_from_check: str | None = None  # param resolved by the check run and pinned in the plan
+
+    @property
+    def prefix(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def playbook(self) -> Path:
+        return resource("playbooks") / "remediate" / f"{self.name}.yml"
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def extravars(self, params: Mapping[str, Any], hosts_pattern: str) -> dict[str, Any]:
+        """The Ansible variables for a run: prefixed params plus the play's hosts pattern."""
+        extra = {f"{self.prefix}_{k}": v for k, v in params.items()}
+        extra[f"{self.prefix}_hosts"] = hosts_pattern
+        return extra
+
+
+_SIZE = r"^([0-9]+[KMGT]?|[0-9]{1,2}%|100%|infinity)$"
+_TAG = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
+_DBNAME = r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$"
+
+ACTIONS: dict[str, Action] = {
+    a.name: a
+    for a in (
+        Action(
+            "restart",
+            "restart the service (collector_service), then wait for /health healthy",
+            groups=("app", "db", "redis"),
+            restarts=True,
+            request_time_var="restart_since",
+        ),
+        Action(
+            "pool-resize",
+            "set DATABASE_POOL_SIZE in the app's .env and restart the app",
+            groups=("app",),
+            params=(Param("size", "int", "database connection pool size", minimum=1, maximum=1000),),
+            restarts=True,
+        ),
+        Action(
+            "memory-limit",
+            "systemd drop-in MemoryMax= for the service, daemon-reload, restart",
+            groups=("app",),
+            params=(Param("max", "str", "MemoryMax= value: 512M, 2G, 80% or infinity", default="512M", pattern=_SIZE),),
+            restarts=True,
+        ),
+        Action(
+            "rollback",
+            "check out an earlier release tag in the deploy dir, restart, wait for health",
+            groups=("app",),
+            params=(Param("tag", "str", "release tag, or 'previous' (resolved and pinned when planning)",
+                          default="previous", pattern=_TAG),),
+            restarts=True,
+            pin_from_check="tag",
+        ),
+        Action(
+            "kill-idle-connections",
+            "terminate PostgreSQL sessions idle longer than N minutes (never the tool's own)",
+            groups=("db",),
+            params=(
+                Param("minutes", "int", "idle longer than this many minutes", default=10, minimum=0, maximum=10080),
+                Param("database", "str", "only sessions of this database ('' = the host's collector_pg_database)",
+                      default="", pattern=r"^$|" + _DBNAME),
+            ),
+        ),
+        Action(
+            "circuit-breaker",
+            "open or close the Zoho circuit breaker through the app's admin API",
+            groups=("app",),
+            params=(Param("state", "choice", "wanted breaker state", default="open", choices=("open", "closed"),
+                          aliases={"close": "closed", "opened": "open"}),),
+        ),
+        Action(
+            "rate-limit",
+            "set the app's ZOHO_RATE_LIMIT through the admin API",
+            groups=("app",),
+            params=(Param("value", "int", "Zoho calls allowed per minute", minimum=1, maximum=6000),),
+        ),
+        Action(
+            "extend-cache-ttl",
+            "extend the app's cache TTL through the admin API",
+            groups=("app",),
+            params=(Param("seconds", "int", "cache TTL in seconds", default=300, minimum=1, maximum=86400),),
+        ),
+    )
+}
+
+
+def get_action(name: str) -> Action:
+    """The action called `name`, or a UsageError naming the known ones."""
+    try:
+        return ACTIONS[name]
+    except KeyError:
+        raise UsageError(f"unknown action {name!r}; known actions: {', '.join(ACTIONS)}") from None
+
+
+def _coerce(action: Action, param: Param, raw: Any) -> Any:
+    where = f"{action.name}: parameter {param.name}"
+    if param.kind == "int":
+        text = str(raw).strip()
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise UsageError(f"{where} must be a whole number, got {raw!r}")
+        value: Any = int(text)
+        if param.minimum is not None and value < param.minimum:
+            raise UsageError(f"{where} must be >= {param.minimum}, got {value}")
+        if param.maximum is not None and value > param.maximum:
+            raise UsageError(f"{where} must be <= {param.maximum}, got {value}")
+        return value
+    value = str(raw).strip()
+    if param.kind == "choice":
+        value = param.aliases.get(value.lower(), value.lower())
+        if value not in param.choices:
+            raise UsageError(f"{where} must be one of {', '.join(param.choices)}, got {raw!r}")
+        return value
+    if param.pattern and not re.fullmatch(param.pattern, value):
+        raise UsageError(f"{where} has an invalid value {raw!r} ({param.help})")
+    return value
+
+
+def validate_params(action: Action, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed, checked parameters with defaults filled in; UsageError on the first problem."""
+    known = {p.name for p in action.params}
+    for name in raw:
+        if name not in known:
+            hint = f"; its parameters are: {', '.join(sorted(known))}" if known else "; it takes no parameters"
+            raise UsageError(f"{action.name}: unknown parameter {name!r}{hint}")
+    values: dict[str, Any] = {}
+    for param in action.params:
+        if param.name in raw:
+            values[param.name] = _coerce(action, param, raw[param.name])
+        elif param.required:
+            raise UsageError(f"{action.name}: parameter {param.name} is required (--param {param.name}=...: {param.help})")
+        else:
+            values[param.name] = param.default
+    return values
+
+
+def parse_param_args(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`k=v` strings from the command line into a dict; UsageError on a malformed or repeated one."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--param expects NAME=VALUE, got {pair!r}")
+        if key in out:
+            raise UsageError(f"--param {key} is given twice")
+        out[key] = value
+    return out

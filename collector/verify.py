@@ -1,0 +1,221 @@
+"""Runbook step 5: prove recovery. /health, 5xx ratio, p95, alerts, SELECT 1, Redis PING, services.
+
+Host checks run through testinfra (its SSH backend built from the Ansible inventory's own host
+vars: user, key, common args with the lab's known_hosts); monitoring checks ask Prometheus and
+Alertmanager on the control machine. Every check is a value: name, host, passed, detail.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from collector.config import Settings
+from collector.inventory import Inventory
+from collector.monitoring import Query, run_query, shape_alerts, shape_instant, urls
+
+ROLES = ("app", "db", "redis", "web")
+ERROR_RATIO_MAX = 0.01  # runbook: 5xx ratio < 1 %
+P95_MAX_S = 0.200  # runbook: p95 < 200 ms
+MONITORING = "monitoring"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the checklist."""
+
+    name: str
+    host: str
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def roles_of(inv: Inventory, host: str) -> list[str]:
+    """A host's roles: collector_roles when set, else its group names among app/db/redis/web."""
+    explicit = inv.hosts.get(host, {}).get("collector_roles")
+    if explicit:
+        return [str(r) for r in explicit]
+    return [g for g in inv.groups.get(host, []) if g in ROLES]
+
+
+def testinfra_host(hostvars: Mapping[str, Any], name: str) -> Any:
+    """A testinfra host over ssh built from the inventory's vars (host-key checking stays as configured)."""
+    import testinfra
+
+    if hostvars.get("ansible_connection") == "local" or name in ("local", "localhost"):
+        return testinfra.get_host("local://")
+    address = str(hostvars.get("ansible_host") or name)
+    user = hostvars.get("ansible_user")
+    spec = f"ssh://{user}@{address}" if user else f"ssh://{address}"
+    if hostvars.get("ansible_port"):
+        spec += f":{hostvars['ansible_port']}"
+    extra = " ".join(str(hostvars.get(k) or "") for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args")).strip()
+    kwargs: dict[str, Any] = {"ssh_extra_args": extra or None, "timeout": 10, "controlpersist": 30}
+    key = hostvars.get("ansible_ssh_private_key_file") or hostvars.get("ansible_private_key_file")
+    if key:
+        kwargs["ssh_identity_file"] = str(key)
+    return testinfra.get_host(spec, **kwargs)
+
+
+def _service_checks(host: Any, name: str, service: str) -> list[Check]:
+    running = host.run(f"systemctl is-active {shlex.quote(service)}").stdout.strip()
+    enabled = host.run(f"systemctl is-enabled {shlex.quote(service)}").stdout.strip()
+    return [
+        Check("service active", name, running == "active", f"{service}: {running or 'unknown'}"),
+        Check("service enabled", name, enabled in ("enabled", "static", "alias"), f"{service}: {enabled or 'unknown'}"),
+    ]
+
+
+def _health_check(host: Any, name: str, url: str) -> Check:
+    result = host.run(f"curl -sS --max-time 5 {shlex.quote(url.rstrip('/') + '/health')}")
+    try:
+        doc = json.loads(result.stdout)
+    except ValueError:
+        return Check("/health healthy", name, False, f"no JSON from /health (rc {result.rc}) {result.stderr.strip()[:120]}")
+    status = doc.get("status") if isinstance(doc, dict) else None
+    bad = [k for k, v in (doc.get("checks") or {}).items() if _dep_bad(v)] if isinstance(doc, dict) else []
+    detail = f"status {status}" + (f"; failing: {', '.join(bad)}" if bad else "")
+    return Check("/health healthy", name, status == "healthy", detail)
+
+
+def _dep_bad(value: Any) -> bool:
+    if isinstance(value, dict):
+        value = value.get("status", value.get("ok"))
+    return value not in (True, "ok", "healthy", "up")
+
+
+def _db_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
+    os_user = str(hostvars.get("collector_pg_os_user") or "postgres")
+    database = str(hostvars.get("collector_pg_database") or "postgres")
+    cmd = f"runuser -u {shlex.quote(os_user)} -- psql -X -At -c 'SELECT 1' {shlex.quote(database)}"
+    result = host.run(cmd)
+    ok = result.rc == 0 and result.stdout.strip() == "1"
+    return Check("SELECT 1", name, ok, "1" if ok else f"rc {result.rc}: {(result.stderr or result.stdout).strip()[:160]}")
+
+
+def _redis_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
+    port = int(hostvars.get("collector_redis_port") or 6379)
+    # The password is read on the host from redis.conf into the environment: it never crosses
+    # the wire nor sits in any process's argv.
+    conf = shlex.quote(str(hostvars.get("collector_redis_conf") or "/etc/redis/redis.conf"))
+    cmd = (
+        f"REDISCLI_AUTH=$(sed -n 's/^requirepass[[:space:]]\\+//p' {conf} | tr -d '\"') "
+        f"redis-cli --no-auth-warning -p {port} PING"
+    )
+    result = host.run(cmd)
+    answer = result.stdout.strip()
+    return Check("Redis PING", name, answer == "PONG", answer[:80] or f"rc {result.rc}: {result.stderr.strip()[:120]}")
+
+
+def host_checks(inv: Inventory, name: str, *, only_health: bool = False) -> list[Check]:
+    """The per-host part of the checklist, by role; an unreachable host is one failed check."""
+    hostvars = inv.hosts.get(name, {})
+    roles = roles_of(inv, name)
+    try:
+        host = testinfra_host(hostvars, name)
+        probe = host.run("true")
+        if probe.rc != 0:
+            return [Check("reachable", name, False, (probe.stderr or "ssh failed").strip().splitlines()[-1][:160])]
+        checks: list[Check] = []
+        service = hostvars.get("collector_service")
+        if service:
+            checks += _service_checks(host, name, str(service))
+        if "app" in roles and hostvars.get("collector_app_url"):
+            checks.append(_health_check(host, name, str(hostvars["collector_app_url"])))
+        if only_health:
+            return checks
+        if "db" in roles:
+            checks.append(_db_check(host, name, hostvars))
+        if "redis" in roles:
+            checks.append(_redis_check(host, name, hostvars))
+        return checks
+    except Exception as exc:  # a broken connection is a failed check, never a crashed verify
+        return [Check("reachable", name, False, f"{type(exc).__name__}: {str(exc).strip()[:160]}")]
+
+
+def _window_expr(expr: str, window: str) -> str:
+    """The runbook's PromQL with its rate window set to `window` (recovery is judged on recent traffic)."""
+    return re.sub(r"\[\d+[smhd]\]", f"[{window}]", expr)
+
+
+def _prom_query(base: str, name: str, expr: str, timeout_s: float) -> dict[str, Any]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    result = run_query(Query(name, "prometheus", url, shape_instant, {"query": expr}), timeout_s)
+    return json.loads(result.output)
+
+
+def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = None, *,
+                      window: str = "1m", timeout_s: float = 5.0) -> list[Check]:
+    """5xx ratio and p95 from Prometheus over `window`, and Alertmanager's active alerts."""
+    prometheus, alertmanager = urls(settings, hostvars)
+    checks = []
+    ratio = _prom_query(prometheus, "error_ratio", _window_expr(settings.promql_error_ratio, window), timeout_s)
+    if ratio.get("error"):
+        checks.append(Check("5xx ratio < 1%", MONITORING, False, str(ratio["error"])[:160]))
+    elif ratio.get("value") is None:
+        checks.append(Check("5xx ratio < 1%", MONITORING, True, f"no requests in the last {window}"))
+    else:
+        value = float(ratio["value"])
+        checks.append(Check("5xx ratio < 1%", MONITORING, value < ERROR_RATIO_MAX, f"{value:.2%} over {window}"))
+    p95 = _prom_query(prometheus, "p95_latency", _window_expr(settings.promql_p95, window), timeout_s)
+    if p95.get("error"):
+        checks.append(Check("p95 < 200 ms", MONITORING, False, str(p95["error"])[:160]))
+    elif p95.get("value") is None:
+        checks.append(Check("p95 < 200 ms", MONITORING, True, f"no requests in the last {window}"))
+    else:
+        value = float(p95["value"])
+        checks.append(Check("p95 < 200 ms", MONITORING, value < P95_MAX_S, f"{value * 1000:.0f} ms over {window}"))
+    alerts_url = f"{alertmanager}/api/v2/alerts?" + urllib.parse.urlencode(
+        {"active": "true", "silenced": "false", "inhibited": "false"})
+    doc = json.loads(run_query(Query("alerts", "alertmanager", alerts_url, shape_alerts, {}), timeout_s).output)
+    if doc.get("error"):
+        checks.append(Check("no active alerts", MONITORING, False, str(doc["error"])[:160]))
+    else:
+        firing = [a for a in doc.get("alerts", []) if (a.get("state") or "active") == "active"]
+        names = sorted({str(a.get("name")) for a in firing})
+        checks.append(Check("no active alerts", MONITORING, not firing,
+                            "none" if not firing else f"{len(firing)} active: {', '.join(names)}"[:160]))
+    return checks
+
+
+def run_checks(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "1m",
+               monitoring: bool = True, only_health: bool = False) -> list[Check]:
+    """One pass of the checklist: every host at once, then the monitoring checks."""
+    names = list(hosts)
+    with ThreadPoolExecutor(max_workers=max(1, min(10, len(names)))) as pool:
+        per_host = list(pool.map(lambda h: host_checks(inv, h, only_health=only_health), names))
+    checks = [c for group in per_host for c in group]
+    if monitoring:
+        anyvars = inv.hosts.get(names[0], {}) if names else {}
+        checks += monitoring_checks(settings, anyvars, window=window)
+    return checks
+
+
+def verify(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "1m", wait_s: float = 0.0,
+           monitoring: bool = True, only_health: bool = False,
+           progress: Callable[[list[Check]], None] | None = None) -> list[Check]:
+    """The checklist, repeated every few seconds until it passes or `wait_s` has gone by."""
+    names = list(hosts)
+    deadline = time.monotonic() + max(0.0, wait_s)
+    while True:
+        checks = run_checks(inv, names, settings, window=window, monitoring=monitoring, only_health=only_health)
+        if passed(checks) or time.monotonic() >= deadline:
+            return checks
+        if progress:
+            progress(checks)
+        time.sleep(min(5.0, max(0.5, deadline - time.monotonic())))
+
+
+def passed(checks: Iterable[Check]) -> bool:
+    """True when there is at least one check and every check passed."""
+    items = list(checks)
+    return bool(items) and all(c.passed for c in items)
