@@ -156,13 +156,16 @@ class Redactor:
                 if any(s < end and start < e for s, e in taken if s <= end):
                     continue  # already a placeholder
                 spans.append((start, end, order, rule.name))
-        # Earliest first; at one start the longest wins, then the rule listed first.
+        # Earliest first; at one start the longest wins, then the rule listed first. Overlapping spans
+        # merge into one, so no part of a secret any rule saw is left visible.
         spans.sort(key=lambda s: (s[0], -(s[1] - s[0]), s[2]))
         chosen: list[tuple[int, int, int, str]] = []
-        for span in spans:
-            if chosen and span[0] < chosen[-1][1]:
+        for candidate in spans:
+            if chosen and candidate[0] < chosen[-1][1]:
+                last = chosen[-1]
+                chosen[-1] = (last[0], max(last[1], candidate[1]), last[2], last[3])
                 continue
-            chosen.append(span)
+            chosen.append(candidate)
         return chosen
 
     def redact_bytes(self, data: bytes, where: str = "") -> bytes:
