@@ -8,8 +8,9 @@ pass, so a placeholder is never itself re-matched and text that is already redac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from collector.core import UsageError
 
@@ -100,6 +101,27 @@ def user_rules(patterns: Iterable[str]) -> list[Rule]:
         except re.error as exc:
             raise UsageError(f"redact pattern {text!r} is not a valid regex: {exc}") from None
     return rules
+
+
+_SECRET_VAR = re.compile(r"(?:password|passwd|passphrase|secret|token|api_?key|_pass$|_auth$)", re.IGNORECASE)
+_NOT_SECRET_VAR = re.compile(r"(?:_file|_path|_dir|_url)$", re.IGNORECASE)  # where a secret lives, not the secret
+
+
+def secrets_from_vars(vars_by_host: Mapping[str, Mapping[str, Any]] | Mapping[str, Any]) -> list[str]:
+    """The values of inventory variables whose names say they are secrets (e.g. collector_redis_password)."""
+    found: set[str] = set()
+
+    def visit(name: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                visit(str(key), inner)
+        elif isinstance(value, (str, int)) and not isinstance(value, bool) and _SECRET_VAR.search(name) \
+                and not _NOT_SECRET_VAR.search(name) and len(str(value)) >= _MIN_KNOWN_SECRET:
+            found.add(str(value))
+
+    for key, value in vars_by_host.items():
+        visit(str(key), value)
+    return sorted(found)
 
 
 def _secret_span(rule: Rule, match: re.Match[bytes]) -> tuple[int, int] | None:

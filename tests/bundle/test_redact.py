@@ -6,7 +6,7 @@ import re
 import pytest
 
 from collector.core import UsageError
-from collector.redact import RULES, Redactor
+from collector.redact import RULES, Redactor, secrets_from_vars
 
 # (rule expected to fire, input, the secret that must vanish, text that must survive)
 CASES = [
@@ -130,3 +130,13 @@ def test_large_output_is_scrubbed_in_reasonable_time() -> None:
     out = Redactor().redact_bytes(data, "big")
     assert b"tail-secret" not in out
     assert time.monotonic() - t0 < 10
+
+
+def test_secrets_from_inventory_vars() -> None:
+    hostvars = {
+        "redis1": {"collector_redis_password": "lab-redis-pw", "collector_redis_port": 6379,
+                   "ansible_ssh_private_key_file": "/var/lib/x/id_ed25519"},
+        "app1": {"collector_api_token": "tok-12345", "collector_app_url": "http://127.0.0.1:8000",
+                 "nested": {"db_password": "nested-pw"}, "ansible_become_pass": "becomepw"},
+    }
+    assert secrets_from_vars(hostvars) == ["becomepw", "lab-redis-pw", "nested-pw", "tok-12345"]
