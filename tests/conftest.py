@@ -1,0 +1,111 @@
+"""Shared fixtures: the running lab (skips cleanly when it is not up) and the lab lock.
+
+    def test_x(lab):            # session-scoped; skips when `collector lab up` has not run
+        lab.inventory           # Path of inventory/lab.yml (state-dir copy, absolute paths inside)
+        lab.ips["db1"]          # bridge IPs by host; lab.groups["web"] -> host names
+        lab.secrets["db_password"], lab.secrets["redis_password"], lab.secrets["api_token"]
+        lab.host("app1")        # testinfra host over OpenSSH with the lab key and known_hosts
+        lab.ssh_config, lab.key, lab.known_hosts, lab.prometheus_url, lab.alertmanager_url
+
+    def test_y(lab, lab_lock):  # anything that breaks or changes a lab host holds the lock
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from collector.config import Settings, load_settings
+from collector.lab import LOCK_FILE, lab_secrets, lab_state
+
+
+@dataclass
+class Lab:
+    """The running lab as tests see it."""
+
+    settings: Settings
+    inventory: Path
+    known_hosts: Path
+    ssh_config: Path
+    key: Path
+    ips: dict[str, str]
+    groups: dict[str, list[str]]
+    secrets: dict[str, str]
+    prometheus_url: str = "http://127.0.0.1:9090"
+    alertmanager_url: str = "http://127.0.0.1:9093"
+    _hosts: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.ips)
+
+    def host(self, name: str) -> Any:
+        """A testinfra host for `name` (OpenSSH backend: the lab key, host-key checking on)."""
+        if name not in self.ips:
+            raise KeyError(f"{name} is not a lab host ({', '.join(self.ips)})")
+        if name not in self._hosts:
+            import testinfra
+            self._hosts[name] = testinfra.get_host(f"ssh://{name}", ssh_config=str(self.ssh_config),
+                                                   connection_timeout=10)
+        return self._hosts[name]
+
+
+def _lab_or_reason() -> Lab | str:
+    if os.geteuid() != 0:
+        return "the lab needs root; not running as root"
+    try:
+        from collector.lab import hosts, lifecycle
+        settings = load_settings()
+        if not lifecycle.is_up(settings):
+            return "lab is not up (run `collector lab up`)"
+    except Exception as exc:  # a broken environment is a skip reason here, the lab tests say more
+        return f"lab state unreadable: {exc}"
+    state = lab_state(settings)
+    table: dict[str, Any] = state.get("hosts") or {}  # type: ignore[assignment]
+    inv = hosts.inventory_path(settings)
+    groups: dict[str, list[str]] = {g: [] for g in ("app", "db", "redis", "web")}
+    for name, spec in table.items():
+        groups.setdefault(str(spec["group"]), []).append(name)
+    groups["lab"] = list(table)
+    return Lab(settings=settings, inventory=inv, known_hosts=inv.parent / "lab_known_hosts",
+               ssh_config=inv.parent / "lab_ssh_config", key=hosts.ssh_key(settings),
+               ips={n: str(s["ip"]) for n, s in table.items()}, groups=groups, secrets=lab_secrets(settings))
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    """The running lab; skips (with the reason) when it is not up."""
+    found = _lab_or_reason()
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+@pytest.fixture()
+def lab_lock() -> Iterator[None]:
+    """Exclusive hold on /tmp/collector-lab.lock (the same lock `flock` takes) for one test."""
+    with open(LOCK_FILE, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def app_host(lab: Lab) -> Any:
+    return lab.host(lab.groups["app"][0])
+
+
+@pytest.fixture(scope="session")
+def db_host(lab: Lab) -> Any:
+    return lab.host(lab.groups["db"][0])
+
+
+@pytest.fixture(scope="session")
+def redis_host(lab: Lab) -> Any:
+    return lab.host(lab.groups["redis"][0])
