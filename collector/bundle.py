@@ -31,7 +31,8 @@ MANIFEST = "manifest.json"
 REDACTION = "redaction.json"
 LOG = "collector.log"
 UNREDACTED_SUFFIX = "-UNREDACTED"
-TRUNCATION_MARKER = b"\n\n[... incident-collector: %d bytes omitted here (output cap %d bytes) ...]\n\n"
+TRUNCATION_MARKER = b"\n\n[... incident-collector: output truncated: %d bytes omitted, head and tail kept (cap %d bytes) ...]\n\n"
+_MARKER_WORD = b"output truncated"  # the runner's marker and ours both say it; tests and people grep for it
 # Files later steps may not replace: the evidence and the bundle's own bookkeeping.
 _PROTECTED = (MANIFEST, SUMS, REDACTION)
 _PROTECTED_DIRS = ("hosts/", "monitoring/")
@@ -188,6 +189,19 @@ def _entry(result: ProbeResult, redactor: Redactor, path: str | None, data: byte
     }
 
 
+def _visible_cap(result: ProbeResult, cap: int) -> tuple[bytes, bool]:
+    """The output to store: capped here if a transport did not, and never truncated without a marker."""
+    data = result.output or b""
+    if cap > 0 and len(data) > cap + 4096:  # the runner's own marker may overshoot its cap a little
+        data, _ = cap_output(data, cap)
+        return data, True
+    if result.truncated and _MARKER_WORD not in data:
+        produced = result.bytes or len(data)
+        data += (b"\n[... incident-collector: output truncated on the host: %d bytes produced, %d kept ...]\n"
+                 % (produced, len(data)))
+    return data, bool(result.truncated)
+
+
 def _unique_dir(out_dir: Path, name: str) -> str:
     candidate, n = name, 1
     while (out_dir / candidate).exists() or (out_dir / f"{candidate}.tar.gz").exists():
@@ -205,9 +219,11 @@ def _fill(tmp: Path, run: RunResult, settings: Settings, name: str, redactor: Re
         probes: dict[str, Any] = {}
         for probe in sorted(result.probes, key=lambda p: p.probe):
             rel = f"hosts/{_safe_name(host)}/{_safe_name(probe.probe)}.txt"
-            data = redactor.redact_bytes(probe.output or b"", rel)
+            raw, truncated = _visible_cap(probe, settings.cap_bytes)
+            data = redactor.redact_bytes(raw, rel)
             _write_plain(tmp / rel, data)
             probes[probe.probe] = _entry(probe, redactor, rel, data)
+            probes[probe.probe]["truncated"] = truncated
         hosts[host] = {
             "status": result.status,
             "error": redactor.redact_text(result.error, MANIFEST) if result.error else None,

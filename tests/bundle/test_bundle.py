@@ -255,3 +255,18 @@ def test_incident_id_and_cap() -> None:
     assert truncated and len(capped) <= 500
     assert capped.startswith(b"H") and capped.endswith(b"T") and b"bytes omitted" in capped
     assert cap_output(b"small", 500) == (b"small", False)
+
+
+def test_truncated_output_is_never_silent(tmp_path: Path) -> None:
+    run = _run()
+    huge = b"H" * 50_000 + b"password=in-the-middle\n" + b"T" * 50_000
+    run.hosts["app1"].probes.append(_probe("app1", "huge", huge))  # a transport that did not cap
+    folder = write_bundle(run, Settings(cap_bytes=10_000), out_dir=tmp_path)
+    bundle = Bundle.open(folder)
+    kept = bundle.read("app1", "huge") or b""
+    assert len(kept) <= 10_000 and kept.startswith(b"HHH") and kept.endswith(b"TTT")
+    assert b"output truncated" in kept
+    assert bundle.probe("app1", "huge")["truncated"] is True  # type: ignore[index]
+    assert bundle.probe("app1", "huge")["output_bytes"] == len(huge)  # type: ignore[index]
+    big = bundle.read("redis1", "big") or b""  # truncated by the host runner without a marker we know
+    assert big.startswith(b"head...tail") and b"output truncated on the host" in big
