@@ -1,7 +1,7 @@
 """Ansible inventories and host patterns, read with Ansible's own inventory code (never re-parsed).
 
 A source is a YAML/INI file or a directory of them (group_vars/host_vars included). Inside a
-directory, `example-*` files and `*known_hosts*` files are documentation and SSH data, not inventory.
+directory, `example-*` files and `*known_hosts*` / `*ssh_config*` files are documentation and SSH data.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from collector.core import UsageError
 from collector.paths import resource
 
 # Files in an inventory directory that are not inventory sources (beside Ansible's own ignore list).
-_NOT_INVENTORY = re.compile(r"^example-|known_hosts|^README|\.(md|txt|orig|bak|swp|retry|cfg|pyc)$|~$|^\.")
+_NOT_INVENTORY = re.compile(r"^example-|known_hosts|ssh_config|^README|\.(md|txt|orig|bak|swp|retry|cfg|pyc)$|~$|^\.")
 _NOT_INVENTORY_DIRS = {"group_vars", "host_vars", "vars_plugins"}
 
 

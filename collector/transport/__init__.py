@@ -103,6 +103,7 @@ def parse_response(host: str, roles: tuple[str, ...], document: str | bytes | di
     if data.get("error"):
         return HostResult(host, "failed", f"runner: {data['error']}", roles=roles)
     probes = [_probe_result(host, item) for item in data["probes"]]
+    roles = roles or tuple(str(r) for r in data.get("roles") or ())  # ingest knows roles only from here
     return HostResult(host, host_status(probes), None, probes, roles=roles)
 
 

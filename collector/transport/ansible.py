@@ -95,7 +95,7 @@ def ansible_env(workdir: Path, *, connect_timeout_s: float = 10.0, forks: int | 
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
-        "ANSIBLE_INVENTORY_IGNORE_REGEX": "known_hosts|^example-",
+        "ANSIBLE_INVENTORY_IGNORE_REGEX": "known_hosts|ssh_config|^example-",
         "ANSIBLE_ROLES_PATH": str(resource("playbooks") / "roles"),
     }
     if forks:

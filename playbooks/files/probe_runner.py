@@ -264,7 +264,7 @@ def run(request):
                 results.append(_result(probe, probe.get("command", ""), "failed", None, now_iso(),
                                        time.monotonic(), error="runner error: %r" % (exc,)))
     return {"runner_version": RUNNER_VERSION, "host_time": started, "finished": now_iso(),
-            "python": sys.version.split()[0], "probes": results}
+            "python": sys.version.split()[0], "roles": list(request.get("roles") or []), "probes": results}
 
 
 def read_request():

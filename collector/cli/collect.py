@@ -1,0 +1,201 @@
+"""`collect --hosts PATTERN` (also `collector collect`) and `collector ingest ARTIFACTS_DIR`: parsing and display only."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from collector import collect as collect_step
+from collector.core import HostResult, RunResult
+from collector.transport import ENGINES, Payload, Target
+
+_STATUS_STYLE = {"ok": "green", "partial": "yellow", "unreachable": "red", "failed": "red",
+                 "running": "cyan", "connecting": "blue", "waiting": "dim"}
+
+
+class HostBoard:
+    """Live progress: one row per host with probes done/total and its status."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.live: Live | None = None
+
+    def start(self, targets: dict[str, Target], payload: Payload) -> None:
+        from collector.probes import expected_names
+
+        for name, target in targets.items():
+            total = len(expected_names(payload.entries, target.roles))
+            self.rows[name] = {"roles": ",".join(target.roles) or "-", "done": 0, "total": total,
+                               "status": "waiting", "error": ""}
+        if self.console.is_terminal:
+            self.live = Live(self.render(), console=self.console, refresh_per_second=8, transient=True)
+            self.live.start()
+
+    def update(self, host: str, event: str, detail: dict[str, Any]) -> None:
+        with self.lock:
+            row = self.rows.get(host)
+            if row is None:
+                return
+            if event == "probe":
+                row["done"] = min(row["total"], row["done"] + 1)
+            elif event == "done":
+                row["status"] = detail.get("status", "?")
+                row["error"] = str(detail.get("error") or "")
+                if row["status"] in ("ok", "partial"):
+                    row["done"] = row["total"]
+            elif row["status"] not in ("ok", "partial", "unreachable", "failed"):
+                row["status"] = event
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def render(self) -> Table:
+        table = Table(title="collect", expand=False)
+        for column in ("host", "roles", "probes", "status"):
+            table.add_column(column)
+        with self.lock:
+            for host, row in self.rows.items():
+                style = _STATUS_STYLE.get(row["status"], "")
+                table.add_row(host, row["roles"], f"{row['done']}/{row['total']}",
+                              f"[{style}]{row['status']}[/{style}]" if style else row["status"])
+        return table
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def _counts(result: HostResult) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for probe in result.probes:
+        counts[probe.status] = counts.get(probe.status, 0) + 1
+    return counts
+
+
+def final_table(run: RunResult) -> Table:
+    """Host × status at the end of a run."""
+    table = Table(title=f"{len(run.hosts)} host(s)" + (" — INTERRUPTED" if run.interrupted else ""))
+    for column in ("host", "roles", "status", "ok", "failed", "timeout", "not_found", "skipped", "error"):
+        table.add_column(column)
+    for host, result in run.hosts.items():
+        counts = _counts(result)
+        style = _STATUS_STYLE.get(result.status, "")
+        problems = [f"{p.probe}: {p.status}" for p in result.probes if p.status in ("failed", "timeout")]
+        error = result.error or ("; ".join(problems[:3]) + (" …" if len(problems) > 3 else ""))
+        table.add_row(host, ",".join(result.roles) or "-", f"[{style}]{result.status}[/{style}]",
+                      *(str(counts.get(s, 0)) for s in ("ok", "failed", "timeout", "not_found", "skipped")),
+                      error[:120])
+    return table
+
+
+def headline(findings: dict[str, Any] | None) -> str | None:
+    """The findings' one-line headline, whatever shape triage gives it."""
+    if not findings:
+        return None
+    for key in ("headline", "summary"):
+        if isinstance(findings.get(key), str):
+            return str(findings[key])
+    severity = findings.get("severity")
+    if severity:
+        count = len(findings.get("findings") or [])
+        return f"severity {severity}, {count} finding(s)"
+    return None
+
+
+def summary(outcome: collect_step.CollectOutcome) -> dict[str, Any]:
+    """The --json document."""
+    run = outcome.run
+    bundle = outcome.bundle
+    findings = outcome.findings or {}
+    return {
+        "incident": bundle.name if bundle else run.incident,
+        "bundle": str(bundle) if bundle else None,
+        "archive": f"{bundle}.tar.gz" if bundle else None,
+        "exit_code": outcome.exit_code,
+        "engine": run.engine,
+        "pattern": run.pattern,
+        "inventory": run.inventory,
+        "started": run.started,
+        "finished": run.finished,
+        "interrupted": run.interrupted,
+        "hosts": {h: {"status": r.status, "error": r.error, "roles": list(r.roles), "probes": _counts(r)}
+                  for h, r in run.hosts.items()},
+        "monitoring": {m.probe: m.status for m in run.monitoring},
+        "severity": findings.get("severity"),
+        "headline": headline(outcome.findings),
+        "notes": outcome.notes,
+    }
+
+
+def _show(outcome: collect_step.CollectOutcome, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary(outcome), indent=2))
+        return
+    console = Console(no_color=not sys.stdout.isatty(), highlight=False, soft_wrap=True)
+    console.print(final_table(outcome.run))
+    line = headline(outcome.findings)
+    if line:
+        console.print(f"findings: {line}")
+    for note in outcome.notes:
+        console.print(f"note: {note}")
+    if outcome.bundle:
+        console.print(f"bundle: {outcome.bundle}")
+        console.print(f"archive: {outcome.bundle}.tar.gz")
+
+
+@click.command("collect")
+@click.option("--hosts", "pattern", required=True, metavar="PATTERN",
+              help="Ansible host pattern: prod, app, prod:&db, web0*, local.")
+@click.option("-i", "--inventory", metavar="INVENTORY",
+              help="Ansible inventory file or folder (YAML or INI). Default: ./inventory, else the shipped one.")
+@click.option("--since", metavar="DURATION", help="Journal window: 10m, 2h, 1d or a timestamp. Default 10m.")
+@click.option("--out", "out_dir", metavar="DIR", help="Where bundles go. Default: bundles/.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of tables.")
+@click.option("--timeout", "timeout_s", type=float, metavar="S", help="Default per-probe timeout in seconds.")
+@click.option("--engine", type=click.Choice(ENGINES), help="ssh (default, fastest) or ansible (playbooks/collect.yml).")
+@click.option("--incident", metavar="ID", help="Incident id (bundle name). Default: derived from pattern and time.")
+@click.option("--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so).")
+@click.option("--catalogue", metavar="FILE", hidden=True, help="Another probe catalogue (tests, experiments).")
+def collect_command(pattern: str, inventory: str | None, since: str | None, out_dir: str | None, as_json: bool,
+                    timeout_s: float | None, engine: str | None, incident: str | None, no_redact: bool,
+                    catalogue: str | None) -> None:
+    """Run the runbook's read-only probes on every matching host at once and write an evidence bundle."""
+    board = HostBoard(Console(stderr=True, no_color=not sys.stderr.isatty()))
+    try:
+        outcome = collect_step.collect(
+            pattern, inventory=inventory, since=since, out_dir=out_dir, timeout_s=timeout_s, engine=engine,
+            incident=incident, redact=False if no_redact else None, catalogue=catalogue,
+            command_line=["collect", *sys.argv[1:]] if sys.argv else [],
+            progress=board.update, on_hosts=None if as_json else board.start,
+        )
+    finally:
+        board.stop()
+    _show(outcome, as_json)
+    sys.exit(outcome.exit_code)
+
+
+@click.command("ingest")
+@click.argument("artifacts_dir", metavar="ARTIFACTS_DIR")
+@click.option("--out", "out_dir", metavar="DIR", help="Where bundles go. Default: bundles/.")
+@click.option("--incident", metavar="ID", help="Incident id (bundle name).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of tables.")
+@click.option("--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so).")
+def ingest_command(artifacts_dir: str, out_dir: str | None, incident: str | None, as_json: bool,
+                   no_redact: bool) -> None:
+    """Build the bundle from the ansible-runner artifacts of a playbooks/collect.yml run made elsewhere."""
+    outcome = collect_step.ingest(artifacts_dir, out_dir=out_dir, incident=incident,
+                                  redact=False if no_redact else None,
+                                  command_line=["collector", "ingest", *sys.argv[2:]])
+    _show(outcome, as_json)
+    sys.exit(outcome.exit_code)
+
+
+commands = [collect_command, ingest_command]

@@ -1,0 +1,290 @@
+"""The collect step: inventory + pattern → transport runs the probe runner everywhere → bundle → triage → report.
+
+Every host's outcome is a value (RunResult); a Ctrl-C still writes a valid bundle marked interrupted.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from collector.config import Settings, load_settings
+from collector.core import EXIT_OK, EXIT_PARTIAL, HostResult, ProbeResult, RunResult, UsageError, utcnow
+from collector.inventory import default_inventory, load_inventory
+from collector.probes import host_roles, load_entries
+from collector.transport import ENGINES, Interrupted, Payload, Progress, Target, get_transport, no_progress
+
+_DURATION = re.compile(r"^\d+[smhdw]$")
+# Host vars whose values are secrets: the redactor is told them so they vanish wherever they appear.
+_SECRET_VARS = re.compile(r"password|passwd|secret|token|_key$|apikey|api_key", re.I)
+_NOT_SECRET_VARS = {"ansible_ssh_private_key_file", "ansible_private_key_file"}
+
+
+@dataclass
+class CollectOutcome:
+    """What `collect` hands back: the run, where its bundle is, triage's findings if any, the exit code."""
+
+    run: RunResult
+    bundle: Path | None
+    exit_code: int
+    findings: dict[str, Any] | None = None
+    reports: Any = None
+    log: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # non-fatal problems (triage/report missing or failing)
+
+
+def check_since(since: str) -> str:
+    """`10m`, `2h`, `1d`... or an ISO timestamp; anything else → UsageError."""
+    text = str(since).strip()
+    if _DURATION.match(text):
+        return text
+    try:
+        _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--since {since!r}: give a duration like 10m, 2h, 1d or a timestamp like 2026-11-28T05:00") from None
+    return text
+
+
+def resolve_inventory(settings: Settings, explicit: str | None) -> str:
+    """The inventory to read: -i, then COLLECTOR_INVENTORY/config, then ./inventory or the shipped one."""
+    if explicit:
+        return explicit
+    if settings.inventory and (settings.inventory != "inventory" or Path("inventory").exists()):
+        return settings.inventory
+    return default_inventory()
+
+
+def known_secrets(targets: dict[str, Target]) -> list[str]:
+    """Secret values found in host vars (passwords, tokens): redacted wherever they show up."""
+    found: set[str] = set()
+    for target in targets.values():
+        for key, value in target.hostvars.items():
+            if key in _NOT_SECRET_VARS or not _SECRET_VARS.search(key):
+                continue
+            if isinstance(value, str) and len(value) >= 4 and "{{" not in value:
+                found.add(value)
+    return sorted(found)
+
+
+class _Log:
+    """Our own log: timestamped lines kept for collector.log (the bundle redacts them)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, message: str) -> None:
+        with self.lock:
+            self.lines.append(f"{utcnow()} {message}")
+
+
+def _monitoring(settings: Settings, hostvars: dict[str, Any], log: _Log) -> list[ProbeResult]:
+    try:
+        from collector.monitoring import collect_monitoring
+    except ImportError:
+        log("monitoring: collector.monitoring is not installed; skipped")
+        return []
+    try:
+        return list(collect_monitoring(settings, hostvars))
+    except Exception as exc:  # the control-machine queries must never sink the host evidence
+        log(f"monitoring: failed: {exc!r}")
+        return []
+
+
+def _logging_progress(progress: Progress, log: _Log) -> Progress:
+    def relay(host: str, event: str, detail: dict[str, Any]) -> None:
+        if event == "done":
+            error = f" ({detail.get('error')})" if detail.get("error") else ""
+            log(f"host {host}: {detail.get('status')}{error}")
+        try:
+            progress(host, event, detail)
+        except Exception:  # a display glitch must not cost evidence
+            pass
+
+    return relay
+
+
+def _after(bundle: Path, outcome: CollectOutcome, log: _Log) -> None:
+    """Triage then reports, when those steps are installed; failures are notes, not errors."""
+    try:
+        from collector.triage import triage_bundle
+    except ImportError:
+        triage_bundle = None
+    if triage_bundle is not None:
+        try:
+            outcome.findings = triage_bundle(bundle)
+        except Exception as exc:
+            outcome.notes.append(f"triage failed: {exc!r}"[:300])
+    try:
+        from collector.report import render_reports
+    except ImportError:
+        return
+    try:
+        outcome.reports = render_reports(bundle)
+    except Exception as exc:
+        outcome.notes.append(f"report failed: {exc!r}"[:300])
+
+
+def collect(
+    pattern: str,
+    *,
+    inventory: str | None = None,
+    since: str | None = None,
+    out_dir: str | None = None,
+    timeout_s: float | None = None,
+    engine: str | None = None,
+    incident: str | None = None,
+    redact: bool | None = None,
+    catalogue: str | None = None,
+    command_line: list[str] | None = None,
+    progress: Progress = no_progress,
+    on_hosts: Callable[[dict[str, Target], Payload], None] | None = None,
+    after: bool = True,
+) -> CollectOutcome:
+    """Collect from every host matching `pattern`; bad input raises UsageError before anything is written."""
+    settings = load_settings(inventory=inventory, out_dir=out_dir, timeout_s=timeout_s, engine=engine,
+                             since=since, redact=redact)
+    since_value = check_since(settings.since)
+    if settings.engine not in ENGINES:
+        raise UsageError(f"unknown engine {settings.engine!r}: choose one of {', '.join(ENGINES)}")
+    if settings.timeout_s <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    source = resolve_inventory(settings, inventory)
+    inv = load_inventory(source)
+    names = inv.match(pattern)
+    entries = load_entries(catalogue or os.environ.get("COLLECTOR_CATALOGUE") or None)
+    targets = {n: Target(n, inv.hosts[n], host_roles(inv.groups[n], inv.hosts[n])) for n in names}
+    payload = Payload(entries, since=since_value, cap_bytes=settings.cap_bytes, default_timeout_s=settings.timeout_s,
+                      extra={"inventory_files": inv.files,
+                             "custom_catalogue": bool(catalogue or os.environ.get("COLLECTOR_CATALOGUE"))})
+    transport = get_transport(settings.engine)
+    if on_hosts is not None:
+        on_hosts(targets, payload)
+    log = _Log()
+    run = RunResult(incident=incident or "", pattern=pattern, inventory=inv.source, engine=settings.engine,
+                    command_line=list(command_line or []), started=utcnow())
+    log(f"collect {pattern!r}: {len(targets)} host(s) from {inv.source}, engine {settings.engine}, since {since_value}")
+    monitoring: list[ProbeResult] = []
+    watcher = threading.Thread(
+        target=lambda: monitoring.extend(_monitoring(settings, inv.hosts[names[0]], log)), daemon=True)
+    watcher.start()
+    try:
+        run.hosts = transport(targets, payload, settings, _logging_progress(progress, log))
+    except (Interrupted, KeyboardInterrupt) as exc:
+        run.interrupted = True
+        run.hosts = getattr(exc, "results", {}) or {
+            n: HostResult(n, "failed", "interrupted before this host answered", roles=t.roles)
+            for n, t in targets.items()}
+        log("interrupted by the user (Ctrl-C): writing what was collected")
+    watcher.join(timeout=0 if run.interrupted else 30)
+    run.monitoring = list(monitoring)
+    run.finished = utcnow()
+    log(f"finished: {sum(r.status == 'ok' for r in run.hosts.values())}/{len(run.hosts)} host(s) ok")
+    bundle = _write(run, settings, log, known_secrets(targets))
+    outcome = CollectOutcome(run, bundle, _exit_code(run), log=log.lines)
+    if after and not run.interrupted:
+        _after(bundle, outcome, log)
+    return outcome
+
+
+def _exit_code(run: RunResult) -> int:
+    if run.interrupted or any(r.status != "ok" for r in run.hosts.values()):
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _write(run: RunResult, settings: Settings, log: _Log, secrets: list[str]) -> Path:
+    """Write the bundle with Ctrl-C held off: half a bundle is worse than a second's wait."""
+    from collector.bundle import write_bundle
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    try:
+        log("writing the bundle")
+        return write_bundle(run, settings, out_dir=Path(settings.out_dir), log_lines=list(log.lines),
+                            known_secrets=secrets)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+
+
+# ---- ingest: the same bundle from a playbooks/collect.yml run made elsewhere (AWX, ansible-runner) --------
+
+def _artifact_run_dir(path: Path) -> Path:
+    """The ident folder (holding job_events/) inside an artifacts or private data folder."""
+    if (path / "job_events").is_dir():
+        return path
+    for pattern in ("*/job_events", "artifacts/*/job_events"):
+        found = sorted(path.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1].parent
+    raise UsageError(f"{path} holds no ansible-runner artifacts (no job_events folder)")
+
+
+def _command_args(run_dir: Path) -> tuple[str, str]:
+    """(pattern, inventory) from the artifacts' `command` file; ('all', '?') when absent."""
+    try:
+        argv = json.loads((run_dir / "command").read_text()).get("command") or []
+    except (OSError, ValueError, AttributeError):
+        return "all", "?"
+    pattern, inventories = "all", []
+    for i, word in enumerate(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if word in ("-l", "--limit"):
+            pattern = nxt
+        elif word.startswith("--limit="):
+            pattern = word.split("=", 1)[1]
+        elif word in ("-i", "--inventory"):
+            inventories.append(nxt)
+    return pattern, ",".join(inventories) or "?"
+
+
+def ingest(
+    artifacts_dir: str, *, out_dir: str | None = None, incident: str | None = None, redact: bool | None = None,
+    command_line: list[str] | None = None, after: bool = True,
+) -> CollectOutcome:
+    """Build a bundle from ansible-runner artifacts of playbooks/collect.yml (same manifest, redaction, sums)."""
+    from collector.transport.ansible import host_results_from_events, read_artifact_events
+
+    settings = load_settings(out_dir=out_dir, redact=redact)
+    path = Path(artifacts_dir)
+    if not path.is_dir():
+        raise UsageError(f"{artifacts_dir} is not a folder")
+    run_dir = _artifact_run_dir(path)
+    events = list(read_artifact_events(run_dir))
+    hosts = host_results_from_events(events, {})
+    if not hosts:
+        raise UsageError(f"{run_dir} holds no result of playbooks/collect.yml's probe-runner task")
+    stamps = sorted(str(e.get("created")) for e in events if e.get("created"))
+    pattern, inventory = _command_args(run_dir)
+    log = _Log()
+    log(f"ingest {run_dir}: {len(hosts)} host(s), pattern {pattern!r}, inventory {inventory}")
+    run = RunResult(incident=incident or "", pattern=pattern, inventory=inventory, engine="ansible-ingest",
+                    command_line=list(command_line or []),
+                    started=_iso(stamps[0]) if stamps else utcnow(),
+                    finished=_iso(stamps[-1]) if stamps else utcnow(),
+                    hosts=dict(sorted(hosts.items())))
+    for name, result in run.hosts.items():
+        log(f"host {name}: {result.status}" + (f" ({result.error})" if result.error else ""))
+    bundle = _write(run, settings, log, [])
+    outcome = CollectOutcome(run, bundle, _exit_code(run), log=log.lines)
+    if after:
+        _after(bundle, outcome, log)
+    return outcome
+
+
+def _iso(stamp: str) -> str:
+    """ansible-runner's `created` (naive UTC ISO) in our format."""
+    try:
+        moment = _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
