@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -148,30 +147,16 @@ def test_monitoring_lands_in_the_bundle(fake_prometheus: str, tmp_path: Path) ->
     assert bundle.monitoring("alerts")["alerts"][0]["name"] == "HighErrorRate"
 
 
-def _lab_urls(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """The lab's monitoring URLs: from the `lab` fixture when the suite has one, else the CONTRACTS defaults."""
-    try:
-        lab = request.getfixturevalue("lab")
-    except pytest.FixtureLookupError:
-        lab = None
-    prometheus = getattr(lab, "prometheus_url", None) or "http://127.0.0.1:9090"
-    alertmanager = getattr(lab, "alertmanager_url", None) or "http://127.0.0.1:9093"
-    try:
-        urllib.request.urlopen(f"{prometheus}/-/ready", timeout=2).close()
-    except OSError:
-        pytest.skip(f"lab Prometheus is not up at {prometheus}")
-    return prometheus, alertmanager
-
-
 @pytest.mark.lab
-def test_lab_prometheus_and_alertmanager_answer(request: pytest.FixtureRequest) -> None:
-    prometheus, alertmanager = _lab_urls(request)
-    hostvars = {"collector_prometheus_url": prometheus, "collector_alertmanager_url": alertmanager}
+def test_lab_prometheus_and_alertmanager_answer(lab: Any) -> None:
+    hostvars = {"collector_prometheus_url": lab.prometheus_url, "collector_alertmanager_url": lab.alertmanager_url}
     results = _by_name(collect_monitoring(Settings(), hostvars, timeout_s=5))
-    for name in ("error_ratio", "p95_latency", "error_ratio_range", "targets", "alerts"):
+    for name in ("error_ratio", "p95_latency", "error_ratio_range", "p95_latency_range", "targets", "alerts"):
         assert results[name].status == "ok", (name, results[name].error)
     targets = json.loads(results["targets"].output)["targets"]
-    assert targets and all(t["health"] in ("up", "down", "unknown") for t in targets)
+    assert {t["job"] for t in targets} >= {"prometheus"}
+    assert all(t["health"] in ("up", "down", "unknown") for t in targets)
     assert isinstance(json.loads(results["alerts"].output)["alerts"], list)
     ratio = json.loads(results["error_ratio"].output)
     assert ratio["kind"] == "instant" and (ratio["value"] is None or 0.0 <= ratio["value"] <= 1.0)
+    assert json.loads(results["error_ratio_range"].output)["kind"] == "range"
