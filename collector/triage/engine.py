@@ -1,0 +1,341 @@
+"""The small rule evaluator: a rule names a measure, a comparison and a threshold; the engine does the rest.
+
+A rule (rules.yml) never runs code of its own. Its `measure` names a function in
+collector.triage.measures that reads the bundle and returns Measures (a value plus the evidence
+lines it came from) or raises Unknown (probe missing, timed out, empty, unreadable). The engine
+compares each value with the rule's threshold, groups what fired into findings, and records
+every rule it could not evaluate with the reason. Nothing here raises for a bad bundle.
+"""
+from __future__ import annotations
+
+import shlex
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import yaml
+
+from collector.core import UsageError
+
+SEVERITIES = ("P0", "P1", "P2", "P3")
+RULES_FILE = Path(__file__).with_name("rules.yml")
+MONITORING_HOST = "monitoring"
+
+
+class BundleView(Protocol):
+    """What triage needs from a bundle (collector.bundle.Bundle provides it)."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def hosts(self) -> list[str]: ...
+
+    def probe(self, host: str, probe: str) -> dict[str, Any] | None: ...
+
+    def read(self, host: str, probe: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One quoted line of the bundle that a finding rests on."""
+
+    host: str
+    probe: str
+    path: str
+    line: int | None
+    excerpt: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "probe": self.probe, "path": self.path, "line": self.line, "excerpt": self.excerpt}
+
+
+@dataclass
+class Measure:
+    """One observed value on one host (or of the monitoring), with the lines it came from.
+
+    `key` groups measures into findings (default: one finding per rule); `fields` feed the
+    message template and the mitigation's parameter templates.
+    """
+
+    host: str
+    value: Any
+    evidence: list[Evidence] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    severity: str | None = None  # a measure may carry its own severity (an alert's label)
+
+
+class Unknown(Exception):
+    """A measure could not be taken: the reason is reported, the rule is 'unknown' for that host."""
+
+
+@dataclass(frozen=True)
+class Mitigation:
+    """The runbook action a rule suggests; `hosts` is 'finding' (where it fired) or a role/group."""
+
+    action: str
+    params: dict[str, str]
+    hosts: str = "finding"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One triage rule as written in rules.yml."""
+
+    id: str
+    title: str
+    scenario: str
+    probes: tuple[str, ...]
+    measure: str
+    args: dict[str, Any]
+    op: str
+    threshold: Any
+    severity: str
+    message: str
+    roles: tuple[str, ...] = ()  # empty: evaluated once, on the monitoring answers
+    severity_when_all_hosts: str | None = None
+    mitigation: Mitigation | None = None
+    alternatives: tuple[Mitigation, ...] = ()  # further runbook options, shown after the first
+    security: bool = False
+    data_at_risk: bool = False
+    down: bool = False
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+_RULE_KEYS = {
+    "id", "title", "scenario", "probes", "measure", "args", "when", "severity", "message", "roles",
+    "severity_when_all_hosts", "mitigation", "security", "data_at_risk", "down", "description",
+}
+
+
+def load_rules(path: Path | str | None = None) -> list[Rule]:
+    """Read and validate rules.yml; a broken rule file is a UsageError naming the rule."""
+    from collector.triage import measures  # late: measures imports this module's types
+
+    path = Path(path) if path else RULES_FILE
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"rules file {path} is unreadable: {str(exc).splitlines()[0]}") from None
+    entries = doc.get("rules") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise UsageError(f"rules file {path} has no list `rules`")
+    rules: list[Rule] = []
+    for entry in entries:
+        rules.append(_rule(entry, path, measures.MEASURES))
+    ids = [r.id for r in rules]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise UsageError(f"rules file {path}: rule {dupes[0]} is declared twice")
+    return rules
+
+
+def _rule(entry: Any, path: Path | str, known_measures: dict[str, Any]) -> Rule:
+    if not isinstance(entry, dict) or not entry.get("id"):
+        raise UsageError(f"rules file {path}: every rule needs an id")
+    rid = entry["id"]
+    unknown = sorted(set(entry) - _RULE_KEYS)
+    if unknown:
+        raise UsageError(f"rules file {path}: rule {rid}: unknown key {unknown[0]!r}")
+    for key in ("title", "scenario", "measure", "when", "severity", "message"):
+        if key not in entry:
+            raise UsageError(f"rules file {path}: rule {rid}: missing {key!r}")
+    if entry["measure"] not in known_measures:
+        raise UsageError(f"rules file {path}: rule {rid}: unknown measure {entry['measure']!r}")
+    when = entry["when"]
+    if not isinstance(when, dict) or when.get("op") not in _OPS or "value" not in when:
+        raise UsageError(f"rules file {path}: rule {rid}: `when` needs op (one of {' '.join(_OPS)}) and value")
+    for key in ("severity", "severity_when_all_hosts"):
+        if entry.get(key) is not None and entry[key] not in SEVERITIES:
+            raise UsageError(f"rules file {path}: rule {rid}: {key} must be one of {', '.join(SEVERITIES)}")
+    raw = entry.get("mitigation") or []
+    options: list[Mitigation] = []
+    for m in raw if isinstance(raw, list) else [raw]:
+        if not isinstance(m, dict) or not m.get("action"):
+            raise UsageError(f"rules file {path}: rule {rid}: each mitigation needs an action")
+        options.append(Mitigation(str(m["action"]), {str(k): str(v) for k, v in (m.get("params") or {}).items()},
+                                  str(m.get("hosts", "finding"))))
+    return Rule(
+        id=str(rid), title=str(entry["title"]), scenario=str(entry["scenario"]),
+        probes=tuple(entry.get("probes") or ()), measure=str(entry["measure"]), args=dict(entry.get("args") or {}),
+        op=str(when["op"]), threshold=when["value"], severity=str(entry["severity"]), message=str(entry["message"]),
+        roles=tuple(entry.get("roles") or ()), severity_when_all_hosts=entry.get("severity_when_all_hosts"),
+        mitigation=options[0] if options else None, alternatives=tuple(options[1:]), security=bool(entry.get("security")), data_at_risk=bool(entry.get("data_at_risk")),
+        down=bool(entry.get("down")),
+    )
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Outcome:
+    """What one rule did: its findings, the hosts it could not judge (and why), the hosts it judged."""
+
+    rule: Rule
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    unknown: list[tuple[str, str]] = field(default_factory=list)
+    evaluated: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.findings:
+            return "fired"
+        if self.unknown:
+            return "unknown"
+        return "passed" if self.evaluated else "not_applicable"
+
+
+def host_roles(bundle: BundleView, host: str) -> tuple[str, ...]:
+    """A host's roles from the manifest (`roles`), else its inventory groups if recorded."""
+    entry = (bundle.manifest.get("hosts") or {}).get(host) or {}
+    roles = entry.get("roles") or entry.get("groups") or ()
+    return tuple(str(r) for r in roles)
+
+
+def hosts_for(rule: Rule, bundle: BundleView) -> list[str]:
+    """The hosts a rule applies to: role match, or (roles unknown) any host that ran one of its probes."""
+    if not rule.roles:
+        return [MONITORING_HOST]
+    if "all" in rule.roles:
+        return list(bundle.hosts)
+    chosen = []
+    for host in bundle.hosts:
+        roles = host_roles(bundle, host)
+        if roles:
+            if set(roles) & set(rule.roles):
+                chosen.append(host)
+        elif any(bundle.probe(host, p) is not None for p in rule.probes):
+            chosen.append(host)
+    return chosen
+
+
+def evaluate_rule(rule: Rule, bundle: BundleView, measure_fn: Callable[..., list[Measure]]) -> Outcome:
+    """Run one rule over its hosts; any error inside a measure becomes 'unknown', never a crash."""
+    outcome = Outcome(rule)
+    fired: list[Measure] = []
+    for host in hosts_for(rule, bundle):
+        try:
+            taken = measure_fn(bundle, host, **rule.args)
+        except Unknown as exc:
+            outcome.unknown.append((host, str(exc)))
+            continue
+        except Exception as exc:  # a parser bug must not hide the other rules' findings
+            outcome.unknown.append((host, f"could not evaluate: {type(exc).__name__}: {exc}"))
+            continue
+        outcome.evaluated.append(host)
+        for measure in taken:
+            if compare(measure.value, rule.op, rule.threshold):
+                fired.append(measure)
+    groups: dict[str, list[Measure]] = {}
+    for measure in fired:
+        groups.setdefault(measure.key or rule.id, []).append(measure)
+    judged = len(hosts_for(rule, bundle))
+    for key, measures in groups.items():
+        outcome.findings.append(_finding(rule, key, measures, judged, lambda role: role_hosts(bundle, role)))
+    return outcome
+
+
+def compare(value: Any, op: str, threshold: Any) -> bool:
+    """value OP threshold; None or a type mismatch is 'does not fire'."""
+    if value is None:
+        return False
+    try:
+        return bool(_OPS[op](value, threshold))
+    except TypeError:
+        return False
+
+
+class _Fields(dict):  # type: ignore[type-arg]
+    """Template fields; a missing one renders as '?' instead of failing the rule."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def render(template: str, values: dict[str, Any]) -> str:
+    """Fill {name} placeholders from values; unknown names become '?'."""
+    try:
+        return string.Formatter().vformat(template, (), _Fields(values))
+    except (ValueError, IndexError, AttributeError):
+        return template
+
+
+def role_hosts(bundle: BundleView, role: str) -> list[str]:
+    """The bundle's hosts that have `role`."""
+    return [h for h in bundle.hosts if role in host_roles(bundle, h)]
+
+
+def _finding(rule: Rule, key: str, measures: list[Measure], judged_hosts: int,
+             by_role: Callable[[str], list[str]]) -> dict[str, Any]:
+    hosts = sorted({m.host for m in measures})
+    severity = max((m.severity or rule.severity for m in measures), key=_rank)
+    if rule.severity_when_all_hosts and rule.roles and len(hosts) >= judged_hosts > 0:
+        severity = max(severity, rule.severity_when_all_hosts, key=_rank)
+    base = {"threshold": rule.threshold, "rule": rule.id}
+    messages = [render(rule.message, base | {"host": m.host, "value": _fmt(m.value)} | m.fields) for m in measures]
+    first = base | {"host": measures[0].host, "value": _fmt(measures[0].value), "hosts": ",".join(hosts)} | measures[0].fields
+    evidence = [e.as_dict() for m in measures for e in m.evidence]
+    return {
+        "id": rule.id if key == rule.id else f"{rule.id}:{key}",
+        "rule": rule.id,
+        "title": render(rule.title, first),
+        "severity": severity,
+        "scenario": rule.scenario,
+        "hosts": hosts,
+        "message": "; ".join(dict.fromkeys(messages)),
+        "evidence": evidence,
+        "mitigation": _mitigation(rule.mitigation, hosts, first, by_role) if rule.mitigation else None,
+        "alternatives": [_mitigation(m, hosts, first, by_role) for m in rule.alternatives],
+        "security": rule.security,
+        "data_at_risk": rule.data_at_risk,
+        "down": rule.down,
+    }
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def _rank(severity: str) -> int:
+    """P0 ranks highest; anything unknown lowest."""
+    return len(SEVERITIES) - SEVERITIES.index(severity) if severity in SEVERITIES else 0
+
+
+def worst(severities: Iterable[str]) -> str:
+    """The most severe of the given severities, or 'none'."""
+    found = [s for s in severities if s in SEVERITIES]
+    return max(found, key=_rank) if found else "none"
+
+
+def _mitigation(m: Mitigation, hosts: list[str], values: dict[str, Any],
+                by_role: Callable[[str], list[str]]) -> dict[str, Any]:
+    """The mitigation for these hosts: where the rule fired, or every bundle host of a role (else the role as a group)."""
+    role = m.hosts
+    targets = [h for h in hosts if h != MONITORING_HOST] if role == "finding" else []
+    if not targets:
+        role = "app" if role == "finding" else role  # a monitoring finding is about the app
+        targets = by_role(role) or [role]
+    pattern = ":".join(targets)
+    rendered = {k: render(v, values) for k, v in m.params.items()}
+    params = {k: v for k, v in rendered.items() if v not in ("", "?")}  # unknown value: let remediate default it
+    return {"action": m.action, "hosts": pattern, "params": params, "command": remediate_command(m.action, pattern, params)}
+
+
+def remediate_command(action: str, pattern: str, params: dict[str, str]) -> str:
+    """The ready `collector remediate` line for a suggested mitigation."""
+    parts = ["collector", "remediate", action, "--hosts", pattern]
+    for key, value in params.items():
+        parts += ["--param", f"{key}={value}"]
+    return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,561 @@
+"""Named measures: each reads one host's probes (or the monitoring answers) and returns Measures.
+
+A measure raises Unknown when it cannot judge: the probe is missing, timed out, was not found,
+was skipped, failed without telling anything, or printed nothing usable. rules.yml refers to these
+functions by name (MEASURES) and passes its `args`; probe names are taken from `args` so a renamed
+probe is a one-line change in rules.yml.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Any, Callable, Iterable
+
+from collector.triage import parsers as p
+from collector.triage.engine import MONITORING_HOST, BundleView, Evidence, Measure, Unknown
+
+MeasureFn = Callable[..., list[Measure]]
+MEASURES: dict[str, MeasureFn] = {}
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def measure(fn: MeasureFn) -> MeasureFn:
+    """Register a measure under its function name."""
+    MEASURES[fn.__name__] = fn
+    return fn
+
+
+# ---------------------------------------------------------------- reading the bundle
+
+
+class Output:
+    """One probe's output on one host, ready to quote as evidence."""
+
+    def __init__(self, host: str, probe: str, entry: dict[str, Any], text: str) -> None:
+        self.host, self.probe, self.entry, self.text = host, probe, entry, text
+        self.path = str(entry.get("path") or f"hosts/{host}/{probe}.txt")
+        self.status = str(entry.get("status") or "")
+        self.rc = entry.get("rc")
+
+    def evidence(self, line: int | None, excerpt: str | None = None) -> Evidence:
+        """Evidence pointing at one line (its text quoted unless `excerpt` is given)."""
+        if excerpt is None:
+            excerpt = self.line(line) if line else self.text.strip().splitlines()[0] if self.text.strip() else ""
+        return Evidence(self.host, self.probe, self.path, line, excerpt.strip()[:300])
+
+    def line(self, number: int | None) -> str:
+        """The text of line `number` (1-based)."""
+        all_lines = self.text.splitlines()
+        return all_lines[number - 1] if number and 0 < number <= len(all_lines) else ""
+
+
+def _names(probe: str | Iterable[str]) -> list[str]:
+    return [probe] if isinstance(probe, str) else list(probe)
+
+
+def read_probe(bundle: BundleView, host: str, probe: str | Iterable[str], *, allow_failed: bool = False,
+               allow_empty: bool = False) -> Output:
+    """The first recorded probe among `probe` on `host`, or Unknown saying why it cannot be used."""
+    names = _names(probe)
+    host_entry = (bundle.manifest.get("hosts") or {}).get(host) or {}
+    status = host_entry.get("status")
+    entry, name = None, names[0]
+    for candidate in names:
+        entry = bundle.probe(host, candidate)
+        if entry is not None:
+            name = candidate
+            break
+    if entry is None:
+        if status in ("unreachable", "failed"):
+            raise Unknown(f"host {host} is {status}: {host_entry.get('error') or 'no probe ran'}")
+        raise Unknown(f"probe {name} was not collected on {host}")
+    probe_status = entry.get("status")
+    if probe_status == "timeout":
+        raise Unknown(f"probe {name} timed out on {host} after {entry.get('duration_s', '?')} s")
+    if probe_status == "not_found":
+        raise Unknown(f"probe {name}: its tool is missing on {host} ({entry.get('error') or 'not found'})")
+    if probe_status == "skipped":
+        raise Unknown(f"probe {name} was skipped on {host} ({entry.get('error') or 'not applicable'})")
+    data = bundle.read(host, name)
+    if data is None:
+        raise Unknown(f"probe {name} on {host}: output file missing from the bundle")
+    text = p.decode(data)
+    if probe_status == "failed" and not allow_failed:
+        raise Unknown(f"probe {name} failed on {host} (rc {entry.get('rc')}): {_first(text) or entry.get('error') or ''}".strip())
+    if not text.strip() and not allow_empty and probe_status != "failed":
+        raise Unknown(f"probe {name} printed nothing on {host}")
+    return Output(host, name, entry, text)
+
+
+def read_monitoring(bundle: BundleView, query: str | Iterable[str], pattern: str | None = None) -> tuple[Output, Any]:
+    """A monitoring answer by name (first of `query` found, else the first name matching `pattern`)."""
+    monitoring = bundle.manifest.get("monitoring") or {}
+    names = [n for n in _names(query) if n in monitoring]
+    if not names and pattern:
+        names = [n for n in sorted(monitoring) if re.search(pattern, n, re.IGNORECASE)]
+    if not names:
+        raise Unknown(f"monitoring answer {_names(query)[0]} was not collected")
+    name = names[0]
+    entry = monitoring[name]
+    status = entry.get("status")
+    if status in ("timeout", "not_found", "skipped", "failed"):
+        raise Unknown(f"monitoring query {name} {status}: {entry.get('error') or ''}".strip())
+    raw = _read_rel(bundle, entry.get("path"))
+    if raw is None:
+        raise Unknown(f"monitoring answer {name}: file missing from the bundle")
+    text = p.decode(raw)
+    data = p.parse_json(text)
+    if data is None:
+        raise Unknown(f"monitoring answer {name} is not JSON: {_first(text)}")
+    if isinstance(data, dict) and data.get("status") == "error":
+        raise Unknown(f"monitoring query {name} returned an error: {data.get('error', '')}")
+    return Output(MONITORING_HOST, name, entry, text), data
+
+
+def _read_rel(bundle: BundleView, rel: Any) -> bytes | None:
+    reader = getattr(bundle, "read_file", None)
+    if reader is not None and isinstance(rel, str):
+        try:
+            return reader(rel)  # type: ignore[no-any-return]
+        except Exception:
+            return None
+    return None
+
+
+def _first(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:200]
+
+
+def _find_line(text: str, needle: str) -> int | None:
+    return next((ln.number for ln in p.lines(text) if needle in ln.text), None)
+
+
+def window_start(bundle: BundleView, default: str = "10m") -> _dt.datetime | None:
+    """Start of the collection's --since window (the run's start minus since), when both are known."""
+    started = p.parse_time(str(bundle.manifest.get("started") or ""))
+    since = str(bundle.manifest.get("since") or _since_from_command(bundle) or default)
+    match = _DURATION.match(since)
+    if started is None or match is None:
+        return None
+    return started - _dt.timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
+
+
+def _since_from_command(bundle: BundleView) -> str | None:
+    argv = [str(a) for a in bundle.manifest.get("command_line") or []]
+    for i, arg in enumerate(argv):
+        if arg == "--since" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--since="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _collected_at(bundle: BundleView) -> _dt.datetime | None:
+    return p.parse_time(str(bundle.manifest.get("started") or ""))
+
+
+# ---------------------------------------------------------------- availability
+
+
+_CONNECT_ERROR = re.compile(
+    r"could not connect|connection refused|failed to connect|couldn't connect|no such file or directory|"
+    r"could not resolve|timed out|timeout was reached|empty reply|recv failure|connection reset|"
+    r"the database system is (starting up|shutting down|in recovery mode)|server closed the connection",
+    re.IGNORECASE,
+)
+
+
+@measure
+def health_failing(bundle: BundleView, host: str, probe: Any = "app_health") -> list[Measure]:
+    """True when /health is not healthy: unreachable, an error answer, or status != healthy."""
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    http = re.search(r"^HTTP (\d{3})", out.text, re.MULTILINE)
+    code = http.group(1) if http else "?"
+    health = p.parse_health(out.text)
+    if health is not None:
+        failing = ", ".join(health.failing) or "none"
+        return [Measure(host, not health.healthy, [out.evidence(health.line)],
+                        {"status": health.status, "failing": failing, "http": code})]
+    if out.status == "failed" or code in ("000",) or _CONNECT_ERROR.search(out.text):
+        line = next((ln.number for ln in p.lines(out.text) if ln.text.strip()), None)
+        excerpt = out.line(line) if line else f"{out.probe} failed with rc {out.rc} and no output"
+        return [Measure(host, True, [out.evidence(line, excerpt)],
+                        {"status": f"no answer (rc {out.rc})", "failing": "the app itself", "http": code})]
+    if http and code.startswith(("5", "4")):
+        return [Measure(host, True, [out.evidence(_find_line(out.text, "HTTP "))],
+                        {"status": f"HTTP {code}", "failing": "?", "http": code})]
+    raise Unknown(f"probe {out.probe} on {host}: no /health JSON in the output ({_first(out.text)})")
+
+
+@measure
+def service_inactive(bundle: BundleView, host: str, probe: Any = "service_status") -> list[Measure]:
+    """True when the role's systemd unit is not active (inactive, failed, activating...)."""
+    out = read_probe(bundle, host, probe, allow_failed=True)
+    unit = p.parse_systemctl_status(out.text)
+    if unit is None:
+        if re.search(r"could not be found|not-found|no such unit", out.text, re.IGNORECASE):
+            return [Measure(host, True, [out.evidence(1)], {"state": "not found"})]
+        raise Unknown(f"probe {out.probe} on {host}: no 'Active:' line in the output")
+    state = f"{unit.active} ({unit.sub})" if unit.sub else unit.active
+    return [Measure(host, unit.active != "active", [out.evidence(unit.line)], {"state": state})]
+
+
+@measure
+def probe_cannot_connect(bundle: BundleView, host: str, probe: Any = "pg_connections") -> list[Measure]:
+    """True when a client probe (psql, redis-cli) failed because the server did not answer."""
+    out = read_probe(bundle, host, probe, allow_failed=True)
+    if out.status != "failed":
+        return [Measure(host, False)]
+    hit = next((ln for ln in p.lines(out.text) if _CONNECT_ERROR.search(ln.text)), None)
+    if hit is None:
+        raise Unknown(f"probe {out.probe} failed on {host} (rc {out.rc}) for another reason: {_first(out.text)}")
+    return [Measure(host, True, [out.evidence(hit.number)], {"error": hit.text.strip()[:200]})]
+
+
+@measure
+def redis_not_pong(bundle: BundleView, host: str, probe: Any = "redis_ping") -> list[Measure]:
+    """True when Redis does not answer PING with PONG."""
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    if re.search(r"^\s*PONG\s*$", out.text, re.MULTILINE):
+        return [Measure(host, False)]
+    line = next((ln.number for ln in p.lines(out.text) if ln.text.strip()), None)
+    excerpt = out.line(line) if line else f"no answer (rc {out.rc})"
+    return [Measure(host, True, [out.evidence(line, excerpt)], {"answer": excerpt.strip()[:200]})]
+
+
+@measure
+def host_unreachable(bundle: BundleView, host: str) -> list[Measure]:
+    """True when collection could not reach the host at all."""
+    entry = (bundle.manifest.get("hosts") or {}).get(host) or {}
+    if entry.get("status") not in ("unreachable", "failed"):
+        return [Measure(host, False)]
+    error = str(entry.get("error") or entry.get("status"))
+    return [Measure(host, True, [Evidence(host, "-", "manifest.json", None, f"{host}: {entry.get('status')}: {error}"[:300])],
+                    {"error": error[:200], "status": entry.get("status")})]
+
+
+# ---------------------------------------------------------------- monitoring
+
+
+@measure
+def prometheus_value(bundle: BundleView, host: str, query: Any = "error_ratio", pattern: str | None = None,
+                     scale: float = 1.0) -> list[Measure]:
+    """A Prometheus instant query's single value times `scale` (e.g. 100 for a percentage)."""
+    out, data = read_monitoring(bundle, query, pattern)
+    value = p.prom_scalar(data)
+    if value is None:
+        raise Unknown(f"Prometheus query {out.probe} has no value (no traffic in the window, or no series)")
+    line = next((ln.number for ln in p.lines(out.text) if ln.text.startswith('  "value"')), None) \
+        or _find_line(out.text, '"value"') or 1  # the shaped answer's top-level "value", else the raw API's
+    excerpt = f"{out.probe} = {value:.6g}"
+    return [Measure(MONITORING_HOST, value * scale, [out.evidence(line, excerpt)], {"raw": round(value, 6)})]
+
+
+@measure
+def firing_alerts(bundle: BundleView, host: str, query: Any = "alerts", pattern: str | None = None,
+                  severity_map: dict[str, str] | None = None) -> list[Measure]:
+    """One measure per active Alertmanager alert; its severity label maps to P0–P3."""
+    out, data = read_monitoring(bundle, query, pattern)
+    mapping = {str(k).lower(): str(v) for k, v in (severity_map or {}).items()}
+    measures = []
+    for alert in p.parse_alerts(data):
+        line = _find_line(out.text, f'"{alert.name}"') or 1
+        severity = mapping.get(alert.severity.lower(), mapping.get("*"))
+        target = alert.labels.get("instance", "") or alert.labels.get("job", "")
+        excerpt = f"{alert.name} ({alert.severity or 'no severity'}) since {alert.starts_at}: {alert.summary}"
+        measures.append(Measure(MONITORING_HOST, True, [out.evidence(line, excerpt)],
+                                {"alertname": alert.name, "alert_severity": alert.severity or "none",
+                                 "summary": alert.summary or "no summary", "target": target},
+                                key=alert.name, severity=severity))
+    return measures
+
+
+# ---------------------------------------------------------------- resources
+
+
+@measure
+def disk_used_pct(bundle: BundleView, host: str, probe: Any = "df", inodes: bool = False) -> list[Measure]:
+    """Use % of each filesystem (or of its inodes); one measure per filesystem."""
+    out = read_probe(bundle, host, probe, allow_failed=True)
+    rows = [r for r in p.parse_df(out.text) if r.inodes == inodes]
+    if not rows:
+        raise Unknown(f"probe {out.probe} on {host}: no filesystem lines")
+    return [Measure(host, r.used_pct, [out.evidence(r.line)], {"mount": r.mount, "filesystem": r.filesystem})
+            for r in rows]
+
+
+@measure
+def memory_used_pct(bundle: BundleView, host: str, probe: Any = "free", swap: bool = False) -> list[Measure]:
+    """Memory used % (total - available), or swap used % with swap=true."""
+    out = read_probe(bundle, host, probe)
+    mem = p.parse_free(out.text)
+    if mem is None:
+        raise Unknown(f"probe {out.probe} on {host}: no 'Mem:' line")
+    if swap:
+        if not mem.swap_total:
+            return [Measure(host, 0.0)]
+        return [Measure(host, mem.swap_used_pct, [out.evidence(mem.swap_line)], {})]
+    return [Measure(host, mem.mem_used_pct, [out.evidence(mem.mem_line)], {})]
+
+
+_OOM = r"out of memory|oom-kill|killed process|invoked oom-killer"
+
+
+@measure
+def oom_kills(bundle: BundleView, host: str, probe: Any = "oom_events") -> list[Measure]:
+    """Kernel OOM kills on this host inside the collection window.
+
+    dmesg in a container shows the whole machine's kernel log, so lines naming another host's
+    memory cgroup are left out, and (when the line has a time) so are kills before the window.
+    """
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    start = window_start(bundle)
+    year = (_collected_at(bundle) or _dt.datetime.now(_dt.timezone.utc)).year
+    hits: list[p.Line] = []
+    seen: set[str] = set()
+    for ln in p.grep(out.text, _OOM):
+        memcg = re.search(r"(?:task_memcg|oom_memcg)=(\S+)", ln.text)
+        if memcg and not _names_host(memcg.group(1), host):
+            continue
+        when = p.parse_time(ln.text, year)
+        if when is not None and start is not None and when < start:
+            continue
+        key = re.sub(r"^\S+\s+|\[[^\]]*\]", "", ln.text).strip()  # dmesg and journal repeat the same kill
+        if key in seen:
+            continue
+        seen.add(key)
+        hits.append(ln)
+    kills = [ln for ln in hits if re.search(r"killed process", ln.text, re.IGNORECASE)] or hits
+    victim = ""
+    if kills:
+        found = re.search(r"Killed process \d+ \(([^)]+)\)", kills[-1].text)
+        victim = found.group(1) if found else ""
+    return [Measure(host, len(kills), [out.evidence(ln.number) for ln in kills[-3:]], {"count": len(kills), "victim": victim or "?"})]
+
+
+def _names_host(cgroup: str, host: str) -> bool:
+    parts = [seg for seg in cgroup.split("/") if seg]
+    return host in parts or any(seg.startswith(f"{host}.") or seg.endswith(f"-{host}") for seg in parts)
+
+
+# ---------------------------------------------------------------- logs
+
+
+def _journal_hits(out: p.Line | Any, pattern: str, exclude: str | None = None) -> list[p.Line]:
+    hits = [ln for ln in p.grep(out.text, pattern) if not p.is_journal_noise(ln.text)]
+    if exclude:
+        hits = [ln for ln in hits if not re.search(exclude, ln.text, re.IGNORECASE)]
+    return hits
+
+
+@measure
+def log_lines(bundle: BundleView, host: str, probe: Any = "journal_errors", pattern: str = ".",
+              exclude: str | None = None, show: int = 3) -> list[Measure]:
+    """How many lines of a log probe match `pattern` (the runbook's greps); evidence: the last few."""
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    hits = _journal_hits(out, pattern, exclude)
+    return [Measure(host, len(hits), [out.evidence(ln.number) for ln in hits[:1] + hits[1:][-(show - 1):]] if hits else [],
+                    {"count": len(hits), "first": hits[0].text.strip()[:160] if hits else ""})]
+
+
+@measure
+def counted_lines(bundle: BundleView, host: str, probe: Any = "error_summary", pattern: str = ".") -> list[Measure]:
+    """Sum of the counts of `uniq -c` summary lines matching `pattern` (top errors, 5xx by path)."""
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    total, hits = 0, []
+    for ln in p.lines(out.text):
+        match = re.match(r"\s*(\d+)\s+(.*)", ln.text)
+        if match and re.search(pattern, match.group(2), re.IGNORECASE):
+            total += int(match.group(1))
+            hits.append(ln)
+    return [Measure(host, total, [out.evidence(ln.number) for ln in hits[:3]], {"count": total})]
+
+
+@measure
+def log_ratio(bundle: BundleView, host: str, probe: Any = "service_journal", pattern: str = r"status=5\d\d",
+              of: str = r"status=\d{3}", min_total: int = 20) -> list[Measure]:
+    """% of lines matching `of` that also match `pattern` (5xx among access lines); None below min_total."""
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    total = _journal_hits(out, of)
+    bad = [ln for ln in total if re.search(pattern, ln.text, re.IGNORECASE)]
+    fields = {"bad": len(bad), "total": len(total)}
+    if len(total) < min_total:
+        return [Measure(host, None, [], fields)]  # too little traffic to call a ratio
+    return [Measure(host, 100.0 * len(bad) / len(total), [out.evidence(ln.number) for ln in bad[:3]], fields)]
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _rows(out: Output) -> list[p.Row]:
+    return p.parse_psql(out.text)
+
+
+@measure
+def pg_connections_pct(bundle: BundleView, host: str, probe: Any = "pg_connections") -> list[Measure]:
+    """Connections in use as % of max_connections."""
+    out = read_probe(bundle, host, probe)
+    total = max_conn = None
+    line = None
+    for row in _rows(out):
+        if row.get("total") is not None and row.get("max_connections") is not None:
+            total, max_conn, line = p.to_number(row.get("total")), p.to_number(row.get("max_connections")), row.line
+    if total is None or not max_conn:
+        by_state = [r for r in _rows(out) if r.get("connections") is not None]
+        if by_state and by_state[0].get("max_connections"):
+            total = sum(p.to_number(r.get("connections")) or 0 for r in by_state)
+            max_conn, line = p.to_number(by_state[0].get("max_connections")), by_state[0].line
+    if total is None or not max_conn:
+        raise Unknown(f"probe {out.probe} on {host}: no total/max_connections in the output")
+    states = {r.get("state"): r.get("connections") for r in _rows(out) if r.get("state") and r.get("connections")}
+    summary = ", ".join(f"{k}={v}" for k, v in states.items())
+    return [Measure(host, 100.0 * total / max_conn, [out.evidence(line)],
+                    {"connections": int(total), "max_connections": int(max_conn), "by_state": summary or "?"})]
+
+
+@measure
+def pg_row_count(bundle: BundleView, host: str, probe: Any = "pg_long_queries", age_column: str | None = None,
+                 min_age_s: float = 0.0, where_not: dict[str, str] | None = None) -> list[Measure]:
+    """Rows a psql probe returned: only those whose `age_column` ≥ min_age_s, none whose column equals `where_not`."""
+    out = read_probe(bundle, host, probe)
+    tables = p.parse_psql_tables(out.text)
+    if not tables and "(0 rows)" not in out.text:
+        raise Unknown(f"probe {out.probe} on {host}: no result table in the output")
+    rows = [r for t in tables for r in t]
+    if age_column:
+        rows = [r for r in rows if (p.to_number(r.get(age_column)) or 0.0) >= min_age_s]
+    for column, value in (where_not or {}).items():
+        rows = [r for r in rows if r.get(column) != str(value)]
+    oldest = max((p.to_number(r.get(age_column)) or 0.0 for r in rows), default=0.0) if age_column else 0.0
+    return [Measure(host, len(rows), [out.evidence(r.line) for r in rows[:3]],
+                    {"count": len(rows), "oldest_s": round(oldest, 1)})]
+
+
+# ---------------------------------------------------------------- Redis
+
+
+@measure
+def redis_memory_pct(bundle: BundleView, host: str, probe: Any = "redis_info_memory",
+                     config_probe: Any = "redis_maxmemory") -> list[Measure]:
+    """used_memory as % of maxmemory (0 when maxmemory is unlimited)."""
+    out = read_probe(bundle, host, probe)
+    info = p.parse_redis_info(out.text)
+    if "used_memory" not in info:
+        raise Unknown(f"probe {out.probe} on {host}: no used_memory in the output")
+    used = p.to_number(info["used_memory"][0]) or 0.0
+    limit_text = info.get("maxmemory")
+    if limit_text is None:
+        try:
+            cfg = read_probe(bundle, host, config_probe)
+            limit_text = p.parse_redis_info(cfg.text).get("maxmemory")
+        except Unknown:
+            limit_text = None
+    if limit_text is None:
+        raise Unknown(f"probe {out.probe} on {host}: maxmemory unknown")
+    limit = p.to_number(limit_text[0]) or 0.0
+    evidence = [out.evidence(info["used_memory"][1])]
+    if info.get("maxmemory") and info["maxmemory"][1] != info["used_memory"][1]:
+        evidence.append(out.evidence(info["maxmemory"][1]))
+    pct = 100.0 * used / limit if limit else 0.0
+    return [Measure(host, pct, evidence, {"used_memory": int(used), "maxmemory": int(limit),
+                                          "policy": (info.get("maxmemory_policy") or ("?", 0))[0]})]
+
+
+# ---------------------------------------------------------------- the app
+
+
+@measure
+def circuit_open(bundle: BundleView, host: str, probe: Any = "circuit_breaker", metrics_probe: Any = "app_metrics") -> list[Measure]:
+    """True when a circuit breaker is open (admin status JSON, else the app's metric == 1)."""
+    try:
+        out = read_probe(bundle, host, probe)
+        data = p.parse_json(out.text)
+        if data is not None:
+            opened = _open_breakers(data)
+            line = _find_line(out.text, "open") if opened else None
+            return [Measure(host, bool(opened), [out.evidence(line or 1)], {"breakers": ", ".join(opened) or "none"})]
+    except Unknown:
+        pass
+    metrics = read_probe(bundle, host, metrics_probe)
+    samples = [s for s in p.parse_metrics(metrics.text) if s.name.endswith("circuit_breaker_state")]
+    if not samples:
+        raise Unknown(f"no circuit-breaker state on {host} (no JSON status, no *_circuit_breaker_state metric)")
+    opened = [s for s in samples if s.value >= 1]
+    names = ", ".join(s.labels.get("name", s.labels.get("upstream", s.name)) for s in opened)
+    return [Measure(host, bool(opened), [metrics.evidence(s.line) for s in (opened or samples)[:2]], {"breakers": names or "none"})]
+
+
+def _open_breakers(data: Any, path: str = "") -> list[str]:
+    """Names of breakers whose state says open, anywhere in the status JSON."""
+    found: list[str] = []
+    if isinstance(data, dict):
+        state = data.get("state")
+        if isinstance(state, str) and state.lower() in ("open", "half-open", "half_open"):
+            found.append(str(data.get("name") or path or "breaker"))
+        for key, value in data.items():
+            if key == "state":
+                continue
+            if isinstance(value, str) and value.lower() == "open":
+                found.append(key if not path else f"{path}.{key}")
+            elif isinstance(value, (dict, list)):
+                found += _open_breakers(value, key)
+    elif isinstance(data, list):
+        for item in data:
+            found += _open_breakers(item, path)
+    return found
+
+
+@measure
+def deploy_before_errors(bundle: BundleView, host: str, probe: Any = "deploy_log",
+                         errors_probe: Any = "service_journal", error_pattern: str = r"ERROR|status=5\d\d",
+                         service_probe: Any = "service_status", min_errors: int = 5) -> list[Measure]:
+    """Minutes from the latest deploy to the first error after it, when a previous tag exists to go back to.
+
+    The deploy moment is the later of HEAD's commit time and the service's last start (a deploy
+    checks out and restarts): a release committed long ago but started just now is a fresh deploy.
+    The value is None (never fires) without a previous tag or with fewer than `min_errors` errors after it.
+    """
+    log = read_probe(bundle, host, probe)
+    entries = [e for e in p.parse_git_log(log.text) if e.when is not None]
+    if not entries:
+        raise Unknown(f"probe {log.probe} on {host}: no dated commits in the deploy log")
+    head = entries[0]
+    current = head.tags[0] if head.tags else _describe(log.text) or head.ref
+    previous = next((t for e in entries[1:] for t in e.tags if t != current), None)
+    deployed = head.when
+    evidence = [log.evidence(head.line)]
+    try:
+        svc = read_probe(bundle, host, service_probe, allow_failed=True)
+        unit = p.parse_systemctl_status(svc.text)
+        if unit and unit.since and deployed and unit.since > deployed:
+            deployed = unit.since
+            evidence.append(svc.evidence(unit.line))
+    except Unknown:
+        pass
+    errors = read_probe(bundle, host, errors_probe, allow_failed=True, allow_empty=True)
+    year = (_collected_at(bundle) or _dt.datetime.now(_dt.timezone.utc)).year
+    after = []
+    for ln in _journal_hits(errors, error_pattern):
+        when = p.parse_time(ln.text, year)
+        if when is not None and deployed is not None and when >= deployed:
+            after.append((when, ln))
+    fields = {"current": current, "previous_tag": previous or "", "deployed": deployed.isoformat() if deployed else "?",
+              "errors": len(after)}
+    if previous is None or len(after) < min_errors or deployed is None:
+        return [Measure(host, None, evidence, fields)]  # None never fires: no rollback target or no errors
+    first_at, first_line = after[0]
+    minutes = (first_at - deployed).total_seconds() / 60.0
+    evidence.append(errors.evidence(first_line.number))
+    return [Measure(host, round(minutes, 1), evidence, fields | {"minutes": round(minutes, 1)})]
+
+
+def _describe(text: str) -> str | None:
+    """The `git describe --tags` line that follows the log (after a blank line)."""
+    tail = text.strip().split("\n\n")
+    if len(tail) > 1:
+        last = tail[-1].strip().splitlines()
+        if len(last) == 1 and re.fullmatch(r"[\w.+-]+", last[0]):
+            return last[0]
+    return None
