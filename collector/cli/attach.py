@@ -1,4 +1,5 @@
 """`collector attach`: put a bundle's evidence on a ticket (argument parsing and output only)."""
+
 from __future__ import annotations
 
 import sys
@@ -20,31 +21,45 @@ def _report(outcome: Outcome, system: str) -> list[str]:
     lines = []
     if outcome.created:
         severity = outcome.evidence.severity or "no severity"
-        lines.append(f"created {system} ticket #{ticket.id} ({severity} → priority {ticket.priority or '?'}): "
-                     f"{ticket.url}")
+        lines.append(
+            f"created {system} ticket #{ticket.id} ({severity} → priority {ticket.priority or '?'}): "
+            f"{ticket.url}"
+        )
     elif outcome.reused:
-        lines.append(f"found {system} ticket #{ticket.id} for {outcome.evidence.incident}, using it: {ticket.url}")
+        lines.append(
+            f"found {system} ticket #{ticket.id} for {outcome.evidence.incident}, using it: {ticket.url}"
+        )
     for item in outcome.uploaded:
-        lines.append(f"attached {item.filename} ({_size(item.size)}, sha256 {item.sha256[:16]}…) to #{ticket.id}")
+        lines.append(
+            f"attached {item.filename} ({_size(item.size)}, sha256 {item.sha256[:16]}…) to #{ticket.id}"
+        )
     for item in outcome.already:
         lines.append(f"already on #{ticket.id}: {item.filename} (same sha256), not uploaded again")
-    if not outcome.evidence.ticket_md:
-        lines.append("note: the bundle has no TICKET.md; posted a short summary made from manifest and findings")
-    lines.append(f"{'comment' if not outcome.created else 'description'} posted: {ticket.url}")
+    if outcome.uploaded and not outcome.evidence.ticket_md:
+        lines.append(
+            "note: the bundle has no TICKET.md; posted a short summary made from manifest and findings"
+        )
+    posted = (
+        "description" if outcome.created else "comment" if outcome.uploaded else "'already there' comment"
+    )
+    lines.append(f"{posted} posted: {ticket.url}")
     return lines
 
 
 @click.command("attach")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--to", "system", type=click.Choice(sorted(REGISTRY)), required=True,
-              help="The ticket system.")
+@click.option("--to", "system", type=click.Choice(sorted(REGISTRY)), required=True, help="The ticket system.")
 @click.option("--ticket", default=None, help="Attach to this existing ticket id.")
 @click.option("--new", "new", is_flag=True, help="Open a new ticket (needs --project).")
 @click.option("--project", default=None, help="Project for --new (identifier or id).")
-@click.option("--url", default=None,
-              help="Server URL (else COLLECTOR_<SYSTEM>_URL or tickets.yml). The API key is never an option.")
-def attach(bundle: Path, system: str, ticket: str | None, new: bool, project: str | None,
-           url: str | None) -> None:
+@click.option(
+    "--url",
+    default=None,
+    help="Server URL (else COLLECTOR_<SYSTEM>_URL or tickets.yml). The API key is never an option.",
+)
+def attach(
+    bundle: Path, system: str, ticket: str | None, new: bool, project: str | None, url: str | None
+) -> None:
     """Upload BUNDLE's tar.gz and .sha256 to a ticket with TICKET.md as the comment."""
     if new == (ticket is not None):
         raise UsageError("give exactly one of --ticket ID or --new --project P")

@@ -8,20 +8,23 @@ Settings live apart from `collector.config` (whose file rejects unknown keys): f
 explicit argument → `COLLECTOR_<NAME>_*` environment → `tickets.yml` (`$COLLECTOR_TICKETS_CONFIG`,
 else `./tickets.yml`, else `~/.config/collector/tickets.yml`, a mapping `NAME: {url: ..., ...}`) → default.
 """
+
 from __future__ import annotations
 
 import importlib
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import yaml
 
 from collector.core import UsageError
 
 SEVERITIES: tuple[str, ...] = ("P0", "P1", "P2", "P3")
+TEXT_FORMATS: tuple[str, ...] = ("markdown", "textile")
 SHA256_RE = re.compile(r"sha256:([0-9a-f]{64})")
 
 # name -> "module:factory"; a factory takes a TicketConfig and returns a TicketSystem.
@@ -96,8 +99,9 @@ class TicketSystem(Protocol):
         """The newest ticket of `project` whose subject contains `marker`, or None."""
         ...
 
-    def create(self, project: str, subject: str, body: str, severity: str | None,
-               files: Sequence[Upload]) -> Ticket:
+    def create(
+        self, project: str, subject: str, body: str, severity: str | None, files: Sequence[Upload]
+    ) -> Ticket:
         """Open a ticket with `body` as description, priority mapped from severity, `files` attached."""
         ...
 
@@ -120,6 +124,7 @@ class TicketConfig:
     priorities: dict[str, str] = field(default_factory=dict)
     tracker: str = ""  # name or id; empty = the project's default tracker
     timeout_s: float = 30.0
+    text_format: str = "markdown"  # how the server renders notes: markdown (as is) or textile (<pre>)
 
     def scrub(self, text: str) -> str:
         """`text` with the API key replaced, for any message that might echo it."""
@@ -193,7 +198,8 @@ def load_ticket_config(system: str, *, url: str | None = None) -> TicketConfig:
     resolved_url = url or env.get(prefix + "URL") or section.get("url")
     if not resolved_url:
         raise UsageError(
-            f"no {system} URL: pass --url, set {prefix}URL or '{system}: {{url: ...}}' in tickets.yml")
+            f"no {system} URL: pass --url, set {prefix}URL or '{system}: {{url: ...}}' in tickets.yml"
+        )
     resolved_url = str(resolved_url).rstrip("/")
     if not re.match(r"^https?://[^/\s]+", resolved_url):
         raise UsageError(f"{system} URL {resolved_url!r} must start with http:// or https://")
@@ -207,8 +213,10 @@ def load_ticket_config(system: str, *, url: str | None = None) -> TicketConfig:
     elif section.get("api_key_file"):
         key = _read_key_file(str(section["api_key_file"]), where_file)
     else:
-        raise UsageError(f"no {system} API key: set {prefix}API_KEY or {prefix}API_KEY_FILE "
-                         f"(or api_key_file in tickets.yml); it is never taken from the command line")
+        raise UsageError(
+            f"no {system} API key: set {prefix}API_KEY or {prefix}API_KEY_FILE "
+            f"(or api_key_file in tickets.yml); it is never taken from the command line"
+        )
 
     priorities = dict(DEFAULT_PRIORITIES.get(system, {}))
     if env.get(prefix + "PRIORITIES"):
@@ -222,13 +230,24 @@ def load_ticket_config(system: str, *, url: str | None = None) -> TicketConfig:
     except (TypeError, ValueError):
         raise UsageError(f"{system} timeout_s: {raw_timeout!r} is not a number") from None
     tracker = str(env.get(prefix + "TRACKER") or section.get("tracker") or "")
-    return TicketConfig(system=system, url=resolved_url, api_key=key, priorities=priorities,
-                        tracker=tracker, timeout_s=timeout_s)
+    text_format = str(env.get(prefix + "TEXT_FORMAT") or section.get("text_format") or "markdown").lower()
+    if text_format not in TEXT_FORMATS:
+        raise UsageError(f"{system} text_format {text_format!r}: use one of {', '.join(TEXT_FORMATS)}")
+    return TicketConfig(
+        system=system,
+        url=resolved_url,
+        api_key=key,
+        priorities=priorities,
+        tracker=tracker,
+        timeout_s=timeout_s,
+        text_format=text_format,
+    )
 
 
 def open_system(config: TicketConfig) -> TicketSystem:
     """Build the adapter registered for `config.system`."""
     module_name, _, factory_name = REGISTRY[config.system].partition(":")
-    factory: Callable[[TicketConfig], TicketSystem] = getattr(importlib.import_module(module_name),
-                                                              factory_name)
+    factory: Callable[[TicketConfig], TicketSystem] = getattr(
+        importlib.import_module(module_name), factory_name
+    )
     return factory(config)

@@ -3,6 +3,7 @@
 Reads the bundle and never writes to it. Idempotent: a file already on the ticket with the same
 name, size and sha256 (recorded in the attachment's description) is not uploaded again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,17 +65,23 @@ def archive_files(folder: Path) -> tuple[Upload, Upload]:
     sums = folder.parent / f"{folder.name}.tar.gz.sha256"
     for needed in (archive, sums):
         if not needed.is_file():
-            raise UsageError(f"{needed} is missing: the bundle is not sealed (re-run `collector report "
-                             f"{folder}` or the step that wrote it)")
+            raise UsageError(
+                f"{needed} is missing: the bundle is not sealed (re-run `collector report "
+                f"{folder}` or the step that wrote it)"
+            )
     match = _HEX64.search(sums.read_text(errors="replace"))
     if not match:
         raise UsageError(f"{sums} holds no sha256")
     actual = sha256_of(archive)
     if match.group(1).lower() != actual:
-        raise UsageError(f"{archive.name} does not match {sums.name} (sha256 {actual[:12]}… vs "
-                         f"{match.group(1)[:12].lower()}…): the archive changed after sealing; not posting it")
-    return (Upload(path=archive, filename=archive.name, size=archive.stat().st_size, sha256=actual),
-            Upload(path=sums, filename=sums.name, size=sums.stat().st_size, sha256=sha256_of(sums)))
+        raise UsageError(
+            f"{archive.name} does not match {sums.name} (sha256 {actual[:12]}… vs "
+            f"{match.group(1)[:12].lower()}…): the archive changed after sealing; not posting it"
+        )
+    return (
+        Upload(path=archive, filename=archive.name, size=archive.stat().st_size, sha256=actual),
+        Upload(path=sums, filename=sums.name, size=sums.stat().st_size, sha256=sha256_of(sums)),
+    )
 
 
 def _read_json(folder: Path, name: str) -> dict[str, Any] | None:
@@ -96,8 +103,9 @@ def _headline(findings: dict[str, Any] | None) -> str:
     return str(ranked[0].get("title", "")).strip() if ranked else ""
 
 
-def summary_text(folder: Path, manifest: dict[str, Any], findings: dict[str, Any] | None,
-                 actions: dict[str, Any] | None) -> str:
+def summary_text(
+    folder: Path, manifest: dict[str, Any], findings: dict[str, Any] | None, actions: dict[str, Any] | None
+) -> str:
     """A short Markdown summary from manifest, findings.json and actions.json (when TICKET.md is absent)."""
     hosts = manifest.get("hosts", {}) or {}
     states: dict[str, int] = {}
@@ -108,9 +116,11 @@ def summary_text(folder: Path, manifest: dict[str, Any], findings: dict[str, Any
     lines = [
         f"## Incident {manifest.get('incident', folder.name)}: severity {severity}",
         "",
-        f"Collected {manifest.get('started', '?')} → {manifest.get('finished', '?')} from {len(hosts)} host(s) "
+        f"Collected {manifest.get('started', '?')} → {manifest.get('finished', '?')} "
+        f"from {len(hosts)} host(s) "
         f"(pattern `{manifest.get('pattern', '?')}`, engine {manifest.get('engine', '?')}): "
-        + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ".",
+        + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        + ".",
         "",
         "### Findings",
     ]
@@ -121,9 +131,16 @@ def summary_text(folder: Path, manifest: dict[str, Any], findings: dict[str, Any
         lines.append("- none")
     for item in items:
         where = ", ".join(str(h) for h in item.get("hosts", []) or [])
-        fix = (item.get("mitigation") or {}).get("command") if isinstance(item.get("mitigation"), dict) else None
-        lines.append(f"- **{item.get('severity', '?')}** {item.get('title', item.get('id', '?'))}"
-                     + (f" ({where})" if where else "") + (f": mitigation `{fix}`" if fix else ""))
+        fix = (
+            (item.get("mitigation") or {}).get("command")
+            if isinstance(item.get("mitigation"), dict)
+            else None
+        )
+        lines.append(
+            f"- **{item.get('severity', '?')}** {item.get('title', item.get('id', '?'))}"
+            + (f" ({where})" if where else "")
+            + (f": mitigation `{fix}`" if fix else "")
+        )
     done = [a for a in (actions or {}).get("actions", []) or [] if isinstance(a, dict)]
     if done:
         lines += ["", "### Actions"]
@@ -131,8 +148,11 @@ def summary_text(folder: Path, manifest: dict[str, Any], findings: dict[str, Any
         verify = action.get("verify") or {}
         verdict = "verified" if verify.get("passed") else "NOT verified" if verify else "no verification"
         lines.append(f"- {action.get('action', '?')} approved by {action.get('approver', '?')}: {verdict}")
-    lines += ["", "_TICKET.md was not in the bundle (`collector report` writes it); "
-              "this summary was made by `collector attach`._"]
+    lines += [
+        "",
+        "_TICKET.md was not in the bundle (`collector report` writes it); this summary was made by "
+        + "`collector attach`._",
+    ]
     return "\n".join(lines)
 
 
@@ -151,20 +171,29 @@ def gather(bundle_path: Path) -> Evidence:
     else:
         text = summary_text(folder, manifest, findings, _read_json(folder, "actions.json"))
     archive, sums = files
-    footer = (f"\n\n---\nEvidence attached by `collector attach`: `{archive.filename}` "
-              f"({archive.size} bytes, sha256 `{archive.sha256}`) and `{sums.filename}` "
-              f"(check with `sha256sum -c {sums.filename}`). "
-              f"Full bundle: `{socket.gethostname()}:{folder.resolve()}`.")
+    footer = (
+        f"\n\n---\nEvidence attached by `collector attach`: `{archive.filename}` "
+        f"({archive.size} bytes, sha256 `{archive.sha256}`) and `{sums.filename}` "
+        f"(check with `sha256sum -c {sums.filename}`). "
+        f"Full bundle: `{socket.gethostname()}:{folder.resolve()}`."
+    )
     if len(text) > NOTE_MAX_CHARS:
         text = text[:NOTE_MAX_CHARS] + "\n\n… (cut: the full TICKET.md is in the attached archive)"
     headline = _headline(findings) or "incident evidence"
     subject = f"[{severity}] {incident}: {headline}" if severity else f"{incident}: {headline}"
-    return Evidence(incident=incident, severity=severity, subject=subject, body=text + footer,
-                    files=files, ticket_md=ticket_md.is_file())
+    return Evidence(
+        incident=incident,
+        severity=severity,
+        subject=subject,
+        body=text + footer,
+        files=files,
+        ticket_md=ticket_md.is_file(),
+    )
 
 
-def attach_bundle(system: TicketSystem, bundle_path: Path, *, ticket: str | None = None,
-                  project: str | None = None) -> Outcome:
+def attach_bundle(
+    system: TicketSystem, bundle_path: Path, *, ticket: str | None = None, project: str | None = None
+) -> Outcome:
     """Attach the bundle's evidence to `ticket`, or open one in `project` (reusing this incident's)."""
     if (ticket is None) == (project is None):
         raise UsageError("give exactly one of --ticket ID or --new --project P")
@@ -172,18 +201,14 @@ def attach_bundle(system: TicketSystem, bundle_path: Path, *, ticket: str | None
         raise UsageError(f"ticket id {ticket!r} is not a number")
     evidence = gather(bundle_path)
     if ticket is not None:
-        target = system.find(ticket.lstrip("#"))
-        reused = False
-    else:
-        assert project is not None
-        target = system.lookup(project, evidence.incident)
-        reused = target is not None
-        if target is None:
-            created = system.create(project, evidence.subject, evidence.body, evidence.severity,
-                                    evidence.files)
-            _check_listed(created, evidence.files, system)
-            return Outcome(created, True, False, evidence.files, (), evidence)
-    return _add_to(system, target, evidence, reused)
+        return _add_to(system, system.find(ticket.lstrip("#")), evidence, reused=False)
+    assert project is not None
+    found = system.lookup(project, evidence.incident)
+    if found is not None:
+        return _add_to(system, found, evidence, reused=True)
+    created = system.create(project, evidence.subject, evidence.body, evidence.severity, evidence.files)
+    _check_listed(created, evidence.files, system)
+    return Outcome(created, True, False, evidence.files, (), evidence)
 
 
 def _add_to(system: TicketSystem, target: Ticket, evidence: Evidence, reused: bool) -> Outcome:
@@ -191,13 +216,19 @@ def _add_to(system: TicketSystem, target: Ticket, evidence: Evidence, reused: bo
     missing = tuple(f for f in evidence.files if f not in already)
     if not missing:
         names = ", ".join(f"`{f.filename}`" for f in already)
-        system.comment(target.id, f"Evidence bundle {evidence.incident} is already attached to this ticket "
-                                  f"({names}, sha256 `{evidence.files[0].sha256}`); nothing uploaded again.")
+        system.comment(
+            target.id,
+            f"Evidence bundle {evidence.incident} is already attached to this ticket "
+            f"({names}, sha256 `{evidence.files[0].sha256}`); nothing uploaded again.",
+        )
         return Outcome(target, False, reused, (), already, evidence)
     note = evidence.body
     if already:
-        note += "\n\nAlready attached earlier (not uploaded again): " + ", ".join(
-            f"`{f.filename}`" for f in already) + "."
+        note += (
+            "\n\nAlready attached earlier (not uploaded again): "
+            + ", ".join(f"`{f.filename}`" for f in already)
+            + "."
+        )
     updated = system.attach(target.id, missing, note)
     _check_listed(updated, missing, system)
     return Outcome(updated, False, reused, missing, already, evidence)
@@ -207,5 +238,7 @@ def _check_listed(ticket: Ticket, files: tuple[Upload, ...], system: TicketSyste
     """The server must now list every file with our sha256; say so plainly if it does not."""
     absent = [f.filename for f in files if not any(r.same_as(f) for r in ticket.attachments)]
     if absent:
-        raise TicketError(f"{system.name} at {system.url} accepted the change to #{ticket.id} but does not "
-                          f"list {', '.join(absent)} with the expected sha256: check {ticket.url}")
+        raise TicketError(
+            f"{system.name} at {system.url} accepted the change to #{ticket.id} but does not "
+            f"list {', '.join(absent)} with the expected sha256: check {ticket.url}"
+        )

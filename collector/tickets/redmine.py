@@ -4,11 +4,13 @@ Every failure becomes one TicketError line that names the server, never the API 
 uploaded first (unattached uploads are invisible on the ticket and Redmine prunes them), then
 attached together with the note in ONE change of the ticket, so a failure never half-posts.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import requests
 from redminelib import Redmine
@@ -32,8 +34,9 @@ class RedmineTickets:
     def __init__(self, config: TicketConfig) -> None:
         self.config = config
         self.url = config.url
-        self._api = Redmine(config.url, key=config.api_key, raise_attr_exception=False,
-                            requests={"timeout": config.timeout_s})
+        self._api = Redmine(
+            config.url, key=config.api_key, raise_attr_exception=False, requests={"timeout": config.timeout_s}
+        )
         self._priority_ids: dict[str, int] | None = None
 
     # -- the TicketSystem interface -------------------------------------------------------------
@@ -47,17 +50,25 @@ class RedmineTickets:
     def lookup(self, project: str, marker: str) -> Ticket | None:
         """The newest ticket (any status) of `project` whose subject contains `marker`."""
         with self._errors(f"project {project!r}"):
-            found = list(self._api.issue.filter(project_id=project, status_id="*", subject=f"~{marker}",
-                                                sort="id:desc", limit=5))
+            found = list(
+                self._api.issue.filter(
+                    project_id=project, status_id="*", subject=f"~{marker}", sort="id:desc", limit=5
+                )
+            )
         for issue in found:
             if marker in str(getattr(issue, "subject", "")):
                 return self.find(str(issue.id))
         return None
 
-    def create(self, project: str, subject: str, body: str, severity: str | None,
-               files: Sequence[Upload]) -> Ticket:
+    def create(
+        self, project: str, subject: str, body: str, severity: str | None, files: Sequence[Upload]
+    ) -> Ticket:
         """Open a ticket in `project` with `files` attached, in one request after the uploads."""
-        fields: dict[str, Any] = {"project_id": project, "subject": subject[:255], "description": body}
+        fields: dict[str, Any] = {
+            "project_id": project,
+            "subject": subject[:255],
+            "description": self._text(body),
+        }
         priority = self.priority_id(severity)
         if priority is not None:
             fields["priority_id"] = priority
@@ -77,13 +88,19 @@ class RedmineTickets:
         """Attach `files` and add `note` to the ticket in one update."""
         uploads = self._upload_all(files, where=f"ticket #{ticket}")
         with self._errors(f"ticket #{ticket}", sent=True):
-            self._api.issue.update(int(ticket), notes=note, uploads=uploads)
+            self._api.issue.update(int(ticket), notes=self._text(note), uploads=uploads)
         return self.find(ticket)
 
     def comment(self, ticket: str, note: str) -> None:
         """Add a note to the ticket."""
         with self._errors(f"ticket #{ticket}", sent=True):
-            self._api.issue.update(int(ticket), notes=note)
+            self._api.issue.update(int(ticket), notes=self._text(note))
+
+    def _text(self, markdown: str) -> str:
+        """Markdown as is for a Markdown/CommonMark Redmine; a <pre> block keeps it legible under Textile."""
+        if self.config.text_format == "textile":
+            return "<pre>\n" + markdown.replace("</pre>", "</ pre>") + "\n</pre>"
+        return markdown
 
     # -- priorities and trackers ----------------------------------------------------------------
 
@@ -98,9 +115,11 @@ class RedmineTickets:
         for name, pid in ids.items():
             if name.lower() == wanted.lower():
                 return pid
-        raise TicketError(f"Redmine at {self.url} has no priority {wanted!r} (mapped from {severity}); "
-                          f"it has {', '.join(ids)}: fix COLLECTOR_REDMINE_PRIORITIES or tickets.yml; "
-                          f"{NOTHING_POSTED}")
+        raise TicketError(
+            f"Redmine at {self.url} has no priority {wanted!r} (mapped from {severity}); "
+            f"it has {', '.join(ids)}: fix COLLECTOR_REDMINE_PRIORITIES or tickets.yml; "
+            f"{NOTHING_POSTED}"
+        )
 
     def _priorities(self) -> dict[str, int]:
         if self._priority_ids is None:
@@ -117,8 +136,10 @@ class RedmineTickets:
         for name, tid in trackers.items():
             if name.lower() == wanted.lower():
                 return tid
-        raise TicketError(f"Redmine at {self.url} has no tracker {wanted!r} (it has {', '.join(trackers)}); "
-                          f"{NOTHING_POSTED}")
+        raise TicketError(
+            f"Redmine at {self.url} has no tracker {wanted!r} (it has {', '.join(trackers)}); "
+            f"{NOTHING_POSTED}"
+        )
 
     # -- uploads --------------------------------------------------------------------------------
 
@@ -126,33 +147,47 @@ class RedmineTickets:
         """Upload each file and check Redmine's digest against ours; nothing is attached yet."""
         uploads = []
         for item in files:
-            with self._errors(where, upload=item):
-                with item.path.open("rb") as stream:
-                    answer = self._api.upload(stream, filename=item.filename)
+            with self._errors(where, upload=item), item.path.open("rb") as stream:
+                answer = self._api.upload(stream, filename=item.filename)
             token = str(answer["token"])
             # Redmine's token is "<id>.<sha256 of what it stored>": a mismatch means a damaged upload.
             digest = token.split(".", 1)[1] if "." in token else ""
             if re.fullmatch(r"[0-9a-f]{64}", digest) and digest != item.sha256:
-                raise TicketError(f"Redmine stored {item.filename} with sha256 {digest[:12]}… but the file "
-                                  f"has {item.sha256[:12]}…: upload damaged; nothing was attached to {where}")
-            uploads.append({"token": token, "filename": item.filename, "description": item.description,
-                            "content_type": _content_type(item.filename)})
+                raise TicketError(
+                    f"Redmine stored {item.filename} with sha256 {digest[:12]}… but the file "
+                    f"has {item.sha256[:12]}…: upload damaged; nothing was attached to {where}"
+                )
+            uploads.append(
+                {
+                    "token": token,
+                    "filename": item.filename,
+                    "description": item.description,
+                    "content_type": _content_type(item.filename),
+                }
+            )
         return uploads
 
     # -- values and errors ----------------------------------------------------------------------
 
     def _ticket(self, issue: Any) -> Ticket:
         files = tuple(
-            RemoteFile(id=str(a.id), filename=str(a.filename), size=int(getattr(a, "filesize", 0) or 0),
-                       description=str(getattr(a, "description", "") or ""),
-                       url=str(getattr(a, "content_url", "") or ""))
+            RemoteFile(
+                id=str(a.id),
+                filename=str(a.filename),
+                size=int(getattr(a, "filesize", 0) or 0),
+                description=str(getattr(a, "description", "") or ""),
+                url=str(getattr(a, "content_url", "") or ""),
+            )
             for a in getattr(issue, "attachments", []) or []
         )
         priority = getattr(issue, "priority", None)
-        return Ticket(id=str(issue.id), url=f"{self.url}/issues/{issue.id}",
-                      subject=str(getattr(issue, "subject", "")),
-                      priority=str(getattr(priority, "name", "") if priority is not None else ""),
-                      attachments=files)
+        return Ticket(
+            id=str(issue.id),
+            url=f"{self.url}/issues/{issue.id}",
+            subject=str(getattr(issue, "subject", "")),
+            priority=str(getattr(priority, "name", "") if priority is not None else ""),
+            attachments=files,
+        )
 
     @contextmanager
     def _errors(self, what: str, *, sent: bool = False, upload: Upload | None = None) -> Iterator[None]:
@@ -168,16 +203,20 @@ class RedmineTickets:
         server = f"Redmine at {self.url}"
         outcome = NOTHING_POSTED
         if isinstance(exc, requests.Timeout) and sent:
-            return (f"{server} did not answer within {self.config.timeout_s:g} s while updating {what}: "
-                    f"the outcome is unknown; look at the ticket before retrying (a retry never uploads "
-                    f"the same file twice)")
+            return (
+                f"{server} did not answer within {self.config.timeout_s:g} s while updating {what}: "
+                f"the outcome is unknown; look at the ticket before retrying (a retry never uploads "
+                f"the same file twice)"
+            )
         if isinstance(exc, requests.ConnectionError):
             return f"cannot reach {server} (connection failed: {_reason(exc)}); {outcome}"
         if isinstance(exc, requests.Timeout):
             return f"{server} did not answer within {self.config.timeout_s:g} s; {outcome}"
         if isinstance(exc, rex.AuthError):
-            return (f"{server} refused the API key (401): check COLLECTOR_REDMINE_API_KEY and that the REST "
-                    f"API is enabled; {outcome}")
+            return (
+                f"{server} refused the API key (401): check COLLECTOR_REDMINE_API_KEY and that the REST "
+                f"API is enabled; {outcome}"
+            )
         if isinstance(exc, rex.ForbiddenError):
             return f"{server} refused access to {what} for this API key's user (403); {outcome}"
         if isinstance(exc, rex.ResourceNotFoundError):
@@ -186,22 +225,28 @@ class RedmineTickets:
             too_big = _TOO_BIG.search(str(exc))
             if too_big and upload is not None:
                 limit = int(too_big.group(1))
-                return (f"{upload.filename} ({_mb(upload.size)}) is over {server}'s attachment limit "
-                        f"({_mb(limit)}): raise Administration > Settings > Files > Maximum attachment size "
-                        f"(Setting.attachment_max_size, in KB) or split the archive "
-                        f"(split -b {max(limit // 1048576, 1)}M {upload.filename} {upload.filename}.part-); "
-                        f"nothing was attached to {what}")
+                return (
+                    f"{upload.filename} ({_mb(upload.size)}) is over {server}'s attachment limit "
+                    f"({_mb(limit)}): raise Administration > Settings > Files > Maximum attachment size "
+                    f"(Setting.attachment_max_size, in KB) or split the archive "
+                    f"(split -b {max(limit // 1048576, 1)}M {upload.filename} {upload.filename}.part-); "
+                    f"nothing was attached to {what}"
+                )
             return f"{server} rejected the change to {what}: {str(exc).strip()}; {outcome}"
         if isinstance(exc, rex.RequestEntityTooLargeError):
             name = upload.filename if upload else "the request"
-            return (f"{name} is too large for {server} or the proxy in front of it (413): raise its body size "
-                    f"limit (e.g. nginx client_max_body_size) or split the archive; {outcome}")
+            return (
+                f"{name} is too large for {server} or the proxy in front of it (413): raise its body size "
+                f"limit (e.g. nginx client_max_body_size) or split the archive; {outcome}"
+            )
         if isinstance(exc, rex.ServerError):
             return f"{server} failed with an internal error (500) on {what}; {outcome}"
         if isinstance(exc, rex.UnknownError):
             return f"{server} answered HTTP {exc.status_code} on {what}; {outcome}"
         if isinstance(exc, rex.JSONDecodeError):
-            return f"{server} did not answer with JSON (is the URL right and the REST API enabled?); {outcome}"
+            return (
+                f"{server} did not answer with JSON (is the URL right and the REST API enabled?); {outcome}"
+            )
         if isinstance(exc, rex.HTTPProtocolError):
             return f"{server} redirected between http and https: use the final URL; {outcome}"
         if isinstance(exc, OSError) and upload is not None:

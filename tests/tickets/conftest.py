@@ -5,6 +5,7 @@ already migrated SQLite database, its own tmp/, log/ and files/ (www-data cannot
 /usr/share/redmine/tmp), linked in as /var/lib/redmine/<instance> because Debian's Redmine finds
 an instance's folders there. The packaged database is never touched, so every session starts clean.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
+
+from collector.bundle import Bundle, write_bundle
+from collector.config import Settings
+from collector.core import HostResult, ProbeResult, RunResult, utcnow
 
 REDMINE_ROOT = Path("/usr/share/redmine")
 INSTANCES = Path("/var/lib/redmine")
@@ -69,11 +74,15 @@ class RedmineServer:
 def _installed() -> str | None:
     """Why the Redmine tests cannot run here, or None."""
     if not (REDMINE_ROOT / "config.ru").is_file():
-        return "Debian's redmine is not installed (bash install.sh, or apt-get install redmine redmine-sqlite thin)"
+        return (
+            "Debian's redmine is not installed (install.sh, or apt-get install redmine redmine-sqlite thin)"
+        )
     if shutil.which("thin") is None:
         return "thin is not installed (apt-get install thin)"
     if not PACKAGED_DB_YML.is_file():
-        return f"redmine is installed but not configured ({PACKAGED_DB_YML} missing): dpkg-reconfigure redmine"
+        return (
+            f"redmine is installed but not configured ({PACKAGED_DB_YML} missing): dpkg-reconfigure redmine"
+        )
     return None
 
 
@@ -112,8 +121,11 @@ def _make_instance(folder: Path, name: str) -> None:
     for sub in ("config", "tmp/pids", "tmp/cache", "tmp/sessions", "tmp/sockets", "log", "files", "public"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     db = folder / "redmine.sqlite3"
-    (folder / "config" / "database.yml").write_text(yaml.safe_dump(
-        {"production": {"adapter": "sqlite3", "database": str(db), "encoding": "utf8", "timeout": 10000}}))
+    (folder / "config" / "database.yml").write_text(
+        yaml.safe_dump(
+            {"production": {"adapter": "sqlite3", "database": str(db), "encoding": "utf8", "timeout": 10000}}
+        )
+    )
     (folder / "config" / "secret_key.txt").write_text(secrets.token_hex(32) + "\n")
     packaged = _packaged_db()
     if packaged is not None:
@@ -133,9 +145,15 @@ def _env(name: str) -> dict[str, str]:
 
 
 def _rails(args: list[str], name: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_as_www_data(["env", f"REDMINE_INSTANCE={name}", "RAILS_ENV=production",
-                                        "ruby", *args]),
-                          cwd=REDMINE_ROOT, env=_env(name), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        _as_www_data(["env", f"REDMINE_INSTANCE={name}", "RAILS_ENV=production", "ruby", *args]),
+        check=False,
+        cwd=REDMINE_ROOT,
+        env=_env(name),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _migrate_if_empty(folder: Path, name: str) -> None:
@@ -143,10 +161,17 @@ def _migrate_if_empty(folder: Path, name: str) -> None:
     if (folder / "redmine.sqlite3").is_file():
         return
     for task in (["bin/rake", "db:migrate"], ["bin/rake", "redmine:load_default_data"]):
-        done = subprocess.run(_as_www_data(["env", f"REDMINE_INSTANCE={name}", "RAILS_ENV=production",
-                                            "REDMINE_LANG=en", "ruby", *task]),
-                              cwd=REDMINE_ROOT, env=_env(name), capture_output=True, text=True,
-                              timeout=RUNNER_TIMEOUT_S)
+        done = subprocess.run(
+            _as_www_data(
+                ["env", f"REDMINE_INSTANCE={name}", "RAILS_ENV=production", "REDMINE_LANG=en", "ruby", *task]
+            ),
+            check=False,
+            cwd=REDMINE_ROOT,
+            env=_env(name),
+            capture_output=True,
+            text=True,
+            timeout=RUNNER_TIMEOUT_S,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(task)} failed: {done.stderr[-2000:]}")
 
@@ -155,7 +180,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"thin exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"thin exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/login", timeout=5) as answer:
                 if answer.status == 200:
@@ -163,7 +190,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.3)
-    raise RuntimeError(f"Redmine not ready after {READY_TIMEOUT_S:.0f} s: {log.read_text(errors='replace')[-2000:]}")
+    raise RuntimeError(
+        f"Redmine not ready after {READY_TIMEOUT_S:.0f} s: {log.read_text(errors='replace')[-2000:]}"
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -200,12 +229,34 @@ def redmine() -> Iterator[RedmineServer]:
             # thin boots (about 4 s) while the runner (about 4 s) writes the settings: the running
             # server reads settings from the database, so no restart is needed.
             proc = subprocess.Popen(
-                _as_www_data(["env", f"REDMINE_INSTANCE={name}", "thin", "start", "-R", "config.ru",
-                              "-e", "production", "-a", "127.0.0.1", "-p", str(port),
-                              "--pid", str(folder / "tmp/pids/thin.pid"), "--log", str(folder / "log/thin.log"),
-                              "--timeout", "60"]),
-                cwd=REDMINE_ROOT, env=_env(name), stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                _as_www_data(
+                    [
+                        "env",
+                        f"REDMINE_INSTANCE={name}",
+                        "thin",
+                        "start",
+                        "-R",
+                        "config.ru",
+                        "-e",
+                        "production",
+                        "-a",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        "--pid",
+                        str(folder / "tmp/pids/thin.pid"),
+                        "--log",
+                        str(folder / "log/thin.log"),
+                        "--timeout",
+                        "60",
+                    ]
+                ),
+                cwd=REDMINE_ROOT,
+                env=_env(name),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         script = folder / "setup.rb"
         script.write_text(SETUP_RB)
         script.chmod(0o644)
@@ -216,9 +267,15 @@ def redmine() -> Iterator[RedmineServer]:
             raise RuntimeError(f"rails runner failed ({done.returncode}): {done.stderr[-2000:]}")
         facts = json.loads(lines[-1].split("=", 1)[1])
         _wait_ready(url, proc, log)
-        yield RedmineServer(url=url, admin_key=facts["admin_key"], outsider_key=facts["outsider_key"],
-                            project=facts["project"], priorities=tuple(facts["priorities"]),
-                            attachment_max_kb=int(facts["attachment_max_kb"]), folder=folder)
+        yield RedmineServer(
+            url=url,
+            admin_key=facts["admin_key"],
+            outsider_key=facts["outsider_key"],
+            project=facts["project"],
+            priorities=tuple(facts["priorities"]),
+            attachment_max_kb=int(facts["attachment_max_kb"]),
+            folder=folder,
+        )
     finally:
         if proc is not None:
             _stop(proc)
@@ -226,3 +283,88 @@ def redmine() -> Iterator[RedmineServer]:
         if link.is_symlink():
             link.unlink()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- bundles -----------------------------------------------------------------------------------------
+
+
+def build_bundle(
+    out: Path, *, severity: str | None = "P1", ticket_md: str | None = None, big_bytes: int = 0
+) -> Path:
+    """A sealed bundle from a crafted RunResult, with findings.json (and TICKET.md) when asked."""
+    incident = f"inc-{secrets.token_hex(4)}"
+    started = utcnow()
+    health = ProbeResult(
+        host="app1",
+        probe="app_health",
+        command="curl -s http://127.0.0.1:8000/health",
+        status="failed",
+        rc=22,
+        started=started,
+        duration_s=0.2,
+        output=b"HTTP 503 Service Unavailable\n",
+        bytes=29,
+    )
+    probes = [health]
+    if big_bytes:
+        noise = os.urandom(big_bytes)  # incompressible, so the archive is really this big
+        probes.append(
+            ProbeResult(
+                host="app1",
+                probe="journal",
+                command="journalctl -n 100000",
+                status="ok",
+                rc=0,
+                started=started,
+                duration_s=1.0,
+                output=noise,
+                bytes=len(noise),
+            )
+        )
+    run = RunResult(
+        incident=incident,
+        pattern="app1",
+        inventory="inventory/lab.yml",
+        engine="ssh",
+        command_line=["collect", "--hosts", "app1"],
+        started=started,
+        finished=utcnow(),
+        hosts={"app1": HostResult(host="app1", status="partial", probes=probes, roles=("app",))},
+    )
+    folder = write_bundle(run, Settings(), out_dir=out)
+    bundle = Bundle.open(folder)
+    if severity is not None:
+        bundle.write_json(
+            "findings.json",
+            {
+                "schema": "incident-collector/findings/v1",
+                "severity": severity,
+                "questions": {},
+                "findings": [
+                    {
+                        "id": "app_down",
+                        "title": "App health check failing",
+                        "severity": severity,
+                        "scenario": "app down",
+                        "hosts": ["app1"],
+                        "evidence": [],
+                        "mitigation": {
+                            "action": "restart_app",
+                            "hosts": ["app1"],
+                            "params": {},
+                            "command": "collector remediate restart_app --hosts app1",
+                        },
+                    }
+                ],
+            },
+        )
+    if ticket_md is not None:
+        bundle.write_text("TICKET.md", ticket_md)
+    bundle.seal()
+    return folder
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path) -> Callable[..., Path]:
+    """build_bundle bound to the test's tmp_path: make_bundle(severity=..., ticket_md=..., big_bytes=...)."""
+    return lambda **kwargs: build_bundle(tmp_path, **kwargs)

@@ -1,4 +1,5 @@
 """`collector attach --to redmine` against a real Redmine on 127.0.0.1 (see conftest.py)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,6 +8,7 @@ import secrets
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,44 +16,12 @@ import pytest
 import requests
 from redminelib import Redmine
 
-from collector.bundle import Bundle, write_bundle
-from collector.config import Settings
-from collector.core import HostResult, ProbeResult, RunResult, utcnow
+MakeBundle = Callable[..., Path]  # the make_bundle fixture (conftest.py)
 
 pytestmark = pytest.mark.slow
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-
-def make_bundle(out: Path, *, severity: str | None = "P1", ticket_md: str | None = None,
-                big_bytes: int = 0) -> Path:
-    """A sealed bundle from a crafted RunResult, with findings.json (and TICKET.md) when asked."""
-    incident = f"inc-{secrets.token_hex(4)}"
-    started = utcnow()
-    health = ProbeResult(host="app1", probe="app_health", command="curl -s http://127.0.0.1:8000/health",
-                         status="failed", rc=22, started=started, duration_s=0.2,
-                         output=b"HTTP 503 Service Unavailable\n", bytes=29)
-    probes = [health]
-    if big_bytes:
-        noise = os.urandom(big_bytes)  # incompressible, so the archive is really this big
-        probes.append(ProbeResult(host="app1", probe="journal", command="journalctl -n 100000", status="ok",
-                                  rc=0, started=started, duration_s=1.0, output=noise, bytes=len(noise)))
-    run = RunResult(incident=incident, pattern="app1", inventory="inventory/lab.yml", engine="ssh",
-                    command_line=["collect", "--hosts", "app1"], started=started, finished=utcnow(),
-                    hosts={"app1": HostResult(host="app1", status="partial", probes=probes, roles=("app",))})
-    folder = write_bundle(run, Settings(), out_dir=out)
-    bundle = Bundle.open(folder)
-    if severity is not None:
-        bundle.write_json("findings.json", {
-            "schema": "incident-collector/findings/v1", "severity": severity, "questions": {},
-            "findings": [{"id": "app_down", "title": "App health check failing", "severity": severity,
-                          "scenario": "app down", "hosts": ["app1"], "evidence": [],
-                          "mitigation": {"action": "restart_app", "hosts": ["app1"], "params": {},
-                                         "command": "collector remediate restart_app --hosts app1"}}]})
-    if ticket_md is not None:
-        bundle.write_text("TICKET.md", ticket_md)
-    bundle.seal()
-    return folder
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -61,10 +31,13 @@ def snapshot(folder: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() + f":{p.stat().st_mtime_ns}" for p in paths}
 
 
-def run_attach(args: list[str], cwd: Path, *, url: str | None, key: str | None,
-               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_attach(
+    args: list[str], cwd: Path, *, url: str | None, key: str | None, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess, with the key given only through the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COLLECTOR_REDMINE_", "COLLECTOR_TICKETS"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("COLLECTOR_REDMINE_", "COLLECTOR_TICKETS"))
+    }
     env["HOME"] = str(cwd)  # no ~/.config/collector/tickets.yml from the developer's own home
     if url is not None:
         env["COLLECTOR_REDMINE_URL"] = url
@@ -72,9 +45,14 @@ def run_attach(args: list[str], cwd: Path, *, url: str | None, key: str | None,
         env["COLLECTOR_REDMINE_API_KEY"] = key
     env.update(extra_env or {})
     script = Path(sys.executable).parent / "collector"
-    cmd = [str(script)] if script.is_file() else [sys.executable, "-c", "from collector.cli import main; main()"]
-    return subprocess.run([*cmd, "attach", *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    cmd = (
+        [str(script)]
+        if script.is_file()
+        else [sys.executable, "-c", "from collector.cli import main; main()"]
+    )
+    return subprocess.run(
+        [*cmd, "attach", *args], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def api(server: Any, key: str | None = None) -> Redmine:
@@ -104,11 +82,18 @@ def assert_no_key(server: Any, *texts: str) -> None:
 
 # -- the happy paths ---------------------------------------------------------------------------------
 
-def test_new_ticket_has_mapped_priority_files_and_summary(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path, severity="P1")
+
+def test_new_ticket_has_mapped_priority_files_and_summary(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle(severity="P1")
     before = snapshot(folder)
-    done = run_attach([str(folder), "--to", "redmine", "--new", "--project", redmine.project], tmp_path,
-                      url=redmine.url, key=redmine.admin_key)
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--new", "--project", redmine.project],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.admin_key,
+    )
     assert done.returncode == 0, done.stderr
     assert "created redmine ticket #" in done.stdout
     issue = issue_of(redmine, ticket_id_from(done.stdout))
@@ -128,19 +113,30 @@ def test_new_ticket_has_mapped_priority_files_and_summary(redmine: Any, tmp_path
     assert_no_key(redmine, done.stdout, done.stderr)
 
 
-def test_priority_mapping_is_configurable(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path, severity="P3")
-    done = run_attach([str(folder), "--to", "redmine", "--new", "--project", redmine.project], tmp_path,
-                      url=redmine.url, key=redmine.admin_key,
-                      extra_env={"COLLECTOR_REDMINE_PRIORITIES": "P3=Low,P0=Immediate"})
+def test_priority_mapping_is_configurable(make_bundle: MakeBundle, redmine: Any, tmp_path: Path) -> None:
+    folder = make_bundle(severity="P3")
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--new", "--project", redmine.project],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.admin_key,
+        extra_env={"COLLECTOR_REDMINE_PRIORITIES": "P3=Low,P0=Immediate"},
+    )
     assert done.returncode == 0, done.stderr
     assert issue_of(redmine, ticket_id_from(done.stdout)).priority.name == "Low"
 
 
-def test_unknown_priority_name_is_one_clear_line(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path, severity="P0")
-    done = run_attach([str(folder), "--to", "redmine", "--new", "--project", redmine.project], tmp_path,
-                      url=redmine.url, key=redmine.admin_key, extra_env={"COLLECTOR_REDMINE_PRIORITIES": "P0=Panic"})
+def test_unknown_priority_name_is_one_clear_line(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle(severity="P0")
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--new", "--project", redmine.project],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.admin_key,
+        extra_env={"COLLECTOR_REDMINE_PRIORITIES": "P0=Panic"},
+    )
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1
     assert "no priority 'Panic'" in done.stderr and "Immediate" in done.stderr
@@ -148,11 +144,17 @@ def test_unknown_priority_name_is_one_clear_line(redmine: Any, tmp_path: Path) -
     assert len(list(found)) == 0
 
 
-def test_attach_to_existing_ticket_posts_ticket_md(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path, ticket_md="# Incident summary\n\nSeverity **P1**: app1 health failing.\n")
+def test_attach_to_existing_ticket_posts_ticket_md(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle(ticket_md="# Incident summary\n\nSeverity **P1**: app1 health failing.\n")
     issue_id = new_issue(redmine)
-    done = run_attach([str(folder), "--to", "redmine", "--ticket", str(issue_id)], tmp_path,
-                      url=redmine.url, key=redmine.admin_key)
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.admin_key,
+    )
     assert done.returncode == 0, done.stderr
     assert f"attached {folder.name}.tar.gz" in done.stdout
     issue = issue_of(redmine, issue_id)
@@ -164,8 +166,10 @@ def test_attach_to_existing_ticket_posts_ticket_md(redmine: Any, tmp_path: Path)
     assert "no TICKET.md" not in done.stdout
 
 
-def test_second_attach_uploads_nothing_and_says_so(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path)
+def test_second_attach_uploads_nothing_and_says_so(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle()
     issue_id = new_issue(redmine)
     args = [str(folder), "--to", "redmine", "--ticket", str(issue_id)]
     first = run_attach(args, tmp_path, url=redmine.url, key=redmine.admin_key)
@@ -174,30 +178,40 @@ def test_second_attach_uploads_nothing_and_says_so(redmine: Any, tmp_path: Path)
     assert second.returncode == 0, second.stderr
     assert "already on" in second.stdout and "attached " not in second.stdout
     issue = issue_of(redmine, issue_id)
-    assert sorted(a.filename for a in issue.attachments) == [f"{folder.name}.tar.gz",
-                                                              f"{folder.name}.tar.gz.sha256"]
+    assert sorted(a.filename for a in issue.attachments) == [
+        f"{folder.name}.tar.gz",
+        f"{folder.name}.tar.gz.sha256",
+    ]
     last_note = [j.notes for j in issue.journals if getattr(j, "notes", "")][-1]
     assert "already attached" in last_note and "nothing uploaded again" in last_note
 
 
-def test_new_twice_reuses_the_incident_ticket(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path, severity="P2")
+def test_new_twice_reuses_the_incident_ticket(make_bundle: MakeBundle, redmine: Any, tmp_path: Path) -> None:
+    folder = make_bundle(severity="P2")
     args = [str(folder), "--to", "redmine", "--new", "--project", redmine.project]
     first = run_attach(args, tmp_path, url=redmine.url, key=redmine.admin_key)
     second = run_attach(args, tmp_path, url=redmine.url, key=redmine.admin_key)
     assert first.returncode == 0 and second.returncode == 0, second.stderr
     assert ticket_id_from(first.stdout) == ticket_id_from(second.stdout)
     assert "found redmine ticket" in second.stdout and "already on" in second.stdout
-    found = list(api(redmine).issue.filter(project_id=redmine.project, status_id="*", subject=f"~{folder.name}"))
+    found = list(
+        api(redmine).issue.filter(project_id=redmine.project, status_id="*", subject=f"~{folder.name}")
+    )
     assert len(found) == 1
     assert len(issue_of(redmine, found[0].id).attachments) == 2
 
 
-def test_downloaded_attachment_matches_sha256_file(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path)
+def test_downloaded_attachment_matches_sha256_file(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle()
     issue_id = new_issue(redmine)
-    done = run_attach([str(folder), "--to", "redmine", "--ticket", str(issue_id)], tmp_path,
-                      url=redmine.url, key=redmine.admin_key)
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.admin_key,
+    )
     assert done.returncode == 0, done.stderr
     sums_text = (tmp_path / f"{folder.name}.tar.gz.sha256").read_text()
     expected = sums_text.split()[0]
@@ -212,6 +226,7 @@ def test_downloaded_attachment_matches_sha256_file(redmine: Any, tmp_path: Path)
 
 # -- failures: one line, non-zero, bundle untouched, nothing posted ------------------------------------
 
+
 def _assert_one_line_failure(done: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert done.returncode != 0
     assert done.stdout == ""
@@ -222,22 +237,29 @@ def _assert_one_line_failure(done: subprocess.CompletedProcess[str], *needles: s
         assert needle in lines[0], lines[0]
 
 
-def test_missing_ticket_is_404_line(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path)
+def test_missing_ticket_is_404_line(make_bundle: MakeBundle, redmine: Any, tmp_path: Path) -> None:
+    folder = make_bundle()
     before = snapshot(folder)
-    done = run_attach([str(folder), "--to", "redmine", "--ticket", "987654"], tmp_path,
-                      url=redmine.url, key=redmine.admin_key)
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--ticket", "987654"],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.admin_key,
+    )
     _assert_one_line_failure(done, "ticket #987654 does not exist", "404", "nothing was posted")
     assert snapshot(folder) == before
 
 
-def test_refused_key_is_401_line_without_the_key(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path)
+def test_refused_key_is_401_line_without_the_key(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle()
     issue_id = new_issue(redmine)
     before = snapshot(folder)
     wrong = secrets.token_hex(20)
-    done = run_attach([str(folder), "--to", "redmine", "--ticket", str(issue_id)], tmp_path,
-                      url=redmine.url, key=wrong)
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--ticket", str(issue_id)], tmp_path, url=redmine.url, key=wrong
+    )
     _assert_one_line_failure(done, "refused the API key (401)", "nothing was posted")
     assert wrong not in done.stderr
     issue = issue_of(redmine, issue_id)
@@ -245,51 +267,74 @@ def test_refused_key_is_401_line_without_the_key(redmine: Any, tmp_path: Path) -
     assert snapshot(folder) == before
 
 
-def test_key_of_a_user_outside_the_project_is_403_line(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path)
+def test_key_of_a_user_outside_the_project_is_403_line(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle()
     issue_id = new_issue(redmine)
-    done = run_attach([str(folder), "--to", "redmine", "--ticket", str(issue_id)], tmp_path,
-                      url=redmine.url, key=redmine.outsider_key)
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.outsider_key,
+    )
     _assert_one_line_failure(done, "(403)", "nothing was posted")
     assert_no_key(redmine, done.stderr)
     assert len(issue_of(redmine, issue_id).attachments) == 0
 
 
-def test_oversize_archive_says_how_to_raise_the_limit(redmine: Any, tmp_path: Path) -> None:
+def test_oversize_archive_says_how_to_raise_the_limit(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
     limit = redmine.attachment_max_kb * 1024
-    folder = make_bundle(tmp_path, big_bytes=limit + 512 * 1024)
+    folder = make_bundle(big_bytes=limit + 512 * 1024)
     issue_id = new_issue(redmine)
     before = snapshot(folder)
-    done = run_attach([str(folder), "--to", "redmine", "--ticket", str(issue_id)], tmp_path,
-                      url=redmine.url, key=redmine.admin_key)
-    _assert_one_line_failure(done, f"{folder.name}.tar.gz", "attachment limit", "attachment_max_size",
-                             "split -b", f"nothing was attached to ticket #{issue_id}")
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.admin_key,
+    )
+    _assert_one_line_failure(
+        done,
+        f"{folder.name}.tar.gz",
+        "attachment limit",
+        "attachment_max_size",
+        "split -b",
+        f"nothing was attached to ticket #{issue_id}",
+    )
     issue = issue_of(redmine, issue_id)
     assert len(issue.attachments) == 0 and len(issue.journals) == 0  # not half-posted: no .sha256 alone
     assert snapshot(folder) == before
 
 
-def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path)
+def test_unreachable_server_is_one_line(make_bundle: MakeBundle, tmp_path: Path) -> None:
+    folder = make_bundle()
     before = snapshot(folder)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]  # bound, never listening: connections are refused
         key = secrets.token_hex(20)
-        done = run_attach([str(folder), "--to", "redmine", "--ticket", "1"], tmp_path,
-                          url=f"http://127.0.0.1:{closed}", key=key)
+        done = run_attach(
+            [str(folder), "--to", "redmine", "--ticket", "1"],
+            tmp_path,
+            url=f"http://127.0.0.1:{closed}",
+            key=key,
+        )
     _assert_one_line_failure(done, "cannot reach Redmine", "Connection refused", "nothing was posted")
     assert key not in done.stderr
     assert snapshot(folder) == before
 
 
-def test_api_key_never_in_output_log_or_bundle(redmine: Any, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path)
+def test_api_key_never_in_output_log_or_bundle(make_bundle: MakeBundle, redmine: Any, tmp_path: Path) -> None:
+    folder = make_bundle()
     issue_id = new_issue(redmine)
     outputs = []
     for key in (redmine.admin_key, redmine.admin_key, secrets.token_hex(20)):
-        done = run_attach([str(folder), "--to", "redmine", "--ticket", str(issue_id)], tmp_path,
-                          url=redmine.url, key=key)
+        done = run_attach(
+            [str(folder), "--to", "redmine", "--ticket", str(issue_id)], tmp_path, url=redmine.url, key=key
+        )
         outputs.append((key, done.stdout + done.stderr))
     for key, text in outputs:
         assert key not in text
@@ -299,8 +344,12 @@ def test_api_key_never_in_output_log_or_bundle(redmine: Any, tmp_path: Path) -> 
     assert redmine.admin_key not in notes
 
 
-def test_api_key_is_not_a_command_line_option(tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path)
-    done = run_attach([str(folder), "--to", "redmine", "--ticket", "1", "--api-key", "x" * 40], tmp_path,
-                      url="http://127.0.0.1:9", key=None)
+def test_api_key_is_not_a_command_line_option(make_bundle: MakeBundle, tmp_path: Path) -> None:
+    folder = make_bundle()
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--ticket", "1", "--api-key", "x" * 40],
+        tmp_path,
+        url="http://127.0.0.1:9",
+        key=None,
+    )
     assert done.returncode == 2 and "No such option" in done.stderr and "--api-key" in done.stderr
