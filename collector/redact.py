@@ -80,10 +80,11 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str], ...] = (
      rb"(?m)^[ \t]*(?:export[ \t]+)?" + _SECRET_KEY + rb"[ \t]*=[ \t]*" + _VALUE,
      re.IGNORECASE, ".env lines whose key names a secret (*PASSWORD*, *SECRET*, *TOKEN*, *KEY*)"),
     ("password", (b"pass", b"pwd"),
-     rb"(?:pass(?:word|wd|phrase)?|pwd)[A-Za-z0-9_.-]*[\"']?[ \t]*[=:][ \t]*" + _VALUE,
+     rb"(?:password|passwd|passphrase|(?<![a-z])pass|(?<![a-z])pwd)(?:[_.-][A-Za-z0-9_.-]*)?"
+     rb"[\"']?[ \t]*[=:][ \t]*" + _VALUE,
      re.IGNORECASE, "password=, PGPASSWORD=, \"password\": \"...\" anywhere"),
     ("api_token", (b"token", b"key", b"secret"),
-     rb"(?:token|api[_-]?key|apikey|access[_-]?key|secret|auth[_-]?key)[A-Za-z0-9_.-]*"
+     rb"(?:token|api[_-]?key|apikey|access[_-]?key|secret|auth[_-]?key)(?:[_.-][A-Za-z0-9_.-]*)?"
      rb"[\"']?[ \t]*[=:][ \t]*" + _VALUE,
      re.IGNORECASE, "token=, api_key=, X-Api-Key:, \"secret\": \"...\" anywhere"),
 )

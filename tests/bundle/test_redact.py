@@ -15,6 +15,9 @@ CASES = [
     ("url_password", b"GET https://bob:hunter2x@example.test/x", b"hunter2x", b"bob:"),
     ("password", b"host=db1 password=abc123 dbname=sergas", b"abc123", b"dbname=sergas"),
     ("password", b'{"db_password": "json pw"}', b"json pw", b"db_password"),
+    ("password", b"java -Ddb.password=jpw -jar app.jar", b"jpw", b"-jar app.jar"),
+    ("password", b"mysql --pass=mp1 -h db1", b"mp1", b"-h db1"),
+    ("password", b"login user=bob pwd: pw2 ok", b"pw2", b" ok"),
     ("password", b"env PGPASSWORD='pq word' psql -h db1", b"pq word", b"psql -h db1"),
     ("redis_auth", b"requirepass foobared1\n", b"foobared1", b"requirepass"),
     ("redis_auth", b'masterauth "mpw secret"\n', b"mpw secret", b"masterauth"),
@@ -61,7 +64,8 @@ def test_every_rule_in_the_catalogue_is_exercised() -> None:
 
 def test_ordinary_evidence_is_left_alone() -> None:
     text = (b"keyspace_hits:12\nused_memory:1048576\nmaxmemory:0\nFATAL:  password authentication failed for "
-            b"user \"sergas\"\nactive | 12\nGET /api/orders 500 0.52s\nmonkey business\n")
+            b"user \"sergas\"\nactive | 12\nGET /api/orders 500 0.52s\nmonkey business\n"
+            b"tests passed=5 bypass: yes max_tokens=512 secretary: bob\n")
     redactor = Redactor()
     assert redactor.redact_bytes(text, "x") == text
     assert redactor.total() == 0
