@@ -101,6 +101,7 @@ class FigureRow:
     value: str
     bad: bool
     raw: Any = None
+    detail: str = ""  # every known host's value, worst first, when there is more than one
 
 
 @dataclass(frozen=True)
@@ -567,18 +568,58 @@ def _figure_spec(key: str) -> tuple[str, str, float | None]:
     return key.replace("_", " "), "count", None
 
 
+_PAIRS = {"pg_connections": "pg_max_connections", "redis_used_memory": "redis_maxmemory"}
+_DETAIL_HOSTS = 12
+
+
 def figure_rows(figures: dict[str, Any]) -> list[FigureRow]:
-    """Flatten key_figures() (a value, or a value per host) into table rows in the runbook's order."""
-    keys = [k for k, *_ in FIGURES if k in figures] + sorted(k for k in figures if k not in {f[0] for f in FIGURES})
+    """One row per key figure in the runbook's order: the worst host's value first, every known host after.
+
+    Connections and Redis memory are shown against their maximum ("98 / 100 (98 %)").
+    """
+    known = {f[0] for f in FIGURES}
+    keys = [k for k, *_ in FIGURES if k in figures] + sorted(k for k in figures if k not in known)
     rows = []
     for key in keys:
+        if key in _PAIRS.values() and any(pk in figures for pk, lk in _PAIRS.items() if lk == key):
+            continue  # shown with the figure it limits
         label, unit, threshold = _figure_spec(key)
         value = figures[key]
-        per_host = value.items() if isinstance(value, dict) else [("", value)]
-        for host, raw in sorted(per_host, key=lambda kv: str(kv[0])):
-            bad = _over(key, raw, threshold, figures, str(host))
-            rows.append(FigureRow(key, label, str(host), fmt_figure(unit, raw), bad, raw))
+        if not isinstance(value, dict):
+            rows.append(FigureRow(key, label, "", fmt_figure(unit, value),
+                                  _over(key, value, threshold, figures, ""), value))
+            continue
+        cells = []
+        for host, raw in sorted(value.items(), key=lambda kv: str(kv[0])):
+            if raw is None:
+                continue
+            text, level = _figure_cell(key, unit, raw, figures, str(host))
+            cells.append((str(host), text, level, _over(key, raw, threshold, figures, str(host)), raw))
+        if not cells:
+            rows.append(FigureRow(key, label, "", "unknown", False, None))
+            continue
+        worst = max(cells, key=lambda c: c[2])
+        detail = ""
+        if len(cells) > 1:
+            shown = sorted(cells, key=lambda c: -c[2])[:_DETAIL_HOSTS]
+            detail = ", ".join(f"{h} {t}" for h, t, *_ in shown) + (
+                f", … {len(cells) - _DETAIL_HOSTS} more" if len(cells) > _DETAIL_HOSTS else "")
+        rows.append(FigureRow(key, label, worst[0], worst[1], any(c[3] for c in cells), worst[4], detail))
     return rows
+
+
+def _figure_cell(key: str, unit: str, raw: Any, figures: dict[str, Any], host: str) -> tuple[str, float]:
+    """A host's figure as text, and the number that ranks hosts (use against the maximum for pairs)."""
+    level = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else 0.0
+    limit_key = _PAIRS.get(key)
+    limit = (figures.get(limit_key) or {}) if limit_key else {}
+    limit_value = limit.get(host) if isinstance(limit, dict) else limit
+    if limit_key and isinstance(limit_value, (int, float)) and limit_value > 0:
+        pct = 100.0 * level / float(limit_value)
+        return f"{fmt_figure(unit, raw)} / {fmt_figure(unit, limit_value)} ({pct:.0f} %)", pct
+    if limit_key and limit_value == 0 and key == "redis_used_memory":
+        return f"{fmt_figure(unit, raw)} (no maxmemory)", 0.0
+    return fmt_figure(unit, raw), level
 
 
 def _over(key: str, raw: Any, threshold: float | None, figures: dict[str, Any], host: str) -> bool:
@@ -587,9 +628,8 @@ def _over(key: str, raw: Any, threshold: float | None, figures: dict[str, Any], 
         return False
     if threshold is not None:
         return raw > threshold
-    limits = {"pg_connections": "pg_max_connections", "redis_used_memory": "redis_maxmemory"}
-    if key in limits:
-        limit = figures.get(limits[key])
+    if key in _PAIRS:
+        limit = figures.get(_PAIRS[key])
         if isinstance(limit, dict):
             limit = limit.get(host)
         if isinstance(limit, (int, float)) and limit > 0:

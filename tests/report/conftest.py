@@ -46,6 +46,12 @@ def _app_probes(host: str, *, secret_line: bool) -> list[ProbeResult]:
                "41d0e77 2026-11-27T22:10:00+00:00 Lab Deployer (tag: v1.0.0) Release 1.0.0\n\nv1.1.0\n"),
         _probe(host, "app_health", '{"status": "unhealthy"}\nHTTP 503 0.004s\n', status="failed", rc=22),
         _probe(host, "iostat", "", status="not_found", rc=127),
+        _probe(host, "df", "Filesystem     Type 1024-blocks  Used Available Capacity Mounted on\n"
+                           "/dev/sda1      ext4   41152736 16461094 24691642      40% /\n"
+                           "/dev/loop3     ext4      99800    96806     2994      97% /opt/sergas/data\n"),
+        _probe(host, "free", "               total        used        free      shared  buff/cache   available\n"
+                             "Mem:     25000000000  6000000000  9000000000     1000000 10000000000 19000000000\n"
+                             "Swap:             0           0           0\n"),
     ]
 
 
@@ -88,6 +94,12 @@ def make_run(n_web: int = 0, *, secret_line: bool = True, incident: str = "inc-t
          "labels": {"alertname": "HighErrorRatio", "severity": "critical"}, "annotations": {}},
     ]}
     monitoring = [
+        ProbeResult("monitoring", "error_ratio", "GET query", "ok", None, STARTED, 0.1,
+                    output=json.dumps({"source": "prometheus", "kind": "instant", "value": 0.38, "result": [],
+                                       "error": None}).encode()),
+        ProbeResult("monitoring", "p95_latency", "GET query", "ok", None, STARTED, 0.1,
+                    output=json.dumps({"source": "prometheus", "kind": "instant", "value": 0.72, "result": [],
+                                       "error": None}).encode()),
         ProbeResult("monitoring", "alerts", "GET alerts", "ok", None, STARTED, 0.1, output=json.dumps(alerts).encode()),
         ProbeResult("monitoring", "error_ratio_range", "GET range", "ok", None, STARTED, 0.1,
                     output=_range_doc("error_ratio", [0.0, 0.01, 0.02, 0.15, 0.31, 0.42, 0.40, 0.38])),

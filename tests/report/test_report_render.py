@@ -19,7 +19,6 @@ from markdown_it import MarkdownIt
 
 from collector import report
 from collector.bundle import Bundle
-from collector.cli import main
 from conftest import ACTIONS, FINDINGS, SEEDED_SECRET, SEEDED_TOKEN
 
 MakeBundle = Callable[..., Path]
@@ -87,12 +86,19 @@ def test_sparkline_is_numbers_only_svg_with_escaped_label() -> None:
 
 def test_figure_rows_flag_the_runbook_thresholds() -> None:
     rows = report.figure_rows({"error_ratio": 0.42, "p95_s": 0.15, "pg_connections": {"db1": 95},
-                               "pg_max_connections": {"db1": 100}, "disk_max_pct": {"app1": 97.0, "db1": 40.0}})
-    by = {(r.key, r.host): r for r in rows}
-    assert by[("error_ratio", "")].value == "42.0 %" and by[("error_ratio", "")].bad
-    assert by[("p95_s", "")].value == "150 ms" and not by[("p95_s", "")].bad
-    assert by[("pg_connections", "db1")].bad  # 95 of 100 ≥ 90 %
-    assert by[("disk_max_pct", "app1")].bad and not by[("disk_max_pct", "db1")].bad
+                               "pg_max_connections": {"db1": 100}, "disk_max_pct": {"app1": 97.0, "db1": 40.0},
+                               "mem_used_pct": {"app1": None}, "redis_used_memory": {"redis1": 900 * 2**20},
+                               "redis_maxmemory": {"redis1": 2**30}})
+    by = {r.key: r for r in rows}
+    assert [r.key for r in rows] == ["error_ratio", "p95_s", "pg_connections", "mem_used_pct", "disk_max_pct",
+                                     "redis_used_memory"]  # maxima are shown with what they limit
+    assert by["error_ratio"].value == "42.0 %" and by["error_ratio"].bad
+    assert by["p95_s"].value == "150 ms" and not by["p95_s"].bad
+    assert by["pg_connections"].value == "95 / 100 (95 %)" and by["pg_connections"].bad
+    assert by["disk_max_pct"].host == "app1" and by["disk_max_pct"].value == "97.0 %" and by["disk_max_pct"].bad
+    assert by["disk_max_pct"].detail == "app1 97.0 %, db1 40.0 %"
+    assert by["mem_used_pct"].value == "unknown" and not by["mem_used_pct"].bad
+    assert by["redis_used_memory"].value == "900.0 MiB / 1.0 GiB (88 %)" and not by["redis_used_memory"].bad
 
 
 # ------------------------------------------------------------------ timeline
@@ -164,6 +170,8 @@ def test_reports_hold_the_skeleton_and_the_facts(make_bundle: MakeBundle) -> Non
         assert "redis_memory" in text.replace("\\_", "_")  # the rule that could not be evaluated
     assert "P1" in page.split("Summary")[0]  # severity in the header
     assert "42.0 %" in page and "0.2 %" in page  # before/after error ratio
+    assert "38.0 % ▲" in page and "720 ms ▲" in page  # key figures from the instant queries
+    assert "97.0 % ▲" in page and "98 / 100 (98 %) ▲" in page
     assert "pg_long_queries" in md.replace("\\_", "_") and "timeout" in md
     assert "No route to host" in md
 
@@ -343,7 +351,15 @@ def test_resolved_comms_warn_when_not_verified(make_bundle: MakeBundle) -> None:
 # ------------------------------------------------------------------ command line
 
 
-def test_cli_report_and_comms(make_bundle: MakeBundle) -> None:
+@pytest.fixture
+def main() -> Any:
+    """The real `collector` group (imported here so a sibling step's broken module fails only these tests)."""
+    from collector.cli import main as collector_main
+
+    return collector_main
+
+
+def test_cli_report_and_comms(make_bundle: MakeBundle, main: Any) -> None:
     path = make_bundle()
     runner = CliRunner()
     result = runner.invoke(main, ["report", str(path), "--format", "md"])
@@ -356,7 +372,8 @@ def test_cli_report_and_comms(make_bundle: MakeBundle) -> None:
 @pytest.mark.parametrize("args", [["report", "{missing}"], ["report", "{notbundle}"], ["comms", "{notbundle}", "--stage",
                                                                                         "initial"],
                                   ["report", "{bundle}", "--format", "pdf"]])
-def test_cli_bad_input_is_one_line_and_exit_2(make_bundle: MakeBundle, tmp_path: Path, args: list[str]) -> None:
+def test_cli_bad_input_is_one_line_and_exit_2(make_bundle: MakeBundle, tmp_path: Path, args: list[str],
+                                              main: Any) -> None:
     bundle = make_bundle()
     notbundle = tmp_path / "plain"
     notbundle.mkdir()
@@ -370,6 +387,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(make_bundle: MakeBundle, tmp_path:
     assert sorted(p.name for p in bundle.iterdir()) == before  # nothing written
 
 
-def test_cli_unknown_stage_exit_2(make_bundle: MakeBundle) -> None:
+def test_cli_unknown_stage_exit_2(make_bundle: MakeBundle, main: Any) -> None:
     result = CliRunner().invoke(main, ["comms", str(make_bundle()), "--stage", "later"])
     assert result.exit_code == 2
