@@ -176,7 +176,7 @@ class Redactor:
                 if span is None or span[0] == span[1]:
                     continue
                 start, end = span
-                if any(s < end and start < e for s, e in taken if s <= end):
+                if taken and any(s < end and start < e for s, e in taken):
                     continue  # already a placeholder
                 spans.append((start, end, order, rule.name))
         # Earliest first; at one start the longest wins, then the rule listed first. Overlapping spans
