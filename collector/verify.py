@@ -154,7 +154,8 @@ def _prom_query(base: str, name: str, expr: str, timeout_s: float) -> dict[str, 
 
 
 def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = None, *,
-                      window: str = "1m", timeout_s: float = 5.0) -> list[Check]:
+                      window: str = "30s", timeout_s: float = 5.0,
+                      allowed_alerts: Iterable[str] = ()) -> list[Check]:
     """5xx ratio and p95 from Prometheus over `window`, and Alertmanager's active alerts."""
     prometheus, alertmanager = urls(settings, hostvars)
     checks = []
@@ -180,15 +181,20 @@ def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = N
     if doc.get("error"):
         checks.append(Check("no active alerts", MONITORING, False, str(doc["error"])[:160]))
     else:
-        firing = [a for a in doc.get("alerts", []) if (a.get("state") or "active") == "active"]
+        allowed = set(allowed_alerts)
+        active = [a for a in doc.get("alerts", []) if (a.get("state") or "active") == "active"]
+        firing = [a for a in active if a.get("name") not in allowed]
         names = sorted({str(a.get("name")) for a in firing})
-        checks.append(Check("no active alerts", MONITORING, not firing,
-                            "none" if not firing else f"{len(firing)} active: {', '.join(names)}"[:160]))
+        expected = sorted({str(a.get("name")) for a in active if a.get("name") in allowed})
+        detail = "none" if not firing else f"{len(firing)} active: {', '.join(names)}"
+        if expected:
+            detail += f" (expected, raised by the mitigation: {', '.join(expected)})"
+        checks.append(Check("no active alerts", MONITORING, not firing, detail[:200]))
     return checks
 
 
-def run_checks(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "1m",
-               monitoring: bool = True, only_health: bool = False) -> list[Check]:
+def run_checks(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "30s",
+               monitoring: bool = True, only_health: bool = False, allowed_alerts: Iterable[str] = ()) -> list[Check]:
     """One pass of the checklist: every host at once, then the monitoring checks."""
     names = list(hosts)
     with ThreadPoolExecutor(max_workers=max(1, min(10, len(names)))) as pool:
@@ -196,18 +202,19 @@ def run_checks(inv: Inventory, hosts: Iterable[str], settings: Settings, *, wind
     checks = [c for group in per_host for c in group]
     if monitoring:
         anyvars = inv.hosts.get(names[0], {}) if names else {}
-        checks += monitoring_checks(settings, anyvars, window=window)
+        checks += monitoring_checks(settings, anyvars, window=window, allowed_alerts=allowed_alerts)
     return checks
 
 
-def verify(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "1m", wait_s: float = 0.0,
-           monitoring: bool = True, only_health: bool = False,
+def verify(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "30s", wait_s: float = 0.0,
+           monitoring: bool = True, only_health: bool = False, allowed_alerts: Iterable[str] = (),
            progress: Callable[[list[Check]], None] | None = None) -> list[Check]:
     """The checklist, repeated every few seconds until it passes or `wait_s` has gone by."""
     names = list(hosts)
     deadline = time.monotonic() + max(0.0, wait_s)
     while True:
-        checks = run_checks(inv, names, settings, window=window, monitoring=monitoring, only_health=only_health)
+        checks = run_checks(inv, names, settings, window=window, monitoring=monitoring, only_health=only_health,
+                            allowed_alerts=allowed_alerts)
         if passed(checks) or time.monotonic() >= deadline:
             return checks
         if progress:

@@ -57,6 +57,8 @@ class Action:
     restarts: bool = False  # a change on a host restarts its service (rate-limited per host)
     request_time_var: str | None = None  # gets the plan's creation time (epoch s), see restart.yml
     pin_from_check: str | None = None  # param resolved by the check run and pinned in the plan
+    # Alerts the mitigation itself raises (param, value, alertname): verify does not count them.
+    caused_alerts: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def prefix(self) -> str:
@@ -68,6 +70,10 @@ class Action:
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+    def expected_alerts(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """Alert names this action raises on purpose with these parameters."""
+        return tuple(alert for param, value, alert in self.caused_alerts if str(params.get(param)) == value)
 
     def extravars(self, params: Mapping[str, Any], hosts_pattern: str) -> dict[str, Any]:
         """The Ansible variables for a run: prefixed params plus the play's hosts pattern."""
@@ -129,6 +135,7 @@ ACTIONS: dict[str, Action] = {
             groups=("app",),
             params=(Param("state", "choice", "wanted breaker state", default="open", choices=("open", "closed"),
                           aliases={"close": "closed", "opened": "open"}),),
+            caused_alerts=(("state", "open", "SergasZohoCircuitBreakerOpen"),),
         ),
         Action(
             "rate-limit",

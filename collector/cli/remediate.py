@@ -1,0 +1,134 @@
+"""`collector remediate ACTION --hosts PATTERN ...` (plan) and `collector remediate apply PLAN`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from collector.config import load_settings
+from collector.core import EXIT_OK, EXIT_PARTIAL, UsageError
+from collector.remediate.actions import ACTIONS, Action, parse_param_args
+from collector.verify import Check
+
+
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def checks_table(checks: list[Check]) -> list[str]:
+    """The checklist as aligned text lines: check, host, PASS/FAIL, detail."""
+    if not checks:
+        return ["(no checks ran)"]
+    name_w = max(len("check"), *(len(c.name) for c in checks))
+    host_w = max(len("host"), *(len(c.host) for c in checks))
+    lines = [f"{'check':<{name_w}}  {'host':<{host_w}}  result  detail"]
+    for c in checks:
+        lines.append(f"{c.name:<{name_w}}  {c.host:<{host_w}}  {'PASS' if c.passed else 'FAIL':<6}  {c.detail}")
+    return lines
+
+
+def _plan_command(action: Action) -> click.Command:
+    """The planning command of one action: check mode + diff, writes and shows the plan."""
+
+    @click.pass_context
+    def run(ctx: click.Context, hosts: str, inventory: str | None, param: tuple[str, ...], plan_file: str | None,
+            as_name: str | None, bundle: str | None, forks: int | None) -> None:
+        from collector.remediate.plan import default_plan_path, describe, make_plan, save_plan
+
+        settings = load_settings(inventory=inventory, user=as_name)
+        raw = parse_param_args(param)
+        plan = make_plan(action.name, hosts, raw, settings, inventory=inventory or settings.inventory,
+                         requester=as_name, bundle=bundle, forks=forks)
+        path = Path(plan_file) if plan_file else default_plan_path(plan, settings)
+        save_plan(plan, path)
+        from collector.remediate.audit import AuditLog
+
+        AuditLog(settings.audit_log).append(
+            "plan", actor=plan.requester, plan_id=plan.id, plan_hash=plan.hash, action=plan.action, params=plan.params,
+            targets=plan.targets, diffs=plan.diffs, check=plan.check, plan_file=str(path.resolve()))
+        for line in describe(plan):
+            click.echo(line)
+        if plan.failed_hosts:
+            _echo_err(f"warning: the check run failed on {', '.join(plan.failed_hosts)}; applying will fail there too")
+        click.echo(str(path))
+        ctx.exit(EXIT_PARTIAL if plan.failed_hosts else EXIT_OK)
+
+    params_help = "; ".join(f"{p.name}: {p.help}, {p.describe()}" for p in action.params) or "none"
+    command = click.Command(
+        action.name, callback=run, help=f"Plan: {action.summary}. Targets group {'/'.join(action.groups)}. "
+                                        f"Parameters — {params_help}.",
+        short_help=action.summary,
+        params=[
+            click.Option(["--hosts"], required=True, help="Ansible host pattern (intersected with the action's group)."),
+            click.Option(["-i", "--inventory"], help="Inventory file or directory."),
+            click.Option(["--param"], multiple=True, metavar="NAME=VALUE", help="An action parameter (repeatable)."),
+            click.Option(["--plan", "plan_file"], metavar="FILE", help="Where to write the plan (default plans/<id>.json)."),
+            click.Option(["--as", "as_name"], metavar="NAME", help="Requester (default $COLLECTOR_USER, else login name)."),
+            click.Option(["--bundle"], metavar="DIR", help="The incident's bundle (actions.json goes there on apply)."),
+            click.Option(["--forks"], type=int, help="Parallel hosts for the check run."),
+        ],
+    )
+    return command
+
+
+@click.command("apply")
+@click.argument("plan_file", metavar="PLAN")
+@click.option("--max-hosts", type=int, help="Raise the blast-radius limit for this apply.")
+@click.option("--batch-size", type=int, help="Hosts per batch after the canary (default: setting batch_size).")
+@click.option("--bundle", metavar="DIR", help="Before-bundle for actions.json (default: the plan's).")
+@click.option("--verify-wait", type=float, default=60.0, show_default=True,
+              help="Seconds to keep re-checking the recovery checklist until it passes.")
+@click.option("--no-after-bundle", is_flag=True, help="Do not collect an after-bundle.")
+@click.pass_context
+def apply_command(ctx: click.Context, plan_file: str, max_hosts: int | None, batch_size: int | None,
+                  bundle: str | None, verify_wait: float, no_after_bundle: bool) -> None:
+    """Apply an approved plan: canary, batches, health gate, verify, after-bundle, audit."""
+    from collector.remediate.apply import apply_plan
+
+    settings = load_settings()
+    result = apply_plan(plan_file, settings, max_hosts=max_hosts, batch_size=batch_size, bundle=bundle,
+                        verify_wait_s=verify_wait, collect_after=not no_after_bundle, echo=click.echo)
+    for line in checks_table(result.checks):
+        click.echo(line)
+    for note in result.notes:
+        _echo_err(f"note: {note}")
+    changed = sum(1 for h in result.hosts.values() if h.get("changed"))
+    click.echo(f"hosts: {len(result.hosts)}  changed={changed}  "
+               f"failed={sum(1 for h in result.hosts.values() if h['status'] in ('failed', 'unreachable'))}  "
+               f"untouched={sum(1 for h in result.hosts.values() if h['status'] == 'not-run')}")
+    if result.after_bundle:
+        click.echo(f"after-bundle: {result.after_bundle}")
+    if result.actions_json:
+        click.echo(f"actions: {result.actions_json}")
+    click.echo(("APPLIED and VERIFIED" if result.ok else
+                f"NOT RECOVERED: {result.stopped or 'the recovery checklist failed'}") + f" (plan {result.plan.id})")
+    ctx.exit(EXIT_OK if result.ok else EXIT_PARTIAL)
+
+
+class RemediateGroup(click.Group):
+    """First argument is an action name (plan it) or `apply`; anything else is one clear error line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return ["apply", *ACTIONS]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "apply":
+            return apply_command
+        action = ACTIONS.get(cmd_name)
+        return _plan_command(action) if action else None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        command = self.get_command(ctx, name)
+        if command is None:
+            raise UsageError(f"unknown action {name!r}; known actions: {', '.join(ACTIONS)} (or: apply PLAN)")
+        return name, command, args[1:]
+
+
+@click.group("remediate", cls=RemediateGroup)
+def remediate() -> None:
+    """Plan a runbook mitigation (ACTION --hosts PATTERN) or apply an approved plan (apply PLAN)."""
+
+
+commands: list[Any] = [remediate]

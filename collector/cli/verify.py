@@ -1,0 +1,45 @@
+"""`collector verify --hosts PATTERN`: the runbook's step 5 checklist, a pass/fail table, exit 1 on failure."""
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+from collector.config import load_settings
+from collector.core import EXIT_OK, EXIT_PARTIAL, UsageError
+from collector.inventory import load_inventory
+
+
+@click.command("verify")
+@click.option("--hosts", required=True, help="Ansible host pattern to check.")
+@click.option("-i", "--inventory", help="Inventory file or directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--window", default="30s", show_default=True, help="Prometheus rate window for 5xx ratio and p95.")
+@click.option("--wait", "wait_s", type=float, default=0.0, help="Keep re-checking up to this many seconds until it passes.")
+@click.option("--allow-alert", multiple=True, metavar="NAME", help="An alert that is expected (not a failure).")
+@click.pass_context
+def verify_command(ctx: click.Context, hosts: str, inventory: str | None, as_json: bool, window: str, wait_s: float,
+                   allow_alert: tuple[str, ...]) -> None:
+    """Runbook step 5: /health, 5xx ratio < 1 %, p95 < 200 ms, no alerts, SELECT 1, Redis PING, services."""
+    from collector.cli.remediate import checks_table
+    from collector.verify import passed, verify
+
+    if not re.fullmatch(r"[1-9][0-9]*[smh]", window):
+        raise UsageError(f"--window must look like 30s, 5m or 1h, got {window!r}")
+    settings = load_settings(inventory=inventory)
+    inv = load_inventory(inventory or settings.inventory)
+    names = inv.match(hosts)
+    checks = verify(inv, names, settings, window=window, wait_s=wait_s, allowed_alerts=allow_alert)
+    ok = passed(checks)
+    if as_json:
+        click.echo(json.dumps({"passed": ok, "checks": [c.as_dict() for c in checks]}, indent=2))
+    else:
+        for line in checks_table(checks):
+            click.echo(line)
+        failed = [c for c in checks if not c.passed]
+        click.echo("RECOVERED: every check passed" if ok else f"NOT RECOVERED: {len(failed)} of {len(checks)} checks failed")
+    ctx.exit(EXIT_OK if ok else EXIT_PARTIAL)
+
+
+commands = [verify_command]

@@ -1,0 +1,91 @@
+"""Plans: the content hash, saving and loading, diffs, requester, targets."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from collector.config import Settings
+from collector.core import UsageError
+from collector.inventory import load_inventory
+from collector.remediate.actions import get_action
+from collector.remediate.plan import (Plan, _pinned_value, describe, load_plan, render_diff, requester_name, save_plan,
+                                      targets_for)
+
+
+def test_hash_is_stable_and_covers_the_content(plan: Plan) -> None:
+    assert plan.hash == plan.compute_hash() and len(plan.hash) == 64
+    plan.params["size"] = 21
+    assert plan.compute_hash() != plan.hash
+    plan.params["size"] = 20
+    plan.targets.append("app3")
+    assert plan.compute_hash() != plan.hash
+
+
+def test_approval_is_outside_the_hash(plan: Plan) -> None:
+    before = plan.compute_hash()
+    plan.approval = {"approver": "bob", "plan_hash": before}
+    assert plan.compute_hash() == before
+
+
+def test_save_and_load_round_trip(plan: Plan, tmp_path: Path) -> None:
+    path = save_plan(plan, tmp_path / "plans" / "p.json")
+    loaded = load_plan(path)
+    assert loaded == plan and loaded.compute_hash() == plan.hash
+    assert json.loads(path.read_text())["schema"] == "incident-collector/plan/v1"
+    assert not list(path.parent.glob(".*tmp"))
+
+
+def test_load_refuses_what_is_not_a_plan(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text('{"schema": "other"}')
+    with pytest.raises(UsageError, match="is not a plan"):
+        load_plan(tmp_path / "x.json")
+    with pytest.raises(UsageError, match="does not exist"):
+        load_plan(tmp_path / "missing.json")
+
+
+def test_extravars_carry_the_plans_time_for_restart(plan: Plan) -> None:
+    plan.action, plan.params = "restart", {}
+    extra = plan.extravars()
+    assert extra["restart_hosts"] == "app1,app2"
+    assert extra["restart_since"] == int(plan.created_epoch()) == 1795845600
+
+
+def test_requester_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert requester_name("carol", Settings(user="dave")) == "carol"
+    assert requester_name(None, Settings(user="dave")) == "dave"
+    monkeypatch.setenv("USER", "erin")
+    monkeypatch.setenv("LOGNAME", "erin")
+    assert requester_name(None, Settings()) == "erin"
+
+
+def test_targets_are_the_pattern_within_the_actions_group(inventory_file: Path) -> None:
+    inv = load_inventory(str(inventory_file))
+    assert targets_for(get_action("pool-resize"), inv, "all") == ["app1", "app2"]
+    assert targets_for(get_action("restart"), inv, "app1:db1:web01") == ["app1", "db1"]
+    with pytest.raises(UsageError, match="matches none of them"):
+        targets_for(get_action("kill-idle-connections"), inv, "app")
+    with pytest.raises(UsageError, match="matches no host"):
+        targets_for(get_action("restart"), inv, "nosuch*")
+
+
+def test_render_diff_shows_only_what_changed() -> None:
+    text = render_diff({"before": "DATABASE_POOL_SIZE=5\n", "after": "DATABASE_POOL_SIZE=20\n",
+                        "before_header": ".env: DATABASE_POOL_SIZE", "after_header": ".env: DATABASE_POOL_SIZE"})
+    assert "-DATABASE_POOL_SIZE=5\n" in text and "+DATABASE_POOL_SIZE=20\n" in text
+    assert render_diff({"before": "same", "after": "same"}) == ""
+    assert render_diff([{"prepared": "x"}]) == "x\n"
+
+
+def test_rollback_pin_reads_the_resolved_tag() -> None:
+    results = [{"task": "Show the release change.", "msg": "/opt/sergas/app release: v1.1.0 (abc) -> v1.0.0 (def)"}]
+    assert _pinned_value(get_action("rollback"), results) == "v1.0.0"
+    results = [{"task": "Show the release change.", "msg": "/opt/sergas/app release: already v1.0.0 (def)"}]
+    assert _pinned_value(get_action("rollback"), results) == "v1.0.0"
+
+
+def test_describe_names_targets_diff_and_approval_state(plan: Plan) -> None:
+    text = "\n".join(describe(plan))
+    assert "pool-resize" in text and "app1: would change" in text and "+DATABASE_POOL_SIZE=20" in text
+    assert "approved  not yet" in text and plan.hash in text
