@@ -226,3 +226,15 @@ def passed(checks: Iterable[Check]) -> bool:
     """True when there is at least one check and every check passed."""
     items = list(checks)
     return bool(items) and all(c.passed for c in items)
+
+
+def table(checks: list[Check]) -> list[str]:
+    """The checklist as aligned text lines: check, host, PASS/FAIL, detail."""
+    if not checks:
+        return ["(no checks ran)"]
+    name_w = max(len("check"), *(len(c.name) for c in checks))
+    host_w = max(len("host"), *(len(c.host) for c in checks))
+    lines = [f"{'check':<{name_w}}  {'host':<{host_w}}  result  detail"]
+    for c in checks:
+        lines.append(f"{c.name:<{name_w}}  {c.host:<{host_w}}  {'PASS' if c.passed else 'FAIL':<6}  {c.detail}")
+    return lines

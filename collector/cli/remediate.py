@@ -9,23 +9,11 @@ import click
 from collector.config import load_settings
 from collector.core import EXIT_OK, EXIT_PARTIAL, UsageError
 from collector.remediate.actions import ACTIONS, Action, parse_param_args
-from collector.verify import Check
+from collector.verify import table as checks_table
 
 
 def _echo_err(line: str) -> None:
     click.echo(line, err=True)
-
-
-def checks_table(checks: list[Check]) -> list[str]:
-    """The checklist as aligned text lines: check, host, PASS/FAIL, detail."""
-    if not checks:
-        return ["(no checks ran)"]
-    name_w = max(len("check"), *(len(c.name) for c in checks))
-    host_w = max(len("host"), *(len(c.host) for c in checks))
-    lines = [f"{'check':<{name_w}}  {'host':<{host_w}}  result  detail"]
-    for c in checks:
-        lines.append(f"{c.name:<{name_w}}  {c.host:<{host_w}}  {'PASS' if c.passed else 'FAIL':<6}  {c.detail}")
-    return lines
 
 
 def _plan_command(action: Action) -> click.Command:

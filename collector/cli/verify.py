@@ -22,8 +22,8 @@ from collector.inventory import load_inventory
 def verify_command(ctx: click.Context, hosts: str, inventory: str | None, as_json: bool, window: str, wait_s: float,
                    allow_alert: tuple[str, ...]) -> None:
     """Runbook step 5: /health, 5xx ratio < 1 %, p95 < 200 ms, no alerts, SELECT 1, Redis PING, services."""
-    from collector.cli.remediate import checks_table
     from collector.verify import passed, verify
+    from collector.verify import table as checks_table
 
     if not re.fullmatch(r"[1-9][0-9]*[smh]", window):
         raise UsageError(f"--window must look like 30s, 5m or 1h, got {window!r}")
