@@ -304,7 +304,7 @@ def _finding(rule: Rule, key: str, measures: list[Measure], judged_hosts: int,
 
 def _fmt(value: Any) -> Any:
     if isinstance(value, float):
-        return round(value, 3)
+        return round(value, 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3)  # readable, not falsely precise
     return value
 
 
