@@ -62,8 +62,8 @@ def show(console: Console, doc: dict[str, Any]) -> None:
 def _finding(console: Console, finding: dict[str, Any]) -> None:
     sev = str(finding["severity"])
     style = _SEVERITY_STYLE.get(sev, "")
-    hosts = ",".join(finding.get("hosts") or [])
-    console.print(f"  [{style}]{sev}[/{style}] {escape(finding['id'])} {escape(f"[{hosts}]")} {escape(finding['title'])}: "
+    hosts = escape("[" + ",".join(finding.get("hosts") or []) + "]")
+    console.print(f"  [{style}]{sev}[/{style}] {escape(finding['id'])} {hosts} {escape(finding['title'])}: "
                   f"{escape(finding.get('message', ''))}")
     for ev in (finding.get("evidence") or [])[:4]:
         where = f"{ev['path']}:{ev['line']}" if ev.get("line") else str(ev["path"])
