@@ -8,6 +8,7 @@ an instance's folders there. The packaged database is never touched, so every se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -162,8 +163,17 @@ def _migrate_if_empty(folder: Path, name: str) -> None:
         return
     for task in (["bin/rake", "db:migrate"], ["bin/rake", "redmine:load_default_data"]):
         done = subprocess.run(
+            # SCHEMA: the dump after migrating goes to our folder, not to /usr/share/redmine/db.
             _as_www_data(
-                ["env", f"REDMINE_INSTANCE={name}", "RAILS_ENV=production", "REDMINE_LANG=en", "ruby", *task]
+                [
+                    "env",
+                    f"REDMINE_INSTANCE={name}",
+                    "RAILS_ENV=production",
+                    "REDMINE_LANG=en",
+                    f"SCHEMA={folder / 'schema.rb'}",
+                    "ruby",
+                    *task,
+                ]
             ),
             check=False,
             cwd=REDMINE_ROOT,
@@ -215,6 +225,13 @@ def redmine() -> Iterator[RedmineServer]:
     missing = _installed()
     if missing:
         pytest.skip(missing)
+    with running_redmine() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_redmine() -> Iterator[RedmineServer]:
+    """Start a throwaway Redmine instance, yield it, and remove every trace of it afterwards."""
     _drop_stale_instances()
     name = f"{INSTANCE_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
     folder = Path(tempfile.mkdtemp(prefix="collector-redmine-"))

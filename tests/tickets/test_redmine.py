@@ -353,3 +353,48 @@ def test_api_key_is_not_a_command_line_option(make_bundle: MakeBundle, tmp_path:
         key=None,
     )
     assert done.returncode == 2 and "No such option" in done.stderr and "--api-key" in done.stderr
+
+
+def test_textile_servers_get_the_summary_in_a_pre_block(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle(ticket_md="## Summary\n\n* P1 on app1\n")
+    issue_id = new_issue(redmine)
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.admin_key,
+        extra_env={"COLLECTOR_REDMINE_TEXT_FORMAT": "textile"},
+    )
+    assert done.returncode == 0, done.stderr
+    note = [j.notes for j in issue_of(redmine, issue_id).journals if getattr(j, "notes", "")][-1]
+    assert note.startswith("<pre>\n## Summary\n\n* P1 on app1") and note.endswith("</pre>")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ticket", "abc"], "ticket id 'abc' is not a number"),
+        (["--new"], "--new needs --project P"),
+        (["--ticket", "1", "--new", "--project", "p"], "give exactly one of --ticket ID or --new"),
+        ([], "give exactly one of --ticket ID or --new"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    make_bundle: MakeBundle, tmp_path: Path, args: list[str], message: str
+) -> None:
+    folder = make_bundle()
+    done = run_attach(
+        [str(folder), "--to", "redmine", *args], tmp_path, url="http://127.0.0.1:9", key="k" * 40
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+
+
+def test_not_a_bundle_exits_2(tmp_path: Path) -> None:
+    done = run_attach(
+        [str(tmp_path), "--to", "redmine", "--ticket", "1"], tmp_path, url="http://127.0.0.1:9", key="k"
+    )
+    assert done.returncode == 2 and "is not a bundle" in done.stderr
