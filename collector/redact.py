@@ -125,6 +125,12 @@ def secrets_from_vars(vars_by_host: Mapping[str, Mapping[str, Any]] | Mapping[st
     return sorted(found)
 
 
+# Values that only name or mask a secret: shell/Jinja/probe variables, printf slots, "***". Literal
+# known secrets are exempt; a real password of punctuation only is what known_secrets is for.
+_NOT_A_VALUE = re.compile(rb"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[^}]*)?\}?|\$[A-Z_][A-Z0-9_]*|\{\{.*|\{[A-Za-z_][A-Za-z0-9_]*\}"
+                          rb"|%[a-z]|<[^<>]*>|[^A-Za-z0-9\x80-\xff]*", re.DOTALL)
+
+
 def _secret_span(rule: Rule, match: re.Match[bytes]) -> tuple[int, int] | None:
     named = match.re.groupindex
     for group in _SECRET_GROUPS:
@@ -176,6 +182,8 @@ class Redactor:
                 if span is None or span[0] == span[1]:
                     continue
                 start, end = span
+                if rule.name != "known_secret" and _NOT_A_VALUE.fullmatch(data, start, end):
+                    continue
                 if taken and any(s < end and start < e for s, e in taken):
                     continue  # already a placeholder
                 spans.append((start, end, order, rule.name))

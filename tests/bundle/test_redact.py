@@ -144,3 +144,17 @@ def test_secrets_from_inventory_vars() -> None:
                  "nested": {"db_password": "nested-pw"}, "ansible_become_pass": "becomepw"},
     }
     assert secrets_from_vars(hostvars) == ["becomepw", "lab-redis-pw", "nested-pw", "tok-12345"]
+
+
+def test_variables_templates_and_masks_are_not_secrets() -> None:
+    text = (b'{ [ -n "${COLLECTOR_API_TOKEN:-}" ] && printf \'header = "Authorization: Bearer %s"\' "$TOKEN"; }\n'
+            b"psql password=$PGPASSWORD redis-cli -a {redis_password} token={{ vault_token }}\n"
+            b"connecting to postgresql://sergas:***@db1:5432/sergas api_key=<hidden>\n")
+    redactor = Redactor()
+    assert redactor.redact_bytes(text, "cmd") == text
+    assert redactor.total() == 0
+
+
+def test_a_password_that_looks_like_a_lowercase_variable_is_still_scrubbed() -> None:
+    out = Redactor().redact_bytes(b"password=$ecret9 next", "x")
+    assert out == b"password=\xc2\xabREDACTED:password:1\xc2\xbb next"
