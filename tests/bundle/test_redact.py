@@ -156,5 +156,5 @@ def test_variables_templates_and_masks_are_not_secrets() -> None:
 
 
 def test_a_password_that_looks_like_a_lowercase_variable_is_still_scrubbed() -> None:
-    out = Redactor().redact_bytes(b"password=$ecret9 next", "x")
-    assert out == b"password=\xc2\xabREDACTED:password:1\xc2\xbb next"
+    out = Redactor().redact_bytes(b"db password=$ecret9 next", "x")
+    assert out == b"db password=\xc2\xabREDACTED:password:1\xc2\xbb next"
