@@ -8,6 +8,7 @@ bytes and the sealed tar.gz stays deterministic; only the comms texts carry "now
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ NEXT_UPDATE_MIN = 15  # the runbook's status-update cadence
 # Which line in a probe's output is the first sign of trouble, per kind of timeline event.
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL|FATAL|PANIC)\b|Traceback|\berror:", re.IGNORECASE)
 _OOM_LINE = re.compile(r"out of memory|oom-kill|oom_kill|killed process", re.IGNORECASE)
+# Lower-case literals one of which every match contains: str.find over a 25 MiB journal is far
+# faster than a case-insensitive regex, which then only confirms the candidate line.
+_NEEDLES = {_ERROR_LINE: ("error", "critical", "fatal", "panic", "traceback"),
+            _OOM_LINE: ("out of memory", "oom-kill", "oom_kill", "killed process")}
 _JOURNAL_PROBES = ("journal_errors", "service_journal")
 _OOM_PROBES = ("oom_events",)
 _DEPLOY_PROBES = ("deploy_log",)
@@ -419,20 +424,44 @@ def _first_line(bundle: Any, host: str, probes: Iterable[str],
         text = _ok_text(bundle, host, probe)
         if not text:
             continue
-        for line in text.splitlines():
-            if not pattern.search(line):
-                continue
-            at = line_time(line)
-            approx = at is None
-            if at is None:
-                at = parse_time((bundle.probe(host, probe) or {}).get("started"))
-            if at is None:
-                continue
-            candidate = (at, _strip_stamp(line), probe, approx)
-            if best is None or candidate[0] < best[0]:
-                best = candidate
-            break  # output is in time order: the first match of this probe is its earliest
+        line = first_matching_line(text, pattern, _NEEDLES.get(pattern, ()))
+        if line is None:
+            continue
+        at = line_time(line)
+        approx = at is None
+        if at is None:
+            at = parse_time((bundle.probe(host, probe) or {}).get("started"))
+        if at is None:
+            continue
+        text_line = _strip_stamp(line)
+        if text_line.startswith(f"{host} "):  # journal short-iso repeats the host the timeline already names
+            text_line = text_line[len(host) + 1:]
+        # Output is in time order: the first match of a probe is its earliest.
+        if best is None or at < best[0]:
+            best = (at, text_line, probe, approx)
     return best
+
+
+def first_matching_line(text: str, pattern: re.Pattern[str], needles: Iterable[str] = ()) -> str | None:
+    """The first line of `text` that `pattern` matches; `needles` (lower case) find candidates fast."""
+    lower = text.lower()
+    if not needles or len(lower) != len(text):  # a few characters change length when lowered
+        match = pattern.search(text)
+        if match is None:
+            return None
+        start, end = text.rfind("\n", 0, match.start()) + 1, text.find("\n", match.end())
+        return text[start: end if end >= 0 else len(text)]
+    pos = 0
+    while True:
+        hits = [i for i in (lower.find(n, pos) for n in needles) if i >= 0]
+        if not hits:
+            return None
+        first = min(hits)
+        start, end = text.rfind("\n", 0, first) + 1, text.find("\n", first)
+        end = end if end >= 0 else len(text)
+        if pattern.search(text, start, end):
+            return text[start:end]
+        pos = end + 1
 
 
 def _strip_stamp(line: str) -> str:
@@ -1074,6 +1103,7 @@ def _lessons(timeline: list[TimelineEvent], started: _dt.datetime | None, collec
 # ---------------------------------------------------------------- rendering
 
 
+@functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     """Autoescape HTML templates (report.html.j2); Markdown and text get explicit filters instead."""
     env = jinja2.Environment(

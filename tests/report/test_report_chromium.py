@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-import json
 import re
 import shutil
 import subprocess
@@ -40,8 +39,9 @@ def console_lines(stderr: str) -> list[str]:
 @pytest.fixture
 def rendered(make_bundle: Callable[..., Path]) -> Path:
     path = make_bundle(n_web=2)
-    (path / "actions.json").write_text(json.dumps(ACTIONS))
-    Bundle.open(path).seal()
+    bundle = Bundle.open(path)
+    bundle.write_json("actions.json", ACTIONS)
+    bundle.seal()
     report.render_reports(path, ["html"])
     return path / "report.html"
 

@@ -25,9 +25,10 @@ MakeBundle = Callable[..., Path]
 
 
 def _with_actions(path: Path, actions: dict[str, Any] = ACTIONS) -> Path:
-    """Put actions.json in as remediate apply would, bytes as given, then re-seal."""
-    (path / "actions.json").write_text(json.dumps(actions, indent=2))
-    Bundle.open(path).seal()
+    """Put actions.json in as remediate apply does (Bundle.write_json, redacted on the way in), then re-seal."""
+    bundle = Bundle.open(path)
+    bundle.write_json("actions.json", actions)
+    bundle.seal()
     return path
 
 
@@ -67,6 +68,14 @@ def test_parse_time_handles_alertmanager_nanoseconds_offsets_and_dmesg() -> None
         2026, 11, 28, 5, 35, 12, tzinfo=dt.timezone.utc)
     assert report.line_time("[12345.678] Out of memory: Killed process 1") is None
     assert report.parse_time("not a time") is None
+
+
+def test_first_matching_line_finds_the_earliest_real_match() -> None:
+    text = "a errors-free line\nb path=/x status=200\nc ERROR: boom\nd FATAL: later\n"
+    assert report.first_matching_line(text, report._ERROR_LINE, report._NEEDLES[report._ERROR_LINE]) == "c ERROR: boom"
+    assert report.first_matching_line("İİ x\nkernel: Out of memory: Killed process 1\n", report._OOM_LINE,
+                                      report._NEEDLES[report._OOM_LINE]) == "kernel: Out of memory: Killed process 1"
+    assert report.first_matching_line("nothing here\n", report._OOM_LINE, report._NEEDLES[report._OOM_LINE]) is None
 
 
 def test_markdown_filters_keep_log_text_from_breaking_out() -> None:
@@ -119,6 +128,7 @@ def test_timeline_merges_every_source_in_time_order(make_bundle: MakeBundle) -> 
     first_error = next(e for e in events if e.kind == "error")
     assert report.fmt_time(first_error.at) == "2026-11-28 05:32:05 UTC" and first_error.hosts == ("db1",)
     assert first_error.source == "hosts/db1/journal_errors.txt"
+    assert first_error.text == "First error: postgres[90]: FATAL: sorry, too many clients already"
     oom = next(e for e in events if e.kind == "oom")
     assert report.fmt_time(oom.at) == "2026-11-28 05:35:12 UTC" and "Killed process 4242" in oom.text
     approval = next(e for e in events if e.kind == "approval")
