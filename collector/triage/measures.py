@@ -315,19 +315,28 @@ def oom_kills(bundle: BundleView, host: str, probe: Any = "oom_events") -> list[
     year = (_collected_at(bundle) or _dt.datetime.now(_dt.timezone.utc)).year
     hits: list[p.Line] = []
     seen: set[str] = set()
+    foreign: set[str] = set()  # pids the kernel killed in another host's (or the machine's) cgroup
     for ln in p.grep(out.text, _OOM):
-        memcg = re.search(r"(?:task_memcg|oom_memcg)=(\S+)", ln.text)
+        memcg = re.search(r"task_memcg=([^,\s]+)", ln.text)
+        pid = re.search(r"\bpid=(\d+)", ln.text)
         if memcg and not _names_host(memcg.group(1), host):
+            if pid:
+                foreign.add(pid.group(1))
+            continue
+        killed = re.search(r"Killed process (\d+)", ln.text)
+        if killed and killed.group(1) in foreign:
             continue
         when = p.parse_time(ln.text, year)
         if when is not None and start is not None and when < start:
             continue
-        key = re.sub(r"^\S+\s+|\[[^\]]*\]", "", ln.text).strip()  # dmesg and journal repeat the same kill
+        if not killed:
+            continue  # "invoked oom-killer" and the cgroup line describe the kill; "Killed process" is the kill
+        key = ln.text[killed.start():]  # dmesg and the kernel journal repeat the same kill
         if key in seen:
             continue
         seen.add(key)
         hits.append(ln)
-    kills = [ln for ln in hits if re.search(r"killed process", ln.text, re.IGNORECASE)] or hits
+    kills = hits
     victim = ""
     if kills:
         found = re.search(r"Killed process \d+ \(([^)]+)\)", kills[-1].text)
@@ -395,23 +404,26 @@ def _rows(out: Output) -> list[p.Row]:
 
 @measure
 def pg_connections_pct(bundle: BundleView, host: str, probe: Any = "pg_connections") -> list[Measure]:
-    """Connections in use as % of max_connections."""
+    """Client connections in use (background workers left out) as % of max_connections."""
     out = read_probe(bundle, host, probe)
     total = max_conn = None
     line = None
-    for row in _rows(out):
-        if row.get("total") is not None and row.get("max_connections") is not None:
-            total, max_conn, line = p.to_number(row.get("total")), p.to_number(row.get("max_connections")), row.line
-    if total is None or not max_conn:
-        by_state = [r for r in _rows(out) if r.get("connections") is not None]
-        if by_state and by_state[0].get("max_connections"):
-            total = sum(p.to_number(r.get("connections")) or 0 for r in by_state)
-            max_conn, line = p.to_number(by_state[0].get("max_connections")), by_state[0].line
+    # Client sessions by state: background workers (state NULL, shown '<none>') do not take a slot.
+    by_state = [r for r in _rows(out) if r.get("connections") is not None and r.get("max_connections")]
+    clients = [r for r in by_state if (r.get("state") or "") not in ("", "<none>")]
+    if clients:
+        total = sum(p.to_number(r.get("connections")) or 0 for r in clients)
+        max_conn, line = p.to_number(clients[0].get("max_connections")), clients[0].line
+    else:
+        for row in _rows(out):
+            if row.get("total") is not None and row.get("max_connections") is not None:
+                total, max_conn, line = p.to_number(row.get("total")), p.to_number(row.get("max_connections")), row.line
     if total is None or not max_conn:
         raise Unknown(f"probe {out.probe} on {host}: no total/max_connections in the output")
-    states = {r.get("state"): r.get("connections") for r in _rows(out) if r.get("state") and r.get("connections")}
+    states = {r.get("state"): r.get("connections") for r in clients}
     summary = ", ".join(f"{k}={v}" for k, v in states.items())
-    return [Measure(host, 100.0 * total / max_conn, [out.evidence(line)],
+    evidence = [out.evidence(r.line) for r in clients[:3]] or [out.evidence(line)]
+    return [Measure(host, 100.0 * total / max_conn, evidence,
                     {"connections": int(total), "max_connections": int(max_conn), "by_state": summary or "?"})]
 
 

@@ -134,7 +134,7 @@ def test_pool_exhausted_suggests_kill_idle_then_pool_resize(tmp_path: Path) -> N
     by = findings_by_rule(doc)
     (near,) = by["pg-connections-near-max"]
     assert near["severity"] == "P1" and "97 of 100" in near["message"] and "idle=95" in near["message"]
-    assert near["evidence"][0]["line"] == 6
+    assert (near["evidence"][0]["line"], near["evidence"][0]["excerpt"]) == (2, "idle|95|100")
     assert near["mitigation"]["command"] == "collector remediate kill-idle-connections --hosts db1 --param minutes=1"
     assert near["alternatives"][0]["command"] == "collector remediate pool-resize --hosts app1 --param size=10"
     assert by["too-many-connections-logged"][0]["hosts"] == ["app1"]
