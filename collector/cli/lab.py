@@ -52,9 +52,9 @@ def build_cmd(force: bool, state_dir: str | None) -> None:
 def up_cmd(extra: int, state_dir: str | None) -> None:
     """Boot the lab (idempotent): hosts, provisioning, inventory/lab.yml, monitoring."""
     from collector.lab import hosts, lifecycle
+    hosts.check_extra(extra)
     settings = _settings(state_dir)
     hosts.preflight()
-    hosts.check_extra(extra)
     result = lifecycle.up(settings, extra=extra, log=_say)
     for name, what in result.hosts.items():
         click.echo(f"{name:8} {what}")

@@ -284,14 +284,19 @@ def port_open(ip: str, port: int, timeout: float = 0.5) -> bool:
 # ---------------------------------------------------------------- inotify
 
 
+def inotify_needed(hosts: int) -> int | None:
+    """The fs.inotify.max_user_instances that `hosts` containers need, None when the default does."""
+    return None if hosts <= 8 else max(1024, 128 + hosts * INOTIFY_PER_HOST)
+
+
 def raise_inotify(settings: Settings, hosts: int, state: dict[str, Any]) -> None:
     """Raise fs.inotify.max_user_instances when many hosts boot; remember the value to put back."""
+    needed = inotify_needed(hosts)
     current = int(INOTIFY.read_text())
-    needed = 128 + hosts * INOTIFY_PER_HOST
-    if hosts <= 8 or current >= needed:
+    if needed is None or current >= needed:
         return
     state.setdefault("inotify_orig", current)
-    INOTIFY.write_text(str(max(1024, needed)))
+    INOTIFY.write_text(str(needed))
 
 
 def restore_inotify(state: dict[str, Any]) -> None:
@@ -338,6 +343,7 @@ def ensure_overlay(settings: Settings, name: str, log: Log) -> Path:
         log(f"{name}: base or provisioning files changed, recreating its overlay")
         shutil.rmtree(hdir / "upper", ignore_errors=True)
         shutil.rmtree(hdir / "work", ignore_errors=True)
+        (hdir / "provision.log").unlink(missing_ok=True)
     for sub in ("upper", "work", "root"):
         (hdir / sub).mkdir(parents=True, exist_ok=True)
     lower = base.base_path(settings)
@@ -650,7 +656,10 @@ def write_inventory(settings: Settings, table: dict[str, dict[str, object]], hos
         header = "# Written by `collector lab up`; removed by `collector lab down`. Do not edit.\n"
         inv.write_text(header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
         os.chmod(inv, 0o600)  # it holds the Redis password
-        ssh_config = folder / "lab_ssh_config"
+        if folder != inventory_path(settings).parent:
+            written += [inv, known]
+            continue
+        ssh_config = folder / "lab_ssh_config"  # only in the state dir: the repo's .gitignore lacks it
         ssh_config.write_text("".join(
             f"Host {name}\n  HostName {spec['ip']}\n  User root\n  IdentityFile {key}\n"
             f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  HostKeyAlias {name}\n"

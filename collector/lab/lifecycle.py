@@ -77,11 +77,16 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet) -> UpResult:
         hosts.ssh_key(settings)
         hosts.check_subnet()
         # Anything of the lab that is not wanted any more (fewer web hosts, leftovers) goes first.
-        for name in sorted(_known_hosts_in_state(settings) - set(table)):
-            log(f"{name}: not part of this lab, stopping")
-            hosts.stop_host(settings, name)
+        unwanted = sorted(_known_hosts_in_state(settings) - set(table))
+        if unwanted:
+            log(f"stopping {', '.join(unwanted)} (not part of this lab)")
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(lambda n: hosts.stop_host(settings, n), unwanted))
         hosts.ensure_bridge()
-        hosts.raise_inotify(settings, len(table), state)
+        if hosts.inotify_needed(len(table)) is None:
+            hosts.restore_inotify(state)
+        else:
+            hosts.raise_inotify(settings, len(table), state)
         state.update({"bridge": hosts.BRIDGE, "extra": extra, "hosts": {n: dict(s) for n, s in table.items()}})
         _save_state(settings, state)
 
@@ -103,7 +108,7 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet) -> UpResult:
         _wait_ssh(table, result)
         try:
             state["monitoring"] = monitoring.start(
-                settings, [str(s["ip"]) for s in table.values() if s["group"] == "app"])
+                settings, {n: str(s["ip"]) for n, s in table.items() if s["group"] == "app"})
         except RuntimeError as exc:
             result.errors.append(f"monitoring: {exc}")
         result.seconds = round(time.monotonic() - started_at, 1)

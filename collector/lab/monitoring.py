@@ -28,17 +28,18 @@ def mon_dir(settings: Settings) -> Path:
     return lab_dir(settings) / "monitoring"
 
 
-def render_configs(settings: Settings, app_ips: list[str]) -> dict[str, Path]:
-    """Write prometheus.yml, rules.yml and alertmanager.yml for this lab; returns their paths."""
+def render_configs(settings: Settings, apps: dict[str, str]) -> dict[str, Path]:
+    """Write prometheus.yml, rules.yml and alertmanager.yml for `apps` (name -> ip); returns their paths."""
     src = resource("lab") / "monitoring"
     out = mon_dir(settings)
     out.mkdir(parents=True, exist_ok=True)
     rules = out / "rules.yml"
     rules.write_text((src / "rules.yml").read_text())
-    targets = json.dumps([f"{ip}:8000" for ip in app_ips])
+    # JSON is YAML: one static config per app host, labelled with the host's name.
+    targets = json.dumps([{"targets": [f"{ip}:8000"], "labels": {"host": name}} for name, ip in apps.items()])
     prom = out / "prometheus.yml"
     prom.write_text(string.Template((src / "prometheus.yml").read_text()).safe_substitute(
-        rules_file=str(rules), app_targets=targets))
+        rules_file=str(rules), app_static_configs=targets))
     am = out / "alertmanager.yml"
     am.write_text((src / "alertmanager.yml").read_text())
     return {"prometheus": prom, "rules": rules, "alertmanager": am}
@@ -85,12 +86,12 @@ def ready(name: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def start(settings: Settings, app_ips: list[str], timeout: float = 30.0) -> dict[str, int]:
+def start(settings: Settings, apps: dict[str, str], timeout: float = 30.0) -> dict[str, int]:
     """Start (or keep, reloading its config) Prometheus and Alertmanager; returns their pids."""
     for name, binary in BINARIES.items():
         if not Path(binary).exists():
             raise RuntimeError(f"{binary} is missing: apt-get install prometheus prometheus-alertmanager")
-    render_configs(settings, app_ips)
+    render_configs(settings, apps)
     running = pids(settings)
     started: dict[str, int] = {}
     for name in ("alertmanager", "prometheus"):
