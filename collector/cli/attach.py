@@ -33,6 +33,11 @@ def _report(outcome: Outcome, system: str) -> list[str]:
         lines.append(
             f"attached {item.filename} ({_size(item.size)}, sha256 {item.sha256[:16]}…) to #{ticket.id}"
         )
+    for old in outcome.superseded:
+        lines.append(
+            f"note: {old.filename} was already on #{ticket.id} with another sha256 (attachment "
+            f"{old.id}); the bundle changed since, so the new one was added beside it"
+        )
     for item in outcome.already:
         lines.append(f"already on #{ticket.id}: {item.filename} (same sha256), not uploaded again")
     if outcome.uploaded and not outcome.evidence.ticket_md:

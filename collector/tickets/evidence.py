@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.core import UsageError
-from collector.tickets import SEVERITIES, Ticket, TicketError, TicketSystem, Upload
+from collector.tickets import SEVERITIES, RemoteFile, Ticket, TicketError, TicketSystem, Upload
 
 _HEX64 = re.compile(r"\b([0-9a-fA-F]{64})\b")
 NOTE_MAX_CHARS = 60_000  # Redmine's journal notes column is a TEXT; stay well clear of any proxy limit
@@ -43,6 +43,7 @@ class Outcome:
     uploaded: tuple[Upload, ...]
     already: tuple[Upload, ...]
     evidence: Evidence
+    superseded: tuple[RemoteFile, ...] = ()  # older attachments of the same name, other sha256
 
 
 def sha256_of(path: Path) -> str:
@@ -229,9 +230,21 @@ def _add_to(system: TicketSystem, target: Ticket, evidence: Evidence, reused: bo
             + ", ".join(f"`{f.filename}`" for f in already)
             + "."
         )
+    missing_names = {f.filename for f in missing}
+    superseded = tuple(r for r in target.attachments if r.filename in missing_names)
+    if superseded:
+        # Same name, other content: the bundle was re-sealed since (report, remediation added files).
+        note += (
+            "\n\nSupersedes the earlier "
+            + ", ".join(
+                f"`{r.filename}` (attachment {r.id}, sha256 `{(r.sha256 or 'unknown')[:16]}…`)"
+                for r in superseded
+            )
+            + ": the bundle changed since it was attached."
+        )
     updated = system.attach(target.id, missing, note)
     _check_listed(updated, missing, system)
-    return Outcome(updated, False, reused, missing, already, evidence)
+    return Outcome(updated, False, reused, missing, already, evidence, superseded)
 
 
 def _check_listed(ticket: Ticket, files: tuple[Upload, ...], system: TicketSystem) -> None:

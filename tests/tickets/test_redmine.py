@@ -16,6 +16,8 @@ import pytest
 import requests
 from redminelib import Redmine
 
+from collector.bundle import Bundle
+
 MakeBundle = Callable[..., Path]  # the make_bundle fixture (conftest.py)
 
 pytestmark = pytest.mark.slow
@@ -398,3 +400,22 @@ def test_not_a_bundle_exits_2(tmp_path: Path) -> None:
         [str(tmp_path), "--to", "redmine", "--ticket", "1"], tmp_path, url="http://127.0.0.1:9", key="k"
     )
     assert done.returncode == 2 and "is not a bundle" in done.stderr
+
+
+def test_resealed_bundle_is_uploaded_again_and_says_it_supersedes(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle()
+    issue_id = new_issue(redmine)
+    args = [str(folder), "--to", "redmine", "--ticket", str(issue_id)]
+    assert run_attach(args, tmp_path, url=redmine.url, key=redmine.admin_key).returncode == 0
+    bundle = Bundle.open(folder)
+    bundle.write_text("TICKET.md", "# Updated after remediation\n")
+    bundle.seal()  # new archive bytes, same file name
+    again = run_attach(args, tmp_path, url=redmine.url, key=redmine.admin_key)
+    assert again.returncode == 0, again.stderr
+    assert f"attached {folder.name}.tar.gz" in again.stdout and "another sha256" in again.stdout
+    issue = issue_of(redmine, issue_id)
+    assert [a.filename for a in issue.attachments].count(f"{folder.name}.tar.gz") == 2
+    note = [j.notes for j in issue.journals if getattr(j, "notes", "")][-1]
+    assert note.startswith("# Updated after remediation") and "Supersedes the earlier" in note
