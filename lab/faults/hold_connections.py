@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A leaking batch job: hold PostgreSQL connections as the app's user until none are left, and keep them.
 
-Reads DATABASE_URL from the app's .env (argv[1]). Exits when an operator terminates its connections
+Reads DATABASE_URL from the app's .env (argv[1]); argv[2] bounds its life in seconds; it writes how many it
+holds to argv[3] once the server refuses more. Exits when an operator terminates its connections
 (pg_terminate_backend), as a real job would crash, or after --seconds.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ def database_url(env_file: str) -> str:
 def main() -> None:
     dsn = database_url(sys.argv[1])
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 3600.0
+    state_file = sys.argv[3] if len(sys.argv) > 3 else "/tmp/hold_connections.held"
     held: list[psycopg2.extensions.connection] = []
     refused_logged = False
     deadline = time.monotonic() + seconds
@@ -38,7 +40,7 @@ def main() -> None:
                 if not refused_logged:
                     reason = str(exc).strip().splitlines()[-1]
                     print(f"holding {len(held)} connections; server refuses more: {reason}", flush=True)
-                    with open("/run/lab-fault-pool-exhausted.held", "w", encoding="ascii") as fh:
+                    with open(state_file, "w", encoding="ascii") as fh:
                         fh.write(f"{len(held)}\n")
                     refused_logged = True
         if time.monotonic() - last_ping > 5:
@@ -51,7 +53,7 @@ def main() -> None:
                 except psycopg2.Error:
                     print("a connection was terminated by an administrator; batch export aborts", flush=True)
                     sys.exit(1)
-        time.sleep(0.3)
+        time.sleep(1.0)
 
 
 if __name__ == "__main__":

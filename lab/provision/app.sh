@@ -65,7 +65,7 @@ systemctl enable sergas-app.service >/dev/null 2>&1
 systemctl restart sergas-app.service
 
 for _ in $(seq 1 60); do
-  curl -fsS -o /dev/null "http://127.0.0.1:${PORT}/health" && break
+  curl -fs -o /dev/null "http://127.0.0.1:${PORT}/health" && break
   sleep 0.5
 done
 curl -sS "http://127.0.0.1:${PORT}/health"; echo

@@ -25,7 +25,7 @@ ON CONFLICT (id) DO NOTHING;
 INSERT INTO orders (customer_id, status, total_cents, created_at)
 SELECT 1 + (g * 7919::bigint) % 500, (ARRAY['paid', 'shipped', 'refunded'])[1 + g % 3], 500 + (g * 31) % 50000,
        now() - make_interval(secs => g)
-FROM generate_series(1, 1000000) AS g
+FROM generate_series(1, 300000) AS g
 WHERE NOT EXISTS (SELECT 1 FROM orders LIMIT 1);
 
 CREATE INDEX IF NOT EXISTS orders_created_at_idx ON orders (created_at DESC);

@@ -45,7 +45,7 @@ class Config:
     api_token: str
     pool_size: int = 10
     pool_timeout_s: float = 5.0
-    pool_max_lifetime_s: float = 10.0  # connections are reopened this often (picks up role settings)
+    pool_max_lifetime_s: float = 30.0  # connections are reopened this often (picks up role settings)
     statement_timeout_ms: int = 5000
     zoho_rate_limit: int = 120  # upstream calls per minute the background sync may make
     zoho_api_url: str = "http://127.0.0.1:8001"
@@ -99,7 +99,7 @@ def load(env_file: Path, release_dir: Path) -> Config:
         api_token=values["ZOHO_API_TOKEN"],
         pool_size=int(values.get("DATABASE_POOL_SIZE", 10)),
         pool_timeout_s=float(values.get("DATABASE_POOL_TIMEOUT", 5)),
-        pool_max_lifetime_s=float(values.get("DATABASE_POOL_MAX_LIFETIME", 10)),
+        pool_max_lifetime_s=float(values.get("DATABASE_POOL_MAX_LIFETIME", 30)),
         statement_timeout_ms=int(values.get("DATABASE_STATEMENT_TIMEOUT_MS", 5000)),
         zoho_rate_limit=int(values.get("ZOHO_RATE_LIMIT", 120)),
         zoho_api_url=values.get("ZOHO_API_URL", "http://127.0.0.1:8001"),

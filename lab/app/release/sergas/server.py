@@ -410,6 +410,7 @@ def main() -> None:
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     app.sync.start()
+    app.pool.start_reaper()
     log.info("listening on %s:%d, zoho sync every %.1fs", cfg.listen, cfg.port, 60.0 / max(1, cfg.zoho_rate_limit))
     try:
         server.serve_forever(poll_interval=0.5)
