@@ -134,7 +134,7 @@ class ReportData:
     severity_known: bool
     title: str
     impact: str
-    questions: list[tuple[str, str]]
+    questions: list[tuple[str, str, str]]
     security: str | None
     hosts: list[str]
     hosts_affected: list[str]
@@ -541,7 +541,7 @@ def _host_results_text(action: dict[str, Any]) -> str:
     for host in sorted(results):
         res = results[host] or {}
         status = res.get("status", "?")
-        parts.append(f"{host} {status}" + (" (changed)" if res.get("changed") else ""))
+        parts.append(f"{host} {status}" + (" (changed)" if res.get("changed") and status != "changed" else ""))
     return ", ".join(parts) or "no hosts"
 
 
@@ -769,50 +769,66 @@ def severity_rank(severity: Any) -> int:
     return SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)
 
 
-def _questions(raw: Any) -> list[tuple[str, str]]:
-    """The runbook's four step-2 answers as (question, answer), whatever shape triage chose."""
+_QUESTION_TEXT = {
+    "how_many_users_and_hosts_affected": "How many users and hosts are affected?",
+    "is_data_at_risk": "Is data at risk?",
+    "down_or_degraded": "Is the service down or degraded?",
+    "is_it_a_security_incident": "Is it a security incident?",
+}
+
+
+def _questions(raw: Any) -> list[tuple[str, str, str]]:
+    """The runbook's four step-2 questions as (question, answer, why), whatever shape triage chose."""
+    items: list[tuple[str, Any]] = []
     if isinstance(raw, dict):
-        return [(str(k).replace("_", " "), _answer(v)) for k, v in raw.items()]
-    if isinstance(raw, list):
-        out = []
-        for item in raw:
-            if isinstance(item, dict):
-                question = item.get("question") or item.get("id") or item.get("name") or "?"
-                out.append((str(question), _answer(item.get("answer", item.get("value")))))
-        return out
-    return []
+        items = list(raw.items())
+    elif isinstance(raw, list):
+        items = [(str(i.get("question") or i.get("id") or i.get("name") or "?"), i) for i in raw if isinstance(i, dict)]
+    out = []
+    for key, value in items:
+        question = _QUESTION_TEXT.get(str(key), str(key).replace("_", " "))
+        if isinstance(value, dict):
+            answer = _answer(value.get("answer", value.get("value")))
+            why = str(value.get("why") or value.get("reason") or value.get("detail") or "")
+        else:
+            answer, why = _answer(value), ""
+        out.append((question, answer, why))
+    return out
 
 
 def _answer(value: Any) -> str:
-    if isinstance(value, dict):
-        main = value.get("answer", value.get("value"))
-        why = value.get("why") or value.get("reason") or value.get("detail")
-        text = _answer(main) if main is not None else ""
-        return f"{text} — {why}" if why else text or json.dumps(value, sort_keys=True)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
     return "unknown" if value is None else str(value)
 
 
-def _impact(questions: list[tuple[str, str]], affected: list[str], total: int) -> str:
-    """One line: down or degraded, and how much of the fleet."""
-    state = next((a for q, a in questions if "down" in q.lower() or "degraded" in q.lower()), "")
-    users = next((a for q, a in questions if "user" in q.lower() or "how many" in q.lower()), "")
+def _impact(questions: list[tuple[str, str, str]], affected: list[str], total: int) -> str:
+    """One line: down or degraded, and how many users and hosts."""
+    state = next((a for q, a, _ in questions if "down" in q.lower() or "degraded" in q.lower()), "")
+    users = next((a for q, a, _ in questions if "user" in q.lower() or "how many" in q.lower()), "")
     parts = [p for p in (state, users) if p]
-    parts.append(f"{len(affected)} of {total} hosts affected" + (f" ({', '.join(affected[:8])}"
-                                                                  + (", …" if len(affected) > 8 else "") + ")"
-                                                                  if affected else ""))
+    if not users:
+        parts.append(f"{len(affected)} of {total} hosts affected")
     return "; ".join(parts)
 
 
 def _security(findings: dict[str, Any]) -> str | None:
-    """Triage's separate security flag, in whichever shape it came."""
+    """Triage's separate security flag ({suspected, answer, why, advice} or a plain flag), None when clear."""
     for key in ("security", "security_incident", "possible_security_incident"):
         value = findings.get(key)
-        if value:
-            return _answer(value) if not isinstance(value, bool) else "possible security incident — handle per the security process"
+        if isinstance(value, dict):
+            if not value.get("suspected"):
+                return None
+            parts = [str(value.get(k)) for k in ("why", "advice") if value.get(k)]
+            return "; ".join(parts) or "possible security incident"
+        if value is True:
+            return "possible security incident — handle it per the security process"
+        if isinstance(value, str) and value:
+            return value
     return None
 
 
@@ -823,8 +839,9 @@ def _unevaluated(findings: dict[str, Any]) -> list[tuple[str, str]]:
             out = []
             for item in value:
                 if isinstance(item, dict):
-                    out.append((str(item.get("id") or item.get("rule") or "?"),
-                                str(item.get("why") or item.get("reason") or "")))
+                    why = str(item.get("why") or item.get("reason") or "")
+                    title = str(item.get("title") or "")
+                    out.append((str(item.get("id") or item.get("rule") or "?"), f"{title}: {why}" if title else why))
                 else:
                     out.append((str(item), ""))
             return out
@@ -862,6 +879,8 @@ def normalise_findings(findings: dict[str, Any] | None) -> list[dict[str, Any]]:
             "hosts": [str(h) for h in item.get("hosts") or []], "message": str(item.get("message") or ""),
             "evidence": evidence, "mitigation": mitigation,
             "command": str((mitigation or {}).get("command") or ""),
+            "alternatives": [str(m.get("command") or m.get("action")) for m in item.get("alternatives") or []
+                             if isinstance(m, dict) and (m.get("command") or m.get("action"))],
         })
     return sorted(out, key=lambda f: (severity_rank(f["severity"]), f["title"]))
 
@@ -899,7 +918,7 @@ def _prevention_for(finding: dict[str, Any]) -> str:
 def _action_succeeded(action: dict[str, Any]) -> bool:
     verify = action.get("verify")
     hosts_ok = all((r or {}).get("status") in ("ok", "changed") for r in (action.get("hosts") or {}).values())
-    return bool(hosts_ok and isinstance(verify, dict) and verify.get("passed"))
+    return bool(hosts_ok and not action.get("stopped") and isinstance(verify, dict) and verify.get("passed"))
 
 
 def normalise_actions(actions: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -925,24 +944,38 @@ def normalise_actions(actions: dict[str, Any] | None) -> list[dict[str, Any]]:
     return sorted(out, key=lambda a: str(a.get("applied_started") or a.get("requested") or ""))
 
 
+_BEFORE_AFTER_HOSTS = 8
+
+
 def before_after_rows(actions: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The key figures before and after each remediation: what changed, biggest change first per figure."""
     rows = []
+    figure_order = {k: i for i, (k, *_) in enumerate(FIGURES)}
     for action in actions:
-        for key, pair in sorted((action.get("before_after") or {}).items()):
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                continue
+        pairs = action.get("before_after") or {}
+        for key in sorted(pairs, key=lambda k: (figure_order.get(k, 99), k)):
+            pair = pairs[key]
+            if key in _PAIRS.values() or not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                continue  # maxima rarely move; the figure they limit is shown
             label, unit, _ = _figure_spec(key)
             before, after = pair
             if isinstance(before, dict) or isinstance(after, dict):
-                hosts = sorted(set(before or {}) | set(after or {}))
-                for host in hosts:
+                before, after = before if isinstance(before, dict) else {}, after if isinstance(after, dict) else {}
+                changes = [(h, before.get(h), after.get(h)) for h in sorted(set(before) | set(after))
+                           if before.get(h) != after.get(h)]
+                changes.sort(key=lambda c: -_delta(c[1], c[2]))
+                for host, b, a in changes[:_BEFORE_AFTER_HOSTS]:
                     rows.append({"action": action["name"], "figure": f"{label} ({host})",
-                                 "before": fmt_figure(unit, (before or {}).get(host)),
-                                 "after": fmt_figure(unit, (after or {}).get(host))})
-            else:
+                                 "before": fmt_figure(unit, b), "after": fmt_figure(unit, a)})
+            elif before is not None or after is not None:
                 rows.append({"action": action["name"], "figure": label,
                              "before": fmt_figure(unit, before), "after": fmt_figure(unit, after)})
     return rows
+
+
+def _delta(before: Any, after: Any) -> float:
+    numbers = [v for v in (before, after) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return abs(float(numbers[0]) - float(numbers[1])) if len(numbers) == 2 else float("inf")
 
 
 def host_matrix(bundle: Any) -> tuple[list[str], list[dict[str, Any]]]:
@@ -981,6 +1014,8 @@ def build(bundle: Any) -> ReportData:
     severity = str((findings_doc or {}).get("severity") or "unknown")
     timeline = build_timeline(bundle, findings_doc, actions_doc)
     figures, figures_note = load_figures(bundle)
+    if not figures and isinstance((findings_doc or {}).get("figures"), dict):
+        figures, figures_note = findings_doc["figures"], None  # as triage saw them
 
     collection_start = parse_time(manifest.get("started"))
     collection_end = parse_time(manifest.get("finished"))
@@ -1035,8 +1070,9 @@ def build(bundle: Any) -> ReportData:
 
 
 def _affected(findings: list[dict[str, Any]], host_rows: list[dict[str, Any]]) -> list[str]:
-    """Hosts named by a finding, else hosts that did not come back ok."""
-    named = list(dict.fromkeys(h for f in findings if f["severity"] != "none" for h in f["hosts"]))
+    """Bundle hosts named by a finding (not the `monitoring` pseudo-host), else hosts that did not come back ok."""
+    known = {r["host"] for r in host_rows}
+    named = list(dict.fromkeys(h for f in findings if f["severity"] != "none" for h in f["hosts"] if h in known))
     if named:
         return named
     return [r["host"] for r in host_rows if r["status"] != "ok"]

@@ -172,7 +172,7 @@ def test_reports_hold_the_skeleton_and_the_facts(make_bundle: MakeBundle) -> Non
         for host in ("app1", "db1", "redis1", "web01", "web02"):
             assert host in text, host
         assert "Database connection pool exhausted" in text
-        assert "collector remediate kill-idle-connections --hosts db1 --minutes 5" in text
+        assert "collector remediate kill-idle-connections --hosts db1 --param minutes=5" in text
         assert "approved by bob" in text and "alice" in text
         assert "2026-11-28 05:32:05 UTC" in text  # incident start = first error
         assert "2026-11-28 05:44:05 UTC" in text  # resolved = verified apply
@@ -340,17 +340,36 @@ def test_comms_stages_fill_the_runbook_updates(make_bundle: MakeBundle) -> None:
     initial = report.render_comms(path, "initial", now=now)
     assert initial.startswith("🚨 INCIDENT [P1] Database connection pool exhausted — INVESTIGATING")
     assert "Next update: 2026-11-28 06:00:00 UTC (in 15 minutes)" in initial
-    assert "Hosts affected: db1, app1" in initial and "degraded" in initial
+    assert "Hosts affected: app1, db1\n" in initial  # not the `monitoring` pseudo-host
+    assert "Impact: degraded; 2 of 6 hosts; about 38.0 % of requests fail (5xx)" in initial
     assert "[P2] Out-of-memory kill on app1" in initial
     mitigation = report.render_comms(path, "mitigation", now=now)
     assert "MITIGATION APPLIED, MONITORING" in mitigation
-    assert "kill-idle-connections (minutes=5) on db1" in mitigation and "approved by bob" in mitigation
+    assert "kill-idle-connections (minutes=5) on db1" in mitigation
+    assert "Memory used (db1): 30.0 % → 31.0 %" in mitigation and "(app1)" not in mitigation.split("Before")[1]
+    assert "max_connections" not in mitigation and "p95" not in mitigation and "approved by bob" in mitigation
     assert "5xx ratio: 42.0 % → 0.2 %" in mitigation
     assert "PostgreSQL connections (db1): 98 → 9" in mitigation
     resolved = report.render_comms(path, "resolved", now=now)
     assert resolved.startswith("✅ RESOLVED [P1]")
     assert "Resolved: 2026-11-28 05:44:05 UTC" in resolved and "Duration: 12 min 00 s" in resolved
     assert "verification has not passed" not in resolved
+
+
+def test_security_flag_is_a_banner_everywhere(make_bundle: MakeBundle) -> None:
+    findings = json.loads(json.dumps(FINDINGS))
+    findings["security"] = {"suspected": True, "answer": "possible security incident",
+                            "why": "Auth failures: 400 failed logins from one address",
+                            "advice": "preserve this bundle, involve the security on-call", "reasons": []}
+    path = make_bundle(findings=findings)
+    report.render_reports(path)
+    assert "Possible security incident: Auth failures: 400 failed logins" in _text_of_html(
+        (path / "report.html").read_text())
+    assert "Possible security incident:** Auth failures" in (path / "report.md").read_text()
+    assert "SECURITY: possible security incident" in report.render_comms(path, "initial")
+    clear = make_bundle(name="inc-clear")
+    report.render_reports(clear)
+    assert "Possible security incident" not in (clear / "report.md").read_text()
 
 
 def test_resolved_comms_warn_when_not_verified(make_bundle: MakeBundle) -> None:
