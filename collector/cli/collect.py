@@ -160,7 +160,7 @@ def _show(outcome: collect_step.CollectOutcome, as_json: bool) -> None:
 @click.option("--out", "out_dir", metavar="DIR", help="Where bundles go. Default: bundles/.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of tables.")
 @click.option("--timeout", "timeout_s", type=float, metavar="S", help="Default per-probe timeout in seconds.")
-@click.option("--engine", type=click.Choice(ENGINES), help="ssh (default, fastest) or ansible (playbooks/collect.yml).")
+@click.option("--engine", metavar="|".join(ENGINES), help="ssh (default, fastest) or ansible (playbooks/collect.yml).")
 @click.option("--incident", metavar="ID", help="Incident id (bundle name). Default: derived from pattern and time.")
 @click.option("--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so).")
 @click.option("--catalogue", metavar="FILE", hidden=True, help="Another probe catalogue (tests, experiments).")

@@ -14,10 +14,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from collector.config import Settings
 from collector.core import HostResult
@@ -179,12 +179,14 @@ def _python(target: Target) -> str:
     return interpreter
 
 
-def run_ssh_host(target: Target, payload: Payload, settings: Settings, progress: Progress) -> HostResult:
+def run_ssh_host(target: Target, payload: Payload, settings: Settings, progress: Progress,
+                 live: _Live) -> HostResult:
     """One host over one SSH connection; every failure is a HostResult."""
     request = payload.request(target)
     progress(target.name, "connecting", {})
     try:
         conn = _connection(target, settings)
+        live.add(conn.close)
         conn.open()
     except Exception as exc:  # paramiko and socket errors: the host is unreachable, the run goes on
         result = failed_host(target.name, target.roles, "unreachable", _describe(exc))
@@ -226,7 +228,8 @@ def _finish(target: Target, out: bytes, status: int | None, stderr: bytes, progr
     return result
 
 
-def run_local_host(target: Target, payload: Payload, settings: Settings, progress: Progress) -> HostResult:
+def run_local_host(target: Target, payload: Payload, settings: Settings, progress: Progress,
+                   live: _Live) -> HostResult:
     """`ansible_connection: local`: the runner as a subprocess of this machine."""
     request = payload.request(target)
     progress(target.name, "running", {})
@@ -239,6 +242,7 @@ def run_local_host(target: Target, payload: Payload, settings: Settings, progres
         except OSError as exc:
             return failed_host(target.name, target.roles, "failed", f"cannot start {interpreter}: {exc}")
         assert proc.stdin is not None and proc.stderr is not None
+        live.add(proc.terminate)  # the runner's SIGTERM handler kills its probes' process groups
         proc.stdin.write(runner_script(request).encode())
         proc.stdin.close()
         stderr_tail = b""
@@ -250,30 +254,60 @@ def run_local_host(target: Target, payload: Payload, settings: Settings, progres
         return _finish(target, out.read(), status, stderr_tail, progress)
 
 
-def run_host(target: Target, payload: Payload, settings: Settings, progress: Progress) -> HostResult:
+def run_host(target: Target, payload: Payload, settings: Settings, progress: Progress,
+             live: _Live | None = None) -> HostResult:
     """Dispatch on ansible_connection: local runs here, anything else goes over SSH."""
+    live = live or _Live()
     try:
         if str(target.hostvars.get("ansible_connection") or "ssh") == "local":
-            return run_local_host(target, payload, settings, progress)
-        return run_ssh_host(target, payload, settings, progress)
+            return run_local_host(target, payload, settings, progress, live)
+        return run_ssh_host(target, payload, settings, progress, live)
     except Exception as exc:  # a bug must cost one host, not the run
         return failed_host(target.name, target.roles, "failed", f"collector error: {exc!r}")
 
 
+class _Live:
+    """What a run has open (local runner processes, SSH connections), so Ctrl-C can close it at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.closers: list[Callable[[], Any]] = []
+
+    def add(self, closer: Callable[[], Any]) -> None:
+        with self.lock:
+            self.closers.append(closer)
+
+    def close_all(self) -> None:
+        with self.lock:
+            closers, self.closers = self.closers, []
+        for close in closers:
+            try:
+                close()
+            except Exception:  # closing is best effort: the bundle still gets written
+                pass
+
+
 def run(hosts: dict[str, Target], payload: Payload, settings: Settings, progress: Progress) -> dict[str, HostResult]:
-    """Every host at once, one thread and one connection per host."""
+    """Every host at once, one thread and one connection per host (at most MAX_THREADS at a time)."""
     results: dict[str, HostResult] = {}
-    pool = ThreadPoolExecutor(max_workers=max(1, min(len(hosts), MAX_THREADS)), thread_name_prefix="collect")
-    futures = {name: pool.submit(run_host, t, payload, settings, progress) for name, t in hosts.items()}
+    live = _Live()
+    gate = threading.BoundedSemaphore(MAX_THREADS)
+
+    def work(target: Target) -> None:
+        with gate:
+            results[target.name] = run_host(target, payload, settings, progress, live)
+
+    # Daemon threads, not a pool: after Ctrl-C the process must not wait for hosts still talking.
+    threads = [threading.Thread(target=work, args=(t,), name=f"collect-{n}", daemon=True) for n, t in hosts.items()]
+    for thread in threads:
+        thread.start()
     try:
-        for name, future in futures.items():
-            results[name] = future.result()
+        for thread in threads:
+            thread.join()
     except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        done = {n: f.result() for n, f in futures.items() if f.done() and not f.cancelled() and f.exception() is None}
+        live.close_all()
+        done = dict(results)
         for name, target in hosts.items():
             done.setdefault(name, failed_host(name, target.roles, "failed", "interrupted before this host answered"))
         raise Interrupted({n: done[n] for n in hosts}) from None
-    pool.shutdown(wait=True)
-    return results
-
+    return {name: results[name] for name in hosts}

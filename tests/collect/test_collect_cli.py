@@ -1,0 +1,105 @@
+"""`collect` end to end on this machine (connection local): bundle, exit codes, Ctrl-C, both engines."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = str(REPO / "inventory" / "local.yml")
+HERE = Path(__file__).parent / "inventories"
+CODE = "import sys; from collector.cli import collect_main; sys.argv[0] = 'collect'; collect_main()"
+
+
+def collect(*args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    code = CODE
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
+
+
+def manifest(bundle: str | Path) -> dict[str, Any]:
+    return json.loads((Path(bundle) / "manifest.json").read_text())
+
+
+def test_collect_local_writes_a_verified_bundle(tmp_path: Path) -> None:
+    proc = collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path), "--json", "--incident", "INC-1")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    bundle = Path(summary["bundle"])
+    assert bundle.name == "INC-1" and summary["hosts"]["local"]["status"] == "ok"
+    m = manifest(bundle)
+    assert m["incident"] == "INC-1" and m["pattern"] == "local" and m["engine"] == "ssh"
+    assert m["interrupted"] is False and m["redacted"] is True
+    probes = m["hosts"]["local"]["probes"]
+    assert probes["uptime"]["status"] == "ok" and probes["uptime"]["rc"] == 0
+    assert b"load average" in (bundle / probes["uptime"]["path"]).read_bytes()
+    assert probes["service_status"]["status"] == "skipped"  # no collector_service for `local`
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (tmp_path / "INC-1.tar.gz").is_file() and (tmp_path / "INC-1.tar.gz.sha256").is_file()
+
+
+def test_human_output_has_the_host_table_and_bundle_path_without_colour(tmp_path: Path) -> None:
+    proc = collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "local" in proc.stdout and "ok" in proc.stdout
+    assert f"bundle: {tmp_path}" in proc.stdout
+    assert "\x1b[" not in proc.stdout and "\x1b[" not in proc.stderr  # not a TTY: no colour, no live redraw
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hosts", "local", "-i", str(HERE / "malformed.yml")], "malformed"),
+    (["--hosts", "nosuch", "-i", LOCAL], "matches no host"),
+    (["--hosts", "local", "-i", "/nonexistent/inventory.yml"], "does not exist"),
+    (["--hosts", "local", "-i", LOCAL, "--since", "yesterday-ish"], "--since"),
+    (["--hosts", "local", "-i", LOCAL, "--engine", "telnet"], "telnet"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    proc = collect(*args, "--out", str(out))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_both_engines_give_the_same_probes_and_statuses(tmp_path: Path) -> None:
+    results = {}
+    for engine in ("ssh", "ansible"):
+        proc = collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / engine), "--json",
+                       "--engine", engine)
+        assert proc.returncode == 0, proc.stderr
+        m = manifest(json.loads(proc.stdout)["bundle"])
+        assert m["engine"] == engine
+        results[engine] = {p: e["status"] for p, e in m["hosts"]["local"]["probes"].items()}
+    assert results["ssh"] == results["ansible"]
+    assert results["ssh"]["free"] == "ok"
+
+
+def test_ctrl_c_leaves_a_valid_bundle_marked_interrupted(tmp_path: Path) -> None:
+    catalogue = tmp_path / "probes.yml"
+    catalogue.write_text(
+        "collector_probes:\n"
+        "  - {name: quick, command: echo quick-done, timeout_s: 5, parser: raw, description: fast}\n"
+        "  - {name: slow, command: sleep 60, timeout_s: 90, parser: raw, description: hangs}\n")
+    code = CODE
+    proc = subprocess.Popen([sys.executable, "-c", code, "--hosts", "local", "-i", LOCAL, "--out",
+                             str(tmp_path / "out"), "--json", "--catalogue", str(catalogue)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] is True
+    m = manifest(summary["bundle"])
+    assert m["interrupted"] is True
+    assert m["hosts"]["local"]["status"] in ("failed", "partial")
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=summary["bundle"], capture_output=True)
+    assert check.returncode == 0

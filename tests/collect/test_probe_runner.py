@@ -1,0 +1,172 @@
+"""The on-host probe runner, run for real as the transports run it: `python3 -` with the request on stdin."""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.probes import build_request, load_entries
+from collector.transport import parse_response, runner_script
+
+
+def run_runner(probes: list[dict[str, Any]], hostvars: dict[str, Any] | None = None, roles: tuple[str, ...] = (),
+               *, cap: int = 1 << 20, timeout: float = 10.0) -> dict[str, Any]:
+    request = build_request(probes, hostvars or {}, roles, since="10m", cap_bytes=cap, default_timeout_s=timeout)
+    proc = subprocess.run([sys.executable, "-"], input=runner_script(request).encode(), capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    doc["by_name"] = {p["probe"]: p for p in doc["probes"]}
+    doc["stderr"] = proc.stderr.decode()
+    return doc
+
+
+def output(result: dict[str, Any]) -> bytes:
+    return base64.b64decode(result["output_b64"])
+
+
+def test_ok_probe_records_rc_output_and_timing() -> None:
+    doc = run_runner([{"name": "hello", "command": "echo hello; echo oops >&2"}])
+    r = doc["by_name"]["hello"]
+    assert r["status"] == "ok" and r["rc"] == 0
+    assert output(r) == b"hello\noops\n"
+    assert r["bytes"] == 11 and r["truncated"] is False
+    assert r["started"].endswith("Z") and r["duration_s"] >= 0
+    assert "@@probe hello ok" in doc["stderr"]  # the progress line streaming transports read
+
+
+def test_timeout_kills_the_whole_process_group_and_keeps_partial_output(tmp_path: Path) -> None:
+    pidfile = tmp_path / "bg.pid"
+    command = f"echo before-hang; sleep 300 & echo $! > {pidfile}; sleep 300; echo never"
+    started = time.monotonic()
+    doc = run_runner([{"name": "hang", "command": command, "timeout_s": 1}])
+    r = doc["by_name"]["hang"]
+    assert time.monotonic() - started < 15
+    assert r["status"] == "timeout" and r["rc"] == 124
+    assert output(r) == b"before-hang\n"
+    assert "timeout" in r["error"]
+    background = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{background}").exists() or "Z" in Path(f"/proc/{background}/stat").read_text().split()[2]
+
+
+def test_output_over_the_cap_keeps_head_and_tail_with_a_marker() -> None:
+    command = "printf 'HEAD-START'; head -c 3000000 /dev/zero | tr '\\0' 'x'; printf 'TAIL-END'"
+    doc = run_runner([{"name": "big", "command": command}], cap=4096)
+    r = doc["by_name"]["big"]
+    data = output(r)
+    assert r["status"] == "ok" and r["truncated"] is True
+    assert r["bytes"] == 3000000 + len("HEAD-START") + len("TAIL-END")
+    assert data.startswith(b"HEAD-START") and data.endswith(b"TAIL-END")
+    assert b"output truncated" in data and b"omitted" in data
+    assert len(data) < 4096 + 200
+
+
+def test_missing_tool_is_not_found_and_126_is_kept_apart(tmp_path: Path) -> None:
+    noexec = tmp_path / "script.sh"
+    noexec.write_text("#!/bin/sh\necho hi\n")
+    noexec.chmod(0o644)
+    doc = run_runner([
+        {"name": "declared", "command": "nosuch-tool-xyz --flag", "requires": ["nosuch-tool-xyz"]},
+        {"name": "undeclared", "command": "nosuch-tool-xyz --flag"},
+        {"name": "notexec", "command": str(noexec)},
+        {"name": "fails", "command": "echo bad; exit 3"},
+        {"name": "allowed", "command": "exit 3", "ok_rc": [0, 3]},
+    ])
+    by = doc["by_name"]
+    assert by["declared"]["status"] == "not_found" and by["declared"]["rc"] == 127
+    assert "nosuch-tool-xyz" in by["declared"]["error"]
+    assert by["undeclared"]["status"] == "not_found" and by["undeclared"]["rc"] == 127
+    assert by["notexec"]["status"] == "failed" and by["notexec"]["rc"] == 126
+    assert by["fails"]["status"] == "failed" and by["fails"]["rc"] == 3 and output(by["fails"]) == b"bad\n"
+    assert by["allowed"]["status"] == "ok" and by["allowed"]["rc"] == 3
+
+
+def test_placeholders_are_shell_quoted_and_missing_vars_skip(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    hostile = f"x; touch {marker}"
+    doc = run_runner([
+        {"name": "quoted", "command": "printf '%s' {collector_thing}"},
+        {"name": "missing", "command": "echo {collector_absent}"},
+        {"name": "shell_vars", "command": "X=1; echo ${X} %{not_a_var}"},
+    ], {"collector_thing": hostile})
+    by = doc["by_name"]
+    assert output(by["quoted"]) == hostile.encode()
+    assert not marker.exists()
+    assert by["missing"]["status"] == "skipped" and "collector_absent" in by["missing"]["error"]
+    assert output(by["shell_vars"]) == b"1 %{not_a_var}\n"
+
+
+def test_secrets_reach_probes_through_env_not_argv() -> None:
+    doc = run_runner([{"name": "env", "command": "echo \"$REDISCLI_AUTH\"; ps -o args= -p $$",
+                       "env": {"REDISCLI_AUTH": "collector_redis_password"}}],
+                     {"collector_redis_password": "s3cr3t-value"})
+    text = output(doc["by_name"]["env"]).decode()
+    first, argv = text.split("\n", 1)
+    assert first == "s3cr3t-value"
+    assert "s3cr3t-value" not in argv
+
+
+def test_non_utf8_output_is_kept_byte_for_byte() -> None:
+    doc = run_runner([{"name": "raw", "command": "printf '\\377\\376abc\\000'"}])
+    assert output(doc["by_name"]["raw"]) == b"\xff\xfeabc\x00"
+
+
+def test_probes_run_concurrently_and_by_role() -> None:
+    probes = [{"name": f"s{i}", "command": "sleep 1", "roles": ["app"]} for i in range(5)]
+    probes.append({"name": "dbonly", "command": "echo db", "roles": ["db"]})
+    started = time.monotonic()
+    doc = run_runner(probes, roles=("app",))
+    assert time.monotonic() - started < 4.5  # five 1 s probes at once, not 5 s in a row
+    assert set(doc["by_name"]) == {f"s{i}" for i in range(5)}
+    assert doc["roles"] == ["app"]
+
+
+def test_since_becomes_journalctl_relative_form() -> None:
+    doc = run_runner([{"name": "since", "command": "echo {since}"}])
+    assert output(doc["by_name"]["since"]) == b"-10m\n"
+
+
+def test_parse_response_turns_the_answer_into_values() -> None:
+    doc = run_runner([{"name": "a", "command": "echo a"}, {"name": "b", "command": "exit 4"}])
+    doc.pop("by_name")
+    doc.pop("stderr")
+    result = parse_response("h1", ("app",), json.dumps(doc))
+    assert result.status == "partial"
+    assert [(p.probe, p.status, p.rc) for p in result.probes] == [("a", "ok", 0), ("b", "failed", 4)]
+    assert result.probes[0].output == b"a\n"
+    broken = parse_response("h1", (), "Traceback: nope")
+    assert broken.status == "failed" and "no JSON" in (broken.error or "")
+
+
+def test_shipped_catalogue_covers_the_runbook_and_never_looks_like_jinja() -> None:
+    entries = load_entries()
+    names = {e["name"] for e in entries}
+    for needed in ("service_status", "journal_errors", "error_summary", "http_5xx_by_path", "uptime", "top",
+                   "free", "df", "iostat", "ps_mem", "oom_events", "deploy_log", "app_health", "app_metrics",
+                   "circuit_breaker", "pg_connections", "pg_long_queries", "pg_blocking_locks",
+                   "pg_idle_in_transaction", "pg_db_size", "redis_ping", "redis_info_memory",
+                   "redis_info_clients", "redis_maxmemory"):
+        assert needed in names
+    for entry in entries:
+        assert "{{" not in entry["command"] and "{%" not in entry["command"], entry["name"]
+        assert entry.get("timeout_s") and entry.get("description") and entry.get("parser")
+    redis = [e for e in entries if e["name"].startswith("redis_")]
+    assert all(e["env"] == {"REDISCLI_AUTH": "collector_redis_password"} for e in redis)
+    assert all("password" not in e["command"] for e in redis)
+
+
+def test_local_catalogue_runs_here_without_errors() -> None:
+    """The every-host probes on this machine: each one ok, skipped or not_found, never a crash."""
+    doc = run_runner(load_entries(), {}, (), timeout=20)
+    statuses = {p["probe"]: p["status"] for p in doc["probes"]}
+    assert statuses["uptime"] == "ok" and b"load average" in output(doc["by_name"]["uptime"])
+    assert statuses["free"] == "ok" and b"Mem:" in output(doc["by_name"]["free"])
+    assert statuses["service_status"] == "skipped"
+    assert "pg_connections" not in statuses  # db probes are not for a host without the db role
