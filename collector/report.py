@@ -34,7 +34,8 @@ _OOM_LINE = re.compile(r"out of memory|oom-kill|oom_kill|killed process", re.IGN
 # faster than a case-insensitive regex, which then only confirms the candidate line.
 _NEEDLES = {_ERROR_LINE: ("error", "critical", "fatal", "panic", "traceback"),
             _OOM_LINE: ("out of memory", "oom-kill", "oom_kill", "killed process")}
-_JOURNAL_PROBES = ("journal_errors", "service_journal")
+# The role's own service log first: journal_errors also holds unrelated units' noise (sshd...).
+_JOURNAL_PROBES = ("service_journal", "journal_errors")
 _OOM_PROBES = ("oom_events",)
 _DEPLOY_PROBES = ("deploy_log",)
 _DEPLOYS_PER_HOST = 3
@@ -418,8 +419,7 @@ def log_events(bundle: Any) -> list[TimelineEvent]:
 
 def _first_line(bundle: Any, host: str, probes: Iterable[str],
                 pattern: re.Pattern[str]) -> tuple[_dt.datetime, str, str, bool] | None:
-    """The earliest matching line over several probes; undated lines fall back to the probe's start."""
-    best: tuple[_dt.datetime, str, str, bool] | None = None
+    """The first matching line of the first probe (in order) that has one; undated lines take the probe's start."""
     for probe in probes:
         text = _ok_text(bundle, host, probe)
         if not text:
@@ -436,10 +436,9 @@ def _first_line(bundle: Any, host: str, probes: Iterable[str],
         text_line = _strip_stamp(line)
         if text_line.startswith(f"{host} "):  # journal short-iso repeats the host the timeline already names
             text_line = text_line[len(host) + 1:]
-        # Output is in time order: the first match of a probe is its earliest.
-        if best is None or at < best[0]:
-            best = (at, text_line, probe, approx)
-    return best
+        # Output is in time order, so this is the probe's earliest match; probes are in order of preference.
+        return (at, text_line, probe, approx)
+    return None
 
 
 def first_matching_line(text: str, pattern: re.Pattern[str], needles: Iterable[str] = ()) -> str | None:
@@ -1019,8 +1018,7 @@ def build(bundle: Any) -> ReportData:
 
     collection_start = parse_time(manifest.get("started"))
     collection_end = parse_time(manifest.get("finished"))
-    trouble = [e.at for e in timeline if e.kind in ("alert", "error", "oom")]
-    started_at = min(trouble) if trouble else collection_start
+    started_at = _incident_start(timeline, affected, findings) or collection_start
     resolved_at = _resolved_at(actions)
     end_at = resolved_at or collection_end
     duration = (end_at - started_at).total_seconds() if started_at and end_at else None
@@ -1067,6 +1065,20 @@ def build(bundle: Any) -> ReportData:
         problems=problems,
     )
     return data
+
+
+def _incident_start(timeline: list[TimelineEvent], affected: list[str],
+                    findings: list[dict[str, Any]]) -> _dt.datetime | None:
+    """When the symptoms the findings describe began: the first alert, or first error on an affected host.
+
+    OOM lines count only when a finding is about memory: dmesg can hold days-old kills (and in
+    containers the whole machine's), which must not stretch the incident.
+    """
+    about_memory = any(re.search(r"oom|memory", f"{f['id']} {f['scenario']}", re.I) for f in findings)
+    kinds = ("alert", "error", "oom") if about_memory else ("alert", "error")
+    times = [e.at for e in timeline if e.kind in kinds
+             and (e.kind == "alert" or not affected or set(e.hosts) & set(affected))]
+    return min(times) if times else None
 
 
 def _affected(findings: list[dict[str, Any]], host_rows: list[dict[str, Any]]) -> list[str]:

@@ -137,6 +137,34 @@ def test_timeline_merges_every_source_in_time_order(make_bundle: MakeBundle) -> 
     assert "passed (2 checks)" in verify.text
 
 
+def test_service_log_wins_over_other_units_noise() -> None:
+    class Outputs:
+        texts = {"service_journal": "2026-11-28T05:50:00+0000 app1 python3[1]: ERROR: GET /api/orders failed\n",
+                 "journal_errors": "2026-11-28T05:40:00+0000 app1 sshd[9]: error: kex_exchange_identification\n"}
+
+        def text(self, host: str, probe: str) -> str | None:
+            return self.texts.get(probe)
+
+        def probe(self, host: str, probe: str) -> dict[str, Any]:
+            return {"started": "2026-11-28T06:00:00Z"}
+
+    found = report._first_line(Outputs(), "app1", report._JOURNAL_PROBES, report._ERROR_LINE)
+    assert found is not None and found[1] == "python3[1]: ERROR: GET /api/orders failed" and found[2] == "service_journal"
+
+
+def test_incident_start_ignores_old_oom_unless_a_finding_is_about_memory() -> None:
+    at = lambda m: dt.datetime(2026, 11, 28, 5, m, tzinfo=dt.timezone.utc)  # noqa: E731
+    timeline = [report.TimelineEvent(at(1), "oom", "Out of memory: old kill", ("app1", "web01")),
+                report.TimelineEvent(at(20), "error", "First error: sshd noise", ("web01",)),
+                report.TimelineEvent(at(30), "error", "First error: app", ("app1",)),
+                report.TimelineEvent(at(35), "alert", "Alert X firing", ())]
+    pool = [{"id": "pool", "scenario": "connection pool exhausted"}]
+    oom = [{"id": "oom-kill", "scenario": "out of memory"}]
+    assert report._incident_start(timeline, ["app1"], pool) == at(30)  # web01 is not affected
+    assert report._incident_start(timeline, ["app1"], oom) == at(1)
+    assert report._incident_start(timeline[3:], [], []) == at(35)
+
+
 def test_identical_events_on_many_hosts_are_one_line(make_bundle: MakeBundle) -> None:
     bundle = Bundle.open(make_bundle(n_web=0))
     events = report.build_timeline(bundle, None, None)
