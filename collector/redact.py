@@ -77,8 +77,8 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str], ...] = (
      rb"\bBearer[ \t]+(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
      re.IGNORECASE, "bearer tokens anywhere"),
     ("env_secret", (b"pass", b"secret", b"token", b"key"),
-     rb"(?m)^[ \t]*(?:export[ \t]+)?" + _SECRET_KEY + rb"[ \t]*=[ \t]*" + _VALUE,
-     re.IGNORECASE, ".env lines whose key names a secret (*PASSWORD*, *SECRET*, *TOKEN*, *KEY*)"),
+     rb"(?m)^(?:[+<>-](?![+<>-]))?[ \t]*(?:export[ \t]+)?" + _SECRET_KEY + rb"[ \t]*=[ \t]*" + _VALUE,
+     re.IGNORECASE, ".env lines (also in diffs) whose key names a secret (*PASSWORD*, *SECRET*, *TOKEN*, *KEY*)"),
     ("password", (b"pass", b"pwd"),
      rb"(?:password|passwd|passphrase|(?<![a-z])pass|(?<![a-z])pwd)(?:[_.-][A-Za-z0-9_.-]*)?"
      rb"[\"']?[ \t]*[=:][ \t]*" + _VALUE,

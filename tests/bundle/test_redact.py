@@ -45,6 +45,7 @@ CASES = [
     ("env_secret", b"export SERGAS_API_TOKEN=\"tok en\"\n", b"tok en", b"SERGAS_API_TOKEN"),
     ("env_secret", b"DB_PASSWORD=dbpw1\n", b"dbpw1", b"DB_PASSWORD="),
     ("env_secret", b"STRIPE_KEY=pk_1\n", b"pk_1", b"STRIPE_KEY"),
+    ("env_secret", b"--- a/.env\n+++ b/.env\n-STRIPE_KEY=old_pk\n+STRIPE_KEY=new_pk\n", b"_pk", b"+++ b/.env"),
 ]
 
 
