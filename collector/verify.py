@@ -107,8 +107,10 @@ def _redis_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
     # The password is read on the host from redis.conf into the environment: it never crosses
     # the wire nor sits in any process's argv.
     conf = shlex.quote(str(hostvars.get("collector_redis_conf") or "/etc/redis/redis.conf"))
+    # Redis reads included files in order and the last requirepass wins: do the same.
     cmd = (
-        f"REDISCLI_AUTH=$(sed -n 's/^requirepass[[:space:]]\\+//p' {conf} | tr -d '\"') "
+        f"conf={conf}; files=\"$conf $(awk '$1==\"include\"{{print $2}}' \"$conf\" 2>/dev/null)\"; "
+        "REDISCLI_AUTH=$(cat $files 2>/dev/null | sed -n 's/^requirepass[[:space:]]\\+//p' | tail -n 1 | tr -d '\"') "
         f"redis-cli --no-auth-warning -p {port} PING"
     )
     result = host.run(cmd)

@@ -127,6 +127,8 @@ ACTIONS: dict[str, Action] = {
                 Param("minutes", "int", "idle longer than this many minutes", default=10, minimum=0, maximum=10080),
                 Param("database", "str", "only sessions of this database ('' = the host's collector_pg_database)",
                       default="", pattern=r"^$|" + _DBNAME),
+                Param("application", "str", "only sessions whose application_name matches (SQL LIKE; '' = any)",
+                      default="", pattern=r"^[A-Za-z0-9_.%-]{0,63}$"),
             ),
         ),
         Action(

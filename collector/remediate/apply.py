@@ -20,7 +20,7 @@ from collector.remediate import Refused
 from collector.remediate.actions import Action, get_action
 from collector.remediate.approve import approval_problem
 from collector.remediate.audit import AuditLog
-from collector.remediate.plan import Plan, load_plan, parse_time, requester_name
+from collector.remediate.plan import Plan, load_plan, parse_time, play_summary, requester_name
 from collector.verify import Check, passed, verify
 
 ACTIONS_SCHEMA = "incident-collector/actions/v1"
@@ -115,7 +115,7 @@ def _host_outcome(play: Any, redactor: Redactor) -> dict[str, Any]:
     if play is None:
         return {"status": "failed", "changed": False, "msg": "no result from the playbook run"}
     return {"status": play.status, "changed": bool(play.changed),
-            "msg": redactor.redact_text(str(play.msg or ""), "apply")[:500]}
+            "msg": redactor.redact_text(play_summary(play), "apply")[:500]}
 
 
 def _check_rate_limited(plan: Plan, action: Action, blocked: dict[str, float], audit: AuditLog) -> None:

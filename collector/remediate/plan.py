@@ -125,6 +125,18 @@ def render_diff(diff: Any) -> str:
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
+def play_summary(play: Any) -> str:
+    """One line per host: the failure, else what the playbook's Show/Report tasks said."""
+    if play.status in ("failed", "unreachable"):
+        return str(play.msg or play.status)
+    said: list[str] = []
+    for result in play.results:
+        msg = str(result.get("msg") or "").strip()
+        if msg and str(result.get("task", "")).startswith(("Show ", "Report ")) and msg not in said:
+            said.append(msg)
+    return "; ".join(said) or ("changed" if play.changed else "no change")
+
+
 def redact(text: str, redactor: Redactor | None = None) -> str:
     """Text as it may appear in a plan, log or audit record."""
     return (redactor or Redactor()).redact_text(text, "plan")
@@ -171,7 +183,7 @@ def make_plan(action_name: str, pattern: str, raw_params: Mapping[str, str], set
             plan.check[host] = {"status": "failed", "changed": False, "msg": f"no result from the check run ({run.status})"}
             continue
         plan.check[host] = {"status": play.status, "changed": bool(play.changed),
-                            "msg": redactor.redact_text(str(play.msg or ""), "plan")[:2000]}
+                            "msg": redactor.redact_text(play_summary(play), "plan")[:2000]}
         texts = [redactor.redact_text(render_diff(d), "plan") for d in play.diffs]
         plan.diffs[host] = [t for t in texts if t.strip()]
         if action.pin_from_check:
@@ -236,7 +248,7 @@ def describe(plan: Plan) -> list[str]:
         word = {True: "would change", False: "no change"}[bool(check.get("changed"))]
         if check.get("status") in ("failed", "unreachable"):
             word = f"CHECK {str(check.get('status')).upper()}: {check.get('msg', '')}"
-        lines.append(f"  {host}: {word}")
+        lines.append(f"  {host}: {word}" + (f" — {check.get('msg')}" if check.get("changed") else ""))
         for diff in plan.diffs.get(host, []):
             lines.extend("    " + line for line in diff.rstrip("\n").splitlines())
     if plan.approval:

@@ -47,7 +47,8 @@ def test_bad_parameters_are_refused_with_one_clear_line(action: str, raw: dict[s
 
 def test_parameters_are_typed_and_defaults_filled() -> None:
     assert validate_params(get_action("pool-resize"), {"size": " 20 "}) == {"size": 20}
-    assert validate_params(get_action("kill-idle-connections"), {"minutes": "0"}) == {"minutes": 0, "database": ""}
+    assert validate_params(get_action("kill-idle-connections"), {"minutes": "0"}) == {"minutes": 0, "database": "",
+                                                                                       "application": ""}
     assert validate_params(get_action("circuit-breaker"), {"state": "Close"}) == {"state": "closed"}
     assert validate_params(get_action("memory-limit"), {}) == {"max": "512M"}
     assert validate_params(get_action("rollback"), {}) == {"tag": "previous"}
@@ -65,6 +66,8 @@ def test_extravars_are_prefixed_by_the_action() -> None:
     extra = get_action("kill-idle-connections").extravars({"minutes": 5, "database": ""}, "db1")
     assert extra == {"kill_idle_connections_minutes": 5, "kill_idle_connections_database": "",
                      "kill_idle_connections_hosts": "db1"}
+    with pytest.raises(UsageError, match="invalid value"):
+        validate_params(get_action("kill-idle-connections"), {"application": "x' OR '1'='1"})
     assert get_action("circuit-breaker").expected_alerts({"state": "open"}) == ("SergasZohoCircuitBreakerOpen",)
     assert get_action("circuit-breaker").expected_alerts({"state": "closed"}) == ()
 

@@ -58,7 +58,9 @@ def test_audit_verify_reports_the_first_edited_record(env: dict[str, str], tmp_p
     result = CliRunner().invoke(main, ["audit", "verify"], env=env)
     assert result.exit_code == 0 and "3 record(s), chain intact" in result.output
     lines = log.path.read_text().splitlines()
-    lines[1] = lines[1].replace('"n":1', '"n":7')
+    edited = json.loads(lines[1])
+    edited["n"] = 7
+    lines[1] = json.dumps(edited, sort_keys=True)
     log.path.write_text("\n".join(lines) + "\n")
     result = CliRunner().invoke(main, ["audit", "verify", "--log", str(log.path)], env=env)
     assert result.exit_code == 1 and "BROKEN at record 2 (line 2)" in result.output
