@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import requests
+import requests.adapters
 from redminelib import Redmine
 from redminelib import exceptions as rex
 
@@ -26,6 +27,19 @@ def _mb(size: int) -> str:
     return f"{size / 1048576:.1f} MB"
 
 
+class _TimeoutAdapter(requests.adapters.HTTPAdapter):
+    """Every request gets (connect, read) timeouts unless the caller gave its own."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout_s
+        return super().send(request, **kwargs)
+
+
 class RedmineTickets:
     """A Redmine server reached with one user's API key (sent as a header, never in a URL)."""
 
@@ -34,9 +48,12 @@ class RedmineTickets:
     def __init__(self, config: TicketConfig) -> None:
         self.config = config
         self.url = config.url
-        self._api = Redmine(
-            config.url, key=config.api_key, raise_attr_exception=False, requests={"timeout": config.timeout_s}
-        )
+        self._api = Redmine(config.url, key=config.api_key, raise_attr_exception=False)
+        # python-redmine sets `requests={"timeout": ...}` as a Session attribute, which requests
+        # ignores: a server that accepts and never answers would hang us. The adapter applies it.
+        adapter = _TimeoutAdapter(config.timeout_s)
+        for scheme in ("http://", "https://"):
+            self._api.engine.session.mount(scheme, adapter)
         self._priority_ids: dict[str, int] | None = None
 
     # -- the TicketSystem interface -------------------------------------------------------------

@@ -419,3 +419,18 @@ def test_resealed_bundle_is_uploaded_again_and_says_it_supersedes(
     assert [a.filename for a in issue.attachments].count(f"{folder.name}.tar.gz") == 2
     note = [j.notes for j in issue.journals if getattr(j, "notes", "")][-1]
     assert note.startswith("# Updated after remediation") and "Supersedes the earlier" in note
+
+
+def test_server_that_never_answers_times_out_in_one_line(make_bundle: MakeBundle, tmp_path: Path) -> None:
+    folder = make_bundle()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+        done = run_attach(
+            [str(folder), "--to", "redmine", "--ticket", "1"],
+            tmp_path,
+            url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            key=secrets.token_hex(20),
+            extra_env={"COLLECTOR_REDMINE_TIMEOUT_S": "1.5"},
+        )
+    _assert_one_line_failure(done, "did not answer within 1.5 s", "nothing was posted")
