@@ -91,6 +91,7 @@ class TimelineEvent:
     hosts: tuple[str, ...] = ()
     source: str | None = None  # a bundle-relative path to the evidence
     approx: bool = False  # the time is when we saw it, not when it happened
+    probe: str = ""  # the probe the line came from (service logs outrank other units' noise)
 
     @property
     def when(self) -> str:
@@ -295,7 +296,7 @@ def _merge_hosts(events: list[TimelineEvent]) -> list[TimelineEvent]:
         if key in merged:
             prior = merged[key]
             hosts = tuple(dict.fromkeys(prior.hosts + event.hosts))
-            merged[key] = TimelineEvent(prior.at, prior.kind, prior.text, hosts, prior.source, prior.approx)
+            merged[key] = TimelineEvent(prior.at, prior.kind, prior.text, hosts, prior.source, prior.approx, prior.probe)
         else:
             merged[key] = event
     return list(merged.values())
@@ -408,7 +409,7 @@ def log_events(bundle: Any) -> list[TimelineEvent]:
         if first_error:
             at, line, probe, approx = first_error
             events.append(TimelineEvent(at, "error", _clip(f"First error: {line}"), (host,),
-                                        _probe_path(bundle, host, probe), approx))
+                                        _probe_path(bundle, host, probe), approx, probe))
         first_oom = _first_line(bundle, host, _OOM_PROBES + _JOURNAL_PROBES, _OOM_LINE)
         if first_oom:
             at, line, probe, approx = first_oom
@@ -1075,10 +1076,18 @@ def _incident_start(timeline: list[TimelineEvent], affected: list[str],
     containers the whole machine's), which must not stretch the incident.
     """
     about_memory = any(re.search(r"oom|memory", f"{f['id']} {f['scenario']}", re.I) for f in findings)
-    kinds = ("alert", "error", "oom") if about_memory else ("alert", "error")
-    times = [e.at for e in timeline if e.kind in kinds
-             and (e.kind == "alert" or not affected or set(e.hosts) & set(affected))]
-    return min(times) if times else None
+
+    def on_affected(event: TimelineEvent) -> bool:
+        return not affected or bool(set(event.hosts) & set(affected))
+
+    strong = [e.at for e in timeline if e.kind == "alert"
+              or (e.kind == "error" and e.probe == _JOURNAL_PROBES[0] and on_affected(e))
+              or (e.kind == "oom" and about_memory and on_affected(e))]
+    if strong:
+        return min(strong)
+    # No alert and no service-log error: any unit's error on an affected host is the best we have.
+    weak = [e.at for e in timeline if e.kind == "error" and on_affected(e)]
+    return min(weak) if weak else None
 
 
 def _affected(findings: list[dict[str, Any]], host_rows: list[dict[str, Any]]) -> list[str]:

@@ -38,6 +38,7 @@ def _app_probes(host: str, *, secret_line: bool) -> list[ProbeResult]:
     return [
         _probe(host, "service_status", "● sergas-app.service - Sergas app\n   Active: active (running)\n"),
         _probe(host, "journal_errors", journal),
+        _probe(host, "service_journal", journal),
         _probe(host, "oom_events",
                "[Sat Nov 28 05:35:12 2026] Memory cgroup out of memory: Killed process 4242 (python3) "
                "total-vm:812345kB\n"),
@@ -59,6 +60,9 @@ def _db_probes(host: str) -> list[ProbeResult]:
     return [
         _probe(host, "service_status", "● postgresql.service\n   Active: active (exited)\n"),
         _probe(host, "journal_errors",
+               f"2026-11-28T05:32:05+00:00 {host} postgres[90]: FATAL:  sorry, too many clients already\n"),
+        _probe(host, "service_journal",
+               f"2026-11-28T05:31:00+00:00 {host} postgres[90]: LOG:  checkpoint starting: time\n"
                f"2026-11-28T05:32:05+00:00 {host} postgres[90]: FATAL:  sorry, too many clients already\n"),
         _probe(host, "pg_connections", "state|connections|max_connections\nidle|98|100\n"),
         _probe(host, "pg_long_queries", "", status="timeout", rc=124),

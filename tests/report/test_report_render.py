@@ -127,7 +127,7 @@ def test_timeline_merges_every_source_in_time_order(make_bundle: MakeBundle) -> 
     assert "HighErrorRatio" in by_kind["alert"].text
     first_error = next(e for e in events if e.kind == "error")
     assert report.fmt_time(first_error.at) == "2026-11-28 05:32:05 UTC" and first_error.hosts == ("db1",)
-    assert first_error.source == "hosts/db1/journal_errors.txt"
+    assert first_error.source == "hosts/db1/service_journal.txt"
     assert first_error.text == "First error: postgres[90]: FATAL: sorry, too many clients already"
     oom = next(e for e in events if e.kind == "oom")
     assert report.fmt_time(oom.at) == "2026-11-28 05:35:12 UTC" and "Killed process 4242" in oom.text
@@ -155,14 +155,16 @@ def test_service_log_wins_over_other_units_noise() -> None:
 def test_incident_start_ignores_old_oom_unless_a_finding_is_about_memory() -> None:
     at = lambda m: dt.datetime(2026, 11, 28, 5, m, tzinfo=dt.timezone.utc)  # noqa: E731
     timeline = [report.TimelineEvent(at(1), "oom", "Out of memory: old kill", ("app1", "web01")),
-                report.TimelineEvent(at(20), "error", "First error: sshd noise", ("web01",)),
-                report.TimelineEvent(at(30), "error", "First error: app", ("app1",)),
+                report.TimelineEvent(at(20), "error", "First error: sshd noise", ("web01",), probe="journal_errors"),
+                report.TimelineEvent(at(25), "error", "First error: sshd noise", ("db1",), probe="journal_errors"),
+                report.TimelineEvent(at(30), "error", "First error: app", ("app1",), probe="service_journal"),
                 report.TimelineEvent(at(35), "alert", "Alert X firing", ())]
     pool = [{"id": "pool", "scenario": "connection pool exhausted"}]
     oom = [{"id": "oom-kill", "scenario": "out of memory"}]
-    assert report._incident_start(timeline, ["app1"], pool) == at(30)  # web01 is not affected
+    assert report._incident_start(timeline, ["app1", "db1"], pool) == at(30)  # service log beats db1's sshd noise
     assert report._incident_start(timeline, ["app1"], oom) == at(1)
-    assert report._incident_start(timeline[3:], [], []) == at(35)
+    assert report._incident_start(timeline[4:], [], []) == at(35)
+    assert report._incident_start(timeline[1:3], ["db1"], pool) == at(25)  # nothing better: any unit's error
 
 
 def test_identical_events_on_many_hosts_are_one_line(make_bundle: MakeBundle) -> None:
