@@ -47,7 +47,7 @@ def slug(text: str, limit: int = 40) -> str:
 
 def _safe_name(text: str) -> str:
     """One path component from a host or probe name (no separators, no dot-dot)."""
-    out = re.sub(r"[^A-Za-z0-9._@+-]+", "_", text).lstrip(".")
+    out = re.sub(r"[^A-Za-z0-9._@+-]+|\.{2,}", "_", text).lstrip(".")
     return out or "_"
 
 
@@ -210,6 +210,15 @@ def _unique_dir(out_dir: Path, name: str) -> str:
     return candidate
 
 
+def _free_path(root: Path, stem: str, suffix: str) -> str:
+    """`stem+suffix`, or `stem-2+suffix`... when two names clean up to the same file name."""
+    rel, n = f"{stem}{suffix}", 1
+    while (root / rel).exists():
+        n += 1
+        rel = f"{stem}-{n}{suffix}"
+    return rel
+
+
 def _fill(tmp: Path, run: RunResult, settings: Settings, name: str, redactor: Redactor,
           log_lines: Iterable[str]) -> None:
     """Write every file of the bundle into `tmp` (the temporary folder)."""
@@ -218,7 +227,7 @@ def _fill(tmp: Path, run: RunResult, settings: Settings, name: str, redactor: Re
         result = run.hosts[host]
         probes: dict[str, Any] = {}
         for probe in sorted(result.probes, key=lambda p: p.probe):
-            rel = f"hosts/{_safe_name(host)}/{_safe_name(probe.probe)}.txt"
+            rel = _free_path(tmp, f"hosts/{_safe_name(host)}/{_safe_name(probe.probe)}", ".txt")
             raw, truncated = _visible_cap(probe, settings.cap_bytes)
             data = redactor.redact_bytes(raw, rel)
             _write_plain(tmp / rel, data)
@@ -232,7 +241,7 @@ def _fill(tmp: Path, run: RunResult, settings: Settings, name: str, redactor: Re
         }
     monitoring: dict[str, Any] = {}
     for query in sorted(run.monitoring, key=lambda p: p.probe):
-        rel = f"monitoring/{_safe_name(query.probe)}.json"
+        rel = _free_path(tmp, f"monitoring/{_safe_name(query.probe)}", ".json")
         data = redactor.redact_bytes(query.output or b"", rel)
         _write_plain(tmp / rel, data)
         monitoring[query.probe] = _entry(query, redactor, rel, data)

@@ -270,3 +270,12 @@ def test_truncated_output_is_never_silent(tmp_path: Path) -> None:
     assert bundle.probe("app1", "huge")["output_bytes"] == len(huge)  # type: ignore[index]
     big = bundle.read("redis1", "big") or b""  # truncated by the host runner without a marker we know
     assert big.startswith(b"head...tail") and b"output truncated on the host" in big
+
+
+def test_odd_names_stay_inside_the_bundle_and_apart(tmp_path: Path) -> None:
+    run = _run()
+    run.hosts["app1"].probes += [_probe("app1", "../../etc/passwd", b"one"), _probe("app1", "etc/passwd", b"two")]
+    bundle = Bundle.open(write_bundle(run, Settings(), out_dir=tmp_path))
+    paths = {bundle.probe("app1", n)["path"] for n in ("../../etc/passwd", "etc/passwd")}  # type: ignore[index]
+    assert len(paths) == 2 and all(p.startswith("hosts/app1/") and ".." not in p.split("/") for p in paths)
+    assert bundle.read("app1", "../../etc/passwd") == b"one" and bundle.read("app1", "etc/passwd") == b"two"
