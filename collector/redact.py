@@ -8,6 +8,7 @@ pass, so a placeholder is never itself re-matched and text that is already redac
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,12 @@ _NOT_A_VALUE = re.compile(rb"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[^}]*)?\}?|\$[A-Z_]
                           rb"|%[a-z]|<[^<>]*>|[^A-Za-z0-9\x80-\xff]*", re.DOTALL)
 
 
+def _literal_forms(secret: str | bytes) -> set[bytes]:
+    """A known secret as it may appear: verbatim and percent-encoded (in a URL or DSN)."""
+    raw = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return {raw, urllib.parse.quote(raw, safe="").encode(), urllib.parse.quote_plus(raw).encode()}
+
+
 def _secret_span(rule: Rule, match: re.Match[bytes]) -> tuple[int, int] | None:
     named = match.re.groupindex
     for group in _SECRET_GROUPS:
@@ -164,8 +171,11 @@ class Redactor:
                  *, enabled: bool = True, start_numbers: dict[str, int] | None = None) -> None:
         self.enabled = enabled
         self.rules: list[Rule] = list(RULES) + user_rules(extra_patterns)
-        literals = sorted({s.encode() if isinstance(s, str) else bytes(s) for s in known_secrets
-                           if s is not None and len(s) >= _MIN_KNOWN_SECRET}, key=lambda b: (-len(b), b))
+        # Every encoded form maps back to its secret, so all forms share one placeholder.
+        self._canonical: dict[bytes, bytes] = {
+            form: (s.encode() if isinstance(s, str) else bytes(s))
+            for s in known_secrets if s is not None and len(s) >= _MIN_KNOWN_SECRET for form in _literal_forms(s)}
+        literals = sorted(self._canonical, key=lambda b: (-len(b), b))
         if literals:
             self.rules.insert(0, Rule("known_secret", re.compile(b"|".join(re.escape(x) for x in literals)),
                                       "literal secret values passed in (e.g. inventory passwords)"))
@@ -223,6 +233,7 @@ class Redactor:
         pos = 0
         for start, end, _, rule in self._spans(data):
             value = data[start:end]
+            value = self._canonical.get(value, value)
             if value.strip(b" \t\"'") == b"":
                 continue
             out.append(data[pos:start])

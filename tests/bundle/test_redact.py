@@ -97,6 +97,12 @@ def test_known_secrets_are_replaced_wherever_they_appear() -> None:
     assert out.endswith(b" ab")  # too short to be treated as a secret
 
 
+def test_known_secrets_are_also_found_percent_encoded() -> None:
+    redactor = Redactor(known_secrets=["p@ss/w0rd+1"])
+    out = redactor.redact_bytes(b"redis://:p%40ss%2Fw0rd%2B1@redis1:6379 and p@ss/w0rd+1", "x")
+    assert out.count("«REDACTED:known_secret:1»".encode()) == 2 and b"w0rd" not in out
+
+
 def test_user_patterns_group_one_or_whole_match() -> None:
     redactor = Redactor(extra_patterns=[r"customer-id=(\d+)", r"INTERNAL-[A-Z]{4}"])
     out = redactor.redact_text("customer-id=4711 ref INTERNAL-ABCD", "x")
