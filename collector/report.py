@@ -39,6 +39,7 @@ _JOURNAL_PROBES = ("service_journal", "journal_errors")
 _OOM_PROBES = ("oom_events",)
 _DEPLOY_PROBES = ("deploy_log",)
 _DEPLOYS_PER_HOST = 3
+_DEPLOY_SUSPECT_S = 2 * 3600  # a deploy this shortly before the first symptom is worth a question
 
 _ISO = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})(?P<frac>\.\d+)?"
@@ -71,7 +72,10 @@ _PREVENTION: tuple[tuple[str, str], ...] = (
     ("oom", "Set a memory limit and find the leak; alert on RSS growth."),
     ("disk", "Add log rotation / retention for the full filesystem; alert at 80 %."),
     ("redis", "Review Redis maxmemory and eviction policy; alert at 80 % of maxmemory."),
-    ("rate", "Agree the upstream rate limit; keep the circuit breaker and cache TTL tuned."),
+    ("rate limit", "Agree the upstream rate limit; keep the circuit breaker and cache TTL tuned."),
+    ("rate-limit", "Agree the upstream rate limit; keep the circuit breaker and cache TTL tuned."),
+    ("429", "Agree the upstream rate limit; keep the circuit breaker and cache TTL tuned."),
+    ("circuit", "Agree the upstream rate limit; keep the circuit breaker and cache TTL tuned."),
     ("deploy", "Add a canary stage and an automatic rollback on 5xx for deploys."),
     ("down", "Add a health-check alert and auto-restart for the service."),
     ("5xx", "Find the failing endpoint in the 5xx-by-path summary and fix it."),
@@ -893,7 +897,9 @@ def action_items(findings: list[dict[str, Any]], actions: list[dict[str, Any]]) 
     for finding in findings:
         mitigation = finding["mitigation"] or {}
         action = str(mitigation.get("action") or "")
-        if action and action not in done:
+        command = finding["command"] or action
+        if action and action not in done and command not in seen:
+            seen.add(command)
             items.append({"what": f"Mitigate “{finding['title']}”: {finding['command'] or action}",
                           "finding": finding["id"], "priority": finding["severity"], "owner": "TBD"})
         prevention = _prevention_for(finding)
@@ -1150,7 +1156,7 @@ def _lessons(timeline: list[TimelineEvent], started: _dt.datetime | None, collec
     if started and resolved:
         lines.append(f"Time to recovery: {fmt_duration((resolved - started).total_seconds())}.")
     deploys = [e for e in timeline if e.kind == "deploy" and started and e.at <= started]
-    if deploys:
+    if deploys and started and (started - deploys[-1].at).total_seconds() <= _DEPLOY_SUSPECT_S:
         lines.append(f"A deploy preceded the first error by {fmt_duration((started - deploys[-1].at).total_seconds())}: "
                      "was it the trigger?")
     lines += ["What went well: …", "What went wrong: …", "Where we got lucky: …"]

@@ -386,6 +386,22 @@ def test_comms_stages_fill_the_runbook_updates(make_bundle: MakeBundle) -> None:
     assert "verification has not passed" not in resolved
 
 
+def test_same_mitigation_suggested_once_and_prevention_fits_the_scenario(make_bundle: MakeBundle) -> None:
+    findings = json.loads(json.dumps(FINDINGS))
+    twin = json.loads(json.dumps(findings["findings"][0]))
+    twin.update(id="pg-connections-near-max", title="PostgreSQL connections near max_connections")
+    findings["findings"].append(twin)
+    findings["findings"][1]["scenario"] = "High error rate"
+    path = make_bundle(findings=findings)
+    report.render_reports(path)
+    md = (path / "report.md").read_text()
+    command = "collector remediate kill-idle-connections --hosts db1 --param minutes=5"
+    assert md.split("## Resolution")[1].split("## Action items")[0].count(command) == 1
+    items = md.split("## Action items")[1].split("## Lessons")[0]
+    assert items.count(command) == 1
+    assert "rate limit" not in items  # "High error rate" is not about rate limiting
+
+
 def test_security_flag_is_a_banner_everywhere(make_bundle: MakeBundle) -> None:
     findings = json.loads(json.dumps(FINDINGS))
     findings["security"] = {"suspected": True, "answer": "possible security incident",
