@@ -62,8 +62,15 @@ def _report(outcome: Outcome, system: str) -> list[str]:
     default=None,
     help="Server URL (else COLLECTOR_<SYSTEM>_URL or tickets.yml). The API key is never an option.",
 )
+@click.option("--allow-unredacted", is_flag=True, help="Post a bundle that was collected with redaction off.")
 def attach(
-    bundle: Path, system: str, ticket: str | None, new: bool, project: str | None, url: str | None
+    bundle: Path,
+    system: str,
+    ticket: str | None,
+    new: bool,
+    project: str | None,
+    url: str | None,
+    allow_unredacted: bool,
 ) -> None:
     """Upload BUNDLE's tar.gz and .sha256 to a ticket with TICKET.md as the comment."""
     if new == (ticket is not None):
@@ -76,7 +83,13 @@ def attach(
         raise UsageError(f"{bundle} does not exist")
     config = load_ticket_config(system, url=url)
     try:
-        outcome = attach_bundle(open_system(config), bundle, ticket=ticket, project=project if new else None)
+        outcome = attach_bundle(
+            open_system(config),
+            bundle,
+            ticket=ticket,
+            project=project if new else None,
+            allow_unredacted=allow_unredacted,
+        )
     except TicketError as exc:
         click.echo(f"error: {config.scrub(str(exc))}", err=True)
         sys.exit(EXIT_PARTIAL)

@@ -157,10 +157,15 @@ def summary_text(
     return "\n".join(lines)
 
 
-def gather(bundle_path: Path) -> Evidence:
+def gather(bundle_path: Path, *, allow_unredacted: bool = False) -> Evidence:
     """Everything to post for the bundle at `bundle_path` (folder or its .tar.gz)."""
     bundle = _open_bundle(bundle_path)
     folder = Path(bundle.path)
+    if not bundle.redacted and not allow_unredacted:
+        raise UsageError(
+            f"{folder.name} was collected without redaction: refusing to post it to a ticket "
+            "(pass --allow-unredacted if the ticket system may hold its secrets)"
+        )
     manifest = dict(bundle.manifest)
     incident = str(getattr(bundle, "incident", None) or manifest.get("incident") or folder.name)
     files = archive_files(folder)
@@ -178,6 +183,9 @@ def gather(bundle_path: Path) -> Evidence:
         f"(check with `sha256sum -c {sums.filename}`). "
         f"Full bundle: `{socket.gethostname()}:{folder.resolve()}`."
     )
+    if bundle.redacted:
+        # The files were redacted on their way into the bundle; this catches a TICKET.md edited by hand.
+        text = bundle.redactor.redact_text(text, "TICKET.md")
     if len(text) > NOTE_MAX_CHARS:
         text = text[:NOTE_MAX_CHARS] + "\n\n… (cut: the full TICKET.md is in the attached archive)"
     headline = _headline(findings) or "incident evidence"
@@ -193,14 +201,19 @@ def gather(bundle_path: Path) -> Evidence:
 
 
 def attach_bundle(
-    system: TicketSystem, bundle_path: Path, *, ticket: str | None = None, project: str | None = None
+    system: TicketSystem,
+    bundle_path: Path,
+    *,
+    ticket: str | None = None,
+    project: str | None = None,
+    allow_unredacted: bool = False,
 ) -> Outcome:
     """Attach the bundle's evidence to `ticket`, or open one in `project` (reusing this incident's)."""
     if (ticket is None) == (project is None):
         raise UsageError("give exactly one of --ticket ID or --new --project P")
     if ticket is not None and not ticket.lstrip("#").isdigit():
         raise UsageError(f"ticket id {ticket!r} is not a number")
-    evidence = gather(bundle_path)
+    evidence = gather(bundle_path, allow_unredacted=allow_unredacted)
     if ticket is not None:
         return _add_to(system, system.find(ticket.lstrip("#")), evidence, reused=False)
     assert project is not None

@@ -145,3 +145,19 @@ def test_summary_without_ticket_md_lists_findings_actions_and_hosts(
     assert "severity P1" in text and "**P1** 5xx ratio 34 % (app1)" in text
     assert "- rollback approved by bob: verified" in text
     assert "TICKET.md was not in the bundle" in text
+
+
+def test_unredacted_bundle_is_refused_unless_allowed(make_bundle: MakeBundle) -> None:
+    folder = make_bundle(redact=False)
+    assert folder.name.endswith("-UNREDACTED")
+    with pytest.raises(UsageError, match="collected without redaction: refusing"):
+        gather(folder)
+    assert gather(folder, allow_unredacted=True).incident == folder.name
+
+
+def test_hand_edited_ticket_md_is_redacted_before_posting(make_bundle: MakeBundle) -> None:
+    folder = make_bundle()
+    (folder / "TICKET.md").write_text("DB_PASSWORD=hunter2-very-secret\nsee logs\n")  # bypasses Bundle
+    evidence = gather(folder)
+    assert "hunter2-very-secret" not in evidence.body
+    assert "«REDACTED:" in evidence.body and "see logs" in evidence.body
