@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
+import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jinja2
 from markupsafe import Markup, escape
@@ -176,7 +178,7 @@ def parse_time(value: Any) -> _dt.datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
-        return _dt.datetime.fromtimestamp(float(value), _dt.timezone.utc)
+        return _dt.datetime.fromtimestamp(float(value), _dt.UTC)
     match = _ISO.search(str(value))
     if not match:
         return None
@@ -194,7 +196,7 @@ def _iso_match(match: re.Match[str]) -> _dt.datetime | None:
         parsed = _dt.datetime.fromisoformat(f"{match.group('date')}T{match.group('time')}{frac}{tz}")
     except ValueError:
         return None
-    return parsed.astimezone(_dt.timezone.utc)
+    return parsed.astimezone(_dt.UTC)
 
 
 def line_time(line: str) -> _dt.datetime | None:
@@ -206,10 +208,9 @@ def line_time(line: str) -> _dt.datetime | None:
     match_d = _DMESG_T.search(head)
     if match_d and match_d.group("mon") in _MONTHS:
         try:
-            return _dt.datetime(
-                int(match_d.group("year")), _MONTHS[match_d.group("mon")], int(match_d.group("day")),
-                *(int(x) for x in match_d.group("time").split(":")), tzinfo=_dt.timezone.utc,
-            )
+            hour, minute, second = (int(x) for x in match_d.group("time").split(":"))
+            return _dt.datetime(int(match_d.group("year")), _MONTHS[match_d.group("mon")], int(match_d.group("day")),
+                                hour, minute, second, tzinfo=_dt.UTC)
         except ValueError:
             return None
     return None
@@ -219,14 +220,14 @@ def fmt_time(at: _dt.datetime | None) -> str:
     """`2026-11-28 05:40:03 UTC`, or an em dash when unknown."""
     if at is None:
         return "—"
-    return at.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return at.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def fmt_duration(seconds: float | None) -> str:
     """`1 h 05 min`, `7 min 12 s`, `40 s`."""
     if seconds is None or seconds < 0:
         return "unknown"
-    total = int(round(seconds))
+    total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -530,7 +531,7 @@ def action_events(actions: dict[str, Any] | None) -> list[TimelineEvent]:
     return events
 
 
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 
 
 def _params_text(params: Any) -> str:
@@ -678,7 +679,7 @@ def load_figures(bundle: Any) -> tuple[dict[str, Any], str | None]:
         return {}, f"key figures unavailable: {exc}"
     try:
         figures = key_figures(bundle)
-    except Exception as exc:  # a broken figure must not cost the whole report
+    except Exception as exc:  # noqa: BLE001 - a broken figure must not cost the whole report
         return {}, f"key figures could not be computed: {type(exc).__name__}: {exc}"
     return (figures if isinstance(figures, dict) else {}), None
 
@@ -704,7 +705,7 @@ def range_series(data: Any) -> list[tuple[dict[str, str], list[tuple[float, floa
                 t, v = float(pair[0]), float(pair[1])
             except (TypeError, ValueError, IndexError):
                 continue  # None/NaN: an empty rate window, not a zero
-            if v == v and v not in (float("inf"), float("-inf")):
+            if math.isfinite(v):
                 points.append((t, v))
         if points:
             series.append((dict(item.get("metric") or {}), points))
@@ -1020,8 +1021,9 @@ def build(bundle: Any) -> ReportData:
     severity = str((findings_doc or {}).get("severity") or "unknown")
     timeline = build_timeline(bundle, findings_doc, actions_doc)
     figures, figures_note = load_figures(bundle)
-    if not figures and isinstance((findings_doc or {}).get("figures"), dict):
-        figures, figures_note = findings_doc["figures"], None  # as triage saw them
+    triage_figures = (findings_doc or {}).get("figures")
+    if not figures and isinstance(triage_figures, dict):
+        figures, figures_note = triage_figures, None  # as triage saw them
 
     collection_start = parse_time(manifest.get("started"))
     collection_end = parse_time(manifest.get("finished"))
@@ -1081,7 +1083,7 @@ def _incident_start(timeline: list[TimelineEvent], affected: list[str],
     OOM lines count only when a finding is about memory: dmesg can hold days-old kills (and in
     containers the whole machine's), which must not stretch the incident.
     """
-    about_memory = any(re.search(r"oom|memory", f"{f['id']} {f['scenario']}", re.I) for f in findings)
+    about_memory = any(re.search(r"oom|memory", f"{f['id']} {f['scenario']}", re.IGNORECASE) for f in findings)
 
     def on_affected(event: TimelineEvent) -> bool:
         return not affected or bool(set(event.hosts) & set(affected))
@@ -1171,7 +1173,7 @@ def _environment() -> jinja2.Environment:
     """Autoescape HTML templates (report.html.j2); Markdown and text get explicit filters instead."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource("reports"))),
-        autoescape=lambda name: bool(name) and (name.endswith(".html.j2") or name.endswith(".html")),
+        autoescape=lambda name: bool(name) and str(name).endswith((".html.j2", ".html")),
         # A field an older triage/remediate did not write renders empty instead of costing the report.
         undefined=jinja2.Undefined,
         trim_blocks=True,
@@ -1261,7 +1263,7 @@ def render_comms(bundle_path: str | Path, stage: str, now: _dt.datetime | None =
         raise UsageError(f"unknown comms stage {stage!r}: choose from {', '.join(STAGES)}")
     bundle = _open(bundle_path)
     data = build(bundle)
-    moment = (now or _dt.datetime.now(_dt.timezone.utc)).astimezone(_dt.timezone.utc)
+    moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
     text = render_text(bundle, f"comms/{stage}.txt.j2", data, now=fmt_time(moment),
                        next_update=fmt_time(moment + _dt.timedelta(minutes=NEXT_UPDATE_MIN)),
                        next_update_min=NEXT_UPDATE_MIN)
@@ -1276,5 +1278,5 @@ def _redact(text: str) -> str:
         return text
     try:
         return str(Redactor(()).redact_text(text, "comms"))
-    except Exception:  # never lose the update text over the scrubber's own failure; the bundle was scrubbed
+    except Exception:  # noqa: BLE001 - never lose the update text over the scrubber's own failure; the bundle was scrubbed
         return text

@@ -5,14 +5,14 @@ import html
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from conftest import ACTIONS, FINDINGS
 
 from collector import report
 from collector.bundle import Bundle
-from conftest import ACTIONS, FINDINGS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
@@ -28,7 +28,7 @@ def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess[st
     """Run headless Chromium once on `url` with its own throwaway profile."""
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
     cmd = [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *extra, url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
 
 
 def console_lines(stderr: str) -> list[str]:

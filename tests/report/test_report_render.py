@@ -4,22 +4,22 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
-import html
 import io
 import json
 import re
 import tarfile
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
+from conftest import ACTIONS, FINDINGS, SEEDED_SECRET, SEEDED_TOKEN
 from markdown_it import MarkdownIt
 
 from collector import report
 from collector.bundle import Bundle
-from conftest import ACTIONS, FINDINGS, SEEDED_SECRET, SEEDED_TOKEN
 
 MakeBundle = Callable[..., Path]
 
@@ -60,12 +60,12 @@ def _text_of_html(markup: str) -> str:
 
 def test_parse_time_handles_alertmanager_nanoseconds_offsets_and_dmesg() -> None:
     assert report.parse_time("2026-11-28T05:34:00.123456789Z") == dt.datetime(
-        2026, 11, 28, 5, 34, 0, 123456, tzinfo=dt.timezone.utc)
-    assert report.parse_time("2026-11-28T07:34:00+02:00") == dt.datetime(2026, 11, 28, 5, 34, tzinfo=dt.timezone.utc)
+        2026, 11, 28, 5, 34, 0, 123456, tzinfo=dt.UTC)
+    assert report.parse_time("2026-11-28T07:34:00+02:00") == dt.datetime(2026, 11, 28, 5, 34, tzinfo=dt.UTC)
     assert report.line_time("2026-11-28T05:32:07+0000 app1 sergas-app[1]: ERROR: x") == dt.datetime(
-        2026, 11, 28, 5, 32, 7, tzinfo=dt.timezone.utc)
+        2026, 11, 28, 5, 32, 7, tzinfo=dt.UTC)
     assert report.line_time("[Sat Nov 28 05:35:12 2026] Memory cgroup out of memory") == dt.datetime(
-        2026, 11, 28, 5, 35, 12, tzinfo=dt.timezone.utc)
+        2026, 11, 28, 5, 35, 12, tzinfo=dt.UTC)
     assert report.line_time("[12345.678] Out of memory: Killed process 1") is None
     assert report.parse_time("not a time") is None
 
@@ -139,7 +139,7 @@ def test_timeline_merges_every_source_in_time_order(make_bundle: MakeBundle) -> 
 
 def test_service_log_wins_over_other_units_noise() -> None:
     class Outputs:
-        texts = {"service_journal": "2026-11-28T05:50:00+0000 app1 python3[1]: ERROR: GET /api/orders failed\n",
+        texts: ClassVar[dict[str, str]] = {"service_journal": "2026-11-28T05:50:00+0000 app1 python3[1]: ERROR: GET /api/orders failed\n",
                  "journal_errors": "2026-11-28T05:40:00+0000 app1 sshd[9]: error: kex_exchange_identification\n"}
 
         def text(self, host: str, probe: str) -> str | None:
@@ -153,7 +153,7 @@ def test_service_log_wins_over_other_units_noise() -> None:
 
 
 def test_incident_start_ignores_old_oom_unless_a_finding_is_about_memory() -> None:
-    at = lambda m: dt.datetime(2026, 11, 28, 5, m, tzinfo=dt.timezone.utc)  # noqa: E731
+    at = lambda m: dt.datetime(2026, 11, 28, 5, m, tzinfo=dt.UTC)
     timeline = [report.TimelineEvent(at(1), "oom", "Out of memory: old kill", ("app1", "web01")),
                 report.TimelineEvent(at(20), "error", "First error: sshd noise", ("web01",), probe="journal_errors"),
                 report.TimelineEvent(at(25), "error", "First error: sshd noise", ("db1",), probe="journal_errors"),
@@ -249,7 +249,7 @@ def test_html_is_self_contained(make_bundle: MakeBundle) -> None:
     assert "style" in refs.tags and "svg" in refs.tags
     assert not {"script", "link", "img", "iframe", "object", "embed"} & set(refs.tags)
     assert all(tag == "a" and name == "href" for tag, name, _ in refs.refs), refs.refs
-    assert all(not re.match(r"^([a-z][a-z0-9+.-]*:|//|/)", value, re.I) for _, _, value in refs.refs), refs.refs
+    assert all(not re.match(r"^([a-z][a-z0-9+.-]*:|//|/)", value, re.IGNORECASE) for _, _, value in refs.refs), refs.refs
     assert any(value == "hosts/app1/journal_errors.txt" for _, _, value in refs.refs)
     css = markup[markup.index("<style>"): markup.index("</style>")]
     assert "@media print" in css and "url(" not in css and "@import" not in css
@@ -366,7 +366,7 @@ def test_33_host_bundle_names_every_host(make_bundle: MakeBundle) -> None:
 
 def test_comms_stages_fill_the_runbook_updates(make_bundle: MakeBundle) -> None:
     path = _with_actions(make_bundle())
-    now = dt.datetime(2026, 11, 28, 5, 45, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 28, 5, 45, tzinfo=dt.UTC)
     initial = report.render_comms(path, "initial", now=now)
     assert initial.startswith("🚨 INCIDENT [P1] Database connection pool exhausted — INVESTIGATING")
     assert "Next update: 2026-11-28 06:00:00 UTC (in 15 minutes)" in initial
