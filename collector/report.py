@@ -1019,7 +1019,7 @@ def build(bundle: Any) -> ReportData:
     affected = _affected(findings, host_rows)
     questions = _questions((findings_doc or {}).get("questions"))
     severity = str((findings_doc or {}).get("severity") or "unknown")
-    timeline = build_timeline(bundle, findings_doc, actions_doc)
+    timeline = collapse_bystanders(build_timeline(bundle, findings_doc, actions_doc), affected)
     figures, figures_note = load_figures(bundle)
     triage_figures = (findings_doc or {}).get("figures")
     if not figures and isinstance(triage_figures, dict):
@@ -1074,6 +1074,27 @@ def build(bundle: Any) -> ReportData:
         problems=problems,
     )
     return data
+
+
+_BYSTANDER_LINES = 3
+
+
+def collapse_bystanders(timeline: list[TimelineEvent], affected: list[str]) -> list[TimelineEvent]:
+    """Keep a 33-host timeline readable: first errors of hosts no finding names fold into one line past a few."""
+    if not affected:
+        return timeline
+    bystanders = [e for e in timeline if e.kind == "error" and not set(e.hosts) & set(affected)]
+    if len(bystanders) <= _BYSTANDER_LINES:
+        return timeline
+    first = bystanders[0]
+    hosts = tuple(dict.fromkeys(h for e in bystanders for h in e.hosts))
+    summary = TimelineEvent(first.at, "error", _clip(f"First errors on {len(hosts)} hosts no finding names "
+                                                     f"(earliest shown): {first.text.removeprefix('First error: ')}"),
+                            hosts, first.source, first.approx, first.probe)
+    dropped = {id(e) for e in bystanders}
+    out = [e for e in timeline if id(e) not in dropped]
+    out.append(summary)
+    return sorted(out, key=lambda e: (e.at, _KIND_ORDER.get(e.kind, 99), e.text))
 
 
 def _incident_start(timeline: list[TimelineEvent], affected: list[str],
@@ -1185,6 +1206,7 @@ def _environment() -> jinja2.Environment:
     env.filters["mdblock"] = md_block
     env.filters["mdlink"] = md_link_target
     env.filters["safelink"] = _safe_link
+    env.filters["hostlist"] = host_list
     env.filters["sevclass"] = lambda s: f"sev-{str(s).lower()}" if s in SEVERITY_ORDER else "sev-unknown"
     return env
 
@@ -1192,6 +1214,14 @@ def _environment() -> jinja2.Environment:
 # Backslash-escape what could start markup; `_` only where it could open or close emphasis (not in
 # snake_case), so pasted text stays readable where Markdown is not rendered.
 _MD_SPECIAL = re.compile(r"([\\`*\[\]|<>~]|^#|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def host_list(hosts: Iterable[str], limit: int = 6) -> str:
+    """`app1, db1` or `web01, web02, …, web06 and 24 more` for long lists."""
+    names = list(hosts)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
 
 
 def md_inline(value: Any) -> str:

@@ -70,9 +70,11 @@ def _db_probes(host: str) -> list[ProbeResult]:
     ]
 
 
-def _web_probes(host: str) -> list[ProbeResult]:
+def _web_probes(host: str, errors: bool = False) -> list[ProbeResult]:
+    noise = (f"2026-11-28T05:2{int(host[-1]) % 10}:00+00:00 {host} sshd[1{host[-2:]}]: error: "
+             "kex_exchange_identification: Connection closed by remote host\n") if errors else ""
     return [_probe(host, "service_status", "● ssh.service\n   Active: active (running)\n"),
-            _probe(host, "journal_errors", ""), _probe(host, "uptime", " 05:40:01 up 1 day, load average: 0.1\n")]
+            _probe(host, "journal_errors", noise), _probe(host, "uptime", " 05:40:01 up 1 day, load average: 0.1\n")]
 
 
 def _range_doc(name: str, values: list[float]) -> bytes:
@@ -82,7 +84,8 @@ def _range_doc(name: str, values: list[float]) -> bytes:
     return json.dumps(doc).encode()
 
 
-def make_run(n_web: int = 0, *, secret_line: bool = True, incident: str = "inc-test") -> RunResult:
+def make_run(n_web: int = 0, *, secret_line: bool = True, incident: str = "inc-test",
+             web_errors: bool = False) -> RunResult:
     """app1, db1, redis1 (unreachable) and n_web light hosts, with alerts and range series."""
     hosts = {
         "app1": HostResult("app1", "partial", probes=_app_probes("app1", secret_line=secret_line), roles=("app",)),
@@ -92,7 +95,7 @@ def make_run(n_web: int = 0, *, secret_line: bool = True, incident: str = "inc-t
     }
     for i in range(n_web):
         name = f"web{i + 1:02d}"
-        hosts[name] = HostResult(name, "ok", probes=_web_probes(name), roles=("web",))
+        hosts[name] = HostResult(name, "ok", probes=_web_probes(name, web_errors), roles=("web",))
     alerts = {"source": "alertmanager", "error": None, "alerts": [
         {"name": "HighErrorRatio", "state": "active", "severity": "critical", "starts_at": "2026-11-28T05:34:00.123456789Z",
          "ends_at": None, "instance": "app1:8000", "summary": "5xx ratio above 10 % for 5 minutes",
@@ -187,9 +190,10 @@ ACTIONS: dict[str, Any] = {
 def make_bundle(tmp_path: Path) -> Callable[..., Path]:
     """Write a synthetic bundle; optionally add findings.json / actions.json as triage/remediate would."""
     def build(n_web: int = 0, *, findings: dict[str, Any] | None = FINDINGS, actions: dict[str, Any] | None = None,
-              secret_line: bool = True, name: str = "inc-test", out: Path | None = None) -> Path:
+              secret_line: bool = True, name: str = "inc-test", out: Path | None = None,
+              web_errors: bool = False) -> Path:
         settings = Settings(out_dir=str(tmp_path))
-        path = write_bundle(make_run(n_web, secret_line=secret_line, incident=name), settings,
+        path = write_bundle(make_run(n_web, secret_line=secret_line, incident=name, web_errors=web_errors), settings,
                             out_dir=out or tmp_path, known_secrets=())
         bundle = Bundle.open(path)
         if findings is not None:

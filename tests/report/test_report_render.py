@@ -353,12 +353,16 @@ def test_archive_is_deterministic_and_verified_after_report(make_bundle: MakeBun
 
 
 def test_33_host_bundle_names_every_host(make_bundle: MakeBundle) -> None:
-    path = make_bundle(n_web=30)
+    path = make_bundle(n_web=30, web_errors=True)
     report.render_reports(path)
     page = _text_of_html((path / "report.html").read_text())
     for i in range(1, 31):
         assert f"web{i:02d}" in page
     assert "33 (lab, engine ssh)" in page
+    md = (path / "report.md").read_text()
+    timeline = md.split("## Timeline")[1].split("## Findings")[0]
+    assert "First errors on 30 hosts no finding names (earliest shown): sshd" in timeline
+    assert timeline.count("| error |") == 3  # db1, app1, and the 30 bystanders folded into one
 
 
 # ------------------------------------------------------------------ comms
