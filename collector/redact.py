@@ -144,8 +144,8 @@ def secrets_from_vars(vars_by_host: Mapping[str, Mapping[str, Any]] | Mapping[st
 
 # Values that only name or mask a secret: shell/Jinja/probe variables, printf slots, "***". Literal
 # known secrets are exempt; a real password of punctuation only is what known_secrets is for.
-_NOT_A_VALUE = re.compile(rb"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[^}]*)?\}?|\$[A-Z_][A-Z0-9_]*|\{\{.*|\{[A-Za-z_][A-Za-z0-9_]*\}"
-                          rb"|%[a-z]|<[^<>]*>|[^A-Za-z0-9\x80-\xff]*", re.DOTALL)
+_NOT_A_VALUE = re.compile(rb"(?:\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[^}]*)?\}?|\$[A-Z_][A-Z0-9_]*|\{\{.*"
+                          rb"|\{[A-Za-z_][A-Za-z0-9_]*\}|%[a-z]|<[^<>]*>|[^A-Za-z0-9\x80-\xff]*)\\*", re.DOTALL)
 
 
 def _literal_forms(secret: str | bytes) -> set[bytes]:

@@ -163,7 +163,8 @@ def test_secrets_from_inventory_vars() -> None:
 def test_variables_templates_and_masks_are_not_secrets() -> None:
     text = (b'{ [ -n "${COLLECTOR_API_TOKEN:-}" ] && printf \'header = "Authorization: Bearer %s"\' "$TOKEN"; }\n'
             b"psql password=$PGPASSWORD redis-cli -a {redis_password} token={{ vault_token }}\n"
-            b"connecting to postgresql://sergas:***@db1:5432/sergas api_key=<hidden>\n")
+            b"connecting to postgresql://sergas:***@db1:5432/sergas api_key=<hidden>\n"
+            b"argv=['-c', 'printf \\'header = \\\"Authorization: Bearer %s\\\"\\n\\' \\\"$T\\\"']\n")
     redactor = Redactor()
     assert redactor.redact_bytes(text, "cmd") == text
     assert redactor.total() == 0
