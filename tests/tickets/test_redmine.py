@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -434,3 +436,35 @@ def test_server_that_never_answers_times_out_in_one_line(make_bundle: MakeBundle
             extra_env={"COLLECTOR_REDMINE_TIMEOUT_S": "1.5"},
         )
     _assert_one_line_failure(done, "did not answer within 1.5 s", "nothing was posted")
+
+
+def test_report_then_attach_posts_the_reports_ticket_md(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    """The real chain: `collector report` writes TICKET.md and re-seals, `collector attach` posts it."""
+    folder = make_bundle(severity="P1")
+    script = Path(sys.executable).parent / "collector"
+    cmd = (
+        [str(script)]
+        if script.is_file()
+        else [sys.executable, "-c", "from collector.cli import main; main()"]
+    )
+    report = subprocess.run(
+        [*cmd, "report", str(folder)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert report.returncode == 0, report.stderr
+    ticket_md = (folder / "TICKET.md").read_text().strip()
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--new", "--project", redmine.project],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.admin_key,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no TICKET.md" not in done.stdout
+    issue = issue_of(redmine, ticket_id_from(done.stdout))
+    assert issue.description.replace("\r\n", "\n").startswith(ticket_md[:200])  # Redmine stores CRLF
+    archive = next(a for a in issue.attachments if a.filename.endswith(".tar.gz"))
+    got = requests.get(archive.content_url, headers={"X-Redmine-API-Key": redmine.admin_key}, timeout=30)
+    with tarfile.open(fileobj=io.BytesIO(got.content), mode="r:gz") as tar:
+        assert f"{folder.name}/TICKET.md" in tar.getnames()
