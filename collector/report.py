@@ -1252,7 +1252,7 @@ def md_link_target(value: Any) -> str:
     return "<" + str(value).replace("<", "%3C").replace(">", "%3E") + ">"
 
 
-def render_text(bundle: Any, template: str, data: ReportData, **extra: Any) -> str:
+def render_text(template: str, data: ReportData, **extra: Any) -> str:
     """Render one template of reports/ with the report data."""
     return _environment().get_template(template).render(r=data, **extra)
 
@@ -1281,7 +1281,7 @@ def render_reports(bundle_path: str | Path, formats: Iterable[str] = FORMATS) ->
     written: list[Path] = []
     outputs = [(f"report.{fmt}", f"report.{fmt}.j2") for fmt in chosen] + [("TICKET.md", "ticket.md.j2")]
     for name, template in outputs:
-        bundle.write_text(name, render_text(bundle, template, data))
+        bundle.write_text(name, render_text(template, data))
         written.append(Path(bundle.path) / name)
     bundle.seal()
     return written
@@ -1294,7 +1294,7 @@ def render_comms(bundle_path: str | Path, stage: str, now: _dt.datetime | None =
     bundle = _open(bundle_path)
     data = build(bundle)
     moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
-    text = render_text(bundle, f"comms/{stage}.txt.j2", data, now=fmt_time(moment),
+    text = render_text(f"comms/{stage}.txt.j2", data, now=fmt_time(moment),
                        next_update=fmt_time(moment + _dt.timedelta(minutes=NEXT_UPDATE_MIN)),
                        next_update_min=NEXT_UPDATE_MIN)
     return _redact(text)
