@@ -218,6 +218,9 @@ def _run_over(conn: Any, target: Target, request: dict[str, Any], progress: Prog
 def _finish(target: Target, out: bytes, status: int | None, stderr: bytes, progress: Progress) -> HostResult:
     if status is None:
         result = failed_host(target.name, target.roles, "failed", "runner did not finish within its deadline")
+    elif status == -1 and not out:
+        result = failed_host(target.name, target.roles, "failed",
+                             "the SSH session closed without an exit status (host went away mid-run?)")
     elif out.lstrip().startswith(b"{"):
         result = parse_response(target.name, target.roles, out)
     else:
