@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def _lab_or_reason() -> Lab | str:
     except Exception as exc:  # a broken environment is a skip reason here, the lab tests say more
         return f"lab state unreadable: {exc}"
     state = lab_state(settings)
-    table: dict[str, Any] = state.get("hosts") or {}  # type: ignore[assignment]
+    table: dict[str, Any] = state.get("hosts") or {}
     inv = hosts.inventory_path(settings)
     groups: dict[str, list[str]] = {g: [] for g in ("app", "db", "redis", "web")}
     for name, spec in table.items():

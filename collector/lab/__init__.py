@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from collector.config import Settings, load_settings
 
@@ -67,7 +68,7 @@ def lab_secrets(settings: Settings | None = None) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def lab_state(settings: Settings | None = None) -> dict[str, object]:
+def lab_state(settings: Settings | None = None) -> dict[str, Any]:
     """What `lab up` recorded in state.json; {} when the lab was never started or is down."""
     path = lab_dir(settings) / "state.json"
     try:

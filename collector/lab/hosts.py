@@ -24,8 +24,9 @@ root, with a clean environment holding only PATH, HOME and these variables:
 
 A script's non-zero exit fails `lab up` for that host (its output is in hosts/<host>/provision.log).
 After the role script the hook runs `systemctl enable --now <role's unit>` if the unit exists, and
-writes /var/lib/collector-lab/provisioned (holding the hash of lab/provision + lab/app) so a later
-`lab up` skips provisioning; when those files change, a stopped host's overlay is recreated.
+writes /var/lib/collector-lab/provisioned (the hash of common.sh, <role>.sh and, for app and db,
+lab/app) so a later `lab up` skips provisioning; when those files change, a stopped host's overlay
+is recreated.
 """
 from __future__ import annotations
 
@@ -33,21 +34,31 @@ import hashlib
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from collector.config import Settings
 from collector.core import UsageError
-from collector.lab import (BRIDGE, BRIDGE_IP, CORE_HOSTS, LAB_NAME, MAX_EXTRA, PREFIX_LEN, SUBNET,
-                           host_table, lab_dir, lab_secrets)
-from collector.lab import base
+from collector.lab import (
+    BRIDGE,
+    BRIDGE_IP,
+    LAB_NAME,
+    MAX_EXTRA,
+    PREFIX_LEN,
+    SUBNET,
+    base,
+    host_table,
+    lab_dir,
+    lab_secrets,
+)
 from collector.paths import resource
 
 Log = Callable[[str], None]
@@ -89,7 +100,7 @@ def check_extra(extra: int) -> None:
 
 def _run(argv: list[str], *, check: bool = True, timeout: float = 60.0,
          input_text: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input_text,
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, input=input_text,
                           env=env, stdin=None if input_text is not None else subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])}... failed (rc {proc.returncode}): "
@@ -308,20 +319,20 @@ def restore_inotify(state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- overlay and host files
 
 
-def provision_hash() -> str:
-    """Hash of the files the provisioning hook runs or deploys (lab/provision, lab/app)."""
+def provision_hash(role: str) -> str:
+    """Hash of the files a host of `role` provisions from: common.sh, <role>.sh, and lab/app for app and db."""
     digest = hashlib.sha256()
     lab = resource("lab")
-    for sub in ("provision", "app"):
-        folder = lab / sub
-        if not folder.is_dir():
-            continue
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    files = [lab / "provision" / "common.sh", lab / "provision" / f"{role}.sh"]
+    if role in ("app", "db"):  # db.sh loads the app's schema
+        files += sorted(p for p in (lab / "app").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in files:
+        if path.is_file():
             digest.update(str(path.relative_to(lab)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def _fresh_overlay_needed(hdir: Path, base_hash: str) -> bool:
+def _fresh_overlay_needed(hdir: Path, base_hash: str, role: str) -> bool:
     """A stopped host whose overlay was made on another base or other provisioning files is redone."""
     recorded = _read_json(hdir / "host.json")
     if not (hdir / "upper").exists():
@@ -329,17 +340,17 @@ def _fresh_overlay_needed(hdir: Path, base_hash: str) -> bool:
     if recorded.get("base") != base_hash:
         return True
     marker = hdir / "upper" / MARKER
-    return marker.exists() and marker.read_text().strip() != provision_hash()
+    return marker.exists() and marker.read_text().strip() != provision_hash(role)
 
 
-def ensure_overlay(settings: Settings, name: str, log: Log) -> Path:
+def ensure_overlay(settings: Settings, name: str, role: str, log: Log) -> Path:
     """Mount the host's overlay (upper/work in its folder, the base read-only below); returns its root."""
     hdir = _host_dir(settings, name)
     root = hdir / "root"
     base_hash = base.recipe_hash()
     if _mounted(root):
         return root
-    if _fresh_overlay_needed(hdir, base_hash):
+    if _fresh_overlay_needed(hdir, base_hash, role):
         log(f"{name}: base or provisioning files changed, recreating its overlay")
         shutil.rmtree(hdir / "upper", ignore_errors=True)
         shutil.rmtree(hdir / "work", ignore_errors=True)
@@ -450,12 +461,10 @@ def remove_cgroups(name: str) -> None:
 # ---------------------------------------------------------------- start / stop one host
 
 
-def _launcher(dirs: list[Path]) -> Callable[[], None]:
-    def move_self() -> None:
-        pid = str(os.getpid())
-        for d in dirs:
-            (d / "cgroup.procs").write_text(pid)
-    return move_self
+def _launcher(dirs: list[Path]) -> list[str]:
+    """A shell that moves itself into the host's cgroups, then execs the rest of its arguments."""
+    moves = "; ".join(f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))}" for d in dirs)
+    return ["/bin/sh", "-c", f'{moves} && exec "$@"', "lab-launcher"]
 
 
 def start_host(settings: Settings, name: str, table: dict[str, dict[str, object]] | None = None,
@@ -467,7 +476,7 @@ def start_host(settings: Settings, name: str, table: dict[str, dict[str, object]
         return running[0]
     spec = table[name]
     cleanup_host(settings, name)
-    root = ensure_overlay(settings, name, log)
+    root = ensure_overlay(settings, name, str(spec["group"]), log)
     pubkey = ssh_key(settings).with_suffix(".pub").read_text()
     host_pub = write_host_files(root, name, spec, table, pubkey)
     hdir = _host_dir(settings, name)
@@ -478,8 +487,8 @@ def start_host(settings: Settings, name: str, table: dict[str, dict[str, object]
             "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=read-only",
             f"--bind-ro={resource('lab')}:{CONTAINER_LAB_SRC}"]
     console = (hdir / "console.log").open("ab")
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                            start_new_session=True, close_fds=True, preexec_fn=_launcher(dirs))
+    proc = subprocess.Popen([*_launcher(dirs), *argv], stdin=subprocess.DEVNULL, stdout=console,
+                            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     console.close()
     return proc.pid
 
@@ -585,7 +594,7 @@ def finish_provisioning(settings: Settings, name: str, spec: dict[str, object]) 
             return f"systemctl enable --now {service} failed: {res.stderr.strip()[-200:]}"
     marker = _host_dir(settings, name) / "root" / MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(provision_hash() + "\n")
+    marker.write_text(provision_hash(str(spec["group"])) + "\n")
     return None
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import fcntl
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from collector.config import Settings
-from collector.lab import LAB_NAME, host_table, lab_dir, lab_state
-from collector.lab import base, hosts, monitoring
+from collector.lab import LAB_NAME, base, host_table, hosts, lab_dir, lab_state, monitoring
 from collector.lab.hosts import Log, _quiet
 
 
@@ -197,7 +197,7 @@ def reset(settings: Settings, log: Log = _quiet) -> None:
 def status(settings: Settings) -> dict[str, Any]:
     """The lab as it is now: each host (running, services, provisioned), monitoring, bridge, faults."""
     state = lab_state(settings)
-    table: dict[str, Any] = state.get("hosts") or host_table(0)  # type: ignore[assignment]
+    table: dict[str, Any] = state.get("hosts") or host_table(0)
     running = hosts.nspawn_pids(settings)
     out_hosts: dict[str, Any] = {}
 

@@ -23,7 +23,7 @@ ROLE_SERVICE = {"app": "sergas-app", "db": "postgresql", "redis": "redis-server"
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     argv = [COLLECTOR, "lab", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 
 def _get_json(url: str) -> Any:
@@ -189,7 +189,7 @@ def test_alertmanager_answers_on_loopback_only(lab: Any) -> None:
     assert status["cluster"]["status"] == "disabled"
     assert "lab-null" in status["config"]["original"]
     assert isinstance(_get_json(f"{lab.alertmanager_url}/api/v2/alerts"), list)
-    listening = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
+    listening = subprocess.run(["ss", "-Htlnp"], check=False, capture_output=True, text=True).stdout
     lines = [line for line in listening.splitlines() if ":9093 " in line or ":9090 " in line]
     assert lines and all("127.0.0.1:" in line for line in lines), lines
 
@@ -209,7 +209,7 @@ def test_inventory_follows_the_contract_and_ansible_reaches_every_host(lab: Any)
     known = lab.known_hosts.read_text()
     assert all(f"{n},{ip} ssh-ed25519 " in known for n, ip in lab.ips.items())
     ansible = Path(sys.executable).parent / "ansible"
-    proc = subprocess.run([str(ansible), "-i", str(lab.inventory), "lab", "-m", "ping", "-o"],
+    proc = subprocess.run([str(ansible), "-i", str(lab.inventory), "lab", "-m", "ping", "-o"], check=False,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == len(lab.names)
@@ -242,8 +242,8 @@ def _traces(settings: Any) -> dict[str, Any]:
     state_dir = str(settings.state_dir)
     mounts = [line for line in Path("/proc/self/mounts").read_text().splitlines() if state_dir in line]
     cgroups = [str(p) for c in hosts.CGROUP_CONTROLLERS if (p := hosts.CGROUP_ROOT / c / LAB_NAME).exists()]
-    bridge = subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0
-    veths = [line for line in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.splitlines()
+    bridge = subprocess.run(["ip", "link", "show", BRIDGE], check=False, capture_output=True).returncode == 0
+    veths = [line for line in subprocess.run(["ip", "-br", "link"], check=False, capture_output=True, text=True).stdout.splitlines()
              if line.startswith("vb-")]
     procs = []
     for entry in Path("/proc").iterdir():
@@ -286,3 +286,29 @@ def test_down_leaves_nothing_and_up_tolerates_leftovers(lab: Any, lab_lock: None
     for name in lab.names:
         lab._hosts.pop(name, None)  # new boots: drop cached connections
     assert json.loads(lab.host("app1").check_output("curl -fsS http://127.0.0.1:8000/health"))["status"] == "healthy"
+
+
+@pytest.mark.lab
+@pytest.mark.destructive
+@pytest.mark.slow
+def test_thirty_extra_hosts_boot_and_go_away_again(lab: Any, lab_lock: None) -> None:
+    inotify_before = hosts.INOTIFY.read_text()
+    try:
+        up = _cli("up", "--extra", "30", timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert int(hosts.INOTIFY.read_text()) >= 128 + 33 * hosts.INOTIFY_PER_HOST
+        doc = yaml.safe_load(hosts.inventory_path(lab.settings).read_text())
+        web = doc["all"]["children"]["lab"]["children"]["web"]["hosts"]
+        assert sorted(web) == [f"web{n:02d}" for n in range(1, 31)]
+        assert web["web30"]["ansible_host"] == "10.203.57.130" and web["web30"]["collector_service"] == "ssh"
+        ansible = Path(sys.executable).parent / "ansible"
+        proc = subprocess.run([str(ansible), "-i", str(lab.inventory), "web", "-m", "command", "-a", "hostname",
+                               "-o", "-f", "30"], check=False, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert all(f"web{n:02d} | CHANGED | rc=0 | (stdout) web{n:02d}" in proc.stdout for n in range(1, 31))
+    finally:
+        back = _cli("up", timeout=300)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert hosts.INOTIFY.read_text() == inotify_before
+    assert set(hosts.nspawn_pids(lab.settings)) == set(lab.names)
+    assert "web01" not in hosts.inventory_path(lab.settings).read_text()
