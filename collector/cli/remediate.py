@@ -68,15 +68,18 @@ def _plan_command(action: Action) -> click.Command:
 @click.option("--verify-wait", type=float, default=60.0, show_default=True,
               help="Seconds to keep re-checking the recovery checklist until it passes.")
 @click.option("--no-after-bundle", is_flag=True, help="Do not collect an after-bundle.")
+@click.option("--allow-alert", multiple=True, metavar="NAME",
+              help="An alert known to be unrelated or expected; verify does not count it (recorded).")
 @click.pass_context
 def apply_command(ctx: click.Context, plan_file: str, max_hosts: int | None, batch_size: int | None,
-                  bundle: str | None, verify_wait: float, no_after_bundle: bool) -> None:
+                  bundle: str | None, verify_wait: float, no_after_bundle: bool, allow_alert: tuple[str, ...]) -> None:
     """Apply an approved plan: canary, batches, health gate, verify, after-bundle, audit."""
     from collector.remediate.apply import apply_plan
 
     settings = load_settings()
     result = apply_plan(plan_file, settings, max_hosts=max_hosts, batch_size=batch_size, bundle=bundle,
-                        verify_wait_s=verify_wait, collect_after=not no_after_bundle, echo=click.echo)
+                        verify_wait_s=verify_wait, collect_after=not no_after_bundle, allowed_alerts=allow_alert,
+                        echo=click.echo)
     for line in checks_table(result.checks):
         click.echo(line)
     for note in result.notes:

@@ -132,7 +132,8 @@ def _check_rate_limited(plan: Plan, action: Action, blocked: dict[str, float], a
 
 def apply_plan(path: str | Path, settings: Settings, *, max_hosts: int | None = None, batch_size: int | None = None,
                bundle: str | None = None, verify_wait_s: float = 60.0, verify_window: str = "30s",
-               collect_after: bool = True, echo: Echo = lambda line: None) -> ApplyResult:
+               collect_after: bool = True, allowed_alerts: tuple[str, ...] = (),
+               echo: Echo = lambda line: None) -> ApplyResult:
     """Apply an approved plan file; see the module docstring for the order of things."""
     from collector.transport.ansible import run_playbook
 
@@ -187,7 +188,7 @@ def apply_plan(path: str | Path, settings: Settings, *, max_hosts: int | None = 
 
     echo("verify: running the recovery checklist")
     result.checks = verify(inv, _verify_hosts(inv, plan), settings, window=verify_window, wait_s=verify_wait_s,
-                           allowed_alerts=action.expected_alerts(plan.params))
+                           allowed_alerts=action.expected_alerts(plan.params) + tuple(allowed_alerts))
     audit.append("verify", actor=actor, plan_id=plan.id, plan_hash=plan.hash, passed=result.verified,
                  checks=[c.as_dict() for c in result.checks])
     before = bundle or plan.bundle
