@@ -249,6 +249,13 @@ class RedmineTickets:
                     f"(split -b {max(limit // 1048576, 1)}M {upload.filename} {upload.filename}.part-); "
                     f"nothing was attached to {what}"
                 )
+            if upload is not None:
+                # Another language or Redmine version words the size error differently: still say how.
+                return (
+                    f"{server} refused {upload.filename} ({_mb(upload.size)}): {str(exc).strip()}; if that "
+                    f"is the attachment size limit, raise Setting.attachment_max_size (Administration > "
+                    f"Settings > Files) or split the archive; nothing was attached to {what}"
+                )
             return f"{server} rejected the change to {what}: {str(exc).strip()}; {outcome}"
         if isinstance(exc, rex.RequestEntityTooLargeError):
             name = upload.filename if upload else "the request"

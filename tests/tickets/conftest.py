@@ -51,8 +51,15 @@ outsider = User.new(firstname: "Out", lastname: "Sider", mail: "outsider@example
 outsider.login = "outsider"
 outsider.password = outsider.password_confirmation = SecureRandom.hex(12)
 outsider.save!
+# A project member whose Redmine speaks German: its error messages are not the English ones.
+german = User.new(firstname: "Deutsch", lastname: "Member", mail: "german@example.invalid", language: "de")
+german.login = "german"
+german.password = german.password_confirmation = SecureRandom.hex(12)
+german.save!
+Member.create!(user: german, project: project, roles: [Role.find_by!(name: "Manager")])
 puts "COLLECTOR_JSON=" + {
-  admin_key: admin.api_key, outsider_key: outsider.api_key, project: project.identifier,
+  admin_key: admin.api_key, outsider_key: outsider.api_key, german_key: german.api_key,
+  project: project.identifier,
   priorities: IssuePriority.order(:position).pluck(:name),
   attachment_max_kb: Setting.attachment_max_size.to_i,
 }.to_json
@@ -66,6 +73,7 @@ class RedmineServer:
     url: str
     admin_key: str
     outsider_key: str
+    german_key: str
     project: str
     priorities: tuple[str, ...]
     attachment_max_kb: int
@@ -288,6 +296,7 @@ def running_redmine() -> Iterator[RedmineServer]:
             url=url,
             admin_key=facts["admin_key"],
             outsider_key=facts["outsider_key"],
+            german_key=facts["german_key"],
             project=facts["project"],
             priorities=tuple(facts["priorities"]),
             attachment_max_kb=int(facts["attachment_max_kb"]),

@@ -468,3 +468,22 @@ def test_report_then_attach_posts_the_reports_ticket_md(
     got = requests.get(archive.content_url, headers={"X-Redmine-API-Key": redmine.admin_key}, timeout=30)
     with tarfile.open(fileobj=io.BytesIO(got.content), mode="r:gz") as tar:
         assert f"{folder.name}/TICKET.md" in tar.getnames()
+
+
+def test_oversize_in_another_language_still_says_how(
+    make_bundle: MakeBundle, redmine: Any, tmp_path: Path
+) -> None:
+    folder = make_bundle(big_bytes=redmine.attachment_max_kb * 1024 + 256 * 1024)
+    issue_id = new_issue(redmine)
+    done = run_attach(
+        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
+        tmp_path,
+        url=redmine.url,
+        key=redmine.german_key,
+    )
+    _assert_one_line_failure(
+        done, "attachment_max_size", "split", f"nothing was attached to ticket #{issue_id}"
+    )
+    assert "Datei" in done.stderr  # Redmine's own (German) reason is kept
+    assert redmine.german_key not in done.stderr
+    assert len(issue_of(redmine, issue_id).attachments) == 0
