@@ -168,6 +168,7 @@ class ReportData:
     verification: str | None
     archive: str
     problems: list[str] = field(default_factory=list)  # side files we could not read, said in the report
+    side_files: list[str] = field(default_factory=list)  # derived files present (findings.json, actions.json)
 
 
 # ---------------------------------------------------------------- time
@@ -882,6 +883,8 @@ def normalise_findings(findings: dict[str, Any] | None) -> list[dict[str, Any]]:
             "id": str(item.get("id") or ""), "title": str(item.get("title") or item.get("id") or "finding"),
             "severity": str(item.get("severity") or "?"), "scenario": str(item.get("scenario") or ""),
             "hosts": [str(h) for h in item.get("hosts") or []], "message": str(item.get("message") or ""),
+            "where": ", ".join("fleet-wide (monitoring)" if str(h) == "monitoring" else str(h)
+                               for h in item.get("hosts") or []),
             "evidence": evidence, "mitigation": mitigation,
             "command": str((mitigation or {}).get("command") or ""),
             "alternatives": [str(m.get("command") or m.get("action")) for m in item.get("alternatives") or []
@@ -1072,6 +1075,7 @@ def build(bundle: Any) -> ReportData:
         verification=_last_verification(actions),
         archive=f"{Path(bundle.path).name}.tar.gz",
         problems=problems,
+        side_files=[n for n in ("findings.json", "actions.json") if (Path(bundle.path) / n).is_file()],
     )
     return data
 
