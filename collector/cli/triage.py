@@ -55,8 +55,15 @@ def show(console: Console, doc: dict[str, Any]) -> None:
     unknown = doc.get("unknown") or []
     if unknown:
         console.print(f"[yellow]could not evaluate {len(unknown)} rule(s):[/yellow]")
-        for item in unknown:
-            console.print(f"  [yellow]?[/yellow] {escape(item['rule'])}: {escape(item['reason'])}")
+        by_reason: dict[str, list[str]] = {}
+        for item in unknown:  # one unreachable host makes many rules unknown for the same reason
+            details = item.get("details") or [{"reason": item["reason"]}]
+            for detail in details:
+                rules = by_reason.setdefault(str(detail["reason"]), [])
+                if item["rule"] not in rules:
+                    rules.append(str(item["rule"]))
+        for reason, rules in by_reason.items():
+            console.print(f"  [yellow]?[/yellow] {escape(', '.join(rules))}: {escape(reason)}")
 
 
 def _finding(console: Console, finding: dict[str, Any]) -> None:

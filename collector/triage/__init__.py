@@ -39,7 +39,8 @@ def evaluate(bundle: BundleView, rules: list[Rule]) -> dict[str, Any]:
     findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), f["id"]))
     unknown = [
         {"rule": o.rule.id, "title": o.rule.title, "hosts": [h for h, _ in o.unknown],
-         "reason": "; ".join(dict.fromkeys(f"{h}: {why}" if h != MONITORING_HOST else why for h, why in o.unknown))}
+         "reason": "; ".join(dict.fromkeys(f"{h}: {why}" if h != MONITORING_HOST else why for h, why in o.unknown)),
+         "details": [{"host": h, "reason": why} for h, why in o.unknown]}
         for o in outcomes if o.unknown
     ]
     figures = key_figures(bundle)

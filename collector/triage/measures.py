@@ -370,6 +370,23 @@ def log_lines(bundle: BundleView, host: str, probe: Any = "journal_errors", patt
 
 
 @measure
+def log_numbers(bundle: BundleView, host: str, probe: Any = "service_journal", pattern: str = r"duration: ([0-9.]+) ms",
+                min_value: float = 0.0, show: int = 3) -> list[Measure]:
+    """How many log lines carry a number (the pattern's first group) of at least min_value; the largest one."""
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    regex = re.compile(pattern, re.IGNORECASE)
+    hits: list[tuple[float, p.Line]] = []
+    for ln in p.lines(out.text):
+        match = regex.search(ln.text)
+        number = p.to_number(match.group(1)) if match and match.groups() else None
+        if number is not None and number >= min_value:
+            hits.append((number, ln))
+    top = sorted(hits, key=lambda h: -h[0])[:show]
+    return [Measure(host, len(hits), [out.evidence(ln.number) for _, ln in top],
+                    {"count": len(hits), "max": round(top[0][0], 1) if top else 0})]
+
+
+@measure
 def counted_lines(bundle: BundleView, host: str, probe: Any = "error_summary", pattern: str = ".") -> list[Measure]:
     """Sum of the counts of `uniq -c` summary lines matching `pattern` (top errors, 5xx by path)."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)

@@ -66,4 +66,14 @@ def test_unknown_rules_are_listed_with_their_reason(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["triage", str(make_bundle(tmp_path, probes))])
     assert result.exit_code == 0
     assert "could not evaluate 1 rule(s):" in result.output
-    assert "? lock-contention: db1: probe pg_blocking_locks timed out on db1" in result.output
+    assert "? lock-contention: probe pg_blocking_locks timed out on db1" in result.output
+
+
+def test_one_unreachable_host_is_one_unknown_line_naming_every_rule(tmp_path: Path) -> None:
+    probes = healthy()
+    del probes["redis1"]
+    bundle = make_bundle(tmp_path, probes, unreachable={"redis1": "ssh: connect to host redis1 port 22: No route to host"})
+    result = CliRunner().invoke(main, ["triage", str(bundle)])
+    lines = [ln for ln in result.output.splitlines() if "host redis1 is unreachable" in ln]
+    assert len(lines) == 1 and "redis-down" in lines[0] and "disk-full" in lines[0]
+    assert "P1 host-unreachable [redis1]" in result.output

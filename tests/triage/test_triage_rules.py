@@ -416,3 +416,20 @@ def test_a_new_rule_is_a_few_lines_of_yaml(tmp_path: Path) -> None:
     from collector.bundle import Bundle
     doc = evaluate(Bundle.open(make_bundle(tmp_path, probes)), load_rules(path))
     assert [(f["id"], f["hosts"], f["severity"]) for f in doc["findings"]] == [("high-load", ["db1"], "P3")]
+
+
+def test_lock_waits_and_slow_statements_in_the_postgres_log(tmp_path: Path) -> None:
+    probes = healthy()
+    probes["db1"]["service_journal"] = "".join([
+        "2026-11-28T05:59:01+0000 db1 postgres[9]: LOG:  process 88 still waiting for AccessShareLock on relation 16390 after 1000.1 ms\n",
+        "2026-11-28T05:59:02+0000 db1 postgres[9]: ERROR:  canceling statement due to statement timeout\n",
+        "2026-11-28T05:59:03+0000 db1 postgres[9]: LOG:  process 89 still waiting for RowExclusiveLock on relation 16390\n",
+        "2026-11-28T05:59:04+0000 db1 postgres[9]: LOG:  duration: 7012.5 ms  statement: SELECT * FROM orders\n",
+        "2026-11-28T05:59:05+0000 db1 postgres[9]: LOG:  duration: 150.0 ms  statement: SELECT 1\n",
+    ])
+    by = findings_by_rule(_triage(tmp_path, probes))
+    assert by["lock-waits-logged"][0]["severity"] == "P2" and "3 lock-wait lines" in by["lock-waits-logged"][0]["message"]
+    (slow,) = by["slow-statements-logged"]
+    assert "1 statement(s) over 5 s, the slowest 7012.5 ms" in slow["message"]
+    assert slow["evidence"][0]["line"] == 4
+    assert "many-slow-statements" not in by  # 2 statements over 100 ms is no trend

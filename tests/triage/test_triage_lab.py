@@ -1,0 +1,155 @@
+"""Triage against real bundles from the lab: each `lab break` fault yields its finding and severity,
+and the healed lab yields no finding above P3. Holds the lab lock while a fault is in."""
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.collect import collect
+from collector.triage import triage_bundle
+from collector.triage.engine import SEVERITIES
+
+pytestmark = [pytest.mark.lab]
+
+QUIET_WAIT_S = 330  # Prometheus' 5-minute rates and their alerts outlive a healed fault by up to this long
+
+
+def _rank(severity: str) -> int:
+    return len(SEVERITIES) - SEVERITIES.index(severity) if severity in SEVERITIES else 0
+
+
+def _triage_lab(tmp_path: Path, lab: Any, since: str = "2m") -> dict[str, Any]:
+    """Collect the whole lab (the real collect API, ssh engine) and triage the bundle."""
+    outcome = collect("lab", inventory=str(lab.inventory), since=since, out_dir=str(tmp_path / "bundles"), after=False)
+    assert outcome.bundle is not None
+    doc = triage_bundle(outcome.bundle)
+    assert json.loads((outcome.bundle / "findings.json").read_text())["severity"] == doc["severity"]
+    return doc
+
+
+def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0) -> dict[int, int]:
+    """Bounded traffic at the app on its bridge address (orders with random customers, customers)."""
+    base = f"http://{lab.ips[lab.groups['app'][0]]}:8000"
+    count = int(seconds * rps)
+    paths = [f"/api/orders?customer_id={random.randint(1, 5000)}" if i % 3 else "/api/customers" for i in range(count)]
+    statuses: dict[int, int] = {}
+
+    def hit(path: str) -> int:
+        try:
+            with urllib.request.urlopen(base + path, timeout=6) as response:  # noqa: S310 - the lab's own host
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return 0
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = []
+        for path in paths:
+            futures.append(pool.submit(hit, path))
+            time.sleep(1.0 / rps)
+        for future in futures:
+            code = future.result()
+            statuses[code] = statuses.get(code, 0) + 1
+    return statuses
+
+
+def _alerts(lab: Any) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/alerts?active=true&silenced=false&inhibited=false",
+                                    timeout=5) as response:  # noqa: S310 - loopback
+            return [a["labels"].get("alertname", "?") for a in json.loads(response.read())]
+    except (OSError, ValueError):
+        return []
+
+
+def _heal_leftovers() -> None:
+    from collector.lab import faults
+    for name, active in faults.active_faults().items():
+        if active:
+            faults.heal_fault(name)
+
+
+def _summary(doc: dict[str, Any]) -> str:
+    return "; ".join(f"{f['severity']} {f['id']} {f['hosts']}" for f in doc["findings"]) or "no finding"
+
+
+def test_healed_lab_has_no_finding_above_p3(lab: Any, lab_lock: None, tmp_path: Path) -> None:
+    _heal_leftovers()
+    deadline = time.monotonic() + QUIET_WAIT_S
+    while _alerts(lab) and time.monotonic() < deadline:  # earlier faults' alerts resolve on their own
+        time.sleep(10)
+    time.sleep(65)  # the journal window below must not reach back into a fault healed a moment ago
+    doc = _triage_lab(tmp_path, lab, since="1m")
+    above = [f for f in doc["findings"] if _rank(f["severity"]) > _rank("P3")]
+    assert above == [], _summary(doc)
+    assert doc["severity"] in ("none", "P3")
+    assert doc["questions"]["down_or_degraded"]["answer"] in ("healthy", "minor issues")
+    assert doc["security"]["suspected"] is False
+    for rule in ("app-down", "database-down", "redis-down", "pg-connections-near-max", "disk-full", "host-unreachable"):
+        assert doc["rules"][rule] == "passed", (rule, doc["unknown"])
+    figures = doc["figures"]
+    assert figures["pg_max_connections"] and all(v and v > 0 for v in figures["pg_max_connections"].values())
+    assert figures["redis_maxmemory"] and all(v and v > 0 for v in figures["redis_maxmemory"].values())
+
+
+# fault → (rules that must fire with their severity, the least overall severity, drive traffic first)
+CASES: dict[str, tuple[dict[str, str], str, bool]] = {
+    "app-down": ({"app-down": "P0", "service-inactive": "P1"}, "P0", False),
+    "bad-deploy": ({"deploy-before-errors": "P1"}, "P1", True),
+    "pool-exhausted": ({"pg-connections-near-max": "P1", "too-many-connections-logged": "P1"}, "P1", True),
+    "lock-contention": ({"lock-contention": "P2"}, "P2", True),
+    "rate-limited": ({"rate-limited": "P2", "circuit-breaker-open": "P2"}, "P2", False),
+    "error-storm": ({"error-storm": "P2", "access-log-5xx-ratio": "P1"}, "P1", False),
+    "oom": ({"oom-kill": "P2"}, "P2", False),
+    "disk-full": ({"no-space-logged": "P1"}, "P1", True),
+    "redis-memory": ({"redis-near-maxmemory": "P2"}, "P2", True),
+    "host-down": ({"host-unreachable": "P1"}, "P1", False),
+}
+
+
+@pytest.mark.destructive
+@pytest.mark.parametrize("fault", list(CASES))
+def test_fault_yields_its_finding(fault: str, lab: Any, lab_lock: None, tmp_path: Path) -> None:
+    from collector.lab import faults
+
+    expected, least, traffic = CASES[fault]
+    _heal_leftovers()
+    faults.break_fault(fault)
+    try:
+        if traffic:
+            _drive(lab)
+        doc = _triage_lab(tmp_path, lab)
+    finally:
+        faults.heal_fault(fault)
+    fired = {f["rule"]: f for f in doc["findings"]}
+    for rule, severity in expected.items():
+        assert rule in fired, f"{fault}: {rule} did not fire; got {_summary(doc)}; unknown {doc['unknown']}"
+        assert fired[rule]["severity"] == severity, _summary(doc)
+        assert fired[rule]["evidence"], f"{rule} has no evidence"
+        for ev in fired[rule]["evidence"]:
+            assert ev["path"] and ev["excerpt"], ev
+    assert _rank(doc["severity"]) >= _rank(least), _summary(doc)
+
+
+def test_slow_queries_show_as_latency_or_long_queries(lab: Any, lab_lock: None, tmp_path: Path) -> None:
+    """The slow-queries fault makes each order lookup scan (~100 ms, more under load): p95 or > 5 s queries."""
+    from collector.lab import faults
+
+    _heal_leftovers()
+    faults.break_fault("slow-queries")
+    try:
+        _drive(lab, seconds=20, rps=15)
+        doc = _triage_lab(tmp_path, lab)
+    finally:
+        faults.heal_fault("slow-queries")
+    fired = {f["rule"] for f in doc["findings"]}
+    assert fired & {"slow-queries", "high-p95-latency", "severe-latency", "slow-statements-logged"}, _summary(doc)
