@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ACTIONS, FINDINGS
+from report_fixtures import ACTIONS, FINDINGS
 
 from collector import report
 from collector.bundle import Bundle

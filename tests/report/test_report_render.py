@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
-from conftest import ACTIONS, FINDINGS, SEEDED_SECRET, SEEDED_TOKEN
 from markdown_it import MarkdownIt
+from report_fixtures import ACTIONS, FINDINGS, SEEDED_SECRET, SEEDED_TOKEN
 
 from collector import report
 from collector.bundle import Bundle
