@@ -255,7 +255,7 @@ def compare(value: Any, op: str, threshold: Any) -> bool:
         return False
 
 
-class _Fields(dict):  # type: ignore[type-arg]
+class _Fields(dict[str, Any]):
     """Template fields; a missing one renders as '?' instead of failing the rule."""
 
     def __missing__(self, key: str) -> str:

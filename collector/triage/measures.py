@@ -118,9 +118,10 @@ def _read_rel(bundle: BundleView, rel: Any) -> bytes | None:
     reader = getattr(bundle, "read_file", None)
     if reader is not None and isinstance(rel, str):
         try:
-            return reader(rel)  # type: ignore[no-any-return]
+            data = reader(rel)
         except Exception:
             return None
+        return data if isinstance(data, bytes) else None
     return None
 
 
@@ -511,9 +512,10 @@ def circuit_open(bundle: BundleView, host: str, probe: Any = "circuit_breaker", 
     samples = [s for s in p.parse_metrics(metrics.text) if s.name.endswith("circuit_breaker_state")]
     if not samples:
         raise Unknown(f"no circuit-breaker state on {host} (no JSON status, no *_circuit_breaker_state metric)")
-    opened = [s for s in samples if s.value >= 1]
-    names = ", ".join(s.labels.get("name", s.labels.get("upstream", s.name)) for s in opened)
-    return [Measure(host, bool(opened), [metrics.evidence(s.line) for s in (opened or samples)[:2]], {"breakers": names or "none"})]
+    open_samples = [s for s in samples if s.value >= 1]  # 1 open, 2 half-open
+    names = ", ".join(s.labels.get("name", s.labels.get("upstream", s.name)) for s in open_samples)
+    return [Measure(host, bool(open_samples), [metrics.evidence(s.line) for s in (open_samples or samples)[:2]],
+                    {"breakers": names or "none"})]
 
 
 def _open_breakers(data: Any, path: str = "") -> list[str]:
