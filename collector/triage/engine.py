@@ -203,7 +203,7 @@ def host_roles(bundle: BundleView, host: str) -> tuple[str, ...]:
 
 
 def hosts_for(rule: Rule, bundle: BundleView) -> list[str]:
-    """The hosts a rule applies to: role match, or (roles unknown) any host that ran one of its probes."""
+    """The hosts a rule applies to: role match, or (roles unknown) any host where one of its probes ran."""
     if not rule.roles:
         return [MONITORING_HOST]
     if "all" in rule.roles:
@@ -214,8 +214,8 @@ def hosts_for(rule: Rule, bundle: BundleView) -> list[str]:
         if roles:
             if set(roles) & set(rule.roles):
                 chosen.append(host)
-        elif any(bundle.probe(host, p) is not None for p in rule.probes):
-            chosen.append(host)
+        elif any((bundle.probe(host, p) or {}).get("status", "skipped") != "skipped" for p in rule.probes):
+            chosen.append(host)  # no roles recorded: a probe that ran (not skipped as not applicable) says it applies
     return chosen
 
 

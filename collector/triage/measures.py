@@ -230,7 +230,7 @@ def redis_not_pong(bundle: BundleView, host: str, probe: Any = "redis_ping") -> 
 def host_unreachable(bundle: BundleView, host: str) -> list[Measure]:
     """True when collection could not reach the host at all."""
     entry = (bundle.manifest.get("hosts") or {}).get(host) or {}
-    if entry.get("status") not in ("unreachable", "failed"):
+    if entry.get("status") != "unreachable":  # "failed" is our collection failing, not the host: rules go unknown
         return [Measure(host, False)]
     error = str(entry.get("error") or entry.get("status"))
     return [Measure(host, True, [Evidence(host, "-", "manifest.json", None, f"{host}: {entry.get('status')}: {error}"[:300])],

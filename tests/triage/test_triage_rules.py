@@ -433,3 +433,19 @@ def test_lock_waits_and_slow_statements_in_the_postgres_log(tmp_path: Path) -> N
     assert "1 statement(s) over 5 s, the slowest 7012.5 ms" in slow["message"]
     assert slow["evidence"][0]["line"] == 4
     assert "many-slow-statements" not in by  # 2 statements over 100 ms is no trend
+
+
+def test_a_host_without_roles_gets_only_the_rules_whose_probes_ran(tmp_path: Path) -> None:
+    from triage_synth import ROLES
+    probes = {"local": {k: v for k, v in healthy()["app1"].items()
+                        if k in ("df", "free", "journal_errors", "oom_events", "uptime", "ps_mem")}}
+    probes["local"]["service_status"] = {"output": "", "status": "skipped", "rc": None, "error": "host var not set"}
+    ROLES["local"] = ()
+    try:
+        doc = _triage(tmp_path, probes, healthy_monitoring())
+    finally:
+        ROLES.pop("local")
+    assert doc["rules"]["disk-full"] == "passed" and doc["rules"]["journal-errors"] == "passed"
+    assert doc["rules"]["database-down"] == "not_applicable"  # service_status was skipped: not a db host
+    assert doc["rules"]["app-down"] == "not_applicable"
+    assert doc["unknown"] == [] and doc["questions"]["is_data_at_risk"]["answer"] == "no"
