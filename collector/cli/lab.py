@@ -48,14 +48,15 @@ def build_cmd(force: bool, state_dir: str | None) -> None:
 
 @lab.command("up")
 @click.option("--extra", default=0, type=int, metavar="N", help="Also boot N light hosts web01..webNN.")
+@click.option("--fresh", is_flag=True, help="Drop every host's overlay first: provision all hosts anew.")
 @state_dir_option
-def up_cmd(extra: int, state_dir: str | None) -> None:
+def up_cmd(extra: int, fresh: bool, state_dir: str | None) -> None:
     """Boot the lab (idempotent): hosts, provisioning, inventory/lab.yml, monitoring."""
     from collector.lab import hosts, lifecycle
     hosts.check_extra(extra)
     settings = _settings(state_dir)
     hosts.preflight()
-    result = lifecycle.up(settings, extra=extra, log=_say)
+    result = lifecycle.up(settings, extra=extra, log=_say, fresh=fresh)
     for name, what in result.hosts.items():
         click.echo(f"{name:8} {what}")
     for err in result.errors:

@@ -268,6 +268,10 @@ def ensure_bridge() -> None:
             show = _run(["ip", "link", "show", BRIDGE], check=False)
     if show.returncode != 0:
         _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    addrs = json.loads(_run(["ip", "-j", "-4", "addr", "show", "dev", BRIDGE]).stdout or "[]")
+    found = {f"{a['local']}/{a['prefixlen']}" for link in addrs for a in link.get("addr_info", [])}
+    if found - {f"{BRIDGE_IP}/{PREFIX_LEN}"}:  # a stale bridge with some other address: start clean
+        _run(["ip", "addr", "flush", "dev", BRIDGE])
     _run(["ip", "addr", "replace", f"{BRIDGE_IP}/{PREFIX_LEN}", "dev", BRIDGE])
     _run(["ip", "link", "set", BRIDGE, "up"])
 
@@ -278,9 +282,13 @@ def delete_bridge() -> None:
 
 
 def _delete_veth(name: str) -> None:
+    """Remove a leftover host-side veth; nspawn cannot create it again while it exists."""
     veth = f"vb-{name}"[:15]
-    if _run(["ip", "link", "show", veth], check=False).returncode == 0:
+    for _ in range(30):
+        if _run(["ip", "link", "show", veth], check=False).returncode != 0:
+            return
         _run(["ip", "link", "del", veth], check=False)
+        time.sleep(0.1)
 
 
 def port_open(ip: str, port: int, timeout: float = 0.5) -> bool:
@@ -372,6 +380,15 @@ def unmount_overlay(settings: Settings, name: str) -> None:
         if _run(["umount", str(root)], check=False).returncode != 0:
             _run(["umount", "-l", str(root)], check=False)
         time.sleep(0.1)
+
+
+def drop_overlay(settings: Settings, name: str) -> None:
+    """Stop host `name` and forget its overlay: the next start provisions it from the base again."""
+    stop_host(settings, name)
+    hdir = _host_dir(settings, name)
+    for sub in ("upper", "work"):
+        shutil.rmtree(hdir / sub, ignore_errors=True)
+    (hdir / "provision.log").unlink(missing_ok=True)
 
 
 def _hosts_file(table: dict[str, dict[str, object]]) -> str:

@@ -61,8 +61,11 @@ def _known_hosts_in_state(settings: Settings) -> set[str]:
     return found
 
 
-def up(settings: Settings, extra: int = 0, log: Log = _quiet) -> UpResult:
-    """Bring the lab to: core hosts + `extra` web hosts running, provisioned, monitored, inventoried."""
+def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = False) -> UpResult:
+    """Bring the lab to: core hosts + `extra` web hosts running, provisioned, monitored, inventoried.
+
+    `fresh` first stops every host and drops its overlay, so each is provisioned anew from the base.
+    """
     hosts.preflight()
     hosts.check_extra(extra)
     started_at = time.monotonic()
@@ -82,6 +85,10 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet) -> UpResult:
             log(f"stopping {', '.join(unwanted)} (not part of this lab)")
             with ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(lambda n: hosts.stop_host(settings, n), unwanted))
+        if fresh:
+            log("fresh: dropping every host's overlay")
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(lambda n: hosts.drop_overlay(settings, n), sorted(set(table) | set(unwanted))))
         hosts.ensure_bridge()
         if hosts.inotify_needed(len(table)) is None:
             hosts.restore_inotify(state)
