@@ -104,7 +104,7 @@ def status_cmd(as_json: bool, state_dir: str | None) -> None:
 def _render_status(info: dict[str, Any]) -> str:
     lines = [f"lab: {'UP' if info['up'] else 'DOWN'}  bridge: {'yes' if info['bridge'] else 'no'}"
              + (f"  (last up took {info['up_seconds']}s)" if info.get("up_seconds") else "")]
-    lines.append(f"{'host':8} {'group':6} {'ip':14} {'state':9} {'system':10} {'service':28} ssh")
+    lines.append(f"{'host':8} {'group':6} {'ip':14} {'state':9} {'system':10} {'service':28} {'ssh':4} memory")
     for name, h in info["hosts"].items():
         if h.get("stray"):
             lines.append(f"{name:8} (stray container, not part of this lab)")
@@ -112,7 +112,8 @@ def _render_status(info: dict[str, Any]) -> str:
         state = "running" if h["running"] else "stopped"
         svc = f"{h['service']}={h['service_state'] or '-'}"
         ssh = "yes" if h.get("ssh") else "no"
-        lines.append(f"{name:8} {h['group']:6} {h['ip']:14} {state:9} {h['system'] or '-':10} {svc:28} {ssh}")
+        lines.append(f"{name:8} {h['group']:6} {h['ip']:14} {state:9} {h['system'] or '-':10} {svc:28} {ssh:4} "
+                     f"{_memory_text(h)}")
     for name, m in info["monitoring"].items():
         lines.append(f"{name:13} {'ready' if m['ready'] else 'not answering'} {m['url']} pids={m['pids']}")
     faults = info.get("faults")
@@ -123,6 +124,14 @@ def _render_status(info: dict[str, Any]) -> str:
     if info.get("inventory"):
         lines.append(f"inventory: {info['inventory']}")
     return "\n".join(lines)
+
+
+def _memory_text(h: dict[str, Any]) -> str:
+    if not h.get("memory_limit"):
+        return "-"
+    used = (h.get("memory_usage") or 0) / 2**20
+    text = f"{used:.0f}/{h['memory_limit'] / 2**20:.0f} MiB"
+    return text + (f" oom_kills={h['oom_kills']}" if h.get("oom_kills") else "")
 
 
 def _faults_text(faults: Any) -> str:

@@ -213,6 +213,7 @@ def status(settings: Settings) -> dict[str, Any]:
         info: dict[str, Any] = {"group": spec["group"], "ip": spec["ip"], "running": name in running,
                                 "service": spec["service"], "service_state": None, "system": None,
                                 "provisioned": not hosts.needs_provisioning(settings, name)}
+        info.update(_memory(name))
         if info["running"]:
             info["system"] = hosts.run_in(settings, name, ["systemctl", "is-system-running"], timeout=10).stdout.strip()
             info["service_state"] = hosts.run_in(
@@ -230,6 +231,21 @@ def status(settings: Settings) -> dict[str, Any]:
             "monitoring": monitoring.status(settings), "faults": _active_faults(settings),
             "inventory": str(hosts.inventory_path(settings)) if hosts.inventory_path(settings).exists() else None,
             "up_seconds": state.get("up_seconds"), "errors": state.get("errors", [])}
+
+
+def _memory(name: str) -> dict[str, int | None]:
+    """The host's v1 memory cgroup: limit, usage and how often the kernel OOM-killed in it."""
+    cg = hosts.memory_cgroup(name)
+    out: dict[str, int | None] = {"memory_limit": None, "memory_usage": None, "oom_kills": None}
+    try:
+        out["memory_limit"] = int((cg / "memory.limit_in_bytes").read_text())
+        out["memory_usage"] = int((cg / "memory.usage_in_bytes").read_text())
+        for line in (cg / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                out["oom_kills"] = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 def _active_faults(settings: Settings) -> Any:
