@@ -27,6 +27,7 @@ from collector.transport import (
 )
 
 FORKS_CAP = 50
+MAX_EVENT_RES = 1 << 31
 RUNNER_TASK = "Run the probe runner with this host's probes."
 _HOST_EVENTS = {
     "runner_on_ok": "ok",
@@ -97,6 +98,9 @@ def ansible_env(workdir: Path, *, connect_timeout_s: float = 10.0, forks: int | 
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
         "ANSIBLE_INVENTORY_IGNORE_REGEX": "known_hosts|ssh_config|^example-",
         "ANSIBLE_ROLES_PATH": str(resource("playbooks") / "roles"),
+        # ansible-runner drops a task result larger than this (default 700 kB): a host's probe answer
+        # is up to cap × probes, so lift it; the runner's caps bound it instead.
+        "MAX_EVENT_RES": str(MAX_EVENT_RES),
     }
     if forks:
         env["ANSIBLE_FORKS"] = str(forks)
@@ -244,6 +248,9 @@ def _collect_event(event: dict[str, Any], targets: dict[str, Target]) -> HostRes
     stdout = res.get("stdout") or ""
     if stdout.lstrip().startswith("{"):
         return parse_response(host, roles, stdout)
+    if kind == "runner_on_ok" and not res:
+        return failed_host(host, roles, "failed", "ansible-runner dropped this host's answer as too large: "
+                           f"run with MAX_EVENT_RES={MAX_EVENT_RES} in ansible-runner's environment")
     detail = res.get("msg") or res.get("stderr") or stdout or kind
     return failed_host(host, roles, "failed", f"probe runner did not run: {detail}")
 

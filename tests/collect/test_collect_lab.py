@@ -249,7 +249,7 @@ def test_one_gib_of_output_is_capped_with_bounded_controller_memory(engine: str,
                            str(lab.inventory), "--out", str(tmp_path / "o"), "--engine", engine, "--json",
                            "--catalogue", str(catalogue)], capture_output=True, text=True, timeout=600)
     report = json.loads(proc.stdout)
-    assert report["rc"] == 0, report["err"]
+    assert report["rc"] == 0, report["out"][-3000:] + report["err"]
     summary = json.loads(report["out"])
     entry = manifest(summary["bundle"])["hosts"][app]["probes"]["flood"]
     assert entry["status"] == "ok" and entry["truncated"] is True
