@@ -365,6 +365,7 @@ def ensure_overlay(settings: Settings, name: str, role: str, log: Log) -> Path:
         (hdir / "provision.log").unlink(missing_ok=True)
     for sub in ("upper", "work", "root"):
         (hdir / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(hdir.parent, 0o700)  # see lifecycle.up: the uppers hold secrets
     lower = base.base_path(settings)
     opts = f"lowerdir={lower},upperdir={hdir / 'upper'},workdir={hdir / 'work'}"
     _run(["mount", "-t", "overlay", f"overlay-{LAB_NAME}-{name}", "-o", opts, str(root)])
@@ -503,7 +504,7 @@ def start_host(settings: Settings, name: str, table: dict[str, dict[str, object]
             f"--directory={root}", f"--network-bridge={BRIDGE}", "--capability=CAP_SYSLOG",
             "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=read-only",
             f"--bind-ro={resource('lab')}:{CONTAINER_LAB_SRC}"]
-    console = (hdir / "console.log").open("ab")
+    console = (hdir / "console.log").open("wb")  # this boot's console only
     proc = subprocess.Popen([*_launcher(dirs), *argv], stdin=subprocess.DEVNULL, stdout=console,
                             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     console.close()

@@ -76,6 +76,9 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
     with _lifecycle_lock(settings):
         state = lab_state(settings)
         table = host_table(extra)
+        # Overlay uppers hold the hosts' secrets under container uids/gids that mean other users here.
+        (lab_dir(settings) / "hosts").mkdir(parents=True, exist_ok=True)
+        (lab_dir(settings) / "hosts").chmod(0o700)
         secrets = hosts.ensure_secrets(settings)
         hosts.ssh_key(settings)
         hosts.check_subnet()
