@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from collector.lab import BRIDGE, LAB_NAME, base, hosts
+from collector.config import Settings
+from collector.lab import BRIDGE, LAB_NAME, base, hosts, monitoring
+from collector.paths import resource
 
 COLLECTOR = str(Path(sys.executable).parent / "collector")
 ROLE_SERVICE = {"app": "sergas-app", "db": "postgresql", "redis": "redis-server", "web": "ssh"}
@@ -93,6 +95,33 @@ def test_recipe_hash_covers_the_package_list(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(base, "APT_PACKAGES", (*base.APT_PACKAGES, "htop"))
     assert base.recipe_hash() != before
     assert "htop" in base.recipe()["apt"]  # type: ignore[operator]
+
+
+def test_alert_rules_fire_at_the_runbook_thresholds_and_not_below() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian package prometheus) is not installed")
+    folder = resource("lab") / "monitoring"
+    proc = subprocess.run([promtool, "test", "rules", "rules_test.yml"], cwd=folder, check=False,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_rendered_prometheus_config_is_valid_and_scrapes_each_app_host(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian package prometheus) is not installed")
+    settings = Settings(state_dir=str(tmp_path))
+    paths = monitoring.render_configs(settings, {"app1": "10.203.57.11", "app2": "10.203.57.14"})
+    proc = subprocess.run([promtool, "check", "config", str(paths["prometheus"])], check=False,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = yaml.safe_load(paths["prometheus"].read_text())
+    app_job = next(j for j in doc["scrape_configs"] if j["job_name"] == "sergas-app")
+    assert app_job["static_configs"] == [{"targets": ["10.203.57.11:8000"], "labels": {"host": "app1"}},
+                                         {"targets": ["10.203.57.14:8000"], "labels": {"host": "app2"}}]
+    assert doc["rule_files"] == [str(paths["rules"])]
 
 
 # ---------------------------------------------------------------- the running lab
