@@ -195,6 +195,8 @@ def build(settings: Settings, *, force: bool = False, log_to: Path | None = None
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_built(settings) and not force:
             return final
+        if str(final) in Path("/proc/self/mounts").read_text():
+            raise UsageError("lab hosts run on this base: run `collector lab down` before rebuilding it")
         if shutil.which("debootstrap") is None:
             raise UsageError("debootstrap is not installed (apt-get install debootstrap)")
         entry = final.parent

@@ -156,6 +156,16 @@ def nspawn_pids(settings: Settings, name: str | None = None) -> dict[str, list[i
     return found
 
 
+def lab_src_arg() -> str:
+    """nspawn's bind of this checkout's (or wheel's) lab/ folder into every host."""
+    return f"--bind-ro={resource('lab')}:{CONTAINER_LAB_SRC}"
+
+
+def runs_current_lab_src(settings: Settings, name: str) -> bool:
+    """Whether the running host sees this checkout's lab/ (not one of an older clone)."""
+    return any(lab_src_arg() in _cmdline(pid) for pid in nspawn_pids(settings, name).get(name, []))
+
+
 def leader_pid(settings: Settings, name: str) -> int | None:
     """PID (on this machine) of the host's own systemd, or None when it is not running."""
     for pid in nspawn_pids(settings, name).get(name, []):
@@ -503,7 +513,7 @@ def start_host(settings: Settings, name: str, table: dict[str, dict[str, object]
     argv = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", f"--machine={name}",
             f"--directory={root}", f"--network-bridge={BRIDGE}", "--capability=CAP_SYSLOG",
             "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=read-only",
-            f"--bind-ro={resource('lab')}:{CONTAINER_LAB_SRC}"]
+            lab_src_arg()]
     console = (hdir / "console.log").open("wb")  # this boot's console only
     proc = subprocess.Popen([*_launcher(dirs), *argv], stdin=subprocess.DEVNULL, stdout=console,
                             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)

@@ -101,6 +101,10 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
         _save_state(settings, state)
 
         kept = {n for n in table if hosts.is_running(settings, n)}
+        for name in sorted(n for n in kept if not hosts.runs_current_lab_src(settings, n)):
+            log(f"{name}: runs with another checkout's lab/ folder, restarting it")
+            hosts.stop_host(settings, name)
+            kept.discard(name)
         for name in table:
             if name not in kept:
                 hosts.start_host(settings, name, table, log)
