@@ -449,3 +449,17 @@ def test_a_host_without_roles_gets_only_the_rules_whose_probes_ran(tmp_path: Pat
     assert doc["rules"]["database-down"] == "not_applicable"  # service_status was skipped: not a db host
     assert doc["rules"]["app-down"] == "not_applicable"
     assert doc["unknown"] == [] and doc["questions"]["is_data_at_risk"]["answer"] == "no"
+
+
+def test_key_figures_shape_and_unknowns(tmp_path: Path) -> None:
+    from collector.bundle import Bundle
+    from collector.triage.figures import FIGURE_KEYS, key_figures
+    probes = healthy()
+    probes["db1"]["pg_connections"] = {"output": "", "status": "timeout", "rc": 124}
+    figures = key_figures(Bundle.open(make_bundle(tmp_path, probes)))
+    assert tuple(figures) == FIGURE_KEYS
+    assert figures["error_ratio"] == 0.0 and figures["p95_s"] == 0.012
+    assert figures["pg_connections"] == {"db1": None} and figures["pg_max_connections"] == {"db1": None}
+    assert figures["redis_used_memory"] == {"redis1": 1048576} and figures["redis_maxmemory"] == {"redis1": 67108864}
+    assert figures["disk_max_pct"] == {"app1": 10.0, "db1": 10.0, "redis1": 10.0}
+    assert set(figures["mem_used_pct"]) == {"app1", "db1", "redis1"}
