@@ -2,6 +2,7 @@
 
 Every host's outcome is a value (RunResult); a Ctrl-C still writes a valid bundle marked interrupted.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -47,7 +48,9 @@ def check_since(since: str) -> str:
     try:
         _dt.datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--since {since!r}: give a duration like 10m, 2h, 1d or a timestamp like 2026-11-28T05:00") from None
+        raise UsageError(
+            f"--since {since!r}: give a duration like 10m, 2h, 1d or a timestamp like 2026-11-28T05:00"
+        ) from None
     return text
 
 
@@ -115,8 +118,8 @@ def _after(bundle: Path, outcome: CollectOutcome, log: _Log) -> None:
     try:
         from collector.triage import triage_bundle
     except ImportError:
-        triage_bundle = None
-    if triage_bundle is not None:
+        pass
+    else:
         try:
             outcome.findings = triage_bundle(bundle)
         except Exception as exc:
@@ -148,8 +151,9 @@ def collect(
     after: bool = True,
 ) -> CollectOutcome:
     """Collect from every host matching `pattern`; bad input raises UsageError before anything is written."""
-    settings = load_settings(inventory=inventory, out_dir=out_dir, timeout_s=timeout_s, engine=engine,
-                             since=since, redact=redact)
+    settings = load_settings(
+        inventory=inventory, out_dir=out_dir, timeout_s=timeout_s, engine=engine, since=since, redact=redact
+    )
     since_value = check_since(settings.since)
     if settings.engine not in ENGINES:
         raise UsageError(f"unknown engine {settings.engine!r}: choose one of {', '.join(ENGINES)}")
@@ -160,19 +164,35 @@ def collect(
     names = inv.match(pattern)
     entries = load_entries(catalogue or os.environ.get("COLLECTOR_CATALOGUE") or None)
     targets = {n: Target(n, inv.hosts[n], host_roles(inv.groups[n], inv.hosts[n])) for n in names}
-    payload = Payload(entries, since=since_value, cap_bytes=settings.cap_bytes, default_timeout_s=settings.timeout_s,
-                      extra={"inventory_files": inv.files,
-                             "custom_catalogue": bool(catalogue or os.environ.get("COLLECTOR_CATALOGUE"))})
+    payload = Payload(
+        entries,
+        since=since_value,
+        cap_bytes=settings.cap_bytes,
+        default_timeout_s=settings.timeout_s,
+        extra={
+            "inventory_files": inv.files,
+            "custom_catalogue": bool(catalogue or os.environ.get("COLLECTOR_CATALOGUE")),
+        },
+    )
     transport = get_transport(settings.engine)
     if on_hosts is not None:
         on_hosts(targets, payload)
     log = _Log()
-    run = RunResult(incident=incident or "", pattern=pattern, inventory=inv.source, engine=settings.engine,
-                    command_line=list(command_line or []), started=utcnow())
-    log(f"collect {pattern!r}: {len(targets)} host(s) from {inv.source}, engine {settings.engine}, since {since_value}")
+    run = RunResult(
+        incident=incident or "",
+        pattern=pattern,
+        inventory=inv.source,
+        engine=settings.engine,
+        command_line=list(command_line or []),
+        started=utcnow(),
+    )
+    log(
+        f"collect {pattern!r}: {len(targets)} host(s) from {inv.source}, engine {settings.engine}, since {since_value}"
+    )
     monitoring: list[ProbeResult] = []
     watcher = threading.Thread(
-        target=lambda: monitoring.extend(_monitoring(settings, inv.hosts[names[0]], log)), daemon=True)
+        target=lambda: monitoring.extend(_monitoring(settings, inv.hosts[names[0]], log)), daemon=True
+    )
     watcher.start()
     try:
         run.hosts = transport(targets, payload, settings, _logging_progress(progress, log))
@@ -180,7 +200,8 @@ def collect(
         run.interrupted = True
         run.hosts = getattr(exc, "results", {}) or {
             n: HostResult(n, "failed", "interrupted before this host answered", roles=t.roles)
-            for n, t in targets.items()}
+            for n, t in targets.items()
+        }
         log("interrupted by the user (Ctrl-C): writing what was collected")
     watcher.join(timeout=0 if run.interrupted else 30)
     run.monitoring = list(monitoring)
@@ -207,14 +228,16 @@ def _write(run: RunResult, settings: Settings, log: _Log, secrets: list[str]) ->
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
     try:
         log("writing the bundle")
-        return write_bundle(run, settings, out_dir=Path(settings.out_dir), log_lines=list(log.lines),
-                            known_secrets=secrets)
+        return write_bundle(
+            run, settings, out_dir=Path(settings.out_dir), log_lines=list(log.lines), known_secrets=secrets
+        )
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
 
 
 # ---- ingest: the same bundle from a playbooks/collect.yml run made elsewhere (AWX, ansible-runner) --------
+
 
 def _artifact_run_dir(path: Path) -> Path:
     """The ident folder (holding job_events/) inside an artifacts or private data folder."""
@@ -246,8 +269,13 @@ def _command_args(run_dir: Path) -> tuple[str, str]:
 
 
 def ingest(
-    artifacts_dir: str, *, out_dir: str | None = None, incident: str | None = None, redact: bool | None = None,
-    command_line: list[str] | None = None, after: bool = True,
+    artifacts_dir: str,
+    *,
+    out_dir: str | None = None,
+    incident: str | None = None,
+    redact: bool | None = None,
+    command_line: list[str] | None = None,
+    after: bool = True,
 ) -> CollectOutcome:
     """Build a bundle from ansible-runner artifacts of playbooks/collect.yml (same manifest, redaction, sums)."""
     from collector.transport.ansible import host_results_from_events, read_artifact_events
@@ -265,11 +293,16 @@ def ingest(
     pattern, inventory = _command_args(run_dir)
     log = _Log()
     log(f"ingest {run_dir}: {len(hosts)} host(s), pattern {pattern!r}, inventory {inventory}")
-    run = RunResult(incident=incident or "", pattern=pattern, inventory=inventory, engine="ansible-ingest",
-                    command_line=list(command_line or []),
-                    started=_iso(stamps[0]) if stamps else utcnow(),
-                    finished=_iso(stamps[-1]) if stamps else utcnow(),
-                    hosts=dict(sorted(hosts.items())))
+    run = RunResult(
+        incident=incident or "",
+        pattern=pattern,
+        inventory=inventory,
+        engine="ansible-ingest",
+        command_line=list(command_line or []),
+        started=_iso(stamps[0]) if stamps else utcnow(),
+        finished=_iso(stamps[-1]) if stamps else utcnow(),
+        hosts=dict(sorted(hosts.items())),
+    )
     for name, result in run.hosts.items():
         log(f"host {name}: {result.status}" + (f" ({result.error})" if result.error else ""))
     bundle = _write(run, settings, log, [])

@@ -3,6 +3,7 @@
 A source is a YAML/INI file or a directory of them (group_vars/host_vars included). Inside a
 directory, `example-*` files and `*known_hosts*` / `*ssh_config*` files are documentation and SSH data.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -21,7 +22,9 @@ from collector.core import UsageError
 from collector.paths import resource
 
 # Files in an inventory directory that are not inventory sources (beside Ansible's own ignore list).
-_NOT_INVENTORY = re.compile(r"^example-|known_hosts|ssh_config|^README|\.(md|txt|orig|bak|swp|retry|cfg|pyc)$|~$|^\.")
+_NOT_INVENTORY = re.compile(
+    r"^example-|known_hosts|ssh_config|^README|\.(md|txt|orig|bak|swp|retry|cfg|pyc)$|~$|^\."
+)
 _NOT_INVENTORY_DIRS = {"group_vars", "host_vars", "vars_plugins"}
 
 
@@ -115,7 +118,11 @@ def _host_vars(manager: Any, variables: Any, loader: Any, host: Any) -> dict[str
 
     raw = variables.get_vars(host=host, include_hostvars=False)
     templar = Templar(loader=loader, variables=raw)
-    wanted = {k: v for k, v in raw.items() if k.startswith(("collector_", "ansible_")) or k in ("inventory_hostname",)}
+    wanted = {
+        k: v
+        for k, v in raw.items()
+        if k.startswith(("collector_", "ansible_")) or k in ("inventory_hostname",)
+    }
     out: dict[str, Any] = {}
     for key, value in wanted.items():
         try:
@@ -159,13 +166,17 @@ def load_inventory(source: str | None = None) -> Inventory:
     for path in files:
         if os.path.realpath(path) not in processed:
             detail = _parse_error(noise.getvalue())
-            raise UsageError(f"inventory {path} is malformed or not an inventory{': ' + detail if detail else ''}")
+            raise UsageError(
+                f"inventory {path} is malformed or not an inventory{': ' + detail if detail else ''}"
+            )
     variables = VariableManager(loader=loader, inventory=manager)
     inv = Inventory(source=str(Path(source).expanduser().resolve()), files=files, _manager=manager)
     with _quiet():
         for host in manager.get_hosts(pattern="all"):
             inv.hosts[host.name] = _host_vars(manager, variables, loader, host)
-            inv.groups[host.name] = sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped"))
+            inv.groups[host.name] = sorted(
+                g.name for g in host.get_groups() if g.name not in ("all", "ungrouped")
+            )
     return inv
 
 
@@ -174,7 +185,9 @@ def _parse_error(noise: str) -> str:
     lines = [ln.strip() for ln in noise.splitlines() if ln.strip()]
     for line in lines:
         lowered = line.lower()
-        if ("error" in lowered or "expected" in lowered or "invalid" in lowered) and "failed to parse" not in lowered:
+        if (
+            "error" in lowered or "expected" in lowered or "invalid" in lowered
+        ) and "failed to parse" not in lowered:
             return re.sub(r"^\[?(WARNING|ERROR)\]?:?\s*", "", line)[:200]
     return ""
 

@@ -1,4 +1,5 @@
 """`collect --hosts PATTERN` (also `collector collect`) and `collector ingest ARTIFACTS_DIR`: parsing and display only."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,15 @@ from collector import collect as collect_step
 from collector.core import HostResult, RunResult
 from collector.transport import ENGINES, Payload, Target
 
-_STATUS_STYLE = {"ok": "green", "partial": "yellow", "unreachable": "red", "failed": "red",
-                 "running": "cyan", "connecting": "blue", "waiting": "dim"}
+_STATUS_STYLE = {
+    "ok": "green",
+    "partial": "yellow",
+    "unreachable": "red",
+    "failed": "red",
+    "running": "cyan",
+    "connecting": "blue",
+    "waiting": "dim",
+}
 
 
 class HostBoard:
@@ -33,8 +41,13 @@ class HostBoard:
 
         for name, target in targets.items():
             total = len(expected_names(payload.entries, target.roles))
-            self.rows[name] = {"roles": ",".join(target.roles) or "-", "done": 0, "total": total,
-                               "status": "waiting", "error": ""}
+            self.rows[name] = {
+                "roles": ",".join(target.roles) or "-",
+                "done": 0,
+                "total": total,
+                "status": "waiting",
+                "error": "",
+            }
         if self.console.is_terminal:
             self.live = Live(self.render(), console=self.console, refresh_per_second=8, transient=True)
             self.live.start()
@@ -63,8 +76,12 @@ class HostBoard:
         with self.lock:
             for host, row in self.rows.items():
                 style = _STATUS_STYLE.get(row["status"], "")
-                table.add_row(host, row["roles"], f"{row['done']}/{row['total']}",
-                              f"[{style}]{row['status']}[/{style}]" if style else row["status"])
+                table.add_row(
+                    host,
+                    row["roles"],
+                    f"{row['done']}/{row['total']}",
+                    f"[{style}]{row['status']}[/{style}]" if style else row["status"],
+                )
         return table
 
     def stop(self) -> None:
@@ -90,9 +107,13 @@ def final_table(run: RunResult) -> Table:
         style = _STATUS_STYLE.get(result.status, "")
         problems = [f"{p.probe}: {p.status}" for p in result.probes if p.status in ("failed", "timeout")]
         error = result.error or ("; ".join(problems[:3]) + (" …" if len(problems) > 3 else ""))
-        table.add_row(host, ",".join(result.roles) or "-", f"[{style}]{result.status}[/{style}]",
-                      *(str(counts.get(s, 0)) for s in ("ok", "failed", "timeout", "not_found", "skipped")),
-                      error[:120])
+        table.add_row(
+            host,
+            ",".join(result.roles) or "-",
+            f"[{style}]{result.status}[/{style}]",
+            *(str(counts.get(s, 0)) for s in ("ok", "failed", "timeout", "not_found", "skipped")),
+            error[:120],
+        )
     return table
 
 
@@ -126,8 +147,10 @@ def summary(outcome: collect_step.CollectOutcome) -> dict[str, Any]:
         "started": run.started,
         "finished": run.finished,
         "interrupted": run.interrupted,
-        "hosts": {h: {"status": r.status, "error": r.error, "roles": list(r.roles), "probes": _counts(r)}
-                  for h, r in run.hosts.items()},
+        "hosts": {
+            h: {"status": r.status, "error": r.error, "roles": list(r.roles), "probes": _counts(r)}
+            for h, r in run.hosts.items()
+        },
         "monitoring": {m.probe: m.status for m in run.monitoring},
         "severity": findings.get("severity"),
         "headline": headline(outcome.findings),
@@ -152,29 +175,63 @@ def _show(outcome: collect_step.CollectOutcome, as_json: bool) -> None:
 
 
 @click.command("collect")
-@click.option("--hosts", "pattern", required=True, metavar="PATTERN",
-              help="Ansible host pattern: prod, app, prod:&db, web0*, local.")
-@click.option("-i", "--inventory", metavar="INVENTORY",
-              help="Ansible inventory file or folder (YAML or INI). Default: ./inventory, else the shipped one.")
+@click.option(
+    "--hosts",
+    "pattern",
+    required=True,
+    metavar="PATTERN",
+    help="Ansible host pattern: prod, app, prod:&db, web0*, local.",
+)
+@click.option(
+    "-i",
+    "--inventory",
+    metavar="INVENTORY",
+    help="Ansible inventory file or folder (YAML or INI). Default: ./inventory, else the shipped one.",
+)
 @click.option("--since", metavar="DURATION", help="Journal window: 10m, 2h, 1d or a timestamp. Default 10m.")
 @click.option("--out", "out_dir", metavar="DIR", help="Where bundles go. Default: bundles/.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of tables.")
 @click.option("--timeout", "timeout_s", type=float, metavar="S", help="Default per-probe timeout in seconds.")
-@click.option("--engine", metavar="|".join(ENGINES), help="ssh (default, fastest) or ansible (playbooks/collect.yml).")
-@click.option("--incident", metavar="ID", help="Incident id (bundle name). Default: derived from pattern and time.")
-@click.option("--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so).")
-@click.option("--catalogue", metavar="FILE", hidden=True, help="Another probe catalogue (tests, experiments).")
-def collect_command(pattern: str, inventory: str | None, since: str | None, out_dir: str | None, as_json: bool,
-                    timeout_s: float | None, engine: str | None, incident: str | None, no_redact: bool,
-                    catalogue: str | None) -> None:
+@click.option(
+    "--engine", metavar="|".join(ENGINES), help="ssh (default, fastest) or ansible (playbooks/collect.yml)."
+)
+@click.option(
+    "--incident", metavar="ID", help="Incident id (bundle name). Default: derived from pattern and time."
+)
+@click.option(
+    "--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so)."
+)
+@click.option(
+    "--catalogue", metavar="FILE", hidden=True, help="Another probe catalogue (tests, experiments)."
+)
+def collect_command(
+    pattern: str,
+    inventory: str | None,
+    since: str | None,
+    out_dir: str | None,
+    as_json: bool,
+    timeout_s: float | None,
+    engine: str | None,
+    incident: str | None,
+    no_redact: bool,
+    catalogue: str | None,
+) -> None:
     """Run the runbook's read-only probes on every matching host at once and write an evidence bundle."""
     board = HostBoard(Console(stderr=True, no_color=not sys.stderr.isatty()))
     try:
         outcome = collect_step.collect(
-            pattern, inventory=inventory, since=since, out_dir=out_dir, timeout_s=timeout_s, engine=engine,
-            incident=incident, redact=False if no_redact else None, catalogue=catalogue,
+            pattern,
+            inventory=inventory,
+            since=since,
+            out_dir=out_dir,
+            timeout_s=timeout_s,
+            engine=engine,
+            incident=incident,
+            redact=False if no_redact else None,
+            catalogue=catalogue,
             command_line=["collect", *sys.argv[1:]] if sys.argv else [],
-            progress=board.update, on_hosts=None if as_json else board.start,
+            progress=board.update,
+            on_hosts=None if as_json else board.start,
         )
     finally:
         board.stop()
@@ -187,13 +244,20 @@ def collect_command(pattern: str, inventory: str | None, since: str | None, out_
 @click.option("--out", "out_dir", metavar="DIR", help="Where bundles go. Default: bundles/.")
 @click.option("--incident", metavar="ID", help="Incident id (bundle name).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of tables.")
-@click.option("--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so).")
-def ingest_command(artifacts_dir: str, out_dir: str | None, incident: str | None, as_json: bool,
-                   no_redact: bool) -> None:
+@click.option(
+    "--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so)."
+)
+def ingest_command(
+    artifacts_dir: str, out_dir: str | None, incident: str | None, as_json: bool, no_redact: bool
+) -> None:
     """Build the bundle from the ansible-runner artifacts of a playbooks/collect.yml run made elsewhere."""
-    outcome = collect_step.ingest(artifacts_dir, out_dir=out_dir, incident=incident,
-                                  redact=False if no_redact else None,
-                                  command_line=["collector", "ingest", *sys.argv[2:]])
+    outcome = collect_step.ingest(
+        artifacts_dir,
+        out_dir=out_dir,
+        incident=incident,
+        redact=False if no_redact else None,
+        command_line=["collector", "ingest", *sys.argv[2:]],
+    )
     _show(outcome, as_json)
     sys.exit(outcome.exit_code)
 

@@ -2,6 +2,7 @@
 
 The catalogue is data; the on-host runner (playbooks/files/probe_runner.py) executes it.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,9 @@ def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
             raise UsageError(f"probe catalogue {path}: every probe needs a name and a command")
         unknown = set(entry) - known
         if unknown:
-            raise UsageError(f"probe catalogue {path}: probe {entry['name']}: unknown key {sorted(unknown)[0]}")
+            raise UsageError(
+                f"probe catalogue {path}: probe {entry['name']}: unknown key {sorted(unknown)[0]}"
+            )
         if entry["name"] in seen:
             raise UsageError(f"probe catalogue {path}: probe {entry['name']} is declared twice")
         seen.add(entry["name"])
@@ -104,14 +107,20 @@ def host_roles(groups: Iterable[str], hostvars: dict[str, Any]) -> tuple[str, ..
 def probe_vars(hostvars: dict[str, Any]) -> dict[str, Any]:
     """The subset of a host's vars that go to the host: collector_* scalars only."""
     return {
-        k: v for k, v in hostvars.items()
+        k: v
+        for k, v in hostvars.items()
         if k.startswith(_VAR_PREFIX) and isinstance(v, (str, int, float, bool)) and k != "collector_roles"
     }
 
 
 def build_request(
-    entries: list[dict[str, Any]], hostvars: dict[str, Any], roles: Iterable[str], *,
-    since: str, cap_bytes: int, default_timeout_s: float,
+    entries: list[dict[str, Any]],
+    hostvars: dict[str, Any],
+    roles: Iterable[str],
+    *,
+    since: str,
+    cap_bytes: int,
+    default_timeout_s: float,
 ) -> dict[str, Any]:
     """The JSON request one host's runner gets (only the probes for its roles)."""
     wanted = set(roles) | {"all"}

@@ -6,6 +6,7 @@
 gets in common (catalogue entries, --since, cap, default timeout). Engines never raise for one host:
 an unreachable or failing host is a HostResult with the error.
 """
+
 from __future__ import annotations
 
 import base64
@@ -46,8 +47,12 @@ class Payload:
     def request(self, target: Target) -> dict[str, Any]:
         """The runner request for one host."""
         return build_request(
-            self.entries, target.hostvars, target.roles, since=self.since,
-            cap_bytes=self.cap_bytes, default_timeout_s=self.default_timeout_s,
+            self.entries,
+            target.hostvars,
+            target.roles,
+            since=self.since,
+            cap_bytes=self.cap_bytes,
+            default_timeout_s=self.default_timeout_s,
         )
 
 

@@ -4,6 +4,7 @@
 Ansible's state (control sockets, local temp, ANSIBLE_HOME) goes to a private temp dir: nothing lands
 in the user's home.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,9 @@ class PlaybookRun:
     artifacts_dir: str | None = None
 
 
-def ansible_env(workdir: Path, *, connect_timeout_s: float = 10.0, forks: int | None = None) -> dict[str, str]:
+def ansible_env(
+    workdir: Path, *, connect_timeout_s: float = 10.0, forks: int | None = None
+) -> dict[str, str]:
     """Environment for ansible-playbook: private state dirs, pipelining, no facts, ssh reuse, keys checked."""
     for sub in ("home", "tmp", "cp"):
         (workdir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -129,13 +132,15 @@ def _record(hosts: dict[str, HostPlay], event: dict[str, Any]) -> None:
     changed = bool(res.get("changed")) and kind == "runner_on_ok"
     failed = kind == "runner_on_failed" and not data.get("ignore_errors")
     msg = str(res.get("msg") or res.get("stderr") or "").strip()
-    play.results.append({
-        "task": data.get("task", ""),
-        "changed": changed,
-        "failed": failed,
-        "skipped": kind == "runner_on_skipped",
-        "msg": msg[:2000],
-    })
+    play.results.append(
+        {
+            "task": data.get("task", ""),
+            "changed": changed,
+            "failed": failed,
+            "skipped": kind == "runner_on_skipped",
+            "msg": msg[:2000],
+        }
+    )
     play.changed |= changed
     play.failed |= failed
     if kind == "runner_on_unreachable":
@@ -173,8 +178,8 @@ def run_playbook(
     import ansible_runner
 
     workdir = Path(tempfile.mkdtemp(prefix="collector-ansible-"))
+    pdir = Path(private_dir) if private_dir is not None else workdir / "run"
     keep = private_dir is not None
-    pdir = Path(private_dir) if keep else workdir / "run"
     pdir.mkdir(parents=True, exist_ok=True)
     hosts: dict[str, HostPlay] = {}
     lock = threading.Lock()
@@ -207,12 +212,17 @@ def run_playbook(
         for host, play in hosts.items():
             play.settle()
         artifacts = str(Path(runner.config.artifact_dir)) if keep else None
-        return PlaybookRun(str(runner.status), int(runner.rc if runner.rc is not None else -1), stats, hosts, artifacts)
+        return PlaybookRun(
+            str(runner.status), int(runner.rc if runner.rc is not None else -1), stats, hosts, artifacts
+        )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True) if not keep else shutil.rmtree(workdir / "cp", ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True) if not keep else shutil.rmtree(
+            workdir / "cp", ignore_errors=True
+        )
 
 
 # ---- the collection engine -----------------------------------------------------------------------------
+
 
 def collect_extravars(payload: Payload) -> dict[str, Any]:
     """The extra vars playbooks/collect.yml takes (the catalogue itself comes from its vars_files)."""
@@ -224,7 +234,9 @@ def collect_extravars(payload: Payload) -> dict[str, Any]:
     }
 
 
-def host_results_from_events(events: Iterable[dict[str, Any]], targets: dict[str, Target]) -> dict[str, HostResult]:
+def host_results_from_events(
+    events: Iterable[dict[str, Any]], targets: dict[str, Target]
+) -> dict[str, HostResult]:
     """HostResults from a collect.yml run's events (also what `collector ingest` reads from artifacts)."""
     results: dict[str, HostResult] = {}
     for event in events:
@@ -249,8 +261,13 @@ def _collect_event(event: dict[str, Any], targets: dict[str, Target]) -> HostRes
     if stdout.lstrip().startswith("{"):
         return parse_response(host, roles, stdout)
     if kind == "runner_on_ok" and not res:
-        return failed_host(host, roles, "failed", "ansible-runner dropped this host's answer as too large: "
-                           f"run with MAX_EVENT_RES={MAX_EVENT_RES} in ansible-runner's environment")
+        return failed_host(
+            host,
+            roles,
+            "failed",
+            "ansible-runner dropped this host's answer as too large: "
+            f"run with MAX_EVENT_RES={MAX_EVENT_RES} in ansible-runner's environment",
+        )
     detail = res.get("msg") or res.get("stderr") or stdout or kind
     return failed_host(host, roles, "failed", f"probe runner did not run: {detail}")
 
@@ -260,7 +277,9 @@ def collect_playbook() -> Path:
     return resource("playbooks") / "collect.yml"
 
 
-def run(hosts: dict[str, Target], payload: Payload, settings: Settings, progress: Progress) -> dict[str, HostResult]:
+def run(
+    hosts: dict[str, Target], payload: Payload, settings: Settings, progress: Progress
+) -> dict[str, HostResult]:
     """Collect with playbooks/collect.yml: one task per host, forks = host count (capped)."""
     results: dict[str, HostResult] = {}
     inventory_files = payload.extra.get("inventory_files")
@@ -284,16 +303,23 @@ def run(hosts: dict[str, Target], payload: Payload, settings: Settings, progress
     forks = max(1, min(len(hosts), FORKS_CAP))
     try:
         outcome = run_playbook(
-            collect_playbook(), inventory_files, ",".join(hosts), collect_extravars(payload),
-            forks=forks, connect_timeout_s=settings.connect_timeout_s,
-            timeout_s=payload.extra.get("run_timeout_s"), event_handler=on_event,
+            collect_playbook(),
+            inventory_files,
+            ",".join(hosts),
+            collect_extravars(payload),
+            forks=forks,
+            connect_timeout_s=settings.connect_timeout_s,
+            timeout_s=payload.extra.get("run_timeout_s"),
+            event_handler=on_event,
         )
     except KeyboardInterrupt:
         raise Interrupted(_fill_missing(results, hosts, "interrupted before this host answered")) from None
     return _fill_missing(results, hosts, f"no answer from ansible (run {outcome.status}, rc {outcome.rc})")
 
 
-def _fill_missing(results: dict[str, HostResult], hosts: dict[str, Target], why: str) -> dict[str, HostResult]:
+def _fill_missing(
+    results: dict[str, HostResult], hosts: dict[str, Target], why: str
+) -> dict[str, HostResult]:
     for name, target in hosts.items():
         if name not in results:
             results[name] = failed_host(name, target.roles, "failed", why)
@@ -320,4 +346,3 @@ def read_artifact_events(artifacts_dir: Path) -> Iterable[dict[str, Any]]:
                 yield json.load(fh)
         except (OSError, ValueError):
             continue
-

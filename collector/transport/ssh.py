@@ -5,6 +5,7 @@ reach argv). One channel per host keeps clear of sshd's MaxSessions; the runner 
 probes concurrently. Host keys are checked against the inventory's known_hosts (UserKnownHostsFile in
 ansible_ssh_common_args), never auto-added. `ansible_connection: local` runs the runner as a subprocess.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,12 +97,14 @@ class _Spool:
         return data
 
 
-def _pump(chan: Any, spool: _Spool, host: str, progress: Progress, deadline: float) -> int | None:
-    """Read stdout and stderr of a channel until the runner exits; returns its exit status or None on timeout."""
+def _pump(
+    chan: Any, spool: _Spool, host: str, progress: Progress, deadline: float
+) -> tuple[int | None, bytes]:
+    """Read a channel's stdout and stderr until the runner exits: (exit status or None on timeout, stderr tail)."""
     err_tail = b""
     while True:
         if time.monotonic() > deadline:
-            return None
+            return None, err_tail
         readable, _, _ = select.select([chan], [], [], 0.5)
         got = False
         while chan.recv_ready():
@@ -118,11 +121,9 @@ def _pump(chan: Any, spool: _Spool, host: str, progress: Progress, deadline: flo
             progress_lines(data, host, progress)
             got = True
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-            chan._collector_stderr = err_tail  # type: ignore[attr-defined]
-            return int(chan.recv_exit_status())
+            return int(chan.recv_exit_status()), err_tail
         if not got and not readable and chan.closed:
-            chan._collector_stderr = err_tail  # type: ignore[attr-defined]
-            return int(chan.recv_exit_status())
+            return int(chan.recv_exit_status()), err_tail
 
 
 def _connection(target: Target, settings: Settings) -> Any:
@@ -139,7 +140,9 @@ def _connection(target: Target, settings: Settings) -> Any:
         "channel_timeout": settings.connect_timeout_s,
     }
     if key:
-        connect_kwargs.update(key_filename=os.path.expanduser(str(key)), look_for_keys=False, allow_agent=False)
+        connect_kwargs.update(
+            key_filename=os.path.expanduser(str(key)), look_for_keys=False, allow_agent=False
+        )
     if password:
         connect_kwargs["password"] = str(password)
     conn = Connection(
@@ -179,8 +182,9 @@ def _python(target: Target) -> str:
     return interpreter
 
 
-def run_ssh_host(target: Target, payload: Payload, settings: Settings, progress: Progress,
-                 live: _Live) -> HostResult:
+def run_ssh_host(
+    target: Target, payload: Payload, settings: Settings, progress: Progress, live: _Live
+) -> HostResult:
     """One host over one SSH connection; every failure is a HostResult."""
     request = payload.request(target)
     progress(target.name, "connecting", {})
@@ -206,42 +210,51 @@ def _run_over(conn: Any, target: Target, request: dict[str, Any], progress: Prog
         chan.exec_command(f"{shlex.quote(_python(target))} -")
         chan.sendall(runner_script(request).encode())
         chan.shutdown_write()
-        status = _pump(chan, spool, target.name, progress, time.monotonic() + _deadline(request))
+        status, stderr = _pump(chan, spool, target.name, progress, time.monotonic() + _deadline(request))
     except Exception as exc:
         spool.read()
         result = failed_host(target.name, target.roles, "failed", f"session failed: {_describe(exc)}")
         progress(target.name, "done", {"status": result.status, "error": result.error})
         return result
-    return _finish(target, spool.read(), status, getattr(chan, "_collector_stderr", b""), progress)
+    return _finish(target, spool.read(), status, stderr, progress)
 
 
 def _finish(target: Target, out: bytes, status: int | None, stderr: bytes, progress: Progress) -> HostResult:
     if status is None:
         result = failed_host(target.name, target.roles, "failed", "runner did not finish within its deadline")
     elif status == -1 and not out:
-        result = failed_host(target.name, target.roles, "failed",
-                             "the SSH session closed without an exit status (host went away mid-run?)")
+        result = failed_host(
+            target.name,
+            target.roles,
+            "failed",
+            "the SSH session closed without an exit status (host went away mid-run?)",
+        )
     elif out.lstrip().startswith(b"{"):
         result = parse_response(target.name, target.roles, out)
     else:
         errors = b"\n".join(ln for ln in stderr.splitlines() if not ln.startswith(b"@@probe"))
         detail = errors.decode(errors="replace").strip() or out[:500].decode(errors="replace")
-        result = failed_host(target.name, target.roles, "failed", f"probe runner failed (exit {status}): {detail}")
+        result = failed_host(
+            target.name, target.roles, "failed", f"probe runner failed (exit {status}): {detail}"
+        )
     progress(target.name, "done", {"status": result.status, "error": result.error})
     return result
 
 
-def run_local_host(target: Target, payload: Payload, settings: Settings, progress: Progress,
-                   live: _Live) -> HostResult:
+def run_local_host(
+    target: Target, payload: Payload, settings: Settings, progress: Progress, live: _Live
+) -> HostResult:
     """`ansible_connection: local`: the runner as a subprocess of this machine."""
     request = payload.request(target)
     progress(target.name, "running", {})
     interpreter = _python(target)
     if interpreter == "python3":
         interpreter = sys.executable or "python3"
-    with tempfile.TemporaryFile(prefix="collector-spool-") as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile(prefix="collector-spool-") as out:
         try:
-            proc = subprocess.Popen([interpreter, "-"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [interpreter, "-"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE
+            )
         except OSError as exc:
             return failed_host(target.name, target.roles, "failed", f"cannot start {interpreter}: {exc}")
         assert proc.stdin is not None and proc.stderr is not None
@@ -257,8 +270,9 @@ def run_local_host(target: Target, payload: Payload, settings: Settings, progres
         return _finish(target, out.read(), status, stderr_tail, progress)
 
 
-def run_host(target: Target, payload: Payload, settings: Settings, progress: Progress,
-             live: _Live | None = None) -> HostResult:
+def run_host(
+    target: Target, payload: Payload, settings: Settings, progress: Progress, live: _Live | None = None
+) -> HostResult:
     """Dispatch on ansible_connection: local runs here, anything else goes over SSH."""
     live = live or _Live()
     try:
@@ -290,7 +304,9 @@ class _Live:
                 pass
 
 
-def run(hosts: dict[str, Target], payload: Payload, settings: Settings, progress: Progress) -> dict[str, HostResult]:
+def run(
+    hosts: dict[str, Target], payload: Payload, settings: Settings, progress: Progress
+) -> dict[str, HostResult]:
     """Every host at once, one thread and one connection per host (at most MAX_THREADS at a time)."""
     results: dict[str, HostResult] = {}
     live = _Live()
@@ -301,7 +317,9 @@ def run(hosts: dict[str, Target], payload: Payload, settings: Settings, progress
             results[target.name] = run_host(target, payload, settings, progress, live)
 
     # Daemon threads, not a pool: after Ctrl-C the process must not wait for hosts still talking.
-    threads = [threading.Thread(target=work, args=(t,), name=f"collect-{n}", daemon=True) for n, t in hosts.items()]
+    threads = [
+        threading.Thread(target=work, args=(t,), name=f"collect-{n}", daemon=True) for n, t in hosts.items()
+    ]
     for thread in threads:
         thread.start()
     try:
@@ -311,6 +329,8 @@ def run(hosts: dict[str, Target], payload: Payload, settings: Settings, progress
         live.close_all()
         done = dict(results)
         for name, target in hosts.items():
-            done.setdefault(name, failed_host(name, target.roles, "failed", "interrupted before this host answered"))
+            done.setdefault(
+                name, failed_host(name, target.roles, "failed", "interrupted before this host answered")
+            )
         raise Interrupted({n: done[n] for n in hosts}) from None
     return {name: results[name] for name in hosts}

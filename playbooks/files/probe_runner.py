@@ -5,6 +5,7 @@ Standard library only, Python 3.9+. Reads ONE JSON request (see CONTRACTS.md) fr
 `_REQUEST` when a transport prepends it to this source (`python3 -`), else from stdin; writes ONE JSON
 document to stdout. It never raises for a probe: every outcome is a recorded status.
 """
+
 import base64
 import datetime
 import json
@@ -164,17 +165,26 @@ def run_probe(probe, values, default_timeout, default_cap):
     started, t0 = now_iso(), time.monotonic()
     command, missing = fill(probe["command"], values)
     if missing:
-        return _result(probe, command, "skipped", None, started, t0, error="host var not set: " + ", ".join(missing))
+        return _result(
+            probe, command, "skipped", None, started, t0, error="host var not set: " + ", ".join(missing)
+        )
     env = _env(probe, values)
     absent = _missing_tools(probe, env["PATH"])
     if absent:
-        return _result(probe, command, "not_found", 127, started, t0, error="not installed: " + ", ".join(absent))
+        return _result(
+            probe, command, "not_found", 127, started, t0, error="not installed: " + ", ".join(absent)
+        )
     timeout = float(probe.get("timeout_s") or default_timeout)
     capture = Capture(probe.get("cap_bytes") or default_cap)
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd="/",
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd="/",
         )
     except OSError as exc:
         return _result(probe, command, "failed", None, started, t0, error="cannot start: %s" % exc)
@@ -198,21 +208,61 @@ def run_probe(probe, values, default_timeout, default_cap):
         _LIVE_GROUPS.discard(proc.pid)
     data, total, truncated = capture.result()
     if timed_out:
-        return _result(probe, command, "timeout", 124, started, t0, data, total, truncated,
-                       "killed after %ss timeout" % timeout)
+        return _result(
+            probe,
+            command,
+            "timeout",
+            124,
+            started,
+            t0,
+            data,
+            total,
+            truncated,
+            "killed after %ss timeout" % timeout,
+        )
     rc = proc.returncode
     if rc < 0:  # killed by a signal from elsewhere
-        return _result(probe, command, "failed", 128 - rc, started, t0, data, total, truncated,
-                       "killed by signal %d" % -rc)
+        return _result(
+            probe,
+            command,
+            "failed",
+            128 - rc,
+            started,
+            t0,
+            data,
+            total,
+            truncated,
+            "killed by signal %d" % -rc,
+        )
     ok_rc = probe.get("ok_rc") or [0]
     if rc in ok_rc:
         return _result(probe, command, "ok", rc, started, t0, data, total, truncated)
     if rc == 127:
-        return _result(probe, command, "not_found", rc, started, t0, data, total, truncated,
-                       "command not found (exit 127)")
+        return _result(
+            probe,
+            command,
+            "not_found",
+            rc,
+            started,
+            t0,
+            data,
+            total,
+            truncated,
+            "command not found (exit 127)",
+        )
     if rc == 126:
-        return _result(probe, command, "failed", rc, started, t0, data, total, truncated,
-                       "command not executable (exit 126)")
+        return _result(
+            probe,
+            command,
+            "failed",
+            rc,
+            started,
+            t0,
+            data,
+            total,
+            truncated,
+            "command not executable (exit 126)",
+        )
     return _result(probe, command, "failed", rc, started, t0, data, total, truncated, "exit %d" % rc)
 
 
@@ -261,10 +311,25 @@ def run(request):
             try:
                 results.append(future.result())
             except Exception as exc:  # a bug here must cost one probe, not the host
-                results.append(_result(probe, probe.get("command", ""), "failed", None, now_iso(),
-                                       time.monotonic(), error="runner error: %r" % (exc,)))
-    return {"runner_version": RUNNER_VERSION, "host_time": started, "finished": now_iso(),
-            "python": sys.version.split()[0], "roles": list(request.get("roles") or []), "probes": results}
+                results.append(
+                    _result(
+                        probe,
+                        probe.get("command", ""),
+                        "failed",
+                        None,
+                        now_iso(),
+                        time.monotonic(),
+                        error="runner error: %r" % (exc,),
+                    )
+                )
+    return {
+        "runner_version": RUNNER_VERSION,
+        "host_time": started,
+        "finished": now_iso(),
+        "python": sys.version.split()[0],
+        "roles": list(request.get("roles") or []),
+        "probes": results,
+    }
 
 
 def read_request():

@@ -1,4 +1,5 @@
 """`collect` end to end on this machine (connection local): bundle, exit codes, Ctrl-C, both engines."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ CODE = "import sys; from collector.cli import collect_main; sys.argv[0] = 'colle
 
 def collect(*args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     code = CODE
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def manifest(bundle: str | Path) -> dict[str, Any]:
@@ -53,14 +55,19 @@ def test_human_output_has_the_host_table_and_bundle_path_without_colour(tmp_path
     assert "\x1b[" not in proc.stdout and "\x1b[" not in proc.stderr  # not a TTY: no colour, no live redraw
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--hosts", "local", "-i", str(HERE / "malformed.yml")], "malformed"),
-    (["--hosts", "nosuch", "-i", LOCAL], "matches no host"),
-    (["--hosts", "local", "-i", "/nonexistent/inventory.yml"], "does not exist"),
-    (["--hosts", "local", "-i", LOCAL, "--since", "yesterday-ish"], "--since"),
-    (["--hosts", "local", "-i", LOCAL, "--engine", "telnet"], "telnet"),
-])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hosts", "local", "-i", str(HERE / "malformed.yml")], "malformed"),
+        (["--hosts", "nosuch", "-i", LOCAL], "matches no host"),
+        (["--hosts", "local", "-i", "/nonexistent/inventory.yml"], "does not exist"),
+        (["--hosts", "local", "-i", LOCAL, "--since", "yesterday-ish"], "--since"),
+        (["--hosts", "local", "-i", LOCAL, "--engine", "telnet"], "telnet"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     out = tmp_path / "out"
     proc = collect(*args, "--out", str(out))
     assert proc.returncode == 2
@@ -72,8 +79,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, args
 def test_both_engines_give_the_same_probes_and_statuses(tmp_path: Path) -> None:
     results = {}
     for engine in ("ssh", "ansible"):
-        proc = collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / engine), "--json",
-                       "--engine", engine)
+        proc = collect(
+            "--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / engine), "--json", "--engine", engine
+        )
         assert proc.returncode == 0, proc.stderr
         m = manifest(json.loads(proc.stdout)["bundle"])
         assert m["engine"] == engine
@@ -87,11 +95,28 @@ def test_ctrl_c_leaves_a_valid_bundle_marked_interrupted(tmp_path: Path) -> None
     catalogue.write_text(
         "collector_probes:\n"
         "  - {name: quick, command: echo quick-done, timeout_s: 5, parser: raw, description: fast}\n"
-        "  - {name: slow, command: sleep 60, timeout_s: 90, parser: raw, description: hangs}\n")
+        "  - {name: slow, command: sleep 60, timeout_s: 90, parser: raw, description: hangs}\n"
+    )
     code = CODE
-    proc = subprocess.Popen([sys.executable, "-c", code, "--hosts", "local", "-i", LOCAL, "--out",
-                             str(tmp_path / "out"), "--json", "--catalogue", str(catalogue)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--hosts",
+            "local",
+            "-i",
+            LOCAL,
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+            "--catalogue",
+            str(catalogue),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)

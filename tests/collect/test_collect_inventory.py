@@ -1,4 +1,5 @@
 """Inventories and host patterns through Ansible's own inventory code; bad input is one clear UsageError."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,14 +13,17 @@ from collector.probes import host_roles
 HERE = Path(__file__).parent / "inventories"
 
 
-@pytest.mark.parametrize("pattern, expected", [
-    ("prod", ["app01", "app02", "db01", "web01", "web02", "web10"]),
-    ("app", ["app01", "app02"]),
-    ("prod:&db", ["db01"]),
-    ("web0*", ["web01", "web02"]),
-    ("all:!prod", ["db09"]),
-    ("app01,db09", ["app01", "db09"]),
-])
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [
+        ("prod", ["app01", "app02", "db01", "web01", "web02", "web10"]),
+        ("app", ["app01", "app02"]),
+        ("prod:&db", ["db01"]),
+        ("web0*", ["web01", "web02"]),
+        ("all:!prod", ["db09"]),
+        ("app01,db09", ["app01", "db09"]),
+    ],
+)
 def test_yaml_patterns(pattern: str, expected: list[str]) -> None:
     assert sorted(load_inventory(str(HERE / "prod.yml")).match(pattern)) == expected
 
@@ -72,7 +76,14 @@ def test_shipped_inventories_parse() -> None:
     example = load_inventory(str(Path(__file__).resolve().parents[2] / "inventory" / "example-prod.yml"))
     assert sorted(example.match("prod:&db")) == ["db01.example.internal"]
     documented = set().union(*(set(v) for v in example.hosts.values()))
-    for var in ("collector_service", "collector_deploy_dir", "collector_app_url", "collector_pg_database",
-                "collector_pg_os_user", "collector_redis_port", "collector_prometheus_url",
-                "collector_alertmanager_url"):
+    for var in (
+        "collector_service",
+        "collector_deploy_dir",
+        "collector_app_url",
+        "collector_pg_database",
+        "collector_pg_os_user",
+        "collector_redis_port",
+        "collector_prometheus_url",
+        "collector_alertmanager_url",
+    ):
         assert var in documented

@@ -1,4 +1,5 @@
 """The on-host probe runner, run for real as the transports run it: `python3 -` with the request on stdin."""
+
 from __future__ import annotations
 
 import base64
@@ -9,17 +10,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from collector.probes import build_request, load_entries
 from collector.transport import parse_response, runner_script
 
 
-def run_runner(probes: list[dict[str, Any]], hostvars: dict[str, Any] | None = None, roles: tuple[str, ...] = (),
-               *, cap: int = 1 << 20, timeout: float = 10.0) -> dict[str, Any]:
-    request = build_request(probes, hostvars or {}, roles, since="10m", cap_bytes=cap, default_timeout_s=timeout)
-    proc = subprocess.run([sys.executable, "-"], input=runner_script(request).encode(), capture_output=True,
-                          timeout=120)
+def run_runner(
+    probes: list[dict[str, Any]],
+    hostvars: dict[str, Any] | None = None,
+    roles: tuple[str, ...] = (),
+    *,
+    cap: int = 1 << 20,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    request = build_request(
+        probes, hostvars or {}, roles, since="10m", cap_bytes=cap, default_timeout_s=timeout
+    )
+    proc = subprocess.run(
+        [sys.executable, "-"], input=runner_script(request).encode(), capture_output=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
     doc["by_name"] = {p["probe"]: p for p in doc["probes"]}
@@ -53,7 +62,10 @@ def test_timeout_kills_the_whole_process_group_and_keeps_partial_output(tmp_path
     assert "timeout" in r["error"]
     background = int(pidfile.read_text())
     time.sleep(0.2)
-    assert not Path(f"/proc/{background}").exists() or "Z" in Path(f"/proc/{background}/stat").read_text().split()[2]
+    assert (
+        not Path(f"/proc/{background}").exists()
+        or "Z" in Path(f"/proc/{background}/stat").read_text().split()[2]
+    )
 
 
 def test_output_over_the_cap_keeps_head_and_tail_with_a_marker() -> None:
@@ -72,13 +84,15 @@ def test_missing_tool_is_not_found_and_126_is_kept_apart(tmp_path: Path) -> None
     noexec = tmp_path / "script.sh"
     noexec.write_text("#!/bin/sh\necho hi\n")
     noexec.chmod(0o644)
-    doc = run_runner([
-        {"name": "declared", "command": "nosuch-tool-xyz --flag", "requires": ["nosuch-tool-xyz"]},
-        {"name": "undeclared", "command": "nosuch-tool-xyz --flag"},
-        {"name": "notexec", "command": str(noexec)},
-        {"name": "fails", "command": "echo bad; exit 3"},
-        {"name": "allowed", "command": "exit 3", "ok_rc": [0, 3]},
-    ])
+    doc = run_runner(
+        [
+            {"name": "declared", "command": "nosuch-tool-xyz --flag", "requires": ["nosuch-tool-xyz"]},
+            {"name": "undeclared", "command": "nosuch-tool-xyz --flag"},
+            {"name": "notexec", "command": str(noexec)},
+            {"name": "fails", "command": "echo bad; exit 3"},
+            {"name": "allowed", "command": "exit 3", "ok_rc": [0, 3]},
+        ]
+    )
     by = doc["by_name"]
     assert by["declared"]["status"] == "not_found" and by["declared"]["rc"] == 127
     assert "nosuch-tool-xyz" in by["declared"]["error"]
@@ -91,11 +105,14 @@ def test_missing_tool_is_not_found_and_126_is_kept_apart(tmp_path: Path) -> None
 def test_placeholders_are_shell_quoted_and_missing_vars_skip(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     hostile = f"x; touch {marker}"
-    doc = run_runner([
-        {"name": "quoted", "command": "printf '%s' {collector_thing}"},
-        {"name": "missing", "command": "echo {collector_absent}"},
-        {"name": "shell_vars", "command": "X=1; echo ${X} %{not_a_var}"},
-    ], {"collector_thing": hostile})
+    doc = run_runner(
+        [
+            {"name": "quoted", "command": "printf '%s' {collector_thing}"},
+            {"name": "missing", "command": "echo {collector_absent}"},
+            {"name": "shell_vars", "command": "X=1; echo ${X} %{not_a_var}"},
+        ],
+        {"collector_thing": hostile},
+    )
     by = doc["by_name"]
     assert output(by["quoted"]) == hostile.encode()
     assert not marker.exists()
@@ -104,9 +121,16 @@ def test_placeholders_are_shell_quoted_and_missing_vars_skip(tmp_path: Path) -> 
 
 
 def test_secrets_reach_probes_through_env_not_argv() -> None:
-    doc = run_runner([{"name": "env", "command": "echo \"$REDISCLI_AUTH\"; ps -o args= -p $$",
-                       "env": {"REDISCLI_AUTH": "collector_redis_password"}}],
-                     {"collector_redis_password": "s3cr3t-value"})
+    doc = run_runner(
+        [
+            {
+                "name": "env",
+                "command": 'echo "$REDISCLI_AUTH"; ps -o args= -p $$',
+                "env": {"REDISCLI_AUTH": "collector_redis_password"},
+            }
+        ],
+        {"collector_redis_password": "s3cr3t-value"},
+    )
     text = output(doc["by_name"]["env"]).decode()
     first, argv = text.split("\n", 1)
     assert first == "s3cr3t-value"
@@ -148,11 +172,32 @@ def test_parse_response_turns_the_answer_into_values() -> None:
 def test_shipped_catalogue_covers_the_runbook_and_never_looks_like_jinja() -> None:
     entries = load_entries()
     names = {e["name"] for e in entries}
-    for needed in ("service_status", "journal_errors", "error_summary", "http_5xx_by_path", "uptime", "top",
-                   "free", "df", "iostat", "ps_mem", "oom_events", "deploy_log", "app_health", "app_metrics",
-                   "circuit_breaker", "pg_connections", "pg_long_queries", "pg_blocking_locks",
-                   "pg_idle_in_transaction", "pg_db_size", "redis_ping", "redis_info_memory",
-                   "redis_info_clients", "redis_maxmemory"):
+    for needed in (
+        "service_status",
+        "journal_errors",
+        "error_summary",
+        "http_5xx_by_path",
+        "uptime",
+        "top",
+        "free",
+        "df",
+        "iostat",
+        "ps_mem",
+        "oom_events",
+        "deploy_log",
+        "app_health",
+        "app_metrics",
+        "circuit_breaker",
+        "pg_connections",
+        "pg_long_queries",
+        "pg_blocking_locks",
+        "pg_idle_in_transaction",
+        "pg_db_size",
+        "redis_ping",
+        "redis_info_memory",
+        "redis_info_clients",
+        "redis_maxmemory",
+    ):
         assert needed in names
     for entry in entries:
         assert "{{" not in entry["command"] and "{%" not in entry["command"], entry["name"]
