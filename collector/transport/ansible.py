@@ -8,6 +8,7 @@ in the user's home.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import tempfile
 import threading
@@ -191,14 +192,20 @@ def run_playbook(
             event_handler(event)
         return True
 
-    cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+    flags = [flag for flag, on in (("--check", check), ("--diff", diff)) if on]
+    if extravars:
+        # A 0600 file, not ansible-runner's inline `-e {json}`: extra vars stay out of argv and `ps`.
+        varfile = workdir / "extravars.json"
+        varfile.touch(mode=0o600)
+        varfile.write_text(json.dumps(extravars))
+        flags += ["-e", shlex.quote(f"@{varfile}")]
+    cmdline = " ".join(flags)
     try:
         runner = ansible_runner.run(
             private_data_dir=str(pdir),
             playbook=str(Path(playbook).resolve()),
             inventory=_inventory_sources(inventory),
             limit=limit,
-            extravars=dict(extravars or {}),
             cmdline=cmdline or None,
             forks=forks,
             envvars=ansible_env(workdir, connect_timeout_s=connect_timeout_s, forks=forks),
