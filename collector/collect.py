@@ -163,6 +163,10 @@ def collect(
     inv = load_inventory(source)
     names = inv.match(pattern)
     entries = load_entries(catalogue or os.environ.get("COLLECTOR_CATALOGUE") or None)
+    custom = bool(catalogue or os.environ.get("COLLECTOR_CATALOGUE"))
+    if timeout_s is not None:  # an explicit --timeout bounds every probe, not only those without one
+        entries = [{**e, "timeout_s": min(float(e.get("timeout_s") or timeout_s), timeout_s)} for e in entries]
+        custom = True
     targets = {n: Target(n, inv.hosts[n], host_roles(inv.groups[n], inv.hosts[n])) for n in names}
     payload = Payload(
         entries,
@@ -171,7 +175,7 @@ def collect(
         default_timeout_s=settings.timeout_s,
         extra={
             "inventory_files": inv.files,
-            "custom_catalogue": bool(catalogue or os.environ.get("COLLECTOR_CATALOGUE")),
+            "custom_catalogue": custom,
         },
     )
     transport = get_transport(settings.engine)

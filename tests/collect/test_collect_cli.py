@@ -128,3 +128,14 @@ def test_ctrl_c_leaves_a_valid_bundle_marked_interrupted(tmp_path: Path) -> None
     assert m["hosts"]["local"]["status"] in ("failed", "partial")
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=summary["bundle"], capture_output=True)
     assert check.returncode == 0
+
+
+def test_timeout_option_caps_every_probe_and_marks_the_host_partial(tmp_path: Path) -> None:
+    proc = collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path), "--json", "--timeout", "0.5")
+    assert proc.returncode == 1, proc.stderr  # iostat samples for 1 s: killed at 0.5 s
+    summary = json.loads(proc.stdout)
+    probes = manifest(summary["bundle"])["hosts"]["local"]["probes"]
+    assert probes["iostat"]["status"] == "timeout" and probes["iostat"]["rc"] == 124
+    assert probes["iostat"]["duration_s"] < 3
+    assert probes["uptime"]["status"] == "ok"
+    assert summary["hosts"]["local"]["status"] == "partial"
