@@ -278,7 +278,9 @@ def _traces(settings: Any) -> dict[str, Any]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if state_dir.encode() in (entry / "cmdline").read_bytes():
+                argv = (entry / "cmdline").read_bytes()
+                # An ssh client (a test's ControlMaster) may name the lab key; it is no lab process.
+                if state_dir.encode() in argv and not argv.split(b"\0")[0].endswith(b"ssh"):
                     procs.append(entry.name)
             except OSError:
                 pass
