@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
 import sys
 import time
 from types import ModuleType
@@ -26,7 +27,20 @@ state_dir_option = click.option("--state-dir", default=None, metavar="DIR",
                                  help="Lab state and base cache (default /var/lib/incident-collector).")
 
 
-@click.group("lab")
+class _LabGroup(click.Group):
+    """A lab step that fails (a mount, a boot, a fault's check) says so on one line and exits 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (UsageError, click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            click.echo(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+            sys.exit(EXIT_PARTIAL)
+
+
+@click.group("lab", cls=_LabGroup)
 def lab() -> None:
     """The lab: nspawn hosts app1/db1/redis1 (+ webNN), Prometheus and Alertmanager on loopback."""
 
@@ -40,6 +54,9 @@ def build_cmd(force: bool, state_dir: str | None) -> None:
     settings = _settings(state_dir)
     hosts.preflight()
     cached = base.is_built(settings) and not force
+    if not cached:
+        _say(f"building base {base.recipe_hash()} with debootstrap from {base.mirror()} (a few minutes; "
+             f"log: {base.base_root(settings) / ('build-' + base.recipe_hash() + '.log')})")
     started = time.monotonic()
     path = base.build(settings, force=force)
     how = "cached" if cached else f"built in {time.monotonic() - started:.0f}s"
