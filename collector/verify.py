@@ -11,6 +11,7 @@ import re
 import shlex
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -186,13 +187,44 @@ def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = N
         allowed = set(allowed_alerts)
         active = [a for a in doc.get("alerts", []) if (a.get("state") or "active") == "active"]
         firing = [a for a in active if a.get("name") not in allowed]
+        # An alert whose own condition is clear over `window` only lingers for its rule's 5m rate window.
+        resolving = alerts_resolving(prometheus, {str(a.get("name")) for a in firing}, window, timeout_s)
+        firing = [a for a in firing if a.get("name") not in resolving]
         names = sorted({str(a.get("name")) for a in firing})
         expected = sorted({str(a.get("name")) for a in active if a.get("name") in allowed})
         detail = "none" if not firing else f"{len(firing)} active: {', '.join(names)}"
         if expected:
             detail += f" (expected, raised by the mitigation: {', '.join(expected)})"
+        if resolving:
+            detail += f" (resolving: {', '.join(sorted(resolving))}, condition clear over the last {window})"
         checks.append(Check("no active alerts", MONITORING, not firing, detail[:200]))
     return checks
+
+
+def alerts_resolving(prometheus: str, names: Iterable[str], window: str, timeout_s: float = 5.0) -> set[str]:
+    """Alert names whose every Prometheus rule, re-evaluated over `window`, returns no series (clear now).
+
+    Anything unknown (no such rule, an error, an unanswered query) keeps the alert counted as active.
+    """
+    wanted = set(names)
+    if not wanted:
+        return set()
+    try:
+        with urllib.request.urlopen(f"{prometheus}/api/v1/rules?type=alert", timeout=timeout_s) as response:
+            groups = json.load(response).get("data", {}).get("groups", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    queries: dict[str, list[str]] = {}
+    for group in groups:
+        for rule in group.get("rules", []):
+            if rule.get("name") in wanted and rule.get("query"):
+                queries.setdefault(str(rule["name"]), []).append(str(rule["query"]))
+    clear = set()
+    for name, exprs in queries.items():
+        answers = [_prom_query(prometheus, name, _window_expr(expr, window), timeout_s) for expr in exprs]
+        if all(not a.get("error") and a.get("result") == [] for a in answers):
+            clear.add(name)
+    return clear
 
 
 def run_checks(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "30s",

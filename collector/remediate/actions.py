@@ -151,6 +151,42 @@ ACTIONS: dict[str, Action] = {
             groups=("app",),
             params=(Param("seconds", "int", "cache TTL in seconds", default=300, minimum=1, maximum=86400),),
         ),
+        # Added for the runbook scenarios disk full, Redis memory and error storm (tests/e2e).
+        Action(
+            "clean-disk",
+            "remove files under the app's data dir (a subdir) matching a pattern, older than N minutes",
+            groups=("app",),
+            params=(
+                Param("subdir", "str", "folder under the data dir (collector_data_dir, else /var/lib/sergas)",
+                      default="exports", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}){0,3}$"),
+                Param("pattern", "str", "file name glob", default="*", pattern=r"^[A-Za-z0-9_.*?\[\]-]{1,100}$"),
+                Param("minutes", "int", "only files not modified for this many minutes", default=60, minimum=0,
+                      maximum=525600),
+            ),
+        ),
+        Action(
+            "redis-maxmemory",
+            "set Redis maxmemory-policy (and optionally maxmemory) at runtime with CONFIG SET",
+            groups=("redis",),
+            params=(
+                Param("policy", "choice", "eviction policy", default="allkeys-lru",
+                      choices=("noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
+                               "volatile-lfu", "volatile-random", "volatile-ttl")),
+                Param("maxmemory", "str", "new maxmemory (e.g. 128mb; '' = unchanged)", default="",
+                      pattern=r"^$|^[1-9][0-9]{0,12}(b|kb|mb|gb)?$"),
+            ),
+        ),
+        Action(
+            "block-client",
+            "null-route one misbehaving client address on the app host (ip route blackhole), or lift it",
+            groups=("app",),
+            params=(
+                # Never the host's own loopback 127.0.0.1: health checks and the admin API use it.
+                Param("address", "str", "client IPv4 address", pattern=r"^(?!127\.0\.0\.1$|0\.)(?:[0-9]{1,3}\.){3}[0-9]{1,3}$"),
+                Param("state", "choice", "blocked or lifted", default="blocked", choices=("blocked", "lifted"),
+                      aliases={"block": "blocked", "absent": "lifted", "unblock": "lifted"}),
+            ),
+        ),
     )
 }
 

@@ -413,6 +413,28 @@ def log_ratio(bundle: BundleView, host: str, probe: Any = "service_journal", pat
     return [Measure(host, 100.0 * len(bad) / len(total), [out.evidence(ln.number) for ln in bad[:3]], fields)]
 
 
+@measure
+def log_top_group(bundle: BundleView, host: str, probe: Any = "service_journal", pattern: str = r"status=5\d\d",
+                  group: str = r"client=(\S+)", min_share: float = 80.0) -> list[Measure]:
+    """Lines matching `pattern` from the most frequent `group` value (one client behind most 5xx); 0 below min_share."""
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    regex = re.compile(group)
+    counts: dict[str, int] = {}
+    first: dict[str, p.Line] = {}
+    hits = _journal_hits(out, pattern)
+    for ln in hits:
+        match = regex.search(ln.text)
+        if match:
+            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+            first.setdefault(match.group(1), ln)
+    if not counts:
+        return [Measure(host, 0, [], {"client": "", "count": 0, "total": len(hits), "share": 0.0})]
+    top = max(counts, key=lambda k: counts[k])
+    share = round(100.0 * counts[top] / len(hits), 1)
+    fields = {"client": top, "count": counts[top], "total": len(hits), "share": share}
+    return [Measure(host, counts[top] if share >= min_share else 0, [out.evidence(first[top].number)], fields)]
+
+
 # ---------------------------------------------------------------- PostgreSQL
 
 

@@ -10,7 +10,7 @@ from collector.core import UsageError
 from collector.remediate.actions import ACTIONS, get_action, parse_param_args, validate_params
 
 EXPECTED = {"restart", "pool-resize", "memory-limit", "rollback", "kill-idle-connections", "circuit-breaker",
-            "rate-limit", "extend-cache-ttl"}
+            "rate-limit", "extend-cache-ttl", "clean-disk", "redis-maxmemory", "block-client"}  # last 3: tests/e2e
 
 
 def test_catalogue_has_every_runbook_mitigation() -> None:

@@ -135,7 +135,7 @@ def test_pool_exhausted_suggests_kill_idle_then_pool_resize(tmp_path: Path) -> N
     (near,) = by["pg-connections-near-max"]
     assert near["severity"] == "P1" and "97 of 100" in near["message"] and "idle=95" in near["message"]
     assert (near["evidence"][0]["line"], near["evidence"][0]["excerpt"]) == (2, "idle|95|100")
-    assert near["mitigation"]["command"] == "collector remediate kill-idle-connections --hosts db1 --param minutes=1"
+    assert near["mitigation"]["command"] == "collector remediate kill-idle-connections --hosts db1 --param minutes=0"
     assert near["alternatives"][0]["command"] == "collector remediate pool-resize --hosts app1 --param size=10"
     assert by["too-many-connections-logged"][0]["hosts"] == ["app1"]
 
@@ -368,7 +368,7 @@ def test_every_rule_is_complete_and_its_mitigation_is_a_valid_remediate_call() -
     for rule in rules:
         for m in filter(None, (rule.mitigation, *rule.alternatives)):
             assert m.action in ACTIONS, f"{rule.id}: unknown action {m.action}"
-            params = {k: ("v1.0.0" if "{" in v else v) for k, v in m.params.items()}
+            params = {k: (("127.0.0.2" if k == "address" else "v1.0.0") if "{" in v else v) for k, v in m.params.items()}
             validate_params(ACTIONS[m.action], params)  # raises UsageError on a bad parameter
 
 
