@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from collector.config import Settings, load_settings
 from collector.core import EXIT_OK, EXIT_PARTIAL, HostResult, ProbeResult, RunResult, UsageError, utcnow
-from collector.inventory import default_inventory, load_inventory
+from collector.inventory import default_inventory, inventory_files, load_inventory
 from collector.probes import host_roles, load_entries
 from collector.transport import ENGINES, Interrupted, Payload, Progress, Target, get_transport, no_progress
 
@@ -160,24 +160,30 @@ def collect(
     if settings.timeout_s <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
     source = resolve_inventory(settings, inventory)
-    inv = load_inventory(source)
-    names = inv.match(pattern)
     entries = load_entries(catalogue or os.environ.get("COLLECTOR_CATALOGUE") or None)
     custom = bool(catalogue or os.environ.get("COLLECTOR_CATALOGUE"))
     if timeout_s is not None:  # an explicit --timeout bounds every probe, not only those without one
-        entries = [{**e, "timeout_s": min(float(e.get("timeout_s") or timeout_s), timeout_s)} for e in entries]
+        entries = [
+            {**e, "timeout_s": min(float(e.get("timeout_s") or timeout_s), timeout_s)} for e in entries
+        ]
         custom = True
-    targets = {n: Target(n, inv.hosts[n], host_roles(inv.groups[n], inv.hosts[n])) for n in names}
     payload = Payload(
         entries,
         since=since_value,
         cap_bytes=settings.cap_bytes,
         default_timeout_s=settings.timeout_s,
-        extra={
-            "inventory_files": inv.files,
-            "custom_catalogue": custom,
-        },
+        extra={"inventory_files": inventory_files(source), "custom_catalogue": custom},
     )
+    early = _start_early(settings, pattern, payload)
+    try:
+        inv = load_inventory(source)
+        names = inv.match(pattern)
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
+    targets = {n: Target(n, inv.hosts[n], host_roles(inv.groups[n], inv.hosts[n])) for n in names}
+    payload.extra["inventory_files"] = inv.files
     transport = get_transport(settings.engine)
     if on_hosts is not None:
         on_hosts(targets, payload)
@@ -199,7 +205,10 @@ def collect(
     )
     watcher.start()
     try:
-        run.hosts = transport(targets, payload, settings, _logging_progress(progress, log))
+        if early is not None:
+            run.hosts = early.finish(targets, _logging_progress(progress, log))
+        else:
+            run.hosts = transport(targets, payload, settings, _logging_progress(progress, log))
     except (Interrupted, KeyboardInterrupt) as exc:
         run.interrupted = True
         run.hosts = getattr(exc, "results", {}) or {
@@ -216,6 +225,15 @@ def collect(
     if after and not run.interrupted:
         _after(bundle, outcome, log)
     return outcome
+
+
+def _start_early(settings: Settings, pattern: str, payload: Payload) -> Any:
+    """The ansible engine starts ansible-playbook before we parse the inventory (it is a second process)."""
+    if settings.engine != "ansible":
+        return None
+    from collector.transport.ansible import start
+
+    return start(pattern, payload, settings, payload.extra["inventory_files"])
 
 
 def _exit_code(run: RunResult) -> int:

@@ -170,6 +170,7 @@ def run_playbook(
     private_dir: Path | str | None = None,
     connect_timeout_s: float = 10.0,
     event_handler: Callable[[dict[str, Any]], Any] | None = None,
+    cancel: threading.Event | None = None,
 ) -> PlaybookRun:
     """Run a playbook through ansible-runner and return plain values (never raises for a host).
 
@@ -213,7 +214,9 @@ def run_playbook(
             quiet=True,
             suppress_env_files=True,
             event_handler=on_event,
-            settings={"suppress_ansible_output": True},
+            cancel_callback=(lambda: cancel.is_set()) if cancel is not None else None,
+            # pexpect_timeout: how often ansible-runner looks at the cancel callback (default 5 s).
+            settings={"suppress_ansible_output": True, "pexpect_timeout": 0.25},
         )
         stats = dict(runner.stats or {})
         for host, play in hosts.items():
@@ -284,44 +287,106 @@ def collect_playbook() -> Path:
     return resource("playbooks") / "collect.yml"
 
 
+class CollectRun:
+    """A collect.yml run started in the background, so ansible-playbook's own start-up (a second
+    process, a second core) overlaps with ours parsing the inventory. `finish` attaches the hosts
+    and the progress display, replays what already happened and waits; `cancel` stops it (bad input).
+    """
+
+    def __init__(
+        self, pattern: str, payload: Payload, settings: Settings, inventory_files: list[str]
+    ) -> None:
+        self.lock = threading.Lock()
+        self.events: list[dict[str, Any]] = []
+        self.hosts: dict[str, Target] | None = None
+        self.progress: Progress | None = None
+        self.results: dict[str, HostResult] = {}
+        self.cancelled = threading.Event()
+        self.outcome: PlaybookRun | None = None
+        self.error: BaseException | None = None
+        args = (collect_playbook(), inventory_files, pattern, collect_extravars(payload))
+        kwargs = {
+            "forks": FORKS_CAP,
+            "connect_timeout_s": settings.connect_timeout_s,
+            "timeout_s": payload.extra.get("run_timeout_s"),
+            "event_handler": self._on_event,
+            "cancel": self.cancelled,
+        }
+        self.thread = threading.Thread(
+            target=self._run, args=args, kwargs=kwargs, daemon=True, name="collect-ansible"
+        )
+        self.thread.start()
+
+    def _run(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            self.outcome = run_playbook(*args, **kwargs)
+        except BaseException as exc:  # handed to finish(): the caller decides
+            self.error = exc
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        with self.lock:  # one event at a time, in order, including the replay in finish()
+            if self.hosts is None:
+                self.events.append(event)
+            else:
+                self._apply(event)
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        assert self.hosts is not None and self.progress is not None
+        data = event.get("event_data") or {}
+        if event.get("event") == "runner_on_start" and data.get("task") == RUNNER_TASK:
+            self.progress(data.get("host", ""), "running", {})
+            return
+        result = _collect_event(event, self.hosts)
+        if result is not None and result.host in self.hosts:
+            self.results[result.host] = result
+            for probe in result.probes:
+                self.progress(result.host, "probe", {"probe": probe.probe, "status": probe.status})
+            self.progress(result.host, "done", {"status": result.status, "error": result.error})
+
+    def cancel(self) -> None:
+        """Stop the run (the caller found the input bad); waits for ansible-playbook to go."""
+        self.cancelled.set()
+        self.thread.join(timeout=30)
+
+    def finish(self, hosts: dict[str, Target], progress: Progress) -> dict[str, HostResult]:
+        """Wait for the run and return one HostResult per host."""
+        for name in hosts:
+            progress(name, "connecting", {})
+        with self.lock:
+            self.hosts, self.progress = hosts, progress
+            for event in self.events:
+                self._apply(event)
+            self.events = []
+        try:
+            while self.thread.is_alive():
+                self.thread.join(timeout=0.5)  # a timed join lets Ctrl-C through
+        except KeyboardInterrupt:
+            self.cancelled.set()
+            raise Interrupted(
+                _fill_missing(self.results, hosts, "interrupted before this host answered")
+            ) from None
+        if self.error is not None and not isinstance(self.error, KeyboardInterrupt):
+            why = f"ansible-runner failed: {self.error!r}"
+        elif self.outcome is not None:
+            why = f"no answer from ansible (run {self.outcome.status}, rc {self.outcome.rc})"
+        else:
+            why = "interrupted before this host answered"
+        return _fill_missing(self.results, hosts, why)
+
+
+def start(pattern: str, payload: Payload, settings: Settings, inventory_files: list[str]) -> CollectRun:
+    """Start collecting from `pattern` now; attach the resolved hosts with `.finish()` later."""
+    return CollectRun(pattern, payload, settings, inventory_files)
+
+
 def run(
     hosts: dict[str, Target], payload: Payload, settings: Settings, progress: Progress
 ) -> dict[str, HostResult]:
-    """Collect with playbooks/collect.yml: one task per host, forks = host count (capped)."""
-    results: dict[str, HostResult] = {}
+    """Collect with playbooks/collect.yml: one task per host, forks up to the host count (capped)."""
     inventory_files = payload.extra.get("inventory_files")
     if not inventory_files:
         raise ValueError("the ansible engine needs payload.extra['inventory_files']")
-    for name in hosts:
-        progress(name, "connecting", {})
-
-    def on_event(event: dict[str, Any]) -> None:
-        data = event.get("event_data") or {}
-        if event.get("event") == "runner_on_start" and data.get("task") == RUNNER_TASK:
-            progress(data.get("host", ""), "running", {})
-            return
-        result = _collect_event(event, hosts)
-        if result is not None and result.host in hosts:
-            results[result.host] = result
-            for probe in result.probes:
-                progress(result.host, "probe", {"probe": probe.probe, "status": probe.status})
-            progress(result.host, "done", {"status": result.status, "error": result.error})
-
-    forks = max(1, min(len(hosts), FORKS_CAP))
-    try:
-        outcome = run_playbook(
-            collect_playbook(),
-            inventory_files,
-            ",".join(hosts),
-            collect_extravars(payload),
-            forks=forks,
-            connect_timeout_s=settings.connect_timeout_s,
-            timeout_s=payload.extra.get("run_timeout_s"),
-            event_handler=on_event,
-        )
-    except KeyboardInterrupt:
-        raise Interrupted(_fill_missing(results, hosts, "interrupted before this host answered")) from None
-    return _fill_missing(results, hosts, f"no answer from ansible (run {outcome.status}, rc {outcome.rc})")
+    return start(",".join(hosts), payload, settings, inventory_files).finish(hosts, progress)
 
 
 def _fill_missing(
