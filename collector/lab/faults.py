@@ -17,6 +17,7 @@ import fcntl
 import os
 import shlex
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -313,20 +314,32 @@ def lab_lock(timeout_s: float = 900.0) -> Iterator[None]:
         yield
         return
     with open(LOCK_FILE, "a") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise FaultError(f"the lab lock {LOCK_FILE} is held by pid "
-                                     f"{','.join(map(str, _lock_holders(LOCK_FILE))) or '?'} for over {timeout_s:.0f}s")
-                time.sleep(0.2)
+        _flock(fh.fileno(), timeout_s)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _flock(fd: int, timeout_s: float) -> None:
+    """A blocking flock (queued like flock(1)'s waiters), bounded by SIGALRM in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(max(1, int(timeout_s)))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except TimeoutError:
+        holders = ",".join(map(str, _lock_holders(LOCK_FILE))) or "?"
+        raise FaultError(f"the lab lock {LOCK_FILE} is held by pid {holders} for over {timeout_s:.0f}s") from None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # ---------------------------------------------------------------------------- running steps

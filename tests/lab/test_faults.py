@@ -1,0 +1,298 @@
+"""The lab's faults: the catalogue as data, the lock, and — on the running lab — each fault visible
+after `break` (seen the way an on-call engineer sees it: over ssh, in the journal, in PostgreSQL and
+Redis) and gone after `heal`."""
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.core import UsageError
+from collector.lab import faults
+
+EXPECTED = ["app-down", "bad-deploy", "pool-exhausted", "lock-contention", "slow-queries", "rate-limited",
+            "error-storm", "oom", "disk-full", "redis-memory", "host-down"]
+
+
+# ---------------------------------------------------------------------------- the catalogue
+
+
+def test_the_catalogue_holds_every_runbook_fault() -> None:
+    assert faults.known() == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_each_fault_is_complete_data(name: str) -> None:
+    fault = faults.get(name)
+    assert fault.description and fault.evidence
+    assert fault.break_steps and fault.heal_steps and fault.check
+    assert fault.host in ("app1", "db1", "redis1") and fault.group in ("app", "db", "redis")
+    for step in (*fault.break_steps, *fault.heal_steps):
+        if step.host == "machine":
+            assert step.script in faults.MACHINE_ACTIONS
+        else:
+            assert step.host == fault.host and step.script.strip()
+    if fault.check.startswith("machine:"):
+        assert fault.check.split(":", 1)[1] in faults.MACHINE_CHECKS
+
+
+def test_fault_processes_are_bounded_units() -> None:
+    for fault in faults.FAULTS.values():
+        for step in fault.break_steps:
+            if "systemd-run" in step.script:
+                assert f"RuntimeMaxSec={faults.UNIT_MAX_S}" in step.script
+                assert f"--unit=lab-fault-{fault.name}" in step.script
+
+
+def test_an_unknown_fault_is_a_usage_error_listing_the_known_ones() -> None:
+    with pytest.raises(UsageError) as info:
+        faults.break_fault("nosuch")
+    message = str(info.value)
+    assert "nosuch" in message and all(name in message for name in EXPECTED)
+    with pytest.raises(UsageError):
+        faults.heal_fault("nosuch")
+
+
+def test_the_lock_is_reentrant_for_its_holder_and_exclusive_for_others(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    lock = tmp_path / "lab.lock"
+    monkeypatch.setattr(faults, "LOCK_FILE", str(lock))
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as the tests' lab_lock fixture or `flock` does
+        started = time.monotonic()
+        with faults.lab_lock(timeout_s=5):
+            pass
+        assert time.monotonic() - started < 1  # no deadlock on our own lock
+        fcntl.flock(held, fcntl.LOCK_UN)
+    with faults.lab_lock(timeout_s=5):
+        with open(lock, "a") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# ---------------------------------------------------------------------------- on the lab
+
+
+def sh(host: Any, command: str) -> str:
+    """Run over ssh (testinfra); the output, whatever the exit status."""
+    res = host.run(command)
+    return (res.stdout + res.stderr).strip()
+
+
+def eventually(what: str, probe: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 1.0) -> Any:
+    """Poll `probe` until it returns something truthy; fail with `what` and the last value otherwise."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every_s)
+    pytest.fail(f"{what}: not seen within {timeout_s:.0f}s (last: {str(last)[:300]})")
+
+
+def health(app: Any) -> dict[str, Any]:
+    out = sh(app, "curl -s -m 10 http://127.0.0.1:8000/health")
+    try:
+        return json.loads(out)
+    except ValueError:
+        return {"status": "no answer", "raw": out[:200]}
+
+
+def status_code(app: Any, path: str) -> str:
+    return sh(app, f"curl -s -m 10 -o /dev/null -w '%{{http_code}}' 'http://127.0.0.1:8000{path}'")
+
+
+def journal(host: Any, unit: str, since: str = "-60s") -> str:
+    return sh(host, f"journalctl -u {unit} --since '{since}' --no-pager -q -o cat")
+
+
+def psql(db: Any, sql: str) -> str:
+    return sh(db, f"runuser -u postgres -- psql -X -tAq -d sergas -c \"{sql}\"")
+
+
+REDIS_CLI = "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" redis-cli -h 127.0.0.1"
+
+
+def redis_memory(redis: Any) -> tuple[int, int]:
+    info = sh(redis, f"{REDIS_CLI} info memory")
+    used = int(re.search(r"^used_memory:(\d+)", info, re.M).group(1))  # type: ignore[union-attr]
+    limit = int(re.search(r"^maxmemory:(\d+)", info, re.M).group(1))  # type: ignore[union-attr]
+    return used, limit
+
+
+def burst(app: Any, n: int = 24) -> list[str]:
+    """n concurrent cache-missing order lookups on the app host; their status codes."""
+    base = int(time.time()) % 400
+    cmd = ("for i in $(seq %d %d); do curl -s -m 15 -o /dev/null -w '%%{http_code}\\n' "
+           "\"http://127.0.0.1:8000/api/orders?customer_id=$i\" & done; wait") % (base + 1, base + n)
+    return sh(app, cmd).split()
+
+
+# Each fault: what the engineer sees while it is active, and after heal.
+
+def seen_app_down(lab: Any) -> None:
+    app = lab.host("app1")
+    assert not app.service("sergas-app").is_running
+    assert status_code(app, "/health") == "000"
+    assert "sergas-app.service" in sh(app, "systemctl --no-pager status sergas-app")
+
+
+def seen_bad_deploy(lab: Any) -> None:
+    app = lab.host("app1")
+    assert sh(app, "git -C /opt/sergas/app describe --tags") == "v1.1.0"
+    assert eventually("/api/orders 500", lambda: status_code(app, "/api/orders?customer_id=7") == "500")
+    log = journal(app, "sergas-app")
+    assert "discount_code" in log and "path=/api/orders status=500" in log
+    assert health(app)["version"] == "1.1.0"
+
+
+def seen_pool_exhausted(lab: Any) -> None:
+    app, db = lab.host("app1"), lab.host("db1")
+    held = int(psql(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sergas-batch-export'"))
+    max_conn = int(psql(db, "SHOW max_connections"))
+    assert held >= max_conn - 3 - 2  # every non-reserved slot but the app's own
+    codes = eventually("500s under concurrency", lambda: [c for c in burst(app) if c == "500"], timeout_s=40)
+    assert codes
+    assert re.search(r"remaining connection slots are reserved|too many clients", journal(app, "sergas-app"))
+
+
+def seen_lock_contention(lab: Any) -> None:
+    db = lab.host("db1")
+    assert psql(db, "SELECT count(*) FROM pg_locks WHERE relation = 'customers'::regclass "
+                    "AND mode = 'AccessExclusiveLock' AND granted") == "1"
+    # The app's Zoho sync updates customers twice a second: it queues behind the migration.
+    eventually("a query waiting on the lock", lambda: int(psql(
+        db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") or 0) >= 1)
+    eventually("statement timeouts in the app's journal",
+               lambda: "canceling statement due to statement timeout" in journal(lab.host("app1"), "sergas-app"),
+               timeout_s=20)
+
+
+def seen_slow_queries(lab: Any) -> None:
+    app, db = lab.host("app1"), lab.host("db1")
+    assert psql(db, "SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_customer_id_idx'") == "0"
+    assert "jit_above_cost=0" in psql(db, "SELECT setconfig FROM pg_db_role_setting "
+                                          "WHERE setrole = 'sergas'::regrole")
+
+    def slow() -> bool:
+        base = int(time.time() * 10) % 450
+        times = [float(sh(app, "curl -s -m 10 -o /dev/null -w '%{time_total}' "
+                               f"'http://127.0.0.1:8000/api/orders?customer_id={base + i}'")) for i in range(5)]
+        return sorted(times)[2] >= 0.04
+    # The pool reopens connections within 30 s; new ones carry the role's JIT settings.
+    eventually("order lookups slower than 40 ms", slow, timeout_s=45, every_s=2)
+    assert "duration:" in sh(db, "tail -n 200 /var/log/postgresql/postgresql-15-main.log")
+
+
+def seen_rate_limited(lab: Any) -> None:
+    app = lab.host("app1")
+    log = journal(app, "sergas-app")
+    assert "upstream rate limit exceeded (HTTP 429" in log
+    metrics = sh(app, "curl -s http://127.0.0.1:8000/metrics")
+    assert re.search(r'sergas_zoho_requests_total\{outcome="429"\} [1-9]', metrics)
+    eventually("the circuit breaker open", lambda: "sergas_zoho_circuit_breaker_state 1" in
+               sh(app, "curl -s http://127.0.0.1:8000/metrics"), timeout_s=20)
+
+
+def seen_error_storm(lab: Any) -> None:
+    app = lab.host("app1")
+    time.sleep(3)
+    errors = journal(app, "sergas-app", "-3s").count("ERROR: GET /api/orders failed: ValueError")
+    assert errors >= 30  # 25 a second
+
+
+def seen_oom(lab: Any) -> None:
+    app = lab.host("app1")
+    assert re.search(r"Memory cgroup out of memory: Killed process \d+ \(sergas-export\)", sh(app, "dmesg | tail -n 400"))
+    assert "status=9/KILL" in journal(app, "lab-fault-oom", "-5min")
+    assert faults._oom_kills(faults._oom_cgroup(lab.settings, faults.get("oom"))) >= 1
+
+
+def seen_disk_full(lab: Any) -> None:
+    app = lab.host("app1")
+    assert int(sh(app, "df --output=avail /var/lib/sergas | tail -1")) < 1024
+    report = health(app)
+    assert report["status"] == "unhealthy" and report["checks"]["disk"]["status"] == "fail"
+    assert status_code(app, "/api/orders?customer_id=3") == "500"
+    assert "No space left on device" in journal(app, "sergas-app")
+
+
+def seen_redis_memory(lab: Any) -> None:
+    used, limit = redis_memory(lab.host("redis1"))
+    assert limit == 64 * 2**20 and used >= 0.9 * limit
+    report = eventually("app unhealthy on redis", lambda: (r := health(lab.host("app1")))["status"] == "unhealthy" and r)
+    assert report["checks"]["redis"]["status"] == "fail" and "OOM" in report["checks"]["redis"]["error"]
+
+
+def seen_host_down(lab: Any) -> None:
+    from collector.lab import hosts
+    assert not hosts.port_open(lab.ips["redis1"], 22, timeout=2)
+    assert not hosts.is_running(lab.settings, "redis1")
+    report = eventually("app unhealthy on redis", lambda: (r := health(lab.host("app1")))["status"] == "unhealthy" and r)
+    assert report["checks"]["redis"]["status"] == "fail"
+
+
+def healed(lab: Any, name: str) -> None:
+    """After heal: the fault's check is off, the app answers healthy, the specific symptom is gone."""
+    app = lab.host("app1")
+    assert not faults.is_active(lab.settings, faults.get(name))
+    report = eventually("app healthy again", lambda: (r := health(app))["status"] == "healthy" and r, timeout_s=40)
+    assert report["version"] == "1.0.0"
+    assert sh(app, "git -C /opt/sergas/app describe --tags") == "v1.0.0"
+    assert status_code(app, "/api/orders?customer_id=11") == "200"
+    if name == "lock-contention":
+        assert "loyalty_points" not in psql(lab.host("db1"), "SELECT string_agg(attname, ',') FROM pg_attribute "
+                                                              "WHERE attrelid = 'customers'::regclass")
+    if name == "slow-queries":
+        assert psql(lab.host("db1"), "SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_customer_id_idx'") == "1"
+    if name == "redis-memory":
+        used, limit = redis_memory(lab.host("redis1"))
+        assert used < 0.5 * limit
+    if name == "pool-exhausted":
+        assert psql(lab.host("db1"), "SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE application_name = 'sergas-batch-export'") == "0"
+    if name == "rate-limited":
+        assert "sergas_zoho_circuit_breaker_state 0" in sh(app, "curl -s http://127.0.0.1:8000/metrics")
+    if name == "oom":
+        assert not faults._oom_cgroup(lab.settings, faults.get("oom")).exists()
+    if name == "host-down":
+        assert "PONG" in sh(lab.host("redis1"), f"{REDIS_CLI} ping")
+
+
+SEEN: dict[str, Callable[[Any], None]] = {
+    "app-down": seen_app_down, "bad-deploy": seen_bad_deploy, "pool-exhausted": seen_pool_exhausted,
+    "lock-contention": seen_lock_contention, "slow-queries": seen_slow_queries, "rate-limited": seen_rate_limited,
+    "error-storm": seen_error_storm, "oom": seen_oom, "disk-full": seen_disk_full,
+    "redis-memory": seen_redis_memory, "host-down": seen_host_down,
+}
+
+
+def test_every_fault_has_a_lab_test() -> None:
+    assert list(SEEN) == EXPECTED
+
+
+@pytest.mark.lab
+@pytest.mark.destructive
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_fault_is_visible_after_break_and_gone_after_heal(lab: Any, lab_lock: None, name: str) -> None:
+    fault = faults.get(name)
+    if faults.is_active(lab.settings, fault):  # a leftover of an interrupted run
+        faults.heal_fault(name, lab.settings)
+    assert not faults.is_active(lab.settings, fault)
+    try:
+        message = faults.break_fault(name, lab.settings)
+        assert message.startswith(f"broke {name} on {fault.host}")
+        assert faults.active_faults(lab.settings)[name] is True
+        SEEN[name](lab)
+    finally:
+        message = faults.heal_fault(name, lab.settings)
+    assert message.startswith(f"healed {name}")
+    healed(lab, name)
