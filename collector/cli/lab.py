@@ -214,4 +214,15 @@ def load_cmd(seconds: float, rps: float, state_dir: str | None) -> None:
         click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
 
 
+@lab.command("demo")
+@click.argument("scenario", metavar="SCENARIO")
+@click.option("--workdir", default=".", show_default=True, help="Where bundles/, plans/ and audit/ go.")
+@state_dir_option
+def demo_cmd(scenario: str, workdir: str, state_dir: str | None) -> None:
+    """Play one runbook scenario (break → collect → approve → fix → verify → report → heal); see collector/lab/demo.py."""
+    from collector.lab import demo
+    if not demo.demo(demo.get_scenario(scenario).name, _settings(state_dir), workdir=workdir, say=click.echo):
+        sys.exit(EXIT_PARTIAL)
+
+
 commands = [lab]
