@@ -1,4 +1,7 @@
-"""The lab is what it claims: hosts, services, passwords, monitoring, inventory; up/down leave no trace."""
+"""The lab is what it claims: hosts, services, passwords, monitoring, inventory; up/down leave no trace.
+
+Tests that need the healthy state hold `lab_lock`, so a fault test elsewhere is not half-way through.
+"""
 from __future__ import annotations
 
 import json
@@ -128,7 +131,7 @@ def test_rendered_prometheus_config_is_valid_and_scrapes_each_app_host(tmp_path:
 
 
 @pytest.mark.lab
-def test_each_host_runs_its_role_service_and_sshd(lab: Any) -> None:
+def test_each_host_runs_its_role_service_and_sshd(lab: Any, lab_lock: None) -> None:
     for name in lab.names:
         host = lab.host(name)
         assert host.run("hostname").stdout.strip() == name
@@ -154,7 +157,7 @@ def test_every_host_has_the_runbook_basics(lab: Any) -> None:
 
 
 @pytest.mark.lab
-def test_ports_listen_where_the_app_needs_them(lab: Any) -> None:
+def test_ports_listen_where_the_app_needs_them(lab: Any, lab_lock: None) -> None:
     ip = lab.ips
     assert lab.host("app1").socket("tcp://0.0.0.0:8000").is_listening
     assert lab.host("db1").socket(f"tcp://{ip['db1']}:5432").is_listening
@@ -164,7 +167,7 @@ def test_ports_listen_where_the_app_needs_them(lab: Any) -> None:
 
 
 @pytest.mark.lab
-def test_psql_works_with_the_lab_password_and_not_without(lab: Any) -> None:
+def test_psql_works_with_the_lab_password_and_not_without(lab: Any, lab_lock: None) -> None:
     app = lab.host("app1")
     cmd = "psql -h {} -U sergas -d sergas -tAc 'select current_user, count(*) > 0 from customers'"
     good = app.run("env PGPASSWORD=%s " + cmd.format(lab.ips["db1"]), lab.secrets["db_password"])
@@ -175,7 +178,7 @@ def test_psql_works_with_the_lab_password_and_not_without(lab: Any) -> None:
 
 
 @pytest.mark.lab
-def test_redis_cli_works_with_the_lab_password_and_not_without(lab: Any) -> None:
+def test_redis_cli_works_with_the_lab_password_and_not_without(lab: Any, lab_lock: None) -> None:
     app = lab.host("app1")
     ip = lab.ips["redis1"]
     good = app.run("env REDISCLI_AUTH=%s redis-cli -h %s ping", lab.secrets["redis_password"], ip)
@@ -187,7 +190,7 @@ def test_redis_cli_works_with_the_lab_password_and_not_without(lab: Any) -> None
 
 
 @pytest.mark.lab
-def test_app_health_is_healthy_from_the_host_and_over_the_bridge(lab: Any) -> None:
+def test_app_health_is_healthy_from_the_host_and_over_the_bridge(lab: Any, lab_lock: None) -> None:
     on_host = json.loads(lab.host("app1").check_output("curl -fsS http://127.0.0.1:8000/health"))
     assert on_host["status"] == "healthy"
     assert {"database", "redis"} <= set(on_host["checks"])
@@ -255,7 +258,7 @@ def test_each_host_sits_in_its_own_memory_cgroup_with_a_limit(lab: Any) -> None:
 
 
 @pytest.mark.lab
-def test_status_json_shows_every_host_and_service(lab: Any) -> None:
+def test_status_json_shows_every_host_and_service(lab: Any, lab_lock: None) -> None:
     proc = _cli("status", "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
