@@ -102,10 +102,12 @@ def _pump(
 ) -> tuple[int | None, bytes]:
     """Read a channel's stdout and stderr until the runner exits: (exit status or None on timeout, stderr tail)."""
     err_tail = b""
+    poller = select.poll()  # not select(): hundreds of hosts pass FD_SETSIZE (each channel adds a pipe)
+    poller.register(chan.fileno(), select.POLLIN)
     while True:
         if time.monotonic() > deadline:
             return None, err_tail
-        readable, _, _ = select.select([chan], [], [], 0.5)
+        readable = poller.poll(500)
         got = False
         while chan.recv_ready():
             data = chan.recv(_CHUNK)
