@@ -469,7 +469,7 @@ def pg_connections_pct(bundle: BundleView, host: str, probe: Any = "pg_connectio
 
 @measure
 def pg_row_count(bundle: BundleView, host: str, probe: Any = "pg_long_queries", age_column: str | None = None,
-                 min_age_s: float = 0.0, where_not: dict[str, str] | None = None) -> list[Measure]:
+                 min_age_s: float = 0.0, where_not: dict[str, Any] | None = None) -> list[Measure]:
     """Rows a psql probe returned: only those whose `age_column` ≥ min_age_s, none whose column equals `where_not`."""
     out = read_probe(bundle, host, probe)
     tables = p.parse_psql_tables(out.text)
@@ -479,7 +479,8 @@ def pg_row_count(bundle: BundleView, host: str, probe: Any = "pg_long_queries", 
     if age_column:
         rows = [r for r in rows if (p.to_number(r.get(age_column)) or 0.0) >= min_age_s]
     for column, value in (where_not or {}).items():
-        rows = [r for r in rows if r.get(column) != str(value)]
+        excluded = {str(v) for v in value} if isinstance(value, (list, tuple)) else {str(value)}
+        rows = [r for r in rows if r.get(column) not in excluded]
     oldest = max((p.to_number(r.get(age_column)) or 0.0 for r in rows), default=0.0) if age_column else 0.0
     return [Measure(host, len(rows), [out.evidence(r.line) for r in rows[:3]],
                     {"count": len(rows), "oldest_s": round(oldest, 1)})]

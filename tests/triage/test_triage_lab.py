@@ -120,19 +120,32 @@ def test_healed_lab_has_no_finding_above_p3(lab: Any, lab_lock: None, tmp_path: 
     assert figures["redis_maxmemory"] and all(v and v > 0 for v in figures["redis_maxmemory"].values())
 
 
-# fault → (rules that must fire with their severity, the least overall severity, drive traffic first)
-CASES: dict[str, tuple[dict[str, str], str, bool]] = {
-    "app-down": ({"app-down": "P0", "service-inactive": "P1"}, "P0", False),
-    "bad-deploy": ({"deploy-before-errors": "P1"}, "P1", True),
-    "pool-exhausted": ({"pg-connections-near-max": "P1", "too-many-connections-logged": "P1"}, "P1", True),
-    "lock-contention": ({"lock-contention": "P2", "lock-waits-logged": "P2"}, "P2", True),
-    "rate-limited": ({"rate-limited": "P2", "circuit-breaker-open": "P2"}, "P2", False),
-    "error-storm": ({"error-storm": "P2", "access-log-5xx-ratio": "P1"}, "P1", False),
-    "oom": ({"oom-kill": "P2"}, "P2", False),
-    "disk-full": ({"no-space-logged": "P1"}, "P1", True),
-    "redis-memory": ({"redis-near-maxmemory": "P2"}, "P2", True),
-    "host-down": ({"host-unreachable": "P1"}, "P1", False),
+# fault → (rules that must fire with their severity, the least overall severity, traffic during collection,
+#          seconds to let the fault develop before collecting)
+CASES: dict[str, tuple[dict[str, str], str, bool, float]] = {
+    "app-down": ({"app-down": "P0", "service-inactive": "P1"}, "P0", False, 0),
+    "bad-deploy": ({"deploy-before-errors": "P1"}, "P1", True, 0),
+    "pool-exhausted": ({"pg-connections-near-max": "P1", "too-many-connections-logged": "P1"}, "P1", True, 0),
+    "lock-contention": ({"lock-contention": "P2", "lock-waits-logged": "P2"}, "P2", True, 0),
+    "rate-limited": ({"rate-limited": "P2"}, "P2", False, 15),
+    "error-storm": ({"error-storm": "P2", "access-log-5xx-ratio": "P1"}, "P1", False, 5),
+    "oom": ({"oom-kill": "P2"}, "P2", False, 0),
+    "disk-full": ({"no-space-logged": "P1"}, "P1", True, 0),
+    "redis-memory": ({"redis-near-maxmemory": "P2"}, "P2", True, 0),
+    "host-down": ({"host-unreachable": "P1"}, "P1", False, 0),
 }
+
+
+def _triage_with_traffic(tmp_path: Path, lab: Any, traffic: bool) -> dict[str, Any]:
+    """Collect while the app serves requests, as in a real incident (blocked queries exist only then)."""
+    if not traffic:
+        return _triage_lab(tmp_path, lab)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        load = pool.submit(_drive, lab, 12.0, 10.0)
+        time.sleep(5)
+        doc = _triage_lab(tmp_path, lab)
+        load.result()
+    return doc
 
 
 @pytest.mark.destructive
@@ -140,13 +153,12 @@ CASES: dict[str, tuple[dict[str, str], str, bool]] = {
 def test_fault_yields_its_finding(fault: str, lab: Any, lab_lock: None, tmp_path: Path) -> None:
     from collector.lab import faults
 
-    expected, least, traffic = CASES[fault]
+    expected, least, traffic, settle_s = CASES[fault]
     _heal_leftovers()
     faults.break_fault(fault)
     try:
-        if traffic:
-            _drive(lab)
-        doc = _triage_lab(tmp_path, lab)
+        time.sleep(settle_s)
+        doc = _triage_with_traffic(tmp_path, lab, traffic)
     finally:
         faults.heal_fault(fault)
     fired = {f["rule"]: f for f in doc["findings"]}
@@ -168,7 +180,7 @@ def test_slow_queries_show_as_latency_or_long_queries(lab: Any, lab_lock: None, 
     faults.break_fault("slow-queries")
     try:
         _drive(lab, seconds=20, rps=15)
-        doc = _triage_lab(tmp_path, lab)
+        doc = _triage_with_traffic(tmp_path, lab, True)
     finally:
         faults.heal_fault("slow-queries")
     fired = {f["rule"] for f in doc["findings"]}

@@ -147,11 +147,12 @@ def test_idle_in_transaction_lock_contention_and_slow_queries(tmp_path: Path) ->
     probes["db1"]["pg_blocking_locks"] = ("blocked_pid|blocked_user|blocked_s|blocking_pids|blocked_query|blocking_pid|blocking_state|blocking_query\n"
                                           "88|sergas|42.0|{77}|UPDATE orders SET x=1|77|idle in transaction|LOCK TABLE orders\n(1 row)\n")
     probes["db1"]["pg_long_queries"] = ("pid|usename|datname|state|wait_event_type|wait_event|running_s|query\n"
-                                        "88|sergas|sergas|active|Lock|relation|42.0|UPDATE orders SET x=1\n(1 row)\n")
+                                        "88|sergas|sergas|active|Lock|relation|42.0|UPDATE orders SET x=1\n"
+                                        "77|sergas|sergas|idle in transaction|Client|ClientRead|300.5|LOCK TABLE orders\n(2 rows)\n")
     by = findings_by_rule(_triage(tmp_path / "a", probes))
     assert by["idle-in-transaction"][0]["severity"] == "P2" and "300.5" in by["idle-in-transaction"][0]["message"]
     assert by["lock-contention"][0]["evidence"][0]["excerpt"].startswith("88|sergas|42.0")
-    assert "slow-queries" not in by  # the only long query waits on the lock: that is contention, not slowness
+    assert "slow-queries" not in by  # the long query waits on the lock: that is contention, not slowness
     probes = healthy()
     probes["db1"]["pg_long_queries"] = ("pid|usename|datname|state|wait_event_type|wait_event|running_s|query\n"
                                         "99|sergas|sergas|active|Timeout|PgSleep|12.3|SELECT pg_sleep(30)\n(1 row)\n")
