@@ -151,9 +151,8 @@ def pick_mitigation(findings: dict[str, Any], scenario: Scenario) -> dict[str, A
     """The scenario's finding and its suggested mitigation (the finding's, else the first suggesting the action)."""
     items = findings.get("findings") or []
     for item in items:
-        if item.get("id") == scenario.finding or item.get("rule") == scenario.finding:
-            if item.get("mitigation"):
-                return item
+        if scenario.finding in (item.get("id"), item.get("rule")) and item.get("mitigation"):
+            return item
     for item in items:
         if (item.get("mitigation") or {}).get("action") == scenario.action:
             return item
@@ -166,6 +165,19 @@ def plan_argv(mitigation: dict[str, Any], inventory: str, plan: str, bundle: str
     for key, value in (mitigation.get("params") or {}).items():
         argv += ["--param", f"{key}={value}"]
     return argv + ["-i", inventory, "--as", requester, "--plan", plan, "--bundle", bundle]
+
+
+def journal_since(back_s: float = 5.0) -> str:
+    """A `--since` timestamp a few seconds ago, in the form journalctl reads (UTC, space-separated)."""
+    return (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=back_s)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def bundle_path(collect_stdout: str, cwd: Path) -> str:
+    """The bundle folder named by collect's `bundle: PATH` line (relative to `cwd`)."""
+    for line in collect_stdout.splitlines():
+        if line.startswith("bundle: "):
+            return str(cwd / line.split(": ", 1)[1].strip())
+    raise Step("collect printed no `bundle:` line")
 
 
 def timeline_section(report_md: str) -> str:
@@ -187,7 +199,7 @@ class Step(RuntimeError):
 def _run(argv: Sequence[str], say: Say, *, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     shown = " ".join(shlex.quote(a if i else Path(a).name) for i, a in enumerate(argv))
     say(f"\n$ {shown}")
-    proc = subprocess.run(list(argv), cwd=cwd, text=True, capture_output=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(list(argv), cwd=cwd, text=True, capture_output=True, stdin=subprocess.DEVNULL, check=False)
     for line in (proc.stdout + proc.stderr).rstrip().splitlines():
         say(f"  {line}")
     if check and proc.returncode != 0:
@@ -222,7 +234,7 @@ def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = "
 
 def _play(scenario: Scenario, settings: Settings, inventory: str, cwd: Path, collector: str, say: Say,
           verify_wait_s: float) -> bool:
-    since = (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    since = journal_since()
     say("\n--- 1. something breaks ---")
     _run([collector, "lab", "break", scenario.fault], say, cwd=cwd)
     background: threading.Thread | None = None
@@ -236,12 +248,10 @@ def _play(scenario: Scenario, settings: Settings, inventory: str, cwd: Path, col
         else:
             say(f"  responses: {drive_traffic(base, scenario.traffic_s)}")
     say("\n--- 2. collect the evidence from every lab host at once (triage and report run at the end) ---")
-    out = _run([tool("collect"), "--hosts", "lab", "-i", inventory, "--since", since, "--json"], say, cwd=cwd)
+    out = _run([tool("collect"), "--hosts", "lab", "-i", inventory, "--since", since], say, cwd=cwd)
     if background is not None:
         background.join()
-    bundle = str(cwd / json.loads(out.stdout)["bundle"]) if out.stdout.strip().startswith("{") else None
-    if not bundle:
-        raise Step("collect printed no bundle")
+    bundle = bundle_path(out.stdout, cwd)
     findings = json.loads((Path(bundle) / "findings.json").read_text())
     say(f"\n--- 3. the verdict: severity {findings.get('severity')} ---")
     _run([collector, "triage", bundle], say, cwd=cwd)

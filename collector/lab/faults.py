@@ -83,7 +83,11 @@ def _stop_unit(name: str) -> str:
 
 
 def _wait(condition: str, seconds: int, what: str) -> str:
-    """Poll a shell condition every 0.25 s; fail with `what` when it never holds."""
+    """Poll a shell condition every 0.25 s; fail with `what` when it never holds.
+
+    Steps run under `set -o pipefail`: end a pipeline with `grep -c ... >/dev/null`, not `grep -q`
+    (which exits at the first match and fails the pipeline with the writer's SIGPIPE).
+    """
     tries = seconds * 4
     return (f"for _ in $(seq 1 {tries}); do if {condition}; then break; fi; sleep 0.25; done\n"
             f"if ! {condition}; then echo {shlex.quote('timed out: ' + what)} >&2; exit 1; fi\n")
@@ -186,7 +190,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
                     "ZOHO_RATE_LIMIT=120/min: HTTP 429s, 'rate limit' errors, the circuit breaker opens.",
         host="app1", group="app",
         break_steps=(Step("app1", "echo 20 > /etc/zoho-mock/quota\n"
-                          + _wait("journalctl -u sergas-app --since '-30s' --no-pager -q | grep -q 'rate limit'",
+                          + _wait("journalctl -u sergas-app --since '-30s' --no-pager -q | grep -c 'rate limit' >/dev/null",
                                   30, "429s in the app's journal")),),
         heal_steps=(Step("app1", "echo 600 > /etc/zoho-mock/quota\n"
                          f"curl -fs -o /dev/null -X POST -H 'Content-Type: application/json' "
@@ -204,8 +208,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
         host="app1", group="app",
         break_steps=(Step("app1", _unit("error-storm", f"/usr/bin/python3 {HELPERS}/error_storm.py 25 {UNIT_MAX_S}",
                                         user="nobody")
-                          + _wait("journalctl -u sergas-app --since '-20s' --no-pager -q | grep -q "
-                                  "'ERROR: GET /api/orders failed: ValueError'", 20, "500s in the app's journal")),),
+                          + _wait("journalctl -u sergas-app --since '-20s' --no-pager -q | grep -c "
+                                  "'ERROR: GET /api/orders failed: ValueError' >/dev/null", 20, "500s in the app's journal")),),
         heal_steps=(Step("app1", _stop_unit("error-storm")),),
         check="systemctl is-active --quiet lab-fault-error-storm",
         evidence="app journal floods with 'ERROR: GET /api/orders failed: ValueError: customer_id must be an "
