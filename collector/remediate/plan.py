@@ -247,7 +247,7 @@ def describe(plan: Plan) -> list[str]:
         check = plan.check.get(host, {})
         word = {True: "would change", False: "no change"}[bool(check.get("changed"))]
         if check.get("status") in ("failed", "unreachable"):
-            word = f"CHECK {str(check.get('status')).upper()}: {check.get('msg', '')}"
+            word = f"CHECK {str(check.get('status')).upper()}: {' '.join(str(check.get('msg', '')).split())[:300]}"
         lines.append(f"  {host}: {word}" + (f" — {check.get('msg')}" if check.get("changed") else ""))
         for diff in plan.diffs.get(host, []):
             lines.extend("    " + line for line in diff.rstrip("\n").splitlines())
