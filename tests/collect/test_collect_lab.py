@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
@@ -18,6 +19,8 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+
+from collector.lab import LOCK_FILE
 
 pytestmark = pytest.mark.lab
 
@@ -64,20 +67,22 @@ def lab_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def full(
     request: pytest.FixtureRequest, lab: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
-    """One collection of app/db/redis per engine (read-only, so no lock)."""
+    """One collection of app/db/redis per engine, holding the lab lock so no fault is half-applied."""
     out = tmp_path_factory.mktemp(f"full-{request.param}")
-    rc, summary, _ = collect_json(
-        "--hosts",
-        ROLE_HOSTS,
-        "-i",
-        str(lab.inventory),
-        "--out",
-        str(out),
-        "--engine",
-        request.param,
-        "--since",
-        "30m",
-    )
+    with open(LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rc, summary, _ = collect_json(
+            "--hosts",
+            ROLE_HOSTS,
+            "-i",
+            str(lab.inventory),
+            "--out",
+            str(out),
+            "--engine",
+            request.param,
+            "--since",
+            "30m",
+        )
     summary["rc"] = rc
     summary["engine_param"] = request.param
     return summary
@@ -182,7 +187,7 @@ class _SilentServer:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_unreachable_hosts_are_recorded_and_cost_at_most_the_connect_timeout(
-    engine: str, lab: Any, tmp_path: Path
+    engine: str, lab: Any, lab_lock: None, tmp_path: Path
 ) -> None:
     server = _SilentServer()
     key = Path(lab.inventory).parent / "lab_known_hosts"
@@ -405,7 +410,7 @@ def _host_state(lab: Any, host: str) -> str:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_collection_changes_nothing_on_the_hosts(engine: str, lab: Any, tmp_path: Path) -> None:
+def test_collection_changes_nothing_on_the_hosts(engine: str, lab: Any, lab_lock: None, tmp_path: Path) -> None:
     hosts = [lab.groups["app"][0], lab.groups["db"][0], lab.groups["redis"][0]]
     before = {h: _host_state(lab, h) for h in hosts}
     rc, summary, _ = collect_json(
