@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = str(REPO / "inventory" / "local.yml")
@@ -139,3 +140,62 @@ def test_timeout_option_caps_every_probe_and_marks_the_host_partial(tmp_path: Pa
     assert probes["iostat"]["duration_s"] < 3
     assert probes["uptime"]["status"] == "ok"
     assert summary["hosts"]["local"]["status"] == "partial"
+
+
+def test_secret_host_vars_never_reach_the_bundle_and_no_redact_marks_it(tmp_path: Path) -> None:
+    import gzip
+
+    secret = "tok-Zq81-secret-value-4471"
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(
+        f"all:\n  hosts:\n    local:\n      ansible_connection: local\n      collector_api_token: {secret}\n"
+    )
+    catalogue = tmp_path / "probes.yml"
+    catalogue.write_text(
+        yaml.safe_dump(
+            {
+                "collector_probes": [
+                    {
+                        "name": "leak",
+                        "parser": "raw",
+                        "description": "prints a secret on purpose",
+                        "command": 'echo "token in output: $COLLECTOR_API_TOKEN"; echo {collector_api_token}',
+                        "env": {"COLLECTOR_API_TOKEN": "collector_api_token"},
+                    }
+                ]
+            }
+        )
+    )
+    proc = collect(
+        "--hosts",
+        "local",
+        "-i",
+        str(inventory),
+        "--out",
+        str(tmp_path / "r"),
+        "--json",
+        "--catalogue",
+        str(catalogue),
+    )
+    assert proc.returncode == 0, proc.stderr
+    bundle = Path(json.loads(proc.stdout)["bundle"])
+    assert "token in output:" in (bundle / "hosts/local/leak.txt").read_text()
+    archive = gzip.decompress(Path(f"{bundle}.tar.gz").read_bytes())
+    assert secret.encode() not in archive
+    assert secret not in proc.stdout
+    raw = collect(
+        "--hosts",
+        "local",
+        "-i",
+        str(inventory),
+        "--out",
+        str(tmp_path / "n"),
+        "--json",
+        "--catalogue",
+        str(catalogue),
+        "--no-redact",
+    )
+    assert raw.returncode == 0, raw.stderr
+    unredacted = Path(json.loads(raw.stdout)["bundle"])
+    assert unredacted.name.endswith("UNREDACTED") and manifest(unredacted)["redacted"] is False
+    assert secret in (unredacted / "hosts/local/leak.txt").read_text()
