@@ -10,7 +10,7 @@ from typing import Any
 
 from collector.core import FINDINGS_SCHEMA, utcnow
 from collector.triage.engine import (
-    MONITORING_HOST, SEVERITIES, BundleView, Outcome, Rule, evaluate_rule, load_rules, worst,
+    MONITORING_HOST, SEVERITIES, BundleView, Outcome, Rule, evaluate_rules, load_rules, worst,
 )
 from collector.triage.figures import key_figures
 from collector.triage.measures import MEASURES
@@ -34,7 +34,7 @@ def triage_bundle(path: str | Path, *, rules_path: str | Path | None = None, sea
 
 def evaluate(bundle: BundleView, rules: list[Rule]) -> dict[str, Any]:
     """Every rule against the bundle → the findings document (nothing written)."""
-    outcomes = [evaluate_rule(rule, bundle, MEASURES[rule.measure]) for rule in rules]
+    outcomes = evaluate_rules(rules, bundle, MEASURES)
     findings = [f for o in outcomes for f in o.findings]
     findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), f["id"]))
     unknown = [

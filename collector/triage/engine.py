@@ -100,6 +100,7 @@ class Rule:
     security: bool = False
     data_at_risk: bool = False
     down: bool = False
+    unless: tuple[str, ...] = ()  # rules that, when they fire, make this one redundant (its worse twin)
 
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -113,7 +114,7 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 _RULE_KEYS = {
     "id", "title", "scenario", "probes", "measure", "args", "when", "severity", "message", "roles",
-    "severity_when_all_hosts", "mitigation", "security", "data_at_risk", "down", "description",
+    "severity_when_all_hosts", "mitigation", "security", "data_at_risk", "down", "description", "unless",
 }
 
 
@@ -136,6 +137,10 @@ def load_rules(path: Path | str | None = None) -> list[Rule]:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise UsageError(f"rules file {path}: rule {dupes[0]} is declared twice")
+    for rule in rules:
+        missing = [u for u in rule.unless if u not in ids]
+        if missing:
+            raise UsageError(f"rules file {path}: rule {rule.id}: `unless` names no rule {missing[0]!r}")
     return rules
 
 
@@ -170,7 +175,7 @@ def _rule(entry: Any, path: Path | str, known_measures: dict[str, Any]) -> Rule:
         op=str(when["op"]), threshold=when["value"], severity=str(entry["severity"]), message=str(entry["message"]),
         roles=tuple(entry.get("roles") or ()), severity_when_all_hosts=entry.get("severity_when_all_hosts"),
         mitigation=options[0] if options else None, alternatives=tuple(options[1:]), security=bool(entry.get("security")), data_at_risk=bool(entry.get("data_at_risk")),
-        down=bool(entry.get("down")),
+        down=bool(entry.get("down")), unless=tuple(str(u) for u in entry.get("unless") or ()),
     )
 
 
@@ -182,12 +187,18 @@ class Outcome:
     """What one rule did: its findings, the hosts it could not judge (and why), the hosts it judged."""
 
     rule: Rule
+    fired: list[Measure] = field(default_factory=list)
+    judged: int = 0
     findings: list[dict[str, Any]] = field(default_factory=list)
     unknown: list[tuple[str, str]] = field(default_factory=list)
     evaluated: list[str] = field(default_factory=list)
 
+    suppressed_by: str | None = None
+
     @property
     def state(self) -> str:
+        if self.suppressed_by:
+            return "suppressed"
         if self.findings:
             return "fired"
         if self.unknown:
@@ -222,7 +233,6 @@ def hosts_for(rule: Rule, bundle: BundleView) -> list[str]:
 def evaluate_rule(rule: Rule, bundle: BundleView, measure_fn: Callable[..., list[Measure]]) -> Outcome:
     """Run one rule over its hosts; any error inside a measure becomes 'unknown', never a crash."""
     outcome = Outcome(rule)
-    fired: list[Measure] = []
     for host in hosts_for(rule, bundle):
         try:
             taken = measure_fn(bundle, host, **rule.args)
@@ -233,16 +243,27 @@ def evaluate_rule(rule: Rule, bundle: BundleView, measure_fn: Callable[..., list
             outcome.unknown.append((host, f"could not evaluate: {type(exc).__name__}: {exc}"))
             continue
         outcome.evaluated.append(host)
-        for measure in taken:
-            if compare(measure.value, rule.op, rule.threshold):
-                fired.append(measure)
-    groups: dict[str, list[Measure]] = {}
-    for measure in fired:
-        groups.setdefault(measure.key or rule.id, []).append(measure)
-    judged = len(hosts_for(rule, bundle))
-    for key, measures in groups.items():
-        outcome.findings.append(_finding(rule, key, measures, judged, lambda role: role_hosts(bundle, role)))
+        outcome.fired += [m for m in taken if compare(m.value, rule.op, rule.threshold)]
+    outcome.judged = len(hosts_for(rule, bundle))
     return outcome
+
+
+def evaluate_rules(rules: list[Rule], bundle: BundleView, measures: dict[str, Callable[..., list[Measure]]]) -> list[Outcome]:
+    """Every rule, then findings: a rule's host is dropped where a worse twin (`unless`) fired on it."""
+    outcomes = [evaluate_rule(rule, bundle, measures[rule.measure]) for rule in rules]
+    fired_on = {o.rule.id: {m.host for m in o.fired} for o in outcomes}
+    for outcome in outcomes:
+        covered = {h for twin in outcome.rule.unless for h in fired_on.get(twin, set())}
+        kept = [m for m in outcome.fired if m.host not in covered]
+        if outcome.fired and not kept:
+            outcome.suppressed_by = next(t for t in outcome.rule.unless if fired_on.get(t))
+        groups: dict[str, list[Measure]] = {}
+        for measure in kept:
+            groups.setdefault(measure.key or outcome.rule.id, []).append(measure)
+        for key, group in groups.items():
+            outcome.findings.append(_finding(outcome.rule, key, group, outcome.judged,
+                                             lambda role: role_hosts(bundle, role)))
+    return outcomes
 
 
 def compare(value: Any, op: str, threshold: Any) -> bool:

@@ -88,7 +88,7 @@ def test_high_5xx_ratio_from_prometheus_is_p1(tmp_path: Path) -> None:
     doc = _triage(tmp_path, monitoring=monitoring)
     by = findings_by_rule(doc)
     assert by["high-5xx-ratio"][0]["severity"] == "P1"
-    assert by["elevated-5xx-ratio"][0]["severity"] == "P3"
+    assert "elevated-5xx-ratio" not in by and doc["rules"]["elevated-5xx-ratio"] == "suppressed"  # its worse twin fired
     ev = by["high-5xx-ratio"][0]["evidence"][0]
     assert ev["path"] == "monitoring/error_ratio.json" and ev["excerpt"] == "error_ratio = 0.42"
     assert "42.0 %" in by["high-5xx-ratio"][0]["message"]
@@ -198,8 +198,8 @@ def test_disk_full_and_no_space(tmp_path: Path) -> None:
     probes["app1"]["service_journal"] = "2026-11-28T05:59:00+0000 app1 sergas-app[1]: ERROR: [Errno 28] No space left on device\n"
     doc = _triage(tmp_path, probes)
     by = findings_by_rule(doc)
-    assert by["disk-full"][0]["severity"] == "P2" and "/var/lib/sergas" in by["disk-full"][0]["message"]
-    assert by["disk-exhausted"][0]["severity"] == "P1"
+    assert by["disk-exhausted"][0]["severity"] == "P1" and "/var/lib/sergas" in by["disk-exhausted"][0]["message"]
+    assert "disk-full" not in by  # the same host's milder twin is dropped
     assert by["no-space-logged"][0]["evidence"][0]["line"] == 1
     assert doc["questions"]["is_data_at_risk"]["answer"] == "yes"
     assert doc["figures"]["disk_max_pct"]["app1"] == 100.0
@@ -389,6 +389,8 @@ def test_runbook_rules_exist() -> None:
      "severity must be one of"),
     ("rules: [{id: x, title: t, scenario: s, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m, colour: red}]",
      "unknown key 'colour'"),
+    ("rules: [{id: x, title: t, scenario: s, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m, unless: [y]}]",
+     "`unless` names no rule 'y'"),
     ("nope", "has no list `rules`"),
 ])
 def test_a_broken_rules_file_is_a_usage_error(tmp_path: Path, broken: str, message: str) -> None:
@@ -464,3 +466,18 @@ def test_key_figures_shape_and_unknowns(tmp_path: Path) -> None:
     assert figures["redis_used_memory"] == {"redis1": 1048576} and figures["redis_maxmemory"] == {"redis1": 67108864}
     assert figures["disk_max_pct"] == {"app1": 10.0, "db1": 10.0, "redis1": 10.0}
     assert set(figures["mem_used_pct"]) == {"app1", "db1", "redis1"}
+
+
+def test_a_milder_twin_is_dropped_only_on_the_hosts_its_worse_twin_covers(tmp_path: Path) -> None:
+    probes = healthy()
+    probes["app1"]["df"] = probes["app1"]["df"].replace("1024     44032       3% /var/lib/sergas",
+                                                        "49152         0     100% /var/lib/sergas")
+    probes["db1"]["df"] = probes["db1"]["df"].replace("23000000 230000000      10% /", "23000000 230000000      95% /")
+    doc = _triage(tmp_path, probes)
+    by = findings_by_rule(doc)
+    assert by["disk-exhausted"][0]["hosts"] == ["app1"]
+    assert by["disk-full"][0]["hosts"] == ["db1"] and by["disk-full"][0]["severity"] == "P2"
+    monitoring = healthy_monitoring()
+    monitoring["error_ratio"] = json.dumps({"kind": "instant", "value": 0.05}, indent=2)
+    by = findings_by_rule(_triage(tmp_path / "b", monitoring=monitoring))
+    assert by["elevated-5xx-ratio"][0]["severity"] == "P3" and "high-5xx-ratio" not in by
