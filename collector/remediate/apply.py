@@ -193,7 +193,8 @@ def apply_plan(path: str | Path, settings: Settings, *, max_hosts: int | None = 
                  checks=[c.as_dict() for c in result.checks])
     before = bundle or plan.bundle
     if collect_after:
-        result.after_bundle = _after_bundle(plan, settings, result.notes)
+        out_dir = str(Path(before).resolve().parent) if before else settings.out_dir
+        result.after_bundle = _after_bundle(plan, out_dir, result.notes)
     if before and result.after_bundle:
         result.before_after = before_after(before, result.after_bundle, result.notes)
     result.finished = utcnow()
@@ -230,15 +231,15 @@ def action_record(result: ApplyResult) -> dict[str, Any]:
     }
 
 
-def _after_bundle(plan: Plan, settings: Settings, notes: list[str]) -> str | None:
-    """Collect a fresh bundle from the plan's pattern (the evidence after the fix)."""
+def _after_bundle(plan: Plan, out_dir: str, notes: list[str]) -> str | None:
+    """Collect a fresh bundle from the plan's pattern (the evidence after the fix), beside the before-bundle."""
     try:
         from collector.collect import collect
     except ImportError:
         notes.append("after-bundle skipped: collector.collect is not available")
         return None
     try:
-        outcome = collect(plan.pattern, inventory=plan.inventory,
+        outcome = collect(plan.pattern, inventory=plan.inventory, out_dir=out_dir,
                           command_line=["collector", "remediate", "apply", plan.id, "(after-bundle)"])
         notes.extend(outcome.notes)
         return str(outcome.bundle) if outcome.bundle else None
