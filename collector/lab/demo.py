@@ -48,6 +48,7 @@ class Scenario:
     action: str  # the action that finding suggests
     traffic_s: float = 0.0  # seconds of requests to reproduce the symptom (0: the fault shows by itself)
     traffic_during_collect: bool = False  # keep requests in flight while collecting (blocked queries)
+    settle_s: float = 0.0  # let the fault run this long before collecting (an error storm needs to pile up)
     undo: tuple[tuple[str, str], ...] = ()  # (host, shell) to undo the mitigation's lab side effects
 
 
@@ -69,7 +70,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              undo=(("redis1", "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" "
                               "redis-cli --no-auth-warning CONFIG SET maxmemory-policy noeviction >/dev/null"),)),
     Scenario("error-storm", "Error storm (one misbehaving client)", "error-storm", "error-storm-client",
-             "block-client",
+             "block-client", settle_s=6.0,
              undo=(("app1", "ip -4 route del blackhole 127.0.0.2/32 table local 2>/dev/null || true"),)),
 )}
 
@@ -220,8 +221,10 @@ def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = "
     collector = tool("collector")
     started = time.monotonic()
     say(f"=== scenario {scenario.name}: {scenario.title} (lab fault `{scenario.fault}`) ===")
-    say(f"working directory {cwd} (bundles/, plans/, audit/); holding the lab lock for the whole run")
+    say(f"working directory {cwd} (bundles/, plans/, audit/)")
+    say("waiting for the lab lock (other lab users finish first) ...")
     with faults.lab_lock():
+        say("holding the lab lock for the whole run")
         try:
             return _play(scenario, settings, inventory, cwd, collector, say, verify_wait_s)
         finally:
@@ -238,6 +241,9 @@ def _play(scenario: Scenario, settings: Settings, inventory: str, cwd: Path, col
     say("\n--- 1. something breaks ---")
     _run([collector, "lab", "break", scenario.fault], say, cwd=cwd)
     background: threading.Thread | None = None
+    if scenario.settle_s:
+        say(f"\n--- the fault runs for {scenario.settle_s:.0f} s (the on-call engineer gets paged) ---")
+        time.sleep(scenario.settle_s)
     if scenario.traffic_s:
         base = app_base_url(settings)
         say(f"\n--- users hit the app: {scenario.traffic_s:.0f} s of requests at {base} ---")

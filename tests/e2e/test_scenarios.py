@@ -1,0 +1,169 @@
+"""The runbook's scenarios end to end, typed as an engineer would, against the lab.
+
+Each test drives the INSTALLED commands as subprocesses (`collect`, `collector` beside this Python):
+lab break → collect → severity and finding → the finding's suggested mitigation planned by alice →
+approved by bob → remediate apply → verify → report.md (timeline) names it all → lab heal (always).
+The whole scenario holds the lab lock; plans, audit log and bundles live in tmp_path (the cwd).
+Traffic helpers, mitigation clean-up and the --since stamp come from collector.lab.demo; every
+expectation below is this file's own.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.lab import demo
+
+pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
+
+RANK = {"none": 0, "P3": 1, "P2": 2, "P1": 3, "P0": 4}
+REQUESTER, APPROVER = "alice", "bob"
+TIMINGS: dict[str, float] = {}
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What the runbook says this scenario looks like and how it is fixed."""
+
+    finding: str  # rule id triage must name
+    severity: str  # that finding's severity
+    least: str  # the verdict is at least this severe
+    action: str  # the mitigation that finding suggests
+    params: dict[str, str]  # parameters the suggestion must carry
+
+
+EXPECTED: dict[str, Expect] = {
+    "pool-exhausted": Expect("pg-connections-near-max", "P1", "P1", "kill-idle-connections", {"minutes": "0"}),
+    "rate-limited": Expect("rate-limited", "P2", "P2", "circuit-breaker", {"state": "open"}),
+    "oom": Expect("oom-kill", "P2", "P2", "memory-limit", {"max": "1G"}),
+    "bad-deploy": Expect("deploy-before-errors", "P1", "P1", "rollback", {"tag": "v1.0.0"}),
+    "lock-contention": Expect("lock-contention", "P2", "P2", "kill-idle-connections", {"minutes": "0"}),
+    "disk-full": Expect("no-space-logged", "P1", "P1", "clean-disk", {"subdir": "exports"}),
+    "redis-memory": Expect("redis-near-maxmemory", "P2", "P2", "redis-maxmemory", {"policy": "allkeys-lru"}),
+    "error-storm": Expect("error-storm-client", "P2", "P1", "block-client", {"address": "127.0.0.2"}),
+}
+
+
+class Shell:
+    """Runs the installed commands in one working directory and keeps what was typed."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.typed: list[str] = []
+
+    def __call__(self, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        command = [demo.tool(argv[0]), *argv[1:]]
+        self.typed.append(" ".join(argv))
+        return subprocess.run(command, cwd=self.cwd, text=True, capture_output=True, stdin=subprocess.DEVNULL,
+                              timeout=timeout, check=False)
+
+
+def _ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"{proc.args[1:]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.fixture()
+def healed_lab(lab: Any, lab_lock: None) -> Iterator[Any]:
+    """The lab with no fault left over by anyone (the lock is held, so an active fault is a leftover)."""
+    from collector.lab import faults
+
+    for name, active in faults.active_faults(lab.settings).items():
+        if active:
+            faults.heal_fault(name, lab.settings)
+    yield lab
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_timings() -> Iterator[None]:
+    yield
+    if TIMINGS:
+        print("\nscenario timings (break → heal): " + ", ".join(f"{k} {v:.1f}s" for k, v in TIMINGS.items()))
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_scenario_end_to_end(name: str, healed_lab: Any, tmp_path: Path) -> None:
+    from collector.lab import faults
+
+    lab, expect, scenario = healed_lab, EXPECTED[name], demo.get_scenario(name)
+    sh, inventory = Shell(tmp_path), str(lab.inventory)
+    started = time.monotonic()
+    try:
+        _play(sh, lab, scenario, expect, inventory, tmp_path)
+    finally:
+        sh("collector", "lab", "heal", scenario.fault, timeout=180)
+        demo.undo_side_effects(scenario, lab.settings)
+        TIMINGS[name] = time.monotonic() - started
+        print(f"\n{name}: {TIMINGS[name]:.1f} s; typed:\n  " + "\n  ".join(sh.typed))
+    assert not faults.is_active(lab.settings, faults.get(scenario.fault)), f"{scenario.fault} still active after heal"
+
+
+def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventory: str, cwd: Path) -> None:
+    since = demo.journal_since()
+    _ok(sh("collector", "lab", "break", scenario.fault, timeout=180))
+    if scenario.settle_s:
+        time.sleep(scenario.settle_s)
+    background = None
+    if scenario.traffic_s:
+        base = demo.app_base_url(lab.settings)
+        if scenario.traffic_during_collect:
+            background = threading.Thread(target=demo.drive_traffic, args=(base, scenario.traffic_s), daemon=True)
+            background.start()
+            time.sleep(3)
+        else:
+            demo.drive_traffic(base, scenario.traffic_s)
+
+    # collect → bundle with findings.json (triage ran at the end of collect)
+    out = _ok(sh("collect", "--hosts", "lab", "-i", inventory, "--since", since))
+    if background is not None:
+        background.join()
+    bundle = Path(demo.bundle_path(out, cwd))
+    findings = json.loads((bundle / "findings.json").read_text())
+    named = [f for f in findings["findings"] if expect.finding in (f.get("id"), f.get("rule"))]
+    summary = "; ".join(f"{f['severity']} {f['id']}" for f in findings["findings"])
+    assert named, f"{expect.finding} not found; triage said: {summary}"
+    finding = named[0]
+    assert finding["severity"] == expect.severity, summary
+    assert RANK[findings["severity"]] >= RANK[expect.least], summary
+    assert finding["evidence"] and all(e["path"] and e["excerpt"] for e in finding["evidence"])
+    mitigation = finding["mitigation"]
+    assert mitigation and mitigation["action"] == expect.action, finding
+    assert {k: str(v) for k, v in mitigation["params"].items() if k in expect.params} == expect.params, mitigation
+    assert mitigation["command"].startswith(f"collector remediate {expect.action} --hosts {mitigation['hosts']}")
+
+    # the suggested command as typed by alice, plus where the plan and the incident's bundle are
+    plan = cwd / "plans" / f"{scenario.name}.json"
+    argv = demo.plan_argv(mitigation, inventory, str(plan), str(bundle), requester=REQUESTER)
+    _ok(sh("collector", *argv[1:]))
+    doc = json.loads(plan.read_text())
+    assert doc["action"] == expect.action and doc["requester"] == REQUESTER and doc["approval"] is None
+    assert any(c.get("changed") for c in doc["check"].values()), f"the check run found nothing to change: {doc['check']}"
+
+    # a second person approves; then apply (verify, after-bundle, actions.json, report)
+    _ok(sh("collector", "approve", str(plan), "--as", APPROVER))
+    assert json.loads(plan.read_text())["approval"]["approver"] == APPROVER
+    applied = _ok(sh("collector", "remediate", "apply", str(plan), "--verify-wait", "75", timeout=300))
+    assert "APPLIED and VERIFIED" in applied, applied[-2000:]
+
+    verified = _ok(sh("collector", "verify", "--hosts", "lab", "-i", inventory, "--wait", "30"))
+    assert "RECOVERED: every check passed" in verified
+
+    actions = json.loads((bundle / "actions.json").read_text())["actions"][-1]
+    assert (actions["action"], actions["requester"], actions["approver"]) == (expect.action, REQUESTER, APPROVER)
+    assert actions["verify"]["passed"] is True and actions["break_glass"] is None
+    assert any(h["changed"] for h in actions["hosts"].values()), actions["hosts"]
+
+    report = (bundle / "report.md").read_text()
+    assert finding["title"] in report and expect.finding in report
+    timeline = demo.timeline_section(report)
+    for text in (f"Plan {expect.action} requested by {REQUESTER}", f"Plan {expect.action} approved by {APPROVER}",
+                 f"Applied {expect.action}", "Verification passed"):
+        assert text in timeline, f"timeline lacks {text!r}:\n{timeline}"
