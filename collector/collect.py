@@ -114,24 +114,35 @@ def _logging_progress(progress: Progress, log: _Log) -> Progress:
 
 
 def _after(bundle: Path, outcome: CollectOutcome, log: _Log) -> None:
-    """Triage then reports, when those steps are installed; failures are notes, not errors."""
+    """Triage then reports, when those steps are installed; failures are notes, not errors.
+
+    Triage leaves the sealing (checksums + archive) to the report step, which seals anyway: one
+    archive rewrite instead of two. When there is no report step, we seal here.
+    """
+    sealed = True
     try:
         from collector.triage import triage_bundle
     except ImportError:
         pass
     else:
         try:
-            outcome.findings = triage_bundle(bundle)
+            outcome.findings = triage_bundle(bundle, seal=False)
+            sealed = False
         except Exception as exc:
             outcome.notes.append(f"triage failed: {exc!r}"[:300])
     try:
         from collector.report import render_reports
-    except ImportError:
-        return
-    try:
+
         outcome.reports = render_reports(bundle)
+        sealed = True
+    except ImportError:
+        pass
     except Exception as exc:
         outcome.notes.append(f"report failed: {exc!r}"[:300])
+    if not sealed:
+        from collector.bundle import Bundle
+
+        Bundle.open(bundle).seal()
 
 
 def collect(

@@ -17,6 +17,7 @@ from collector.core import Probe, UsageError
 from collector.paths import resource
 
 CATALOGUE_KEY = "collector_probes"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: the catalogue is read every run
 ROLES = ("app", "db", "redis", "web")
 # Fields of a catalogue entry the runner reads beyond the typed Probe (kept as data, passed through).
 _RUNNER_EXTRA = ("ok_rc",)
@@ -46,7 +47,7 @@ def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
     """The catalogue's entries as plain dicts (what the runner receives), validated."""
     path = Path(path) if path else catalogue_path()
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"probe catalogue {path} is unreadable: {str(exc).splitlines()[0]}") from None
     entries = doc.get(CATALOGUE_KEY) if isinstance(doc, dict) else None
