@@ -174,7 +174,7 @@ def _show(outcome: collect_step.CollectOutcome, as_json: bool) -> None:
         console.print(f"archive: {outcome.bundle}.tar.gz")
 
 
-@click.command("collect")
+@click.command("collect", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--hosts",
     "pattern",
