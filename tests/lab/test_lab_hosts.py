@@ -199,7 +199,7 @@ def test_app_health_is_healthy_from_the_host_and_over_the_bridge(lab: Any, lab_l
 
 
 @pytest.mark.lab
-def test_prometheus_scrapes_app1_and_loaded_the_runbook_alerts(lab: Any) -> None:
+def test_prometheus_scrapes_app1_and_loaded_the_runbook_alerts(lab: Any, lab_lock: None) -> None:
     deadline = time.monotonic() + 20
     result: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
