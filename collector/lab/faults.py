@@ -467,9 +467,11 @@ def _find_pid(marker: str, timeout_s: float) -> int | None:
                 continue
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
+                comm = (entry / "comm").read_text().strip()
             except OSError:
                 continue
-            if marker.encode() in argv and any(a.endswith(b"memhog.py") for a in argv):
+            # The hog renames itself once running; systemd-run's own argv holds the marker too.
+            if comm == "sergas-export" and marker.encode() in argv:
                 return int(entry.name)
         time.sleep(0.1)
     return None

@@ -12,7 +12,6 @@ import redis
 
 CONF = "/etc/redis/lab.conf"
 PREFIX = "sess:legacy:"
-VALUE = b"x" * 65536
 
 
 def client() -> redis.Redis:
@@ -24,17 +23,21 @@ def client() -> redis.Redis:
 
 
 def fill(r: redis.Redis) -> None:
+    """Large values until refused, then smaller ones: at the end even a small write is refused."""
     n = 0
-    while n < 100000:
-        try:
-            r.set(f"{PREFIX}{n:06d}", VALUE + os.urandom(16))
-        except redis.ResponseError as exc:
-            info = r.info("memory")
-            print(f"stored {n} keys; redis refuses more: {exc} "
-                  f"(used_memory={info['used_memory']} maxmemory={info['maxmemory']})")
-            return
-        n += 1
-    print(f"stored {n} keys and redis still accepts writes (no maxmemory?)")
+    refused = ""
+    for size in (65536, 4096, 256, 16):
+        value = b"x" * size
+        while n < 200000:
+            try:
+                r.set(f"{PREFIX}{n:06d}", value + os.urandom(8))
+            except redis.ResponseError as exc:
+                refused = str(exc)
+                break
+            n += 1
+    info = r.info("memory")
+    print(f"stored {n} keys; redis refuses more: {refused or 'no, it never refused (no maxmemory?)'} "
+          f"(used_memory={info['used_memory']} maxmemory={info['maxmemory']})")
 
 
 def clear(r: redis.Redis) -> None:

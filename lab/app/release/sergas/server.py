@@ -109,6 +109,17 @@ class App:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
 
+    def snapshot(self, name: str, rows: Any) -> None:
+        """Write the latest answer for the nightly export, atomically (a new file each time: needs free space)."""
+        folder = self.data_dir / "snapshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.{threading.get_ident()}.tmp"
+        try:
+            tmp.write_text(json.dumps(rows, default=str))
+            os.replace(tmp, folder / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def store_contacts(self, contacts: list[dict[str, Any]]) -> None:
         with self.pool.connection() as conn, conn.cursor() as cur:
             for contact in contacts:
@@ -296,6 +307,7 @@ def orders(app: App, params: dict[str, Any]) -> Payload:
         rows, cache = app.cached("cache:orders:recent", lambda: app.query(queries.RECENT_ORDERS))
     else:
         rows, cache = app.cached(f"cache:orders:{customer}", lambda: app.query(queries.CUSTOMER_ORDERS, (customer,)))
+    app.snapshot(f"orders-{customer if customer is not None else 'recent'}.json", rows)
     return 200, {"orders": rows, "cache": cache}
 
 
