@@ -361,6 +361,19 @@ def _fresh_overlay_needed(hdir: Path, base_hash: str, role: str) -> bool:
     return marker.exists() and marker.read_text().strip() != provision_hash(role)
 
 
+def stale_reason(settings: Settings, name: str, role: str) -> str | None:
+    """Why a running host no longer matches this checkout (base, provisioning files, lab/ bind), or None."""
+    hdir = _host_dir(settings, name)
+    if _read_json(hdir / "host.json").get("base") != base.recipe_hash():
+        return "it runs on an older base"
+    marker = hdir / "root" / MARKER
+    if marker.exists() and marker.read_text().strip() != provision_hash(role):
+        return "lab/provision or lab/app changed since it was provisioned"
+    if not runs_current_lab_src(settings, name):
+        return "it binds another checkout's lab/ folder"
+    return None
+
+
 def ensure_overlay(settings: Settings, name: str, role: str, log: Log) -> Path:
     """Mount the host's overlay (upper/work in its folder, the base read-only below); returns its root."""
     hdir = _host_dir(settings, name)

@@ -101,10 +101,13 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
         _save_state(settings, state)
 
         kept = {n for n in table if hosts.is_running(settings, n)}
-        for name in sorted(n for n in kept if not hosts.runs_current_lab_src(settings, n)):
-            log(f"{name}: runs with another checkout's lab/ folder, restarting it")
-            hosts.stop_host(settings, name)
-            kept.discard(name)
+        # A running host must match this checkout; a stale one is provisioned anew (CI's fresh clone).
+        stale = {n: r for n in sorted(kept) if (r := hosts.stale_reason(settings, n, str(table[n]["group"])))}
+        for name, reason in stale.items():
+            log(f"{name}: {reason}; restarting it")
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda n: hosts.stop_host(settings, n), stale))
+        kept -= set(stale)
         for name in table:
             if name not in kept:
                 hosts.start_host(settings, name, table, log)
