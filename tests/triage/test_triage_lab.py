@@ -36,11 +36,12 @@ def _triage_lab(tmp_path: Path, lab: Any, since: str = "2m") -> dict[str, Any]:
     return doc
 
 
-def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0) -> dict[int, int]:
-    """Bounded traffic at the app on its bridge address (orders with random customers, customers)."""
+def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0, orders_only: bool = False) -> dict[int, int]:
+    """Bounded traffic at the app on its bridge address (orders of random customers, and customers)."""
     base = f"http://{lab.ips[lab.groups['app'][0]]}:8000"
     count = int(seconds * rps)
-    paths = [f"/api/orders?customer_id={random.randint(1, 5000)}" if i % 3 else "/api/customers" for i in range(count)]
+    paths = [f"/api/orders?customer_id={random.randint(1, 5000)}" if orders_only or i % 3 else "/api/customers"
+             for i in range(count)]
     statuses: dict[int, int] = {}
 
     def hit(path: str) -> int:
@@ -175,15 +176,22 @@ def test_fault_yields_its_finding(fault: str, lab: Any, lab_lock: None, tmp_path
 
 @pytest.mark.destructive
 def test_slow_queries_show_as_latency_or_long_queries(lab: Any, lab_lock: None, tmp_path: Path) -> None:
-    """The slow-queries fault makes each order lookup scan (~100 ms, more under load): p95 or > 5 s queries."""
+    """The slow-queries fault makes each order lookup scan and JIT-compile (~100 ms, more under load).
+
+    No query reaches the runbook's 5 s, so the evidence is latency: p95 over 200 ms under load.
+    """
     from collector.lab import faults
 
     _heal_leftovers()
     faults.break_fault("slow-queries")
     try:
-        _drive(lab, seconds=20, rps=15)
-        doc = _triage_with_traffic(tmp_path, lab, True)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            load = pool.submit(_drive, lab, 40.0, 20.0, True)
+            time.sleep(35)  # two Prometheus scrapes of slow requests at least
+            doc = _triage_lab(tmp_path, lab)
+            load.result()
     finally:
         faults.heal_fault("slow-queries")
-    fired = {f["rule"] for f in doc["findings"]}
-    assert fired & {"slow-queries", "high-p95-latency", "severe-latency", "slow-statements-logged"}, _summary(doc)
+    fired = {f["rule"]: f for f in doc["findings"]}
+    slow = {"slow-queries", "high-p95-latency", "severe-latency", "slow-statements-logged", "many-slow-statements"}
+    assert set(fired) & slow, f"p95 {doc['figures']['p95_s']}: {_summary(doc)}"
