@@ -181,6 +181,13 @@ def bundle_path(collect_stdout: str, cwd: Path) -> str:
     raise Step("collect printed no `bundle:` line")
 
 
+def expected_alerts(mitigation: dict[str, Any]) -> tuple[str, ...]:
+    """Alerts the mitigation raises on purpose (an open circuit breaker's), from the action catalogue."""
+    from collector.remediate.actions import get_action
+
+    return get_action(str(mitigation["action"])).expected_alerts(mitigation.get("params") or {})
+
+
 def timeline_section(report_md: str) -> str:
     """The `## Timeline` section of a report.md."""
     start = report_md.find("## Timeline")
@@ -275,8 +282,11 @@ def _play(scenario: Scenario, settings: Settings, inventory: str, cwd: Path, col
     say("\n--- 5. apply: canary first, then verify, after-bundle, actions.json, report ---")
     _run([collector, "remediate", "apply", plan, "--verify-wait", str(verify_wait_s)], say, cwd=cwd, check=False)
     say("\n--- 6. verify on its own: the runbook's step 5 checklist ---")
-    ok = _run([collector, "verify", "--hosts", "lab", "-i", inventory, "--wait", "30"], say, cwd=cwd,
-              check=False).returncode == 0
+    allowed = expected_alerts(chosen["mitigation"])
+    if allowed:
+        say(f"  ({', '.join(allowed)} is raised by the mitigation on purpose: told to verify with --allow-alert)")
+    ok = _run([collector, "verify", "--hosts", "lab", "-i", inventory, "--wait", "30",
+               *[arg for alert in allowed for arg in ("--allow-alert", alert)]], say, cwd=cwd, check=False).returncode == 0
     report = Path(bundle) / "report.md"
     say(f"\n--- 7. the report: {report} (and report.html beside it); its timeline ---")
     for line in timeline_section(report.read_text() if report.exists() else "").splitlines():
