@@ -11,7 +11,7 @@ cleanup() { collector lab down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 collector lab build || exit $?
-collector lab up || exit $?
+collector lab up --fresh || exit $?
 
 pytest "$@"
 rc=$?
