@@ -59,16 +59,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "circuit-breaker",
              undo=(("app1", "curl -fs -o /dev/null -X POST http://127.0.0.1:8000/admin/circuit-breaker/zoho/close || true"),)),
     Scenario("oom", "Out of memory", "oom", "oom-kill", "memory-limit",
-             undo=(("app1", "rm -f /etc/systemd/system/sergas-app.service.d/50-collector-memory.conf && "
-                            "systemctl daemon-reload"),)),
+             undo=(("app1", ("rm -f /etc/systemd/system/sergas-app.service.d/50-collector-memory.conf && "
+                             "systemctl daemon-reload")),)),
     Scenario("bad-deploy", "Outage by a bad deploy (rollback)", "bad-deploy", "deploy-before-errors", "rollback",
              traffic_s=4.0),
     Scenario("lock-contention", "Lock contention", "lock-contention", "lock-contention", "kill-idle-connections",
              traffic_s=8.0, traffic_during_collect=True),
     Scenario("disk-full", "Disk full", "disk-full", "no-space-logged", "clean-disk", traffic_s=3.0),
     Scenario("redis-memory", "Redis memory", "redis-memory", "redis-near-maxmemory", "redis-maxmemory",
-             undo=(("redis1", "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" "
-                              "redis-cli --no-auth-warning CONFIG SET maxmemory-policy noeviction >/dev/null"),)),
+             undo=(("redis1", ("REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" "
+                               "redis-cli --no-auth-warning CONFIG SET maxmemory-policy noeviction >/dev/null")),)),
     Scenario("error-storm", "Error storm (one misbehaving client)", "error-storm", "error-storm-client",
              "block-client", settle_s=6.0,
              undo=(("app1", "ip -4 route del blackhole 127.0.0.2/32 table local 2>/dev/null || true"),)),
@@ -143,7 +143,7 @@ def undo_side_effects(scenario: Scenario, settings: Settings) -> list[str]:
         try:
             res = hosts.run_in(settings, host, ["/bin/bash", "-c", script], timeout=30)
             done.append(f"{host}: undo rc {res.returncode}")
-        except Exception as exc:  # cleanup must go on to the next step
+        except Exception as exc:  # noqa: BLE001 - cleanup must go on to the next step
             done.append(f"{host}: undo failed: {type(exc).__name__}: {exc}")
     return done
 
@@ -170,7 +170,7 @@ def plan_argv(mitigation: dict[str, Any], inventory: str, plan: str, bundle: str
 
 def journal_since(back_s: float = 5.0) -> str:
     """A `--since` timestamp a few seconds ago, in the form journalctl reads (UTC, space-separated)."""
-    return (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=back_s)).strftime("%Y-%m-%d %H:%M:%S")
+    return (_dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=back_s)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def bundle_path(collect_stdout: str, cwd: Path) -> str:
