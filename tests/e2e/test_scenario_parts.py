@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -20,7 +20,7 @@ from collector.triage import triage_bundle
 from collector.verify import alerts_resolving
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "triage"))
-from triage_synth import findings_by_rule, healthy, make_bundle  # noqa: E402
+from triage_synth import findings_by_rule, healthy, make_bundle
 
 
 def _access(n: int, client: str, status: int = 500, start_s: int = 0) -> list[str]:
@@ -80,9 +80,9 @@ def test_new_actions_defaults() -> None:
 class _FakePrometheus(BaseHTTPRequestHandler):
     """Loopback stand-in: two alert rules; a query answers a series only for the still-failing one."""
 
-    rules = [{"name": "HighErrors", "query": "rate(errors_total[5m]) > 0.1"},
+    rules: ClassVar[list[dict[str, str]]] = [{"name": "HighErrors", "query": "rate(errors_total[5m]) > 0.1"},
              {"name": "StillDown", "query": "up == 0"}]
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def log_message(self, *args: Any) -> None:
         pass
