@@ -191,7 +191,13 @@ def _show(outcome: collect_step.CollectOutcome, as_json: bool) -> None:
 @click.option("--since", metavar="DURATION", help="Journal window: 10m, 2h, 1d or a timestamp. Default 10m.")
 @click.option("--out", "out_dir", metavar="DIR", help="Where bundles go. Default: bundles/.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of tables.")
-@click.option("--timeout", "timeout_s", type=float, metavar="S", help="Per-probe timeout in seconds (caps the catalogue's own timeouts).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    metavar="S",
+    help="Per-probe timeout in seconds (caps the catalogue's own timeouts).",
+)
 @click.option(
     "--engine", metavar="|".join(ENGINES), help="ssh (default, fastest) or ansible (playbooks/collect.yml)."
 )

@@ -17,7 +17,9 @@ from collector.core import Probe, UsageError
 from collector.paths import resource
 
 CATALOGUE_KEY = "collector_probes"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: the catalogue is read every run
+_LOADER = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)  # libyaml when present: the catalogue is read every run
 ROLES = ("app", "db", "redis", "web")
 # Fields of a catalogue entry the runner reads beyond the typed Probe (kept as data, passed through).
 _RUNNER_EXTRA = ("ok_rc",)

@@ -203,7 +203,11 @@ def test_secret_host_vars_never_reach_the_bundle_and_no_redact_marks_it(tmp_path
 
 def test_ingest_of_a_folder_without_artifacts_exits_2(tmp_path: Path) -> None:
     code = "import sys; from collector.cli import main; sys.argv[0] = 'collector'; main()"
-    proc = subprocess.run([sys.executable, "-c", code, "ingest", str(tmp_path), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "ingest", str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "no ansible-runner artifacts" in proc.stderr
     assert not (tmp_path / "o").exists()

@@ -410,7 +410,9 @@ def _host_state(lab: Any, host: str) -> str:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_collection_changes_nothing_on_the_hosts(engine: str, lab: Any, lab_lock: None, tmp_path: Path) -> None:
+def test_collection_changes_nothing_on_the_hosts(
+    engine: str, lab: Any, lab_lock: None, tmp_path: Path
+) -> None:
     hosts = [lab.groups["app"][0], lab.groups["db"][0], lab.groups["redis"][0]]
     before = {h: _host_state(lab, h) for h in hosts}
     rc, summary, _ = collect_json(
