@@ -1,7 +1,8 @@
 """The command line: parses arguments and calls the steps; nothing else lives here.
 
-Each step's commands sit in their own module of this package and are added to the
-`collector` group below; `collect` is also a console script of its own.
+Each step's commands sit in their own module of this package (which exposes `commands`, a list of
+click commands). Modules are imported only when one of their commands runs, so `collect` in the
+first minutes of an incident does not pay for importing remediation, tickets or the lab.
 """
 from __future__ import annotations
 
@@ -14,12 +15,39 @@ import click
 from collector import __version__
 from collector.core import EXIT_USAGE, UsageError
 
-# One module per step; each exposes `commands`, a list of click commands or groups.
-COMMAND_MODULES = ("lab", "collect", "triage", "report", "remediate", "verify", "audit", "attach")
+# command name -> the module of this package that defines it
+COMMANDS: dict[str, str] = {
+    "collect": "collect",
+    "ingest": "collect",
+    "triage": "triage",
+    "report": "report",
+    "comms": "report",
+    "remediate": "remediate",
+    "approve": "audit",
+    "verify": "verify",
+    "audit": "audit",
+    "attach": "attach",
+    "lab": "lab",
+}
+
+
+def load_command(name: str) -> click.Command | None:
+    """The click command `name`, importing only the module that defines it."""
+    module_name = COMMANDS.get(name)
+    if module_name is None:
+        return None
+    module = importlib.import_module(f"collector.cli.{module_name}")
+    return next((c for c in getattr(module, "commands", []) if c.name == name), None)
 
 
 class _Group(click.Group):
-    """Turns UsageError (and click's own usage errors) into one line on stderr and exit 2."""
+    """Loads commands lazily; turns UsageError into one line on stderr and exit 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return load_command(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -35,23 +63,10 @@ def main() -> None:
     """incident collector: collect evidence, triage, remediate with approval, verify, report."""
 
 
-for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"collector.cli.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"collector.cli.{_name}":
-            raise
-        continue
-    for _command in getattr(_module, "commands", []):
-        main.add_command(_command)
-
-
 def collect_main() -> None:
     """The `collect` console script: the same command as `collector collect`."""
-    command = main.commands.get("collect")
-    if command is None:
-        click.echo("error: collect is not available in this build", err=True)
-        sys.exit(EXIT_USAGE)
+    command = load_command("collect")
+    assert command is not None, "collector.cli.collect defines no collect command"
     try:
         command.main(prog_name="collect", standalone_mode=True)
     except UsageError as exc:
