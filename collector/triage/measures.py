@@ -388,6 +388,27 @@ def log_numbers(bundle: BundleView, host: str, probe: Any = "service_journal", p
 
 
 @measure
+def log_percentile(bundle: BundleView, host: str, probe: Any = "service_journal",
+                   pattern: str = r"path=/api/\S* status=\d+ .*duration_ms=([0-9.]+)", quantile: float = 0.95,
+                   min_count: int = 20) -> list[Measure]:
+    """The quantile of a number logged per line (the app's request durations); None below min_count lines."""
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    regex = re.compile(pattern)
+    values: list[tuple[float, p.Line]] = []
+    for ln in p.lines(out.text):
+        match = regex.search(ln.text)
+        number = p.to_number(match.group(1)) if match and match.groups() else None
+        if number is not None:
+            values.append((number, ln))
+    if len(values) < min_count:
+        return [Measure(host, None, [], {"count": len(values)})]
+    ranked = sorted(values, key=lambda v: v[0])
+    at = ranked[min(len(ranked) - 1, int(quantile * len(ranked)))]
+    return [Measure(host, at[0], [out.evidence(at[1].number), out.evidence(ranked[-1][1].number)],
+                    {"count": len(values), "max": round(ranked[-1][0], 1)})]
+
+
+@measure
 def counted_lines(bundle: BundleView, host: str, probe: Any = "error_summary", pattern: str = ".") -> list[Measure]:
     """Sum of the counts of `uniq -c` summary lines matching `pattern` (top errors, 5xx by path)."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)

@@ -481,3 +481,15 @@ def test_a_milder_twin_is_dropped_only_on_the_hosts_its_worse_twin_covers(tmp_pa
     monitoring["error_ratio"] = json.dumps({"kind": "instant", "value": 0.05}, indent=2)
     by = findings_by_rule(_triage(tmp_path / "b", monitoring=monitoring))
     assert by["elevated-5xx-ratio"][0]["severity"] == "P3" and "high-5xx-ratio" not in by
+
+
+def test_access_log_p95_from_request_durations(tmp_path: Path) -> None:
+    probes = healthy()
+    lines = [f"2026-11-28T05:59:{i % 60:02d}+0000 app1 python3[1]: INFO: path=/api/orders status=200 method=GET "
+             f"duration_ms={300 if i % 10 == 0 else 40}.0 client=10.0.0.1" for i in range(40)]
+    probes["app1"]["service_journal"] = "\n".join(lines) + "\n"
+    by = findings_by_rule(_triage(tmp_path / "a", probes))
+    (slow,) = by["access-log-p95-latency"]
+    assert slow["severity"] == "P2" and "p95 of 40 logged API requests is 300.0 ms" in slow["message"]
+    probes["app1"]["service_journal"] = "\n".join(lines[:10]) + "\n"  # too few requests to call a p95
+    assert "access-log-p95-latency" not in findings_by_rule(_triage(tmp_path / "b", probes))
