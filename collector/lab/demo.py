@@ -56,7 +56,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("pool-exhausted", "Connection pool exhausted", "pool-exhausted", "pg-connections-near-max",
              "kill-idle-connections"),
     Scenario("rate-limited", "Rate limiting (HTTP 429 from the upstream)", "rate-limited", "rate-limited",
-             "circuit-breaker",
+             "circuit-breaker", settle_s=5.0,  # the sync retries twice a second: a handful of 429s
              undo=(("app1", "curl -fs -o /dev/null -X POST http://127.0.0.1:8000/admin/circuit-breaker/zoho/close || true"),)),
     Scenario("oom", "Out of memory", "oom", "oom-kill", "memory-limit",
              undo=(("app1", ("rm -f /etc/systemd/system/sergas-app.service.d/50-collector-memory.conf && "
