@@ -55,7 +55,10 @@ def _baseline(lab: Any, lab_lock: None) -> Iterator[None]:
     global _PREEXISTING
     for name, active in faults.active_faults(lab.settings).items():
         if active:
-            faults.heal_fault(name, lab.settings)
+            try:
+                faults.heal_fault(name, lab.settings)
+            except faults.FaultError as exc:  # the lab's own heal tests say more; try the mitigation anyway
+                print(f"baseline: {exc}")
     _PREEXISTING = _active_alerts(lab)
     yield
     _PREEXISTING = ()
