@@ -166,23 +166,26 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     ),
     Fault(
         name="slow-queries",
-        description="A migration dropped orders_customer_id_idx and a tuning change forced JIT on for the "
-                    "app's role: each order lookup scans the table and JIT-compiles (~100 ms), more under load.",
+        description="A migration dropped the orders indexes and a tuning change set the app's role to no "
+                    "parallel workers and JIT for every query: each order lookup scans and sorts 300k rows.",
         host="db1", group="db",
         break_steps=(Step("db1", f"{_PSQL} <<'SQL'\n"
                           "DROP INDEX IF EXISTS orders_customer_id_idx;\n"
+                          "DROP INDEX IF EXISTS orders_created_at_idx;\n"
+                          "ALTER ROLE sergas SET max_parallel_workers_per_gather = 0;\n"
                           "ALTER ROLE sergas SET jit = on;\n"
                           "ALTER ROLE sergas SET jit_above_cost = 0;\n"
                           "ALTER ROLE sergas SET jit_inline_above_cost = 0;\n"
                           "ALTER ROLE sergas SET jit_optimize_above_cost = 0;\nSQL\n"),),
         heal_steps=(Step("db1", f"{_PSQL} <<'SQL'\n"
                          "CREATE INDEX IF NOT EXISTS orders_customer_id_idx ON orders (customer_id, created_at DESC);\n"
+                         "CREATE INDEX IF NOT EXISTS orders_created_at_idx ON orders (created_at DESC);\n"
                          "ALTER ROLE sergas RESET ALL;\nSQL\n", timeout_s=120),),
         check=(f"[ \"$({_PSQL_VALUE} \"SELECT count(*) FROM pg_indexes WHERE indexname = "
                f"'orders_customer_id_idx'\" 2>/dev/null)\" = 0 ]"),
-        evidence="postgres log 'duration: 1xx ms statement: SELECT o.id ... FROM orders'; pg_stat_activity "
-                 "long-running active queries; p95 latency up (alert SergasLatencyHigh under load); "
-                 "\\d orders lacks orders_customer_id_idx; pg_db_role_setting shows jit_above_cost=0.",
+        evidence="EXPLAIN of the app's order lookup: Seq Scan on orders; \\d orders has no index but the "
+                 "primary key; pg_db_role_setting for sergas: jit_above_cost=0, max_parallel_workers_per_gather=0; "
+                 "order lookups ~10x slower, p95 up and DB CPU saturated under load (alert SergasLatencyHigh).",
     ),
     Fault(
         name="rate-limited",
@@ -251,8 +254,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
         heal_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py clear\n", timeout_s=120),),
         check=("REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" redis-cli -h 127.0.0.1 "
                "info memory | awk -F: '/^used_memory:/{u=$2} /^maxmemory:/{m=$2} END{exit !(m > 0 && u >= 0.9 * m)}'"),
-        evidence="redis INFO memory: used_memory >= maxmemory; app journal 'ERROR: redis cache write failed "
-                 "... OOM command not allowed'; /health unhealthy (redis).",
+        evidence="redis INFO memory: used_memory at maxmemory, ~800 sess:legacy:* keys without TTL; app journal "
+                 "'ERROR: redis cache write failed ... OOM command not allowed'; /health unhealthy (redis at 98 %+).",
     ),
     Fault(
         name="host-down",

@@ -142,8 +142,13 @@ class App:
             self.redis.set("health:probe", str(time.time()), ex=30)
             info = self.redis.info("memory")
             used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+            pct = round(100.0 * used / limit, 1) if limit else None
             checks["redis"] = {"status": "ok", "latency_ms": round((time.monotonic() - t0) * 1000, 1),
-                               "used_memory_pct": round(100.0 * used / limit, 1) if limit else None}
+                               "used_memory_pct": pct}
+            if pct is not None and pct >= 98.0:
+                # At maxmemory with noeviction Redis refuses writes; a lucky probe write proves nothing.
+                checks["redis"].update(status="fail", error=f"OOM: used_memory at {pct}% of maxmemory, "
+                                                            "cache writes are refused")
         except redis.RedisError as exc:
             checks["redis"] = {"status": "fail", "error": _one_line(exc)}
         try:
