@@ -124,7 +124,8 @@ def load_rules(path: Path | str | None = None) -> list[Rule]:
 
     path = Path(path) if path else RULES_FILE
     try:
-        doc = yaml.safe_load(Path(path).read_text())
+        # libyaml when present: the pure-Python loader costs ~0.1 s of every collect.
+        doc = yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"rules file {path} is unreadable: {str(exc).splitlines()[0]}") from None
     entries = doc.get("rules") if isinstance(doc, dict) else None

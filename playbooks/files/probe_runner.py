@@ -40,10 +40,18 @@ def now_iso():
 
 def journal_since(since):
     """`10m` -> `-10m` (journalctl's relative form); anything else (a timestamp) is passed as given."""
-    match = _DURATION.match(str(since or ""))
+    text = str(since or "").strip()
+    match = _DURATION.match(text)
     if match:
         return "-%s%s" % (match.group(1), match.group(2))
-    return str(since)
+    # journalctl rejects ISO 8601's "T" and "Z": give it "YYYY-MM-DD HH:MM:SS[ UTC]".
+    try:
+        stamp = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return text
+    if stamp.tzinfo is not None:
+        return stamp.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return stamp.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def fill(command, values):

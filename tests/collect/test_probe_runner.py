@@ -215,3 +215,36 @@ def test_local_catalogue_runs_here_without_errors() -> None:
     assert statuses["free"] == "ok" and b"Mem:" in output(doc["by_name"]["free"])
     assert statuses["service_status"] == "skipped"
     assert "pg_connections" not in statuses  # db probes are not for a host without the db role
+
+
+def _runner_module() -> Any:
+    import importlib.util
+
+    from collector.probes import runner_path
+
+    spec = importlib.util.spec_from_file_location("probe_runner_under_test", runner_path())
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_since_becomes_a_form_journalctl_accepts() -> None:
+    journal_since = _runner_module().journal_since
+    assert journal_since("10m") == "-10m"
+    assert journal_since(" 2h ") == "-2h"
+    # journalctl rejects ISO 8601's T and Z ("Failed to parse timestamp"), so they are rewritten.
+    assert journal_since("2026-11-28T07:00:00Z") == "2026-11-28 07:00:00 UTC"
+    assert journal_since("2026-11-28T09:30:00+02:00") == "2026-11-28 07:30:00 UTC"
+    assert journal_since("2026-11-28T07:00") == "2026-11-28 07:00:00"
+    assert journal_since("yesterday") == "yesterday"
+
+
+def test_an_iso_since_reaches_journalctl_in_its_own_form() -> None:
+    request = build_request([{"name": "since", "command": "echo {since}"}], {}, (),
+                            since="2026-11-28T07:00:00Z", cap_bytes=1 << 20, default_timeout_s=10)
+    proc = subprocess.run([sys.executable, "-"], input=runner_script(request).encode(),
+                          capture_output=True, timeout=120)
+    (result,) = json.loads(proc.stdout)["probes"]
+    assert result["status"] == "ok"
+    assert output(result).strip() == b"2026-11-28 07:00:00 UTC"
