@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import os
 import platform
@@ -36,7 +35,7 @@ from typing import Any, Callable
 import yaml
 
 from collector.inventory import load_inventory
-from collector.probes import build_request, host_roles, load_entries, runner_path
+from collector.probes import build_request, host_roles, load_entries, runner_module
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -48,17 +47,9 @@ class BenchError(Exception):
     """The benchmark cannot run as asked (lab down, too few hosts): said loudly, exit 1."""
 
 
-def _runner_module() -> Any:
-    spec = importlib.util.spec_from_file_location("probe_runner", runner_path())
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def rendered_commands(inventory: str, hosts: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """host -> probe -> {command, env, timeout_s}: exactly what our runner would run there."""
-    runner = _runner_module()
+    runner = runner_module()
     inv = load_inventory(inventory)
     entries = load_entries()
     out: dict[str, dict[str, dict[str, Any]]] = {}

@@ -45,6 +45,17 @@ def runner_source() -> str:
     return runner_path().read_text()
 
 
+def runner_module() -> Any:
+    """The on-host runner imported here, for its pure helpers (`fill`, `journal_since`, `select`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("collector_probe_runner", runner_path())
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
     """The catalogue's entries as plain dicts (what the runner receives), validated."""
     path = Path(path) if path else catalogue_path()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 
-from collector.probes import build_request, load_entries
+from collector.probes import build_request, load_entries, runner_module
 from collector.transport import parse_response, runner_script
 
 
@@ -217,6 +217,71 @@ def test_local_catalogue_runs_here_without_errors() -> None:
     assert "pg_connections" not in statuses  # db probes are not for a host without the db role
 
 
+def test_since_becomes_journalctl_relative_form() -> None:
+    doc = run_runner([{"name": "since", "command": "echo {since}"}])
+    assert output(doc["by_name"]["since"]) == b"-10m\n"
+
+
+def test_parse_response_turns_the_answer_into_values() -> None:
+    doc = run_runner([{"name": "a", "command": "echo a"}, {"name": "b", "command": "exit 4"}])
+    doc.pop("by_name")
+    doc.pop("stderr")
+    result = parse_response("h1", ("app",), json.dumps(doc))
+    assert result.status == "partial"
+    assert [(p.probe, p.status, p.rc) for p in result.probes] == [("a", "ok", 0), ("b", "failed", 4)]
+    assert result.probes[0].output == b"a\n"
+    broken = parse_response("h1", (), "Traceback: nope")
+    assert broken.status == "failed" and "no JSON" in (broken.error or "")
+
+
+def test_shipped_catalogue_covers_the_runbook_and_never_looks_like_jinja() -> None:
+    entries = load_entries()
+    names = {e["name"] for e in entries}
+    for needed in (
+        "service_status",
+        "journal_errors",
+        "error_summary",
+        "http_5xx_by_path",
+        "uptime",
+        "top",
+        "free",
+        "df",
+        "iostat",
+        "ps_mem",
+        "oom_events",
+        "deploy_log",
+        "app_health",
+        "app_metrics",
+        "circuit_breaker",
+        "pg_connections",
+        "pg_long_queries",
+        "pg_blocking_locks",
+        "pg_idle_in_transaction",
+        "pg_db_size",
+        "redis_ping",
+        "redis_info_memory",
+        "redis_info_clients",
+        "redis_maxmemory",
+    ):
+        assert needed in names
+    for entry in entries:
+        assert "{{" not in entry["command"] and "{%" not in entry["command"], entry["name"]
+        assert entry.get("timeout_s") and entry.get("description") and entry.get("parser")
+    redis = [e for e in entries if e["name"].startswith("redis_")]
+    assert all(e["env"] == {"REDISCLI_AUTH": "collector_redis_password"} for e in redis)
+    assert all("password" not in e["command"] for e in redis)
+
+
+def test_local_catalogue_runs_here_without_errors() -> None:
+    """The every-host probes on this machine: each one ok, skipped or not_found, never a crash."""
+    doc = run_runner(load_entries(), {}, (), timeout=20)
+    statuses = {p["probe"]: p["status"] for p in doc["probes"]}
+    assert statuses["uptime"] == "ok" and b"load average" in output(doc["by_name"]["uptime"])
+    assert statuses["free"] == "ok" and b"Mem:" in output(doc["by_name"]["free"])
+    assert statuses["service_status"] == "skipped"
+    assert "pg_connections" not in statuses  # db probes are not for a host without the db role
+
+
 def _runner_module() -> Any:
     import importlib.util
 
@@ -230,7 +295,7 @@ def _runner_module() -> Any:
 
 
 def test_since_becomes_a_form_journalctl_accepts() -> None:
-    journal_since = _runner_module().journal_since
+    journal_since = runner_module().journal_since
     assert journal_since("10m") == "-10m"
     assert journal_since(" 2h ") == "-2h"
     # journalctl rejects ISO 8601's T and Z ("Failed to parse timestamp"), so they are rewritten.
