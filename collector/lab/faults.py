@@ -557,7 +557,7 @@ def _host_down_heal(settings: Settings, fault: Fault, timeout_s: float) -> str:
     from collector.lab import hosts, lifecycle
     if hosts.is_running(settings, fault.host):
         return f"{fault.host} already running"
-    extra = int(lab_state(settings).get("extra", 0) or 0)  # type: ignore[call-overload]
+    extra = int(lab_state(settings).get("extra", 0) or 0)
     result = lifecycle.up(settings, extra=extra)
     if not result.ok:
         raise FaultError(f"host-down: `lab up` could not bring {fault.host} back: {'; '.join(result.errors)}")

@@ -65,7 +65,7 @@ class LoadResult:
 def app_url(settings: Settings) -> str:
     """http://<app1's bridge IP>:8000 from the running lab's state; UsageError when the lab is not up."""
     table = lab_state(settings).get("hosts") or {}
-    for spec in table.values():  # type: ignore[union-attr]
+    for spec in table.values():
         if spec.get("group") == "app":
             return f"http://{spec['ip']}:{APP_PORT}"
     raise UsageError("the lab is not up (no app host in its state): run `collector lab up` first")
