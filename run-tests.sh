@@ -11,7 +11,8 @@ cleanup() { collector lab down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 collector lab build || exit $?
-collector lab up --fresh || exit $?
+# A host that trips while booting gets one more try: `lab up` is idempotent and keeps what is up.
+collector lab up --fresh || collector lab up || exit $?
 
 pytest "$@"
 rc=$?
