@@ -255,6 +255,7 @@ def _fill(tmp: Path, run: RunResult, settings: Settings, name: str, redactor: Re
         "pattern": run.pattern,
         "inventory": redactor.redact_text(run.inventory, MANIFEST),
         "engine": run.engine,
+        "since": run.since,
         "redacted": redactor.enabled,
         "started": run.started,
         "finished": run.finished or utcnow(),

@@ -206,6 +206,7 @@ def collect(
         engine=settings.engine,
         command_line=list(command_line or []),
         started=utcnow(),
+        since=since_value,
     )
     log(
         f"collect {pattern!r}: {len(targets)} host(s) from {inv.source}, engine {settings.engine}, since {since_value}"

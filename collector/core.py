@@ -88,6 +88,7 @@ class RunResult:
     started: str
     finished: str = ""
     interrupted: bool = False
+    since: str = ""  # the journal window asked for (`10m` or a timestamp); triage reads its window from it
     hosts: dict[str, HostResult] = field(default_factory=dict)
     monitoring: list[ProbeResult] = field(default_factory=list)  # host == "monitoring"
 

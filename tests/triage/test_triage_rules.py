@@ -493,3 +493,15 @@ def test_access_log_p95_from_request_durations(tmp_path: Path) -> None:
     assert slow["severity"] == "P2" and "p95 of 40 logged API requests is 300.0 ms" in slow["message"]
     probes["app1"]["service_journal"] = "\n".join(lines[:10]) + "\n"  # too few requests to call a p95
     assert "access-log-p95-latency" not in findings_by_rule(_triage(tmp_path / "b", probes))
+
+
+def test_the_window_comes_from_the_manifest_when_collect_ran_from_python(tmp_path: Path) -> None:
+    # collect() called as a function has no --since on its command line: the manifest's `since` rules.
+    probes = healthy()
+    probes["app1"]["oom_events"] = (
+        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1000kB\n")
+    narrow = make_bundle(tmp_path / "narrow", probes, since="1m", since_in_argv=False)
+    assert json.loads((narrow / "manifest.json").read_text())["since"] == "1m"
+    assert "oom-kill" not in findings_by_rule(triage_bundle(narrow))  # 2 min 50 s before the run: outside 1m
+    wide = make_bundle(tmp_path / "wide", probes, since="10m", since_in_argv=False)
+    assert "oom-kill" in findings_by_rule(triage_bundle(wide))

@@ -127,7 +127,7 @@ def _probe(host: str, name: str, spec: Spec) -> ProbeResult:
 
 def make_bundle(tmp: Path, probes: dict[str, dict[str, Spec]] | None = None,
                 monitoring: dict[str, Spec] | None = None, *, unreachable: dict[str, str] | None = None,
-                since: str = "10m") -> Path:
+                since: str = "10m", since_in_argv: bool = True) -> Path:
     """Write a real bundle from host → probe → output (default: the healthy lab) and return its folder."""
     probes = copy.deepcopy(healthy() if probes is None else probes)
     monitoring = healthy_monitoring() if monitoring is None else monitoring
@@ -137,8 +137,9 @@ def make_bundle(tmp: Path, probes: dict[str, dict[str, Spec]] | None = None,
         hosts[host] = HostResult(host, host_status(results), None, results, ROLES.get(host, ("web",)))
     for host, error in (unreachable or {}).items():
         hosts[host] = HostResult(host, "unreachable", error, [], ROLES.get(host, ("web",)))
+    argv = ["collect", "--hosts", "lab"] + (["--since", since] if since_in_argv else [])
     run = RunResult(incident="inc-test", pattern="lab", inventory="inventory/lab.yml", engine="ssh",
-                    command_line=["collect", "--hosts", "lab", "--since", since], started=STARTED,
+                    command_line=argv, started=STARTED, since=since,
                     finished="2026-11-28T06:00:05.000Z", hosts=hosts,
                     monitoring=[_probe("monitoring", n, s) for n, s in monitoring.items()])
     return write_bundle(run, Settings(), out_dir=tmp, archive=False)
