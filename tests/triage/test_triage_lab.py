@@ -65,6 +65,13 @@ def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0, orders_only: bool 
     return statuses
 
 
+def _until_orders_answer(lab: Any, timeout_s: float = 60.0) -> None:
+    """Wait (bounded) until a short burst of orders requests all answer 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and set(_drive(lab, 1.0, 8.0, orders_only=True)) != {200}:
+        time.sleep(2)
+
+
 def _alerts(lab: Any) -> list[str]:
     try:
         with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/alerts?active=true&silenced=false&inhibited=false",
@@ -163,6 +170,7 @@ def test_fault_yields_its_finding(fault: str, lab: Any, lab_lock: None, tmp_path
 
     expected, least, traffic, settle_s = CASES[fault]
     _heal_leftovers()
+    _until_orders_answer(lab)  # a previous fault's aftermath (e.g. connections still held) must not mask this one
     faults.break_fault(fault)
     try:
         time.sleep(settle_s)
