@@ -138,7 +138,8 @@ def test_healed_lab_has_no_finding_above_p3(lab: Any, lab_lock: None, tmp_path: 
 CASES: dict[str, tuple[dict[str, str], str, bool, float]] = {
     "app-down": ({"app-down": "P0", "service-inactive": "P1"}, "P0", False, 0),
     "bad-deploy": ({"deploy-before-errors": "P1"}, "P1", True, 0),
-    "pool-exhausted": ({"pg-connections-near-max": "P1", "too-many-connections-logged": "P1"}, "P1", True, 0),
+    # 7 s: the app's idle pool connections are reaped after 5 s, so traffic must open new ones and is refused
+    "pool-exhausted": ({"pg-connections-near-max": "P1", "too-many-connections-logged": "P1"}, "P1", True, 7),
     "lock-contention": ({"lock-contention": "P2"}, "P2", True, 0),
     "rate-limited": ({"rate-limited": "P2"}, "P2", False, 15),
     "error-storm": ({"error-storm": "P2", "access-log-5xx-ratio": "P1"}, "P1", False, 5),
