@@ -97,6 +97,7 @@ _APP_HEALTHY = f"curl -fs -o /dev/null {APP_URL}/health"
 _APP_LISTENS = f"curl -s -o /dev/null {APP_URL}/health"
 _PSQL = "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d sergas"
 _PSQL_VALUE = "runuser -u postgres -- psql -X -tAq -d sergas -c"
+_REDIS_CLI = "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" redis-cli -h 127.0.0.1"
 _ENV_RATE = f"$(sed -n 's/^ZOHO_RATE_LIMIT=//p' {APP_DIR}/.env | tail -1)"
 
 # ---------------------------------------------------------------------------- the catalogue
@@ -119,8 +120,11 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
         host="app1", group="app",
         break_steps=(Step("app1", f"git -C {APP_DIR} checkout -q v1.1.0\nsystemctl restart sergas-app\n"
                           + _wait(_APP_LISTENS, 30, "sergas-app answering")),),
+        # Restart whenever the running app is not the checked-out release (a checkout without a restart).
         heal_steps=(Step("app1", f'if [ "$(git -C {APP_DIR} describe --tags --exact-match 2>/dev/null)" != v1.0.0 ]; '
-                         f"then git -C {APP_DIR} checkout -q v1.0.0 && systemctl restart sergas-app; fi\n"
+                         f"then git -C {APP_DIR} checkout -q v1.0.0; fi\n"
+                         f"curl -sS -m 5 http://127.0.0.1:8000/health 2>/dev/null | grep -q "
+                         f'"\\"version\\": \\"$(cat {APP_DIR}/VERSION)\\"" || systemctl restart sergas-app\n'
                          + _wait(_APP_LISTENS, 30, "sergas-app answering")),),
         check=f'[ "$(git -C {APP_DIR} describe --tags --exact-match 2>/dev/null)" = v1.1.0 ]',
         evidence="git describe: v1.1.0; journal: 'ERROR: GET /api/orders failed: UndefinedColumn: column "
@@ -129,13 +133,21 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault(
         name="pool-exhausted",
         description="A leaking batch job on app1 holds every PostgreSQL connection db1 allows (idle, as the "
-                    "app's user) and grabs each one that frees up: the app's pool cannot reconnect.",
+                    "app's user) and grabs each one that frees up; the app's connections are cut and its pool "
+                    "cannot reconnect.",
         host="app1", group="app",
         break_steps=(Step("app1", _unit("pool-exhausted", f"/usr/bin/python3 {HELPERS}/hold_connections.py "
                                         f"{APP_DIR}/.env {UNIT_MAX_S} /run/lab-fault-pool-exhausted/held",
                                         user="sergas")
                           + _wait("[ -s /run/lab-fault-pool-exhausted/held ]", 30,
-                                  "the batch job filling max_connections")),),
+                                  "the batch job filling max_connections")),
+                     # A pool kept busy never idles its connections out: cut them, as a failover or a
+                     # recycle would, so the app must reconnect (the job grabs each freed slot first).
+                     Step("db1", f"{_PSQL_VALUE} \"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 f"WHERE application_name = 'sergas-app'\" >/dev/null\n"
+                          + _wait(f"[ \"$({_PSQL_VALUE} \"SELECT count(*) FROM pg_stat_activity WHERE "
+                                  f"application_name = 'sergas-app'\")\" -eq 0 ]", 10,
+                                  "the app's connections gone")),),
         heal_steps=(Step("app1", _stop_unit("pool-exhausted")),),
         check="systemctl is-active --quiet lab-fault-pool-exhausted",
         evidence="db1 pg_stat_activity: connections = max_connections - reserved, ~all idle from app1 "
@@ -154,7 +166,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
                 f"sleep {UNIT_MAX_S}; }} | PGAPPNAME=sergas-migrate runuser -u postgres -- psql -X -q -d sergas"))
             + _wait(f"[ \"$({_PSQL_VALUE} \"SELECT count(*) FROM pg_stat_activity WHERE application_name = "
                     f"'sergas-migrate' AND state = 'idle in transaction'\")\" -ge 1 ]", 20,
-                    "the migration holding its lock")),),
+                    "the migration holding its lock")),
+                     # The migration's deploy drops the customers answer from the cache (TTL 60 s), so the
+                     # next read reaches the locked table at once rather than within a minute.
+                     Step("redis1", f"{_REDIS_CLI} del cache:customers >/dev/null\n")),
         heal_steps=(Step("db1", _stop_unit("lock-contention")
                          + _wait(f"[ \"$({_PSQL_VALUE} \"SELECT count(*) FROM pg_stat_activity WHERE "
                                  f"application_name = 'sergas-migrate'\")\" -eq 0 ]", 20, "the migration gone")),),
@@ -252,8 +267,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
         host="redis1", group="redis",
         break_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py fill\n", timeout_s=120),),
         heal_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py clear\n", timeout_s=120),),
-        check=("REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" redis-cli -h 127.0.0.1 "
-               "info memory | awk -F: '/^used_memory:/{u=$2} /^maxmemory:/{m=$2} END{exit !(m > 0 && u >= 0.9 * m)}'"),
+        check=(_REDIS_CLI + " info memory | awk -F: '/^used_memory:/{u=$2} /^maxmemory:/{m=$2} END{exit !(m > 0 && u >= 0.9 * m)}'"),
         evidence="redis INFO memory: used_memory at maxmemory, ~800 sess:legacy:* keys without TTL; app journal "
                  "'ERROR: redis cache write failed ... OOM command not allowed'; /health unhealthy (redis at 98 %+).",
     ),

@@ -534,8 +534,21 @@ def start_host(settings: Settings, name: str, table: dict[str, dict[str, object]
     return proc.pid
 
 
-def wait_booted(settings: Settings, name: str, timeout: float = BOOT_TIMEOUT_S) -> str:
-    """Wait until the host's systemd finished booting; returns running/degraded/... or 'timeout'."""
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie left by an unreaped child counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def wait_booted(settings: Settings, name: str, timeout: float = BOOT_TIMEOUT_S, pid: int | None = None) -> str:
+    """Wait until the host's systemd finished booting; returns running/degraded/..., 'exited' or 'timeout'.
+
+    `pid` is the launcher start_host returned: until its shell has exec'd systemd-nspawn no process of
+    the host is visible by its command line, so its own liveness is what tells a host that exited early.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if leader_pid(settings, name) is not None:
@@ -544,7 +557,7 @@ def wait_booted(settings: Settings, name: str, timeout: float = BOOT_TIMEOUT_S) 
             state = res.stdout.strip().splitlines()[-1:] or [""]
             if state[0] in ("running", "degraded", "maintenance", "stopping"):
                 return state[0]
-        if not nspawn_pids(settings, name).get(name):
+        if not (_alive(pid) if pid is not None else nspawn_pids(settings, name).get(name)):
             return "exited"
         time.sleep(0.2)
     return "timeout"

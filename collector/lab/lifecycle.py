@@ -108,11 +108,9 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(lambda n: hosts.stop_host(settings, n), stale))
         kept -= set(stale)
-        for name in table:
-            if name not in kept:
-                hosts.start_host(settings, name, table, log)
+        launched = {name: hosts.start_host(settings, name, table, log) for name in table if name not in kept}
         with ThreadPoolExecutor(max_workers=min(16, len(table))) as pool:
-            boots = dict(zip(table, pool.map(lambda n: hosts.wait_booted(settings, n), table)))
+            boots = dict(zip(table, pool.map(lambda n: hosts.wait_booted(settings, n, pid=launched.get(n)), table)))
         for name, boot in boots.items():
             if boot not in ("running", "degraded"):
                 result.errors.append(f"{name}: boot {boot} (see {lab_dir(settings) / 'hosts' / name / 'console.log'})")

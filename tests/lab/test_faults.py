@@ -37,7 +37,7 @@ def test_each_fault_is_complete_data(name: str) -> None:
         if step.host == "machine":
             assert step.script in faults.MACHINE_ACTIONS
         else:
-            assert step.host == fault.host and step.script.strip()
+            assert step.host in ("app1", "db1", "redis1") and step.script.strip()
     if fault.check.startswith("machine:"):
         assert fault.check.split(":", 1)[1] in faults.MACHINE_CHECKS
 
