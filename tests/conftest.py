@@ -8,15 +8,22 @@
         lab.ssh_config, lab.key, lab.known_hosts, lab.prometheus_url, lab.alertmanager_url
 
     def test_y(lab, lab_lock):  # anything that breaks or changes a lab host holds the lock
+
+    def test_z(json_server):    # a loopback HTTP server answering JSON (Prometheus/Alertmanager stand-ins)
+        url = json_server(lambda path, query: (200, {...}))
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -110,3 +117,38 @@ def db_host(lab: Lab) -> Any:
 @pytest.fixture(scope="session")
 def redis_host(lab: Lab) -> Any:
     return lab.host(lab.groups["redis"][0])
+
+
+# A route answers one GET: (path, parsed query) -> (HTTP status, JSON body).
+Route = Callable[[str, dict[str, list[str]]], tuple[int, Any]]
+
+
+@pytest.fixture()
+def json_server() -> Iterator[Callable[[Route], str]]:
+    """Start loopback HTTP servers that answer GETs with JSON from a route; returns each one's base URL."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(route: Route) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                url = urlsplit(self.path)
+                status, body = route(url.path, parse_qs(url.query))
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import urllib.parse
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,44 +25,20 @@ ALERTS = [{"labels": {"alertname": "HighErrorRate", "severity": "critical", "ins
            "endsAt": "2026-11-28T05:10:00Z", "status": {"state": "active"}}]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    seen: list[str] = []
+NOT_FOUND = (404, {"status": "error", "error": "not found"})
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        url = urllib.parse.urlsplit(self.path)
-        self.seen.append(self.path)
-        query = urllib.parse.parse_qs(url.query)
-        answers: dict[str, Any] = {"/api/v1/query": VECTOR, "/api/v1/query_range": MATRIX,
-                                   "/api/v1/targets": TARGETS, "/api/v2/alerts": ALERTS}
-        if "p95" in query.get("query", [""])[0] and url.path == "/api/v1/query":
-            self._send(400, {"status": "error", "errorType": "bad_data", "error": "parse error at char 3"})
-        elif url.path in answers:
-            self._send(200, answers[url.path])
-        else:
-            self._send(404, {"status": "error", "error": "not found"})
 
-    def _send(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def _prometheus_route(path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+    answers: dict[str, Any] = {"/api/v1/query": VECTOR, "/api/v1/query_range": MATRIX,
+                               "/api/v1/targets": TARGETS, "/api/v2/alerts": ALERTS}
+    if "p95" in query.get("query", [""])[0] and path == "/api/v1/query":
+        return 400, {"status": "error", "errorType": "bad_data", "error": "parse error at char 3"}
+    return (200, answers[path]) if path in answers else NOT_FOUND
 
 
 @pytest.fixture()
-def fake_prometheus() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def fake_prometheus(json_server: Any) -> str:
+    return str(json_server(_prometheus_route))
 
 
 def _by_name(results: list[Any]) -> dict[str, Any]:

@@ -2,14 +2,9 @@
 checks, verify's "resolving" alerts (against a loopback fake Prometheus) and the demo's helpers."""
 from __future__ import annotations
 
-import json
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
 import pytest
 
@@ -77,52 +72,31 @@ def test_new_actions_defaults() -> None:
         assert get_action(name).playbook.is_file()
 
 
-class _FakePrometheus(BaseHTTPRequestHandler):
-    """Loopback stand-in: two alert rules; a query answers a series only for the still-failing one."""
-
-    rules: ClassVar[list[dict[str, str]]] = [{"name": "HighErrors", "query": "rate(errors_total[5m]) > 0.1"},
-             {"name": "StillDown", "query": "up == 0"}]
-    seen: ClassVar[list[str]] = []
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        if url.path == "/api/v1/rules":
-            body = {"status": "success", "data": {"groups": [{"rules": self.rules}]}}
-        elif url.path == "/api/v1/query":
-            query = parse_qs(url.query)["query"][0]
-            self.seen.append(query)
-            result = [{"metric": {}, "value": [0, "0"]}] if query.startswith("up") else []
-            body = {"status": "success", "data": {"resultType": "vector", "result": result}}
-        else:
-            self.send_error(404)
-            return
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+# Loopback stand-in: two alert rules; a query answers a series only for the still-failing one.
+RULES = [{"name": "HighErrors", "query": "rate(errors_total[5m]) > 0.1"}, {"name": "StillDown", "query": "up == 0"}]
 
 
 @pytest.fixture()
-def prometheus() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakePrometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+def prometheus(json_server: Any) -> tuple[str, list[str]]:
+    seen: list[str] = []
+
+    def route(path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        if path == "/api/v1/rules":
+            return 200, {"status": "success", "data": {"groups": [{"rules": RULES}]}}
+        if path == "/api/v1/query":
+            seen.append(query["query"][0])
+            result = [{"metric": {}, "value": [0, "0"]}] if seen[-1].startswith("up") else []
+            return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+        return 404, {"status": "error", "error": "not found"}
+
+    return json_server(route), seen
 
 
-def test_an_alert_whose_condition_is_clear_over_the_window_is_resolving(prometheus: str) -> None:
-    _FakePrometheus.seen.clear()
-    assert alerts_resolving(prometheus, ["HighErrors", "StillDown", "NoSuchRule"], "30s") == {"HighErrors"}
-    assert "rate(errors_total[30s]) > 0.1" in _FakePrometheus.seen  # judged over verify's window, not 5m
-    assert alerts_resolving(prometheus, [], "30s") == set()
+def test_an_alert_whose_condition_is_clear_over_the_window_is_resolving(prometheus: tuple[str, list[str]]) -> None:
+    url, seen = prometheus
+    assert alerts_resolving(url, ["HighErrors", "StillDown", "NoSuchRule"], "30s") == {"HighErrors"}
+    assert "rate(errors_total[30s]) > 0.1" in seen  # judged over verify's window, not 5m
+    assert alerts_resolving(url, [], "30s") == set()
 
 
 def test_an_unanswering_prometheus_resolves_nothing() -> None:

@@ -1,11 +1,6 @@
 """Verify's monitoring checks against a loopback Prometheus/Alertmanager stand-in (real HTTP, real JSON)."""
 from __future__ import annotations
 
-import json
-import threading
-import urllib.parse
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,40 +12,23 @@ from collector.verify import table as checks_table
 ANSWERS: dict[str, Any] = {}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        url = urllib.parse.urlsplit(self.path)
-        if url.path == "/api/v1/query":
-            query = urllib.parse.parse_qs(url.query)["query"][0]
-            ANSWERS.setdefault("queries", []).append(query)
-            value = ANSWERS["ratio"] if "status=~" in query else ANSWERS["p95"]
-            result = [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
-            body: Any = {"status": "success", "data": {"resultType": "vector", "result": result}}
-        elif url.path == "/api/v2/alerts":
-            body = ANSWERS["alerts"]
-        else:
-            self.send_error(404)
-            return
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def _route(path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+    if path == "/api/v1/query":
+        expr = query["query"][0]
+        ANSWERS.setdefault("queries", []).append(expr)
+        value = ANSWERS["ratio"] if "status=~" in expr else ANSWERS["p95"]
+        result = [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
+        return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+    if path == "/api/v2/alerts":
+        return 200, ANSWERS["alerts"]
+    return 404, {"status": "error", "error": "not found"}
 
 
 @pytest.fixture()
-def stand_in() -> Iterator[Settings]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+def stand_in(json_server: Any) -> Settings:
+    url = json_server(_route)
     ANSWERS.clear()
-    yield Settings(prometheus_url=url, alertmanager_url=url)
-    server.shutdown()
+    return Settings(prometheus_url=url, alertmanager_url=url)
 
 
 def _alert(name: str) -> dict[str, Any]:
