@@ -59,6 +59,13 @@ def run_attach(
     )
 
 
+def attach_ticket(redmine: Any, folder: Path, issue_id: int, cwd: Path,
+                  extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`collector attach FOLDER --to redmine --ticket ISSUE` with the admin's key."""
+    return run_attach([str(folder), "--to", "redmine", "--ticket", str(issue_id)], cwd, url=redmine.url,
+                      key=redmine.admin_key, extra_env=extra_env)
+
+
 def api(server: Any, key: str | None = None) -> Redmine:
     return Redmine(server.url, key=key or server.admin_key, requests={"timeout": 30})
 
@@ -153,12 +160,7 @@ def test_attach_to_existing_ticket_posts_ticket_md(
 ) -> None:
     folder = make_bundle(ticket_md="# Incident summary\n\nSeverity **P1**: app1 health failing.\n")
     issue_id = new_issue(redmine)
-    done = run_attach(
-        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
-        tmp_path,
-        url=redmine.url,
-        key=redmine.admin_key,
-    )
+    done = attach_ticket(redmine, folder, issue_id, tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"attached {folder.name}.tar.gz" in done.stdout
     issue = issue_of(redmine, issue_id)
@@ -210,12 +212,7 @@ def test_downloaded_attachment_matches_sha256_file(
 ) -> None:
     folder = make_bundle()
     issue_id = new_issue(redmine)
-    done = run_attach(
-        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
-        tmp_path,
-        url=redmine.url,
-        key=redmine.admin_key,
-    )
+    done = attach_ticket(redmine, folder, issue_id, tmp_path)
     assert done.returncode == 0, done.stderr
     sums_text = (tmp_path / f"{folder.name}.tar.gz.sha256").read_text()
     expected = sums_text.split()[0]
@@ -294,12 +291,7 @@ def test_oversize_archive_says_how_to_raise_the_limit(
     folder = make_bundle(big_bytes=limit + 512 * 1024)
     issue_id = new_issue(redmine)
     before = snapshot(folder)
-    done = run_attach(
-        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
-        tmp_path,
-        url=redmine.url,
-        key=redmine.admin_key,
-    )
+    done = attach_ticket(redmine, folder, issue_id, tmp_path)
     _assert_one_line_failure(
         done,
         f"{folder.name}.tar.gz",
@@ -364,13 +356,7 @@ def test_textile_servers_get_the_summary_in_a_pre_block(
 ) -> None:
     folder = make_bundle(ticket_md="## Summary\n\n* P1 on app1\n")
     issue_id = new_issue(redmine)
-    done = run_attach(
-        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
-        tmp_path,
-        url=redmine.url,
-        key=redmine.admin_key,
-        extra_env={"COLLECTOR_REDMINE_TEXT_FORMAT": "textile"},
-    )
+    done = attach_ticket(redmine, folder, issue_id, tmp_path, extra_env={"COLLECTOR_REDMINE_TEXT_FORMAT": "textile"})
     assert done.returncode == 0, done.stderr
     note = [j.notes for j in issue_of(redmine, issue_id).journals if getattr(j, "notes", "")][-1]
     assert note.startswith("<pre>\n## Summary\n\n* P1 on app1") and note.endswith("</pre>")
