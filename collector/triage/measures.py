@@ -57,16 +57,13 @@ def _names(probe: str | Iterable[str]) -> list[str]:
 
 def read_probe(bundle: BundleView, host: str, probe: str | Iterable[str], *, allow_failed: bool = False,
                allow_empty: bool = False) -> Output:
-    """The first recorded probe among `probe` on `host`, or Unknown saying why it cannot be used."""
+    """The first probe among `probe` that ran fine on `host` (else the first recorded one), or Unknown
+    saying why it cannot be used: a host without PostgreSQL's log file falls back to its journal."""
     names = _names(probe)
     host_entry = (bundle.manifest.get("hosts") or {}).get(host) or {}
     status = host_entry.get("status")
-    entry, name = None, names[0]
-    for candidate in names:
-        entry = bundle.probe(host, candidate)
-        if entry is not None:
-            name = candidate
-            break
+    recorded = [(c, e) for c in names if (e := bundle.probe(host, c)) is not None]
+    name, entry = next((ce for ce in recorded if ce[1].get("status") == "ok"), recorded[0] if recorded else (names[0], None))
     if entry is None:
         if status in ("unreachable", "failed"):
             raise Unknown(f"host {host} is {status}: {host_entry.get('error') or 'no probe ran'}")

@@ -54,6 +54,25 @@ def journal_since(since):
     return stamp.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def since_utc(since, now=None):
+    """--since as an absolute UTC "YYYY-MM-DD HH:MM:SS", for logs that are files (PostgreSQL's).
+
+    A duration counts back from `now` (a UTC datetime; default: this host's clock); a timestamp without
+    an offset is this host's local time, as journalctl takes it; anything else gives None (no filter).
+    """
+    text = str(since or "").strip()
+    match = _DURATION.match(text)
+    if match:
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        return (now - datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        stamp = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return stamp.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def fill(command, values):
     """Fill {var} placeholders shlex-quoted. Returns (command, names of missing vars)."""
     missing = []
@@ -307,6 +326,7 @@ def run(request):
     """Run a request's probes; returns the response document."""
     values = dict(request.get("vars") or {})
     values["since"] = journal_since(request.get("since", "10m"))
+    values["since_utc"] = since_utc(request.get("since", "10m")) or "0000-00-00 00:00:00"  # unparsed: no filter
     probes = select(request.get("probes") or [], request.get("roles") or [])
     default_timeout = float(request.get("default_timeout_s") or 30)
     default_cap = int(request.get("cap_bytes") or DEFAULT_CAP)

@@ -119,6 +119,24 @@ def test_full_bundle_holds_the_runbook_evidence(full: dict[str, Any], lab: Any) 
     )
 
 
+def test_postgres_log_holds_the_window_only(lab: Any, tmp_path: Path) -> None:
+    """pg_log: a line PostgreSQL logged a moment ago is in; no timestamped line is older than --since."""
+    db = lab.groups["db"][0]
+    marker = f"collector-marker-{os.getpid()}-{time.time_ns()}"
+    logged = lab.host(db).run(
+        "runuser -u postgres -- psql -X -q -d postgres -c \"DO \\$\\$BEGIN RAISE LOG '%s'; END\\$\\$\"" % marker)
+    assert logged.rc == 0, logged.stderr
+    started = time.time()
+    rc, summary, _ = collect_json("--hosts", db, "-i", str(lab.inventory), "--out", str(tmp_path), "--since", "1m")
+    entry = manifest(summary["bundle"])["hosts"][db]["probes"]["pg_log"]
+    assert entry["status"] == "ok", entry
+    log = text(summary["bundle"], db, "pg_log")
+    assert marker in log
+    window_start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started - 60 - 5))  # 5 s of clock slack
+    stamps = [line[:19] for line in log.splitlines() if line[:4].isdigit() and line[4:5] == "-"]
+    assert stamps and min(stamps) >= window_start, (min(stamps), window_start)
+
+
 def test_bundle_checksums_verify_and_no_lab_secret_is_in_the_archive(full: dict[str, Any], lab: Any) -> None:
     bundle = Path(full["bundle"])
     check = subprocess.run(

@@ -228,6 +228,18 @@ def test_since_becomes_a_form_journalctl_accepts() -> None:
     assert journal_since("yesterday") == "yesterday"
 
 
+def test_since_utc_is_an_absolute_utc_time_for_log_files() -> None:
+    import datetime
+    since_utc = runner_module().since_utc
+    now = datetime.datetime(2026, 11, 28, 9, 0, 5, tzinfo=datetime.timezone.utc)
+    assert since_utc("10m", now) == "2026-11-28 08:50:05"
+    assert since_utc(" 2h ", now) == "2026-11-28 07:00:05"
+    assert since_utc("1d", now) == "2026-11-27 09:00:05"
+    assert since_utc("2026-11-28T09:30:00+02:00") == "2026-11-28 07:30:00"
+    assert since_utc("2026-11-28T07:00:00Z") == "2026-11-28 07:00:00"
+    assert since_utc("yesterday") is None
+
+
 def test_an_iso_since_reaches_journalctl_in_its_own_form() -> None:
     request = build_request([{"name": "since", "command": "echo {since}"}], {}, (),
                             since="2026-11-28T07:00:00Z", cap_bytes=1 << 20, default_timeout_s=10)

@@ -140,6 +140,22 @@ def test_pool_exhausted_suggests_kill_idle_then_pool_resize(tmp_path: Path) -> N
     assert by["too-many-connections-logged"][0]["hosts"] == ["app1"]
 
 
+@pytest.mark.parametrize("pg_log_found", [True, False])
+def test_postgres_log_is_read_and_a_missing_one_falls_back_to_the_journal(tmp_path: Path, pg_log_found: bool) -> None:
+    line = "2026-11-28 05:59:00.120 UTC [77] sergas@sergas app=[unknown] FATAL:  sorry, too many clients already\n"
+    probes = healthy()
+    if pg_log_found:
+        probes["db1"]["pg_log"] = line * 2
+    else:  # no log file (a distribution that logs to the journal): the probe failed, the journal has the line
+        probes["db1"]["pg_log"] = {"output": "no PostgreSQL log file under /var/log/postgresql\n", "status": "failed",
+                                   "rc": 2}
+        probes["db1"]["service_journal"] = line * 2
+    doc = _triage(tmp_path, probes)
+    (found,) = findings_by_rule(doc)["too-many-connections-logged"]
+    assert found["hosts"] == ["db1"] and "2 line(s)" in found["message"]
+    assert found["evidence"][0]["path"] == f"hosts/db1/{'pg_log' if pg_log_found else 'service_journal'}.txt"
+
+
 def test_idle_in_transaction_lock_contention_and_slow_queries(tmp_path: Path) -> None:
     probes = healthy()
     probes["db1"]["pg_idle_in_transaction"] = ("pid|usename|datname|client_addr|idle_s|last_query\n"
