@@ -144,8 +144,8 @@ CASES: dict[str, tuple[dict[str, str], str, bool, float]] = {
     "rate-limited": ({"rate-limited": "P2"}, "P2", False, 15),
     "error-storm": ({"error-storm": "P2", "access-log-5xx-ratio": "P1"}, "P1", False, 5),
     "oom": ({"oom-kill": "P2"}, "P2", False, 0),
-    # /var/lib/sergas is a tmpfs, which the df probe leaves out: the app's ENOSPC errors and /health tell
-    "disk-full": ({"no-space-logged": "P1", "app-down": "P0"}, "P0", True, 0),
+    # /var/lib/sergas is a 16 MiB tmpfs: df sees it full, the app logs ENOSPC, /health fails
+    "disk-full": ({"disk-exhausted": "P1", "no-space-logged": "P1", "app-down": "P0"}, "P0", True, 0),
     "redis-memory": ({"redis-near-maxmemory": "P2"}, "P2", True, 0),
     "host-down": ({"host-unreachable": "P1"}, "P1", False, 0),
 }
