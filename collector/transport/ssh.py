@@ -128,8 +128,40 @@ def _pump(
             return int(chan.recv_exit_status()), err_tail
 
 
+def jump_hosts(hostvars: dict[str, Any]) -> list[tuple[str | None, str, int | None]]:
+    """The ProxyJump chain (`-J` or `-o ProxyJump=`) as (user, host, port) hops, first hop first."""
+    spec = ssh_options(hostvars).get("proxyjump")
+    for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+        words = shlex.split(str(hostvars.get(var) or ""))
+        for i, word in enumerate(words):
+            if word == "-J" and i + 1 < len(words):
+                spec = words[i + 1]
+            elif word.startswith("-J") and len(word) > 2:
+                spec = word[2:]
+    if not spec or spec.lower() == "none":
+        return []
+    hops: list[tuple[str | None, str, int | None]] = []
+    for hop in (h.strip() for h in spec.split(",")):
+        if not hop:
+            continue
+        hop = hop.removeprefix("ssh://")
+        user, _, address = hop.rpartition("@")
+        host, port = address, None
+        if address.startswith("["):  # [v6]:port
+            host, _, rest = address[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+        elif address.count(":") == 1:
+            host, _, tail = address.partition(":")
+            port = int(tail) if tail.isdigit() else None
+        hops.append((user or None, host, port))
+    return hops
+
+
 def _connection(target: Target, settings: Settings) -> Any:
-    """A fabric Connection for the host, with host-key checking against the inventory's known_hosts."""
+    """A fabric Connection for the host, host keys checked at every hop against the inventory's known_hosts.
+
+    Through a ProxyCommand (run as ssh would, %h/%p filled) or else the ProxyJump hops, as OpenSSH does.
+    """
     from fabric import Connection
     from paramiko import RejectPolicy, WarningPolicy
 
@@ -145,22 +177,39 @@ def _connection(target: Target, settings: Settings) -> Any:
         connect_kwargs.update(
             key_filename=os.path.expanduser(str(key)), look_for_keys=False, allow_agent=False
         )
+    user = str(hv.get("ansible_user") or hv.get("ansible_ssh_user") or os.environ.get("USER", "root"))
+
+    def checked(conn: Any) -> Any:
+        for path in known_hosts_files(hv):
+            if path.is_file():
+                conn.client.load_host_keys(str(path))
+        # Fabric's default is AutoAddPolicy: an unknown key would be trusted silently. Not here.
+        conn.client.set_missing_host_key_policy(RejectPolicy() if _strict(hv) else WarningPolicy())
+        return conn
+
+    proxy_command = ssh_options(hv).get("proxycommand")
+    gateway: Any = proxy_command if proxy_command and proxy_command.lower() != "none" else None
+    for hop_user, hop_host, hop_port in [] if gateway else jump_hosts(hv):  # a hop authenticates with the same key, never a password
+        gateway = checked(Connection(host=hop_host, user=hop_user or user, port=hop_port or 22,
+                                     connect_timeout=max(1, int(settings.connect_timeout_s)),
+                                     connect_kwargs=dict(connect_kwargs), gateway=gateway))
     if password:
         connect_kwargs["password"] = str(password)
-    conn = Connection(
+    return checked(Connection(
         host=str(hv.get("ansible_host") or target.name),
-        user=str(hv.get("ansible_user") or hv.get("ansible_ssh_user") or os.environ.get("USER", "root")),
+        user=user,
         port=int(hv.get("ansible_port") or hv.get("ansible_ssh_port") or 22),
         connect_timeout=max(1, int(settings.connect_timeout_s)),
         connect_kwargs=connect_kwargs,
-    )
-    client = conn.client
-    for path in known_hosts_files(hv):
-        if path.is_file():
-            client.load_host_keys(str(path))
-    # Fabric's default is AutoAddPolicy: an unknown key would be trusted silently. Not here.
-    client.set_missing_host_key_policy(RejectPolicy() if _strict(hv) else WarningPolicy())
-    return conn
+        gateway=gateway,
+    ))
+
+
+def _close(conn: Any) -> None:
+    """Close a connection and every jump host behind it (fabric leaves gateways open)."""
+    while conn is not None:
+        conn.close()
+        conn = conn.gateway if not isinstance(conn.gateway, str) else None
 
 
 def _describe(exc: BaseException) -> str:
@@ -190,18 +239,20 @@ def run_ssh_host(
     """One host over one SSH connection; every failure is a HostResult."""
     request = payload.request(target)
     progress(target.name, "connecting", {})
+    conn = None
     try:
         conn = _connection(target, settings)
-        live.add(conn.close)
+        live.add(lambda: _close(conn))
         conn.open()
     except Exception as exc:  # paramiko and socket errors: the host is unreachable, the run goes on
+        _close(conn)  # a jump host that answered is not left open
         result = failed_host(target.name, target.roles, "unreachable", _describe(exc))
         progress(target.name, "done", {"status": result.status, "error": result.error})
         return result
     try:
         return _run_over(conn, target, request, progress)
     finally:
-        conn.close()
+        _close(conn)
 
 
 def _run_over(conn: Any, target: Target, request: dict[str, Any], progress: Progress) -> HostResult:

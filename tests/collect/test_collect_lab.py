@@ -251,6 +251,45 @@ def test_unreachable_hosts_are_recorded_and_cost_at_most_the_connect_timeout(
     assert elapsed < 45, f"unreachable hosts cost {elapsed:.1f}s"
 
 
+def _ssh_accepted_from(lab: Any, host: str, since_epoch: str) -> str:
+    """sshd's 'Accepted publickey ... from ADDR' lines on `host` since an epoch (its own clock)."""
+    return str(lab.host(host).run(f"journalctl --no-pager -o cat -u ssh --since @{since_epoch} | grep Accepted").stdout)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_host_behind_a_proxycommand_is_reached_through_it(engine: str, lab: Any, tmp_path: Path) -> None:
+    app, db = lab.groups["app"][0], lab.groups["db"][0]
+    checked = f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes"
+    via_app = f"ssh -i {lab.key} {checked} -W %h:%p root@{lab.ips[app]}"
+    inv = _write_inventory(lab, tmp_path / "proxy.yml", only=db,
+                           override={"ansible_ssh_common_args": f"{checked} -o 'ProxyCommand={via_app}'"})
+    since = lab.host(db).run("date +%s").stdout.strip()
+    rc, summary, _ = collect_json("--hosts", db, "-i", str(inv), "--out", str(tmp_path / "a"), "--engine", engine)
+    m = manifest(summary["bundle"])
+    assert rc == 0 and m["hosts"][db]["status"] == "ok", m["hosts"][db]
+    accepted = _ssh_accepted_from(lab, db, since)
+    assert f"from {lab.ips[app]} " in accepted and f"from {lab.ips[db]} " not in accepted, accepted
+
+
+def test_proxyjump_hops_and_a_dead_jump_host(lab: Any, tmp_path: Path) -> None:
+    """ssh engine: ProxyJump through app1 with the inventory's key and known_hosts; a jump host that
+    refuses costs only the hosts behind it."""
+    app, db, redis = lab.groups["app"][0], lab.groups["db"][0], lab.groups["redis"][0]
+    checked = f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes"
+    inv = _write_inventory(lab, tmp_path / "jump.yml", only=db,
+                           override={"ansible_ssh_common_args": f"{checked} -J root@{lab.ips[app]}"})
+    since = lab.host(db).run("date +%s").stdout.strip()
+    rc, summary, _ = collect_json("--hosts", db, "-i", str(inv), "--out", str(tmp_path / "a"))
+    assert rc == 0 and manifest(summary["bundle"])["hosts"][db]["status"] == "ok"
+    assert f"from {lab.ips[app]} " in _ssh_accepted_from(lab, db, since)
+    dead = _write_inventory(lab, tmp_path / "dead.yml", only=db,
+                            override={"ansible_ssh_common_args": f"{checked} -o ProxyJump=root@{lab.ips[app]}:2"})
+    rc, summary, _ = collect_json("--hosts", f"{db}:{redis}", "-i", str(dead), "--out", str(tmp_path / "b"))
+    m = manifest(summary["bundle"])
+    assert rc == 1 and m["hosts"][db]["status"] == "unreachable" and m["hosts"][db]["error"]
+    assert m["hosts"][redis]["status"] == "ok"
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_changed_host_key_and_refused_key_are_unreachable_with_the_reason(
     engine: str, lab: Any, tmp_path: Path
