@@ -1,0 +1,147 @@
+"""Rendering: the Jinja2 environment, Markdown-safe filters, report files and status-update texts."""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from collector.core import UsageError
+from collector.paths import resource
+from collector.report.data import SEVERITY_ORDER, ReportData, _safe_link, build
+from collector.report.timeline import fmt_time
+
+FORMATS = ("html", "md")
+STAGES = ("initial", "mitigation", "resolved")
+NEXT_UPDATE_MIN = 15  # the runbook's status-update cadence
+
+
+# ---------------------------------------------------------------- rendering
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    """Autoescape HTML templates (report.html.j2); Markdown and text get explicit filters instead."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource("reports"))),
+        autoescape=lambda name: bool(name) and str(name).endswith((".html.j2", ".html")),
+        # A field an older triage/remediate did not write renders empty instead of costing the report.
+        undefined=jinja2.Undefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["md"] = md_inline
+    env.filters["mdcode"] = md_code
+    env.filters["mdblock"] = md_block
+    env.filters["mdlink"] = md_link_target
+    env.filters["safelink"] = _safe_link
+    env.filters["hostlist"] = host_list
+    env.filters["sevclass"] = lambda s: f"sev-{str(s).lower()}" if s in SEVERITY_ORDER else "sev-unknown"
+    return env
+
+
+# Backslash-escape what could start markup; `_` only where it could open or close emphasis (not in
+# snake_case), so pasted text stays readable where Markdown is not rendered.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|<>~]|^#|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def host_list(hosts: Iterable[str], limit: int = 6) -> str:
+    """`app1, db1` or `web01, web02, …, web06 and 24 more` for long lists."""
+    names = list(hosts)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
+
+
+def md_inline(value: Any) -> str:
+    """Text safe inside a Markdown paragraph or table cell: no markup, no raw HTML, one line."""
+    text = " ".join(str(value if value is not None else "").split())
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def md_code(value: Any) -> str:
+    """An inline code span that survives backticks in the value."""
+    text = " ".join(str(value).split())
+    ticks = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (ticks + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_block(value: Any) -> str:
+    """A fenced code block longer than any backtick run inside, so log lines cannot break out."""
+    text = str(value).rstrip("\n")
+    ticks = max((len(m) for m in re.findall(r"`{3,}", text)), default=0)
+    fence = "`" * max(3, ticks + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def md_link_target(value: Any) -> str:
+    """A link destination in <…> form, which allows spaces but not < or >."""
+    return "<" + str(value).replace("<", "%3C").replace(">", "%3E") + ">"
+
+
+def render_text(template: str, data: ReportData, **extra: Any) -> str:
+    """Render one template of reports/ with the report data."""
+    return _environment().get_template(template).render(r=data, **extra)
+
+
+def _open(bundle_path: str | Path) -> Any:
+    from collector.bundle import Bundle  # the bundle step owns the layout
+
+    return Bundle.open(Path(bundle_path))
+
+
+def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
+    """`html,md` → ('html', 'md'); anything else is a usage error."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in items if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UsageError(f"unknown report format {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def render_reports(bundle_path: str | Path, formats: Iterable[str] = FORMATS) -> list[Path]:
+    """Write report.html / report.md and TICKET.md into the bundle, then re-seal it; returns the paths."""
+    chosen = parse_formats(formats)
+    bundle = _open(bundle_path)
+    data = build(bundle)
+    written: list[Path] = []
+    outputs = [(f"report.{fmt}", f"report.{fmt}.j2") for fmt in chosen] + [("TICKET.md", "ticket.md.j2")]
+    for name, template in outputs:
+        bundle.write_text(name, render_text(template, data))
+        written.append(Path(bundle.path) / name)
+    bundle.seal()
+    return written
+
+
+def render_comms(bundle_path: str | Path, stage: str, now: _dt.datetime | None = None) -> str:
+    """The runbook's status update for `stage` (initial, mitigation, resolved), ready to paste."""
+    if stage not in STAGES:
+        raise UsageError(f"unknown comms stage {stage!r}: choose from {', '.join(STAGES)}")
+    bundle = _open(bundle_path)
+    data = build(bundle)
+    moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
+    text = render_text(f"comms/{stage}.txt.j2", data, now=fmt_time(moment),
+                       next_update=fmt_time(moment + _dt.timedelta(minutes=NEXT_UPDATE_MIN)),
+                       next_update_min=NEXT_UPDATE_MIN)
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
+    """Comms go to a terminal and then a chat: scrub once more, in case a derived file slipped one through."""
+    try:
+        from collector.redact import Redactor
+    except ImportError:
+        return text
+    try:
+        return str(Redactor(()).redact_text(text, "comms"))
+    except Exception:  # noqa: BLE001 - never lose the update text over the scrubber's own failure; the bundle was scrubbed
+        return text
+
