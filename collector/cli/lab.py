@@ -136,7 +136,7 @@ def _render_status(info: dict[str, Any]) -> str:
     faults = info.get("faults")
     if faults is None:
         lines.append("faults: (fault module not available)")
-    else:
+    elif info["bridge"]:  # a lab taken down has no faults in, whatever the checks of stopped hosts say
         lines.append(f"faults: {_faults_text(faults)}")
     if info.get("inventory"):
         lines.append(f"inventory: {info['inventory']}")
