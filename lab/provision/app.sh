@@ -14,12 +14,15 @@ getent passwd zoho-mock >/dev/null || useradd --system --no-create-home --shell 
 # --- the release repository: two commits, two annotated tags, v1.0.0 deployed ---------------------
 rm -rf "$APP"
 mkdir -p "$APP"
-cp -a "$SRC/release/." "$APP/"
+cp -R --preserve=mode "$SRC/release/." "$APP/"
 # Operators (and remediation) run git here as root or as other users.
 git config --system --get-all safe.directory 2>/dev/null | grep -qx "$APP" || git config --system --add safe.directory "$APP"
 commit() {  # $1 = version, $2 = message, $3 = days ago
   local when
   when="$(date -u -d "-$3 days" '+%Y-%m-%dT%H:%M:%SZ')"
+  # A fresh index: the releases' files share size and mtime (a wheel or a fresh clone stamps them
+  # alike), and cp overwrites in place, so git's stat check would take a changed VERSION as unchanged.
+  rm -f "$APP/.git/index"
   git -C "$APP" add -A
   GIT_AUTHOR_DATE="$when" GIT_COMMITTER_DATE="$when" \
     git -C "$APP" -c user.name="Sergas Release Bot" -c user.email=release@sergas.example commit -q -m "$2"
@@ -28,9 +31,14 @@ commit() {  # $1 = version, $2 = message, $3 = days ago
 }
 git -C "$APP" init -q -b main
 commit 1.0.0 "Release 1.0.0: orders, customers, Zoho contact sync" 3
-cp -a "$SRC/releases/v1.1.0/." "$APP/"
+cp -R --preserve=mode "$SRC/releases/v1.1.0/." "$APP/"
 commit 1.1.0 "Release 1.1.0: show the discount code on orders" 1
 git -C "$APP" checkout -q v1.0.0
+for v in 1.0.0 1.1.0; do
+  [ "$(git -C "$APP" show "v$v:VERSION")" = "$v" ] || { echo "release v$v does not hold VERSION $v" >&2; exit 1; }
+done
+[ "$(cat "$APP/VERSION")" = 1.0.0 ] && git -C "$APP" diff --quiet v1.0.0 -- || {
+  echo "the checkout is not release v1.0.0" >&2; exit 1; }
 
 # --- settings (secrets: root and the app's group only) ---------------------------------------------
 install -o root -g sergas -m 0640 /dev/null "$APP/.env"
