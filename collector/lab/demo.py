@@ -108,10 +108,12 @@ def app_base_url(settings: Settings) -> str:
     raise UsageError("the lab has no app host: is it up? (collector lab status)")
 
 
-def drive_traffic(base_url: str, seconds: float, rps: float = 10.0, workers: int = 8) -> dict[int, int]:
+def drive_traffic(base_url: str, seconds: float, rps: float = 10.0, workers: int = 8,
+                  orders_only: bool = False) -> dict[int, int]:
     """Bounded requests at the app (orders of random customers, customers): status code → count."""
     count = max(1, int(seconds * rps))
-    paths = [f"/api/orders?customer_id={random.randint(1, 5000)}" if i % 3 else "/api/customers" for i in range(count)]
+    paths = [f"/api/orders?customer_id={random.randint(1, 5000)}" if orders_only or i % 3 else "/api/customers"
+             for i in range(count)]
 
     def hit(path: str) -> int:
         try:

@@ -3,7 +3,6 @@ and the healed lab yields no finding above P3. Holds the lab lock while a fault 
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import time
 import urllib.error
@@ -38,31 +37,9 @@ def _triage_lab(tmp_path: Path, lab: Any, since: str = "2m") -> dict[str, Any]:
 
 
 def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0, orders_only: bool = False) -> dict[int, int]:
-    """Bounded traffic at the app on its bridge address (orders of random customers, and customers)."""
-    base = f"http://{lab.ips[lab.groups['app'][0]]}:8000"
-    count = int(seconds * rps)
-    paths = [f"/api/orders?customer_id={random.randint(1, 5000)}" if orders_only or i % 3 else "/api/customers"
-             for i in range(count)]
-    statuses: dict[int, int] = {}
-
-    def hit(path: str) -> int:
-        try:
-            with urllib.request.urlopen(base + path, timeout=6) as response:  # noqa: S310 - the lab's own host
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except OSError:
-            return 0
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = []
-        for path in paths:
-            futures.append(pool.submit(hit, path))
-            time.sleep(1.0 / rps)
-        for future in futures:
-            code = future.result()
-            statuses[code] = statuses.get(code, 0) + 1
-    return statuses
+    """Bounded traffic at the app on its bridge address (the demo's driver: orders of random customers, customers)."""
+    from collector.lab.demo import drive_traffic
+    return drive_traffic(f"http://{lab.ips[lab.groups['app'][0]]}:8000", seconds, rps, orders_only=orders_only)
 
 
 def _until_orders_answer(lab: Any, timeout_s: float = 60.0) -> None:
