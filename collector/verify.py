@@ -162,22 +162,17 @@ def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = N
     """5xx ratio and p95 from Prometheus over `window`, and Alertmanager's active alerts."""
     prometheus, alertmanager = urls(settings, hostvars)
     checks = []
-    ratio = _prom_query(prometheus, "error_ratio", _window_expr(settings.promql_error_ratio, window), timeout_s)
-    if ratio.get("error"):
-        checks.append(Check("5xx ratio < 1%", MONITORING, False, str(ratio["error"])[:160]))
-    elif ratio.get("value") is None:
-        checks.append(Check("5xx ratio < 1%", MONITORING, True, f"no requests in the last {window}"))
-    else:
-        value = float(ratio["value"])
-        checks.append(Check("5xx ratio < 1%", MONITORING, value < ERROR_RATIO_MAX, f"{value:.2%} over {window}"))
-    p95 = _prom_query(prometheus, "p95_latency", _window_expr(settings.promql_p95, window), timeout_s)
-    if p95.get("error"):
-        checks.append(Check("p95 < 200 ms", MONITORING, False, str(p95["error"])[:160]))
-    elif p95.get("value") is None:
-        checks.append(Check("p95 < 200 ms", MONITORING, True, f"no requests in the last {window}"))
-    else:
-        value = float(p95["value"])
-        checks.append(Check("p95 < 200 ms", MONITORING, value < P95_MAX_S, f"{value * 1000:.0f} ms over {window}"))
+    for name, query, title, limit, shown in (
+            ("error_ratio", settings.promql_error_ratio, "5xx ratio < 1%", ERROR_RATIO_MAX, lambda v: f"{v:.2%}"),
+            ("p95_latency", settings.promql_p95, "p95 < 200 ms", P95_MAX_S, lambda v: f"{v * 1000:.0f} ms")):
+        answer = _prom_query(prometheus, name, _window_expr(query, window), timeout_s)
+        if answer.get("error"):
+            checks.append(Check(title, MONITORING, False, str(answer["error"])[:160]))
+        elif answer.get("value") is None:
+            checks.append(Check(title, MONITORING, True, f"no requests in the last {window}"))
+        else:
+            value = float(answer["value"])
+            checks.append(Check(title, MONITORING, value < limit, f"{shown(value)} over {window}"))
     alerts_url = f"{alertmanager}/api/v2/alerts?" + urllib.parse.urlencode(
         {"active": "true", "silenced": "false", "inhibited": "false"})
     doc = json.loads(run_query(Query("alerts", "alertmanager", alerts_url, shape_alerts, {}), timeout_s).output)
