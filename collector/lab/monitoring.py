@@ -115,7 +115,23 @@ def start(settings: Settings, apps: dict[str, str], timeout: float = 30.0) -> di
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not become ready; see {mon_dir(settings) / (name + '.log')}")
             time.sleep(0.2)
+    # Ready is not yet scraping: service discovery publishes the targets a few seconds later.
+    jobs = {"prometheus", "alertmanager"} | ({"sergas-app"} if apps else set())
+    while not jobs <= active_jobs():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"prometheus lists no targets for {', '.join(sorted(jobs - active_jobs()))}")
+        time.sleep(0.2)
     return started
+
+
+def active_jobs() -> set[str]:
+    """The jobs of Prometheus' active scrape targets (empty when it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://{PROMETHEUS_ADDR}/api/v1/targets?state=active", timeout=1) as resp:
+            targets = json.loads(resp.read())["data"]["activeTargets"]
+        return {str(t["labels"]["job"]) for t in targets}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 def stop(settings: Settings, timeout: float = 10.0) -> None:
