@@ -216,6 +216,9 @@ def collect(
         target=lambda: monitoring.extend(_monitoring(settings, inv.hosts[names[0]], log)), daemon=True
     )
     watcher.start()
+    warmer = threading.Thread(target=_warm_up, daemon=True)  # the controller idles while hosts work
+    if after:
+        warmer.start()
     try:
         if early is not None:
             run.hosts = early.finish(targets, _logging_progress(progress, log))
@@ -235,8 +238,20 @@ def collect(
     bundle = _write(run, settings, log, known_secrets(targets))
     outcome = CollectOutcome(run, bundle, _exit_code(run), log=log.lines)
     if after and not run.interrupted:
+        warmer.join(timeout=30)
         _after(bundle, outcome, log)
     return outcome
+
+
+def _warm_up() -> None:
+    """Import triage and compile the report templates while the hosts run their probes (~0.3 s saved)."""
+    try:
+        import collector.triage.measures  # noqa: F401 - the import is the point
+        from collector.report.render import warm_up
+
+        warm_up()
+    except Exception:  # noqa: BLE001 - the after-steps load what they need anyway and report their own errors
+        pass
 
 
 def _start_early(settings: Settings, pattern: str, payload: Payload) -> Any:

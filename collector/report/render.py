@@ -86,6 +86,12 @@ def md_link_target(value: Any) -> str:
     return "<" + str(value).replace("<", "%3C").replace(">", "%3E") + ">"
 
 
+def warm_up(formats: Iterable[str] = FORMATS) -> None:
+    """Compile the report templates ahead (collect does it while it waits for the hosts)."""
+    for template in [f"report.{fmt}.j2" for fmt in formats] + ["ticket.md.j2"]:
+        _environment().get_template(template)
+
+
 def render_text(template: str, data: ReportData, **extra: Any) -> str:
     """Render one template of reports/ with the report data."""
     return _environment().get_template(template).render(r=data, **extra)
