@@ -691,7 +691,7 @@ def host_vars(name: str, spec: dict[str, object], key: Path, known_hosts: Path,
                    "collector_app_url": "http://127.0.0.1:8000", "collector_app_port": 8000})
     elif group == "db":
         hv.update({"collector_pg_database": "sergas", "collector_pg_os_user": "postgres",
-                   "collector_pg_app_user": "sergas"})
+                   "collector_pg_app_user": "sergas", "collector_pg_log_dir": "/var/log/postgresql"})
     elif group == "redis":
         hv.update({"collector_redis_port": 6379, "collector_redis_password": secrets["redis_password"]})
     return hv
