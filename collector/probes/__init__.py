@@ -22,7 +22,7 @@ _LOADER = getattr(
 )  # libyaml when present: the catalogue is read every run
 ROLES = ("app", "db", "redis", "web")
 # Fields of a catalogue entry the runner reads beyond the typed Probe (kept as data, passed through).
-_RUNNER_EXTRA = ("ok_rc",)
+_RUNNER_EXTRA = ("ok_rc", "serial")
 # Host vars a probe may read; everything else in hostvars stays on the control machine.
 _VAR_PREFIX = "collector_"
 # Runs at most this many probes at once per host (sshd's MaxSessions is not involved: one channel).

@@ -305,6 +305,12 @@ def _run_and_tell(probe, values, default_timeout, default_cap):
     return result
 
 
+def _run_chain(probes, values, default_timeout, default_cap):
+    """Probes that share a `serial` name, one after another (e.g. one database session at a time):
+    name -> result."""
+    return {p["name"]: _run_and_tell(p, values, default_timeout, default_cap) for p in probes}
+
+
 def select(probes, roles):
     """The probes whose roles intersect the host's roles, or that apply to all."""
     wanted = set(roles or ()) | {"all"}
@@ -333,11 +339,23 @@ def run(request):
     workers = max(1, int(request.get("concurrency") or 5))
     started = now_iso()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_run_and_tell, p, values, default_timeout, default_cap) for p in probes]
+        chains = {}  # serial name -> its future, which runs that group's probes one after another
+        futures = []
+        for p in probes:
+            group = p.get("serial")
+            if not group:
+                futures.append(pool.submit(_run_and_tell, p, values, default_timeout, default_cap))
+            elif group not in chains:
+                members = [q for q in probes if q.get("serial") == group]
+                chains[group] = pool.submit(_run_chain, members, values, default_timeout, default_cap)
+                futures.append(chains[group])
+            else:
+                futures.append(chains[group])
         results = []
         for probe, future in zip(probes, futures):
             try:
-                results.append(future.result())
+                outcome = future.result()
+                results.append(outcome[probe["name"]] if probe.get("serial") else outcome)
             except Exception as exc:  # a bug here must cost one probe, not the host
                 results.append(
                     _result(

@@ -152,6 +152,19 @@ def test_probes_run_concurrently_and_by_role() -> None:
     assert doc["roles"] == ["app"]
 
 
+def test_probes_sharing_a_serial_name_never_overlap_and_keep_their_order() -> None:
+    stamp = "python3 -c 'import time; print(time.time())'; sleep 0.4; python3 -c 'import time; print(time.time())'"
+    probes = [{"name": "free1", "command": stamp}, {"name": "pg1", "command": stamp, "serial": "postgres"},
+              {"name": "pg2", "command": stamp, "serial": "postgres"}, {"name": "free2", "command": stamp},
+              {"name": "pg3", "command": "exit 3", "serial": "postgres"}]
+    doc = run_runner(probes)
+    assert [p["probe"] for p in doc["probes"]] == ["free1", "pg1", "pg2", "free2", "pg3"]
+    assert doc["by_name"]["pg3"]["status"] == "failed" and doc["by_name"]["pg3"]["rc"] == 3
+    spans = {n: [float(x) for x in output(doc["by_name"][n]).split()] for n in ("free1", "pg1", "pg2", "free2")}
+    assert spans["pg1"][1] <= spans["pg2"][0]  # one after the other
+    assert spans["free1"][0] < spans["pg1"][1] and spans["pg1"][0] < spans["free1"][1]  # others run beside them
+
+
 def test_since_becomes_journalctl_relative_form() -> None:
     doc = run_runner([{"name": "since", "command": "echo {since}"}])
     assert output(doc["by_name"]["since"]) == b"-10m\n"
