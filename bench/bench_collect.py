@@ -57,7 +57,7 @@ def rendered_commands(inventory: str, hosts: list[str]) -> dict[str, dict[str, d
         hostvars = inv.hosts[host]
         request = build_request(entries, hostvars, host_roles(inv.groups[host], hostvars),
                                 since=SINCE, cap_bytes=25 << 20, default_timeout_s=30)
-        values = dict(request["vars"], since=runner.journal_since(SINCE))
+        values = dict(request["vars"], since=runner.journal_since(SINCE), since_utc=runner.since_utc(SINCE))
         out[host] = {}
         for probe in runner.select(request["probes"], request["roles"]):
             command, missing = runner.fill(probe["command"], values)
