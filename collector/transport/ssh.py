@@ -39,11 +39,16 @@ GRACE_S = 15.0
 _CHUNK = 1 << 16
 
 
+def _ssh_args(hostvars: dict[str, Any]) -> list[list[str]]:
+    """ansible_ssh_common_args and ansible_ssh_extra_args, each split as a shell would."""
+    return [shlex.split(str(hostvars.get(var) or ""))
+            for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args")]
+
+
 def ssh_options(hostvars: dict[str, Any]) -> dict[str, str]:
     """`-o Key=Value` options from ansible_ssh_common_args / ansible_ssh_extra_args (keys lower-cased)."""
     options: dict[str, str] = {}
-    for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-        words = shlex.split(str(hostvars.get(var) or ""))
+    for words in _ssh_args(hostvars):
         for i, word in enumerate(words):
             text = None
             if word == "-o" and i + 1 < len(words):
@@ -131,8 +136,7 @@ def _pump(
 def jump_hosts(hostvars: dict[str, Any]) -> list[tuple[str | None, str, int | None]]:
     """The ProxyJump chain (`-J` or `-o ProxyJump=`) as (user, host, port) hops, first hop first."""
     spec = ssh_options(hostvars).get("proxyjump")
-    for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-        words = shlex.split(str(hostvars.get(var) or ""))
+    for words in _ssh_args(hostvars):
         for i, word in enumerate(words):
             if word == "-J" and i + 1 < len(words):
                 spec = words[i + 1]

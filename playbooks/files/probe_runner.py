@@ -45,9 +45,8 @@ def journal_since(since):
     if match:
         return "-%s%s" % (match.group(1), match.group(2))
     # journalctl rejects ISO 8601's "T" and "Z": give it "YYYY-MM-DD HH:MM:SS[ UTC]".
-    try:
-        stamp = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
+    stamp = _iso(text)
+    if stamp is None:
         return text
     if stamp.tzinfo is not None:
         return stamp.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -66,11 +65,16 @@ def since_utc(since, now=None):
         seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
         now = now or datetime.datetime.now(datetime.timezone.utc)
         return (now - datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
+    stamp = _iso(text)
+    return stamp.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if stamp else None
+
+
+def _iso(text):
+    """An ISO 8601 timestamp (a trailing Z allowed, as Python < 3.11 does not) as a datetime, else None."""
     try:
-        stamp = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        return datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     except ValueError:
         return None
-    return stamp.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def fill(command, values):
@@ -345,12 +349,11 @@ def run(request):
             group = p.get("serial")
             if not group:
                 futures.append(pool.submit(_run_and_tell, p, values, default_timeout, default_cap))
-            elif group not in chains:
+                continue
+            if group not in chains:
                 members = [q for q in probes if q.get("serial") == group]
                 chains[group] = pool.submit(_run_chain, members, values, default_timeout, default_cap)
-                futures.append(chains[group])
-            else:
-                futures.append(chains[group])
+            futures.append(chains[group])
         results = []
         for probe, future in zip(probes, futures):
             try:
