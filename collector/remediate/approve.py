@@ -79,6 +79,6 @@ def approval_problem(plan: Plan, settings: Settings, audit: AuditLog, *, now: st
     current = parse_time(now or utcnow())
     approved = parse_time(str(approval.get("approved")))
     deadline = min(parse_time(str(approval.get("expires"))), approved + _dt.timedelta(seconds=settings.approval_ttl_s))
-    if current > deadline:
+    if current >= deadline:
         return f"the approval by {approver} expired at {deadline.isoformat(timespec='seconds')}; approve again"
     return None
