@@ -37,6 +37,8 @@ MAX_THREADS = 128
 # The runner answers within its slowest probe's timeout; past that plus this grace the host is failed.
 GRACE_S = 15.0
 _CHUNK = 1 << 16
+# After the exit status, how long stdout may still take to reach its EOF.
+EOF_GRACE_S = 5.0
 
 
 def _ssh_args(hostvars: dict[str, Any]) -> list[list[str]]:
@@ -105,8 +107,14 @@ class _Spool:
 def _pump(
     chan: Any, spool: _Spool, host: str, progress: Progress, deadline: float
 ) -> tuple[int | None, bytes]:
-    """Read a channel's stdout and stderr until the runner exits: (exit status or None on timeout, stderr tail)."""
+    """Read a channel's stdout and stderr until the runner exits: (exit status or None on timeout, stderr tail).
+
+    sshd may send the exit status before the last of stdout (it reaps the runner while the pipe still
+    holds data), so the answer is complete only at the channel's EOF; a runner whose stray child keeps
+    stdout open gets EOF_GRACE_S after its exit status.
+    """
     err_tail = b""
+    exited_at: float | None = None
     poller = select.poll()  # not select(): hundreds of hosts pass FD_SETSIZE (each channel adds a pipe)
     poller.register(chan.fileno(), select.POLLIN)
     while True:
@@ -128,7 +136,9 @@ def _pump(
             progress_lines(data, host, progress)
             got = True
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-            return int(chan.recv_exit_status()), err_tail
+            exited_at = exited_at or time.monotonic()
+            if chan.eof_received or time.monotonic() - exited_at > EOF_GRACE_S:
+                return int(chan.recv_exit_status()), err_tail
         if not got and not readable and chan.closed:
             return int(chan.recv_exit_status()), err_tail
 
