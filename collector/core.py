@@ -29,7 +29,7 @@ class UsageError(Exception):
 
 
 def utcnow() -> str:
-    """The current time as an ISO 8601 UTC string with seconds precision."""
+    """The current time as an ISO 8601 UTC string with millisecond precision."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
