@@ -7,6 +7,7 @@ add derived files (findings, reports, actions) and call `.seal()` to refresh che
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gzip
 import hashlib
@@ -202,12 +203,19 @@ def _visible_cap(result: ProbeResult, cap: int) -> tuple[bytes, bool]:
     return data, bool(result.truncated)
 
 
-def _unique_dir(out_dir: Path, name: str) -> str:
+def _claim_dir(out_dir: Path, name: str) -> str:
+    """A free bundle name, claimed by creating its empty folder (mkdir is atomic): two runs that start in the
+    same second, in two processes, never end up with the same name. The full bundle replaces the empty folder."""
     candidate, n = name, 1
-    while (out_dir / candidate).exists() or (out_dir / f"{candidate}.tar.gz").exists():
+    while True:
+        if not (out_dir / f"{candidate}.tar.gz").exists():
+            try:
+                (out_dir / candidate).mkdir()
+                return candidate
+            except FileExistsError:
+                pass
         n += 1
         candidate = f"{name}-{n}"
-    return candidate
 
 
 def _free_path(root: Path, stem: str, suffix: str) -> str:
@@ -306,14 +314,20 @@ def write_bundle(run: RunResult, settings: Settings, *, out_dir: Path | None = N
     name = run.incident or incident_id(run.pattern, run.started)
     if not redactor.enabled and not name.endswith(UNREDACTED_SUFFIX):
         name += UNREDACTED_SUFFIX
-    name = _unique_dir(out, _safe_name(name))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
+    name = _claim_dir(out, _safe_name(name))
+    final = out / name
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
+    except BaseException:
+        final.rmdir()
+        raise
     try:
         _fill(tmp, run, settings, name, redactor, log_lines)
-        final = out / name
-        os.rename(tmp, final)  # atomic on one filesystem: the bundle appears whole
+        os.rename(tmp, final)  # atomic on one filesystem, over the claimed empty folder: the bundle appears whole
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            final.rmdir()  # only while it is still the empty claim
         raise
     os.chmod(final, 0o755)
     if archive:

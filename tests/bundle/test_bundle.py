@@ -5,7 +5,9 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -177,6 +179,27 @@ def test_explicit_incident_and_name_collision(tmp_path: Path) -> None:
     second = write_bundle(_run(incident="inc-42"), Settings(), out_dir=tmp_path)
     assert (first.name, second.name) == ("inc-42", "inc-42-2")
     assert json.loads((second / "manifest.json").read_text())["incident"] == "inc-42-2"
+
+
+def test_runs_started_in_the_same_second_in_two_processes_never_share_a_name(tmp_path: Path) -> None:
+    """Two on-call engineers, one shared bundles folder: every collection keeps its own bundle, whole."""
+    script = (
+        "import sys, time, tests.bundle.test_bundle as t\n"
+        "from collector.bundle import write_bundle\n"
+        "from collector.config import Settings\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all four start writing at once\n"
+        "for _ in range(5):\n"
+        "    print(write_bundle(t._run(), Settings(), out_dir=sys.argv[1]).name)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    start = str(time.time() + 2.0)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), start], cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    answers = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-300:] for _, err in answers]
+    names = [name for out, _ in answers for name in out.split()]
+    assert len(names) == 20 and len(set(names)) == 20
+    assert all(Bundle.open(tmp_path / n).verify() == [] for n in names)
 
 
 def test_failure_midway_leaves_no_half_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
