@@ -165,6 +165,8 @@ def _env(probe, values):
         "SYSTEMD_COLORS": "0",
         "COLUMNS": "200",
     }
+    if os.environ.get("TZ"):  # the host's zone as the runner sees it (journalctl --since, date, log times)
+        env["TZ"] = os.environ["TZ"]
     for name, var in (probe.get("env") or {}).items():
         value = values.get(var)
         if value is not None and value != "":

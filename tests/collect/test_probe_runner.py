@@ -261,3 +261,35 @@ def test_an_iso_since_reaches_journalctl_in_its_own_form() -> None:
     (result,) = json.loads(proc.stdout)["probes"]
     assert result["status"] == "ok"
     assert output(result).strip() == b"2026-11-28 07:00:00 UTC"
+
+
+def _pg_log_lines(tmp_path: Path, monkeypatch: Any, tz: str, lines: list[str]) -> list[str]:
+    """The shipped pg_log probe over a log file of `lines`, on a host whose zone is `tz`, --since 10m."""
+    monkeypatch.setenv("TZ", tz)  # the runner and its probes inherit it, as on a host in that zone
+    (tmp_path / "postgresql-15-main.log").write_text("".join(f"{ln}\n" for ln in lines))
+    entry = next(e for e in load_entries() if e["name"] == "pg_log")
+    doc = run_runner([entry], {"collector_pg_log_dir": str(tmp_path)}, ("db",))
+    assert doc["by_name"]["pg_log"]["status"] == "ok", doc["by_name"]["pg_log"]
+    return output(doc["by_name"]["pg_log"]).decode().splitlines()
+
+
+def _stamp(minutes_ago: int, tz: str) -> str:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    when = dt.datetime.now(ZoneInfo(tz)) - dt.timedelta(minutes=minutes_ago)
+    return f"{when:%Y-%m-%d %H:%M:%S}.123 {when:%Z}"
+
+
+def test_pg_log_keeps_the_window_in_utc_and_in_the_hosts_own_zone(tmp_path: Path, monkeypatch: Any) -> None:
+    for tz in ("UTC", "Asia/Tokyo", "America/New_York"):  # UTC+0, +9 (no DST), -5/-4: off by hours if read as UTC
+        log = [f"{_stamp(40, tz)} [11] LOG:  old {tz}", f"{_stamp(2, tz)} [12] FATAL:  new {tz}",
+               "\tcontinuation of the new line", f"{_stamp(40, 'UTC')} [13] LOG:  old utc",
+               f"{_stamp(1, 'UTC')} [14] LOG:  new utc"]
+        kept = _pg_log_lines(tmp_path, monkeypatch, tz, log)
+        assert kept == [log[1], log[2], log[4]], tz
+
+
+def test_pg_log_keeps_lines_in_a_zone_it_cannot_convert(tmp_path: Path, monkeypatch: Any) -> None:
+    log = ["2020-01-01 00:00:00.000 XYZ [9] LOG:  unknown zone", f"{_stamp(40, 'UTC')} [10] LOG:  old"]
+    assert _pg_log_lines(tmp_path, monkeypatch, "UTC", log) == [log[0]]
