@@ -315,17 +315,14 @@ def write_bundle(run: RunResult, settings: Settings, *, out_dir: Path | None = N
     if not redactor.enabled and not name.endswith(UNREDACTED_SUFFIX):
         name += UNREDACTED_SUFFIX
     name = _claim_dir(out, _safe_name(name))
-    final = out / name
+    final, tmp = out / name, None
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
-    except BaseException:
-        final.rmdir()
-        raise
-    try:
         _fill(tmp, run, settings, name, redactor, log_lines)
         os.rename(tmp, final)  # atomic on one filesystem, over the claimed empty folder: the bundle appears whole
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         with contextlib.suppress(OSError):
             final.rmdir()  # only while it is still the empty claim
         raise

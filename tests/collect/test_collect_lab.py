@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import gzip
 import hashlib
@@ -20,7 +21,11 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from collector.config import load_settings
+from collector.inventory import resolve
 from collector.lab import LOCK_FILE
+from collector.transport import Payload, Target
+from collector.transport.ssh import run as run_ssh
 
 pytestmark = pytest.mark.lab
 
@@ -395,13 +400,6 @@ def test_the_whole_answer_arrives_even_when_sshd_reports_the_exit_first(lab: Any
     no JSON (Unterminated string ...)"); the channel's EOF is the end of the answer. 240 host runs here:
     four connections to each lab host at once, twenty times, each answer checked to the byte.
     """
-    import base64
-
-    from collector.config import load_settings
-    from collector.inventory import resolve
-    from collector.transport import Payload, Target
-    from collector.transport.ssh import run
-
     inv, names = resolve(ROLE_HOSTS, str(lab.inventory))
     command = "head -c 200000 /dev/zero | base64"
     expected = base64.encodebytes(bytes(200000))  # GNU base64's 76-column lines, as the host prints them
@@ -411,7 +409,7 @@ def test_the_whole_answer_arrives_even_when_sshd_reports_the_exit_first(lab: Any
     wrong: list[str] = []
     for _ in range(20):
         targets = {f"{n}-{k}": Target(f"{n}-{k}", inv.hosts[n], ("all",)) for n in names for k in range(4)}
-        for name, result in run(targets, payload, settings, lambda *_: None).items():
+        for name, result in run_ssh(targets, payload, settings, lambda *_: None).items():
             outputs = [p.output for p in result.probes]
             if result.status != "ok" or outputs != [expected, expected]:
                 wrong.append(f"{name}: {result.status} {result.error or ''}"[:160])

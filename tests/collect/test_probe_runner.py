@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 
 from collector.probes import build_request, load_entries, runner_module
@@ -274,9 +276,6 @@ def _pg_log_lines(tmp_path: Path, monkeypatch: Any, tz: str, lines: list[str]) -
 
 
 def _stamp(minutes_ago: int, tz: str) -> str:
-    import datetime as dt
-    from zoneinfo import ZoneInfo
-
     when = dt.datetime.now(ZoneInfo(tz)) - dt.timedelta(minutes=minutes_ago)
     return f"{when:%Y-%m-%d %H:%M:%S}.123 {when:%Z}"
 
