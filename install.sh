@@ -19,7 +19,7 @@ redmine redmine/instances/default/default-language select en
 SEL
 
 APT_PACKAGES=(
-  python3 python3-venv python3-pip git curl ca-certificates openssh-client rsync
+  python3 python3-venv python3-pip git curl ca-certificates openssh-client rsync tzdata
   systemd-container debootstrap iproute2 sysstat procps util-linux e2fsprogs
   prometheus prometheus-alertmanager
   chromium
