@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,18 @@ _NOT_INVENTORY = re.compile(
     r"^example-|known_hosts|ssh_config|^README|\.(md|txt|orig|bak|swp|retry|cfg|pyc)$|~$|^\."
 )
 _NOT_INVENTORY_DIRS = {"group_vars", "host_vars", "vars_plugins"}
+
+# The roles the catalogue, the rules and verify know; a host's groups among these are its roles.
+ROLES: tuple[str, ...] = ("app", "db", "redis", "web")
+
+# Host variables whose values are secrets (collector_redis_password, ansible_become_pass, an API token):
+# redaction scrubs their values wherever they appear. A name ending in _file/_path/_dir/_url says where a
+# secret lives, not the secret. Shorter values would scrub ordinary words and numbers.
+SECRET_VAR = re.compile(
+    r"password|passwd|passphrase|secret|token|api_?key|_key$|_pass$|_auth$", re.IGNORECASE
+)
+NOT_SECRET_VAR = re.compile(r"(?:_file|_path|_dir|_url)$", re.IGNORECASE)
+MIN_SECRET_LEN = 4
 
 
 @dataclass
@@ -45,12 +58,65 @@ class Inventory:
         try:
             with _quiet():
                 found = self._manager.get_hosts(pattern=pattern)
-        except Exception as exc:  # AnsibleError on a malformed pattern
+        except Exception as exc:  # noqa: BLE001 - AnsibleError, or whatever a malformed pattern raises inside
             raise UsageError(f"host pattern {pattern!r} is invalid: {_one_line(exc)}") from None
         names = [h.name for h in found]
         if not names:
             raise UsageError(f"host pattern {pattern!r} matches no host in {self.source}")
         return names
+
+    def roles(self, host: str) -> tuple[str, ...]:
+        """The one answer to "what is this host?": collect, plan and verify all ask here.
+
+        `collector_roles` when set (a list, or a comma-separated string such as "app,db"), else the
+        host's groups among ROLES. An unknown host has no roles.
+        """
+        return roles_from(self.groups.get(host, []), self.hosts.get(host, {}))
+
+    def secret_values(self, hosts: Iterable[str] | None = None) -> list[str]:
+        """Values of the secret host variables of `hosts` (every host when None), sorted, for redaction."""
+        names = list(self.hosts) if hosts is None else [h for h in hosts if h in self.hosts]
+        return secret_values_in({h: self.hosts[h] for h in names})
+
+
+def roles_from(groups: Iterable[str], hostvars: Mapping[str, Any]) -> tuple[str, ...]:
+    """Inventory.roles for a host's groups and vars (for callers that hold only those)."""
+    explicit = hostvars.get("collector_roles")
+    if explicit:
+        items = explicit.split(",") if isinstance(explicit, str) else explicit
+        if not isinstance(items, (list, tuple)):
+            items = [items]
+        roles = (str(r).strip() for r in items)
+        return tuple(dict.fromkeys(r for r in roles if r))
+    member = set(groups)
+    return tuple(r for r in ROLES if r in member)
+
+
+def is_secret_var(name: str) -> bool:
+    """True when a variable's name says its value is a secret."""
+    return bool(SECRET_VAR.search(name)) and not NOT_SECRET_VAR.search(name)
+
+
+def secret_values_in(variables: Mapping[str, Any]) -> list[str]:
+    """Secret values in vars (host -> vars, or one host's vars; nested mappings and lists are searched)."""
+    found: set[str] = set()
+
+    def visit(name: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                visit(str(key), inner)
+        elif isinstance(value, (list, tuple)):
+            for inner in value:
+                visit(name, inner)
+        elif isinstance(value, (str, int)) and not isinstance(value, bool) and is_secret_var(name):
+            text = str(value)
+            # An untemplated Jinja expression (a vault not given) names a secret; it is not one.
+            if len(text) >= MIN_SECRET_LEN and "{{" not in text:
+                found.add(text)
+
+    for key, value in variables.items():
+        visit(str(key), value)
+    return sorted(found)
 
 
 def default_inventory() -> str:
@@ -127,7 +193,7 @@ def _host_vars(manager: Any, variables: Any, loader: Any, host: Any) -> dict[str
     for key, value in wanted.items():
         try:
             out[key] = _plain(templar.template(value))
-        except Exception:  # an undefined variable (e.g. a vault not given) leaves the var unset
+        except Exception:  # noqa: BLE001, S112 - an undefined variable (a vault not given) leaves the var unset
             continue
     return out
 

@@ -8,7 +8,6 @@ import pytest
 
 from collector.core import UsageError
 from collector.inventory import default_inventory, load_inventory
-from collector.probes import host_roles
 
 HERE = Path(__file__).parent / "inventories"
 
@@ -37,14 +36,6 @@ def test_ini_inventory_and_group_vars_dir() -> None:
     assert folder.hosts["redis01"]["collector_redis_port"] == 6380
     # An undefined vault variable leaves the var unset (the probe's env stays empty) instead of crashing.
     assert "collector_redis_password" not in folder.hosts["redis01"]
-
-
-def test_roles_come_from_groups_or_collector_roles() -> None:
-    inv = load_inventory(str(HERE / "prod.yml"))
-    assert host_roles(inv.groups["db01"], inv.hosts["db01"]) == ("db",)
-    assert host_roles(inv.groups["web10"], inv.hosts["web10"]) == ("web",)
-    assert host_roles(inv.groups["db09"], inv.hosts["db09"]) == ("db",)  # staging host, collector_roles
-    assert inv.hosts["app01"]["collector_prometheus_url"] == "http://127.0.0.1:9090"  # group `all` vars
 
 
 @pytest.mark.parametrize("pattern", ["nosuch", "web9*", "prod:&redis"])
@@ -87,3 +78,50 @@ def test_shipped_inventories_parse() -> None:
         "collector_alertmanager_url",
     ):
         assert var in documented
+
+
+ROLES_INV = str(HERE / "roles.yml")
+
+
+@pytest.mark.parametrize("host, roles", [
+    ("app1", ("app",)),
+    ("both", ("app", "db")),  # "app,db" is two roles, never the characters a, p, p, ",", d, b
+    ("db1", ("db",)),
+    ("listed", ("redis", "web")),
+    ("spaced", ("db", "redis")),
+    ("plain", ()),
+    ("no-such-host", ()),
+])
+def test_inventory_roles_is_the_one_answer(host: str, roles: tuple[str, ...]) -> None:
+    assert load_inventory(ROLES_INV).roles(host) == roles
+
+
+def test_groups_give_roles_where_collector_roles_is_unset() -> None:
+    inv = load_inventory(str(HERE / "prod.yml"))
+    assert inv.roles("db01") == ("db",)
+    assert inv.roles("web10") == ("web",)
+    assert inv.roles("db09") == ("db",)  # staging host, collector_roles
+    assert inv.hosts["app01"]["collector_prometheus_url"] == "http://127.0.0.1:9090"  # group `all` vars
+
+
+def test_secret_values_are_found_by_name_in_every_hosts_vars() -> None:
+    inv = load_inventory(ROLES_INV)
+    everything = inv.secret_values()
+    assert everything == ["become-pw", "dbhost-redis-pw", "tok-all-hosts"]
+    # Only the hosts asked about; paths, URLs, short values and untemplated Jinja are not secrets.
+    assert inv.secret_values(["app1"]) == ["become-pw", "tok-all-hosts"]
+    assert "/var/lib/collector/id_ed25519" not in everything and "abc" not in everything
+
+
+def test_secret_var_names() -> None:
+    from collector.inventory import is_secret_var, secret_values_in
+
+    for name in ("collector_redis_password", "ansible_become_pass", "collector_api_token", "collector_api_key",
+                 "PGPASSWORD", "collector_smtp_auth", "collector_ssh_passphrase", "aws_secret"):
+        assert is_secret_var(name), name
+    for name in ("ansible_ssh_private_key_file", "collector_token_file", "collector_app_url", "collector_service",
+                 "collector_password_dir"):
+        assert not is_secret_var(name), name
+    nested = {"redis1": {"collector_redis_password": "lab-redis-pw", "collector_redis_port": 6379},
+              "app1": {"nested": {"db_password": "nested-pw"}, "tokens": {"api_token": ["tok-1", "tok-2"]}}}
+    assert secret_values_in(nested) == ["lab-redis-pw", "nested-pw", "tok-1", "tok-2"]
