@@ -5,14 +5,20 @@ set -uo pipefail
 cd "$(dirname "$0")"
 
 bash ./install.sh || exit $?
+# The test lab is its own distribution (lab/): installed beside the product, editable like it.
+if [ "${COLLECTOR_EDITABLE:-0}" = 1 ]; then
+  .venv/bin/pip install -q -e ./lab || exit $?
+else
+  .venv/bin/pip install -q ./lab || exit $?
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 
-cleanup() { collector lab down >/dev/null 2>&1 || true; }
+cleanup() { collector-lab down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-collector lab build || exit $?
-# A host that trips while booting gets one more try: `lab up` is idempotent and keeps what is up.
-collector lab up --fresh || collector lab up || exit $?
+collector-lab build || exit $?
+# A host that trips while booting gets one more try: `up` is idempotent and keeps what is up.
+collector-lab up --fresh || collector-lab up || exit $?
 
 pytest "$@"
 rc=$?

@@ -13,7 +13,7 @@ plus the cost of one unreachable host (a closed loopback port and a powered-off 
 controller's peak RSS while one probe prints 1 GiB. Writes bench/RESULTS.md and prints the ratios.
 
     .venv/bin/python bench/bench_collect.py                 # 3 hosts (app1, db1, redis1), 5 runs each
-    collector lab up --extra 30 && .venv/bin/python bench/bench_collect.py --sizes 3,33
+    collector-lab up --extra 30 && .venv/bin/python bench/bench_collect.py --sizes 3,33
 """
 from __future__ import annotations
 
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if not Path(args.inventory).is_file():
-            raise BenchError(f"lab inventory {args.inventory} not found: run `collector lab up` first")
+            raise BenchError(f"lab inventory {args.inventory} not found: run `collector-lab up` first")
         inv = load_inventory(args.inventory)
         sizes: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="bench-collect-") as tmp:
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 hosts = inv.match(pattern)
                 if len(hosts) != int(size):
                     raise BenchError(f"{size} hosts wanted, the lab has {len(hosts)} for {pattern!r}: "
-                                     f"`collector lab up --extra {int(size) - 3}` first")
+                                     f"`collector-lab up --extra {int(size) - 3}` first")
                 sizes[size] = bench_size(args.inventory, pattern, args.runs if int(size) <= 3 else 3, work)
             unreachable = None if args.skip_extras else bench_unreachable(args.inventory, work, 3)
             memory = None if args.skip_extras else bench_memory(args.inventory, work)

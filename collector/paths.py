@@ -7,7 +7,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def resource(name: str) -> Path:
-    """The folder `name` (playbooks, reports, inventory, lab) of the installed tool."""
+    """The folder `name` (playbooks, reports, inventory) of the installed tool."""
     shipped = _PACKAGE / "_data" / name
     if shipped.is_dir():
         return shipped

@@ -1,6 +1,6 @@
 """Shared fixtures: the running lab (skips cleanly when it is not up) and the lab lock.
 
-    def test_x(lab):            # session-scoped; skips when `collector lab up` has not run
+    def test_x(lab):            # session-scoped; skips when `collector-lab up` has not run
         lab.inventory           # Path of inventory/lab.yml (state-dir copy, absolute paths inside)
         lab.ips["db1"]          # bridge IPs by host; lab.groups["web"] -> host names
         lab.secrets["db_password"], lab.secrets["redis_password"], lab.secrets["api_token"]
@@ -26,9 +26,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from collector_lab import LOCK_FILE, lab_secrets, lab_state
 
 from collector.config import Settings, load_settings
-from collector.lab import LOCK_FILE, lab_secrets, lab_state
 
 
 @dataclass
@@ -66,10 +66,10 @@ def _lab_or_reason() -> Lab | str:
     if os.geteuid() != 0:
         return "the lab needs root; not running as root"
     try:
-        from collector.lab import hosts, lifecycle
+        from collector_lab import hosts, lifecycle
         settings = load_settings()
         if not lifecycle.is_up(settings):
-            return "lab is not up (run `collector lab up`)"
+            return "lab is not up (run `collector-lab up`)"
     except Exception as exc:  # a broken environment is a skip reason here, the lab tests say more
         return f"lab state unreadable: {exc}"
     state = lab_state(settings)

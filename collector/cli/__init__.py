@@ -2,7 +2,8 @@
 
 Each step's commands sit in their own module of this package (which exposes `commands`, a list of
 click commands). Modules are imported only when one of their commands runs, so `collect` in the
-first minutes of an incident does not pay for importing remediation, tickets or the lab.
+first minutes of an incident does not pay for importing remediation or tickets. The test lab is a
+separate distribution (lab/, the `collector-lab` command).
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ COMMANDS: dict[str, str] = {
     "verify": "verify",
     "audit": "audit",
     "attach": "attach",
-    "lab": "lab",
 }
 
 

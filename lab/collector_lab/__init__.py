@@ -2,7 +2,7 @@
 
 Layout of the lab's state (outside the repository, under `Settings.state_dir`):
 
-    base/<recipe-hash>/rootfs      the read-only Debian bookworm base (collector.lab.base)
+    base/<recipe-hash>/rootfs      the read-only Debian bookworm base (collector_lab.base)
     lab/secrets.json               random per-lab passwords and token (mode 0600)
     lab/ssh/id_ed25519[.pub]       the lab's SSH key
     lab/state.json                 what `lab up` started (hosts, pids, bridge, inotify, monitoring)
@@ -76,6 +76,24 @@ def lab_state(settings: Settings | None = None) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def assets() -> Path:
+    """The lab's asset folder (app, faults, monitoring, provision): inside the wheel, or lab/ of a checkout.
+
+    Every host bind-mounts it read-only as /srv/lab, and a running host is restarted by `up` when its
+    mount names another folder, so the path must stay the same for one install.
+    """
+    shipped = _PACKAGE / "_data"
+    if (shipped / "provision").is_dir():
+        return shipped
+    checkout = _PACKAGE.parent
+    if (checkout / "provision").is_dir():
+        return checkout
+    raise FileNotFoundError(f"collector-lab is installed without its assets (looked in {shipped} and {checkout})")
 
 
 def is_root() -> bool:

@@ -5,7 +5,7 @@ anything the role scripts need), the suite and the configuration steps below. Ev
 role needs is in the base, so first-boot provisioning needs no network. The mirror is read from this
 machine's apt sources (deb822 `/etc/apt/sources.list.d/*.sources` or `sources.list`).
 
-The base is shared read-only by every host through a per-host overlayfs (collector.lab.hosts).
+The base is shared read-only by every host through a per-host overlayfs (collector_lab.hosts).
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from pathlib import Path
 
 from collector.config import Settings
 from collector.core import UsageError
-from collector.paths import resource
+
+from collector_lab import assets
 
 SUITE = "bookworm"
 RECIPE_VERSION = "3"  # bump when the configuration steps below change
@@ -111,7 +112,7 @@ def extra_packages() -> tuple[str, ...]:
     names: list[str] = []
     for fname in ("PACKAGES", "packages.txt"):
         try:
-            text = (resource("lab") / "provision" / fname).read_text()
+            text = (assets() / "provision" / fname).read_text()
         except (OSError, FileNotFoundError):
             continue
         names += [line.split("#", 1)[0].strip() for line in text.splitlines()]
@@ -196,7 +197,7 @@ def build(settings: Settings, *, force: bool = False, log_to: Path | None = None
         if is_built(settings) and not force:
             return final
         if str(final) in Path("/proc/self/mounts").read_text():
-            raise UsageError("lab hosts run on this base: run `collector lab down` before rebuilding it")
+            raise UsageError("lab hosts run on this base: run `collector-lab down` before rebuilding it")
         if shutil.which("debootstrap") is None:
             raise UsageError("debootstrap is not installed (apt-get install debootstrap)")
         entry = final.parent

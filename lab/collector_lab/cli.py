@@ -1,4 +1,4 @@
-"""`collector lab`: build, boot, inspect, break and heal the test hosts."""
+"""`collector-lab`: build, boot, inspect, break and heal the test hosts."""
 from __future__ import annotations
 
 import importlib
@@ -10,9 +10,8 @@ from types import ModuleType
 from typing import Any
 
 import click
-
 from collector.config import load_settings
-from collector.core import EXIT_PARTIAL, UsageError
+from collector.core import EXIT_PARTIAL, EXIT_USAGE, UsageError
 
 
 def _say(msg: str) -> None:
@@ -28,29 +27,32 @@ state_dir_option = click.option("--state-dir", default=None, metavar="DIR",
 
 
 class _LabGroup(click.Group):
-    """A lab step that fails (a mount, a boot, a fault's check) says so on one line and exits 1."""
+    """Bad input: one line, exit 2. A lab step that fails (a mount, a boot, a fault's check): one line, exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (UsageError, click.exceptions.Exit, click.ClickException, SystemExit):
+        except UsageError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             click.echo(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
             sys.exit(EXIT_PARTIAL)
 
 
-@click.group("lab", cls=_LabGroup)
-def lab() -> None:
+@click.group("collector-lab", cls=_LabGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
     """The lab: nspawn hosts app1/db1/redis1 (+ webNN), Prometheus and Alertmanager on loopback."""
 
 
-@lab.command("build")
+@main.command("build")
 @click.option("--force", is_flag=True, help="Rebuild the base even when it is cached.")
 @state_dir_option
 def build_cmd(force: bool, state_dir: str | None) -> None:
     """Build the base rootfs once (debootstrap, cached by a hash of its recipe)."""
-    from collector.lab import base, hosts
+    from collector_lab import base, hosts
     settings = _settings(state_dir)
     hosts.preflight()
     cached = base.is_built(settings) and not force
@@ -63,13 +65,13 @@ def build_cmd(force: bool, state_dir: str | None) -> None:
     click.echo(f"base {base.recipe_hash()} {how}: {path}")
 
 
-@lab.command("up")
+@main.command("up")
 @click.option("--extra", default=0, type=int, metavar="N", help="Also boot N light hosts web01..webNN.")
 @click.option("--fresh", is_flag=True, help="Drop every host's overlay first: provision all hosts anew.")
 @state_dir_option
 def up_cmd(extra: int, fresh: bool, state_dir: str | None) -> None:
     """Boot the lab (idempotent): hosts, provisioning, inventory/lab.yml, monitoring."""
-    from collector.lab import hosts, lifecycle
+    from collector_lab import hosts, lifecycle
     hosts.check_extra(extra)
     settings = _settings(state_dir)
     hosts.preflight()
@@ -83,31 +85,31 @@ def up_cmd(extra: int, fresh: bool, state_dir: str | None) -> None:
         sys.exit(EXIT_PARTIAL)
 
 
-@lab.command("down")
+@main.command("down")
 @state_dir_option
 def down_cmd(state_dir: str | None) -> None:
     """Stop every host and monitoring; remove mounts, cgroups, bridge and inventory."""
-    from collector.lab import lifecycle
+    from collector_lab import lifecycle
     settings = _settings(state_dir)
     stopped = lifecycle.down(settings, log=_say)
     click.echo(f"lab down ({len(stopped)} hosts stopped)")
 
 
-@lab.command("reset")
+@main.command("reset")
 @state_dir_option
 def reset_cmd(state_dir: str | None) -> None:
     """`down`, then forget overlays, secrets and keys (the cached base stays)."""
-    from collector.lab import lifecycle
+    from collector_lab import lifecycle
     lifecycle.reset(_settings(state_dir), log=_say)
     click.echo("lab reset: next `lab up` provisions fresh hosts")
 
 
-@lab.command("status")
+@main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @state_dir_option
 def status_cmd(as_json: bool, state_dir: str | None) -> None:
     """Each host, its services and active faults; monitoring. Exit 1 when the lab is not fully up."""
-    from collector.lab import hosts, lifecycle
+    from collector_lab import hosts, lifecycle
     hosts.preflight()
     info = lifecycle.status(_settings(state_dir))
     if as_json:
@@ -161,13 +163,13 @@ def _faults_text(faults: Any) -> str:
 
 
 def _module(name: str) -> ModuleType:
-    """collector.lab.<name>, written by the faults helper; a clear error when it is missing."""
+    """collector_lab.<name>, written by the faults helper; a clear error when it is missing."""
     try:
-        return importlib.import_module(f"collector.lab.{name}")
+        return importlib.import_module(f"collector_lab.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name != f"collector.lab.{name}":
+        if exc.name != f"collector_lab.{name}":
             raise
-        raise UsageError(f"lab {name} is not available in this build (collector.lab.{name} missing)") from None
+        raise UsageError(f"lab {name} is not available in this build (collector_lab.{name} missing)") from None
 
 
 def _call(mod: ModuleType, names: tuple[str, ...], *args: Any, **kwargs: Any) -> Any:
@@ -175,10 +177,10 @@ def _call(mod: ModuleType, names: tuple[str, ...], *args: Any, **kwargs: Any) ->
         fn = getattr(mod, fn_name, None)
         if callable(fn):
             return fn(*args, **kwargs)
-    raise UsageError(f"collector.lab.{mod.__name__.rsplit('.', 1)[-1]} has none of {', '.join(names)}: not available")
+    raise UsageError(f"collector_lab.{mod.__name__.rsplit('.', 1)[-1]} has none of {', '.join(names)}: not available")
 
 
-@lab.command("break", context_settings={"ignore_unknown_options": False})
+@main.command("break", context_settings={"ignore_unknown_options": False})
 @click.argument("name")
 @state_dir_option
 def break_cmd(name: str, state_dir: str | None) -> None:
@@ -189,7 +191,7 @@ def break_cmd(name: str, state_dir: str | None) -> None:
         click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
 
 
-@lab.command("heal")
+@main.command("heal")
 @click.argument("name")
 @state_dir_option
 def heal_cmd(name: str, state_dir: str | None) -> None:
@@ -200,7 +202,7 @@ def heal_cmd(name: str, state_dir: str | None) -> None:
         click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
 
 
-@lab.command("load")
+@main.command("load")
 @click.option("--seconds", default=30.0, type=float, show_default=True, help="How long to drive traffic.")
 @click.option("--rps", default=20.0, type=float, show_default=True, help="Requests per second.")
 @state_dir_option
@@ -214,15 +216,14 @@ def load_cmd(seconds: float, rps: float, state_dir: str | None) -> None:
         click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
 
 
-@lab.command("demo")
+@main.command("demo")
 @click.argument("scenario", metavar="SCENARIO")
 @click.option("--workdir", default=".", show_default=True, help="Where bundles/, plans/ and audit/ go.")
 @state_dir_option
 def demo_cmd(scenario: str, workdir: str, state_dir: str | None) -> None:
-    """Play one runbook scenario (break → collect → approve → fix → verify → report → heal); see collector/lab/demo.py."""
-    from collector.lab import demo
+    """Play one runbook scenario (break → collect → approve → fix → verify → report → heal); see collector_lab/demo.py."""
+    from collector_lab import demo
     if not demo.demo(demo.get_scenario(scenario).name, _settings(state_dir), workdir=workdir, say=click.echo):
         sys.exit(EXIT_PARTIAL)
 
 
-commands = [lab]

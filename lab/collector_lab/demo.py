@@ -1,6 +1,6 @@
 """Play one runbook scenario on the lab for a person to watch, with the very commands an engineer types.
 
-    collector lab demo error-storm
+    collector-lab demo error-storm
 
 break the fault → (reproduce the symptom with a little traffic) → collect → read the verdict →
 plan the suggested mitigation as `alice` → approve it as the second, named demo user `demo-approver`
@@ -84,7 +84,7 @@ def get_scenario(name: str) -> Scenario:
 
 
 def tool(name: str) -> str:
-    """Path of an installed command (`collector`, `collect`): beside this Python first, else on PATH."""
+    """Path of an installed command (`collector`, `collect`, `collector-lab`): beside this Python first, else on PATH."""
     beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
@@ -99,13 +99,13 @@ def tool(name: str) -> str:
 
 def app_base_url(settings: Settings) -> str:
     """http://<app host's bridge IP>:8000 from the lab state (the lab's own host only)."""
-    from collector.lab import lab_state
+    from collector_lab import lab_state
 
     hosts = lab_state(settings).get("hosts") or {}
     for spec in hosts.values():
         if spec.get("group") == "app":
             return f"http://{spec['ip']}:8000"
-    raise UsageError("the lab has no app host: is it up? (collector lab status)")
+    raise UsageError("the lab has no app host: is it up? (collector-lab status)")
 
 
 def drive_traffic(base_url: str, seconds: float, rps: float = 10.0, workers: int = 8,
@@ -138,7 +138,7 @@ def drive_traffic(base_url: str, seconds: float, rps: float = 10.0, workers: int
 
 def undo_side_effects(scenario: Scenario, settings: Settings) -> list[str]:
     """Run the scenario's undo steps inside the lab hosts (nsenter: works whatever the network does)."""
-    from collector.lab import hosts
+    from collector_lab import hosts
 
     done = []
     for host, script in scenario.undo:
@@ -220,7 +220,7 @@ def _run(argv: Sequence[str], say: Say, *, cwd: Path, check: bool = True) -> sub
 def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = ".", say: Say = print,
          verify_wait_s: float = 75.0) -> bool:
     """Play scenario `name` step by step, printing each command first; True when verify passed."""
-    from collector.lab import faults, hosts
+    from collector_lab import faults, hosts
 
     scenario = get_scenario(name)
     settings = settings or load_settings()
@@ -228,6 +228,7 @@ def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = "
     cwd = Path(workdir).resolve()
     cwd.mkdir(parents=True, exist_ok=True)
     collector = tool("collector")
+    lab_cmd = tool("collector-lab")
     started = time.monotonic()
     say(f"=== scenario {scenario.name}: {scenario.title} (lab fault `{scenario.fault}`) ===")
     say(f"working directory {cwd} (bundles/, plans/, audit/)")
@@ -235,20 +236,20 @@ def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = "
     with faults.lab_lock():
         say("holding the lab lock for the whole run")
         try:
-            return _play(scenario, settings, inventory, cwd, collector, say, verify_wait_s)
+            return _play(scenario, settings, inventory, cwd, collector, lab_cmd, say, verify_wait_s)
         finally:
             say(f"\n--- cleanup: heal the fault{' and undo the mitigation' if scenario.undo else ''} ---")
-            _run([collector, "lab", "heal", scenario.fault], say, cwd=cwd, check=False)
+            _run([lab_cmd, "heal", scenario.fault], say, cwd=cwd, check=False)
             for line in undo_side_effects(scenario, settings):
                 say(f"  {line}")
             say(f"=== {scenario.name} took {time.monotonic() - started:.0f} s ===")
 
 
-def _play(scenario: Scenario, settings: Settings, inventory: str, cwd: Path, collector: str, say: Say,
-          verify_wait_s: float) -> bool:
+def _play(scenario: Scenario, settings: Settings, inventory: str, cwd: Path, collector: str, lab_cmd: str,
+          say: Say, verify_wait_s: float) -> bool:
     since = journal_since()
     say("\n--- 1. something breaks ---")
-    _run([collector, "lab", "break", scenario.fault], say, cwd=cwd)
+    _run([lab_cmd, "break", scenario.fault], say, cwd=cwd)
     background: threading.Thread | None = None
     if scenario.settle_s:
         say(f"\n--- the fault runs for {scenario.settle_s:.0f} s (the on-call engineer gets paged) ---")

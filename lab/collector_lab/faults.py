@@ -8,7 +8,7 @@ exit status 0 means "the fault is active", or a named check on this machine.
 
 Long-running fault processes are transient systemd units `lab-fault-<name>` inside the host,
 bounded by RuntimeMaxSec, so nothing outlives the lab. `break_fault`/`heal_fault` hold the lab lock
-(/tmp/collector-lab.lock) unless this process, or one of its parents (`flock ... collector lab break`),
+(/tmp/collector-lab.lock) unless this process, or one of its parents (`flock ... collector-lab break`),
 already holds it.
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ from pathlib import Path
 
 from collector.config import Settings, load_settings
 from collector.core import UsageError
-from collector.lab import LOCK_FILE, lab_state
+
+from collector_lab import LOCK_FILE, lab_state
 
 HELPERS = "/srv/lab/faults"  # lab/faults as every host sees it (read-only bind mount)
 APP_DIR = "/opt/sergas/app"
@@ -367,7 +368,7 @@ def _flock(fd: int, timeout_s: float) -> None:
 
 
 def _run_sh(settings: Settings, host: str, script: str, timeout_s: float) -> tuple[int, str]:
-    from collector.lab import hosts
+    from collector_lab import hosts
     res = hosts.run_in(settings, host, ["/bin/bash", "-c", "set -o pipefail\n" + script], timeout=timeout_s)
     return res.returncode, (res.stdout + res.stderr).strip()
 
@@ -385,7 +386,7 @@ def is_active(settings: Settings, fault: Fault) -> bool:
     """Whether `fault` is active now (its check holds); a host that is down answers no."""
     if fault.check.startswith("machine:"):
         return bool(MACHINE_CHECKS[fault.check.split(":", 1)[1]](settings, fault))
-    from collector.lab import hosts
+    from collector_lab import hosts
     if not hosts.is_running(settings, fault.host):
         return False
     rc, _ = _run_sh(settings, fault.host, fault.check, 20)
@@ -443,7 +444,7 @@ def heal_fault(name: str, settings: Settings | None = None) -> str:
 
 def _app_health(settings: Settings, wait_s: float = 30.0) -> str:
     """Wait (best effort) for app1's /health to say healthy; says what it saw."""
-    from collector.lab import hosts
+    from collector_lab import hosts
     if not hosts.is_running(settings, "app1"):
         return "app1 not running"
     script = (f"for _ in $(seq 1 {int(wait_s * 2)}); do {_APP_HEALTHY} && exit 0; sleep 0.5; done; "
@@ -465,14 +466,14 @@ def _heal_one(settings: Settings, fault: Fault) -> str:
 
 def _require_lab(settings: Settings) -> None:
     if not lab_state(settings).get("hosts"):
-        raise UsageError("the lab is not up: run `collector lab up` first")
+        raise UsageError("the lab is not up: run `collector-lab up` first")
 
 
 # ---------------------------------------------------------------------------- machine-side actions
 
 
 def _oom_cgroup(settings: Settings, fault: Fault) -> Path:
-    from collector.lab import hosts
+    from collector_lab import hosts
     return hosts.memory_cgroup(fault.host) / "lab-fault-oom"
 
 
@@ -533,7 +534,7 @@ def _oom_kills(cg: Path) -> int:
 
 def _oom_heal(settings: Settings, fault: Fault, timeout_s: float) -> str:
     """Stop the unit, empty and remove the child cgroup."""
-    from collector.lab import hosts
+    from collector_lab import hosts
     if hosts.is_running(settings, fault.host):
         _run_sh(settings, fault.host, _stop_unit("oom"), 30)
     cg = _oom_cgroup(settings, fault)
@@ -561,14 +562,14 @@ def _oom_active(settings: Settings, fault: Fault) -> bool:
 
 
 def _host_down_break(settings: Settings, fault: Fault, timeout_s: float) -> str:
-    from collector.lab import hosts
+    from collector_lab import hosts
     hosts.stop_host(settings, fault.host, timeout=timeout_s)
     return f"{fault.host} powered off"
 
 
 def _host_down_heal(settings: Settings, fault: Fault, timeout_s: float) -> str:
     """Boot the host again through `lab up` (idempotent: it only starts what is missing)."""
-    from collector.lab import hosts, lifecycle
+    from collector_lab import hosts, lifecycle
     if hosts.is_running(settings, fault.host):
         return f"{fault.host} already running"
     extra = int(lab_state(settings).get("extra", 0) or 0)
@@ -583,7 +584,7 @@ def _host_down_active(settings: Settings, fault: Fault) -> bool:
 
 
 def _host_running(settings: Settings, fault: Fault) -> bool:
-    from collector.lab import hosts
+    from collector_lab import hosts
     return hosts.is_running(settings, fault.host)
 
 

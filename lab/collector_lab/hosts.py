@@ -47,19 +47,21 @@ from typing import Any
 
 from collector.config import Settings
 from collector.core import UsageError
-from collector.lab import (
+from collector.paths import resource
+
+from collector_lab import (
     BRIDGE,
     BRIDGE_IP,
     LAB_NAME,
     MAX_EXTRA,
     PREFIX_LEN,
     SUBNET,
+    assets,
     base,
     host_table,
     lab_dir,
     lab_secrets,
 )
-from collector.paths import resource
 
 Log = Callable[[str], None]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -83,7 +85,7 @@ def _quiet(msg: str) -> None:
 def preflight() -> None:
     """Root and systemd-nspawn, or one clear UsageError naming what is missing."""
     if os.geteuid() != 0:
-        raise UsageError("the lab needs root: run `collector lab` as root (it mounts, bridges and boots containers)")
+        raise UsageError("the lab needs root: run `collector-lab` as root (it mounts, bridges and boots containers)")
     for tool, package in (("systemd-nspawn", "systemd-container"), ("nsenter", "util-linux"),
                           ("ip", "iproute2"), ("ssh-keygen", "openssh-client")):
         if shutil.which(tool) is None:
@@ -158,7 +160,7 @@ def nspawn_pids(settings: Settings, name: str | None = None) -> dict[str, list[i
 
 def lab_src_arg() -> str:
     """nspawn's bind of this checkout's (or wheel's) lab/ folder into every host."""
-    return f"--bind-ro={resource('lab')}:{CONTAINER_LAB_SRC}"
+    return f"--bind-ro={assets()}:{CONTAINER_LAB_SRC}"
 
 
 def runs_current_lab_src(settings: Settings, name: str) -> bool:
@@ -340,7 +342,7 @@ def restore_inotify(state: dict[str, Any]) -> None:
 def provision_hash(role: str) -> str:
     """Hash of the files a host of `role` provisions from: common.sh, <role>.sh, and lab/app for app and db."""
     digest = hashlib.sha256()
-    lab = resource("lab")
+    lab = assets()
     files = [lab / "provision" / "common.sh", lab / "provision" / f"{role}.sh"]
     if role in ("app", "db"):  # db.sh loads the app's schema
         files += sorted(p for p in (lab / "app").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
@@ -621,7 +623,7 @@ def provision(settings: Settings, name: str, spec: dict[str, object], table: dic
     """Run the given provisioning steps ('common', role) in the host; returns an error or None."""
     hdir = _host_dir(settings, name)
     env = provision_env(name, spec, table, secrets)
-    scripts = resource("lab") / "provision"
+    scripts = assets() / "provision"
     with (hdir / "provision.log").open("a") as out:
         for step in steps:
             script = scripts / f"{step}.sh"
@@ -716,7 +718,7 @@ def write_inventory(settings: Settings, table: dict[str, dict[str, object]], hos
             "children": {"lab": {"children": groups}},
         }}
         inv = folder / "lab.yml"
-        header = "# Written by `collector lab up`; removed by `collector lab down`. Do not edit.\n"
+        header = "# Written by `collector-lab up`; removed by `collector-lab down`. Do not edit.\n"
         inv.write_text(header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
         os.chmod(inv, 0o600)  # it holds the Redis password
         if folder != inventory_path(settings).parent:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.config import Settings
-from collector.lab import LAB_NAME, base, host_table, hosts, lab_dir, lab_state, monitoring
-from collector.lab.hosts import Log, _quiet
+
+from collector_lab import LAB_NAME, base, host_table, hosts, lab_dir, lab_state, monitoring
+from collector_lab.hosts import Log, _quiet
 
 
 @dataclass
@@ -257,9 +258,9 @@ def _memory(name: str) -> dict[str, int | None]:
 
 
 def _active_faults(settings: Settings) -> Any:
-    """Active faults as collector.lab.faults reports them, or None when that module is missing."""
+    """Active faults as collector_lab.faults reports them, or None when that module is missing."""
     try:
-        from collector.lab import faults  # written by the faults helper
+        from collector_lab import faults  # written by the faults helper
     except ImportError:
         return None
     fn = getattr(faults, "active_faults", None) or getattr(faults, "active", None)

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 from collector.config import Settings, load_settings
 from collector.core import UsageError
-from collector.lab import SUBNET, lab_state
+
+from collector_lab import SUBNET, lab_state
 
 APP_PORT = 8000
 REQUEST_TIMEOUT_S = 5.0
@@ -68,7 +69,7 @@ def app_url(settings: Settings) -> str:
     for spec in table.values():
         if spec.get("group") == "app":
             return f"http://{spec['ip']}:{APP_PORT}"
-    raise UsageError("the lab is not up (no app host in its state): run `collector lab up` first")
+    raise UsageError("the lab is not up (no app host in its state): run `collector-lab up` first")
 
 
 def check_target(url: str) -> None:

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 
 from collector.config import Settings
-from collector.lab import lab_dir
-from collector.paths import resource
+
+from collector_lab import assets, lab_dir
 
 PROMETHEUS_ADDR = "127.0.0.1:9090"
 ALERTMANAGER_ADDR = "127.0.0.1:9093"
@@ -30,7 +30,7 @@ def mon_dir(settings: Settings) -> Path:
 
 def render_configs(settings: Settings, apps: dict[str, str]) -> dict[str, Path]:
     """Write prometheus.yml, rules.yml and alertmanager.yml for `apps` (name -> ip); returns their paths."""
-    src = resource("lab") / "monitoring"
+    src = assets() / "monitoring"
     out = mon_dir(settings)
     out.mkdir(parents=True, exist_ok=True)
     rules = out / "rules.yml"

@@ -20,10 +20,10 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+from collector_lab import LOCK_FILE
 
 from collector.config import load_settings
 from collector.inventory import resolve
-from collector.lab import LOCK_FILE
 from collector.transport import Payload, Target
 from collector.transport.ssh import run as run_ssh
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from collector_lab import demo
 
 from collector.core import UsageError
-from collector.lab import demo
 from collector.remediate.actions import get_action, validate_params
 from collector.triage import triage_bundle
 from collector.verify import alerts_resolving

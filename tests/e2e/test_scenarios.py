@@ -4,7 +4,7 @@ Each test drives the INSTALLED commands as subprocesses (`collect`, `collector` 
 lab break → collect → severity and finding → the finding's suggested mitigation planned by alice →
 approved by bob → remediate apply → verify → report.md (timeline) names it all → lab heal (always).
 The whole scenario holds the lab lock; plans, audit log and bundles live in tmp_path (the cwd).
-Traffic helpers, mitigation clean-up and the --since stamp come from collector.lab.demo; every
+Traffic helpers, mitigation clean-up and the --since stamp come from collector_lab.demo; every
 expectation below is this file's own.
 """
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from collector.lab import demo
+from collector_lab import demo
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
 
@@ -76,7 +75,7 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture()
 def healed_lab(lab: Any, lab_lock: None) -> Iterator[Any]:
     """The lab with no fault left over by anyone (the lock is held, so an active fault is a leftover)."""
-    from collector.lab import faults
+    from collector_lab import faults
 
     for name, active in faults.active_faults(lab.settings).items():
         if active:
@@ -97,7 +96,7 @@ def _print_timings() -> Iterator[None]:
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_scenario_end_to_end(name: str, healed_lab: Any, tmp_path: Path) -> None:
-    from collector.lab import faults
+    from collector_lab import faults
 
     lab, expect, scenario = healed_lab, EXPECTED[name], demo.get_scenario(name)
     sh, inventory = Shell(tmp_path), str(lab.inventory)
@@ -105,7 +104,7 @@ def test_scenario_end_to_end(name: str, healed_lab: Any, tmp_path: Path) -> None
     try:
         _play(sh, lab, scenario, expect, inventory, tmp_path)
     finally:
-        sh("collector", "lab", "heal", scenario.fault, timeout=180)
+        sh("collector-lab", "heal", scenario.fault, timeout=180)
         demo.undo_side_effects(scenario, lab.settings)
         TIMINGS[name] = time.monotonic() - started
         print(f"\n{name}: {TIMINGS[name]:.1f} s; typed:\n  " + "\n  ".join(sh.typed))
@@ -114,7 +113,7 @@ def test_scenario_end_to_end(name: str, healed_lab: Any, tmp_path: Path) -> None
 
 def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventory: str, cwd: Path) -> None:
     since = demo.journal_since()
-    _ok(sh("collector", "lab", "break", scenario.fault, timeout=180))
+    _ok(sh("collector-lab", "break", scenario.fault, timeout=180))
     if scenario.settle_s:
         time.sleep(scenario.settle_s)
     background = None

@@ -10,11 +10,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from collector_lab import assets
 
-from collector.paths import resource
-
-RELEASE = resource("lab") / "app" / "release"
-BAD = resource("lab") / "app" / "releases" / "v1.1.0"
+RELEASE = assets() / "app" / "release"
+BAD = assets() / "app" / "releases" / "v1.1.0"
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +113,12 @@ def test_bad_release_differs_only_by_the_discount_code_column() -> None:
     assert len(added) == 2 and all("o.discount_code" in line for line in added)
     assert (BAD / "VERSION").read_text().strip() == "1.1.0"
     assert (RELEASE / "VERSION").read_text().strip() == "1.0.0"
-    schema = (resource("lab") / "app" / "files" / "schema.sql").read_text()
+    schema = (assets() / "app" / "files" / "schema.sql").read_text()
     assert "discount_code" not in schema  # the column really is missing: v1.1.0 must fail
 
 
 def test_zoho_mock_refuses_calls_over_its_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = importlib.util.spec_from_file_location("zoho_mock", resource("lab") / "app" / "files" / "zoho_mock.py")
+    spec = importlib.util.spec_from_file_location("zoho_mock", assets() / "app" / "files" / "zoho_mock.py")
     assert spec and spec.loader
     mock = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mock)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from collector_lab import faults
 
 from collector.core import UsageError
-from collector.lab import faults
 
 EXPECTED = ["app-down", "bad-deploy", "pool-exhausted", "lock-contention", "slow-queries", "rate-limited",
             "error-storm", "oom", "disk-full", "redis-memory", "host-down"]
@@ -234,7 +234,7 @@ def seen_redis_memory(lab: Any) -> None:
 
 
 def seen_host_down(lab: Any) -> None:
-    from collector.lab import hosts
+    from collector_lab import hosts
     assert not hosts.port_open(lab.ips["redis1"], 22, timeout=2)
     assert not hosts.is_running(lab.settings, "redis1")
     report = eventually("app unhealthy on redis", lambda: (r := health(lab.host("app1")))["status"] == "unhealthy" and r)

@@ -17,17 +17,16 @@ from typing import Any
 
 import pytest
 import yaml
+from collector_lab import BRIDGE, LAB_NAME, assets, base, hosts, monitoring
 
 from collector.config import Settings
-from collector.lab import BRIDGE, LAB_NAME, base, hosts, monitoring
-from collector.paths import resource
 
-COLLECTOR = str(Path(sys.executable).parent / "collector")
+COLLECTOR_LAB = str(Path(sys.executable).parent / "collector-lab")
 ROLE_SERVICE = {"app": "sergas-app", "db": "postgresql", "redis": "redis-server", "web": "ssh"}
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    argv = [COLLECTOR, "lab", *args]
+    argv = [COLLECTOR_LAB, *args]
     return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 
@@ -53,11 +52,10 @@ def test_up_rejects_a_negative_extra() -> None:
 
 def test_up_without_root_says_so_and_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
-
-    from collector.cli import main
+    from collector_lab.cli import main
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("COLLECTOR_STATE_DIR", str(tmp_path / "state"))
-    res = CliRunner().invoke(main, ["lab", "up"])
+    res = CliRunner().invoke(main, ["up"])
     assert res.exit_code == 2, res.output
     assert "needs root" in res.output and res.output.strip().count("\n") == 0
     assert not (tmp_path / "state").exists()  # nothing written
@@ -104,7 +102,7 @@ def test_alert_rules_fire_at_the_runbook_thresholds_and_not_below() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool (Debian package prometheus) is not installed")
-    folder = resource("lab") / "monitoring"
+    folder = assets() / "monitoring"
     proc = subprocess.run([promtool, "test", "rules", "rules_test.yml"], cwd=folder, check=False,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from collector_lab import load
 
 from collector.core import UsageError
-from collector.lab import load
 
 
 @pytest.fixture()

@@ -50,7 +50,7 @@ def rs(lab: Any, lab_lock: None, tmp_path: Path) -> Settings:
 @pytest.fixture(autouse=True)
 def _baseline(lab: Any, lab_lock: None) -> Iterator[None]:
     """Start from a healthy lab (heal faults another test left behind) and note the alerts already firing."""
-    from collector.lab import faults
+    from collector_lab import faults
 
     global _PREEXISTING
     for name, active in faults.active_faults(lab.settings).items():
@@ -97,7 +97,7 @@ def _changed(result: ApplyResult) -> list[str]:
 
 
 def _fault(lab: Any, name: str) -> Iterator[None]:
-    from collector.lab import faults
+    from collector_lab import faults
 
     faults.break_fault(name, lab.settings)
     try:
@@ -107,7 +107,7 @@ def _fault(lab: Any, name: str) -> Iterator[None]:
 
 
 def _active(lab: Any, name: str) -> bool:
-    from collector.lab import faults
+    from collector_lab import faults
 
     return faults.is_active(lab.settings, faults.get(name))
 

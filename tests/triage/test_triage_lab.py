@@ -38,7 +38,7 @@ def _triage_lab(tmp_path: Path, lab: Any, since: str = "2m") -> dict[str, Any]:
 
 def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0, orders_only: bool = False) -> dict[int, int]:
     """Bounded traffic at the app on its bridge address (the demo's driver: orders of random customers, customers)."""
-    from collector.lab.demo import drive_traffic
+    from collector_lab.demo import drive_traffic
     return drive_traffic(f"http://{lab.ips[lab.groups['app'][0]]}:8000", seconds, rps, orders_only=orders_only)
 
 
@@ -78,7 +78,7 @@ def _quiet(lab: Any) -> bool:
 
 def _heal_leftovers() -> None:
     """Heal faults some earlier run left in; one that will not heal is left (its findings only add to ours)."""
-    from collector.lab import faults
+    from collector_lab import faults
     for name, active in faults.active_faults().items():
         if active:
             try:
@@ -144,7 +144,7 @@ def _triage_with_traffic(tmp_path: Path, lab: Any, traffic: bool) -> dict[str, A
 @pytest.mark.destructive
 @pytest.mark.parametrize("fault", list(CASES))
 def test_fault_yields_its_finding(fault: str, lab: Any, lab_lock: None, tmp_path: Path) -> None:
-    from collector.lab import faults
+    from collector_lab import faults
 
     expected, least, traffic, settle_s = CASES[fault]
     _heal_leftovers()
@@ -169,7 +169,7 @@ def test_fault_yields_its_finding(fault: str, lab: Any, lab_lock: None, tmp_path
 def test_slow_queries_fault_and_a_query_over_5s(lab: Any, lab_lock: None, tmp_path: Path) -> None:
     """The slow-queries fault (each order lookup scans and JIT-compiles, ~100 ms) plus a report query that
     runs 15 s on db1: the runbook's > 5 s rule names that query; latency rules judge the rest."""
-    from collector.lab import faults
+    from collector_lab import faults
 
     db = lab.groups["db"][0]
     _heal_leftovers()
