@@ -126,7 +126,7 @@ def _after(bundle: Path, outcome: CollectOutcome, log: _Log) -> None:
         pass
     else:
         try:
-            outcome.findings = triage_bundle(bundle, seal=False)
+            outcome.findings = triage_bundle(bundle, seal=False).to_dict()  # typed: collector.core.Findings
             sealed = False
         except Exception as exc:
             outcome.notes.append(f"triage failed: {exc!r}"[:300])

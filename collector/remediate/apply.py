@@ -249,15 +249,11 @@ def _after_bundle(plan: Plan, out_dir: str, notes: list[str]) -> str | None:
 
 
 def before_after(before: str, after: str, notes: list[str]) -> dict[str, Any]:
-    """{figure: [before, after]} from the triage key figures of both bundles."""
+    """{figure: [before, after]} from the key figures triage stored in both bundles."""
+    from collector.triage import bundle_figures
+
     try:
-        from collector.bundle import Bundle
-        from collector.triage.figures import key_figures
-    except ImportError:
-        notes.append("before/after skipped: collector.triage.figures is not available")
-        return {}
-    try:
-        first, second = key_figures(Bundle.open(before)), key_figures(Bundle.open(after))
+        first, second = bundle_figures(before).to_dict(), bundle_figures(after).to_dict()
     except Exception as exc:
         notes.append(f"before/after failed: {type(exc).__name__}: {exc}"[:300])
         return {}

@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from collector import __version__
+from collector.core import (
+    NO_SEVERITY,
+    SEVERITIES,
+    Evidence,
+    Finding,
+    Findings,
+    IncidentSummary,
+    MitigationSuggestion,
+)
+from collector.core import severity_rank as _core_rank
 from collector.report.figures import (
     _PAIRS,
     FIGURES,
@@ -17,7 +27,6 @@ from collector.report.figures import (
     charts,
     figure_rows,
     fmt_figure,
-    load_figures,
 )
 from collector.report.timeline import (
     _DEPLOY_SUSPECT_S,
@@ -35,8 +44,9 @@ from collector.report.timeline import (
     fmt_time,
     parse_time,
 )
+from collector.triage import read_findings
 
-SEVERITY_ORDER = ("P0", "P1", "P2", "P3", "none")
+SEVERITY_ORDER: tuple[str, ...] = (*SEVERITIES, NO_SEVERITY)  # the scale lives in collector.core
 
 # Follow-ups an SRE would file after each runbook scenario; matched on the finding's scenario/id.
 _PREVENTION: tuple[tuple[str, str], ...] = (
@@ -79,7 +89,7 @@ class ReportData:
     hosts_affected: list[str]
     host_rows: list[dict[str, Any]]
     probe_names: list[str]
-    findings: list[dict[str, Any]]
+    findings: list[FindingView]
     unevaluated: list[tuple[str, str]]
     figures: list[FigureRow]
     figures_note: str | None
@@ -98,6 +108,7 @@ class ReportData:
     collection: dict[str, str]
     verification: str | None
     archive: str
+    summary: IncidentSummary | None = None  # what the header, TICKET.md, the ticket subject and comms say first
     problems: list[str] = field(default_factory=list)  # side files we could not read, said in the report
     side_files: list[str] = field(default_factory=list)  # derived files present (findings.json, actions.json)
 
@@ -106,88 +117,64 @@ class ReportData:
 
 
 def severity_rank(severity: Any) -> int:
-    return SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)
+    return _core_rank(str(severity))
 
 
-_QUESTION_TEXT = {
-    "how_many_users_and_hosts_affected": "How many users and hosts are affected?",
-    "is_data_at_risk": "Is data at risk?",
-    "down_or_degraded": "Is the service down or degraded?",
-    "is_it_a_security_incident": "Is it a security incident?",
-}
+@dataclass(frozen=True)
+class EvidenceView:
+    """A finding's evidence line as shown: `link` is the bundle-relative path when it is safe to link."""
+
+    host: str
+    probe: str
+    path: str
+    link: str | None
+    line: int | None
+    excerpt: str
+
+    @classmethod
+    def of(cls, ev: Evidence) -> EvidenceView:
+        return cls(ev.host, ev.probe, ev.path, _safe_link(ev.path), ev.line, ev.excerpt)
 
 
-def _questions(raw: Any) -> list[tuple[str, str, str]]:
-    """The runbook's four step-2 questions as (question, answer, why), whatever shape triage chose."""
-    items: list[tuple[str, Any]] = []
-    if isinstance(raw, dict):
-        items = list(raw.items())
-    elif isinstance(raw, list):
-        items = [(str(i.get("question") or i.get("id") or i.get("name") or "?"), i) for i in raw if isinstance(i, dict)]
-    out = []
-    for key, value in items:
-        question = _QUESTION_TEXT.get(str(key), str(key).replace("_", " "))
-        if isinstance(value, dict):
-            answer = _answer(value.get("answer", value.get("value")))
-            why = str(value.get("why") or value.get("reason") or value.get("detail") or "")
-        else:
-            answer, why = _answer(value), ""
-        out.append((question, answer, why))
-    return out
+@dataclass(frozen=True)
+class FindingView:
+    """A finding as the report shows it: where in words, the ready command, linkable evidence."""
+
+    id: str
+    rule: str
+    title: str
+    severity: str
+    scenario: str
+    hosts: tuple[str, ...]
+    message: str
+    where: str
+    evidence: tuple[EvidenceView, ...]
+    mitigation: MitigationSuggestion | None
+    command: str
+    alternatives: tuple[str, ...]
+
+    @classmethod
+    def of(cls, f: Finding) -> FindingView:
+        return cls(
+            id=f.id, rule=f.rule, title=f.title, severity=f.severity, scenario=f.scenario, hosts=f.hosts,
+            message=f.message,
+            where=", ".join("fleet-wide (monitoring)" if h == "monitoring" else h for h in f.hosts),
+            evidence=tuple(EvidenceView.of(e) for e in f.evidence), mitigation=f.mitigation,
+            command=f.mitigation.command if f.mitigation else "",
+            alternatives=tuple(m.command for m in f.alternatives),
+        )
 
 
-def _answer(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "none"
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return "unknown" if value is None else str(value)
+def _questions(findings: Findings | None) -> list[tuple[str, str, str]]:
+    """The runbook's four step-2 questions as (question, answer, why)."""
+    if findings is None:
+        return []
+    return [(question, a.answer, a.why) for question, a in findings.questions.items()]
 
 
-def _impact(questions: list[tuple[str, str, str]], affected: list[str], total: int) -> str:
-    """One line: down or degraded, and how many users and hosts."""
-    state = next((a for q, a, _ in questions if "down" in q.lower() or "degraded" in q.lower()), "")
-    users = next((a for q, a, _ in questions if "user" in q.lower() or "how many" in q.lower()), "")
-    parts = [p for p in (state, users) if p]
-    if not users:
-        parts.append(f"{len(affected)} of {total} hosts affected")
-    return "; ".join(parts)
-
-
-def _security(findings: dict[str, Any]) -> str | None:
-    """Triage's separate security flag ({suspected, answer, why, advice} or a plain flag), None when clear."""
-    for key in ("security", "security_incident", "possible_security_incident"):
-        value = findings.get(key)
-        if isinstance(value, dict):
-            if not value.get("suspected"):
-                return None
-            parts = [str(value.get(k)) for k in ("why", "advice") if value.get(k)]
-            return "; ".join(parts) or "possible security incident"
-        if value is True:
-            return "possible security incident — handle it per the security process"
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def _unevaluated(findings: dict[str, Any]) -> list[tuple[str, str]]:
-    for key in ("unknown", "unevaluated", "not_evaluated", "rules_unknown", "skipped"):
-        value = findings.get(key)
-        if isinstance(value, list):
-            out = []
-            for item in value:
-                if isinstance(item, dict):
-                    why = str(item.get("why") or item.get("reason") or "")
-                    title = str(item.get("title") or "")
-                    out.append((str(item.get("id") or item.get("rule") or "?"), f"{title}: {why}" if title else why))
-                else:
-                    out.append((str(item), ""))
-            return out
-        if isinstance(value, dict):
-            return [(str(k), str(v)) for k, v in value.items()]
-    return []
+def _unevaluated(findings: Findings | None) -> list[tuple[str, str]]:
+    """(rule, title: why) for every rule triage could not evaluate."""
+    return [(u.rule, f"{u.title}: {u.reason}" if u.title else u.reason) for u in (findings.unknown if findings else ())]
 
 
 def _safe_link(path: Any) -> str | None:
@@ -197,62 +184,37 @@ def _safe_link(path: Any) -> str | None:
     return path
 
 
-def normalise_findings(findings: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Findings sorted by severity, each with safe evidence links and a mitigation line."""
-    out = []
-    for item in (findings or {}).get("findings") or []:
-        if not isinstance(item, dict):
-            continue
-        evidence = []
-        for ev in item.get("evidence") or []:
-            if not isinstance(ev, dict):
-                continue
-            evidence.append({
-                "host": str(ev.get("host") or ""), "probe": str(ev.get("probe") or ""),
-                "path": str(ev.get("path") or ""), "link": _safe_link(ev.get("path")),
-                "line": ev.get("line"), "excerpt": str(ev.get("excerpt") or ""),
-            })
-        mitigation = item.get("mitigation") if isinstance(item.get("mitigation"), dict) else None
-        out.append({
-            "id": str(item.get("id") or ""), "title": str(item.get("title") or item.get("id") or "finding"),
-            "severity": str(item.get("severity") or "?"), "scenario": str(item.get("scenario") or ""),
-            "hosts": [str(h) for h in item.get("hosts") or []], "message": str(item.get("message") or ""),
-            "where": ", ".join("fleet-wide (monitoring)" if str(h) == "monitoring" else str(h)
-                               for h in item.get("hosts") or []),
-            "evidence": evidence, "mitigation": mitigation,
-            "command": str((mitigation or {}).get("command") or ""),
-            "alternatives": [str(m.get("command") or m.get("action")) for m in item.get("alternatives") or []
-                             if isinstance(m, dict) and (m.get("command") or m.get("action"))],
-        })
-    return sorted(out, key=lambda f: (severity_rank(f["severity"]), f["title"]))
+def normalise_findings(findings: Findings | None) -> list[FindingView]:
+    """Findings sorted by severity, each with safe evidence links and its mitigation command."""
+    views = [FindingView.of(f) for f in (findings.findings if findings else ())]
+    return sorted(views, key=lambda f: (severity_rank(f.severity), f.title))
 
 
-def action_items(findings: list[dict[str, Any]], actions: list[dict[str, Any]]) -> list[dict[str, str]]:
+def action_items(findings: list[FindingView], actions: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Pre-filled follow-ups: mitigate (unless done) and prevent each finding; owners left to fill."""
     done = {str(a.get("action")) for a in actions if _action_succeeded(a)}
     items: list[dict[str, str]] = []
     seen: set[str] = set()
     for finding in findings:
-        mitigation = finding["mitigation"] or {}
-        action = str(mitigation.get("action") or "")
-        command = finding["command"] or action
+        action = finding.mitigation.action if finding.mitigation else ""
+        command = finding.command or action
         if action and action not in done and command not in seen:
             seen.add(command)
-            items.append({"what": f"Mitigate “{finding['title']}”: {finding['command'] or action}",
-                          "finding": finding["id"], "priority": finding["severity"], "owner": "TBD"})
+            items.append({"what": f"Mitigate “{finding.title}”: {command}",
+                          "finding": finding.id, "priority": finding.severity, "owner": "TBD"})
         prevention = _prevention_for(finding)
         if prevention not in seen:
             seen.add(prevention)
-            items.append({"what": f"Prevent recurrence of “{finding['title']}”: {prevention}",
-                          "finding": finding["id"], "priority": finding["severity"], "owner": "TBD"})
+            items.append({"what": f"Prevent recurrence of “{finding.title}”: {prevention}",
+                          "finding": finding.id, "priority": finding.severity, "owner": "TBD"})
     if findings:
         items.append({"what": "Hold the post-mortem and publish this report within 24 h", "finding": "",
-                      "priority": findings[0]["severity"], "owner": "incident commander"})
+                      "priority": findings[0].severity, "owner": "incident commander"})
     return items
 
 
-def _prevention_for(finding: dict[str, Any]) -> str:
-    haystack = f"{finding['scenario']} {finding['id']} {finding['title']}".lower()
+def _prevention_for(finding: FindingView) -> str:
+    haystack = f"{finding.scenario} {finding.id} {finding.title}".lower()
     for needle, text in _PREVENTION:
         if needle in haystack:
             return text
@@ -347,46 +309,44 @@ def build(bundle: Any) -> ReportData:
     """Gather every value the templates need from an opened bundle."""
     manifest = bundle.manifest
     problems: list[str] = []
-    findings_doc = _read_json(bundle, "findings.json", problems)
+    triaged = read_findings(bundle)  # strict: another schema or a missing field stops the report, loudly
     actions_doc = _read_json(bundle, "actions.json", problems)
-    findings = normalise_findings(findings_doc)
+    findings = normalise_findings(triaged)
     actions = normalise_actions(actions_doc)
     probe_names, host_rows = host_matrix(bundle)
     hosts = list(bundle.hosts)
     affected = _affected(findings, host_rows)
-    questions = _questions((findings_doc or {}).get("questions"))
-    severity = str((findings_doc or {}).get("severity") or "unknown")
-    timeline = collapse_bystanders(build_timeline(bundle, findings_doc, actions_doc), affected)
-    figures, figures_note = load_figures(bundle)
-    triage_figures = (findings_doc or {}).get("figures")
-    if not figures and isinstance(triage_figures, dict):
-        figures, figures_note = triage_figures, None  # as triage saw them
+    questions = _questions(triaged)
+    summary = IncidentSummary.of(str(manifest.get("incident") or Path(bundle.path).name), triaged, len(hosts))
+    timeline = collapse_bystanders(build_timeline(bundle, triaged, actions_doc), affected)
+    # The key figures as triage computed and stored them; none before triage has run.
+    figures = triaged.figures.to_dict() if triaged else {}
+    figures_note = None if triaged else "key figures come from triage, which has not run on this bundle"
 
     collection_start = parse_time(manifest.get("started"))
     collection_end = parse_time(manifest.get("finished"))
-    started_at = _incident_start(timeline, affected, findings) or collection_start
+    started_at = _incident_start(timeline, affected, _about_memory(findings)) or collection_start
     resolved_at = _resolved_at(actions)
     end_at = resolved_at or collection_end
     duration = (end_at - started_at).total_seconds() if started_at and end_at else None
 
-    title = findings[0]["title"] if findings else f"Incident {manifest.get('incident', '')}"
     data = ReportData(
         incident=str(manifest.get("incident") or Path(bundle.path).name),
         bundle_path=str(Path(bundle.path)),
         tool_version=str(manifest.get("tool_version") or __version__),
         manifest=manifest,
-        severity=severity,
-        severity_known=findings_doc is not None,
-        title=title,
-        impact=_impact(questions, affected, len(hosts)),
+        severity=summary.severity,
+        severity_known=summary.triaged,
+        title=summary.headline,
+        impact=summary.impact or f"{len(affected)} of {len(hosts)} hosts affected",
         questions=questions,
-        security=_security(findings_doc or {}),
+        security=summary.security,
         hosts=hosts,
         hosts_affected=affected,
         host_rows=host_rows,
         probe_names=probe_names,
         findings=findings,
-        unevaluated=_unevaluated(findings_doc or {}),
+        unevaluated=_unevaluated(triaged),
         figures=figure_rows(figures),
         figures_note=figures_note,
         charts=charts(bundle),
@@ -408,6 +368,7 @@ def build(bundle: Any) -> ReportData:
                     "redacted": "no" if manifest.get("redacted") is False else "yes"},
         verification=_last_verification(actions),
         archive=f"{Path(bundle.path).name}.tar.gz",
+        summary=summary,
         problems=problems,
         side_files=[n for n in ("findings.json", "actions.json") if (Path(bundle.path) / n).is_file()],
     )
@@ -416,10 +377,15 @@ def build(bundle: Any) -> ReportData:
 
 
 
-def _affected(findings: list[dict[str, Any]], host_rows: list[dict[str, Any]]) -> list[str]:
+def _about_memory(findings: list[FindingView]) -> bool:
+    """Whether a finding is about memory (then old OOM kills may mark the incident's start)."""
+    return any(re.search(r"oom|memory", f"{f.id} {f.scenario}", re.IGNORECASE) for f in findings)
+
+
+def _affected(findings: list[FindingView], host_rows: list[dict[str, Any]]) -> list[str]:
     """Bundle hosts named by a finding (not the `monitoring` pseudo-host), else hosts that did not come back ok."""
     known = {r["host"] for r in host_rows}
-    named = list(dict.fromkeys(h for f in findings if f["severity"] != "none" for h in f["hosts"] if h in known))
+    named = list(dict.fromkeys(h for f in findings for h in f.hosts if h in known))
     if named:
         return named
     return [r["host"] for r in host_rows if r["status"] != "ok"]
@@ -436,20 +402,20 @@ def _last_verification(actions: list[dict[str, Any]]) -> str | None:
     return actions[-1]["verify_text"] if actions else None
 
 
-def _root_cause(findings: list[dict[str, Any]]) -> list[str]:
+def _root_cause(findings: list[FindingView]) -> list[str]:
     if not findings:
         return ["Not known yet: no triage findings in this bundle (run `collector triage`)."]
     top = findings[0]
-    lines = [f"Most severe finding: {top['title']} ({top['severity']})"
-             + (f", runbook scenario “{top['scenario']}”" if top["scenario"] else "")
-             + (f" on {', '.join(top['hosts'])}" if top["hosts"] else "") + "."]
-    if top["evidence"]:
-        ev = top["evidence"][0]
-        lines.append(f"Evidence: {ev['path'] or ev['probe']}"
-                     + (f" line {ev['line']}" if ev["line"] not in (None, "") else "")
-                     + (f": {_clip(ev['excerpt'], 160)}" if ev["excerpt"] else ""))
+    lines = [f"Most severe finding: {top.title} ({top.severity})"
+             + (f", runbook scenario “{top.scenario}”" if top.scenario else "")
+             + (f" on {', '.join(top.hosts)}" if top.hosts else "") + "."]
+    if top.evidence:
+        ev = top.evidence[0]
+        lines.append(f"Evidence: {ev.path or ev.probe}"
+                     + (f" line {ev.line}" if ev.line is not None else "")
+                     + (f": {_clip(ev.excerpt, 160)}" if ev.excerpt else ""))
     for other in findings[1:4]:
-        lines.append(f"Also seen: {other['title']} ({other['severity']}).")
+        lines.append(f"Also seen: {other.title} ({other.severity}).")
     lines.append("To be confirmed in the post-mortem (five whys).")
     return lines
 

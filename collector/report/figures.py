@@ -156,19 +156,6 @@ def _over(key: str, raw: Any, threshold: float | None, figures: dict[str, Any], 
     return False
 
 
-def load_figures(bundle: Any) -> tuple[dict[str, Any], str | None]:
-    """collector.triage.figures.key_figures(bundle), or {} and why when triage is unavailable."""
-    try:
-        from collector.triage.figures import key_figures
-    except ImportError as exc:
-        return {}, f"key figures unavailable: {exc}"
-    try:
-        figures = key_figures(bundle)
-    except Exception as exc:  # noqa: BLE001 - a broken figure must not cost the whole report
-        return {}, f"key figures could not be computed: {type(exc).__name__}: {exc}"
-    return (figures if isinstance(figures, dict) else {}), None
-
-
 def range_series(data: Any) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
     """The (labels, [(t, v)]) series of a range query: our monitoring doc or Prometheus's raw matrix."""
     if not isinstance(data, dict):

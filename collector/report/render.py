@@ -12,6 +12,7 @@ import jinja2
 
 from collector.core import UsageError
 from collector.paths import resource
+from collector.redact import Redactor
 from collector.report.data import SEVERITY_ORDER, ReportData, _safe_link, build
 from collector.report.timeline import fmt_time
 
@@ -113,17 +114,41 @@ def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
     return formats
 
 
+class RedactionFailed(Exception):
+    """The scrubber failed on a report: placeholders were written instead of the clear text."""
+
+
+def withheld(name: str, exc: BaseException) -> str:
+    """What stands in for a text the scrubber could not check: never the text, only why it is missing."""
+    return (f"[{name} withheld: redaction failed ({type(exc).__name__}); nothing was written in clear. "
+            "Fix the redaction rules and re-run `collector report`.]\n")
+
+
 def render_reports(bundle_path: str | Path, formats: Iterable[str] = FORMATS) -> list[Path]:
-    """Write report.html / report.md and TICKET.md into the bundle, then re-seal it; returns the paths."""
+    """Write report.html / report.md and TICKET.md into the bundle, then re-seal it; returns the paths.
+
+    Redaction fails closed: a report the scrubber cannot check is replaced by a placeholder, the
+    bundle is sealed with the placeholders, and RedactionFailed says which reports were withheld.
+    """
     chosen = parse_formats(formats)
     bundle = _open(bundle_path)
     data = build(bundle)
     written: list[Path] = []
+    failed: list[str] = []
     outputs = [(f"report.{fmt}", f"report.{fmt}.j2") for fmt in chosen] + [("TICKET.md", "ticket.md.j2")]
     for name, template in outputs:
-        bundle.write_text(name, render_text(template, data))
-        written.append(Path(bundle.path) / name)
+        text = render_text(template, data)
+        path = Path(bundle.path) / name
+        try:
+            bundle.write_text(name, text)  # scrubbed on the way in; a scrubber error raises before any byte lands
+        except Exception as exc:  # noqa: BLE001 - any scrubber failure: the clear text must not land
+            failed.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+            path.unlink(missing_ok=True)
+            path.write_text(withheld(name, exc))  # a constant text: nothing to scrub
+        written.append(path)
     bundle.seal()
+    if failed:
+        raise RedactionFailed("reports withheld, redaction failed: " + "; ".join(failed))
     return written
 
 
@@ -141,13 +166,12 @@ def render_comms(bundle_path: str | Path, stage: str, now: _dt.datetime | None =
 
 
 def _redact(text: str) -> str:
-    """Comms go to a terminal and then a chat: scrub once more, in case a derived file slipped one through."""
-    try:
-        from collector.redact import Redactor
-    except ImportError:
-        return text
+    """Comms go to a terminal and then a chat: scrub once more, in case a derived file slipped one through.
+
+    Fails closed: when the scrubber fails, the update is withheld (a placeholder saying why), never printed in clear.
+    """
     try:
         return str(Redactor(()).redact_text(text, "comms"))
-    except Exception:  # noqa: BLE001 - never lose the update text over the scrubber's own failure; the bundle was scrubbed
-        return text
+    except Exception as exc:  # noqa: BLE001 - any scrubber failure withholds the text
+        return withheld("status update", exc)
 

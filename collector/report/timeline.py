@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Which line in a probe's output is the first sign of trouble, per kind of timeline event.
-_ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL|FATAL|PANIC)\b|Traceback|\berror:", re.IGNORECASE)
-_OOM_LINE = re.compile(r"out of memory|oom-kill|oom_kill|killed process", re.IGNORECASE)
-# Lower-case literals one of which every match contains: str.find over a 25 MiB journal is far
-# faster than a case-insensitive regex, which then only confirms the candidate line.
-_NEEDLES = {_ERROR_LINE: ("error", "critical", "fatal", "panic", "traceback"),
-            _OOM_LINE: ("out of memory", "oom-kill", "oom_kill", "killed process")}
+from collector import times
+from collector.core import Findings
+from collector.triage import patterns
+from collector.triage.patterns import LinePattern
+
+# Which line in a probe's output is the first sign of trouble: triage's own evidence patterns.
+_ERROR_LINE = patterns.ERROR
+_OOM_LINE = patterns.OOM
 # The role's own service log first: journal_errors also holds unrelated units' noise (sshd...).
 _JOURNAL_PROBES = ("service_journal", "journal_errors")
 _OOM_PROBES = ("oom_events",)
@@ -56,36 +57,17 @@ class TimelineEvent:
 
 def parse_time(value: Any) -> _dt.datetime | None:
     """An aware UTC datetime from an ISO 8601 string (Z, offsets, nanoseconds) or epoch seconds."""
-    if value is None or value == "":
-        return None
     if isinstance(value, (int, float)):
-        return _dt.datetime.fromtimestamp(float(value), _dt.UTC)
-    match = _ISO.search(str(value))
-    if not match:
-        return None
-    return _iso_match(match)
-
-
-def _iso_match(match: re.Match[str]) -> _dt.datetime | None:
-    frac = (match.group("frac") or "")[:7]  # fromisoformat takes at most microseconds
-    tz = match.group("tz") or "+00:00"
-    if tz == "Z":
-        tz = "+00:00"
-    elif ":" not in tz:
-        tz = f"{tz[:3]}:{tz[3:]}"
-    try:
-        parsed = _dt.datetime.fromisoformat(f"{match.group('date')}T{match.group('time')}{frac}{tz}")
-    except ValueError:
-        return None
-    return parsed.astimezone(_dt.UTC)
+        return times.instant_or_none(value)
+    return times.find_instant(str(value)) if value else None
 
 
 def line_time(line: str) -> _dt.datetime | None:
     """The timestamp at the start of a log line: ISO (journal short-iso, git) or `dmesg -T` style."""
     head = line[:64]
-    match = _ISO.search(head)
-    if match:
-        return _iso_match(match)
+    stamp = times.find_instant(head)
+    if stamp is not None:
+        return stamp
     match_d = _DMESG_T.search(head)
     if match_d and match_d.group("mon") in _MONTHS:
         try:
@@ -154,18 +136,18 @@ def _probe_path(bundle: Any, host: str, probe: str) -> str | None:
 # ---------------------------------------------------------------- timeline
 
 
-def build_timeline(bundle: Any, findings: dict[str, Any] | None, actions: dict[str, Any] | None) -> list[TimelineEvent]:
+def build_timeline(bundle: Any, findings: Findings | None, actions: dict[str, Any] | None) -> list[TimelineEvent]:
     """Alerts, deploys, first errors/OOMs, the collection, triage and each remediation step, in time order."""
     events: list[TimelineEvent] = []
     events += alert_events(bundle)
     events += deploy_events(bundle)
     events += log_events(bundle)
     events += collection_events(bundle.manifest)
-    if findings:
-        at = parse_time(findings.get("created") or findings.get("generated"))
+    if findings is not None:
+        at = parse_time(findings.generated)
         if at is not None:
-            events.append(TimelineEvent(at, "triage", f"Triage: severity {findings.get('severity', '?')}, "
-                                        f"{len(findings.get('findings') or [])} finding(s)"))
+            events.append(TimelineEvent(at, "triage", f"Triage: severity {findings.severity}, "
+                                        f"{len(findings.findings)} finding(s)"))
     events += action_events(actions)
     return _merge_hosts(sorted(events, key=lambda e: (e.at, _KIND_ORDER.get(e.kind, 99), e.text)))
 
@@ -282,9 +264,10 @@ def deploy_events(bundle: Any) -> list[TimelineEvent]:
 
 def _ok_text(bundle: Any, host: str, probe: str) -> str | None:
     try:
-        return bundle.text(host, probe)
+        text = bundle.text(host, probe)
     except (OSError, ValueError):
         return None
+    return text if isinstance(text, str) else None
 
 
 def log_events(bundle: Any) -> list[TimelineEvent]:
@@ -305,13 +288,13 @@ def log_events(bundle: Any) -> list[TimelineEvent]:
 
 
 def _first_line(bundle: Any, host: str, probes: Iterable[str],
-                pattern: re.Pattern[str]) -> tuple[_dt.datetime, str, str, bool] | None:
+                pattern: LinePattern) -> tuple[_dt.datetime, str, str, bool] | None:
     """The first matching line of the first probe (in order) that has one; undated lines take the probe's start."""
     for probe in probes:
         text = _ok_text(bundle, host, probe)
         if not text:
             continue
-        line = first_matching_line(text, pattern, _NEEDLES.get(pattern, ()))
+        line = first_matching_line(text, pattern.regex, pattern.needles)
         if line is None:
             continue
         at = line_time(line)
@@ -467,15 +450,12 @@ def collapse_bystanders(timeline: list[TimelineEvent], affected: list[str]) -> l
     return sorted(out, key=lambda e: (e.at, _KIND_ORDER.get(e.kind, 99), e.text))
 
 
-def _incident_start(timeline: list[TimelineEvent], affected: list[str],
-                    findings: list[dict[str, Any]]) -> _dt.datetime | None:
+def _incident_start(timeline: list[TimelineEvent], affected: list[str], about_memory: bool) -> _dt.datetime | None:
     """When the symptoms the findings describe began: the first alert, or first error on an affected host.
 
     OOM lines count only when a finding is about memory: dmesg can hold days-old kills (and in
     containers the whole machine's), which must not stretch the incident.
     """
-    about_memory = any(re.search(r"oom|memory", f"{f['id']} {f['scenario']}", re.IGNORECASE) for f in findings)
-
     def on_affected(event: TimelineEvent) -> bool:
         return not affected or bool(set(event.hosts) & set(affected))
 

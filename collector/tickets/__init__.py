@@ -21,11 +21,12 @@ from typing import Any, Protocol
 
 import yaml
 
-from collector.core import UsageError
+from collector.core import SEVERITIES, UsageError
 
-SEVERITIES: tuple[str, ...] = ("P0", "P1", "P2", "P3")
 TEXT_FORMATS: tuple[str, ...] = ("markdown", "textile")
 SHA256_RE = re.compile(r"sha256:([0-9a-f]{64})")
+
+__all__ = ["SEVERITIES", "RemoteFile", "Ticket", "TicketConfig", "TicketError", "TicketSystem", "Upload"]
 
 # name -> "module:factory"; a factory takes a TicketConfig and returns a TicketSystem.
 REGISTRY: dict[str, str] = {"redmine": "collector.tickets.redmine:RedmineTickets"}

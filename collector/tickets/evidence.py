@@ -7,15 +7,17 @@ name, size and sha256 (recorded in the attachment's description) is not uploaded
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.core import UsageError
-from collector.tickets import SEVERITIES, RemoteFile, Ticket, TicketError, TicketSystem, Upload
+from collector.core import SEVERITIES, IncidentSummary, UsageError
+from collector.report.data import build
+from collector.report.render import render_text
+from collector.tickets import RemoteFile, Ticket, TicketError, TicketSystem, Upload
+from collector.triage import read_findings
 
 _HEX64 = re.compile(r"\b([0-9a-fA-F]{64})\b")
 NOTE_MAX_CHARS = 60_000  # Redmine's journal notes column is a TEXT; stay well clear of any proxy limit
@@ -30,7 +32,7 @@ class Evidence:
     subject: str
     body: str
     files: tuple[Upload, ...]
-    ticket_md: bool  # False: TICKET.md was missing and `body` is our own short summary
+    ticket_md: bool  # False: TICKET.md was missing and `body` is the ticket template rendered here
 
 
 @dataclass(frozen=True)
@@ -85,76 +87,9 @@ def archive_files(folder: Path) -> tuple[Upload, Upload]:
     )
 
 
-def _read_json(folder: Path, name: str) -> dict[str, Any] | None:
-    try:
-        loaded = json.loads((folder / name).read_text())
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
-
-
-def _severity(findings: dict[str, Any] | None) -> str | None:
-    value = str((findings or {}).get("severity", "")).upper()
-    return value if value in SEVERITIES else None
-
-
-def _headline(findings: dict[str, Any] | None) -> str:
-    items = [f for f in (findings or {}).get("findings", []) or [] if isinstance(f, dict)]
-    ranked = sorted(items, key=lambda f: str(f.get("severity", "P9")))
-    return str(ranked[0].get("title", "")).strip() if ranked else ""
-
-
-def summary_text(
-    folder: Path, manifest: dict[str, Any], findings: dict[str, Any] | None, actions: dict[str, Any] | None
-) -> str:
-    """A short Markdown summary from manifest, findings.json and actions.json (when TICKET.md is absent)."""
-    hosts = manifest.get("hosts", {}) or {}
-    states: dict[str, int] = {}
-    for host in hosts.values():
-        status = str((host or {}).get("status", "?"))
-        states[status] = states.get(status, 0) + 1
-    severity = _severity(findings) or ("none" if findings else "not triaged")
-    lines = [
-        f"## Incident {manifest.get('incident', folder.name)}: severity {severity}",
-        "",
-        f"Collected {manifest.get('started', '?')} → {manifest.get('finished', '?')} "
-        f"from {len(hosts)} host(s) "
-        f"(pattern `{manifest.get('pattern', '?')}`, engine {manifest.get('engine', '?')}): "
-        + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        + ".",
-        "",
-        "### Findings",
-    ]
-    items = [f for f in (findings or {}).get("findings", []) or [] if isinstance(f, dict)]
-    if findings is None:
-        lines.append(f"- triage has not run on this bundle (`collector triage {folder}`)")
-    elif not items:
-        lines.append("- none")
-    for item in items:
-        where = ", ".join(str(h) for h in item.get("hosts", []) or [])
-        fix = (
-            (item.get("mitigation") or {}).get("command")
-            if isinstance(item.get("mitigation"), dict)
-            else None
-        )
-        lines.append(
-            f"- **{item.get('severity', '?')}** {item.get('title', item.get('id', '?'))}"
-            + (f" ({where})" if where else "")
-            + (f": mitigation `{fix}`" if fix else "")
-        )
-    done = [a for a in (actions or {}).get("actions", []) or [] if isinstance(a, dict)]
-    if done:
-        lines += ["", "### Actions"]
-    for action in done:
-        verify = action.get("verify") or {}
-        verdict = "verified" if verify.get("passed") else "NOT verified" if verify else "no verification"
-        lines.append(f"- {action.get('action', '?')} approved by {action.get('approver', '?')}: {verdict}")
-    lines += [
-        "",
-        "_TICKET.md was not in the bundle (`collector report` writes it); this summary was made by "
-        + "`collector attach`._",
-    ]
-    return "\n".join(lines)
+def ticket_summary(bundle: Any) -> str:
+    """The TICKET.md text of the bundle: the report's ticket template, rendered (nothing written)."""
+    return render_text("ticket.md.j2", build(bundle)).strip()
 
 
 def gather(bundle_path: Path, *, allow_unredacted: bool = False) -> Evidence:
@@ -166,16 +101,15 @@ def gather(bundle_path: Path, *, allow_unredacted: bool = False) -> Evidence:
             f"{folder.name} was collected without redaction: refusing to post it to a ticket "
             "(pass --allow-unredacted if the ticket system may hold its secrets)"
         )
-    manifest = dict(bundle.manifest)
-    incident = str(getattr(bundle, "incident", None) or manifest.get("incident") or folder.name)
+    incident = bundle.incident or folder.name
     files = archive_files(folder)
-    findings = _read_json(folder, "findings.json")
-    severity = _severity(findings)
+    summary = IncidentSummary.of(incident, read_findings(bundle), len(bundle.hosts))
+    severity = summary.severity if summary.severity in SEVERITIES else None
     ticket_md = folder / "TICKET.md"
     if ticket_md.is_file():
         text = ticket_md.read_text(errors="replace").strip()
     else:
-        text = summary_text(folder, manifest, findings, _read_json(folder, "actions.json"))
+        text = ticket_summary(bundle)  # the same template `collector report` writes TICKET.md from
     archive, sums = files
     footer = (
         f"\n\n---\nEvidence attached by `collector attach`: `{archive.filename}` "
@@ -188,7 +122,7 @@ def gather(bundle_path: Path, *, allow_unredacted: bool = False) -> Evidence:
         text = bundle.redactor.redact_text(text, "TICKET.md")
     if len(text) > NOTE_MAX_CHARS:
         text = text[:NOTE_MAX_CHARS] + "\n\n… (cut: the full TICKET.md is in the attached archive)"
-    headline = _headline(findings) or "incident evidence"
+    headline = summary.headline if summary.triaged else "incident evidence"
     subject = f"[{severity}] {incident}: {headline}" if severity else f"{incident}: {headline}"
     return Evidence(
         incident=incident,

@@ -10,64 +10,18 @@ from __future__ import annotations
 
 import shlex
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any
 
 import yaml
 
-from collector.core import UsageError
+from collector.core import SEVERITIES, Finding, MitigationSuggestion, UsageError, severity_rank
+from collector.triage.measures import MEASURES
+from collector.triage.view import MONITORING_HOST, BundleView, Measure, Unknown, host_roles
 
-SEVERITIES = ("P0", "P1", "P2", "P3")
 RULES_FILE = Path(__file__).with_name("rules.yml")
-MONITORING_HOST = "monitoring"
-
-
-class BundleView(Protocol):
-    """What triage needs from a bundle (collector.bundle.Bundle provides it)."""
-
-    manifest: dict[str, Any]
-
-    @property
-    def hosts(self) -> list[str]: ...
-
-    def probe(self, host: str, probe: str) -> dict[str, Any] | None: ...
-
-    def read(self, host: str, probe: str) -> bytes | None: ...
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """One quoted line of the bundle that a finding rests on."""
-
-    host: str
-    probe: str
-    path: str
-    line: int | None
-    excerpt: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "probe": self.probe, "path": self.path, "line": self.line, "excerpt": self.excerpt}
-
-
-@dataclass
-class Measure:
-    """One observed value on one host (or of the monitoring), with the lines it came from.
-
-    `key` groups measures into findings (default: one finding per rule); `fields` feed the
-    message template and the mitigation's parameter templates.
-    """
-
-    host: str
-    value: Any
-    evidence: list[Evidence] = field(default_factory=list)
-    fields: dict[str, Any] = field(default_factory=dict)
-    key: str = ""
-    severity: str | None = None  # a measure may carry its own severity (an alert's label)
-
-
-class Unknown(Exception):
-    """A measure could not be taken: the reason is reported, the rule is 'unknown' for that host."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +74,6 @@ _RULE_KEYS = {
 
 def load_rules(path: Path | str | None = None) -> list[Rule]:
     """Read and validate rules.yml; a broken rule file is a UsageError naming the rule."""
-    from collector.triage import measures  # late: measures imports this module's types
-
     path = Path(path) if path else RULES_FILE
     try:
         # libyaml when present: the pure-Python loader costs ~0.1 s of every collect.
@@ -133,7 +85,7 @@ def load_rules(path: Path | str | None = None) -> list[Rule]:
         raise UsageError(f"rules file {path} has no list `rules`")
     rules: list[Rule] = []
     for entry in entries:
-        rules.append(_rule(entry, path, measures.MEASURES))
+        rules.append(_rule(entry, path, MEASURES))
     ids = [r.id for r in rules]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -190,7 +142,7 @@ class Outcome:
     rule: Rule
     fired: list[Measure] = field(default_factory=list)
     judged: int = 0
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     unknown: list[tuple[str, str]] = field(default_factory=list)
     evaluated: list[str] = field(default_factory=list)
 
@@ -205,13 +157,6 @@ class Outcome:
         if self.unknown:
             return "unknown"
         return "passed" if self.evaluated else "not_applicable"
-
-
-def host_roles(bundle: BundleView, host: str) -> tuple[str, ...]:
-    """A host's roles from the manifest (`roles`), else its inventory groups if recorded."""
-    entry = (bundle.manifest.get("hosts") or {}).get(host) or {}
-    roles = entry.get("roles") or entry.get("groups") or ()
-    return tuple(str(r) for r in roles)
 
 
 def hosts_for(rule: Rule, bundle: BundleView) -> list[str]:
@@ -240,7 +185,7 @@ def evaluate_rule(rule: Rule, bundle: BundleView, measure_fn: Callable[..., list
         except Unknown as exc:
             outcome.unknown.append((host, str(exc)))
             continue
-        except Exception as exc:  # a parser bug must not hide the other rules' findings
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not hide the other rules' findings
             outcome.unknown.append((host, f"could not evaluate: {type(exc).__name__}: {exc}"))
             continue
         outcome.evaluated.append(host)
@@ -298,30 +243,31 @@ def role_hosts(bundle: BundleView, role: str) -> list[str]:
 
 
 def _finding(rule: Rule, key: str, measures: list[Measure], judged_hosts: int,
-             by_role: Callable[[str], list[str]]) -> dict[str, Any]:
+             by_role: Callable[[str], list[str]]) -> Finding:
     hosts = sorted({m.host for m in measures})
-    severity = max((m.severity or rule.severity for m in measures), key=_rank)
+    # a measure's own severity (an alert's mapped label) counts only when it is on the scale
+    candidates: list[str] = [s for m in measures if (s := m.severity or rule.severity) in SEVERITIES]
+    severity = min(candidates or [rule.severity], key=severity_rank)
     if rule.severity_when_all_hosts and rule.roles and len(hosts) >= judged_hosts > 0:
-        severity = max(severity, rule.severity_when_all_hosts, key=_rank)
+        severity = min(severity, rule.severity_when_all_hosts, key=severity_rank)
     base = {"threshold": rule.threshold, "rule": rule.id}
     messages = [render(rule.message, base | {"host": m.host, "value": _fmt(m.value)} | m.fields) for m in measures]
     first = base | {"host": measures[0].host, "value": _fmt(measures[0].value), "hosts": ",".join(hosts)} | measures[0].fields
-    evidence = [e.as_dict() for m in measures for e in m.evidence]
-    return {
-        "id": rule.id if key == rule.id else f"{rule.id}:{key}",
-        "rule": rule.id,
-        "title": render(rule.title, first),
-        "severity": severity,
-        "scenario": rule.scenario,
-        "hosts": hosts,
-        "message": "; ".join(dict.fromkeys(messages)),
-        "evidence": evidence,
-        "mitigation": _mitigation(rule.mitigation, hosts, first, by_role) if rule.mitigation else None,
-        "alternatives": [_mitigation(m, hosts, first, by_role) for m in rule.alternatives],
-        "security": rule.security,
-        "data_at_risk": rule.data_at_risk,
-        "down": rule.down,
-    }
+    return Finding(
+        id=rule.id if key == rule.id else f"{rule.id}:{key}",
+        rule=rule.id,
+        title=render(rule.title, first),
+        severity=severity,  # type: ignore[arg-type]  # checked against SEVERITIES by load_rules and the alert map
+        scenario=rule.scenario,
+        hosts=tuple(hosts),
+        message="; ".join(dict.fromkeys(messages)),
+        evidence=tuple(e for m in measures for e in m.evidence),
+        mitigation=_mitigation(rule.mitigation, hosts, first, by_role) if rule.mitigation else None,
+        alternatives=tuple(_mitigation(m, hosts, first, by_role) for m in rule.alternatives),
+        security=rule.security,
+        data_at_risk=rule.data_at_risk,
+        down=rule.down,
+    )
 
 
 def _fmt(value: Any) -> Any:
@@ -330,19 +276,8 @@ def _fmt(value: Any) -> Any:
     return value
 
 
-def _rank(severity: str) -> int:
-    """P0 ranks highest; anything unknown lowest."""
-    return len(SEVERITIES) - SEVERITIES.index(severity) if severity in SEVERITIES else 0
-
-
-def worst(severities: Iterable[str]) -> str:
-    """The most severe of the given severities, or 'none'."""
-    found = [s for s in severities if s in SEVERITIES]
-    return max(found, key=_rank) if found else "none"
-
-
 def _mitigation(m: Mitigation, hosts: list[str], values: dict[str, Any],
-                by_role: Callable[[str], list[str]]) -> dict[str, Any]:
+                by_role: Callable[[str], list[str]]) -> MitigationSuggestion:
     """The mitigation for these hosts: where the rule fired, or every bundle host of a role (else the role as a group)."""
     role = m.hosts
     targets = [h for h in hosts if h != MONITORING_HOST] if role == "finding" else []
@@ -352,7 +287,7 @@ def _mitigation(m: Mitigation, hosts: list[str], values: dict[str, Any],
     pattern = ":".join(targets)
     rendered = {k: render(v, values) for k, v in m.params.items()}
     params = {k: v for k, v in rendered.items() if v not in ("", "?")}  # unknown value: let remediate default it
-    return {"action": m.action, "hosts": pattern, "params": params, "command": remediate_command(m.action, pattern, params)}
+    return MitigationSuggestion(m.action, pattern, params, remediate_command(m.action, pattern, params))
 
 
 def remediate_command(action: str, pattern: str, params: dict[str, str]) -> str:

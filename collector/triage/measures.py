@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from collector import times
+from collector.core import Evidence, UsageError
 from collector.triage import parsers as p
-from collector.triage.engine import MONITORING_HOST, BundleView, Evidence, Measure, Unknown
+from collector.triage import patterns
+from collector.triage.view import MONITORING_HOST, BundleView, Measure, Unknown
 
 MeasureFn = Callable[..., list[Measure]]
 MEASURES: dict[str, MeasureFn] = {}
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def measure(fn: MeasureFn) -> MeasureFn:
@@ -112,14 +114,12 @@ def read_monitoring(bundle: BundleView, query: str | Iterable[str], pattern: str
 
 
 def _read_rel(bundle: BundleView, rel: Any) -> bytes | None:
-    reader = getattr(bundle, "read_file", None)
-    if reader is not None and isinstance(rel, str):
-        try:
-            data = reader(rel)
-        except Exception:
-            return None
-        return data if isinstance(data, bytes) else None
-    return None
+    if not isinstance(rel, str):
+        return None
+    try:
+        return bundle.read_file(rel)
+    except (OSError, UsageError):  # unreadable, or a path outside the bundle
+        return None
 
 
 def _first(text: str) -> str:
@@ -131,13 +131,15 @@ def _find_line(text: str, needle: str) -> int | None:
 
 
 def window_start(bundle: BundleView, default: str = "10m") -> _dt.datetime | None:
-    """Start of the collection's --since window (the run's start minus since), when both are known."""
+    """Start of the collection's --since window (a duration back from the run's start, or an ISO time)."""
     started = p.parse_time(str(bundle.manifest.get("started") or ""))
     since = str(bundle.manifest.get("since") or _since_from_command(bundle) or default)
-    match = _DURATION.match(since)
-    if started is None or match is None:
+    if started is None:
         return None
-    return started - _dt.timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
+    try:
+        return times.window_start(since, started)
+    except ValueError:
+        return None
 
 
 def _since_from_command(bundle: BundleView) -> str | None:
@@ -298,9 +300,6 @@ def memory_used_pct(bundle: BundleView, host: str, probe: Any = "free", swap: bo
     return [Measure(host, mem.mem_used_pct, [out.evidence(mem.mem_line)], {})]
 
 
-_OOM = r"out of memory|oom-kill|killed process|invoked oom-killer"
-
-
 @measure
 def oom_kills(bundle: BundleView, host: str, probe: Any = "oom_events") -> list[Measure]:
     """Kernel OOM kills on this host inside the collection window.
@@ -310,11 +309,11 @@ def oom_kills(bundle: BundleView, host: str, probe: Any = "oom_events") -> list[
     """
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     start = window_start(bundle)
-    year = (_collected_at(bundle) or _dt.datetime.now(_dt.timezone.utc)).year
+    year = (_collected_at(bundle) or _dt.datetime.now(_dt.UTC)).year
     hits: list[p.Line] = []
     seen: set[str] = set()
     foreign: set[str] = set()  # pids the kernel killed in another host's (or the machine's) cgroup
-    for ln in p.grep(out.text, _OOM):
+    for ln in p.grep(out.text, patterns.OOM.regex.pattern):
         memcg = re.search(r"task_memcg=([^,\s]+)", ln.text)
         pid = re.search(r"\bpid=(\d+)", ln.text)
         if memcg and not _names_host(memcg.group(1), host):
@@ -607,7 +606,7 @@ def deploy_before_errors(bundle: BundleView, host: str, probe: Any = "deploy_log
     except Unknown:
         pass
     errors = read_probe(bundle, host, errors_probe, allow_failed=True, allow_empty=True)
-    year = (_collected_at(bundle) or _dt.datetime.now(_dt.timezone.utc)).year
+    year = (_collected_at(bundle) or _dt.datetime.now(_dt.UTC)).year
     after = []
     for ln in _journal_hits(errors, error_pattern):
         when = p.parse_time(ln.text, year)

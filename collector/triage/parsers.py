@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from collector import times
 
 _UNITS = {
     "": 1, "b": 1,
@@ -254,9 +257,6 @@ def parse_redis_info(text: str) -> dict[str, tuple[str, int]]:
 
 # ---------------------------------------------------------------- journal / log lines
 
-_ISO = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:[.,]\d+)?\s?(Z|[+-]\d{2}:?\d{2}|UTC)?"
-)
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} )?([A-Z][a-z]{2})\s+(\d{1,2}) (\d{2}:\d{2}:\d{2})")
 _GITDATE = re.compile(r"[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}:\d{2}:\d{2}) (\d{4})(?: ([+-]\d{4}))?")
 _MONTHS = {m: i for i, m in enumerate(
@@ -265,14 +265,9 @@ _MONTHS = {m: i for i, m in enumerate(
 
 def parse_time(text: str, year: int | None = None) -> _dt.datetime | None:
     """The first timestamp in a line (ISO 8601, git's default, or syslog's yearless) as aware UTC."""
-    match = _ISO.search(text)
-    if match:
-        zone = match.group(3) or "Z"
-        zone = "+00:00" if zone in ("Z", "UTC") else (zone if ":" in zone else zone[:3] + ":" + zone[3:])
-        try:
-            return _dt.datetime.fromisoformat(f"{match.group(1)}T{match.group(2)}{zone}").astimezone(_dt.timezone.utc)
-        except ValueError:
-            return None
+    stamp = times.find_instant(text)
+    if stamp is not None:
+        return stamp
     match = _GITDATE.search(text)
     if match and match.group(1) in _MONTHS:
         month, day, clock, yr, zone = match.groups()
@@ -281,14 +276,14 @@ def parse_time(text: str, year: int | None = None) -> _dt.datetime | None:
             stamp = _dt.datetime.strptime(f"{yr}-{_MONTHS[month]:02d}-{int(day):02d} {clock} {zone}", "%Y-%m-%d %H:%M:%S %z")
         except ValueError:
             return None
-        return stamp.astimezone(_dt.timezone.utc)
+        return stamp.astimezone(_dt.UTC)
     match = _SYSLOG.search(text)
     if match and match.group(1) in _MONTHS:
         month, day, clock = match.groups()
-        yr = year or _dt.datetime.now(_dt.timezone.utc).year
+        yr = year or _dt.datetime.now(_dt.UTC).year
         try:
             return _dt.datetime.strptime(f"{yr}-{_MONTHS[month]:02d}-{int(day):02d} {clock}", "%Y-%m-%d %H:%M:%S").replace(
-                tzinfo=_dt.timezone.utc)
+                tzinfo=_dt.UTC)
         except ValueError:
             return None
     return None
@@ -454,7 +449,7 @@ def prom_scalar(data: Any) -> float | None:
     if data.get("kind") == "instant" or ("value" in data and "data" not in data):
         # the collector's shaped answer (collector.monitoring.shape_instant): {"value": float|None}
         number = to_number(data.get("value")) if data.get("value") is not None else None
-        return None if number is None or number != number or number in (float("inf"), float("-inf")) else number
+        return None if number is None or math.isnan(number) or number in (float("inf"), float("-inf")) else number
     result = (data.get("data") or {}).get("result") if isinstance(data.get("data"), dict) else None
     value: Any = None
     if isinstance(result, list) and result:
@@ -465,7 +460,7 @@ def prom_scalar(data: Any) -> float | None:
         value = data["data"].get("result")
     if isinstance(value, list) and len(value) == 2:
         number = to_number(value[1])
-        if number is None or number != number or number in (float("inf"), float("-inf")):
+        if number is None or math.isnan(number) or number in (float("inf"), float("-inf")):
             return None
         return number
     return None

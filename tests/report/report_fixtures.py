@@ -4,7 +4,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from collector.core import HostResult, ProbeResult, RunResult
+from collector.core import (
+    AffectedAnswer,
+    Answer,
+    Evidence,
+    Finding,
+    Findings,
+    HostResult,
+    KeyFigures,
+    MitigationSuggestion,
+    ProbeResult,
+    Questions,
+    RunResult,
+    SecurityFlag,
+    UnknownRule,
+)
 
 SEEDED_SECRET = "Zx9-seeded-Pg-Passw0rd-4417"
 SEEDED_TOKEN = "tok_live_8f3a9c2e7d1b4a6f"
@@ -113,52 +127,52 @@ def make_run(n_web: int = 0, *, secret_line: bool = True, incident: str = "inc-t
                      hosts=hosts, monitoring=monitoring)
 
 
-# The shape collector.triage writes (questions as {answer, why}, security as a flag object,
-# mitigation hosts as a pattern, rules it could not evaluate under "unknown").
-FINDINGS: dict[str, Any] = {
-    "schema": "incident-collector/findings/v1",
-    "incident": "inc-test",
-    "generated": "2026-11-28T05:40:04.000Z",
-    "severity": "P1",
-    "summary": "P1: Database connection pool exhausted (app1, db1); 3 finding(s) in all",
-    "questions": {
-        "how_many_users_and_hosts_affected": {"answer": "2 of 6 hosts; about 38.0 % of requests fail (5xx)",
-                                              "hosts": ["app1", "db1"], "why": "hosts named by findings above P3"},
-        "is_data_at_risk": {"answer": "no", "why": "no data-loss, full-disk or database-down sign"},
-        "down_or_degraded": {"answer": "degraded", "why": "Database connection pool exhausted"},
-        "is_it_a_security_incident": {"answer": "no sign", "why": "no security rule fired"},
-    },
-    "security": {"suspected": False, "answer": "no sign", "why": "no security rule fired", "reasons": [],
-                 "advice": ""},
-    "findings": [
-        {"id": "pool_exhausted", "rule": "pool_exhausted", "title": "Database connection pool exhausted",
-         "severity": "P1", "scenario": "connection pool exhausted", "hosts": ["app1", "db1"],
-         "message": "98 of 100 connections in use on db1",
-         "evidence": [{"host": "db1", "probe": "pg_connections", "path": "hosts/db1/pg_connections.txt", "line": 2,
-                       "excerpt": "idle|98|100"},
-                      {"host": "app1", "probe": "journal_errors", "path": "hosts/app1/journal_errors.txt", "line": 2,
-                       "excerpt": f"ERROR: database pool exhausted <b>x</b> password={SEEDED_SECRET}"}],
-         "mitigation": {"action": "kill-idle-connections", "hosts": "db1", "params": {"minutes": "5"},
-                        "command": "collector remediate kill-idle-connections --hosts db1 --param minutes=5"},
-         "alternatives": [{"action": "pool-resize", "hosts": "app1", "params": {"size": "20"},
-                           "command": "collector remediate pool-resize --hosts app1 --param size=20"}],
-         "security": False, "data_at_risk": False, "down": False},
-        {"id": "high_5xx", "rule": "high_5xx", "title": "High 5xx ratio <script>alert(1)</script>", "severity": "P1",
-         "scenario": "error storm", "hosts": ["monitoring"], "message": "",
-         "evidence": [{"host": "monitoring", "probe": "error_ratio", "path": "monitoring/error_ratio_range.json",
-                       "line": None, "excerpt": "0.42"}],
-         "mitigation": None, "alternatives": []},
-        {"id": "out_of_memory", "rule": "out_of_memory", "title": "Out-of-memory kill on app1", "severity": "P2",
-         "scenario": "out of memory", "hosts": ["app1"], "message": "",
-         "evidence": [{"host": "app1", "probe": "oom_events", "path": "hosts/app1/oom_events.txt", "line": 1,
-                       "excerpt": "Memory cgroup out of memory: Killed process 4242 (python3)"}],
-         "mitigation": {"action": "memory-limit", "hosts": "app1", "params": {"max": "512M"},
-                        "command": "collector remediate memory-limit --hosts app1 --param max=512M"},
-         "alternatives": []},
-    ],
-    "unknown": [{"rule": "redis_memory", "title": "Redis near maxmemory", "hosts": ["redis1"],
-                 "reason": "redis1: no redis_info_memory (host unreachable)"}],
-}
+def _ev(host: str, probe: str, path: str, line: int | None, excerpt: str) -> Evidence:
+    return Evidence(host, probe, path, line, excerpt)
+
+
+def _fix(action: str, hosts: str, **params: str) -> MitigationSuggestion:
+    command = f"collector remediate {action} --hosts {hosts}" + "".join(f" --param {k}={v}" for k, v in params.items())
+    return MitigationSuggestion(action, hosts, params, command)
+
+
+# Findings as collector.triage makes them (typed), and as findings.json holds them (FINDINGS).
+FINDINGS_DOC = Findings(
+    incident="inc-test",
+    generated="2026-11-28T05:40:04.000Z",
+    severity="P1",
+    summary="P1: Database connection pool exhausted (app1, db1); 3 finding(s) in all",
+    questions=Questions(
+        affected=AffectedAnswer("2 of 6 hosts; about 38.0 % of requests fail (5xx)", "hosts named by findings above P3",
+                                ("app1", "db1"), 6, 0.38),
+        data_at_risk=Answer("no", "no data-loss, full-disk or database-down sign"),
+        down_or_degraded=Answer("degraded", "Database connection pool exhausted"),
+        security=Answer("no sign", "no security rule fired"),
+    ),
+    security=SecurityFlag(False),
+    findings=(
+        Finding("pool_exhausted", "pool_exhausted", "Database connection pool exhausted", "P1",
+                "connection pool exhausted", ("app1", "db1"), "98 of 100 connections in use on db1",
+                (_ev("db1", "pg_connections", "hosts/db1/pg_connections.txt", 2, "idle|98|100"),
+                 _ev("app1", "journal_errors", "hosts/app1/journal_errors.txt", 2,
+                     f"ERROR: database pool exhausted <b>x</b> password={SEEDED_SECRET}")),
+                _fix("kill-idle-connections", "db1", minutes="5"), (_fix("pool-resize", "app1", size="20"),)),
+        Finding("high_5xx", "high_5xx", "High 5xx ratio <script>alert(1)</script>", "P1", "error storm",
+                ("monitoring",), "",
+                (_ev("monitoring", "error_ratio", "monitoring/error_ratio_range.json", None, "0.42"),)),
+        Finding("out_of_memory", "out_of_memory", "Out-of-memory kill on app1", "P2", "out of memory", ("app1",), "",
+                (_ev("app1", "oom_events", "hosts/app1/oom_events.txt", 1,
+                     "Memory cgroup out of memory: Killed process 4242 (python3)"),),
+                _fix("memory-limit", "app1", max="512M")),
+    ),
+    unknown=(UnknownRule("redis_memory", "Redis near maxmemory", ("redis1",),
+                         "redis1: no redis_info_memory (host unreachable)"),),
+    rules={"pool_exhausted": "fired", "high_5xx": "fired", "out_of_memory": "fired", "redis_memory": "unknown"},
+    figures=KeyFigures(error_ratio=0.38, p95_s=0.72, pg_connections={"db1": 98}, pg_max_connections={"db1": 100},
+                       mem_used_pct={"app1": 24.0, "db1": None}, disk_max_pct={"app1": 97.0, "db1": None},
+                       redis_used_memory={"redis1": None}, redis_maxmemory={"redis1": None}),
+)
+FINDINGS: dict[str, Any] = FINDINGS_DOC.to_dict()
 
 ACTIONS: dict[str, Any] = {
     "schema": "incident-collector/actions/v1",

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import pytest
 from click.testing import CliRunner
 from markdown_it import MarkdownIt
-from report_fixtures import ACTIONS, FINDINGS, SEEDED_SECRET, SEEDED_TOKEN
+from report_fixtures import ACTIONS, FINDINGS, FINDINGS_DOC, SEEDED_SECRET, SEEDED_TOKEN
 
 from collector import report
 from collector.bundle import Bundle
@@ -72,10 +72,11 @@ def test_parse_time_handles_alertmanager_nanoseconds_offsets_and_dmesg() -> None
 
 def test_first_matching_line_finds_the_earliest_real_match() -> None:
     text = "a errors-free line\nb path=/x status=200\nc ERROR: boom\nd FATAL: later\n"
-    assert report.first_matching_line(text, report._ERROR_LINE, report._NEEDLES[report._ERROR_LINE]) == "c ERROR: boom"
-    assert report.first_matching_line("İİ x\nkernel: Out of memory: Killed process 1\n", report._OOM_LINE,
-                                      report._NEEDLES[report._OOM_LINE]) == "kernel: Out of memory: Killed process 1"
-    assert report.first_matching_line("nothing here\n", report._OOM_LINE, report._NEEDLES[report._OOM_LINE]) is None
+    error, oom = report._ERROR_LINE, report._OOM_LINE
+    assert report.first_matching_line(text, error.regex, error.needles) == "c ERROR: boom"
+    assert report.first_matching_line("İİ x\nkernel: Out of memory: Killed process 1\n", oom.regex,
+                                      oom.needles) == "kernel: Out of memory: Killed process 1"
+    assert report.first_matching_line("nothing here\n", oom.regex, oom.needles) is None
 
 
 def test_markdown_filters_keep_log_text_from_breaking_out() -> None:
@@ -116,7 +117,7 @@ def test_figure_rows_flag_the_runbook_thresholds() -> None:
 def test_timeline_merges_every_source_in_time_order(make_bundle: MakeBundle) -> None:
     path = _with_actions(make_bundle())
     bundle = Bundle.open(path)
-    events = report.build_timeline(bundle, FINDINGS, ACTIONS)
+    events = report.build_timeline(bundle, FINDINGS_DOC, ACTIONS)
     kinds = [e.kind for e in events]
     assert [e.at for e in events] == sorted(e.at for e in events)
     for kind in ("deploy", "error", "alert", "oom", "collection", "plan", "approval", "apply", "verify"):
@@ -159,12 +160,10 @@ def test_incident_start_ignores_old_oom_unless_a_finding_is_about_memory() -> No
                 report.TimelineEvent(at(25), "error", "First error: sshd noise", ("db1",), probe="journal_errors"),
                 report.TimelineEvent(at(30), "error", "First error: app", ("app1",), probe="service_journal"),
                 report.TimelineEvent(at(35), "alert", "Alert X firing", ())]
-    pool = [{"id": "pool", "scenario": "connection pool exhausted"}]
-    oom = [{"id": "oom-kill", "scenario": "out of memory"}]
-    assert report._incident_start(timeline, ["app1", "db1"], pool) == at(30)  # service log beats db1's sshd noise
-    assert report._incident_start(timeline, ["app1"], oom) == at(1)
-    assert report._incident_start(timeline[4:], [], []) == at(35)
-    assert report._incident_start(timeline[1:3], ["db1"], pool) == at(25)  # nothing better: any unit's error
+    assert report._incident_start(timeline, ["app1", "db1"], False) == at(30)  # service log beats db1's sshd noise
+    assert report._incident_start(timeline, ["app1"], True) == at(1)  # a finding is about memory
+    assert report._incident_start(timeline[4:], [], False) == at(35)
+    assert report._incident_start(timeline[1:3], ["db1"], False) == at(25)  # nothing better: any unit's error
 
 
 def test_identical_events_on_many_hosts_are_one_line(make_bundle: MakeBundle) -> None:
@@ -410,9 +409,8 @@ def test_same_mitigation_suggested_once_and_prevention_fits_the_scenario(make_bu
 
 def test_security_flag_is_a_banner_everywhere(make_bundle: MakeBundle) -> None:
     findings = json.loads(json.dumps(FINDINGS))
-    findings["security"] = {"suspected": True, "answer": "possible security incident",
-                            "why": "Auth failures: 400 failed logins from one address",
-                            "advice": "preserve this bundle, involve the security on-call", "reasons": []}
+    findings["security"] = {"suspected": True, "reasons": ["Auth failures: 400 failed logins from one address"],
+                            "advice": "preserve this bundle, involve the security on-call"}
     path = make_bundle(findings=findings)
     report.render_reports(path)
     assert "Possible security incident: Auth failures: 400 failed logins" in _text_of_html(

@@ -30,7 +30,19 @@ import yaml
 
 from collector.bundle import Bundle, write_bundle
 from collector.config import Settings
-from collector.core import HostResult, ProbeResult, RunResult, utcnow
+from collector.core import (
+    AffectedAnswer,
+    Answer,
+    Finding,
+    Findings,
+    HostResult,
+    MitigationSuggestion,
+    ProbeResult,
+    Questions,
+    RunResult,
+    SecurityFlag,
+    utcnow,
+)
 
 REDMINE_ROOT = Path("/usr/share/redmine")
 INSTANCES = Path("/var/lib/redmine")
@@ -365,34 +377,25 @@ def build_bundle(
     folder = write_bundle(run, Settings(redact=redact), out_dir=out)
     bundle = Bundle.open(folder)
     if severity is not None:
-        bundle.write_json(
-            "findings.json",
-            {
-                "schema": "incident-collector/findings/v1",
-                "severity": severity,
-                "questions": {},
-                "findings": [
-                    {
-                        "id": "app_down",
-                        "title": "App health check failing",
-                        "severity": severity,
-                        "scenario": "app down",
-                        "hosts": ["app1"],
-                        "evidence": [],
-                        "mitigation": {
-                            "action": "restart_app",
-                            "hosts": ["app1"],
-                            "params": {},
-                            "command": "collector remediate restart_app --hosts app1",
-                        },
-                    }
-                ],
-            },
-        )
+        bundle.write_json("findings.json", _findings(incident, severity).to_dict())
     if ticket_md is not None:
         bundle.write_text("TICKET.md", ticket_md)
     bundle.seal()
     return folder
+
+
+def _findings(incident: str, severity: str) -> Findings:
+    """What triage writes for an app whose health check fails (typed, as collector.triage makes it)."""
+    fix = MitigationSuggestion("restart", "app1", {}, "collector remediate restart --hosts app1")
+    finding = Finding("app-down", "app-down", "App health check failing", severity, "app down",  # type: ignore[arg-type]
+                      ("app1",), "app1: HTTP 503", (), fix)
+    return Findings(
+        incident=incident, generated=utcnow(), severity=severity, summary=f"{severity}: App health check failing",
+        questions=Questions(AffectedAnswer("1 of 1 hosts", "hosts named by findings above P3", ("app1",), 1),
+                            Answer("no", "no sign"), Answer("degraded", "App health check failing"),
+                            Answer("no sign", "no security rule fired")),
+        security=SecurityFlag(False), findings=(finding,),
+    )
 
 
 @pytest.fixture

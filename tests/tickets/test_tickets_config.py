@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from collector import report
 from collector.bundle import Bundle
 from collector.core import UsageError
 from collector.tickets import RemoteFile, Upload, load_ticket_config, parse_priorities
-from collector.tickets.evidence import archive_files, gather, summary_text
+from collector.tickets.evidence import archive_files, gather
 
 MakeBundle = Callable[..., Path]  # the make_bundle fixture (conftest.py)
 
@@ -123,28 +124,28 @@ def test_gather_uses_ticket_md_and_builds_the_subject(make_bundle: MakeBundle, t
     assert gather(tmp_path / f"{folder.name}.tar.gz").incident == folder.name  # the archive path works too
 
 
-def test_summary_without_ticket_md_lists_findings_actions_and_hosts(
-    make_bundle: MakeBundle, tmp_path: Path
-) -> None:
-    folder = make_bundle(severity=None)
-    manifest = Bundle.open(folder).manifest
-    untriaged = summary_text(folder, manifest, None, None)
-    assert "severity not triaged" in untriaged and "triage has not run" in untriaged
-    assert "1 partial" in untriaged
-    text = summary_text(
-        folder,
-        manifest,
-        {
-            "severity": "P1",
-            "findings": [
-                {"severity": "P1", "title": "5xx ratio 34 %", "hosts": ["app1"], "mitigation": None}
-            ],
-        },
-        {"actions": [{"action": "rollback", "approver": "bob", "verify": {"passed": True}}]},
-    )
-    assert "severity P1" in text and "**P1** 5xx ratio 34 % (app1)" in text
-    assert "- rollback approved by bob: verified" in text
-    assert "TICKET.md was not in the bundle" in text
+def test_without_ticket_md_the_body_is_the_ticket_template_report_writes(make_bundle: MakeBundle) -> None:
+    folder = make_bundle(severity="P1")  # triaged, but `collector report` has not run: no TICKET.md
+    evidence = gather(folder)
+    assert not evidence.ticket_md
+    report.render_reports(folder)  # what `collector report` would have written as TICKET.md
+    written = (folder / "TICKET.md").read_text().strip()
+    assert written.startswith("# [P1] App health check failing")
+    assert evidence.body.startswith(written + "\n\n---\nEvidence attached by `collector attach`")
+    untriaged = gather(make_bundle(severity=None))
+    assert untriaged.body.startswith("# [unknown] Incident ") and "Triage has not run yet." in untriaged.body
+    assert untriaged.severity is None and untriaged.subject.endswith(": incident evidence")
+
+
+def test_a_findings_json_of_another_schema_is_refused_not_posted_empty(make_bundle: MakeBundle) -> None:
+    folder = make_bundle(severity="P1")
+    bundle = Bundle.open(folder)
+    doc = bundle.read_json("findings.json")
+    doc["schema"] = "incident-collector/findings/v1"
+    bundle.write_json("findings.json", doc)
+    bundle.seal()
+    with pytest.raises(UsageError, match="findings/v1"):
+        gather(folder)
 
 
 def test_unredacted_bundle_is_refused_unless_allowed(make_bundle: MakeBundle) -> None:

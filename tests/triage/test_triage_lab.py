@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from collector.collect import collect
-from collector.triage import triage_bundle
-from collector.triage.engine import SEVERITIES
+from collector.bundle import Bundle
+from collector.triage import read_findings, triage_bundle
+from collector.core import SEVERITIES
 
 pytestmark = [pytest.mark.lab]
 
@@ -31,9 +32,9 @@ def _triage_lab(tmp_path: Path, lab: Any, since: str = "2m") -> dict[str, Any]:
     """Collect the whole lab (the real collect API, ssh engine) and triage the bundle."""
     outcome = collect("lab", inventory=str(lab.inventory), since=since, out_dir=str(tmp_path / "bundles"), after=False)
     assert outcome.bundle is not None
-    doc = triage_bundle(outcome.bundle)
-    assert json.loads((outcome.bundle / "findings.json").read_text())["severity"] == doc["severity"]
-    return doc
+    findings = triage_bundle(outcome.bundle)
+    assert read_findings(Bundle.open(outcome.bundle)) == findings  # findings.json reads back as what triage returned
+    return findings.to_dict()
 
 
 def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0, orders_only: bool = False) -> dict[int, int]:

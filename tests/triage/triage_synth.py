@@ -12,7 +12,7 @@ from typing import Any, Union
 
 from collector.bundle import write_bundle
 from collector.config import Settings
-from collector.core import HostResult, ProbeResult, RunResult, host_status
+from collector.core import Findings, HostResult, ProbeResult, RunResult, host_status
 
 STARTED = "2026-11-28T06:00:00.000Z"
 # A probe spec: plain output (status ok, rc 0) or a dict {output, status, rc, error}.
@@ -145,9 +145,9 @@ def make_bundle(tmp: Path, probes: dict[str, dict[str, Spec]] | None = None,
     return write_bundle(run, Settings(), out_dir=tmp, archive=False)
 
 
-def findings_by_rule(doc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """rule id → its findings."""
+def findings_by_rule(doc: Findings | dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """rule id → its findings, as findings.json holds them."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for finding in doc["findings"]:
+    for finding in (doc.to_dict() if isinstance(doc, Findings) else doc)["findings"]:
         out.setdefault(finding["rule"], []).append(finding)
     return out
