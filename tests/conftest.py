@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
@@ -26,9 +25,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from collector_lab import LOCK_FILE, lab_secrets, lab_state
+from collector_lab import hosts, lab_secrets, lab_state, lifecycle
+from collector_lab.lock import lab_lock as hold_lab_lock
 
 from collector.config import Settings, load_settings
+from collector.core import UsageError
 
 
 @dataclass
@@ -66,11 +67,10 @@ def _lab_or_reason() -> Lab | str:
     if os.geteuid() != 0:
         return "the lab needs root; not running as root"
     try:
-        from collector_lab import hosts, lifecycle
         settings = load_settings()
         if not lifecycle.is_up(settings):
             return "lab is not up (run `collector-lab up`)"
-    except Exception as exc:  # a broken environment is a skip reason here, the lab tests say more
+    except (OSError, ValueError, UsageError) as exc:  # a broken environment: a skip reason here
         return f"lab state unreadable: {exc}"
     state = lab_state(settings)
     table: dict[str, Any] = state.get("hosts") or {}
@@ -95,13 +95,12 @@ def lab() -> Lab:
 
 @pytest.fixture()
 def lab_lock() -> Iterator[None]:
-    """Exclusive hold on /tmp/collector-lab.lock (the same lock `flock` takes) for one test."""
-    with open(LOCK_FILE, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """Exclusive hold on /tmp/collector-lab.lock (collector_lab.lock, the lock `collector-lab` takes) for one test.
+
+    Waits up to an hour: a queue of other lab users (scenario tests, demos) can take a while.
+    """
+    with hold_lab_lock(timeout_s=3600):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +129,7 @@ def json_server() -> Iterator[Callable[[Route], str]]:
 
     def start(route: Route) -> str:
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 url = urlsplit(self.path)
                 status, body = route(url.path, parse_qs(url.query))
                 data = json.dumps(body).encode()

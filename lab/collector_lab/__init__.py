@@ -9,6 +9,8 @@ Layout of the lab's state (outside the repository, under `Settings.state_dir`):
     lab/hosts/<host>/{upper,work,root,console.log}   each host's overlay and boot log
     lab/monitoring/{prometheus,alertmanager}/        config + data of the loopback monitoring
     lab/inventory/lab.yml, lab_known_hosts           the canonical inventory (also copied to ./inventory/)
+
+Anything that breaks, heals or changes a lab host holds the lab lock (collector_lab.lock).
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ BRIDGE = "iclab0"
 SUBNET = "10.203.57.0/24"
 BRIDGE_IP = "10.203.57.1"
 PREFIX_LEN = 24
-LOCK_FILE = "/tmp/collector-lab.lock"  # held by anything that breaks or changes a lab host
 
 CORE_HOSTS: dict[str, dict[str, object]] = {
     # host: group, last octet, role's systemd unit, memory limit (v1 memory cgroup, bytes)

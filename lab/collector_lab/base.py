@@ -9,7 +9,6 @@ The base is shared read-only by every host through a per-host overlayfs (collect
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from collector.config import Settings
 from collector.core import UsageError
 
 from collector_lab import assets
+from collector_lab.lock import cache_lock
 
 SUITE = "bookworm"
 RECIPE_VERSION = "3"  # bump when the configuration steps below change
@@ -192,8 +192,7 @@ def build(settings: Settings, *, force: bool = False, log_to: Path | None = None
     root = base_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     final = base_path(settings)
-    with (root / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock(root / ".lock"):
         if is_built(settings) and not force:
             return final
         if str(final) in Path("/proc/self/mounts").read_text():

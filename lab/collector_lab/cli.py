@@ -1,24 +1,24 @@
 """`collector-lab`: build, boot, inspect, break and heal the test hosts."""
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
 import time
-from types import ModuleType
 from typing import Any
 
 import click
-from collector.config import load_settings
+from collector.config import Settings, load_settings
 from collector.core import EXIT_PARTIAL, EXIT_USAGE, UsageError
+
+from collector_lab import base, demo, faults, hosts, lifecycle, load
 
 
 def _say(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def _settings(state_dir: str | None) -> Any:
+def _settings(state_dir: str | None) -> Settings:
     return load_settings(state_dir=state_dir)
 
 
@@ -52,7 +52,6 @@ def main() -> None:
 @state_dir_option
 def build_cmd(force: bool, state_dir: str | None) -> None:
     """Build the base rootfs once (debootstrap, cached by a hash of its recipe)."""
-    from collector_lab import base, hosts
     settings = _settings(state_dir)
     hosts.preflight()
     cached = base.is_built(settings) and not force
@@ -71,7 +70,6 @@ def build_cmd(force: bool, state_dir: str | None) -> None:
 @state_dir_option
 def up_cmd(extra: int, fresh: bool, state_dir: str | None) -> None:
     """Boot the lab (idempotent): hosts, provisioning, inventory/lab.yml, monitoring."""
-    from collector_lab import hosts, lifecycle
     hosts.check_extra(extra)
     settings = _settings(state_dir)
     hosts.preflight()
@@ -89,7 +87,6 @@ def up_cmd(extra: int, fresh: bool, state_dir: str | None) -> None:
 @state_dir_option
 def down_cmd(state_dir: str | None) -> None:
     """Stop every host and monitoring; remove mounts, cgroups, bridge and inventory."""
-    from collector_lab import lifecycle
     settings = _settings(state_dir)
     stopped = lifecycle.down(settings, log=_say)
     click.echo(f"lab down ({len(stopped)} hosts stopped)")
@@ -99,7 +96,6 @@ def down_cmd(state_dir: str | None) -> None:
 @state_dir_option
 def reset_cmd(state_dir: str | None) -> None:
     """`down`, then forget overlays, secrets and keys (the cached base stays)."""
-    from collector_lab import lifecycle
     lifecycle.reset(_settings(state_dir), log=_say)
     click.echo("lab reset: next `lab up` provisions fresh hosts")
 
@@ -109,7 +105,6 @@ def reset_cmd(state_dir: str | None) -> None:
 @state_dir_option
 def status_cmd(as_json: bool, state_dir: str | None) -> None:
     """Each host, its services and active faults; monitoring. Exit 1 when the lab is not fully up."""
-    from collector_lab import hosts, lifecycle
     hosts.preflight()
     info = lifecycle.status(_settings(state_dir))
     if as_json:
@@ -135,11 +130,9 @@ def _render_status(info: dict[str, Any]) -> str:
                      f"{_memory_text(h)}")
     for name, m in info["monitoring"].items():
         lines.append(f"{name:13} {'ready' if m['ready'] else 'not answering'} {m['url']} pids={m['pids']}")
-    faults = info.get("faults")
-    if faults is None:
-        lines.append("faults: (fault module not available)")
-    elif info["bridge"]:  # a lab taken down has no faults in, whatever the checks of stopped hosts say
-        lines.append(f"faults: {_faults_text(faults)}")
+    if info["bridge"]:  # a lab taken down has no faults in, whatever the checks of stopped hosts say
+        active = [name for name, on in info["faults"].items() if on]
+        lines.append(f"faults: {', '.join(active) or 'none'}")
     if info.get("inventory"):
         lines.append(f"inventory: {info['inventory']}")
     return "\n".join(lines)
@@ -153,42 +146,16 @@ def _memory_text(h: dict[str, Any]) -> str:
     return text + (f" oom_kills={h['oom_kills']}" if h.get("oom_kills") else "")
 
 
-def _faults_text(faults: Any) -> str:
-    if isinstance(faults, dict):
-        active = [k for k, v in faults.items() if v]
-        return ", ".join(active) if active else "none"
-    if isinstance(faults, (list, tuple, set)):
-        return ", ".join(str(f) for f in faults) or "none"
-    return str(faults)
+def _echo(out: str | dict[str, Any]) -> None:
+    click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
 
 
-def _module(name: str) -> ModuleType:
-    """collector_lab.<name>, written by the faults helper; a clear error when it is missing."""
-    try:
-        return importlib.import_module(f"collector_lab.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"collector_lab.{name}":
-            raise
-        raise UsageError(f"lab {name} is not available in this build (collector_lab.{name} missing)") from None
-
-
-def _call(mod: ModuleType, names: tuple[str, ...], *args: Any, **kwargs: Any) -> Any:
-    for fn_name in names:
-        fn = getattr(mod, fn_name, None)
-        if callable(fn):
-            return fn(*args, **kwargs)
-    raise UsageError(f"collector_lab.{mod.__name__.rsplit('.', 1)[-1]} has none of {', '.join(names)}: not available")
-
-
-@main.command("break", context_settings={"ignore_unknown_options": False})
+@main.command("break")
 @click.argument("name")
 @state_dir_option
 def break_cmd(name: str, state_dir: str | None) -> None:
     """Inject fault NAME into the lab (holds /tmp/collector-lab.lock)."""
-    faults = _module("faults")
-    out = _call(faults, ("break_fault", "inject", "apply"), name, _settings(state_dir))
-    if out:
-        click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
+    _echo(faults.break_fault(name, _settings(state_dir)))
 
 
 @main.command("heal")
@@ -196,10 +163,7 @@ def break_cmd(name: str, state_dir: str | None) -> None:
 @state_dir_option
 def heal_cmd(name: str, state_dir: str | None) -> None:
     """Remove fault NAME (or `all`) and return the hosts to healthy."""
-    faults = _module("faults")
-    out = _call(faults, ("heal_fault", "heal"), name, _settings(state_dir))
-    if out:
-        click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
+    _echo(faults.heal_fault(name, _settings(state_dir)))
 
 
 @main.command("load")
@@ -208,12 +172,7 @@ def heal_cmd(name: str, state_dir: str | None) -> None:
 @state_dir_option
 def load_cmd(seconds: float, rps: float, state_dir: str | None) -> None:
     """Drive bounded traffic at the app so Prometheus has rates."""
-    if not 0 < seconds <= 3600 or not 0 < rps <= 1000:
-        raise UsageError("--seconds must be in (0, 3600] and --rps in (0, 1000]")
-    load = _module("load")
-    out = _call(load, ("run_load", "run", "drive"), _settings(state_dir), seconds=seconds, rps=rps)
-    if out:
-        click.echo(out if isinstance(out, str) else json.dumps(out, indent=2, default=str))
+    _echo(load.run_load(_settings(state_dir), seconds=seconds, rps=rps))
 
 
 @main.command("demo")
@@ -222,7 +181,6 @@ def load_cmd(seconds: float, rps: float, state_dir: str | None) -> None:
 @state_dir_option
 def demo_cmd(scenario: str, workdir: str, state_dir: str | None) -> None:
     """Play one runbook scenario (break → collect → approve → fix → verify → report → heal); see collector_lab/demo.py."""
-    from collector_lab import demo
     if not demo.demo(demo.get_scenario(scenario).name, _settings(state_dir), workdir=workdir, say=click.echo):
         sys.exit(EXIT_PARTIAL)
 

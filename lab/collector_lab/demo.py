@@ -32,6 +32,9 @@ from typing import Any
 from collector.config import Settings, load_settings
 from collector.core import UsageError
 
+from collector_lab import hosts, lab_state
+from collector_lab.lock import lab_lock
+
 REQUESTER = "alice"
 DEMO_APPROVER = "demo-approver"
 Say = Callable[[str], None]
@@ -99,10 +102,8 @@ def tool(name: str) -> str:
 
 def app_base_url(settings: Settings) -> str:
     """http://<app host's bridge IP>:8000 from the lab state (the lab's own host only)."""
-    from collector_lab import lab_state
-
-    hosts = lab_state(settings).get("hosts") or {}
-    for spec in hosts.values():
+    table = lab_state(settings).get("hosts") or {}
+    for spec in table.values():
         if spec.get("group") == "app":
             return f"http://{spec['ip']}:8000"
     raise UsageError("the lab has no app host: is it up? (collector-lab status)")
@@ -138,7 +139,6 @@ def drive_traffic(base_url: str, seconds: float, rps: float = 10.0, workers: int
 
 def undo_side_effects(scenario: Scenario, settings: Settings) -> list[str]:
     """Run the scenario's undo steps inside the lab hosts (nsenter: works whatever the network does)."""
-    from collector_lab import hosts
 
     done = []
     for host, script in scenario.undo:
@@ -152,7 +152,7 @@ def undo_side_effects(scenario: Scenario, settings: Settings) -> list[str]:
 
 def pick_mitigation(findings: dict[str, Any], scenario: Scenario) -> dict[str, Any] | None:
     """The scenario's finding and its suggested mitigation (the finding's, else the first suggesting the action)."""
-    items = findings.get("findings") or []
+    items: list[dict[str, Any]] = findings.get("findings") or []
     for item in items:
         if scenario.finding in (item.get("id"), item.get("rule")) and item.get("mitigation"):
             return item
@@ -220,8 +220,6 @@ def _run(argv: Sequence[str], say: Say, *, cwd: Path, check: bool = True) -> sub
 def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = ".", say: Say = print,
          verify_wait_s: float = 75.0) -> bool:
     """Play scenario `name` step by step, printing each command first; True when verify passed."""
-    from collector_lab import faults, hosts
-
     scenario = get_scenario(name)
     settings = settings or load_settings()
     inventory = str(hosts.inventory_path(settings))
@@ -233,7 +231,7 @@ def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = "
     say(f"=== scenario {scenario.name}: {scenario.title} (lab fault `{scenario.fault}`) ===")
     say(f"working directory {cwd} (bundles/, plans/, audit/)")
     say("waiting for the lab lock (other lab users finish first) ...")
-    with faults.lab_lock():
+    with lab_lock():
         say("holding the lab lock for the whole run")
         try:
             return _play(scenario, settings, inventory, cwd, collector, lab_cmd, say, verify_wait_s)

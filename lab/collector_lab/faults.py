@@ -8,28 +8,26 @@ exit status 0 means "the fault is active", or a named check on this machine.
 
 Long-running fault processes are transient systemd units `lab-fault-<name>` inside the host,
 bounded by RuntimeMaxSec, so nothing outlives the lab. `break_fault`/`heal_fault` hold the lab lock
-(/tmp/collector-lab.lock) unless this process, or one of its parents (`flock ... collector-lab break`),
-already holds it.
+(collector_lab.lock; re-entrant for a parent that already holds it).
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import shlex
 import signal
-import threading
+import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from collector.config import Settings, load_settings
 from collector.core import UsageError
 
-from collector_lab import LOCK_FILE, lab_state
+from collector_lab import hosts, lab_state
+from collector_lab.lock import lab_lock
 
 HELPERS = "/srv/lab/faults"  # lab/faults as every host sees it (read-only bind mount)
 APP_DIR = "/opt/sergas/app"
@@ -299,76 +297,10 @@ def get(name: str) -> Fault:
     return fault
 
 
-# ---------------------------------------------------------------------------- the lab lock
-
-
-def _lock_holders(path: str) -> list[int]:
-    """PIDs holding a flock on `path` (from /proc/locks)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return []
-    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    holders = []
-    for line in Path("/proc/locks").read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev and "->" not in line:
-            holders.append(int(parts[4]))
-    return holders
-
-
-def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return pids
-
-
-@contextmanager
-def lab_lock(timeout_s: float = 900.0) -> Iterator[None]:
-    """Hold /tmp/collector-lab.lock; re-entrant for a holder that is this process or one of its parents."""
-    if set(_lock_holders(LOCK_FILE)) & _ancestors():
-        yield
-        return
-    with open(LOCK_FILE, "a") as fh:
-        _flock(fh.fileno(), timeout_s)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _flock(fd: int, timeout_s: float) -> None:
-    """A blocking flock (queued like flock(1)'s waiters), bounded by SIGALRM in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-
-    def expired(signum: int, frame: object) -> None:
-        raise TimeoutError
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(max(1, int(timeout_s)))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except TimeoutError:
-        holders = ",".join(map(str, _lock_holders(LOCK_FILE))) or "?"
-        raise FaultError(f"the lab lock {LOCK_FILE} is held by pid {holders} for over {timeout_s:.0f}s") from None
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 # ---------------------------------------------------------------------------- running steps
 
 
 def _run_sh(settings: Settings, host: str, script: str, timeout_s: float) -> tuple[int, str]:
-    from collector_lab import hosts
     res = hosts.run_in(settings, host, ["/bin/bash", "-c", "set -o pipefail\n" + script], timeout=timeout_s)
     return res.returncode, (res.stdout + res.stderr).strip()
 
@@ -386,7 +318,6 @@ def is_active(settings: Settings, fault: Fault) -> bool:
     """Whether `fault` is active now (its check holds); a host that is down answers no."""
     if fault.check.startswith("machine:"):
         return bool(MACHINE_CHECKS[fault.check.split(":", 1)[1]](settings, fault))
-    from collector_lab import hosts
     if not hosts.is_running(settings, fault.host):
         return False
     rc, _ = _run_sh(settings, fault.host, fault.check, 20)
@@ -404,7 +335,7 @@ def active_faults(settings: Settings | None = None) -> dict[str, bool]:
 def _safe_active(settings: Settings, fault: Fault) -> bool:
     try:
         return is_active(settings, fault)
-    except Exception:  # status must not crash on one odd host
+    except (OSError, subprocess.SubprocessError, ValueError):  # status must not crash on one odd host
         return False
 
 
@@ -444,7 +375,6 @@ def heal_fault(name: str, settings: Settings | None = None) -> str:
 
 def _app_health(settings: Settings, wait_s: float = 30.0) -> str:
     """Wait (best effort) for app1's /health to say healthy; says what it saw."""
-    from collector_lab import hosts
     if not hosts.is_running(settings, "app1"):
         return "app1 not running"
     script = (f"for _ in $(seq 1 {int(wait_s * 2)}); do {_APP_HEALTHY} && exit 0; sleep 0.5; done; "
@@ -473,7 +403,6 @@ def _require_lab(settings: Settings) -> None:
 
 
 def _oom_cgroup(settings: Settings, fault: Fault) -> Path:
-    from collector_lab import hosts
     return hosts.memory_cgroup(fault.host) / "lab-fault-oom"
 
 
@@ -534,7 +463,6 @@ def _oom_kills(cg: Path) -> int:
 
 def _oom_heal(settings: Settings, fault: Fault, timeout_s: float) -> str:
     """Stop the unit, empty and remove the child cgroup."""
-    from collector_lab import hosts
     if hosts.is_running(settings, fault.host):
         _run_sh(settings, fault.host, _stop_unit("oom"), 30)
     cg = _oom_cgroup(settings, fault)
@@ -562,21 +490,19 @@ def _oom_active(settings: Settings, fault: Fault) -> bool:
 
 
 def _host_down_break(settings: Settings, fault: Fault, timeout_s: float) -> str:
-    from collector_lab import hosts
     hosts.stop_host(settings, fault.host, timeout=timeout_s)
     return f"{fault.host} powered off"
 
 
 def _host_down_heal(settings: Settings, fault: Fault, timeout_s: float) -> str:
-    """Boot the host again through `lab up` (idempotent: it only starts what is missing)."""
-    from collector_lab import hosts, lifecycle
+    """Boot that one host again (its overlay kept); the rest of the lab is not touched."""
     if hosts.is_running(settings, fault.host):
         return f"{fault.host} already running"
-    extra = int(lab_state(settings).get("extra", 0) or 0)
-    result = lifecycle.up(settings, extra=extra)
-    if not result.ok:
-        raise FaultError(f"host-down: `lab up` could not bring {fault.host} back: {'; '.join(result.errors)}")
-    return f"{fault.host} booted again in {result.seconds}s"
+    try:
+        seconds = hosts.boot_stopped_host(settings, fault.host, timeout=timeout_s)
+    except RuntimeError as exc:
+        raise FaultError(f"host-down: could not bring {fault.host} back: {exc}") from None
+    return f"{fault.host} booted again in {seconds}s"
 
 
 def _host_down_active(settings: Settings, fault: Fault) -> bool:
@@ -584,7 +510,6 @@ def _host_down_active(settings: Settings, fault: Fault) -> bool:
 
 
 def _host_running(settings: Settings, fault: Fault) -> bool:
-    from collector_lab import hosts
     return hosts.is_running(settings, fault.host)
 
 

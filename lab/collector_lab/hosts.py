@@ -48,6 +48,7 @@ from typing import Any
 from collector.config import Settings
 from collector.core import UsageError
 from collector.paths import resource
+from collector.times import wait_until
 
 from collector_lab import (
     BRIDGE,
@@ -563,6 +564,34 @@ def wait_booted(settings: Settings, name: str, timeout: float = BOOT_TIMEOUT_S, 
             return "exited"
         time.sleep(0.2)
     return "timeout"
+
+
+def boot_stopped_host(settings: Settings, name: str, timeout: float = BOOT_TIMEOUT_S) -> float:
+    """Boot one stopped, provisioned host of the running lab again and wait for its sshd; seconds it took.
+
+    Only this host: its overlay (provisioning, host key, data) is kept, so the inventory, the other
+    hosts and monitoring stay as they are (healing `host-down`). A host whose overlay must be made anew
+    (base or provisioning files changed meanwhile) needs the whole `collector-lab up`: RuntimeError.
+    """
+    started = time.monotonic()
+    state = _read_json(_state_path(settings))
+    table: dict[str, dict[str, object]] = state.get("hosts") or host_table(int(state.get("extra", 0) or 0))
+    if name not in table:
+        raise UsageError(f"{name} is not a host of this lab ({', '.join(table)})")
+    if is_running(settings, name):
+        return 0.0
+    if _fresh_overlay_needed(_host_dir(settings, name), base.recipe_hash(), str(table[name]["group"])):
+        raise RuntimeError(f"{name} must be provisioned anew (base or lab/provision changed): run `collector-lab up`")
+    pid = start_host(settings, name, table)
+    boot = wait_booted(settings, name, timeout=timeout, pid=pid)
+    if boot not in ("running", "degraded"):
+        raise RuntimeError(f"{name}: boot {boot} (see {_host_dir(settings, name) / 'console.log'})")
+    if needs_provisioning(settings, name):
+        raise RuntimeError(f"{name} booted unprovisioned: run `collector-lab up`")
+    ip = str(table[name]["ip"])
+    if not wait_until(lambda: port_open(ip, 22), 30.0):
+        raise RuntimeError(f"{name}: sshd not answering on {ip}:22")
+    return round(time.monotonic() - started, 1)
 
 
 def stop_host(settings: Settings, name: str, timeout: float = STOP_TIMEOUT_S) -> None:

@@ -6,19 +6,17 @@ bridge) are cleaned on the way. `down` leaves no container, mount, cgroup, bridg
 """
 from __future__ import annotations
 
-import fcntl
 import shutil
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from collector.config import Settings
 
-from collector_lab import LAB_NAME, base, host_table, hosts, lab_dir, lab_state, monitoring
+from collector_lab import BRIDGE, LAB_NAME, base, faults, host_table, hosts, lab_dir, lab_state, monitoring
 from collector_lab.hosts import Log, _quiet
+from collector_lab.lock import lab_lock
 
 
 @dataclass
@@ -34,16 +32,6 @@ class UpResult:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-@contextmanager
-def _lifecycle_lock(settings: Settings) -> Iterator[None]:
-    """One up/down/reset at a time on this machine."""
-    path = lab_dir(settings) / ".lifecycle.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
 
 
 def _save_state(settings: Settings, state: dict[str, Any]) -> None:
@@ -74,7 +62,7 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
     if not base.is_built(settings):
         log("base image not built yet: building it (a few minutes, once)")
         base.build(settings)
-    with _lifecycle_lock(settings):
+    with lab_lock():
         state = lab_state(settings)
         table = host_table(extra)
         # Overlay uppers hold the hosts' secrets under container uids/gids that mean other users here.
@@ -98,7 +86,7 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
             hosts.restore_inotify(state)
         else:
             hosts.raise_inotify(settings, len(table), state)
-        state.update({"bridge": hosts.BRIDGE, "extra": extra, "hosts": {n: dict(s) for n, s in table.items()}})
+        state.update({"bridge": BRIDGE, "extra": extra, "hosts": {n: dict(s) for n, s in table.items()}})
         _save_state(settings, state)
 
         kept = {n for n in table if hosts.is_running(settings, n)}
@@ -176,33 +164,38 @@ def _wait_ssh(table: dict[str, dict[str, object]], result: UpResult, timeout: fl
 def down(settings: Settings, log: Log = _quiet) -> list[str]:
     """Stop everything the lab runs and remove its traces; returns what was stopped."""
     hosts.preflight()
-    with _lifecycle_lock(settings):
-        state = lab_state(settings)
-        names = sorted(_known_hosts_in_state(settings) | set(state.get("hosts", {}) or {}))
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
-            list(pool.map(lambda n: hosts.stop_host(settings, n), names))
-        monitoring.stop(settings)
-        hosts.delete_bridge()
-        hosts.restore_inotify(state)
-        hosts.remove_inventory(list(state.get("inventory_paths", [])) + [
-            str(d / f) for d in hosts.inventory_dirs(settings) for f in ("lab.yml", "lab_known_hosts", "lab_ssh_config")])
-        for c in hosts.CGROUP_CONTROLLERS:
-            top = hosts.CGROUP_ROOT / c / LAB_NAME
-            if top.is_dir():
-                try:
-                    top.rmdir()
-                except OSError:
-                    pass
-        state = {k: v for k, v in state.items() if k in ("inotify_orig",)}
-        state["up"] = False
-        _save_state(settings, state)
+    with lab_lock():
+        return _down(settings)
+
+
+def _down(settings: Settings) -> list[str]:
+    state = lab_state(settings)
+    names = sorted(_known_hosts_in_state(settings) | set(state.get("hosts", {}) or {}))
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
+        list(pool.map(lambda n: hosts.stop_host(settings, n), names))
+    monitoring.stop(settings)
+    hosts.delete_bridge()
+    hosts.restore_inotify(state)
+    hosts.remove_inventory(list(state.get("inventory_paths", [])) + [
+        str(d / f) for d in hosts.inventory_dirs(settings) for f in ("lab.yml", "lab_known_hosts", "lab_ssh_config")])
+    for c in hosts.CGROUP_CONTROLLERS:
+        top = hosts.CGROUP_ROOT / c / LAB_NAME
+        if top.is_dir():
+            try:
+                top.rmdir()
+            except OSError:
+                pass
+    state = {k: v for k, v in state.items() if k in ("inotify_orig",)}
+    state["up"] = False
+    _save_state(settings, state)
     return names
 
 
 def reset(settings: Settings, log: Log = _quiet) -> None:
     """`down`, then forget the hosts' overlays, secrets, key and monitoring data (the base stays)."""
-    down(settings, log)
-    with _lifecycle_lock(settings):
+    hosts.preflight()
+    with lab_lock():
+        _down(settings)
         d = lab_dir(settings)
         for sub in ("hosts", "monitoring", "ssh", "inventory"):
             shutil.rmtree(d / sub, ignore_errors=True)
@@ -234,10 +227,10 @@ def status(settings: Settings) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=8) as pool:
         for name, info in pool.map(lambda n: one(n) if n in table else (n, {"running": True, "stray": True}), names):
             out_hosts[name] = info
-    bridge = hosts._run(["ip", "link", "show", hosts.BRIDGE], check=False).returncode == 0
+    bridge = hosts._run(["ip", "link", "show", BRIDGE], check=False).returncode == 0
     up_now = bool(out_hosts) and all(h.get("running") for h in out_hosts.values()) and bridge
     return {"up": up_now and bool(state.get("up")), "bridge": bridge, "hosts": out_hosts,
-            "monitoring": monitoring.status(settings), "faults": _active_faults(settings),
+            "monitoring": monitoring.status(settings), "faults": faults.active_faults(settings),
             "inventory": str(hosts.inventory_path(settings)) if hosts.inventory_path(settings).exists() else None,
             "up_seconds": state.get("up_seconds"), "errors": state.get("errors", [])}
 
@@ -255,21 +248,6 @@ def _memory(name: str) -> dict[str, int | None]:
     except (OSError, ValueError):
         pass
     return out
-
-
-def _active_faults(settings: Settings) -> Any:
-    """Active faults as collector_lab.faults reports them, or None when that module is missing."""
-    try:
-        from collector_lab import faults  # written by the faults helper
-    except ImportError:
-        return None
-    fn = getattr(faults, "active_faults", None) or getattr(faults, "active", None)
-    if fn is None:
-        return None
-    try:
-        return fn(settings)
-    except Exception as exc:  # a broken fault module must not break status
-        return {"error": str(exc)}
 
 
 def is_up(settings: Settings) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import fcntl
 import gzip
 import hashlib
 import json
@@ -20,7 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
-from collector_lab import LOCK_FILE
+from collector_lab.lock import lab_lock as hold_lab_lock
 
 from collector.config import load_settings
 from collector.inventory import resolve
@@ -62,9 +61,9 @@ def text(bundle: str | Path, host: str, probe: str) -> str:
 
 
 def lab_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from collector.cli import main; sys.argv[0] = 'collector'; main()"
+    code = "import sys; from collector_lab.cli import main; sys.argv[0] = 'collector-lab'; main()"
     return subprocess.run(
-        [sys.executable, "-c", code, "lab", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False
     )
 
 
@@ -74,8 +73,7 @@ def full(
 ) -> dict[str, Any]:
     """One collection of app/db/redis per engine, holding the lab lock so no fault is half-applied."""
     out = tmp_path_factory.mktemp(f"full-{request.param}")
-    with open(LOCK_FILE, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with hold_lab_lock():
         rc, summary, _ = collect_json(
             "--hosts",
             ROLE_HOSTS,

@@ -98,7 +98,7 @@ def test_secret_filter_masks_secrets_in_log_records() -> None:
     # SecretFilter is pure stdlib; compile just that class so the test needs neither psycopg2 nor redis.
     start = source.index("class SecretFilter")
     end = source.index("class HttpError")
-    exec("from __future__ import annotations\nimport logging\n" + source[start:end], namespace)
+    exec("from __future__ import annotations\nimport logging\n" + source[start:end], namespace)  # noqa: S102
     record = logging.LogRecord("sergas", logging.ERROR, __file__, 1, "auth failed for %s", ("pw-123",), None)
     assert namespace["SecretFilter"](["pw-123"]).filter(record)  # type: ignore[operator]
     assert record.getMessage() == "auth failed for ***"

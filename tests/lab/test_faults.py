@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from collector_lab import faults
+from collector_lab import lock as lab_lock_module
 
 from collector.core import UsageError
 
@@ -62,18 +63,16 @@ def test_an_unknown_fault_is_a_usage_error_listing_the_known_ones() -> None:
 def test_the_lock_is_reentrant_for_its_holder_and_exclusive_for_others(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     lock = tmp_path / "lab.lock"
-    monkeypatch.setattr(faults, "LOCK_FILE", str(lock))
+    monkeypatch.setattr(lab_lock_module, "LOCK_FILE", str(lock))
     with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # as the tests' lab_lock fixture or `flock` does
+        fcntl.flock(held, fcntl.LOCK_EX)  # as `flock(1)` in a parent shell does
         started = time.monotonic()
-        with faults.lab_lock(timeout_s=5):
+        with lab_lock_module.lab_lock(timeout_s=5):
             pass
         assert time.monotonic() - started < 1  # no deadlock on our own lock
         fcntl.flock(held, fcntl.LOCK_UN)
-    with faults.lab_lock(timeout_s=5):
-        with open(lock, "a") as other:
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with lab_lock_module.lab_lock(timeout_s=5), open(lock, "a") as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 # ---------------------------------------------------------------------------- on the lab
@@ -121,16 +120,16 @@ REDIS_CLI = "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\
 
 def redis_memory(redis: Any) -> tuple[int, int]:
     info = sh(redis, f"{REDIS_CLI} info memory")
-    used = int(re.search(r"^used_memory:(\d+)", info, re.M).group(1))  # type: ignore[union-attr]
-    limit = int(re.search(r"^maxmemory:(\d+)", info, re.M).group(1))  # type: ignore[union-attr]
+    used = int(re.search(r"^used_memory:(\d+)", info, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    limit = int(re.search(r"^maxmemory:(\d+)", info, re.MULTILINE).group(1))  # type: ignore[union-attr]
     return used, limit
 
 
 def burst(app: Any, n: int = 24) -> list[str]:
     """n concurrent cache-missing order lookups on the app host; their status codes."""
     base = int(time.time()) % 400
-    cmd = ("for i in $(seq %d %d); do curl -s -m 15 -o /dev/null -w '%%{http_code}\\n' "
-           "\"http://127.0.0.1:8000/api/orders?customer_id=$i\" & done; wait") % (base + 1, base + n)
+    cmd = (f"for i in $(seq {base + 1} {base + n}); do curl -s -m 15 -o /dev/null -w '%{{http_code}}\\n' "
+           "\"http://127.0.0.1:8000/api/orders?customer_id=$i\" & done; wait")
     return sh(app, cmd).split()
 
 
@@ -205,9 +204,11 @@ def seen_rate_limited(lab: Any) -> None:
 
 def seen_error_storm(lab: Any) -> None:
     app = lab.host("app1")
-    time.sleep(3)
-    errors = journal(app, "sergas-app", "-3s").count("ERROR: GET /api/orders failed: ValueError")
-    assert errors >= 30  # 25 a second
+
+    def errors_in_3s() -> int:
+        return journal(app, "sergas-app", "-3s").count("ERROR: GET /api/orders failed: ValueError")
+    assert eventually("30 ValueError 500s within 3 s (25 a second)", lambda: errors_in_3s() >= 30,
+                      timeout_s=15, every_s=0.5)
 
 
 def seen_oom(lab: Any) -> None:
@@ -239,6 +240,16 @@ def seen_host_down(lab: Any) -> None:
     assert not hosts.is_running(lab.settings, "redis1")
     report = eventually("app unhealthy on redis", lambda: (r := health(lab.host("app1")))["status"] == "unhealthy" and r)
     assert report["checks"]["redis"]["status"] == "fail"
+
+
+def rest_of_lab(lab: Any, host: str) -> dict[str, Any]:
+    """What healing a fault on `host` must not change: other hosts' processes, monitoring, inventory, state."""
+    from collector_lab import hosts, lab_state
+    state = lab_state(lab.settings)
+    pids = hosts.nspawn_pids(lab.settings)
+    return {"hosts": {n: sorted(p) for n, p in pids.items() if n != host},
+            "monitoring": state.get("monitoring"),
+            "up_at": state.get("up_at"), "inventory": lab.inventory.stat().st_mtime_ns}
 
 
 def healed(lab: Any, name: str) -> None:
@@ -290,6 +301,7 @@ def test_fault_is_visible_after_break_and_gone_after_heal(lab: Any, lab_lock: No
     if faults.is_active(lab.settings, fault):  # a leftover of an interrupted run
         faults.heal_fault(name, lab.settings)
     assert not faults.is_active(lab.settings, fault)
+    before = rest_of_lab(lab, fault.host)
     try:
         message = faults.break_fault(name, lab.settings)
         assert message.startswith(f"broke {name} on {fault.host}")
@@ -299,3 +311,6 @@ def test_fault_is_visible_after_break_and_gone_after_heal(lab: Any, lab_lock: No
         message = faults.heal_fault(name, lab.settings)
     assert message.startswith(f"healed {name}")
     healed(lab, name)
+    # Healing starts at most the fault's own host: the others, monitoring, the inventory and the
+    # record of the last `up` stay as they were (healing host-down used to run the whole `lab up`).
+    assert rest_of_lab(lab, fault.host) == before

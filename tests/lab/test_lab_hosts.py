@@ -20,6 +20,7 @@ import yaml
 from collector_lab import BRIDGE, LAB_NAME, assets, base, hosts, monitoring
 
 from collector.config import Settings
+from collector.times import wait_until
 
 COLLECTOR_LAB = str(Path(sys.executable).parent / "collector-lab")
 ROLE_SERVICE = {"app": "sergas-app", "db": "postgresql", "redis": "redis-server", "web": "ssh"}
@@ -198,14 +199,10 @@ def test_app_health_is_healthy_from_the_host_and_over_the_bridge(lab: Any, lab_l
 
 @pytest.mark.lab
 def test_prometheus_scrapes_app1_and_loaded_the_runbook_alerts(lab: Any, lab_lock: None) -> None:
-    deadline = time.monotonic() + 20
-    result: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+    def app1_up() -> list[dict[str, Any]]:
         result = _promql(lab, 'up{job="sergas-app",host="app1"}')
-        if result and result[0]["value"][1] == "1":
-            break
-        time.sleep(1)
-    assert result and result[0]["value"][1] == "1", result
+        return result if result and result[0]["value"][1] == "1" else []
+    assert wait_until(app1_up, 20, 0.5), _promql(lab, 'up{job="sergas-app",host="app1"}')
     rules = _get_json(f"{lab.prometheus_url}/api/v1/rules")["data"]["groups"]
     names = {r["name"] for g in rules for r in g["rules"]}
     assert {"SergasAppDown", "SergasHigh5xxRatio", "SergasHighLatencyP95", "SergasZohoCircuitBreakerOpen"} <= names
