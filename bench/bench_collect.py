@@ -35,7 +35,7 @@ from typing import Any, Callable
 import yaml
 
 from collector.inventory import load_inventory
-from collector.probes import build_request, host_roles, load_entries, runner_module
+from collector.probes import build_request, load_entries, runner_module
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -55,7 +55,7 @@ def rendered_commands(inventory: str, hosts: list[str]) -> dict[str, dict[str, d
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for host in hosts:
         hostvars = inv.hosts[host]
-        request = build_request(entries, hostvars, host_roles(inv.groups[host], hostvars),
+        request = build_request(entries, hostvars, inv.roles(host),
                                 since=SINCE, cap_bytes=25 << 20, default_timeout_s=30)
         values = dict(request["vars"], since=runner.journal_since(SINCE), since_utc=runner.since_utc(SINCE))
         out[host] = {}

@@ -25,6 +25,7 @@ from collector import __version__
 from collector.config import Settings
 from collector.core import BUNDLE_SCHEMA, ProbeResult, RunResult, UsageError, utcnow
 from collector.redact import Redactor
+from collector.times import instant_or_none
 
 REDACTION_SCHEMA = "incident-collector/redaction/v1"
 SUMS = "SHA256SUMS"
@@ -52,19 +53,9 @@ def _safe_name(text: str) -> str:
     return out or "_"
 
 
-def _parse_time(stamp: str | None) -> _dt.datetime | None:
-    if not stamp:
-        return None
-    try:
-        parsed = _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.timezone.utc)
-
-
 def incident_id(pattern: str, started: str | None = None) -> str:
     """The default incident id: inc-YYYYMMDDTHHMMSSZ-<pattern-slug>."""
-    when = _parse_time(started) or _dt.datetime.now(_dt.timezone.utc)
+    when = instant_or_none(started) or _dt.datetime.now(_dt.timezone.utc)
     return f"inc-{when.astimezone(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{slug(pattern)}"
 
 
@@ -169,7 +160,7 @@ def _tarinfo(name: str, kind: bytes, size: int, mtime: int) -> tarfile.TarInfo:
 
 def _archive_mtime(manifest: dict[str, Any]) -> int:
     """The archive's fixed timestamp: the run's start, so the same folder gives the same bytes."""
-    started = _parse_time(manifest.get("started"))
+    started = instant_or_none(manifest.get("started"))
     return int(started.timestamp()) if started else 0
 
 

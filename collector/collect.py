@@ -6,9 +6,7 @@ Every host's outcome is a value (RunResult); a Ctrl-C still writes a valid bundl
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
-import re
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -17,14 +15,11 @@ from typing import Any, Callable
 
 from collector.config import Settings, load_settings
 from collector.core import EXIT_OK, EXIT_PARTIAL, HostResult, ProbeResult, RunResult, UsageError, utcnow
-from collector.inventory import default_inventory, inventory_files, load_inventory
-from collector.probes import host_roles, load_entries
+from collector.inventory import Inventory, default_inventory, inventory_files, load_inventory
+from collector.jsonfile import read_json
+from collector.probes import load_entries
+from collector.times import instant_or_none, iso_z, window_start
 from collector.transport import ENGINES, Interrupted, Payload, Progress, Target, get_transport, no_progress
-
-_DURATION = re.compile(r"^\d+[smhdw]$")
-# Host vars whose values are secrets: the redactor is told them so they vanish wherever they appear.
-_SECRET_VARS = re.compile(r"password|passwd|secret|token|_key$|apikey|api_key", re.I)
-_NOT_SECRET_VARS = {"ansible_ssh_private_key_file", "ansible_private_key_file"}
 
 
 @dataclass
@@ -41,16 +36,12 @@ class CollectOutcome:
 
 
 def check_since(since: str) -> str:
-    """`10m`, `2h`, `1d`... or an ISO timestamp; anything else → UsageError."""
+    """`10m`, `2h`, `1d`... or an ISO timestamp (collector.times); anything else → UsageError."""
     text = str(since).strip()
-    if _DURATION.match(text):
-        return text
     try:
-        _dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"--since {since!r}: give a duration like 10m, 2h, 1d or a timestamp like 2026-11-28T05:00"
-        ) from None
+        window_start(text, _dt.datetime.now(_dt.UTC))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return text
 
 
@@ -63,16 +54,9 @@ def resolve_inventory(settings: Settings, explicit: str | None) -> str:
     return default_inventory()
 
 
-def known_secrets(targets: dict[str, Target]) -> list[str]:
-    """Secret values found in host vars (passwords, tokens): redacted wherever they show up."""
-    found: set[str] = set()
-    for target in targets.values():
-        for key, value in target.hostvars.items():
-            if key in _NOT_SECRET_VARS or not _SECRET_VARS.search(key):
-                continue
-            if isinstance(value, str) and len(value) >= 4 and "{{" not in value:
-                found.add(value)
-    return sorted(found)
+def collect_targets(inv: Inventory, names: list[str]) -> dict[str, Target]:
+    """The hosts to collect from, each with its vars and roles."""
+    return {n: Target(n, inv.hosts[n], inv.roles(n)) for n in names}
 
 
 class _Log:
@@ -193,7 +177,7 @@ def collect(
         if early is not None:
             early.cancel()
         raise
-    targets = {n: Target(n, inv.hosts[n], host_roles(inv.groups[n], inv.hosts[n])) for n in names}
+    targets = collect_targets(inv, names)
     payload.extra["inventory_files"] = inv.files
     transport = get_transport(settings.engine)
     if on_hosts is not None:
@@ -235,7 +219,8 @@ def collect(
     run.monitoring = list(monitoring)
     run.finished = utcnow()
     log(f"finished: {sum(r.status == 'ok' for r in run.hosts.values())}/{len(run.hosts)} host(s) ok")
-    bundle = _write(run, settings, log, known_secrets(targets))
+    # Secret host vars (passwords, tokens) are redacted wherever they show up.
+    bundle = _write(run, settings, log, inv.secret_values(names))
     outcome = CollectOutcome(run, bundle, _exit_code(run), log=log.lines)
     if after and not run.interrupted:
         warmer.join(timeout=30)
@@ -301,9 +286,8 @@ def _artifact_run_dir(path: Path) -> Path:
 
 def _command_args(run_dir: Path) -> tuple[str, str]:
     """(pattern, inventory) from the artifacts' `command` file; ('all', '?') when absent."""
-    try:
-        argv = json.loads((run_dir / "command").read_text()).get("command") or []
-    except (OSError, ValueError, AttributeError):
+    argv = read_json(run_dir / "command", {}, want=dict).get("command") or []
+    if not argv:
         return "all", "?"
     pattern, inventories = "all", []
     for i, word in enumerate(argv):
@@ -363,10 +347,5 @@ def ingest(
 
 def _iso(stamp: str) -> str:
     """ansible-runner's `created` (naive UTC ISO) in our format."""
-    try:
-        moment = _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return stamp
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    moment = instant_or_none(stamp)
+    return iso_z(moment) if moment else stamp

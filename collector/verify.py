@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -20,8 +19,8 @@ from typing import Any
 from collector.config import Settings
 from collector.inventory import Inventory
 from collector.monitoring import Query, run_query, shape_alerts, shape_instant, urls
+from collector.times import wait_until
 
-ROLES = ("app", "db", "redis", "web")
 ERROR_RATIO_MAX = 0.01  # runbook: 5xx ratio < 1 %
 P95_MAX_S = 0.200  # runbook: p95 < 200 ms
 MONITORING = "monitoring"
@@ -38,14 +37,6 @@ class Check:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def roles_of(inv: Inventory, host: str) -> list[str]:
-    """A host's roles: collector_roles when set, else its group names among app/db/redis/web."""
-    explicit = inv.hosts.get(host, {}).get("collector_roles")
-    if explicit:
-        return [str(r) for r in explicit]
-    return [g for g in inv.groups.get(host, []) if g in ROLES]
 
 
 def testinfra_host(hostvars: Mapping[str, Any], name: str) -> Any:
@@ -122,7 +113,7 @@ def _redis_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
 def host_checks(inv: Inventory, name: str, *, only_health: bool = False) -> list[Check]:
     """The per-host part of the checklist, by role; an unreachable host is one failed check."""
     hostvars = inv.hosts.get(name, {})
-    roles = roles_of(inv, name)
+    roles = inv.roles(name)
     try:
         host = testinfra_host(hostvars, name)
         probe = host.run("true")
@@ -141,7 +132,7 @@ def host_checks(inv: Inventory, name: str, *, only_health: bool = False) -> list
         if "redis" in roles:
             checks.append(_redis_check(host, name, hostvars))
         return checks
-    except Exception as exc:  # a broken connection is a failed check, never a crashed verify
+    except Exception as exc:  # noqa: BLE001 - a broken connection is a failed check, never a crashed verify
         return [Check("reachable", name, False, f"{type(exc).__name__}: {str(exc).strip()[:160]}")]
 
 
@@ -153,7 +144,16 @@ def _window_expr(expr: str, window: str) -> str:
 def _prom_query(base: str, name: str, expr: str, timeout_s: float) -> dict[str, Any]:
     url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     result = run_query(Query(name, "prometheus", url, shape_instant, {"query": expr}), timeout_s)
-    return json.loads(result.output)
+    answer: dict[str, Any] = json.loads(result.output)
+    return answer
+
+
+def _percent(value: float) -> str:
+    return f"{value:.2%}"
+
+
+def _millis(value: float) -> str:
+    return f"{value * 1000:.0f} ms"
 
 
 def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = None, *,
@@ -163,8 +163,8 @@ def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = N
     prometheus, alertmanager = urls(settings, hostvars)
     checks = []
     for name, query, title, limit, shown in (
-            ("error_ratio", settings.promql_error_ratio, "5xx ratio < 1%", ERROR_RATIO_MAX, lambda v: f"{v:.2%}"),
-            ("p95_latency", settings.promql_p95, "p95 < 200 ms", P95_MAX_S, lambda v: f"{v * 1000:.0f} ms")):
+            ("error_ratio", settings.promql_error_ratio, "5xx ratio < 1%", ERROR_RATIO_MAX, _percent),
+            ("p95_latency", settings.promql_p95, "p95 < 200 ms", P95_MAX_S, _millis)):
         answer = _prom_query(prometheus, name, _window_expr(query, window), timeout_s)
         if answer.get("error"):
             checks.append(Check(title, MONITORING, False, str(answer["error"])[:160]))
@@ -240,15 +240,19 @@ def verify(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: 
            progress: Callable[[list[Check]], None] | None = None) -> list[Check]:
     """The checklist, repeated every few seconds until it passes or `wait_s` has gone by."""
     names = list(hosts)
-    deadline = time.monotonic() + max(0.0, wait_s)
-    while True:
+
+    def attempt() -> list[Check] | None:
         checks = run_checks(inv, names, settings, window=window, monitoring=monitoring, only_health=only_health,
                             allowed_alerts=allowed_alerts)
-        if passed(checks) or time.monotonic() >= deadline:
+        last[:] = checks
+        if passed(checks):
             return checks
         if progress:
             progress(checks)
-        time.sleep(min(5.0, max(0.5, deadline - time.monotonic())))
+        return None
+
+    last: list[Check] = []
+    return wait_until(attempt, wait_s, interval_s=5.0) or last
 
 
 def passed(checks: Iterable[Check]) -> bool:

@@ -20,7 +20,6 @@ CATALOGUE_KEY = "collector_probes"
 _LOADER = getattr(
     yaml, "CSafeLoader", yaml.SafeLoader
 )  # libyaml when present: the catalogue is read every run
-ROLES = ("app", "db", "redis", "web")
 # Fields of a catalogue entry the runner reads beyond the typed Probe (kept as data, passed through).
 _RUNNER_EXTRA = ("ok_rc", "serial")
 # Host vars a probe may read; everything else in hostvars stays on the control machine.
@@ -106,16 +105,6 @@ def select(probes: Iterable[Probe], roles: Iterable[str]) -> list[Probe]:
     """The probes that apply to a host with these roles (a probe for `all` applies everywhere)."""
     wanted = set(roles) | {"all"}
     return [p for p in probes if set(p.roles) & wanted]
-
-
-def host_roles(groups: Iterable[str], hostvars: dict[str, Any]) -> tuple[str, ...]:
-    """A host's roles: `collector_roles` if set, else its group names among the known roles."""
-    explicit = hostvars.get("collector_roles")
-    if explicit:
-        if isinstance(explicit, str):
-            explicit = [r.strip() for r in explicit.split(",")]
-        return tuple(str(r) for r in explicit if r)
-    return tuple(r for r in ROLES if r in set(groups))
 
 
 def probe_vars(hostvars: dict[str, Any]) -> dict[str, Any]:

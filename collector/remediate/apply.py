@@ -20,7 +20,8 @@ from collector.remediate import Refused
 from collector.remediate.actions import Action, get_action
 from collector.remediate.approve import approval_problem
 from collector.remediate.audit import AuditLog
-from collector.remediate.plan import Plan, load_plan, parse_time, play_summary, requester_name
+from collector.remediate.plan import Plan, load_plan, play_summary, requester_name
+from collector.times import parse_instant
 from collector.verify import Check, passed, verify
 
 ACTIONS_SCHEMA = "incident-collector/actions/v1"
@@ -72,7 +73,7 @@ def restart_blocked(action: Action, targets: list[str], audit: AuditLog, min_int
         last = audit.last_restart(host)
         if last is None:
             continue
-        age = current - parse_time(last).timestamp()
+        age = current - parse_instant(last).timestamp()
         if age < min_interval_s:
             blocked[host] = round(min_interval_s - age, 1)
     return blocked
@@ -150,7 +151,7 @@ def apply_plan(path: str | Path, settings: Settings, *, max_hosts: int | None = 
     if blocked:
         _check_rate_limited(plan, action, blocked, audit)
 
-    redactor = Redactor(settings.redact_patterns)
+    redactor = Redactor(settings.redact_patterns, inv.secret_values(plan.targets))
     actor = _actor()
     result = ApplyResult(plan=plan, started=utcnow())
     audit.append("apply-start", actor=actor, plan_id=plan.id, plan_hash=plan.hash, action=plan.action,
@@ -211,7 +212,7 @@ def _verify_hosts(inv: Inventory, plan: Plan) -> list[str]:
     """The targets plus the app's dependencies (db, redis groups) when the inventory has them."""
     hosts = list(plan.targets)
     for host in inv.hosts:
-        if host not in hosts and {"db", "redis"} & set(inv.groups.get(host, [])):
+        if host not in hosts and {"db", "redis"} & set(inv.roles(host)):
             hosts.append(host)
     return hosts
 

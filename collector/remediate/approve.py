@@ -9,7 +9,8 @@ from collector.config import Settings
 from collector.core import UsageError, utcnow
 from collector.remediate import Refused
 from collector.remediate.audit import AuditLog
-from collector.remediate.plan import Plan, load_plan, parse_time, save_plan
+from collector.remediate.plan import Plan, load_plan, save_plan
+from collector.times import parse_instant
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def approve_plan(path: str | Path, approver: str, settings: Settings, *, break_g
         _refuse(audit, plan, name, f"{name} requested this plan and cannot approve it; a second person must "
                                    "(or --break-glass REASON, which is audited)")
     now = utcnow()
-    expires = (parse_time(now) + _dt.timedelta(seconds=settings.approval_ttl_s)).isoformat(timespec="milliseconds")
+    expires = (parse_instant(now) + _dt.timedelta(seconds=settings.approval_ttl_s)).isoformat(timespec="milliseconds")
     approval = Approval(approver=name, approved=now, plan_hash=plan.hash, expires=expires.replace("+00:00", "Z"),
                         break_glass=break_glass.strip() if break_glass else None)
     audit.append("approve", actor=name, plan_id=plan.id, plan_hash=plan.hash, action=plan.action,
@@ -76,9 +77,9 @@ def approval_problem(plan: Plan, settings: Settings, audit: AuditLog, *, now: st
                 and r.get("break_glass") == approval.get("break_glass")]
     if not recorded:
         return f"no approval by {approver} for this plan hash is recorded in the audit log {audit.path}"
-    current = parse_time(now or utcnow())
-    approved = parse_time(str(approval.get("approved")))
-    deadline = min(parse_time(str(approval.get("expires"))), approved + _dt.timedelta(seconds=settings.approval_ttl_s))
+    current = parse_instant(now or utcnow())
+    approved = parse_instant(str(approval.get("approved")))
+    deadline = min(parse_instant(str(approval.get("expires"))), approved + _dt.timedelta(seconds=settings.approval_ttl_s))
     if current >= deadline:
         return f"the approval by {approver} expired at {deadline.isoformat(timespec='seconds')}; approve again"
     return None

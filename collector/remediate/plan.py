@@ -5,7 +5,6 @@ after the fact is seen by `apply`; the approval is stored in the same file and n
 """
 from __future__ import annotations
 
-import datetime as _dt
 import difflib
 import getpass
 import hashlib
@@ -23,6 +22,7 @@ from collector.core import UsageError, utcnow
 from collector.inventory import Inventory, load_inventory
 from collector.redact import Redactor
 from collector.remediate.actions import Action, get_action, validate_params
+from collector.times import parse_instant
 
 PLAN_SCHEMA = "incident-collector/plan/v1"
 _UNHASHED = ("hash", "approval")
@@ -56,7 +56,7 @@ class Plan:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def created_epoch(self) -> float:
-        return parse_time(self.created).timestamp()
+        return parse_instant(self.created).timestamp()
 
     def extravars(self, hosts_pattern: str | None = None) -> dict[str, Any]:
         """The Ansible variables for this plan's playbook."""
@@ -75,11 +75,6 @@ class Plan:
         return [h for h in self.targets if self.check.get(h, {}).get("status") in ("failed", "unreachable")]
 
 
-def parse_time(stamp: str) -> _dt.datetime:
-    """An ISO time written by utcnow() as an aware datetime."""
-    return _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
 def requester_name(explicit: str | None, settings: Settings) -> str:
     """--as NAME, else $COLLECTOR_USER (settings.user), else the login name."""
     for name in (explicit, settings.user):
@@ -92,10 +87,10 @@ def requester_name(explicit: str | None, settings: Settings) -> str:
 
 
 def targets_for(action: Action, inv: Inventory, pattern: str) -> list[str]:
-    """Hosts matching `pattern` that belong to one of the action's groups; none → UsageError."""
+    """Hosts matching `pattern` with one of the action's roles (Inventory.roles); none → UsageError."""
     matched = inv.match(pattern)
     wanted = set(action.groups)
-    targets = [h for h in matched if wanted & (set(inv.groups.get(h, [])) | set(inv.hosts[h].get("collector_roles") or []))]
+    targets = [h for h in matched if wanted & set(inv.roles(h))]
     if not targets:
         raise UsageError(
             f"{action.name} acts on hosts in group {'/'.join(action.groups)}; pattern {pattern!r} matches none of them"
@@ -168,14 +163,14 @@ def make_plan(action_name: str, pattern: str, raw_params: Mapping[str, str], set
     targets = targets_for(action, inv, pattern)
     created = utcnow()
     plan = Plan(
-        id=f"{parse_time(created):%Y%m%dT%H%M%SZ}-{action.name}-{secrets.token_hex(3)}",
+        id=f"{parse_instant(created):%Y%m%dT%H%M%SZ}-{action.name}-{secrets.token_hex(3)}",
         action=action.name, params=params, pattern=pattern, inventory=inv.source, targets=targets,
         requester=requester_name(requester, settings), created=created,
         bundle=str(Path(bundle).resolve()) if bundle else None,
     )
     run = run_playbook(action.playbook, inv.source, ",".join(targets), plan.extravars(), check=True, diff=True,
                        forks=forks)
-    redactor = Redactor(settings.redact_patterns)
+    redactor = Redactor(settings.redact_patterns, inv.secret_values(targets))
     pins: dict[str, str | None] = {}
     for host in targets:
         play = run.hosts.get(host)
