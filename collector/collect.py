@@ -1,18 +1,25 @@
 """The collect step: inventory + pattern → transport runs the probe runner everywhere → bundle → triage → report.
 
-Every host's outcome is a value (RunResult); a Ctrl-C still writes a valid bundle marked interrupted.
+Every host's outcome is a value (RunResult). Each host's evidence goes into the bundle as it arrives;
+Ctrl-C, SIGTERM and SIGHUP (a dropped SSH session) still write a valid bundle marked interrupted, and a
+full disk keeps what was written and marks the bundle incomplete. The archive is written once, at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from types import FrameType
+from typing import Any
 
+from collector import envfile
+from collector.bundle import Bundle, BundleWriter
 from collector.config import Settings, load_settings
 from collector.core import EXIT_OK, EXIT_PARTIAL, HostResult, ProbeResult, RunResult, UsageError, utcnow
 from collector.inventory import Inventory, default_inventory, inventory_files, load_inventory
@@ -33,6 +40,7 @@ class CollectOutcome:
     reports: Any = None
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # non-fatal problems (triage/report missing or failing)
+    incomplete: dict[str, Any] | None = None  # the disk failed while writing: why, and which files are missing
 
 
 def check_since(since: str) -> str:
@@ -71,62 +79,112 @@ class _Log:
             self.lines.append(f"{utcnow()} {message}")
 
 
-def _monitoring(settings: Settings, hostvars: dict[str, Any], log: _Log) -> list[ProbeResult]:
+# Signals that stop a collection the way Ctrl-C does (SIGHUP: the SSH session that ran us dropped).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_last_signal: list[str] = []
+
+
+def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    _last_signal[:] = [signal.Signals(signum).name]
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGHUP behave like Ctrl-C (main thread only): the run stops, the bundle is written."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _as_ctrl_c)
+
+
+@contextlib.contextmanager
+def _held_signals() -> Iterator[list[int]]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP while the block runs (half a bundle is worse than a second's wait);
+    the list yielded collects the signals that came, for the caller to act on afterwards."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
     try:
-        from collector.monitoring import collect_monitoring
-    except ImportError:
-        log("monitoring: collector.monitoring is not installed; skipped")
-        return []
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _signal_name() -> str:
+    return _last_signal[0] if _last_signal else "Ctrl-C"
+
+
+def _monitoring(settings: Settings, hostvars: dict[str, Any], log: _Log) -> list[ProbeResult]:
+    from collector.monitoring import collect_monitoring  # late: HTTP clients load while the hosts work
+
     try:
         return list(collect_monitoring(settings, hostvars))
-    except Exception as exc:  # the control-machine queries must never sink the host evidence
+    except Exception as exc:  # noqa: BLE001 - the control-machine queries must never sink the host evidence
         log(f"monitoring: failed: {exc!r}")
         return []
 
 
-def _logging_progress(progress: Progress, log: _Log) -> Progress:
+def _logging_progress(progress: Progress, log: _Log, writer: BundleWriter | None = None) -> Progress:
     def relay(host: str, event: str, detail: dict[str, Any]) -> None:
         if event == "done":
             error = f" ({detail.get('error')})" if detail.get("error") else ""
             log(f"host {host}: {detail.get('status')}{error}")
-        try:
+            result = detail.get("result")
+            if writer is not None and isinstance(result, HostResult):
+                try:
+                    writer.add_host(result)  # into the bundle now: a signal or a full disk later keeps it
+                except Exception as exc:  # noqa: BLE001 - the final write tries again (evidence still in memory)
+                    log(f"host {host}: writing its evidence failed: {exc!r}")
+        with contextlib.suppress(Exception):  # a display glitch must not cost evidence
             progress(host, event, detail)
-        except Exception:  # a display glitch must not cost evidence
-            pass
 
     return relay
 
 
 def _after(bundle: Path, outcome: CollectOutcome, log: _Log) -> None:
-    """Triage then reports, when those steps are installed; failures are notes, not errors.
+    """Triage then reports (failures are notes, not errors); the caller seals once afterwards."""
+    from collector.report import render_reports
+    from collector.triage import triage_bundle
 
-    Triage leaves the sealing (checksums + archive) to the report step, which seals anyway: one
-    archive rewrite instead of two. When there is no report step, we seal here.
-    """
-    sealed = True
     try:
-        from collector.triage import triage_bundle
-    except ImportError:
-        pass
-    else:
-        try:
-            outcome.findings = triage_bundle(bundle, seal=False).to_dict()  # typed: collector.core.Findings
-            sealed = False
-        except Exception as exc:
-            outcome.notes.append(f"triage failed: {exc!r}"[:300])
+        outcome.findings = triage_bundle(bundle, seal=False).to_dict()  # typed: collector.core.Findings
+    except Exception as exc:  # noqa: BLE001 - the evidence is written; a failing step is a note
+        outcome.notes.append(f"triage failed: {exc!r}"[:300])
     try:
-        from collector.report import render_reports
-
-        outcome.reports = render_reports(bundle)
-        sealed = True
-    except ImportError:
-        pass
-    except Exception as exc:
+        outcome.reports = render_reports(bundle, seal=False)
+    except Exception as exc:  # noqa: BLE001 - the evidence is written; a failing step is a note
         outcome.notes.append(f"report failed: {exc!r}"[:300])
-    if not sealed:
-        from collector.bundle import Bundle
 
-        Bundle.open(bundle).seal()
+
+def _finish(writer: BundleWriter, run: RunResult, outcome_log: _Log, after: bool,
+            before_after: Callable[[], None] = lambda: None) -> CollectOutcome:
+    """Write the rest of the bundle, run the after-steps unless stopped, seal once; the outcome."""
+    with _held_signals() as caught:
+        outcome_log("writing the bundle")
+        bundle = writer.finish(run, list(outcome_log.lines))
+    outcome = CollectOutcome(run, bundle, _exit_code(run), log=outcome_log.lines, incomplete=writer.incomplete)
+    if outcome.incomplete is not None:
+        missing = outcome.incomplete["missing"]
+        outcome.notes.append(f"bundle INCOMPLETE ({outcome.incomplete['reason']}): {len(missing) - 1} evidence "
+                             f"file(s) and the archive not written; what came before is in {bundle}")
+        outcome.exit_code = EXIT_PARTIAL
+        return outcome  # no triage, report or archive: each needs room the disk does not have
+    stopped = bool(caught)
+    if after and not run.interrupted and not stopped:
+        before_after()
+        try:
+            _after(bundle, outcome, outcome_log)
+        except KeyboardInterrupt:
+            stopped = True
+    if stopped:
+        outcome.notes.append(f"interrupted ({_signal_name()}) after the collection: triage and reports skipped")
+        outcome.exit_code = EXIT_PARTIAL
+    with _held_signals():
+        Bundle.open(bundle).seal()  # the one archive of this command
+    return outcome
 
 
 def collect(
@@ -180,8 +238,6 @@ def collect(
     targets = collect_targets(inv, names)
     payload.extra["inventory_files"] = inv.files
     transport = get_transport(settings.engine)
-    if on_hosts is not None:
-        on_hosts(targets, payload)
     log = _Log()
     run = RunResult(
         incident=incident or "",
@@ -192,6 +248,15 @@ def collect(
         started=utcnow(),
         since=since_value,
     )
+    try:  # Secret host vars (passwords, tokens) are redacted wherever they show up.
+        writer = BundleWriter(run, settings, known_secrets=inv.secret_values(names),
+                              dotenv_probes=envfile.capture_probes(entries), hosts_hint=len(targets))
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
+    if on_hosts is not None:
+        on_hosts(targets, payload)
     log(
         f"collect {pattern!r}: {len(targets)} host(s) from {inv.source}, engine {settings.engine}, since {since_value}"
     )
@@ -203,40 +268,38 @@ def collect(
     warmer = threading.Thread(target=_warm_up, daemon=True)  # the controller idles while hosts work
     if after:
         warmer.start()
+    relay = _logging_progress(progress, log, writer)
     try:
         if early is not None:
-            run.hosts = early.finish(targets, _logging_progress(progress, log))
+            run.hosts = early.finish(targets, relay)
         else:
-            run.hosts = transport(targets, payload, settings, _logging_progress(progress, log))
+            run.hosts = transport(targets, payload, settings, relay)
     except (Interrupted, KeyboardInterrupt) as exc:
         run.interrupted = True
         run.hosts = getattr(exc, "results", {}) or {
             n: HostResult(n, "failed", "interrupted before this host answered", roles=t.roles)
             for n, t in targets.items()
         }
-        log("interrupted by the user (Ctrl-C): writing what was collected")
-    watcher.join(timeout=0 if run.interrupted else 30)
+        log(f"interrupted ({_signal_name()}): writing what was collected")
+    try:
+        watcher.join(timeout=0 if run.interrupted else 30)
+    except KeyboardInterrupt:  # the monitoring answers are the least of it: write the hosts' evidence
+        run.interrupted = True
+        log(f"interrupted ({_signal_name()}) waiting for monitoring: writing what was collected")
     run.monitoring = list(monitoring)
     run.finished = utcnow()
     log(f"finished: {sum(r.status == 'ok' for r in run.hosts.values())}/{len(run.hosts)} host(s) ok")
-    # Secret host vars (passwords, tokens) are redacted wherever they show up.
-    bundle = _write(run, settings, log, inv.secret_values(names))
-    outcome = CollectOutcome(run, bundle, _exit_code(run), log=log.lines)
-    if after and not run.interrupted:
-        warmer.join(timeout=30)
-        _after(bundle, outcome, log)
-    return outcome
+    return _finish(writer, run, log, after, before_after=lambda: warmer.join(timeout=30))
 
 
 def _warm_up() -> None:
     """Import triage and compile the report templates while the hosts run their probes (~0.3 s saved)."""
-    try:
+    # The after-steps load what they need anyway and report their own errors.
+    with contextlib.suppress(Exception):
         import collector.triage.measures  # noqa: F401 - the import is the point
         from collector.report.render import warm_up
 
         warm_up()
-    except Exception:  # noqa: BLE001 - the after-steps load what they need anyway and report their own errors
-        pass
 
 
 def _start_early(settings: Settings, pattern: str, payload: Payload) -> Any:
@@ -252,22 +315,6 @@ def _exit_code(run: RunResult) -> int:
     if run.interrupted or any(r.status != "ok" for r in run.hosts.values()):
         return EXIT_PARTIAL
     return EXIT_OK
-
-
-def _write(run: RunResult, settings: Settings, log: _Log, secrets: list[str]) -> Path:
-    """Write the bundle with Ctrl-C held off: half a bundle is worse than a second's wait."""
-    from collector.bundle import write_bundle
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
-    try:
-        log("writing the bundle")
-        return write_bundle(
-            run, settings, out_dir=Path(settings.out_dir), log_lines=list(log.lines), known_secrets=secrets
-        )
-    finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
 
 
 # ---- ingest: the same bundle from a playbooks/collect.yml run made elsewhere (AWX, ansible-runner) --------
@@ -338,11 +385,8 @@ def ingest(
     )
     for name, result in run.hosts.items():
         log(f"host {name}: {result.status}" + (f" ({result.error})" if result.error else ""))
-    bundle = _write(run, settings, log, [])
-    outcome = CollectOutcome(run, bundle, _exit_code(run), log=log.lines)
-    if after:
-        _after(bundle, outcome, log)
-    return outcome
+    writer = BundleWriter(run, settings, hosts_hint=len(run.hosts))
+    return _finish(writer, run, log, after)
 
 
 def _iso(stamp: str) -> str:

@@ -36,13 +36,22 @@ class Settings:
         "histogram_quantile(0.95, sum(rate(sergas_http_request_duration_seconds_bucket[5m])) by (le))"
     )
     plans_dir: str = "plans"
-    audit_log: str = "audit/audit.jsonl"
-    approval_ttl_s: float = 3600.0
-    batch_size: int = 1
-    blast_radius: int = 10
-    restart_min_interval_s: float = 60.0
+    # The remediation limits live in the root-owned policy (collector/remediate/policy.py); these settings
+    # can only tighten them (None = the policy's value). The audit log's path is the policy's alone:
+    # `audit_log` here only names a log for `collector audit verify` to read.
+    audit_log: str | None = None
+    approval_ttl_s: float | None = None
+    batch_size: int | None = None
+    blast_radius: int | None = None
+    restart_min_interval_s: float | None = None
+    signing_key: str | None = None  # --key: an SSH private key, or a .pub whose key ssh-agent holds
     state_dir: str = "/var/lib/incident-collector"  # lab base image cache and lab state
     user: str = ""
+    # Evidence (bundles, archives, plans, audit log) is private to its owner: 0700/0600. A team group here
+    # makes it 0750/0640 with that group (never world-readable).
+    evidence_group: str = ""
+    # The controller's HMAC key for .env fingerprints (collector.envfile); "" = ~/.local/state/incident-collector.
+    fingerprint_key: str = ""
 
 
 def _config_file() -> Path | None:
@@ -67,6 +76,7 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
                     raise ValueError(value)
                 return lowered in ("1", "true", "yes", "on")
             return bool(value)
+        kind = {"float | None": float, "int | None": int, "str | None": str}.get(str(kind), kind)
         if kind in (int, "int"):
             return int(value)
         if kind in (float, "float"):

@@ -124,7 +124,9 @@ def withheld(name: str, exc: BaseException) -> str:
             "Fix the redaction rules and re-run `collector report`.]\n")
 
 
-def render_reports(bundle_path: str | Path, formats: Iterable[str] = FORMATS) -> list[Path]:
+def render_reports(
+    bundle_path: str | Path, formats: Iterable[str] = FORMATS, *, seal: bool = True
+) -> list[Path]:
     """Write report.html / report.md and TICKET.md into the bundle, then re-seal it; returns the paths.
 
     Redaction fails closed: a report the scrubber cannot check is replaced by a placeholder, the
@@ -146,7 +148,8 @@ def render_reports(bundle_path: str | Path, formats: Iterable[str] = FORMATS) ->
             path.unlink(missing_ok=True)
             path.write_text(withheld(name, exc))  # a constant text: nothing to scrub
         written.append(path)
-    bundle.seal()
+    if seal:  # False: the caller seals once at the end of its command (collect, remediate apply)
+        bundle.seal()
     if failed:
         raise RedactionFailed("reports withheld, redaction failed: " + "; ".join(failed))
     return written

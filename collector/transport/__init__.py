@@ -21,6 +21,7 @@ from collector.probes import build_request, request_json, runner_source
 
 ENGINES = ("ssh", "ansible")
 # progress(host, event, detail): events "connecting", "running", "probe" (detail: probe, status), "done"
+# (detail: status, error, result: the HostResult, which collect writes into the bundle as it arrives)
 Progress = Callable[[str, str, dict[str, Any]], None]
 _PROGRESS_LINE = re.compile(rb"^@@probe (\S+) (\S+)\s*$")
 

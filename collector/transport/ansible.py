@@ -173,6 +173,7 @@ def run_playbook(
     connect_timeout_s: float = 10.0,
     event_handler: Callable[[dict[str, Any]], Any] | None = None,
     cancel: threading.Event | None = None,
+    unsafe_vars: bool = False,
 ) -> PlaybookRun:
     """Run a playbook through ansible-runner and return plain values (never raises for a host).
 
@@ -198,9 +199,10 @@ def run_playbook(
     flags = [flag for flag, on in (("--check", check), ("--diff", diff)) if on]
     if extravars:
         # A 0600 file, not ansible-runner's inline `-e {json}`: extra vars stay out of argv and `ps`.
-        varfile = workdir / "extravars.json"
+        # unsafe_vars: every string is tagged `!unsafe`, so Ansible never templates it (remediate's params).
+        varfile = workdir / ("extravars.yml" if unsafe_vars else "extravars.json")
         varfile.touch(mode=0o600)
-        varfile.write_text(json.dumps(extravars))
+        varfile.write_text(unsafe_yaml(extravars) if unsafe_vars else json.dumps(extravars))
         flags += ["-e", shlex.quote(f"@{varfile}")]
     cmdline = " ".join(flags)
     try:
@@ -231,6 +233,18 @@ def run_playbook(
         shutil.rmtree(workdir, ignore_errors=True) if not keep else shutil.rmtree(
             workdir / "cp", ignore_errors=True
         )
+
+
+def unsafe_yaml(value: Any) -> str:
+    """`value` as YAML in which every string is `!unsafe` (Ansible's marker for data that is never templated)."""
+    if isinstance(value, dict):
+        items = ", ".join(f"{json.dumps(str(k))}: {unsafe_yaml(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(unsafe_yaml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "!unsafe " + json.dumps(value)
+    return json.dumps(value)
 
 
 # ---- the collection engine -----------------------------------------------------------------------------
@@ -308,6 +322,8 @@ class CollectRun:
         self.error: BaseException | None = None
         args = (collect_playbook(), inventory_files, pattern, collect_extravars(payload))
         kwargs = {
+            # ansible-runner's artifacts (events, stdout) are kept there when given, else removed with the run.
+            "private_dir": payload.extra.get("ansible_private_dir"),
             "forks": FORKS_CAP,
             "connect_timeout_s": settings.connect_timeout_s,
             "timeout_s": payload.extra.get("run_timeout_s"),
@@ -343,7 +359,8 @@ class CollectRun:
             self.results[result.host] = result
             for probe in result.probes:
                 self.progress(result.host, "probe", {"probe": probe.probe, "status": probe.status})
-            self.progress(result.host, "done", {"status": result.status, "error": result.error})
+            done = {"status": result.status, "error": result.error, "result": result}
+            self.progress(result.host, "done", done)
 
     def cancel(self) -> None:
         """Stop the run (the caller found the input bad); waits for ansible-playbook to go."""

@@ -261,7 +261,7 @@ def run_ssh_host(
     except Exception as exc:  # paramiko and socket errors: the host is unreachable, the run goes on
         _close(conn)  # a jump host that answered is not left open
         result = failed_host(target.name, target.roles, "unreachable", _describe(exc))
-        progress(target.name, "done", {"status": result.status, "error": result.error})
+        progress(target.name, "done", {"status": result.status, "error": result.error, "result": result})
         return result
     try:
         return _run_over(conn, target, request, progress)
@@ -281,7 +281,7 @@ def _run_over(conn: Any, target: Target, request: dict[str, Any], progress: Prog
     except Exception as exc:
         spool.read()
         result = failed_host(target.name, target.roles, "failed", f"session failed: {_describe(exc)}")
-        progress(target.name, "done", {"status": result.status, "error": result.error})
+        progress(target.name, "done", {"status": result.status, "error": result.error, "result": result})
         return result
     return _finish(target, spool.read(), status, stderr, progress)
 
@@ -304,7 +304,7 @@ def _finish(target: Target, out: bytes, status: int | None, stderr: bytes, progr
         result = failed_host(
             target.name, target.roles, "failed", f"probe runner failed (exit {status}): {detail}"
         )
-    progress(target.name, "done", {"status": result.status, "error": result.error})
+    progress(target.name, "done", {"status": result.status, "error": result.error, "result": result})
     return result
 
 
