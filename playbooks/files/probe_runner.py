@@ -77,20 +77,132 @@ def _iso(text):
         return None
 
 
-def fill(command, values):
-    """Fill {var} placeholders shlex-quoted. Returns (command, names of missing vars)."""
-    missing = []
+# A placeholder's value reaches the shell as an environment variable with this prefix, referenced
+# double-quoted: the shell never parses a value, so `$(...)`, quotes, `;`, newlines and globs in it stay text.
+VAR_ENV_PREFIX = "_cv_"
+# Filled by the runner itself (not host vars): they may start with "-" (journalctl's `-10m`).
+_RUNNER_VALUES = ("since", "since_utc")
 
-    def sub(match):
-        name = match.group(1)
+
+class CatalogueError(ValueError):
+    """A catalogue command whose placeholders cannot be filled safely (e.g. one inside single quotes)."""
+
+
+def _render(command, ref):
+    """`command` with each placeholder replaced by ref(name, inside_double_quotes).
+
+    Tracks the shell's quoting as it goes (single and double quotes, backslashes, `$(...)`, comments) so the
+    reference fits its context: `"${_cv_x}"` where the shell would split and glob, `${_cv_x}` inside double
+    quotes. A placeholder inside single quotes or backquotes cannot be referenced: CatalogueError.
+    """
+    out = []
+    stack = ["sh"]  # "sh": unquoted (top level or inside $(...)); "dq": inside double quotes
+    depth = [0]  # open parentheses per context, so the `)` that closes a $( is told from a subshell's
+    i, n = 0, len(command)
+    while i < n:
+        c = command[i]
+        top = stack[-1]
+        match = _PLACEHOLDER.match(command, i)
+        if match:
+            out.append(ref(match.group(1), top == "dq"))
+            i = match.end()
+            continue
+        if c == "\\":
+            out.append(command[i : i + 2])
+            i += 2
+            continue
+        if command.startswith("$(", i):
+            stack.append("sh")
+            depth.append(0)
+            out.append("$(")
+            i += 2
+            continue
+        if c == "`":
+            end = command.find("`", i + 1)
+            inner = _PLACEHOLDER.search(command[i : end if end > 0 else n])
+            if inner:
+                raise CatalogueError(f"placeholder {{{inner.group(1)}}} inside backquotes: use $(...)")
+        if top == "dq":
+            if c == '"':
+                stack.pop()
+                depth.pop()
+            out.append(c)
+            i += 1
+            continue
+        if c == "'":
+            end = command.find("'", i + 1)
+            quoted = command[i : end + 1 if end > 0 else n]
+            inner = _PLACEHOLDER.search(quoted)
+            if inner:
+                raise CatalogueError(f"placeholder {{{inner.group(1)}}} inside single quotes cannot be filled")
+            out.append(quoted)
+            i += len(quoted)
+            continue
+        if c == "#" and (i == 0 or command[i - 1] in " \t\n;&|()"):
+            end = command.find("\n", i)
+            end = n if end < 0 else end
+            out.append(command[i:end])  # a comment: nothing in it runs
+            i = end
+            continue
+        if c == '"':
+            stack.append("dq")
+            depth.append(0)
+        elif c == "(":
+            depth[-1] += 1
+        elif c == ")":
+            if depth[-1] == 0 and len(stack) > 1:
+                stack.pop()
+                depth.pop()
+            else:
+                depth[-1] = max(0, depth[-1] - 1)
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def prepare(command, values):
+    """The command to run, the environment holding its placeholders' values, and the problems.
+
+    Returns (command, env, missing var names, error). Each `{var}` becomes a quoted reference to the
+    environment variable `_cv_<var>`; the values never enter the command text.
+    """
+    used = {}
+    missing = []
+    bad = []
+
+    def ref(name, in_double_quotes):
         value = values.get(name)
         if value is None or value == "" or isinstance(value, (dict, list)):
             if name not in missing:
                 missing.append(name)
-            return match.group(0)
-        return shlex.quote(str(value))
+        else:
+            text = str(value)
+            if text.startswith("-") and name not in _RUNNER_VALUES and name not in bad:
+                bad.append(name)  # would read as an option of the command it is handed to
+            used[VAR_ENV_PREFIX + name] = text
+        inner = "${" + VAR_ENV_PREFIX + name + "}"
+        return inner if in_double_quotes else f'"{inner}"'
 
-    return _PLACEHOLDER.sub(sub, command), missing
+    try:
+        rendered = _render(command, ref)
+    except CatalogueError as exc:
+        return command, {}, [], f"catalogue: {exc}"
+    error = f"host var {', '.join(bad)} starts with '-' (it would read as an option)" if bad else None
+    return rendered, used, missing, error
+
+
+def fill(command, values):
+    """The command as one self-contained shell text: its values assigned shell-quoted up front, then the
+    command that reads them (what the manifest records; rerunning it runs the same). Returns (text, missing)."""
+    rendered, used, missing, error = prepare(command, values)
+    if error:
+        raise CatalogueError(error)
+    return shown(rendered, used), missing
+
+
+def shown(rendered, used):
+    """A prepared command as the self-contained text recorded in the manifest."""
+    return "".join(f"{name}={shlex.quote(value)}; " for name, value in sorted(used.items())) + rendered
 
 
 class Capture:
@@ -196,16 +308,20 @@ def _missing_tools(probe, path):
 def run_probe(probe, values, default_timeout, default_cap):
     """Run one probe in its own process group; every outcome becomes a result dict."""
     started, t0 = now_iso(), time.monotonic()
-    command, missing = fill(probe["command"], values)
+    command, placeholders, missing, error = prepare(probe["command"], values)
+    recorded = shown(command, placeholders)
+    if error:
+        return _result(probe, recorded, "failed", None, started, t0, error=error)
     if missing:
         return _result(
-            probe, command, "skipped", None, started, t0, error="host var not set: " + ", ".join(missing)
+            probe, recorded, "skipped", None, started, t0, error="host var not set: " + ", ".join(missing)
         )
     env = _env(probe, values)
+    env.update(placeholders)
     absent = _missing_tools(probe, env["PATH"])
     if absent:
         return _result(
-            probe, command, "not_found", 127, started, t0, error="not installed: " + ", ".join(absent)
+            probe, recorded, "not_found", 127, started, t0, error="not installed: " + ", ".join(absent)
         )
     timeout = float(probe.get("timeout_s") or default_timeout)
     capture = Capture(probe.get("cap_bytes") or default_cap)
@@ -220,7 +336,7 @@ def run_probe(probe, values, default_timeout, default_cap):
             cwd="/",
         )
     except OSError as exc:
-        return _result(probe, command, "failed", None, started, t0, error="cannot start: %s" % exc)
+        return _result(probe, recorded, "failed", None, started, t0, error="cannot start: %s" % exc)
     with _LIVE_LOCK:
         _LIVE_GROUPS.add(proc.pid)
     reader = threading.Thread(target=_reader, args=(proc.stdout, capture), daemon=True)
@@ -243,7 +359,7 @@ def run_probe(probe, values, default_timeout, default_cap):
     if timed_out:
         return _result(
             probe,
-            command,
+            recorded,
             "timeout",
             124,
             started,
@@ -257,7 +373,7 @@ def run_probe(probe, values, default_timeout, default_cap):
     if rc < 0:  # killed by a signal from elsewhere
         return _result(
             probe,
-            command,
+            recorded,
             "failed",
             128 - rc,
             started,
@@ -269,11 +385,11 @@ def run_probe(probe, values, default_timeout, default_cap):
         )
     ok_rc = probe.get("ok_rc") or [0]
     if rc in ok_rc:
-        return _result(probe, command, "ok", rc, started, t0, data, total, truncated)
+        return _result(probe, recorded, "ok", rc, started, t0, data, total, truncated)
     if rc == 127:
         return _result(
             probe,
-            command,
+            recorded,
             "not_found",
             rc,
             started,
@@ -286,7 +402,7 @@ def run_probe(probe, values, default_timeout, default_cap):
     if rc == 126:
         return _result(
             probe,
-            command,
+            recorded,
             "failed",
             rc,
             started,
@@ -296,7 +412,7 @@ def run_probe(probe, values, default_timeout, default_cap):
             truncated,
             "command not executable (exit 126)",
         )
-    return _result(probe, command, "failed", rc, started, t0, data, total, truncated, "exit %d" % rc)
+    return _result(probe, recorded, "failed", rc, started, t0, data, total, truncated, "exit %d" % rc)
 
 
 def _run_and_tell(probe, values, default_timeout, default_cap):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -292,3 +293,106 @@ def test_pg_log_keeps_the_window_in_utc_and_in_the_hosts_own_zone(tmp_path: Path
 def test_pg_log_keeps_lines_in_a_zone_it_cannot_convert(tmp_path: Path, monkeypatch: Any) -> None:
     log = ["2020-01-01 00:00:00.000 XYZ [9] LOG:  unknown zone", f"{_stamp(40, 'UTC')} [10] LOG:  old"]
     assert _pg_log_lines(tmp_path, monkeypatch, "UTC", log) == [log[0]]
+
+
+# ---- placeholders: values never reach the shell's parser ----------------------------------------------
+
+# Each carries `{m}`, the marker file it would create if the shell ran any part of it.
+HOSTILE = [
+    "$(touch {m})",
+    "`touch {m}`",
+    "x'; touch {m}; '",
+    'x"; touch {m}; "',
+    "x\ntouch {m}\n",
+    "x; touch {m}",
+    "x && touch {m} #",
+    "x | touch {m}",
+    "*",
+    "/*",
+    "$HOME${{IFS}}$(touch {m})",
+    "a\\",
+]
+# Tools that would reach beyond this machine or read it as root: stubs that print their argv.
+_STUBBED = ("curl", "runuser", "psql", "redis-cli", "systemctl", "journalctl", "git", "iostat", "dmesg")
+_BENIGN = {"since": "-10m", "since_utc": "2026-11-28 07:00:00"}
+
+
+def _placeholders(command: str) -> list[str]:
+    return sorted(set(runner_module()._PLACEHOLDER.findall(command)))
+
+
+def test_hostile_values_in_every_placeholder_of_every_catalogue_entry_run_nothing(tmp_path: Path) -> None:
+    """Every catalogue command, each placeholder in turn given each hostile value, run by /bin/sh as the
+    runner prepares it: no marker file, and the value reaches its command as one intact argument."""
+    import os
+    import stat as stat_mod
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = runner_module()
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for tool in _STUBBED:
+        stub = stubs / tool
+        stub.write_text('#!/bin/sh\nprintf "<%s>" "$@"; echo\n')
+        stub.chmod(stub.stat().st_mode | stat_mod.S_IXUSR)
+    cases = []
+    for entry in load_entries():
+        names = _placeholders(entry["command"])
+        for name in names:
+            for i, pattern in enumerate(HOSTILE):
+                marker = tmp_path / f"m-{entry['name']}-{name}-{i}"
+                values = {n: _BENIGN.get(n, f"/benign/{n}") for n in names}
+                values[name] = pattern.format(m=marker)
+                cases.append((entry, name, values, marker))
+    assert len({c[0]["name"] for c in cases}) >= 20  # the catalogue's placeholders are all covered
+
+    def run(case: tuple[dict[str, Any], str, dict[str, str], Path]) -> str:
+        entry, name, values, marker = case
+        command, env, missing, error = runner.prepare(entry["command"], values)
+        assert not missing and error is None, (entry["name"], missing, error)
+        if len(values[name]) > 3:
+            assert values[name] not in command  # the value is never pasted into the command text
+        subprocess.run(["/bin/sh", "-c", command], env={"PATH": f"{stubs}:/usr/bin:/bin", **env},
+                       capture_output=True, text=True, timeout=20, cwd=tmp_path, check=False)
+        return f"{entry['name']} {name}: {values[name]!r}" if marker.exists() else ""
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        ran = [r for r in pool.map(run, cases) if r]
+    assert ran == [], ran
+    assert not list(tmp_path.glob("m-*"))
+    # The check can fail: the same value pasted into pg_log's double-quoted message, shlex-quoted as the
+    # runner used to, does run.
+    marker = tmp_path / "pasted"
+    pasted = f'echo "no log file in {shlex.quote(f"$(touch {marker})")}"'
+    subprocess.run(["/bin/sh", "-c", pasted], capture_output=True, timeout=10, env={"PATH": os.environ["PATH"]},
+                   check=False)
+    assert marker.exists()
+
+
+def test_a_hostile_value_reaches_its_command_as_one_intact_argument(tmp_path: Path) -> None:
+    value = "a b\n$(x) `y` 'q' \"d\" ; * \\"
+    doc = run_runner([{"name": "bare", "command": "printf '<%s>' {collector_v}"},
+                      {"name": "dq", "command": 'printf "<%s>" "in {collector_v}"'},
+                      {"name": "glued", "command": "printf '<%s>' pre{collector_v}/post"}],
+                     {"collector_v": value})
+    by = doc["by_name"]
+    assert output(by["bare"]).decode() == f"<{value}>"
+    assert output(by["dq"]).decode() == f"<in {value}>"
+    assert output(by["glued"]).decode() == f"<pre{value}/post>"
+    # The manifest's command is self-contained: rerun by hand, it does the same.
+    rerun = subprocess.run(["/bin/sh", "-c", by["bare"]["command"]], capture_output=True, text=True, timeout=10,
+                           check=False)
+    assert rerun.stdout == f"<{value}>"
+
+
+def test_placeholders_inside_single_quotes_or_leading_dashes_are_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    doc = run_runner([{"name": "sq", "command": f"echo '{{collector_v}}'; touch {marker}"},
+                      {"name": "bq", "command": f"echo `echo {{collector_v}}`; touch {marker}"},
+                      {"name": "dash", "command": f"ls {{collector_w}}; touch {marker}"}],
+                     {"collector_v": "x", "collector_w": "-la"})
+    by = doc["by_name"]
+    assert by["sq"]["status"] == "failed" and "single quotes" in by["sq"]["error"]
+    assert by["bq"]["status"] == "failed" and "backquotes" in by["bq"]["error"]
+    assert by["dash"]["status"] == "failed" and "collector_w starts with '-'" in by["dash"]["error"]
+    assert not marker.exists()
