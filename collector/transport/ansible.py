@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from collector.config import Settings
 from collector.core import HostResult
+from collector.jsonfile import read_json
 from collector.paths import resource
 from collector.transport import (
     Interrupted,
@@ -432,8 +433,6 @@ def read_artifact_events(artifacts_dir: Path) -> Iterable[dict[str, Any]]:
         return (int(head) if head.isdigit() else 1 << 30, path.name)
 
     for path in sorted(events_dir.glob("*.json"), key=order):
-        try:
-            with path.open() as fh:
-                yield json.load(fh)
-        except (OSError, ValueError):
-            continue
+        event = read_json(path, want=dict)  # a half-written or foreign file is skipped
+        if event is not None:
+            yield event
