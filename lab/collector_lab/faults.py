@@ -25,6 +25,7 @@ from pathlib import Path
 
 from collector.config import Settings, load_settings
 from collector.core import UsageError
+from collector.times import wait_until
 
 from collector_lab import hosts, lab_state
 from collector_lab.lock import lab_lock
@@ -347,11 +348,8 @@ def break_fault(name: str, settings: Settings | None = None) -> str:
     with lab_lock():
         started = time.monotonic()
         outputs = [_run_step(settings, fault, step) for step in fault.break_steps]
-        deadline = time.monotonic() + fault.settle_s
-        while not is_active(settings, fault):
-            if time.monotonic() > deadline:
-                raise FaultError(f"{name}: broke, but its check never turned active within {fault.settle_s:.0f}s")
-            time.sleep(0.5)
+        if not wait_until(lambda: is_active(settings, fault), fault.settle_s, 0.5):
+            raise FaultError(f"{name}: broke, but its check never turned active within {fault.settle_s:.0f}s")
     detail = " ".join(o.splitlines()[-1] for o in outputs if o)[:200]
     return f"broke {name} on {fault.host} in {time.monotonic() - started:.1f}s" + (f": {detail}" if detail else "")
 
@@ -406,21 +404,19 @@ def _oom_cgroup(settings: Settings, fault: Fault) -> Path:
     return hosts.memory_cgroup(fault.host) / "lab-fault-oom"
 
 
-def _find_pid(marker: str, timeout_s: float) -> int | None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-                comm = (entry / "comm").read_text().strip()
-            except OSError:
-                continue
-            # The hog renames itself once running; systemd-run's own argv holds the marker too.
-            if comm == "sergas-export" and marker.encode() in argv:
-                return int(entry.name)
-        time.sleep(0.1)
+def _hog_pid(marker: str) -> int | None:
+    """PID (here) of the memory hog started with `marker`, or None while it is not running yet."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        # The hog renames itself once running; systemd-run's own argv holds the marker too.
+        if comm == "sergas-export" and marker.encode() in argv:
+            return int(entry.name)
     return None
 
 
@@ -432,7 +428,7 @@ def _oom_break(settings: Settings, fault: Fault, timeout_s: float) -> str:
     rc, out = _run_sh(settings, fault.host, _unit("oom", f"/usr/bin/python3 {HELPERS}/memhog.py {marker}"), 30)
     if rc != 0:
         raise FaultError(f"oom: could not start the memory hog on {fault.host}: {out}")
-    pid = _find_pid(marker, 10)
+    pid = wait_until(lambda: _hog_pid(marker), 10.0, 0.1)
     if pid is None:
         raise FaultError(f"oom: the memory hog did not show up on this machine (marker {marker})")
     cg.mkdir(exist_ok=True)
@@ -443,12 +439,9 @@ def _oom_break(settings: Settings, fault: Fault, timeout_s: float) -> str:
         memsw.write_text(limit)
     (cg / "cgroup.procs").write_text(str(pid))
     os.kill(pid, signal.SIGUSR1)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _oom_kills(cg) > 0:
-            return f"sergas-export (pid {pid} here) OOM-killed in memory cgroup {cg}"
-        time.sleep(0.2)
-    raise FaultError(f"oom: no OOM kill in {cg} within {timeout_s:.0f}s")
+    if not wait_until(lambda: _oom_kills(cg) > 0, timeout_s):
+        raise FaultError(f"oom: no OOM kill in {cg} within {timeout_s:.0f}s")
+    return f"sergas-export (pid {pid} here) OOM-killed in memory cgroup {cg}"
 
 
 def _oom_kills(cg: Path) -> int:

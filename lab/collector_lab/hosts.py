@@ -602,10 +602,7 @@ def stop_host(settings: Settings, name: str, timeout: float = STOP_TIMEOUT_S) ->
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if Path(f"/proc/{p}").exists() and _cmdline(p)]
-        time.sleep(0.1)
+    wait_until(lambda: not [p for p in pids if Path(f"/proc/{p}").exists() and _cmdline(p)], timeout, 0.1)
     cleanup_host(settings, name)
 
 

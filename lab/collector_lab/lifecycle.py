@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.config import Settings
+from collector.times import wait_until
 
 from collector_lab import BRIDGE, LAB_NAME, base, faults, host_table, hosts, lab_dir, lab_state, monitoring
 from collector_lab.hosts import Log, _quiet
@@ -151,12 +152,12 @@ def _provision_all(settings: Settings, table: dict[str, dict[str, object]], secr
 
 
 def _wait_ssh(table: dict[str, dict[str, object]], result: UpResult, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
     waiting = [n for n in table if not str(result.hosts.get(n, "")).startswith("failed")]
-    while waiting and time.monotonic() < deadline:
-        waiting = [n for n in waiting if not hosts.port_open(str(table[n]["ip"]), 22)]
-        if waiting:
-            time.sleep(0.2)
+
+    def all_answer() -> bool:
+        waiting[:] = [n for n in waiting if not hosts.port_open(str(table[n]["ip"]), 22)]
+        return not waiting
+    wait_until(all_answer, timeout)
     for name in waiting:
         result.errors.append(f"{name}: sshd not answering on {table[name]['ip']}:22")
 
