@@ -266,7 +266,7 @@ class Finding:
     @classmethod
     def from_dict(cls, raw: Any, where: str = "finding") -> Finding:
         d = _Doc(raw, where)
-        here = f"{where} {d.text('id')}"
+        here = d.where = f"{where} {d.text('id')}"
         basis = d.opt_text("basis")
         if basis not in (None, "live", "history"):
             raise UsageError(f"{here}: field 'basis' is {basis!r}, not live, history or null")
@@ -458,7 +458,9 @@ class Findings:
             "schema": self.schema, "incident": self.incident, "generated": self.generated,
             "severity": self.severity, "summary": self.summary, "questions": self.questions.to_dict(),
             "security": self.security.to_dict(), "findings": [f.to_dict() for f in self.findings],
-            "unknown": [u.to_dict() for u in self.unknown], "rules": dict(self.rules),
+            # a list of pairs, not a map: `"auth-failures": "passed"` reads as a secret assignment to the scrubber
+            "unknown": [u.to_dict() for u in self.unknown],
+            "rules": [{"rule": rule, "state": state} for rule, state in self.rules.items()],
             "figures": self.figures.to_dict(),
         }
 
@@ -476,9 +478,14 @@ class Findings:
             security=SecurityFlag.from_dict(d.obj("security"), f"{where} security"),
             findings=tuple(Finding.from_dict(f, f"{where} finding") for f in d.items("findings")),
             unknown=tuple(UnknownRule.from_dict(u, f"{where} unknown rule") for u in d.items("unknown")),
-            rules=d.text_map("rules"), figures=KeyFigures.from_dict(d.obj("figures"), f"{where} figures"),
+            rules=_rule_states(d.items("rules"), f"{where} rules"), figures=KeyFigures.from_dict(d.obj("figures"), f"{where} figures"),
             schema=schema,
         )
+
+
+def _rule_states(items: list[Any], where: str) -> dict[str, str]:
+    states = [_Doc(item, where) for item in items]
+    return {d.text("rule"): d.text("state") for d in states}
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ class RedactionFailed(Exception):
 def withheld(name: str, exc: BaseException) -> str:
     """What stands in for a text the scrubber could not check: never the text, only why it is missing."""
     return (f"[{name} withheld: redaction failed ({type(exc).__name__}); nothing was written in clear. "
-            "Fix the redaction rules and re-run `collector report`.]\n")
+            "Fix the redaction rules and run the command again.]\n")
 
 
 def render_reports(

@@ -3,6 +3,7 @@ and the healed lab yields no finding above P3. Holds the lab lock while a fault 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 import urllib.error
@@ -14,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from collector.collect import collect
 from collector.bundle import Bundle
-from collector.triage import read_findings, triage_bundle
+from collector.collect import collect
 from collector.core import SEVERITIES
+from collector.triage import read_findings, triage_bundle
 
 pytestmark = [pytest.mark.lab]
 
@@ -34,7 +35,7 @@ def _triage_lab(tmp_path: Path, lab: Any, since: str = "2m") -> dict[str, Any]:
     assert outcome.bundle is not None
     findings = triage_bundle(outcome.bundle)
     assert read_findings(Bundle.open(outcome.bundle)) == findings  # findings.json reads back as what triage returned
-    return findings.to_dict()
+    return findings.to_dict() | {"rules": findings.rules}
 
 
 def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0, orders_only: bool = False) -> dict[int, int]:
@@ -53,7 +54,7 @@ def _until_orders_answer(lab: Any, timeout_s: float = 60.0) -> None:
 def _alerts(lab: Any) -> list[str]:
     try:
         with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/alerts?active=true&silenced=false&inhibited=false",
-                                    timeout=5) as response:  # noqa: S310 - loopback
+                                    timeout=5) as response:
             return [a["labels"].get("alertname", "?") for a in json.loads(response.read())]
     except (OSError, ValueError):
         return []
@@ -62,12 +63,12 @@ def _alerts(lab: Any) -> list[str]:
 def _prometheus(lab: Any, expr: str) -> float | None:
     query = urllib.parse.urlencode({"query": expr})
     try:
-        with urllib.request.urlopen(f"{lab.prometheus_url}/api/v1/query?{query}", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{lab.prometheus_url}/api/v1/query?{query}", timeout=5) as response:
             result = json.loads(response.read())["data"]["result"]
         value = float(result[0]["value"][1]) if result else None
     except (OSError, ValueError, KeyError, IndexError):
         return None
-    return None if value is None or value != value else value
+    return None if value is None or math.isnan(value) else value
 
 
 def _quiet(lab: Any) -> bool:

@@ -85,7 +85,7 @@ def test_redis_info_crlf_and_config_get_pairs() -> None:
 
 
 def test_parse_time_formats() -> None:
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert p.parse_time("2026-11-28T05:40:01+0000 app1 x: ERROR") == dt.datetime(2026, 11, 28, 5, 40, 1, tzinfo=utc)
     assert p.parse_time("2026-11-28T07:40:01+02:00") == dt.datetime(2026, 11, 28, 5, 40, 1, tzinfo=utc)
     assert p.parse_time("[Sat Nov 28 05:40:01 2026] Killed process 1") == dt.datetime(2026, 11, 28, 5, 40, 1, tzinfo=utc)
@@ -104,12 +104,12 @@ def test_git_log_catalogue_format_and_default_format() -> None:
             "1a2b3c4 2026-11-28T04:00:00+00:00 Lab Bot (tag: v1.0.0, main) Release 1.0.0\n\nv1.1.0\n")
     entries = p.parse_git_log(text)
     assert [e.tags for e in entries] == [("v1.1.0",), ("v1.0.0",)]
-    assert entries[0].when == dt.datetime(2026, 11, 28, 5, 50, tzinfo=dt.timezone.utc)
+    assert entries[0].when == dt.datetime(2026, 11, 28, 5, 50, tzinfo=dt.UTC)
     default = ("commit 9f9f9f9aaaa (HEAD -> main, tag: v2)\nAuthor: A <a@b>\n"
                "Date:   Sat Nov 28 05:50:00 2026 +0100\n\n    msg\n")
     (entry,) = p.parse_git_log(default)
     assert entry.tags == ("v2",) and entry.line == 1
-    assert entry.when == dt.datetime(2026, 11, 28, 4, 50, tzinfo=dt.timezone.utc)
+    assert entry.when == dt.datetime(2026, 11, 28, 4, 50, tzinfo=dt.UTC)
 
 
 def test_health_json_after_curl_status_line() -> None:
@@ -152,7 +152,7 @@ def test_alerts_v2_list_and_shaped_document() -> None:
 def test_systemctl_status_and_ps() -> None:
     unit = p.parse_systemctl_status("● x.service\n     Active: failed (Result: exit-code) since Sat 2026-11-28 05:00:00 UTC; 1min ago\n")
     assert unit is not None and unit.active == "failed" and unit.line == 2
-    assert unit.since == dt.datetime(2026, 11, 28, 5, 0, tzinfo=dt.timezone.utc)
+    assert unit.since == dt.datetime(2026, 11, 28, 5, 0, tzinfo=dt.UTC)
     assert p.parse_systemctl_status("Unit x.service could not be found.\n") is None
     procs = p.parse_ps("  PID  PPID USER %CPU %MEM   RSS COMMAND\n  1 0 root 0.0 55.5 1024 hog --big\n")
     assert procs[0].mem_pct == 55.5 and procs[0].rss == 1024 * 1024

@@ -16,8 +16,10 @@ from collector.triage.engine import load_rules
 
 def _triage(tmp_path: Path, probes: dict[str, Any] | None = None, monitoring: dict[str, Any] | None = None,
             **kw: Any) -> dict[str, Any]:
-    """Triage a synthetic bundle; the findings as findings.json holds them (these tests pin its shape)."""
-    return triage_bundle(make_bundle(tmp_path, probes, monitoring, **kw)).to_dict()
+    """Triage a synthetic bundle; the findings as findings.json holds them (these tests pin its shape),
+    with the rule states as a map (findings.json lists them as pairs)."""
+    findings = triage_bundle(make_bundle(tmp_path, probes, monitoring, **kw))
+    return findings.to_dict() | {"rules": findings.rules}
 
 
 def _unknown(doc: dict[str, Any], rule: str) -> str:
@@ -440,13 +442,13 @@ def test_a_new_rule_is_a_few_lines_of_yaml(tmp_path: Path) -> None:
 
 def test_lock_waits_and_slow_statements_in_the_postgres_log(tmp_path: Path) -> None:
     probes = healthy()
-    probes["db1"]["service_journal"] = "".join([
-        "2026-11-28T05:59:01+0000 db1 postgres[9]: LOG:  process 88 still waiting for AccessShareLock on relation 16390 after 1000.1 ms\n",
-        "2026-11-28T05:59:02+0000 db1 postgres[9]: ERROR:  canceling statement due to statement timeout\n",
-        "2026-11-28T05:59:03+0000 db1 postgres[9]: LOG:  process 89 still waiting for RowExclusiveLock on relation 16390\n",
-        "2026-11-28T05:59:04+0000 db1 postgres[9]: LOG:  duration: 7012.5 ms  statement: SELECT * FROM orders\n",
-        "2026-11-28T05:59:05+0000 db1 postgres[9]: LOG:  duration: 150.0 ms  statement: SELECT 1\n",
-    ])
+    probes["db1"]["service_journal"] = (
+        "2026-11-28T05:59:01+0000 db1 postgres[9]: LOG:  process 88 still waiting for AccessShareLock on relation 16390 after 1000.1 ms\n"
+        "2026-11-28T05:59:02+0000 db1 postgres[9]: ERROR:  canceling statement due to statement timeout\n"
+        "2026-11-28T05:59:03+0000 db1 postgres[9]: LOG:  process 89 still waiting for RowExclusiveLock on relation 16390\n"
+        "2026-11-28T05:59:04+0000 db1 postgres[9]: LOG:  duration: 7012.5 ms  statement: SELECT * FROM orders\n"
+        "2026-11-28T05:59:05+0000 db1 postgres[9]: LOG:  duration: 150.0 ms  statement: SELECT 1\n"
+    )
     by = findings_by_rule(_triage(tmp_path, probes))
     assert by["lock-waits-logged"][0]["severity"] == "P2" and "3 lock-wait lines" in by["lock-waits-logged"][0]["message"]
     (slow,) = by["slow-statements-logged"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from collector.bundle import write_bundle
 from collector.config import Settings
@@ -16,7 +16,7 @@ from collector.core import Findings, HostResult, ProbeResult, RunResult, host_st
 
 STARTED = "2026-11-28T06:00:00.000Z"
 # A probe spec: plain output (status ok, rc 0) or a dict {output, status, rc, error}.
-Spec = Union[str, bytes, dict]
+Spec = str | bytes | dict[str, Any]
 
 ROLES = {"app1": ("app",), "db1": ("db",), "redis1": ("redis",)}
 
