@@ -89,7 +89,8 @@ def _runner() -> ModuleType:
 
 
 @pytest.mark.parametrize("since", ["30s", "10m", "2h", "1d", "2026-11-28T05:30:00Z", "2026-11-28T06:30:00+01:00",
-                                   "2026-11-28T05:30:00.250Z"])
+                                   "2026-11-28T05:30:00.250Z", "2026-11-28T06:30:00+0100", "2026-11-28 05:30:00 UTC",
+                                   "2026-11-28T05:30:00.123456789Z", "2026-11-28T05:30Z"])
 def test_the_runners_copy_agrees_with_collector_times(since: str) -> None:
     """The on-host runner cannot import the package: its minimal copy must give the same window."""
     runner = _runner()

@@ -27,7 +27,15 @@ SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # {name} is a host var; ${...} (shell) and %{...} (curl -w) are left alone. No doubled braces:
 # Ansible templates the catalogue too (playbooks/collect.yml), so it must never look like Jinja.
 _PLACEHOLDER = re.compile(r"(?<![$%])\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Durations and ISO times as collector/times.py reads them. This file runs on the hosts with the standard
+# library only and cannot import the package, so it keeps this minimal copy; tests/test_times.py checks
+# that both give the same window. One difference on purpose: an ISO time without an offset is this host's
+# local time here (as journalctl takes it), UTC on the control machine.
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_ISO = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)(?P<frac>[.,]\d+)?"
+    r"\s?(?P<tz>Z|UTC|[+-]\d{2}:?\d{2})?"
+)
 _LIVE_GROUPS = set()  # process groups still running: killed if the runner itself is told to stop
 _LIVE_LOCK = threading.Lock()
 
@@ -70,9 +78,19 @@ def since_utc(since, now=None):
 
 
 def _iso(text):
-    """An ISO 8601 timestamp (a trailing Z allowed, as Python < 3.11 does not) as a datetime, else None."""
+    """An ISO 8601 timestamp (Z, UTC, +HH:MM or +HHMM, any fraction; Python 3.9's parser takes fewer), else None."""
+    match = _ISO.fullmatch(text)
+    if match is None:
+        return None
+    digits = (match.group("frac") or "")[1:]
+    frac = "." + digits[:6].ljust(6, "0") if digits else ""  # Python 3.9 takes 3 or 6 digits only
+    tz = match.group("tz") or ""
+    if tz in ("Z", "UTC"):
+        tz = "+00:00"
+    elif tz and ":" not in tz:
+        tz = tz[:3] + ":" + tz[3:]
     try:
-        return datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        return datetime.datetime.fromisoformat(match.group("date") + "T" + match.group("time") + frac + tz)
     except ValueError:
         return None
 
