@@ -4,12 +4,25 @@ Works on bytes so non-UTF-8 output survives untouched outside the replaced spans
 names the secret part of its match (group `secret`, `secret2`, ...; the whole match when it has
 none); all rules are matched against the original data first and the chosen spans replaced in one
 pass, so a placeholder is never itself re-matched and text that is already redacted stays as is.
+
+Rules that find `NAME = value` pairs (.env, YAML, JSON, INI, command-line flags, URL queries) decide
+on the name with `secret_name`: a name is secret when one of its words is (password, secret, token,
+key, credentials...), unless its last word says it is a knob about the secret (`TOKEN_TTL`,
+`PASSWORD_MIN_LENGTH`, `SECRET_KEY_FILE`) or it names a data key (`CACHE_KEY`, `SORT_KEY`). An
+unquoted value runs to the end of the word (whitespace), not to the first `;`, `&` or `,`; inside a
+URL query it ends at the next `&name=`, in a `Key=Value;` connection string at the next `;Name=`.
+
+The tests/bundle/redaction_corpus corpus measures it: bench/bench_redact.py prints recall and
+over-redaction, tests/bundle/test_redact.py holds recall 100 % and over-redaction <= 2 %.
+
+Redaction fails closed: any internal error surfaces as `RedactionError` (never the clear text);
+`Redactor.redact_or_withhold` turns it into a placeholder plus the error for a bundle's manifest.
 """
 from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,95 +32,330 @@ PLACEHOLDER_OPEN = "«REDACTED:"
 PLACEHOLDER_CLOSE = "»"
 _PLACEHOLDER_RE = re.compile(re.escape(PLACEHOLDER_OPEN).encode() + rb"[^\s\xbb]*" + re.escape(PLACEHOLDER_CLOSE).encode())
 _MIN_KNOWN_SECRET = 4  # shorter literals would scrub ordinary words and numbers
+WITHHELD = "«WITHHELD: redaction failed, the content is not kept»\n"
+
+
+class RedactionError(Exception):
+    """Redaction could not finish: the caller must not write or print the data it was given."""
+
+
+Span = tuple[int, int]
+# A rule's judge: given the match and the whole data, the secret span to replace (optionally with the
+# rule name its placeholder carries), or None (not a secret).
+Judge = Callable[[re.Match[bytes], bytes], "Span | tuple[int, int, str] | None"]
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One secret pattern: a name (used in placeholders and counts) and a bytes regex."""
+    """One secret pattern: a name (used in placeholders and counts), a bytes regex and an optional judge."""
 
     name: str
     pattern: re.Pattern[bytes]
     description: str = ""
     needles: tuple[bytes, ...] = ()  # lower-case literals; none present → the rule cannot match
+    judge: Judge | None = None
 
 
-# A value: quoted (secret is inside the quotes) or bare up to whitespace or a separator.
-_VALUE = rb"""(?:"(?P<secret>[^"\r\n]*)"|'(?P<secret2>[^'\r\n]*)'|(?P<secret3>[^\s"',;&]+))"""
-_SECRET_KEY = rb"[A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|KEY)[A-Za-z0-9_.-]*"
+# ---- names: which NAME in `NAME = value` holds a secret -------------------------------------------
 
-# (name, needles, regex, flags, description) — the catalogue. A rule runs only when one of its
-# needles (lower case) occurs in the data, which keeps a 25 MiB journal fast. Specific rules come
-# first: at equal spans the rule listed first names the placeholder.
-RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str], ...] = (
+_SECRET_WORDS = frozenset({
+    "PASSWORD", "PASSWD", "PASS", "PWD", "PW", "PASSPHRASE", "PASSCODE", "SECRET", "TOKEN", "KEY", "APIKEY",
+    "CREDENTIALS", "CREDENTIAL", "CREDS", "AUTH", "SIG", "SIGNATURE", "BINDPW", "ROOTPW", "PSK", "SID",
+    "SESSID", "SESSIONID", "JSESSIONID", "PHPSESSID", "DOCKERCONFIGJSON", "DOCKERCFG", "DSN",
+    "AUTHTOKEN", "ACCESSTOKEN", "REFRESHTOKEN", "IDTOKEN", "IDENTITYTOKEN", "CSRFTOKEN", "CLIENTSECRET",
+    "SECRETKEY", "ACCESSKEY", "PRIVATEKEY", "AUTHKEY", "MASTERKEY", "REQUIREPASS", "MASTERAUTH", "SASLPASSWD",
+})
+# Compound words written as one (`dbpassword`, `adminToken` is split by case already).
+_SECRET_ENDINGS = (b"PASSWORD", b"PASSWD", b"SECRET", b"TOKEN", b"APIKEY", b"PASSPHRASE")
+# A last word that makes the name a setting about the secret, not the secret.
+_KNOB_WORDS = frozenset({
+    "TTL", "LENGTH", "LEN", "MIN", "MAX", "SIZE", "PREFIX", "SUFFIX", "HEADER", "HEADERS", "NAME", "NAMES", "FILE",
+    "FILES", "PATH", "DIR", "DIRS", "URL", "URI", "ENDPOINT", "EXPIRY", "EXPIRES", "EXPIRATION", "EXPIRE", "AGE",
+    "TIMEOUT", "INTERVAL", "COUNT", "LIMIT", "ID", "IDS", "TYPE", "METHOD", "METHODS", "MODE", "ENABLED", "DISABLED",
+    "ENABLE", "DISABLE", "REQUIRED", "REQUIRE", "POLICY", "HASHER", "ALGORITHM", "ALGO", "ALG", "ROTATION", "DAYS",
+    "HOURS", "SECONDS", "MINUTES", "FORMAT", "VERSION", "FIELD", "PARAM", "SOURCE", "BITS", "ISSUER", "AUDIENCE",
+    "CAPACITY", "ENCRYPTION", "CHANGE", "HISTORY", "LOCATION", "STDIN", "PROMPT", "COMMAND", "CMD", "SCRIPT",
+    "HELPER", "PROVIDER", "BACKEND", "STORE", "STRENGTH", "COMPLEXITY", "ATTEMPTS", "RETRIES", "RATE", "WINDOW",
+    "LIFETIME", "DURATION", "VALIDITY", "REF", "REFS", "ENV", "VAR", "VARS", "KIND", "LABEL", "USAGE", "STATUS",
+    "SCOPE", "SCOPES", "FINGERPRINT", "CHECK", "VERIFY", "RESET", "SET", "STATE", "HASH", "USER", "USERNAME",
+})
+# `<word>_KEY` that names a data key or index, not a key that opens something.
+_DATA_KEY_WORDS = frozenset({
+    "CACHE", "PRIMARY", "SORT", "PARTITION", "ROUTING", "FOREIGN", "HASH", "RANGE", "LOOKUP", "GROUP", "SHARD",
+    "IDEMPOTENCY", "PUBLIC", "PUB", "PUBLISHABLE", "DEDUP", "DEDUPLICATION", "LOCK", "QUEUE", "INDEX", "CURSOR",
+    "MAP", "METRIC", "LABEL", "UNIQUE", "COMPOSITE", "SEARCH", "CLUSTER", "DISTRIBUTION", "JOIN", "TENANT", "REDIS",
+    "REGISTRY", "CONFIG", "SETTING", "SETTINGS", "FEATURE", "FLAG", "ORDER", "MESSAGE", "EVENT", "STREAM", "TOPIC",
+})
+_WORDS_RE = re.compile(rb"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def _words(name: bytes) -> list[bytes]:
+    return [w.upper() for w in _WORDS_RE.findall(name)]
+
+
+def secret_name(name: str | bytes) -> bool:
+    """True when a variable, flag, header or field of this name holds a secret (`DB_PASSWORD`, `apiKey`)."""
+    raw = name.encode() if isinstance(name, str) else name
+    words = _words(raw)
+    if not words:
+        return False
+    if words[-2:] in ([b"SESSION", b"ID"], [b"SESS", b"ID"]):
+        return True
+    if words[-1].decode() in _KNOB_WORDS:
+        return False
+    hits = [i for i, w in enumerate(words) if w.decode() in _SECRET_WORDS or w.endswith(_SECRET_ENDINGS)]
+    if not hits:
+        return False
+    if [words[i] for i in hits] == [b"KEY"]:
+        i = hits[0]
+        if len(words) == 1 or (i > 0 and words[i - 1].decode() in _DATA_KEY_WORDS):
+            return False  # `key: password` (a k8s secretKeyRef), CACHE_KEY, SORT_KEY
+    return True
+
+
+# Values that only name or mask a secret: shell/Jinja/probe variables, printf slots, masks, booleans,
+# code that reads the secret from elsewhere. Literal known secrets are exempt from this test.
+_NOT_A_VALUE = re.compile(
+    rb"(?:\$\{\{.*|\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[^}]*)?\}?|\$[A-Z_][A-Z0-9_]*|\$\(.*|\{\{.*|%\(.*"
+    rb"|\{[A-Za-z_][A-Za-z0-9_]*\}|%[a-z]|<[^<>]*>?|![A-Za-z_]+(?:[ \t].*)?|\[FILTERED\]|\[REDACTED\]|REDACTED|redacted"
+    rb"|(?i:true|false|yes|no|on|off|none|null|nil|undefined|required|optional|enabled|disabled|changeme\b.{0,0})"
+    rb"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\(.*\)|\[.*\])"
+    rb"|[^A-Za-z0-9\x80-\xff]*)[\\,;]*", re.DOTALL)
+
+
+def _is_value(data: bytes, start: int, end: int) -> bool:
+    return end > start and not _NOT_A_VALUE.fullmatch(data, start, end)
+
+
+# ---- rule building blocks ---------------------------------------------------------------------------
+
+_QUOTED = rb"""(?:"(?P<secret>(?:[^"\\\r\n]|\\.)*)"|'(?P<secret2>[^'\r\n]*)')"""
+_BARE = rb"""(?P<secret3>[^\s"'`]+)"""
+_VALUE = rb"(?:" + _QUOTED + rb"|" + _BARE + rb")"
+_SECRET_GROUPS = ("secret", "secret2", "secret3", "secret4")
+# A name that may hold a secret: the regex only finds candidates, `secret_name` decides.
+_NAME = rb"[A-Za-z0-9_.-]*(?i:pass|pwd|pw|secret|token|key|auth|cred|sig|sess|sid|dsn|psk|dockerc)[A-Za-z0-9_.-]*"
+_QUERY_END = re.compile(rb"[&#]")
+_CONN_END = re.compile(rb";[A-Za-z][A-Za-z0-9 _.-]*=")
+_COMMENT = re.compile(rb"[ \t]+[#;].*$")
+_LINE_END = re.compile(rb"[^\r\n]*")
+
+
+def _group_span(match: re.Match[bytes]) -> Span | None:
+    named = match.re.groupindex
+    for group in _SECRET_GROUPS:
+        if group in named and match.group(group) is not None:
+            return match.span(group)
+    if not named and match.re.groups >= 1:
+        return match.span(1) if match.group(1) is not None else None  # user patterns: group 1 is the secret
+    return match.span()
+
+
+_PASSWORD_WORDS = frozenset({b"PASSWORD", b"PASSWD", b"PASS", b"PWD", b"PW", b"PASSPHRASE", b"PASSCODE", b"BINDPW",
+                             b"ROOTPW", b"CREDENTIALS", b"CREDENTIAL", b"CREDS", b"PSK"})
+
+
+def _kind(name: bytes, line_start: bool) -> str:
+    """The placeholder's rule name for a secret NAME: password, env_secret (a .env line) or api_token."""
+    if line_start:
+        return "env_secret"
+    words = _words(name)
+    return "password" if any(w in _PASSWORD_WORDS or w.endswith((b"PASSWORD", b"PASSWD")) for w in words) \
+        else "api_token"
+
+
+def _assignment(match: re.Match[bytes], data: bytes) -> tuple[int, int, str] | None:
+    """`NAME = value` anywhere: a secret when the name says so; the value's end depends on the context."""
+    if not secret_name(match.group("key")):
+        return None
+    span = _group_span(match)
+    if span is None:
+        return None
+    start, end = span
+    if match.group("secret3") is not None:
+        key_start = match.start("key")
+        before = data[key_start - 1:key_start] if key_start else b""
+        if before in (b"?", b"&"):  # a URL query: the value ends at the next parameter
+            cut = _QUERY_END.search(data, start, end)
+            end = cut.start() if cut else end
+        elif before == b";" or b";" in data[start:end]:
+            cut = _CONN_END.search(data, start, end)  # Key=Value;Key2=Value2 (Azure, ODBC, .NET)
+            end = cut.start() if cut else end
+        elif match.group("line") is not None and (match.group("sep") != b"=" or match.group("sp")):
+            # A YAML `key: value` or INI `key = value` line: the value is the rest of the line.
+            rest = _LINE_END.match(data, start)
+            end = rest.end() if rest else end
+            comment = _COMMENT.search(data, start, end)
+            end = comment.start() if comment else end
+            end = len(data[start:end].rstrip()) + start
+    if not _is_value(data, start, end):
+        return None
+    env = match.group("line") is not None and match.group("sep") == b"=" and not match.group("q")
+    return start, end, _kind(match.group("key"), env)
+
+
+def _judged_by_name(group: str) -> Judge:
+    def judge(match: re.Match[bytes], data: bytes) -> Span | None:
+        if not secret_name(match.group(group)):
+            return None
+        span = _group_span(match)
+        return span if span and _is_value(data, *span) else None
+    return judge
+
+
+def _flag(match: re.Match[bytes], data: bytes) -> tuple[int, int, str] | None:
+    """`--db-password x`, `--token=x`: a secret when the flag's name is one and the value is no flag."""
+    if not secret_name(match.group("key")):
+        return None
+    span = _group_span(match)
+    if span is None or data[span[0]:span[0] + 1] == b"-" or not _is_value(data, *span):
+        return None
+    return span[0], span[1], _kind(match.group("key"), False)
+
+
+def _token_user(match: re.Match[bytes], data: bytes) -> Span | None:
+    """A URL's user name that is a token (git over https, Sentry DSNs), not a person's login."""
+    start, end = match.span("secret")
+    user = data[start:end]
+    if re.fullmatch(rb"(?:gh[pousr]_|github_pat_|glpat-|x-token-auth|[0-9a-f]{32}).*", user) or (
+            len(user) >= 20 and re.search(rb"[0-9]", user) and re.search(rb"[A-Za-z]", user)):
+        return start, end
+    return None
+
+
+def _plain(match: re.Match[bytes], data: bytes) -> Span | None:
+    span = _group_span(match)
+    return span if span and _is_value(data, *span) else None
+
+
+_LINE = rb"(?P<line>(?m:^)[ \t]*(?:export[ \t]+|set[ \t]+|-[ \t]+|[+<>-](?![+<>-])[ \t]*)?)?"
+
+# (name, needles, regex, flags, description, judge) — the catalogue. A rule runs only when one of its
+# needles (lower case) occurs in the data. Specific rules come first: at equal spans the rule listed
+# first names the placeholder.
+RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], ...] = (
     ("private_key", (b"private key",),
-     rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----\r?\n?(?P<secret>(?:(?!-----END)[\s\S])*?)"
-     rb"(?=\r?\n?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
-     0, "PEM private key blocks (the body; a block cut by the output cap is scrubbed to the end)"),
+     (rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:\\r|\\n|[\r\n])*(?P<secret>(?:(?!-----END)[\s\S])*?)"
+     rb"(?=(?:\\r|\\n|[\r\n])*-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)"),
+     0, ("PEM and PGP private key blocks, also \\n-escaped in JSON (a block cut by the output cap is scrubbed to "
+        "the end)"), None),
     ("jwt", (b"eyj",),
      rb"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
-     0, "JSON Web Tokens"),
-    ("aws_access_key", (b"akia", b"asia", b"agpa", b"aida", b"aroa", b"anpa", b"anva", b"aipa"),
-     rb"\b(?P<secret>(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16})\b",
-     0, "AWS access key ids"),
+     0, "JSON Web Tokens", None),
+    ("aws_access_key", (b"akia", b"asia", b"agpa", b"aida", b"aroa", b"anpa", b"anva", b"aipa", b"abia", b"acca"),
+     rb"\b(?P<secret>(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16})\b",
+     0, "AWS access key ids", None),
+    ("webhook_url", (b"hooks.slack.com", b"/api/webhooks/", b"webhook.office.com"),
+     (rb"(?:hooks\.slack\.com/(?:services|workflows|triggers)/|discord(?:app)?\.com/api/webhooks/\d+/"
+     rb"|webhook\.office\.com/webhookb2/)(?P<secret>[A-Za-z0-9_/@.-]+)"),
+     0, "Slack, Discord and Teams incoming-webhook URLs (the path is the credential)", None),
+    ("vendor_token", (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_", b"xox", b"xapp-", b"_live_",
+                      b"_test_", b"whsec_", b"glpat-", b"aiza", b"sg.", b"sk-", b"hvs.", b"hvb.", b"hvr.", b"npm_",
+                      b"pypi-", b"dop_v1_", b"doo_v1_", b"glsa_", b"glc_", b"nrak-", b"shpat_", b"shpca_", b"shppa_",
+                      b"shpss_", b"xkeysib-", b"age-secret-key-", b"dp.", b":aa", b"key-", b"atatt", b"sk"),
+     (rb"(?<![A-Za-z0-9_-])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}|xox[abposre]-[A-Za-z0-9-]{10,}"
+     rb"|xapp-[A-Za-z0-9-]{20,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{20,}"
+     rb"|glpat-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35}|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
+     rb"|sk-(?:proj-|svcacct-|admin-|ant-[a-z]+\d*-)?[A-Za-z0-9_-]{20,}|hv[sbr]\.[A-Za-z0-9_-]{20,}"
+     rb"|npm_[A-Za-z0-9]{36}|pypi-AgE[A-Za-z0-9_-]{50,}|do[opr]_v1_[a-f0-9]{64}|gl(?:sa|c)_[A-Za-z0-9_=-]{20,}"
+     rb"|NRAK-[A-Z0-9]{27}|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
+     rb"|AGE-SECRET-KEY-1[0-9A-Z]{58}|dp\.(?:st|pt|sa|ct|scim|audit)\.[A-Za-z0-9._-]{20,}"
+     rb"|\d{8,10}:AA[A-Za-z0-9_-]{33}|key-[0-9a-f]{32}|ATATT3[A-Za-z0-9_=-]{20,}|SK[0-9a-f]{32})(?![A-Za-z0-9_-])"),
+     0, ("well-known token formats (GitHub, Slack, Stripe, GitLab, Google, SendGrid, OpenAI, Anthropic, Vault, "
+        "npm, PyPI, DigitalOcean, Grafana, New Relic, Shopify, Brevo, age, Doppler, Telegram, Mailgun, "
+        "Atlassian, Twilio)"), None),
     ("aws_secret_key", (b"secret",),
-     rb"aws_?secret_?(?:access_?)?key[\"']?[ \t]*[=:][ \t]*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})",
-     re.IGNORECASE, "AWS secret access keys"),
+     rb"aws_?secret_?(?:access_?)?key[\"']?[ \t]*[=:][ \t]*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
+     re.IGNORECASE, "AWS secret access keys", None),
     ("url_password", (b"://",),
-     rb"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"'<>]*:(?P<secret>[^\s@/\"'<>]+)@",
-     0, "passwords in DSNs and URLs: scheme://user:PASS@host"),
+     rb"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"'<>]*:(?P<secret>[^\s/\"'<>]+)@[^\s@/\"'<>?#]*(?=[:/?#\s\"'<>;,)]|$)",
+     0, "passwords in DSNs and URLs: scheme://user:PASS@host (a raw @ in the password: the last @ wins)", _plain),
+    ("url_token_user", (b"://",),
+     rb"://(?P<secret>[^\s:/@\"'<>]{16,})(?::[^\s/\"'<>]*)?@",
+     0, "a token used as a URL's user name (https://TOKEN@git..., Sentry DSN keys)", _token_user),
     ("redis_auth", (b"requirepass", b"masterauth"),
      rb"\b(?:requirepass|masterauth)[\"']?[ \t:=]+" + _VALUE,
-     re.IGNORECASE, "Redis requirepass / masterauth in config or CONFIG SET"),
+     re.IGNORECASE, "Redis requirepass / masterauth in config or CONFIG SET", _plain),
     ("redis_auth", (b"requirepass", b"masterauth"),
      rb"\b(?:requirepass|masterauth)\"?\r?\n[ \t]*(?:\d+\)[ \t]*)?\"(?P<secret>[^\"\r\n]*)\"",
-     re.IGNORECASE, "Redis CONFIG GET requirepass answers (value on the next line)"),
+     re.IGNORECASE, "Redis CONFIG GET requirepass answers (value on the next line)", None),
     ("redis_auth", (b"auth",),
      rb"\bAUTH[ \t]+(?:[^\s]+[ \t]+)?(?P<secret>[^\s]+)",
-     0, "Redis AUTH [user] <password>"),
+     0, "Redis AUTH [user] <password> (and SMTP AUTH PLAIN <credentials>)", None),
     ("redis_auth", (b"rediscli_auth",),
      rb"\bREDISCLI_AUTH[ \t]*[=:][ \t]*" + _VALUE,
-     0, "the REDISCLI_AUTH environment variable"),
+     0, "the REDISCLI_AUTH environment variable", None),
     ("redis_auth", (b"redis-cli",),
-     rb"\bredis-cli\b[^\n]*?[ \t](?:-a|--pass)[ \t]+(?P<secret>[^\s]+)",
-     0, "redis-cli -a <password> on a command line"),
+     rb"\bredis-cli\b[^\n]*?[ \t](?:-a|--pass)[ \t]+" + _VALUE,
+     0, "redis-cli -a <password> on a command line", _plain),
     ("redis_auth", (b"setuser",),
      rb"\bACL[ \t]+SETUSER\b[^\n]*?[ \t]>(?P<secret>[^\s]+)",
-     re.IGNORECASE, "Redis ACL SETUSER ... >password"),
+     re.IGNORECASE, "Redis ACL SETUSER ... >password", None),
     ("sql_password", (b"password", b"identified"),
-     rb"\b(?:password|identified[ \t]+by)[ \t]+(?:'(?P<secret>[^'\r\n]*)'|\"(?P<secret2>[^\"\r\n]*)\")",
-     re.IGNORECASE, "SQL: ALTER ROLE ... PASSWORD 'x', IDENTIFIED BY 'x'"),
+     rb"\b(?:password|identified[ \t]+by)[ \t]+(?:=[ \t]*)?(?:'(?P<secret>[^'\r\n]*)'|\"(?P<secret2>[^\"\r\n]*)\")",
+     re.IGNORECASE, "SQL: ALTER ROLE ... PASSWORD 'x', IDENTIFIED BY 'x', SET PASSWORD = 'x'", None),
+    ("command_password", (b"mysql", b"sshpass", b"redis-cli", b"docker", b"twine", b"ldap", b"zip", b"7z",
+                          b"ssh-keygen", b"smbclient", b"htpasswd", b"rabbitmqctl", b"pass:", b"chpasswd", b"smbd",
+                          b"mongo", b"7z"),
+     rb"(?:\bmysql(?:dump|admin|import|slap|check|sh)?\b[^\n]*?[ \t]-p"
+     rb"|\b(?:sshpass|7z|7za)\b[^\n]*?[ \t]-p[ \t]*"
+     rb"|\b(?:docker\b[^\n]*?\blogin\b[^\n]*?[ \t]-p|twine\b[^\n]*?[ \t]-p"
+     rb"|mongo(?:sh|dump|restore)?\b[^\n]*?[ \t]-p|ldap[a-z]*\b[^\n]*?[ \t]-w|(?:un)?zip\b[^\n]*?[ \t]-P"
+     rb"|ssh-keygen\b[^\n]*?[ \t]-[NP])[ \t]+"
+     rb"|\b(?:smbclient|smbd|mount\.cifs)\b[^\n]*?[ \t]-U[ \t]*[^\s%]+%"
+     rb"|\bhtpasswd[ \t]+-[a-zA-Z]*b[a-zA-Z]*[ \t]+\S+[ \t]+\S+[ \t]+"
+     rb"|\brabbitmqctl[ \t]+(?:add_user|change_password)[ \t]+\S+[ \t]+"
+     rb"|\becho[ \t]+['\"]?[^\s:'\"]+:(?=[^|\n]*\|[ \t]*chpasswd)"
+     rb"|(?<![A-Za-z])(?:pass|env):(?=\S))" + _VALUE,
+     0, ("passwords on command lines: mysql -pX, sshpass -p, docker login -p, ldapsearch -w, "
+        "zip -P, ssh-keygen -N, smbclient -U u%X, htpasswd -b, rabbitmqctl, chpasswd, openssl pass:X"), _plain),
     ("basic_auth", (b"curl", b"wget"),
-     rb"\b(?:curl|wget)\b[^\n]*?[ \t](?:-u|--user|--password|--http-password)[ \t=]+(?:[^\s:'\"]+:)?"
-     rb"['\"]?(?P<secret>[^\s'\"]+)",
-     0, "curl -u user:password, wget --password"),
+     (rb"\b(?:curl|wget)\b[^\n]*?[ \t](?:(?:-u|--user)[ \t=]*['\"]?[^\s:'\"]+:|(?:--password|--http-password)[ \t=]+)"
+     rb"['\"]?(?P<secret>[^\s'\"]+)"),
+     0, "curl -u user:password, wget --password", None),
     ("cookie", (b"cookie",),
      rb"\b(?:Set-)?Cookie[ \t]*:[ \t]*(?P<secret>[^\r\n]+)",
-     re.IGNORECASE, "Cookie / Set-Cookie header values (sessions)"),
-    ("vendor_token", (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"xox", b"sk_live_", b"glpat-"),
-     rb"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk_live_[A-Za-z0-9]{16,}|glpat-[A-Za-z0-9_-]{20,})",
-     0, "well-known token formats (GitHub, Slack, Stripe, GitLab)"),
+     re.IGNORECASE, "Cookie / Set-Cookie header values (sessions)", None),
     ("authorization", (b"authorization",),
-     rb"\bAuthorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:Bearer|Basic|Token|Digest|ApiKey)[ \t]+)?"
-     rb"(?P<secret>[^\s\"',;]+)",
-     re.IGNORECASE, "Authorization: Bearer/Basic/Token <credential>"),
+     (rb"\bAuthorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:Bearer|Basic|Token|Digest|ApiKey|Negotiate)[ \t]+)?"
+     rb"(?P<secret>[^\s\"',;]+)"),
+     re.IGNORECASE, "Authorization: Bearer/Basic/Token <credential>", _plain),
     ("authorization", (b"bearer",),
      rb"\bBearer[ \t]+(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
-     re.IGNORECASE, "bearer tokens anywhere"),
-    ("env_secret", (b"pass", b"secret", b"token", b"key"),
-     rb"(?m)^(?:[+<>-](?![+<>-]))?[ \t]*(?:export[ \t]+)?" + _SECRET_KEY + rb"[ \t]*=[ \t]*" + _VALUE,
-     re.IGNORECASE, ".env lines (also in diffs) whose key names a secret (*PASSWORD*, *SECRET*, *TOKEN*, *KEY*)"),
-    ("password", (b"pass", b"pwd"),
-     rb"(?:password|passwd|passphrase|(?<![a-z])pass|(?<![a-z])pwd)(?:[_.-][A-Za-z0-9_.-]*)?"
-     rb"[\"']?[ \t]*[=:][ \t]*" + _VALUE,
-     re.IGNORECASE, "password=, PGPASSWORD=, \"password\": \"...\" anywhere"),
-    ("api_token", (b"token", b"key", b"secret"),
-     rb"(?:token|api[_-]?key|apikey|access[_-]?key|secret|auth[_-]?key)(?:[_.-][A-Za-z0-9_.-]*)?"
-     rb"[\"']?[ \t]*[=:][ \t]*" + _VALUE,
-     re.IGNORECASE, "token=, api_key=, X-Api-Key:, \"secret\": \"...\" anywhere"),
+     re.IGNORECASE, "bearer tokens anywhere", None),
+    ("shadow_hash", (b"$",),
+     (rb"(?m:^)[A-Za-z_][A-Za-z0-9_.-]*:(?P<secret>\$(?:1|2[abxy]?|5|6|y|gy|7|apr1|argon2(?:id|i|d)?|sha1|md5)\$"
+     rb"[^:\s]+)(?=:|[ \t]*(?:\r?\n|\Z))"),
+     0, "password hashes in shadow and htpasswd lines", None),
+    ("netrc", (b"password", b"bindpw", b"rootpw", b"auth_pass", b"secret", b"psk"),
+     rb"(?:\blogin[ \t]+\S+[ \t]+password|(?m:^)[ \t]*(?:password|bindpw|rootpw|auth_pass|secret|passphrase|psk))"
+     rb"[ \t]+" + _VALUE + rb"(?=[ \t]*(?:$|\n|\r|[ \t]account\b))",
+     re.IGNORECASE | re.MULTILINE, "netrc `login u password X`, `password X` / `bindpw X` config lines", _plain),
+    ("pgpass", (b":",),
+     rb"(?m:^)[A-Za-z0-9_.*\[\]-]+:(?:\d+|\*):[^:\s]+:[^:\s]+:(?P<secret>\S+)[ \t]*$",
+     re.MULTILINE, ".pgpass lines host:port:db:user:password", None),
+    ("yaml_block", (b"|", b">"),
+     rb"(?m:^)(?P<indent>[ \t]*)(?:-[ \t]+)?[\"']?(?P<key>" + _NAME + rb")[\"']?:[ \t]*(?:![^\s|>]+[ \t]+)?"
+     rb"[|>][-+0-9]*[ \t]*(?:#[^\n]*)?\n(?P<secret>(?:(?P=indent)[ \t]+\S[^\n]*(?:\n|\Z)|[ \t]*\n(?=(?P=indent)[ \t]))+)",
+     0, "YAML block scalars (key: | or >) under a secret name", _judged_by_name("key")),
+    ("xml_secret", (b"<",),
+     rb"<(?P<key>" + _NAME + rb")(?:[ \t][^>]*)?>(?P<secret>[^<\r\n]+)</(?P=key)>"
+     rb"|(?:name|key)=[\"'](?P<key2>" + _NAME + rb")[\"'][^>]*?(?:value=[\"'](?P<secret2>[^\"']*)[\"']"
+     rb"|>(?P<secret3>[^<\r\n]+)<)",
+     0, "XML: <password>X</password>, <add key=\"DbPassword\" value=\"X\"/>, <property name=\"...password\">X<",
+     lambda m, d: _judged_by_name("key" if m.group("key") is not None else "key2")(m, d)),
+    ("password", (b"-",),
+     rb"(?<![A-Za-z0-9_-])--?(?P<key>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:=|[ \t]+)(?=" + _VALUE + rb")",
+     0, "command-line flags that carry a secret: --password X, --db-password=X, --token X, --api-key X", _flag),
+    ("api_token", (b"pass", b"pwd", b"pw", b"secret", b"token", b"key", b"auth", b"cred", b"sig", b"sess",
+                           b"sid", b"dsn", b"psk", b"dockerc"),
+     _LINE + rb"(?<![A-Za-z0-9_.-])(?P<q>[\"']?)(?P<key>" + _NAME + rb")(?P=q)(?P<sp>[ \t]*)"
+     rb"(?P<sep>=>|=|:(?!//))[ \t]*(?=" + _VALUE + rb")",
+     0, "NAME=value, NAME: value, \"NAME\": \"value\", ?NAME=value where the name says secret (see secret_name)",
+     _assignment),
 )
 
-RULES: tuple[Rule, ...] = tuple(Rule(n, re.compile(p, f), d, k) for n, k, p, f, d in RULE_TABLE)
-_SECRET_GROUPS = ("secret", "secret2", "secret3")
+RULES: tuple[Rule, ...] = tuple(Rule(n, re.compile(p, f), d, k, j) for n, k, p, f, d, j in RULE_TABLE)
 
 
 def user_rules(patterns: Iterable[str]) -> list[Rule]:
@@ -142,26 +390,10 @@ def secrets_from_vars(vars_by_host: Mapping[str, Mapping[str, Any]] | Mapping[st
     return sorted(found)
 
 
-# Values that only name or mask a secret: shell/Jinja/probe variables, printf slots, "***". Literal
-# known secrets are exempt; a real password of punctuation only is what known_secrets is for.
-_NOT_A_VALUE = re.compile(rb"(?:\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[^}]*)?\}?|\$[A-Z_][A-Z0-9_]*|\{\{.*"
-                          rb"|\{[A-Za-z_][A-Za-z0-9_]*\}|%[a-z]|<[^<>]*>|[^A-Za-z0-9\x80-\xff]*)\\*", re.DOTALL)
-
-
 def _literal_forms(secret: str | bytes) -> set[bytes]:
     """A known secret as it may appear: verbatim and percent-encoded (in a URL or DSN)."""
     raw = secret.encode() if isinstance(secret, str) else bytes(secret)
     return {raw, urllib.parse.quote(raw, safe="").encode(), urllib.parse.quote_plus(raw).encode()}
-
-
-def _secret_span(rule: Rule, match: re.Match[bytes]) -> tuple[int, int] | None:
-    named = match.re.groupindex
-    for group in _SECRET_GROUPS:
-        if group in named and match.group(group) is not None:
-            return match.span(group)
-    if not named and match.re.groups >= 1 and match.group(1) is not None:
-        return match.span(1)  # user patterns: group 1 is the secret
-    return match.span()
 
 
 class Redactor:
@@ -204,15 +436,26 @@ class Redactor:
             if rule.needles and not any(n in lowered for n in rule.needles):
                 continue
             for match in rule.pattern.finditer(data):
-                span = _secret_span(rule, match)
-                if span is None or span[0] == span[1]:
+                name = rule.name
+                if rule.judge is not None:
+                    judged = rule.judge(match, data)
+                    if judged is None:
+                        continue
+                    start, end = judged[0], judged[1]
+                    name = judged[2] if len(judged) == 3 else name
+                else:
+                    span = _group_span(match)
+                    if span is None:
+                        continue
+                    start, end = span
+                if start >= end:
                     continue
-                start, end = span
-                if rule.name != "known_secret" and _NOT_A_VALUE.fullmatch(data, start, end):
+                if rule.judge is None and rule.name != "known_secret" and not rule.name.startswith("user") \
+                        and not _is_value(data, start, end):
                     continue
                 if taken and any(s < end and start < e for s, e in taken):
                     continue  # already a placeholder
-                spans.append((start, end, order, rule.name))
+                spans.append((start, end, order, name))
         # Earliest first; at one start the longest wins, then the rule listed first. Overlapping spans
         # merge into one, so no part of a secret any rule saw is left visible.
         spans.sort(key=lambda s: (s[0], -(s[1] - s[0]), s[2]))
@@ -226,9 +469,26 @@ class Redactor:
         return chosen
 
     def redact_bytes(self, data: bytes, where: str = "") -> bytes:
-        """`data` with every secret replaced; `where` (a bundle-relative path) keys the counts."""
-        if not self.enabled or not data:
+        """`data` with every secret replaced; `where` (a bundle-relative path) keys the counts.
+
+        Raises RedactionError (never returns the input unscrubbed) when the data is not bytes or a
+        rule fails; the caller withholds the data (see `redact_or_withhold`).
+        """
+        if not self.enabled:
             return data
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise RedactionError(f"redaction of {where or 'output'} needs bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if not data:
+            return data
+        try:
+            return self._redact(data, where)
+        except RedactionError:
+            raise
+        except Exception as exc:  # a bug in a rule must not let the clear text through
+            raise RedactionError(f"redaction of {where or 'output'} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _redact(self, data: bytes, where: str) -> bytes:
         out: list[bytes] = []
         pos = 0
         for start, end, _, rule in self._spans(data):
@@ -248,9 +508,30 @@ class Redactor:
 
     def redact_text(self, text: str, where: str = "") -> str:
         """`text` with every secret replaced (surrogate escapes keep undecodable bytes intact)."""
-        if not self.enabled or not text:
+        if not self.enabled:
+            return text
+        if not isinstance(text, str):
+            raise RedactionError(f"redaction of {where or 'text'} needs str, got {type(text).__name__}")
+        if not text:
             return text
         return self.redact_bytes(text.encode("utf-8", "surrogateescape"), where).decode("utf-8", "surrogateescape")
+
+    def redact_or_withhold(self, data: bytes, where: str = "") -> tuple[bytes, str | None]:
+        """(redacted data, None), or (a WITHHELD placeholder, the error) when redaction failed: fail closed."""
+        try:
+            return self.redact_bytes(data, where), None
+        except RedactionError as exc:
+            return WITHHELD.encode(), str(exc)
+
+    def redact_value(self, value: Any, where: str = "") -> Any:
+        """A JSON-like value (dicts, lists, strings) with every string redacted; other scalars as they are."""
+        if isinstance(value, str):
+            return self.redact_text(value, where)
+        if isinstance(value, Mapping):
+            return {k: self.redact_value(v, where) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.redact_value(v, where) for v in value]
+        return value
 
     def total(self) -> int:
         """Substitutions made so far, all rules and files."""
