@@ -16,25 +16,30 @@ def _echo_err(line: str) -> None:
     click.echo(line, err=True)
 
 
+_KEY_HELP = "Your SSH key: a private key file, or a .pub whose private key ssh-agent holds (default: ssh-agent)."
+_AS_HELP = "Optional label; must match the principal your key has in allowed_signers."
+
+
 def _plan_command(action: Action) -> click.Command:
-    """The planning command of one action: check mode + diff, writes and shows the plan."""
+    """The planning command of one action: check mode + diff, signed by the requester, written and shown."""
 
     @click.pass_context
     def run(ctx: click.Context, hosts: str, inventory: str | None, param: tuple[str, ...], plan_file: str | None,
-            as_name: str | None, bundle: str | None, forks: int | None) -> None:
-        from collector.remediate.plan import default_plan_path, describe, make_plan, save_plan
-
-        settings = load_settings(inventory=inventory, user=as_name)
-        raw = parse_param_args(param)
-        plan = make_plan(action.name, hosts, raw, settings, inventory=inventory or settings.inventory,
-                         requester=as_name, bundle=bundle, forks=forks)
-        path = Path(plan_file) if plan_file else default_plan_path(plan, settings)
-        save_plan(plan, path)
+            as_name: str | None, key: str | None, bundle: str | None, forks: int | None) -> None:
+        from collector.remediate.approve import request_plan
         from collector.remediate.audit import AuditLog
+        from collector.remediate.plan import default_plan_path, describe, make_plan
+        from collector.remediate.policy import load_policy
+        from collector.remediate.signing import signer_for
 
-        AuditLog(settings.audit_log).append(
-            "plan", actor=plan.requester, plan_id=plan.id, plan_hash=plan.hash, action=plan.action, params=plan.params,
-            targets=plan.targets, diffs=plan.diffs, check=plan.check, plan_file=str(path.resolve()))
+        settings = load_settings(inventory=inventory)
+        raw = parse_param_args(param)
+        policy = load_policy()
+        signer = signer_for(key or settings.signing_key, allowed_signers=policy.signers_path())
+        plan = make_plan(action.name, hosts, raw, settings, inventory=inventory or settings.inventory,
+                         bundle=bundle, forks=forks, playbooks_dir=policy.playbooks_dir)
+        path = Path(plan_file) if plan_file else default_plan_path(plan, settings)
+        request_plan(plan, path, signer, policy, AuditLog(policy.audit_log, policy.checkpoint_file), as_name=as_name)
         for line in describe(plan):
             click.echo(line)
         if plan.failed_hosts:
@@ -52,7 +57,8 @@ def _plan_command(action: Action) -> click.Command:
             click.Option(["-i", "--inventory"], help="Inventory file or directory."),
             click.Option(["--param"], multiple=True, metavar="NAME=VALUE", help="An action parameter (repeatable)."),
             click.Option(["--plan", "plan_file"], metavar="FILE", help="Where to write the plan (default plans/<id>.json)."),
-            click.Option(["--as", "as_name"], metavar="NAME", help="Requester (default $COLLECTOR_USER, else login name)."),
+            click.Option(["--as", "as_name"], metavar="NAME", help=_AS_HELP),
+            click.Option(["--key"], metavar="FILE", help=_KEY_HELP),
             click.Option(["--bundle"], metavar="DIR", help="The incident's bundle (actions.json goes there on apply)."),
             click.Option(["--forks"], type=int, help="Parallel hosts for the check run."),
         ],
@@ -62,8 +68,10 @@ def _plan_command(action: Action) -> click.Command:
 
 @click.command("apply")
 @click.argument("plan_file", metavar="PLAN")
-@click.option("--max-hosts", type=int, help="Raise the blast-radius limit for this apply.")
-@click.option("--batch-size", type=int, help="Hosts per batch after the canary (default: setting batch_size).")
+@click.option("--key", metavar="FILE", help=_KEY_HELP)
+@click.option("--as", "as_name", metavar="NAME", help=_AS_HELP)
+@click.option("--max-hosts", type=int, help="Raise the blast-radius limit for this apply (up to the policy's max_hosts).")
+@click.option("--batch-size", type=int, help="Hosts per batch after the canary (at most the policy's batch_size).")
 @click.option("--bundle", metavar="DIR", help="Before-bundle for actions.json (default: the plan's).")
 @click.option("--verify-wait", type=float, default=60.0, show_default=True,
               help="Seconds to keep re-checking the recovery checklist until it passes.")
@@ -71,15 +79,24 @@ def _plan_command(action: Action) -> click.Command:
 @click.option("--allow-alert", multiple=True, metavar="NAME",
               help="An alert known to be unrelated or expected; verify does not count it (recorded).")
 @click.pass_context
-def apply_command(ctx: click.Context, plan_file: str, max_hosts: int | None, batch_size: int | None,
-                  bundle: str | None, verify_wait: float, no_after_bundle: bool, allow_alert: tuple[str, ...]) -> None:
-    """Apply an approved plan: canary, batches, health gate, verify, after-bundle, audit."""
-    from collector.remediate.apply import apply_plan
+def apply_command(ctx: click.Context, plan_file: str, key: str | None, as_name: str | None, max_hosts: int | None,
+                  batch_size: int | None, bundle: str | None, verify_wait: float, no_after_bundle: bool,
+                  allow_alert: tuple[str, ...]) -> None:
+    """Apply an approved plan (signed by you): canary, batches, health gate, verify, after-bundle, audit."""
+    from collector.remediate.apply import Interrupted, apply_plan
+    from collector.remediate.policy import load_policy
+    from collector.remediate.signing import signer_for
 
     settings = load_settings()
-    result = apply_plan(plan_file, settings, max_hosts=max_hosts, batch_size=batch_size, bundle=bundle,
-                        verify_wait_s=verify_wait, collect_after=not no_after_bundle, allowed_alerts=allow_alert,
-                        echo=click.echo)
+    policy = load_policy()
+    signer = signer_for(key or settings.signing_key, allowed_signers=policy.signers_path())
+    try:
+        result = apply_plan(plan_file, settings, signer=signer, policy=policy, as_name=as_name, max_hosts=max_hosts,
+                            batch_size=batch_size, bundle=bundle, verify_wait_s=verify_wait,
+                            collect_after=not no_after_bundle, allowed_alerts=allow_alert, echo=click.echo)
+    except Interrupted as exc:
+        _echo_err(f"error: {exc}")
+        ctx.exit(EXIT_PARTIAL)
     for line in checks_table(result.checks):
         click.echo(line)
     for note in result.notes:
@@ -92,6 +109,7 @@ def apply_command(ctx: click.Context, plan_file: str, max_hosts: int | None, bat
         click.echo(f"after-bundle: {result.after_bundle}")
     if result.actions_json:
         click.echo(f"actions: {result.actions_json}")
+    click.echo(f"applied by {result.applier}; audit head {result.audit_head}")
     click.echo(("APPLIED and VERIFIED" if result.ok else
                 f"NOT RECOVERED: {result.stopped or 'the recovery checklist failed'}") + f" (plan {result.plan.id})")
     ctx.exit(EXIT_OK if result.ok else EXIT_PARTIAL)

@@ -199,8 +199,15 @@ def get_action(name: str) -> Action:
         raise UsageError(f"unknown action {name!r}; known actions: {', '.join(ACTIONS)}") from None
 
 
+_JINJA = ("{{", "{%", "{#")
+
+
 def _coerce(action: Action, param: Param, raw: Any) -> Any:
     where = f"{action.name}: parameter {param.name}"
+    if isinstance(raw, str) and any(mark in raw for mark in _JINJA):
+        # Parameters are data: a template here would run on the controller when Ansible renders it.
+        raise UsageError(f"{where} contains a Jinja template marker ({{{{, {{% or {{#); parameters are data, "
+                         "never templates")
     if param.kind == "int":
         text = str(raw).strip()
         if not re.fullmatch(r"[+-]?[0-9]+", text):

@@ -1,90 +1,187 @@
-"""A Plan: what a mitigation would change, shown by a check-mode run, bound by a content hash.
+"""A Plan: what a mitigation would change, shown by a check-mode run, bound to everything that decides what runs.
 
-The hash covers every field but `hash` and `approval`, so editing targets, parameters or diffs
-after the fact is seen by `apply`; the approval is stored in the same file and names that hash.
+The content hash covers the action, the validated parameters, the targets, the check result and diffs,
+and a `binding`: the digest of every inventory file, of each target's resolved connection and
+`collector_*` variables (never in clear), of the ssh files those name, of the playbook, task files and
+modules the action uses, and the tool's and Ansible's versions. `apply` recomputes the binding from the
+current files and refuses on any difference, naming the part that changed.
 """
 from __future__ import annotations
 
 import difflib
-import getpass
 import hashlib
 import json
 import os
 import re
 import secrets
+import shlex
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from collector.config import Settings
-from collector.core import UsageError, utcnow
+from collector.core import PLAN_SCHEMA, Plan, UsageError, canonical_json, utcnow
 from collector.inventory import Inventory, load_inventory
+from collector.paths import resource
 from collector.redact import Redactor
 from collector.remediate.actions import Action, get_action, validate_params
 from collector.times import parse_instant
 
-PLAN_SCHEMA = "incident-collector/plan/v1"
-_UNHASHED = ("hash", "approval")
+__all__ = [
+    "PLAN_SCHEMA",
+    "Plan",
+    "binding_changes",
+    "compute_binding",
+    "describe",
+    "load_plan",
+    "make_plan",
+    "plan_extravars",
+    "playbook_path",
+    "save_plan",
+]
+
+_PRIVATE_DIR = 0o700
+_PRIVATE_FILE = 0o600
 
 
-@dataclass
-class Plan:
-    """A planned mitigation; `approval` is filled in by `collector approve`."""
-
-    id: str
-    action: str
-    params: dict[str, Any]
-    pattern: str
-    inventory: str
-    targets: list[str]
-    requester: str
-    created: str
-    bundle: str | None = None
-    check: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> status, changed, msg
-    diffs: dict[str, list[str]] = field(default_factory=dict)  # host -> redacted unified diffs
-    schema: str = PLAN_SCHEMA
-    hash: str = ""
-    approval: dict[str, Any] | None = None
-
-    def content(self) -> dict[str, Any]:
-        """The hashed part of the plan."""
-        return {k: v for k, v in asdict(self).items() if k not in _UNHASHED}
-
-    def compute_hash(self) -> str:
-        canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-    def created_epoch(self) -> float:
-        return parse_instant(self.created).timestamp()
-
-    def extravars(self, hosts_pattern: str | None = None) -> dict[str, Any]:
-        """The Ansible variables for this plan's playbook."""
-        action = get_action(self.action)
-        extra = action.extravars(self.params, hosts_pattern or ",".join(self.targets))
-        if action.request_time_var:
-            extra[action.request_time_var] = int(self.created_epoch())
-        return extra
-
-    @property
-    def changing_hosts(self) -> list[str]:
-        return [h for h in self.targets if self.check.get(h, {}).get("changed")]
-
-    @property
-    def failed_hosts(self) -> list[str]:
-        return [h for h in self.targets if self.check.get(h, {}).get("status") in ("failed", "unreachable")]
+def plans_root(policy_dir: str | None) -> Path:
+    """The playbooks folder: the policy's `playbooks_dir`, else the one shipped with the tool."""
+    return Path(policy_dir) if policy_dir else resource("playbooks")
 
 
-def requester_name(explicit: str | None, settings: Settings) -> str:
-    """--as NAME, else $COLLECTOR_USER (settings.user), else the login name."""
-    for name in (explicit, settings.user):
-        if name and name.strip():
-            return name.strip()
+def playbook_path(action: Action, root: Path) -> Path:
+    return root / "remediate" / f"{action.name}.yml"
+
+
+def plan_extravars(plan: Plan, hosts_pattern: str | None = None) -> dict[str, Any]:
+    """The Ansible variables for this plan's playbook (passed to Ansible marked unsafe: never templated)."""
+    action = get_action(plan.action)
+    extra = action.extravars(plan.params, hosts_pattern or ",".join(plan.targets))
+    if action.request_time_var:
+        extra[action.request_time_var] = int(parse_instant(plan.created).timestamp())
+    return extra
+
+
+# ---- the binding ------------------------------------------------------------------------------------------
+
+def _sha256_file(path: Path) -> str:
     try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in a container: the uid is still a name of sorts
-        return f"uid{os.getuid()}"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
 
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+_CONNECTION = re.compile(r"^(ansible_|collector_)")
+_SSH_FILE_OPTS = re.compile(r"^(?:UserKnownHostsFile|GlobalKnownHostsFile|IdentityFile|CertificateFile)=(.+)$", re.IGNORECASE)
+
+
+def _ssh_files(hostvars: Mapping[str, Any]) -> list[str]:
+    """Files the host's ssh arguments read (-F config, known_hosts, identity): their content decides the connection."""
+    found: list[str] = []
+    key = hostvars.get("ansible_ssh_private_key_file") or hostvars.get("ansible_private_key_file")
+    if key:
+        found.append(str(key))
+    for name in ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args"):
+        try:
+            words = shlex.split(str(hostvars.get(name) or ""))
+        except ValueError:
+            continue
+        for i, word in enumerate(words):
+            if word in ("-F", "-i") and i + 1 < len(words):
+                found.append(words[i + 1])
+            elif word == "-o" and i + 1 < len(words):
+                match = _SSH_FILE_OPTS.match(words[i + 1])
+                if match:
+                    found.extend(match.group(1).split())
+    return found
+
+
+def _inventory_digests(inv: Inventory) -> dict[str, str]:
+    files = {str(Path(f).resolve()) for f in inv.files}
+    source = Path(inv.source)
+    base = source if source.is_dir() else source.parent
+    for sub in ("group_vars", "host_vars"):
+        folder = base / sub
+        if folder.is_dir():
+            files.update(str(p.resolve()) for p in folder.rglob("*") if p.is_file())
+    return {f: _sha256_file(Path(f)) for f in sorted(files)}
+
+
+def _playbook_files(action: Action, root: Path) -> list[Path]:
+    """The action's playbook, the task files it includes, and the modules beside it (library/)."""
+    book = playbook_path(action, root)
+    files = [book]
+    try:
+        text = book.read_text()
+    except OSError:
+        return files
+    folder = book.parent
+    for name in sorted(set(re.findall(r"(?:include|import)_tasks:\s*[\"']?([\w./-]+\.ya?ml)", text))):
+        files.append(folder / name)
+    library = folder / "library"
+    if library.is_dir():
+        files.extend(sorted(p for p in library.rglob("*") if p.is_file() and "__pycache__" not in p.parts))
+    return files
+
+
+def compute_binding(action: Action, inv: Inventory, targets: list[str], playbooks: Path) -> dict[str, Any]:
+    """Everything besides the plan's own fields that decides what `apply` would run."""
+    import ansible.release
+
+    import collector
+
+    host_vars: dict[str, str] = {}
+    ssh_files: dict[str, str] = {}
+    for host in targets:
+        hostvars = inv.hosts.get(host, {})
+        chosen = {k: v for k, v in sorted(hostvars.items()) if _CONNECTION.match(k)}
+        host_vars[host] = _digest({"groups": sorted(inv.groups.get(host, [])), "vars": chosen})
+        for name in _ssh_files(hostvars):
+            path = Path(name).expanduser()
+            ssh_files[str(path)] = _sha256_file(path)
+    return {
+        "tool_version": collector.__version__,
+        "ansible_version": ansible.release.__version__,
+        "inventory_files": _inventory_digests(inv),
+        "host_vars": host_vars,
+        "ssh_files": dict(sorted(ssh_files.items())),
+        "playbooks_dir": str(playbooks.resolve()),
+        "playbook_files": {str(p.relative_to(playbooks)): _sha256_file(p) for p in _playbook_files(action, playbooks)},
+    }
+
+
+_BINDING_WORDS = {
+    "tool_version": "the tool's version", "ansible_version": "Ansible's version",
+    "inventory_files": "inventory file", "host_vars": "connection/collector_* variables of",
+    "ssh_files": "ssh file", "playbooks_dir": "the playbooks folder", "playbook_files": "playbook file",
+}
+
+
+def binding_changes(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """What differs between the approved binding and the current one, as short phrases (empty: nothing)."""
+    changes: list[str] = []
+    for key, word in _BINDING_WORDS.items():
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            for name in sorted(set(old) | set(new)):
+                if name not in new:
+                    changes.append(f"{word} {name} is gone")
+                elif name not in old:
+                    changes.append(f"{word} {name} is new")
+                elif old[name] != new[name]:
+                    changes.append(f"{word} {name} changed")
+        else:
+            changes.append(f"{word} changed ({old} -> {new})")
+    return changes
+
+
+# ---- making, saving, loading ------------------------------------------------------------------------------
 
 def targets_for(action: Action, inv: Inventory, pattern: str) -> list[str]:
     """Hosts matching `pattern` with one of the action's roles (Inventory.roles); none → UsageError."""
@@ -150,9 +247,9 @@ def _pinned_value(action: Action, results: list[dict[str, Any]]) -> str | None:
 
 
 def make_plan(action_name: str, pattern: str, raw_params: Mapping[str, str], settings: Settings, *,
-              inventory: str | None = None, requester: str | None = None, bundle: str | None = None,
-              forks: int | None = None) -> Plan:
-    """Validate, resolve targets, run the mitigation in check+diff mode and return the Plan (unsaved)."""
+              inventory: str | None = None, bundle: str | None = None, forks: int | None = None,
+              playbooks_dir: str | None = None) -> Plan:
+    """Validate, resolve targets, run the mitigation in check+diff mode and return the Plan (unsigned, unsaved)."""
     from collector.transport.ansible import run_playbook
 
     action = get_action(action_name)
@@ -161,15 +258,15 @@ def make_plan(action_name: str, pattern: str, raw_params: Mapping[str, str], set
         raise UsageError(f"--bundle {bundle} is not a bundle directory")
     inv = load_inventory(inventory or settings.inventory)
     targets = targets_for(action, inv, pattern)
+    root = plans_root(playbooks_dir)
     created = utcnow()
     plan = Plan(
         id=f"{parse_instant(created):%Y%m%dT%H%M%SZ}-{action.name}-{secrets.token_hex(3)}",
         action=action.name, params=params, pattern=pattern, inventory=inv.source, targets=targets,
-        requester=requester_name(requester, settings), created=created,
-        bundle=str(Path(bundle).resolve()) if bundle else None,
+        created=created, bundle=str(Path(bundle).resolve()) if bundle else None,
     )
-    run = run_playbook(action.playbook, inv.source, ",".join(targets), plan.extravars(), check=True, diff=True,
-                       forks=forks)
+    run = run_playbook(playbook_path(action, root), inv.source, ",".join(targets), plan_extravars(plan),
+                       check=True, diff=True, forks=forks, unsafe_vars=True)
     redactor = Redactor(settings.redact_patterns, inv.secret_values(targets))
     pins: dict[str, str | None] = {}
     for host in targets:
@@ -189,7 +286,10 @@ def make_plan(action_name: str, pattern: str, raw_params: Mapping[str, str], set
             raise UsageError(f"{action.name}: the hosts resolve 'previous' to different values ({', '.join(sorted(found))});"
                              f" name one with --param {action.pin_from_check}=...")
         if found:
-            plan.params[action.pin_from_check] = found.pop()
+            plan.params[action.pin_from_check] = validate_params(action, {**plan.params,
+                                                                          action.pin_from_check: found.pop()})[
+                action.pin_from_check]
+    plan.binding = compute_binding(action, inv, targets, root)
     plan.hash = plan.compute_hash()
     return plan
 
@@ -198,11 +298,23 @@ def default_plan_path(plan: Plan, settings: Settings) -> Path:
     return Path(settings.plans_dir) / f"{plan.id}.json"
 
 
+def private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) 0700; an existing folder of ours is tightened to 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR)
+    try:
+        if path.stat().st_uid == os.geteuid():
+            os.chmod(path, _PRIVATE_DIR)
+    except OSError:
+        pass
+
+
 def save_plan(plan: Plan, path: Path) -> Path:
-    """Write the plan atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(asdict(plan), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    """Write the plan atomically (0600 temporary file + rename) in a 0700 folder."""
+    private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _PRIVATE_FILE)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(plan.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -216,13 +328,7 @@ def load_plan(path: str | Path) -> Plan:
         raise UsageError(f"plan {file} does not exist") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"plan {file} is unreadable: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != PLAN_SCHEMA:
-        raise UsageError(f"{file} is not a plan ({PLAN_SCHEMA})")
-    known = set(Plan.__dataclass_fields__)
-    try:
-        return Plan(**{k: v for k, v in doc.items() if k in known})
-    except TypeError as exc:
-        raise UsageError(f"plan {file} is incomplete: {exc}") from None
+    return Plan.from_dict(doc, f"plan {file}")
 
 
 def describe(plan: Plan) -> list[str]:
@@ -233,11 +339,17 @@ def describe(plan: Plan) -> list[str]:
         f"action    {plan.action} — {action.summary}",
         f"params    {', '.join(f'{k}={v}' for k, v in plan.params.items()) or '(none)'}",
         f"targets   {', '.join(plan.targets)}  (pattern {plan.pattern!r}, {len(plan.targets)} host(s))",
-        f"requester {plan.requester}   created {plan.created}",
+        f"requester {plan.requester or '(unsigned)'}   created {plan.created}",
         f"hash      {plan.hash}",
     ]
     if plan.bundle:
         lines.append(f"bundle    {plan.bundle}")
+    binding = plan.binding or {}
+    if binding:
+        lines.append(f"bound to  {len(binding.get('inventory_files', {}))} inventory file(s), "
+                     f"{len(binding.get('playbook_files', {}))} playbook/task/module file(s) in "
+                     f"{binding.get('playbooks_dir')}, collector {binding.get('tool_version')}, "
+                     f"ansible-core {binding.get('ansible_version')}")
     for host in plan.targets:
         check = plan.check.get(host, {})
         word = {True: "would change", False: "no change"}[bool(check.get("changed"))]
@@ -246,10 +358,12 @@ def describe(plan: Plan) -> list[str]:
         lines.append(f"  {host}: {word}" + (f" — {check.get('msg')}" if check.get("changed") else ""))
         for diff in plan.diffs.get(host, []):
             lines.extend("    " + line for line in diff.rstrip("\n").splitlines())
-    if plan.approval:
-        a = plan.approval
-        lines.append(f"approved  by {a.get('approver')} at {a.get('approved')}"
-                     + (f"  BREAK-GLASS: {a.get('break_glass')}" if a.get("break_glass") else ""))
+    approvals = plan.signed("approve", "break-glass")
+    if approvals:
+        last = approvals[-1]
+        st = last.statement
+        lines.append(f"approved  by {last.principal} at {st.time} until {st.expires}"
+                     + (f"  BREAK-GLASS: {st.reason}" if st.role == "break-glass" else ""))
     else:
-        lines.append("approved  not yet: collector approve PLAN --as NAME (someone other than the requester)")
+        lines.append("approved  not yet: collector approve PLAN --key KEY (someone other than the requester)")
     return lines
