@@ -34,21 +34,6 @@ def utcnow() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class Probe:
-    """One entry of the probe catalogue (playbooks/vars/probes.yml)."""
-
-    name: str
-    command: str  # shell command; {var} placeholders are filled on the host, shlex-quoted
-    roles: tuple[str, ...] = ("all",)
-    timeout_s: float = 20.0
-    cap_bytes: int = 25 * 1024 * 1024
-    env: dict[str, str] = field(default_factory=dict)  # env var name -> host var holding its value
-    requires: tuple[str, ...] = ()  # executables; a missing one makes the probe not_found
-    parser: str | None = None
-    description: str = ""
-
-
 @dataclass
 class ProbeResult:
     """What one probe did on one host. `output` is the raw (possibly capped) bytes."""
