@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -223,6 +225,7 @@ def collect_command(
     catalogue: str | None,
 ) -> None:
     """Run the runbook's read-only probes on every matching host at once and write an evidence bundle."""
+    collect_step.stop_on_signals()  # SIGTERM, SIGHUP (a dropped SSH session): like Ctrl-C, the bundle is written
     board = HostBoard(Console(stderr=True, no_color=not sys.stderr.isatty()))
     try:
         outcome = collect_step.collect(
@@ -241,8 +244,7 @@ def collect_command(
         )
     finally:
         board.stop()
-    _show(outcome, as_json)
-    sys.exit(outcome.exit_code)
+    _exit(outcome, as_json)
 
 
 @click.command("ingest")
@@ -257,6 +259,7 @@ def ingest_command(
     artifacts_dir: str, out_dir: str | None, incident: str | None, as_json: bool, no_redact: bool
 ) -> None:
     """Build the bundle from the ansible-runner artifacts of a playbooks/collect.yml run made elsewhere."""
+    collect_step.stop_on_signals()
     outcome = collect_step.ingest(
         artifacts_dir,
         out_dir=out_dir,
@@ -264,7 +267,22 @@ def ingest_command(
         redact=False if no_redact else None,
         command_line=["collector", "ingest", *sys.argv[2:]],
     )
-    _show(outcome, as_json)
+    _exit(outcome, as_json)
+
+
+def _exit(outcome: collect_step.CollectOutcome, as_json: bool) -> NoReturn:
+    """Show the outcome and exit with its code. An incomplete bundle also gets its one line on stderr; a
+    terminal that went away (SIGHUP) costs the display, never the exit code."""
+    try:
+        _show(outcome, as_json)
+        if outcome.incomplete is not None:
+            click.echo(f"collect: {next(n for n in outcome.notes if n.startswith('bundle INCOMPLETE'))}", err=True)
+        sys.stdout.flush()
+    except OSError:
+        with contextlib.suppress(OSError):  # nothing to print to: later flushes must not fail at exit either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.dup2(devnull, sys.stderr.fileno())
     sys.exit(outcome.exit_code)
 
 

@@ -370,7 +370,7 @@ def build(bundle: Any) -> ReportData:
         archive=f"{Path(bundle.path).name}.tar.gz",
         summary=summary,
         problems=problems,
-        side_files=[n for n in ("findings.json", "actions.json") if (Path(bundle.path) / n).is_file()],
+        side_files=[n for n in ("findings.json", "actions.json") if bundle.exists(n)],
     )
     return data
 

@@ -6,7 +6,6 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from collector import times
@@ -105,11 +104,11 @@ def fmt_duration(seconds: float | None) -> str:
 
 def _read_json(bundle: Any, name: str, problems: list[str] | None = None) -> dict[str, Any] | None:
     """A derived JSON file of the bundle (findings.json, actions.json); None when absent, noted when unreadable."""
-    path = Path(bundle.path) / name
-    if not path.is_file():
+    data = bundle.read_file(name)  # the bundle's safe reader: never outside the folder, no symlink followed
+    if data is None:
         return None
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        loaded = json.loads(data.decode("utf-8", errors="replace"))
     except ValueError as exc:
         if problems is not None:
             problems.append(f"{name} is not valid JSON ({exc}); its content is left out of this report")

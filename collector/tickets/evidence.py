@@ -105,9 +105,9 @@ def gather(bundle_path: Path, *, allow_unredacted: bool = False) -> Evidence:
     files = archive_files(folder)
     summary = IncidentSummary.of(incident, read_findings(bundle), len(bundle.hosts))
     severity = summary.severity if summary.severity in SEVERITIES else None
-    ticket_md = folder / "TICKET.md"
-    if ticket_md.is_file():
-        text = ticket_md.read_text(errors="replace").strip()
+    ticket_raw = bundle.read_file("TICKET.md")  # the bundle's safe reader: a planted symlink is not followed
+    if ticket_raw is not None:
+        text = ticket_raw.decode("utf-8", errors="replace").strip()
     else:
         text = ticket_summary(bundle)  # the same template `collector report` writes TICKET.md from
     archive, sums = files
@@ -130,7 +130,7 @@ def gather(bundle_path: Path, *, allow_unredacted: bool = False) -> Evidence:
         subject=subject,
         body=text + footer,
         files=files,
-        ticket_md=ticket_md.is_file(),
+        ticket_md=ticket_raw is not None,
     )
 
 
