@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import Settings
 from collector.core import UsageError
 from collector.inventory import load_inventory
 from collector.remediate.actions import get_action
-from collector.remediate.plan import (Plan, _pinned_value, describe, load_plan, render_diff, requester_name, save_plan,
-                                      targets_for)
+from collector.remediate.plan import (Plan, _pinned_value, binding_changes, describe, load_plan, plan_extravars,
+                                      render_diff, save_plan, targets_for)
 
 
 def test_hash_is_stable_and_covers_the_content(plan: Plan) -> None:
@@ -23,17 +22,26 @@ def test_hash_is_stable_and_covers_the_content(plan: Plan) -> None:
     assert plan.compute_hash() != plan.hash
 
 
-def test_approval_is_outside_the_hash(plan: Plan) -> None:
+def test_signatures_are_outside_the_hash_and_the_binding_inside(plan: Plan) -> None:
     before = plan.compute_hash()
-    plan.approval = {"approver": "bob", "plan_hash": before}
+    plan.statements = [{"statement": {}, "signature": "x"}]
+    plan.requester = "bob"
     assert plan.compute_hash() == before
+    assert set(plan.binding) == {"tool_version", "ansible_version", "inventory_files", "host_vars", "ssh_files",
+                                 "playbooks_dir", "playbook_files"}
+    assert "remediate/pool-resize.yml" in plan.binding["playbook_files"]
+    assert "remediate/tasks/wait_healthy.yml" in plan.binding["playbook_files"]
+    assert "remediate/library/collector_change.py" in plan.binding["playbook_files"]
+    assert "127.0.0.1" not in json.dumps(plan.binding["host_vars"])  # digests, never the values
+    plan.binding = dict(plan.binding, tool_version="0.0.1")
+    assert plan.compute_hash() != before
 
 
 def test_save_and_load_round_trip(plan: Plan, tmp_path: Path) -> None:
     path = save_plan(plan, tmp_path / "plans" / "p.json")
     loaded = load_plan(path)
     assert loaded == plan and loaded.compute_hash() == plan.hash
-    assert json.loads(path.read_text())["schema"] == "incident-collector/plan/v1"
+    assert json.loads(path.read_text())["schema"] == "incident-collector/plan/v2"
     assert not list(path.parent.glob(".*tmp"))
 
 
@@ -47,17 +55,16 @@ def test_load_refuses_what_is_not_a_plan(tmp_path: Path) -> None:
 
 def test_extravars_carry_the_plans_time_for_restart(plan: Plan) -> None:
     plan.action, plan.params = "restart", {}
-    extra = plan.extravars()
+    extra = plan_extravars(plan)
     assert extra["restart_hosts"] == "app1,app2"
-    assert extra["restart_since"] == int(plan.created_epoch()) == 1795845600
+    assert extra["restart_since"] == 1795845600  # 2026-11-28T06:00:00Z
 
 
-def test_requester_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert requester_name("carol", Settings(user="dave")) == "carol"
-    assert requester_name(None, Settings(user="dave")) == "dave"
-    monkeypatch.setenv("USER", "erin")
-    monkeypatch.setenv("LOGNAME", "erin")
-    assert requester_name(None, Settings()) == "erin"
+def test_binding_changes_name_the_part() -> None:
+    before = {"tool_version": "1", "inventory_files": {"/i.yml": "a"}, "host_vars": {"app1": "x", "app2": "y"}}
+    now = {"tool_version": "2", "inventory_files": {"/i.yml": "b"}, "host_vars": {"app1": "x"}}
+    assert binding_changes(before, now) == ["the tool's version changed (1 -> 2)", "inventory file /i.yml changed",
+                                            "connection/collector_* variables of app2 is gone"]
 
 
 def test_targets_are_the_pattern_within_the_actions_group(inventory_file: Path) -> None:
@@ -88,4 +95,4 @@ def test_rollback_pin_reads_the_resolved_tag() -> None:
 def test_describe_names_targets_diff_and_approval_state(plan: Plan) -> None:
     text = "\n".join(describe(plan))
     assert "pool-resize" in text and "app1: would change" in text and "+DATABASE_POOL_SIZE=20" in text
-    assert "approved  not yet" in text and plan.hash in text
+    assert "approved  not yet" in text and plan.hash in text and "bound to  1 inventory file(s)" in text
