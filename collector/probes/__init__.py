@@ -6,22 +6,22 @@ The catalogue is data; the on-host runner (playbooks/files/probe_runner.py) exec
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from collector.core import Probe, UsageError
+from collector.core import UsageError
 from collector.paths import resource
 
 CATALOGUE_KEY = "collector_probes"
 _LOADER = getattr(
     yaml, "CSafeLoader", yaml.SafeLoader
 )  # libyaml when present: the catalogue is read every run
-# Fields of a catalogue entry the runner reads beyond the typed Probe (kept as data, passed through).
-_RUNNER_EXTRA = ("ok_rc", "serial")
+# The keys a catalogue entry may have (playbooks/vars/probes.yml documents each); the runner reads them as data.
+CATALOGUE_KEYS = ("name", "command", "roles", "timeout_s", "cap_bytes", "env", "requires", "ok_rc", "serial",
+                  "description")
 # Host vars a probe may read; everything else in hostvars stays on the control machine.
 _VAR_PREFIX = "collector_"
 # Runs at most this many probes at once per host (sshd's MaxSessions is not involved: one channel).
@@ -65,7 +65,7 @@ def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
     entries = doc.get(CATALOGUE_KEY) if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise UsageError(f"probe catalogue {path} has no list `{CATALOGUE_KEY}`")
-    known = {f.name for f in fields(Probe)} | set(_RUNNER_EXTRA)
+    known = set(CATALOGUE_KEYS)
     seen: set[str] = set()
     for entry in entries:
         if not isinstance(entry, dict) or not entry.get("name") or not entry.get("command"):
@@ -79,32 +79,6 @@ def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
             raise UsageError(f"probe catalogue {path}: probe {entry['name']} is declared twice")
         seen.add(entry["name"])
     return entries
-
-
-def to_probe(entry: dict[str, Any]) -> Probe:
-    """One catalogue entry as a typed Probe."""
-    return Probe(
-        name=entry["name"],
-        command=entry["command"],
-        roles=tuple(entry.get("roles") or ("all",)),
-        timeout_s=float(entry.get("timeout_s", 20.0)),
-        cap_bytes=int(entry.get("cap_bytes", 25 * 1024 * 1024)),
-        env=dict(entry.get("env") or {}),
-        requires=tuple(entry.get("requires") or ()),
-        parser=entry.get("parser"),
-        description=entry.get("description", ""),
-    )
-
-
-def load_catalogue(path: Path | str | None = None) -> list[Probe]:
-    """The catalogue as Probe values."""
-    return [to_probe(e) for e in load_entries(path)]
-
-
-def select(probes: Iterable[Probe], roles: Iterable[str]) -> list[Probe]:
-    """The probes that apply to a host with these roles (a probe for `all` applies everywhere)."""
-    wanted = set(roles) | {"all"}
-    return [p for p in probes if set(p.roles) & wanted]
 
 
 def probe_vars(hostvars: dict[str, Any]) -> dict[str, Any]:

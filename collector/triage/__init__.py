@@ -6,6 +6,7 @@ Everything that reads findings.json reads it through `read_findings` (`Findings.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from collector.core import (
     Questions,
     SecurityFlag,
     UnknownRule,
+    UsageError,
     severity_rank,
     utcnow,
     worst_severity,
@@ -51,8 +53,15 @@ def triage_bundle(path: str | Path, *, rules_path: str | Path | None = None, sea
 def read_findings(bundle: Bundle) -> Findings | None:
     """The bundle's findings.json as Findings; None when triage has not run. Unreadable, another schema or a
     missing field: UsageError naming it (a report must not quietly drop a section)."""
-    raw = bundle.read_json(FINDINGS_FILE)
-    return None if raw is None else Findings.from_dict(raw, f"{Path(bundle.path).name}/{FINDINGS_FILE}")
+    where = f"{Path(bundle.path).name}/{FINDINGS_FILE}"
+    data = bundle.read_file(FINDINGS_FILE)
+    if data is None:
+        return None
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise UsageError(f"{where} is not valid JSON ({exc}); re-run `collector triage` on the bundle") from None
+    return Findings.from_dict(raw, where)
 
 
 def bundle_figures(path: str | Path) -> KeyFigures:

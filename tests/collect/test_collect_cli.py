@@ -95,8 +95,8 @@ def test_ctrl_c_leaves_a_valid_bundle_marked_interrupted(tmp_path: Path) -> None
     catalogue = tmp_path / "probes.yml"
     catalogue.write_text(
         "collector_probes:\n"
-        "  - {name: quick, command: echo quick-done, timeout_s: 5, parser: raw, description: fast}\n"
-        "  - {name: slow, command: sleep 60, timeout_s: 90, parser: raw, description: hangs}\n"
+        "  - {name: quick, command: echo quick-done, timeout_s: 5, description: fast}\n"
+        "  - {name: slow, command: sleep 60, timeout_s: 90, description: hangs}\n"
     )
     code = CODE
     proc = subprocess.Popen(
@@ -157,7 +157,6 @@ def test_secret_host_vars_never_reach_the_bundle_and_no_redact_marks_it(tmp_path
                 "collector_probes": [
                     {
                         "name": "leak",
-                        "parser": "raw",
                         "description": "prints a secret on purpose",
                         "command": 'echo "token in output: $COLLECTOR_API_TOKEN"; echo {collector_api_token}',
                         "env": {"COLLECTOR_API_TOKEN": "collector_api_token"},

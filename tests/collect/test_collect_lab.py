@@ -343,7 +343,6 @@ def test_changed_host_key_and_refused_key_are_unreachable_with_the_reason(
 
 def _catalogue(tmp_path: Path, probes: list[dict[str, Any]]) -> Path:
     for probe in probes:
-        probe.setdefault("parser", "raw")
         probe.setdefault("description", "test probe")
     path = tmp_path / "probes.yml"
     path.write_text(yaml.safe_dump({"collector_probes": probes}))

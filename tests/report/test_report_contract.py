@@ -42,6 +42,13 @@ def test_a_findings_json_of_another_schema_stops_the_report(make_bundle: MakeBun
         report.render_reports(path)
 
 
+def test_a_findings_json_that_is_not_json_stops_the_report(make_bundle: MakeBundle) -> None:
+    path = make_bundle(findings=None)
+    (path / "findings.json").write_text('{"schema": "incident-collector/findings/v2", ')
+    with pytest.raises(UsageError, match="findings.json is not valid JSON"):
+        report.render_reports(path)
+
+
 def test_key_figures_are_triages_stored_ones(make_bundle: MakeBundle) -> None:
     # the bundle's Prometheus answer says 38 %; triage stored 55 %: the report shows what triage decided on
     doc = _findings()
