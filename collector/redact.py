@@ -20,9 +20,10 @@ Redaction fails closed: any internal error surfaces as `RedactionError` (never t
 """
 from __future__ import annotations
 
+import bisect
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,10 @@ class Rule:
     description: str = ""
     needles: tuple[bytes, ...] = ()  # lower-case literals; none present → the rule cannot match
     judge: Judge | None = None
+    # A line-local rule's match never crosses a line end: it runs only on the lines holding a needle
+    # (and `lines_after` more: a two-line answer such as CONFIG GET's).
+    line_local: bool = False
+    lines_after: int = 0
 
 
 # ---- names: which NAME in `NAME = value` holds a secret -------------------------------------------
@@ -135,6 +140,8 @@ _VALUE = rb"(?:" + _QUOTED + rb"|" + _BARE + rb")"
 _SECRET_GROUPS = ("secret", "secret2", "secret3", "secret4")
 # A name that may hold a secret: the regex only finds candidates, `secret_name` decides.
 _NAME = rb"[A-Za-z0-9_.-]*(?i:pass|pwd|pw|secret|token|key|auth|cred|sig|sess|sid|dsn|psk|dockerc)[A-Za-z0-9_.-]*"
+_NAME_NEEDLES = (b"pass", b"pwd", b"pw", b"secret", b"token", b"key", b"auth", b"cred", b"sig", b"sess", b"sid", b"dsn",
+                 b"psk", b"dockerc")
 _QUERY_END = re.compile(rb"[&#]")
 _CONN_END = re.compile(rb";[A-Za-z][A-Za-z0-9 _.-]*=")
 _COMMENT = re.compile(rb"[ \t]+[#;].*$")
@@ -252,7 +259,7 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
     ("vendor_token", (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_", b"xox", b"xapp-", b"_live_",
                       b"_test_", b"whsec_", b"glpat-", b"aiza", b"sg.", b"sk-", b"hvs.", b"hvb.", b"hvr.", b"npm_",
                       b"pypi-", b"dop_v1_", b"doo_v1_", b"glsa_", b"glc_", b"nrak-", b"shpat_", b"shpca_", b"shppa_",
-                      b"shpss_", b"xkeysib-", b"age-secret-key-", b"dp.", b":aa", b"key-", b"atatt", b"sk"),
+                      b"shpss_", b"xkeysib-", b"age-secret-key-", b"dp.", b":aa", b"key-", b"atatt"),
      (rb"(?<![A-Za-z0-9_-])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}|xox[abposre]-[A-Za-z0-9-]{10,}"
      rb"|xapp-[A-Za-z0-9-]{20,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{20,}"
      rb"|glpat-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35}|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
@@ -260,10 +267,13 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
      rb"|npm_[A-Za-z0-9]{36}|pypi-AgE[A-Za-z0-9_-]{50,}|do[opr]_v1_[a-f0-9]{64}|gl(?:sa|c)_[A-Za-z0-9_=-]{20,}"
      rb"|NRAK-[A-Z0-9]{27}|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
      rb"|AGE-SECRET-KEY-1[0-9A-Z]{58}|dp\.(?:st|pt|sa|ct|scim|audit)\.[A-Za-z0-9._-]{20,}"
-     rb"|\d{8,10}:AA[A-Za-z0-9_-]{33}|key-[0-9a-f]{32}|ATATT3[A-Za-z0-9_=-]{20,}|SK[0-9a-f]{32})(?![A-Za-z0-9_-])"),
+     rb"|\d{8,10}:AA[A-Za-z0-9_-]{33}|key-[0-9a-f]{32}|ATATT3[A-Za-z0-9_=-]{20,})(?![A-Za-z0-9_-])"),
      0, ("well-known token formats (GitHub, Slack, Stripe, GitLab, Google, SendGrid, OpenAI, Anthropic, Vault, "
         "npm, PyPI, DigitalOcean, Grafana, New Relic, Shopify, Brevo, age, Doppler, Telegram, Mailgun, "
-        "Atlassian, Twilio)"), None),
+        "Atlassian)"), None),
+    ("vendor_token", (b"sk",),
+     rb"(?<![A-Za-z0-9_-])SK[0-9a-f]{32}(?![A-Za-z0-9_-])",
+     0, "Twilio API key SIDs", None),
     ("aws_secret_key", (b"secret",),
      rb"aws_?secret_?(?:access_?)?key[\"']?[ \t]*[=:][ \t]*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
      re.IGNORECASE, "AWS secret access keys", None),
@@ -334,7 +344,7 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
     ("pgpass", (b":",),
      rb"(?m:^)[A-Za-z0-9_.*\[\]-]+:(?:\d+|\*):[^:\s]+:[^:\s]+:(?P<secret>\S+)[ \t]*$",
      re.MULTILINE, ".pgpass lines host:port:db:user:password", None),
-    ("yaml_block", (b"|", b">"),
+    ("yaml_block", (b": |", b": >", b":|", b":>", b"!vault"),
      rb"(?m:^)(?P<indent>[ \t]*)(?:-[ \t]+)?[\"']?(?P<key>" + _NAME + rb")[\"']?:[ \t]*(?:![^\s|>]+[ \t]+)?"
      rb"[|>][-+0-9]*[ \t]*(?:#[^\n]*)?\n(?P<secret>(?:(?P=indent)[ \t]+\S[^\n]*(?:\n|\Z)|[ \t]*\n(?=(?P=indent)[ \t]))+)",
      0, "YAML block scalars (key: | or >) under a secret name", _judged_by_name("key")),
@@ -344,18 +354,24 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
      rb"|>(?P<secret3>[^<\r\n]+)<)",
      0, "XML: <password>X</password>, <add key=\"DbPassword\" value=\"X\"/>, <property name=\"...password\">X<",
      lambda m, d: _judged_by_name("key" if m.group("key") is not None else "key2")(m, d)),
-    ("password", (b"-",),
-     rb"(?<![A-Za-z0-9_-])--?(?P<key>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:=|[ \t]+)(?=" + _VALUE + rb")",
+    ("password", _NAME_NEEDLES,
+     rb"(?<![A-Za-z0-9_-])--?(?P<key>" + _NAME + rb")(?:=|[ \t]+)(?=" + _VALUE + rb")",
      0, "command-line flags that carry a secret: --password X, --db-password=X, --token X, --api-key X", _flag),
-    ("api_token", (b"pass", b"pwd", b"pw", b"secret", b"token", b"key", b"auth", b"cred", b"sig", b"sess",
-                           b"sid", b"dsn", b"psk", b"dockerc"),
+    ("api_token", _NAME_NEEDLES,
      _LINE + rb"(?<![A-Za-z0-9_.-])(?P<q>[\"']?)(?P<key>" + _NAME + rb")(?P=q)(?P<sp>[ \t]*)"
      rb"(?P<sep>=>|=|:(?!//))[ \t]*(?=" + _VALUE + rb")",
      0, "NAME=value, NAME: value, \"NAME\": \"value\", ?NAME=value where the name says secret (see secret_name)",
      _assignment),
 )
 
-RULES: tuple[Rule, ...] = tuple(Rule(n, re.compile(p, f), d, k, j) for n, k, p, f, d, j in RULE_TABLE)
+# Rules whose match spans lines scan the whole text; every other rule with needles runs line by line.
+_MULTILINE_RULES = ("private_key", "yaml_block")
+RULES: tuple[Rule, ...] = tuple(
+    Rule(n, re.compile(p, f), d, k, j, line_local=bool(k) and n not in _MULTILINE_RULES,
+         lines_after=1 if "next line" in d else 0)
+    for n, k, p, f, d, j in RULE_TABLE)
+_WHOLE_TEXT_SHARE = 0.3  # when needles sit in more of the lines than this, one scan beats line by line
+_NEWLINE = re.compile(rb"\n")
 
 
 def user_rules(patterns: Iterable[str]) -> list[Rule]:
@@ -432,10 +448,11 @@ class Redactor:
         taken = [m.span() for m in _PLACEHOLDER_RE.finditer(data)]
         spans: list[tuple[int, int, int, str]] = []
         lowered = data.lower()
+        ends = [m.start() for m in _NEWLINE.finditer(data)] + [len(data)]
         for order, rule in enumerate(self.rules):
             if rule.needles and not any(n in lowered for n in rule.needles):
                 continue
-            for match in rule.pattern.finditer(data):
+            for match in self._matches(rule, data, lowered, ends):
                 name = rule.name
                 if rule.judge is not None:
                     judged = rule.judge(match, data)
@@ -467,6 +484,35 @@ class Redactor:
                 continue
             chosen.append(candidate)
         return chosen
+
+    @staticmethod
+    def _matches(rule: Rule, data: bytes, lowered: bytes, ends: list[int]) -> Iterator[re.Match[bytes]]:
+        """The rule's matches: over the whole text, or over the runs of lines that hold one of its needles.
+
+        `ends` lists the offsets of the text's line ends (its newlines, then len(data))."""
+        if not rule.line_local or len(ends) < 256:
+            yield from rule.pattern.finditer(data)
+            return
+        lines: set[int] = set()
+        budget = len(ends) * _WHOLE_TEXT_SHARE
+        for needle in rule.needles:
+            at = lowered.find(needle)
+            while at >= 0:
+                line = bisect.bisect_left(ends, at)
+                lines.update(range(line, min(line + rule.lines_after, len(ends) - 1) + 1))
+                if len(lines) > budget:
+                    yield from rule.pattern.finditer(data)
+                    return
+                at = lowered.find(needle, ends[line] + 1)
+        run_start = run_end = -2
+        for line in sorted(lines):
+            if line != run_end + 1:
+                if run_start >= 0:
+                    yield from rule.pattern.finditer(data, ends[run_start - 1] + 1 if run_start else 0, ends[run_end])
+                run_start = line
+            run_end = line
+        if run_start >= 0:
+            yield from rule.pattern.finditer(data, ends[run_start - 1] + 1 if run_start else 0, ends[run_end])
 
     def redact_bytes(self, data: bytes, where: str = "") -> bytes:
         """`data` with every secret replaced; `where` (a bundle-relative path) keys the counts.

@@ -313,3 +313,14 @@ def test_redact_value_walks_json_documents() -> None:
     out = Redactor().redact_value(doc, "x")
     assert "fakepw1" not in json.dumps(out) and "fakeTok9" not in json.dumps(out)
     assert out["hosts"]["app1"]["rc"] == 255
+
+
+def test_line_by_line_scanning_sees_first_last_and_two_line_secrets() -> None:
+    """Long texts run line-local rules only on the lines holding their needles: nothing may fall between."""
+    filler = b"".join(b"Dec  1 17:02:09 app1 sergas[1]: GET /api/orders/%d 200\n" % i for i in range(2000))
+    data = (b"password=first-fake-pw\n" + filler + b'1) "requirepass"\n2) "fake-config-get"\n' + filler
+            + b"ghp_" + b"F" * 36 + b"\nlast token=last-fake-tok")
+    out = Redactor().redact_bytes(data, "big")
+    for secret in (b"first-fake-pw", b"fake-config-get", b"F" * 36, b"last-fake-tok"):
+        assert secret not in out, secret
+    assert out.count(b"GET /api/orders/1999 200\n") == 2
