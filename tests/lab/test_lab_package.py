@@ -116,3 +116,11 @@ def test_bad_input_to_collector_lab_is_one_line_and_exit_2() -> None:
         assert proc.returncode == 2, (argv, proc.stderr)
         assert proc.stderr.startswith("error: ") and says in proc.stderr and proc.stderr.count("\n") == 1, argv
         assert proc.stdout == ""
+
+
+def test_the_test_command_installs_the_lab_and_drives_it_by_its_own_command() -> None:
+    script = (REPO / "run-tests.sh").read_text()
+    assert ".venv/bin/pip install -q ./lab" in script and ".venv/bin/pip install -q -e ./lab" in script
+    assert script.index("bash ./install.sh") < script.index("pip install -q ./lab") < script.index("collector-lab up")
+    for path in (REPO / "run-tests.sh", REPO / ".ci" / "run", REPO / "README.md"):
+        assert "collector lab" not in path.read_text(), path
