@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from collector_lab import hosts, lab_secrets, lab_state, lifecycle
+from collector_lab import hosts, lab_secrets, lab_state, lifecycle, signers
 from collector_lab.lock import lab_lock as hold_lab_lock
 
 from collector.config import Settings, load_settings
@@ -44,6 +44,7 @@ class Lab:
     ips: dict[str, str]
     groups: dict[str, list[str]]
     secrets: dict[str, str]
+    signers: signers.LabSigners  # keys of alice (requests), bob (approves), carol (break glass), mallory (unlisted)
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"
     _hosts: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -81,7 +82,8 @@ def _lab_or_reason() -> Lab | str:
     groups["lab"] = list(table)
     return Lab(settings=settings, inventory=inv, known_hosts=inv.parent / "lab_known_hosts",
                ssh_config=inv.parent / "lab_ssh_config", key=hosts.ssh_key(settings),
-               ips={n: str(s["ip"]) for n, s in table.items()}, groups=groups, secrets=lab_secrets(settings))
+               ips={n: str(s["ip"]) for n, s in table.items()}, groups=groups, secrets=lab_secrets(settings),
+               signers=signers.ensure(settings))
 
 
 @pytest.fixture(scope="session")

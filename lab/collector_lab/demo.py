@@ -3,12 +3,12 @@
     collector-lab demo error-storm
 
 break the fault → (reproduce the symptom with a little traffic) → collect → read the verdict →
-plan the suggested mitigation as `alice` → approve it as the second, named demo user `demo-approver`
-(said loudly: in a real incident a second person does this) → apply → verify → show the report's
+plan the suggested mitigation signed with the lab key of `alice` → approve it signed with the lab key of
+`bob` (said loudly: in a real incident a second person does this with their own key) → apply → verify → show the report's
 timeline → heal the fault and undo the mitigation's lab side effects, whatever happened.
 
 The whole run holds the lab lock (/tmp/collector-lab.lock); the commands it starts inherit it.
-Plans, the audit log and bundles go under the working directory, as they would for a person.
+Plans and bundles go under the working directory, as they would for a person; the audit log is the policy's.
 """
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ from typing import Any
 from collector.config import Settings, load_settings
 from collector.core import UsageError
 
-from collector_lab import hosts, lab_state
+from collector_lab import hosts, lab_state, signers
 from collector_lab.lock import lab_lock
 
-REQUESTER = "alice"
-DEMO_APPROVER = "demo-approver"
+REQUESTER = signers.REQUESTER
+DEMO_APPROVER = signers.APPROVER
 Say = Callable[[str], None]
 
 
@@ -167,7 +167,7 @@ def plan_argv(mitigation: dict[str, Any], inventory: str, plan: str, bundle: str
     argv = [tool("collector"), "remediate", str(mitigation["action"]), "--hosts", str(mitigation["hosts"])]
     for key, value in (mitigation.get("params") or {}).items():
         argv += ["--param", f"{key}={value}"]
-    return argv + ["-i", inventory, "--as", requester, "--plan", plan, "--bundle", bundle]
+    return argv + ["-i", inventory, "--key", str(signers.key_path(requester)), "--plan", plan, "--bundle", bundle]
 
 
 def journal_since(back_s: float = 5.0) -> str:
@@ -229,7 +229,8 @@ def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = "
     lab_cmd = tool("collector-lab")
     started = time.monotonic()
     say(f"=== scenario {scenario.name}: {scenario.title} (lab fault `{scenario.fault}`) ===")
-    say(f"working directory {cwd} (bundles/, plans/, audit/)")
+    say(f"working directory {cwd} (bundles/, plans/)")
+    signers.ensure(settings)  # the lab's keys, allowed_signers and policy
     say("waiting for the lab lock (other lab users finish first) ...")
     with lab_lock():
         say("holding the lab lock for the whole run")
@@ -276,12 +277,13 @@ def _play(scenario: Scenario, settings: Settings, inventory: str, cwd: Path, col
     plan = str(cwd / "plans" / f"{scenario.name}-{int(time.time())}.json")
     _run(plan_argv(chosen["mitigation"], inventory, plan, bundle), say, cwd=cwd)
     say("\n" + "!" * 78)
-    say(f"!!! APPROVING AS `{DEMO_APPROVER}`: a second, named DEMO user standing in for your colleague.")
+    say(f"!!! APPROVING WITH THE LAB KEY OF `{DEMO_APPROVER}`: a DEMO identity standing in for your colleague.")
     say("!!! In a real incident a second person reads the plan above and runs this command.")
     say("!" * 78)
-    _run([collector, "approve", plan, "--as", DEMO_APPROVER], say, cwd=cwd)
+    _run([collector, "approve", plan, "--key", str(signers.key_path(DEMO_APPROVER, settings)), "--yes"], say, cwd=cwd)
     say("\n--- 5. apply: canary first, then verify, after-bundle, actions.json, report ---")
-    _run([collector, "remediate", "apply", plan, "--verify-wait", str(verify_wait_s)], say, cwd=cwd, check=False)
+    _run([collector, "remediate", "apply", plan, "--key", str(signers.key_path(REQUESTER, settings)), "--verify-wait",
+          str(verify_wait_s)], say, cwd=cwd, check=False)
     say("\n--- 6. verify on its own: the runbook's step 5 checklist ---")
     allowed = expected_alerts(chosen["mitigation"])
     if allowed:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_lab import demo
+from collector_lab import demo, signers
 
 from collector.core import UsageError
 from collector.remediate.actions import get_action, validate_params
@@ -118,7 +118,7 @@ def test_demo_helpers() -> None:
     assert chosen is not None and chosen["id"] == "error-storm-client"
     argv = demo.plan_argv(chosen["mitigation"], "inv.yml", "p.json", "b")
     assert argv[1:] == ["remediate", "block-client", "--hosts", "app1", "--param", "address=127.0.0.2", "-i", "inv.yml",
-                        "--as", "alice", "--plan", "p.json", "--bundle", "b"]
+                        "--key", str(signers.key_path("alice")), "--plan", "p.json", "--bundle", "b"]
     assert demo.pick_mitigation({"findings": []}, demo.get_scenario("oom")) is None
     assert demo.bundle_path("3 host(s)\nbundle: bundles/inc-1-lab\narchive: x\n", Path("/w")) == "/w/bundles/inc-1-lab"
     report = "# T\n\n## Timeline\n\n| a |\n\n## Findings\n\nx\n"

@@ -2,8 +2,8 @@
 
 Each test drives the INSTALLED commands as subprocesses (`collect`, `collector` beside this Python):
 lab break → collect → severity and finding → the finding's suggested mitigation planned by alice →
-approved by bob → remediate apply → verify → report.md (timeline) names it all → lab heal (always).
-The whole scenario holds the lab lock; plans, audit log and bundles live in tmp_path (the cwd).
+approved by bob (each signing with their lab key) → remediate apply → verify → report.md (timeline) names it all → lab heal (always).
+The whole scenario holds the lab lock; plans and bundles live in tmp_path (the cwd), the audit log is the policy's.
 Traffic helpers, mitigation clean-up and the --since stamp come from collector_lab.demo; every
 expectation below is this file's own.
 """
@@ -149,13 +149,16 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     argv = demo.plan_argv(mitigation, inventory, str(plan), str(bundle), requester=REQUESTER)
     _ok(sh("collector", *argv[1:]))
     doc = json.loads(plan.read_text())
-    assert doc["action"] == expect.action and doc["requester"] == REQUESTER and doc["approval"] is None
+    assert doc["action"] == expect.action and doc["requester"] == REQUESTER
+    assert [s["statement"]["role"] for s in doc["statements"]] == ["request"]  # signed by alice's key, not approved
     assert any(c.get("changed") for c in doc["check"].values()), f"the check run found nothing to change: {doc['check']}"
 
-    # a second person approves; then apply (verify, after-bundle, actions.json, report)
-    _ok(sh("collector", "approve", str(plan), "--as", APPROVER))
-    assert json.loads(plan.read_text())["approval"]["approver"] == APPROVER
-    applied = _ok(sh("collector", "remediate", "apply", str(plan), "--verify-wait", "75", timeout=300))
+    # a second person approves with their key; then apply (verify, after-bundle, actions.json, report)
+    _ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
+    signed = json.loads(plan.read_text())["statements"][-1]
+    assert (signed["statement"]["role"], signed["principal"]) == ("approve", APPROVER)
+    applied = _ok(sh("collector", "remediate", "apply", str(plan), "--key", str(lab.signers.key(REQUESTER)),
+                     "--verify-wait", "75", timeout=300))
     assert "APPLIED and VERIFIED" in applied, applied[-2000:]
 
     allowed = [arg for alert in expect.allow_alerts for arg in ("--allow-alert", alert)]
@@ -164,7 +167,8 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
 
     actions = json.loads((bundle / "actions.json").read_text())["actions"][-1]
     assert (actions["action"], actions["requester"], actions["approver"]) == (expect.action, REQUESTER, APPROVER)
-    assert actions["verify"]["passed"] is True and actions["break_glass"] is None
+    assert actions["verify"]["passed"] is True and actions["break_glass"] is None and actions["applier"] == REQUESTER
+    assert "chain intact" in _ok(sh("collector", "audit", "verify", "--expect", actions["audit_head"]))
     assert any(h["changed"] for h in actions["hosts"].values()), actions["hosts"]
 
     report = (bundle / "report.md").read_text()

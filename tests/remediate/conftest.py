@@ -18,7 +18,7 @@ from collector.paths import resource
 from collector.remediate.actions import get_action
 from collector.remediate.approve import request_plan
 from collector.remediate.audit import AuditLog
-from collector.remediate.plan import compute_binding, save_plan
+from collector.remediate.plan import compute_binding
 from collector.remediate.policy import Policy
 from collector.remediate.signing import NAMESPACE, Signer
 

@@ -25,13 +25,12 @@ from collector.remediate.policy import Policy
 from collector.remediate.signing import NAMESPACE, SignatureError, Verifier
 
 
-
 def _events(audit: AuditLog) -> list[str]:
     return [r["event"] for r in audit.records()]
 
 
 def _problem(path: Path, policy: Policy, audit: AuditLog, ttl: float = 3600.0) -> str:
-    approval, problem = approval_problem(load_plan(path), policy, Verifier(policy.signers_path()), audit, ttl_s=ttl)
+    _, problem = approval_problem(load_plan(path), policy, Verifier(policy.signers_path()), audit, ttl_s=ttl)
     return "" if problem is None else f"{problem.kind}: {problem.text}"
 
 
@@ -47,7 +46,7 @@ def test_a_second_person_signs_the_approval_and_openssh_verifies_it(plan_path: P
     signed = saved.signed("approve")[0]
     (tmp_path / "a.sig").write_text(signed.signature)
     done = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(keys.allowed_signers), "-I", "bob", "-n", NAMESPACE,
-                           "-s", str(tmp_path / "a.sig")], input=signed.statement.message(), capture_output=True)
+                           "-s", str(tmp_path / "a.sig")], input=signed.statement.message(), capture_output=True, check=False)
     assert done.returncode == 0 and b'Good "incident-collector" signature for bob' in done.stdout
     statement = json.loads(signed.statement.message())
     assert statement["plan_hash"] == plan.hash and statement["role"] == "approve" and statement["expires"]
@@ -217,10 +216,10 @@ def test_jinja_in_a_parameter_is_refused_at_plan_time() -> None:
 
 
 def test_a_second_concurrent_apply_is_refused_naming_the_holder(tmp_path: Path) -> None:
-    with plan_lock(tmp_path, "h" * 64, {"principal": "bob", "pid": 42, "host": "ctl", "since": "T"}):
-        with pytest.raises(LockHeld, match=r"bob \(pid 42 on ctl, since T\)"):
-            with plan_lock(tmp_path, "h" * 64, {"principal": "carol"}):
-                pass
+    with plan_lock(tmp_path, "h" * 64, {"principal": "bob", "pid": 42, "host": "ctl", "since": "T"}), \
+            pytest.raises(LockHeld, match=r"bob \(pid 42 on ctl, since T\)"), \
+            plan_lock(tmp_path, "h" * 64, {"principal": "carol"}):
+        pass
     with plan_lock(tmp_path, "h" * 64, {"principal": "carol"}):  # released afterwards
         pass
 

@@ -2,6 +2,7 @@
 lines, lines that are not records, dangling applies."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def test_chain_links_every_record_and_checkpoints_its_head(tmp_path: Path) -> No
     records = list(log.records())
     assert [r["seq"] for r in records] == [1, 2, 3, 4]
     assert records[0]["prev"] == GENESIS
-    assert all(b["prev"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(records))
     check = log.verify()
     assert check.ok and check.records == 4 and check.head == f"4:{records[-1]['hash']}"
     assert log.last_checkpoint() == check.head

@@ -9,8 +9,17 @@ import pytest
 from collector.core import UsageError
 from collector.inventory import load_inventory
 from collector.remediate.actions import get_action
-from collector.remediate.plan import (Plan, _pinned_value, binding_changes, describe, load_plan, plan_extravars,
-                                      render_diff, save_plan, targets_for)
+from collector.remediate.plan import (
+    Plan,
+    _pinned_value,
+    binding_changes,
+    describe,
+    load_plan,
+    plan_extravars,
+    render_diff,
+    save_plan,
+    targets_for,
+)
 
 
 def test_hash_is_stable_and_covers_the_content(plan: Plan) -> None:
