@@ -485,12 +485,13 @@ class BundleWriter:
         self.missing.append(rel)
         return False
 
-    def _evidence(self, probe: ProbeResult, rel: str) -> tuple[bytes, bool]:
+    def _evidence(self, probe: ProbeResult, rel: str) -> tuple[bytes, bool, str | None]:
         raw, truncated = _visible_cap(probe, self.settings.cap_bytes)
         if self.key is not None and probe.probe in self.dotenv_probes and raw:
             raw, replaced = envfile.filter_bytes(raw, self.key)
             self.fingerprinted += replaced
-        return self.redactor.redact_bytes(raw, rel), truncated
+        data, withheld = self.redactor.redact_or_withhold(raw, rel)  # fail closed: a placeholder, never clear text
+        return data, truncated, withheld
 
     def add_host(self, result: HostResult) -> None:
         """Write one host's evidence now (a host already written is left as it is)."""
@@ -500,10 +501,12 @@ class BundleWriter:
             probes: dict[str, Any] = {}
             for probe in sorted(result.probes, key=lambda p: p.probe):
                 rel = _free_path(self.tmp, f"hosts/{_safe_name(result.host)}/{_safe_name(probe.probe)}", ".txt")
-                data, truncated = self._evidence(probe, rel)
+                data, truncated, withheld = self._evidence(probe, rel)
                 stored = self._store(rel, data)
                 probes[probe.probe] = _entry(probe, self.redactor, rel if stored else None, data)
                 probes[probe.probe]["truncated"] = truncated
+                if withheld:
+                    probes[probe.probe]["redaction_error"] = withheld
             self.hosts[result.host] = {
                 "status": result.status,
                 "error": self.redactor.redact_text(result.error, MANIFEST) if result.error else None,

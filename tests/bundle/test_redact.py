@@ -324,3 +324,29 @@ def test_line_by_line_scanning_sees_first_last_and_two_line_secrets() -> None:
     for secret in (b"first-fake-pw", b"fake-config-get", b"F" * 36, b"last-fake-tok"):
         assert secret not in out, secret
     assert out.count(b"GET /api/orders/1999 200\n") == 2
+
+
+def test_a_bundle_file_whose_redaction_fails_is_withheld_not_written_in_clear(tmp_path: Path) -> None:
+    """Fail closed: the file holds a placeholder, the manifest says why, the rest of the bundle is intact."""
+    from collector.bundle import write_bundle
+    from collector.config import Settings
+    from collector.core import HostResult, ProbeResult, RunResult
+
+    def broken(match: re.Match[bytes], data: bytes) -> tuple[int, int]:
+        raise ValueError("scrubber bug")
+
+    redactor = Redactor()
+    redactor.rules.append(Rule("broken", re.compile(rb"TRIGGER"), judge=broken))
+    stamp = "2026-11-28T05:00:00.000Z"
+    probes = [ProbeResult("app1", "env", "cat .env", "ok", 0, stamp, 0.1,
+                          output=b"TRIGGER clear-text-secret-9\n"),
+              ProbeResult("app1", "df", "df -h", "ok", 0, stamp, 0.1, output=b"/dev/sda1 40% /\n")]
+    run = RunResult(incident="inc-fail-closed", pattern="app1", inventory="inv", engine="ssh", command_line=[],
+                    started=stamp, finished=stamp, hosts={"app1": HostResult("app1", "ok", None, probes, ("app",))})
+    folder = write_bundle(run, Settings(), out_dir=tmp_path, redactor=redactor, archive=False)
+    everything = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    assert b"clear-text-secret-9" not in everything
+    assert (folder / "hosts/app1/env.txt").read_text() == WITHHELD
+    assert (folder / "hosts/app1/df.txt").read_bytes() == b"/dev/sda1 40% /\n"
+    entry = json.loads((folder / "manifest.json").read_text())["hosts"]["app1"]["probes"]["env"]
+    assert "scrubber bug" in entry["redaction_error"]
