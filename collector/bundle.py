@@ -517,9 +517,11 @@ class BundleWriter:
     def _add_monitoring(self, queries: Iterable[ProbeResult]) -> None:
         for query in sorted(queries, key=lambda p: p.probe):
             rel = _free_path(self.tmp, f"monitoring/{_safe_name(query.probe)}", ".json")
-            data = self.redactor.redact_bytes(query.output or b"", rel)
+            data, withheld = self.redactor.redact_or_withhold(query.output or b"", rel)
             stored = self._store(rel, data)
             self.monitoring[query.probe] = _entry(query, self.redactor, rel if stored else None, data)
+            if withheld:
+                self.monitoring[query.probe]["redaction_error"] = withheld
 
     @property
     def incomplete(self) -> dict[str, Any] | None:
