@@ -1,9 +1,13 @@
 """`collector report BUNDLE` and `collector comms BUNDLE --stage ...`: argument parsing only."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from collector import report as report_step
+from collector.core import EXIT_PARTIAL
+from collector.report.render import RedactionFailed
 
 
 @click.command("report")
@@ -13,7 +17,12 @@ from collector import report as report_step
 def report_command(bundle: str, formats: str) -> None:
     """Write report.html / report.md and TICKET.md into BUNDLE and re-seal its archive."""
     chosen = report_step.parse_formats(formats)
-    for path in report_step.render_reports(bundle, chosen):
+    try:
+        written = report_step.render_reports(bundle, chosen)
+    except RedactionFailed as exc:  # fails closed: placeholders were written, the clear text was not
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PARTIAL)
+    for path in written:
         click.echo(str(path))
 
 

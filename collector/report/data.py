@@ -239,15 +239,28 @@ def normalise_actions(actions: dict[str, Any] | None) -> list[dict[str, Any]]:
             "name": str(action.get("action") or "action"),
             "params_text": _params_text(action.get("params")).strip(" ()"),
             "results_text": _host_results_text(action),
-            "host_results": [(h, (action.get("hosts") or {})[h] or {}) for h in sorted(action.get("hosts") or {})],
+            "host_results": [(h, _host_result((action.get("hosts") or {})[h])) for h in sorted(action.get("hosts") or {})],
             "verify_text": _verify_text(verify) if verify else "not run",
-            "verify_checks": (verify or {}).get("checks") or [],
+            "verify_checks": [_check(c) for c in (verify or {}).get("checks") or []],
             "succeeded": _action_succeeded(action),
             "requested_text": fmt_time(parse_time(action.get("requested"))),
             "approved_text": fmt_time(parse_time(action.get("approved"))),
             "applied_text": fmt_time(parse_time(action.get("applied_finished") or action.get("applied_started"))),
         })
     return sorted(out, key=lambda a: str(a.get("applied_started") or a.get("requested") or ""))
+
+
+def _host_result(result: Any) -> dict[str, Any]:
+    """One host's apply result with the fields the templates show (the record is remediate's, not typed here)."""
+    res = result if isinstance(result, dict) else {}
+    return {"status": str(res.get("status") or "?"), "changed": bool(res.get("changed")), "msg": str(res.get("msg") or "")}
+
+
+def _check(check: Any) -> dict[str, Any]:
+    """One verification check with the fields the templates show."""
+    c = check if isinstance(check, dict) else {}
+    return {"name": str(c.get("name") or "?"), "host": str(c.get("host") or ""), "passed": bool(c.get("passed")),
+            "detail": str(c.get("detail") or "")}
 
 
 _BEFORE_AFTER_HOSTS = 8

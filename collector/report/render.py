@@ -30,8 +30,8 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource("reports"))),
         autoescape=lambda name: bool(name) and str(name).endswith((".html.j2", ".html")),
-        # A field an older triage/remediate did not write renders empty instead of costing the report.
-        undefined=jinja2.Undefined,
+        # A template naming a field the typed values do not have is a bug to see, not an empty section.
+        undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,

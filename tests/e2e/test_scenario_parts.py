@@ -43,7 +43,7 @@ def test_errors_spread_over_clients_are_no_single_client_storm(tmp_path: Path) -
     lines = _access(80, "10.0.0.1") + _access(80, "10.0.0.2")
     doc = triage_bundle(make_bundle(tmp_path / "a", _with_journal(lines)))
     assert "error-storm-client" not in findings_by_rule(doc)
-    assert doc["rules"]["error-storm-client"] == "passed"
+    assert doc.rules["error-storm-client"] == "passed"
     few = triage_bundle(make_bundle(tmp_path / "b", _with_journal(_access(50, "127.0.0.2"))))
     assert "error-storm-client" not in findings_by_rule(few)  # 50 errors are no storm
 

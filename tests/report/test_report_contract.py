@@ -104,3 +104,16 @@ def test_comms_redaction_fails_closed(make_bundle: MakeBundle, monkeypatch: pyte
     text = report.render_comms(path, "initial")
     assert text.startswith("[status update withheld: redaction failed (")
     assert "Database connection pool exhausted" not in text
+
+
+def test_cli_report_says_the_reports_were_withheld(make_bundle: MakeBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from collector.cli import main
+
+    path = make_bundle()
+    _broken_scrubber(monkeypatch)
+    result = CliRunner().invoke(main, ["report", str(path), "--format", "md"])
+    assert result.exit_code == 1
+    assert "reports withheld, redaction failed: report.md" in result.output
+    assert (path / "report.md").read_text().startswith("[report.md withheld")
