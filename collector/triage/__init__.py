@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from collector.core import (
     FINDINGS_SCHEMA,
@@ -152,7 +152,3 @@ def _security(findings: list[Finding]) -> SecurityFlag:
     advice = "treat as a possible security incident: preserve this bundle, involve the security on-call"
     return SecurityFlag(bool(hits), tuple(f"{f.title}: {f.message}" for f in hits), advice if hits else "")
 
-
-def as_json(findings: Findings) -> dict[str, Any]:
-    """findings.json's content (what `collector triage --json` prints)."""
-    return findings.to_dict()
