@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install everything incident collector and its test suite need on Debian 12, as root:
-# Debian packages (lab, monitoring, browser for report tests, Redmine for ticket tests)
-# and the Python package itself (non-editable, into ./.venv).
+# Install what the tool needs to run on Debian 12, as root: the Debian packages the control machine's own
+# probes use (`collect --hosts local`) and the Python package itself (non-editable, into ./.venv).
+# The test suite's extras (lab, monitoring, browser, Redmine, linters) come from install-test.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,19 +11,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-# Redmine's package asks debconf questions; answer them so the install never waits.
-debconf-set-selections <<'SEL'
-redmine redmine/instances/default/dbconfig-install boolean true
-redmine redmine/instances/default/database-type select sqlite3
-redmine redmine/instances/default/default-language select en
-SEL
-
+# python3-venv: ./.venv; openssh-client: the ssh and ansible engines, verify's host checks;
+# sysstat (iostat), procps (uptime, top, free, ps), util-linux (dmesg, runuser), curl (/health):
+# what the catalogue's every-host probes run on `local`.
 APT_PACKAGES=(
-  python3 python3-venv python3-pip git curl ca-certificates openssh-client rsync tzdata
-  systemd-container debootstrap iproute2 sysstat procps util-linux e2fsprogs
-  prometheus prometheus-alertmanager
-  chromium
-  redmine redmine-sqlite thin
+  python3 python3-venv ca-certificates openssh-client
+  sysstat procps util-linux curl
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -33,11 +26,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The Debian packages start their own services; the lab starts its own copies on loopback.
-for svc in prometheus prometheus-alertmanager prometheus-node-exporter redmine; do
-  systemctl disable --now "$svc" >/dev/null 2>&1 || true
-  pkill -f "/usr/bin/$svc" >/dev/null 2>&1 || true
-done
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -45,8 +33,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip
 if [ "${COLLECTOR_EDITABLE:-0}" = 1 ]; then
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q -e .
 else
-  .venv/bin/pip install -q ".[test]"
+  .venv/bin/pip install -q .
 fi
 echo "installed: $(.venv/bin/collector --version)"

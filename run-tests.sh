@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 
-bash ./install.sh || exit $?
+bash ./install-test.sh || exit $?  # install.sh (the tool) plus the lab's packages and the test extras
 # The test lab is its own distribution (lab/): installed beside the product, editable like it.
 if [ "${COLLECTOR_EDITABLE:-0}" = 1 ]; then
   .venv/bin/pip install -q -e ./lab || exit $?

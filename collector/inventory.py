@@ -52,7 +52,7 @@ class Inventory:
     _manager: Any = None
 
     def match(self, pattern: str) -> list[str]:
-        """Hosts matching an Ansible pattern (`prod`, `app`, `prod:&db`, `web0*`, `!db`); none → UsageError."""
+        """Hosts matching an Ansible pattern (`prod`, `app`, `prod:&db`, `web0*`, `!db`); none: UsageError."""
         if not pattern or not pattern.strip():
             raise UsageError("--hosts needs a host pattern (e.g. prod, app, prod:&db, web0*)")
         try:

@@ -51,7 +51,7 @@ def _from_match(match: re.Match[str]) -> _dt.datetime:
 
 
 def parse_instant(text: str) -> _dt.datetime:
-    """An ISO 8601 instant (`2026-11-28T05:00`, `...Z`, `+01:00`, nanoseconds) as aware UTC; else ValueError."""
+    """An ISO 8601 instant (`2026-11-28T05:00`, `...Z`, `+01:00`, nanoseconds) as aware UTC, or ValueError."""
     stripped = str(text).strip()
     match = _ISO.fullmatch(stripped)
     if match is None:

@@ -50,7 +50,8 @@ def testinfra_host(hostvars: Mapping[str, Any], name: str) -> Any:
     spec = f"ssh://{user}@{address}" if user else f"ssh://{address}"
     if hostvars.get("ansible_port"):
         spec += f":{hostvars['ansible_port']}"
-    extra = " ".join(str(hostvars.get(k) or "") for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args")).strip()
+    args = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
+    extra = " ".join(str(hostvars.get(k) or "") for k in args).strip()
     kwargs: dict[str, Any] = {"ssh_extra_args": extra or None, "timeout": 10, "controlpersist": 30}
     key = hostvars.get("ansible_ssh_private_key_file") or hostvars.get("ansible_private_key_file")
     if key:
@@ -63,7 +64,8 @@ def _service_checks(host: Any, name: str, service: str) -> list[Check]:
     enabled = host.run(f"systemctl is-enabled {shlex.quote(service)}").stdout.strip()
     return [
         Check("service active", name, running == "active", f"{service}: {running or 'unknown'}"),
-        Check("service enabled", name, enabled in ("enabled", "static", "alias"), f"{service}: {enabled or 'unknown'}"),
+        Check("service enabled", name, enabled in ("enabled", "static", "alias"),
+              f"{service}: {enabled or 'unknown'}"),
     ]
 
 
@@ -72,7 +74,8 @@ def _health_check(host: Any, name: str, url: str) -> Check:
     try:
         doc = json.loads(result.stdout)
     except ValueError:
-        return Check("/health healthy", name, False, f"no JSON from /health (rc {result.rc}) {result.stderr.strip()[:120]}")
+        detail = f"no JSON from /health (rc {result.rc}) {result.stderr.strip()[:120]}"
+        return Check("/health healthy", name, False, detail)
     status = doc.get("status") if isinstance(doc, dict) else None
     bad = [k for k, v in (doc.get("checks") or {}).items() if _dep_bad(v)] if isinstance(doc, dict) else []
     detail = f"status {status}" + (f"; failing: {', '.join(bad)}" if bad else "")
@@ -91,7 +94,8 @@ def _db_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
     cmd = f"runuser -u {shlex.quote(os_user)} -- psql -X -At -c 'SELECT 1' {shlex.quote(database)}"
     result = host.run(cmd)
     ok = result.rc == 0 and result.stdout.strip() == "1"
-    return Check("SELECT 1", name, ok, "1" if ok else f"rc {result.rc}: {(result.stderr or result.stdout).strip()[:160]}")
+    detail = "1" if ok else f"rc {result.rc}: {(result.stderr or result.stdout).strip()[:160]}"
+    return Check("SELECT 1", name, ok, detail)
 
 
 def _redis_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
@@ -102,12 +106,14 @@ def _redis_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
     # Redis reads included files in order and the last requirepass wins: do the same.
     cmd = (
         f"conf={conf}; files=\"$conf $(awk '$1==\"include\"{{print $2}}' \"$conf\" 2>/dev/null)\"; "
-        "REDISCLI_AUTH=$(cat $files 2>/dev/null | sed -n 's/^requirepass[[:space:]]\\+//p' | tail -n 1 | tr -d '\"') "
+        "REDISCLI_AUTH=$(cat $files 2>/dev/null | sed -n 's/^requirepass[[:space:]]\\+//p'"
+        " | tail -n 1 | tr -d '\"') "
         f"redis-cli --no-auth-warning -p {port} PING"
     )
     result = host.run(cmd)
     answer = result.stdout.strip()
-    return Check("Redis PING", name, answer == "PONG", answer[:80] or f"rc {result.rc}: {result.stderr.strip()[:120]}")
+    detail = answer[:80] or f"rc {result.rc}: {result.stderr.strip()[:120]}"
+    return Check("Redis PING", name, answer == "PONG", detail)
 
 
 def host_checks(inv: Inventory, name: str, *, only_health: bool = False) -> list[Check]:
@@ -118,7 +124,8 @@ def host_checks(inv: Inventory, name: str, *, only_health: bool = False) -> list
         host = testinfra_host(hostvars, name)
         probe = host.run("true")
         if probe.rc != 0:
-            return [Check("reachable", name, False, (probe.stderr or "ssh failed").strip().splitlines()[-1][:160])]
+            why = (probe.stderr or "ssh failed").strip().splitlines()[-1][:160]
+            return [Check("reachable", name, False, why)]
         checks: list[Check] = []
         service = hostvars.get("collector_service")
         if service:
@@ -175,7 +182,8 @@ def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = N
             checks.append(Check(title, MONITORING, value < limit, f"{shown(value)} over {window}"))
     alerts_url = f"{alertmanager}/api/v2/alerts?" + urllib.parse.urlencode(
         {"active": "true", "silenced": "false", "inhibited": "false"})
-    doc = json.loads(run_query(Query("alerts", "alertmanager", alerts_url, shape_alerts, {}), timeout_s).output)
+    alerts = run_query(Query("alerts", "alertmanager", alerts_url, shape_alerts, {}), timeout_s)
+    doc = json.loads(alerts.output)
     if doc.get("error"):
         checks.append(Check("no active alerts", MONITORING, False, str(doc["error"])[:160]))
     else:
@@ -223,7 +231,8 @@ def alerts_resolving(prometheus: str, names: Iterable[str], window: str, timeout
 
 
 def run_checks(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "30s",
-               monitoring: bool = True, only_health: bool = False, allowed_alerts: Iterable[str] = ()) -> list[Check]:
+               monitoring: bool = True, only_health: bool = False,
+               allowed_alerts: Iterable[str] = ()) -> list[Check]:
     """One pass of the checklist: every host at once, then the monitoring checks."""
     names = list(hosts)
     with ThreadPoolExecutor(max_workers=max(1, min(10, len(names)))) as pool:
@@ -235,15 +244,16 @@ def run_checks(inv: Inventory, hosts: Iterable[str], settings: Settings, *, wind
     return checks
 
 
-def verify(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "30s", wait_s: float = 0.0,
-           monitoring: bool = True, only_health: bool = False, allowed_alerts: Iterable[str] = (),
+def verify(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "30s",
+           wait_s: float = 0.0, monitoring: bool = True, only_health: bool = False,
+           allowed_alerts: Iterable[str] = (),
            progress: Callable[[list[Check]], None] | None = None) -> list[Check]:
     """The checklist, repeated every few seconds until it passes or `wait_s` has gone by."""
     names = list(hosts)
 
     def attempt() -> list[Check] | None:
-        checks = run_checks(inv, names, settings, window=window, monitoring=monitoring, only_health=only_health,
-                            allowed_alerts=allowed_alerts)
+        checks = run_checks(inv, names, settings, window=window, monitoring=monitoring,
+                            only_health=only_health, allowed_alerts=allowed_alerts)
         last[:] = checks
         if passed(checks):
             return checks
@@ -269,5 +279,6 @@ def table(checks: list[Check]) -> list[str]:
     host_w = max(len("host"), *(len(c.host) for c in checks))
     lines = [f"{'check':<{name_w}}  {'host':<{host_w}}  result  detail"]
     for c in checks:
-        lines.append(f"{c.name:<{name_w}}  {c.host:<{host_w}}  {'PASS' if c.passed else 'FAIL':<6}  {c.detail}")
+        result = "PASS" if c.passed else "FAIL"
+        lines.append(f"{c.name:<{name_w}}  {c.host:<{host_w}}  {result:<6}  {c.detail}")
     return lines

@@ -49,7 +49,8 @@ def test_iso_instants_are_aware_utc(text: str, expected: _dt.datetime) -> None:
     assert parsed == expected and parsed.utcoffset() == _dt.timedelta(0)
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-45T05:00", "05:00", "2026-11-28T05:00 junk", "10m"])
+@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-45T05:00", "05:00", "2026-11-28T05:00 junk",
+                                  "10m"])
 def test_bad_instants_are_value_errors(text: str) -> None:
     with pytest.raises(ValueError):
         parse_instant(text)
@@ -88,9 +89,11 @@ def _runner() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("since", ["30s", "10m", "2h", "1d", "2026-11-28T05:30:00Z", "2026-11-28T06:30:00+01:00",
-                                   "2026-11-28T05:30:00.250Z", "2026-11-28T06:30:00+0100", "2026-11-28 05:30:00 UTC",
-                                   "2026-11-28T05:30:00.123456789Z", "2026-11-28T05:30Z"])
+@pytest.mark.parametrize("since", [
+    "30s", "10m", "2h", "1d", "2026-11-28T05:30:00Z", "2026-11-28T06:30:00+01:00", "2026-11-28T05:30:00.250Z",
+    "2026-11-28T06:30:00+0100", "2026-11-28 05:30:00 UTC", "2026-11-28T05:30:00.123456789Z",
+    "2026-11-28T05:30Z",
+])
 def test_the_runners_copy_agrees_with_collector_times(since: str) -> None:
     """The on-host runner cannot import the package: its minimal copy must give the same window."""
     runner = _runner()

@@ -1,4 +1,4 @@
-"""`--since` as an ISO time bounds every windowed rule exactly as a duration does (collector.times.window_start).
+"""`--since` as an ISO time bounds every windowed rule as a duration does (collector.times.window_start).
 
 A windowed rule is one whose measure calls window_start: found by reading the measures, so a new
 windowed measure is tested here without editing this file.
@@ -16,7 +16,7 @@ from collector.triage.engine import Rule, load_rules
 from collector.triage.measures import MEASURES
 
 # The synthetic run started at 06:00:00Z (triage_synth.STARTED): a kill at 05:57:10 and one at 04:00:00.
-KILLS = ("[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1000kB\n"
+KILLS = ("[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) vm:1kB\n"
          "[Sat Nov 28 04:00:00 2026] Memory cgroup out of memory: Killed process 17 (old) total-vm:1kB\n")
 
 
