@@ -528,7 +528,7 @@ class BundleWriter:
         """None, or why the bundle is incomplete and which of its files are missing."""
         if self.disk_error is None:
             return None
-        return {"reason": f"disk error: {self.disk_error}", "missing": [*self.missing, f"../{self.name}.tar.gz"]}
+        return {"reason": f"disk error: {self.disk_error}", "missing": list(self.missing), "archive": False}
 
     def _bookkeeping(self, run: RunResult, log_lines: Iterable[str]) -> None:
         log = "".join(f"{line.rstrip(chr(10))}\n" for line in log_lines)

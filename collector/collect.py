@@ -25,6 +25,7 @@ from collector.core import EXIT_OK, EXIT_PARTIAL, HostResult, ProbeResult, RunRe
 from collector.inventory import Inventory, default_inventory, inventory_files, load_inventory
 from collector.jsonfile import read_json
 from collector.probes import load_entries
+from collector.redact import Redactor
 from collector.times import instant_or_none, iso_z, window_start
 from collector.transport import ENGINES, Interrupted, Payload, Progress, Target, get_transport, no_progress
 
@@ -41,6 +42,9 @@ class CollectOutcome:
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # non-fatal problems (triage/report missing or failing)
     incomplete: dict[str, Any] | None = None  # the disk failed while writing: why, and which files are missing
+    # The bundle's redactor (its known secrets, patterns and placeholders): whatever the CLI prints of the run
+    # (host errors, notes, --json) goes through it, so the terminal shows what the bundle shows.
+    redactor: Redactor | None = None
 
 
 def check_since(since: str) -> str:
@@ -165,10 +169,11 @@ def _finish(writer: BundleWriter, run: RunResult, outcome_log: _Log, after: bool
     with _held_signals() as caught:
         outcome_log("writing the bundle")
         bundle = writer.finish(run, list(outcome_log.lines))
-    outcome = CollectOutcome(run, bundle, _exit_code(run), log=outcome_log.lines, incomplete=writer.incomplete)
+    outcome = CollectOutcome(run, bundle, _exit_code(run), log=outcome_log.lines, incomplete=writer.incomplete,
+                             redactor=writer.redactor)
     if outcome.incomplete is not None:
         missing = outcome.incomplete["missing"]
-        outcome.notes.append(f"bundle INCOMPLETE ({outcome.incomplete['reason']}): {len(missing) - 1} evidence "
+        outcome.notes.append(f"bundle INCOMPLETE ({outcome.incomplete['reason']}): {len(missing)} evidence "
                              f"file(s) and the archive not written; what came before is in {bundle}")
         outcome.exit_code = EXIT_PARTIAL
         return outcome  # no triage, report or archive: each needs room the disk does not have
@@ -356,8 +361,13 @@ def ingest(
     redact: bool | None = None,
     command_line: list[str] | None = None,
     after: bool = True,
+    inventory: str | None = None,
 ) -> CollectOutcome:
-    """Build a bundle from ansible-runner artifacts of playbooks/collect.yml (same manifest, redaction, sums)."""
+    """Build a bundle from ansible-runner artifacts of playbooks/collect.yml (same manifest, redaction, sums).
+
+    The secret host variables of `inventory` (else of the run's own inventory, when it is readable here)
+    are redacted wherever they show up, as `collect` does with the inventory it reads.
+    """
     from collector.transport.ansible import host_results_from_events, read_artifact_events
 
     settings = load_settings(out_dir=out_dir, redact=redact)
@@ -370,13 +380,13 @@ def ingest(
     if not hosts:
         raise UsageError(f"{run_dir} holds no result of playbooks/collect.yml's probe-runner task")
     stamps = sorted(str(e.get("created")) for e in events if e.get("created"))
-    pattern, inventory = _command_args(run_dir)
+    pattern, run_inventory = _command_args(run_dir)
     log = _Log()
-    log(f"ingest {run_dir}: {len(hosts)} host(s), pattern {pattern!r}, inventory {inventory}")
+    log(f"ingest {run_dir}: {len(hosts)} host(s), pattern {pattern!r}, inventory {run_inventory}")
     run = RunResult(
         incident=incident or "",
         pattern=pattern,
-        inventory=inventory,
+        inventory=run_inventory,
         engine="ansible-ingest",
         command_line=list(command_line or []),
         started=_iso(stamps[0]) if stamps else utcnow(),
@@ -385,7 +395,11 @@ def ingest(
     )
     for name, result in run.hosts.items():
         log(f"host {name}: {result.status}" + (f" ({result.error})" if result.error else ""))
-    writer = BundleWriter(run, settings, hosts_hint=len(run.hosts))
+    secrets_from = inventory or (run_inventory if "," not in run_inventory and Path(run_inventory).exists() else None)
+    secrets = load_inventory(secrets_from).secret_values() if secrets_from else []
+    log(f"known secrets: {len(secrets)} value(s) from the secret host variables of {secrets_from}" if secrets_from
+        else "known secrets: none (no inventory: pass -i INVENTORY so its secret host variables are redacted)")
+    writer = BundleWriter(run, settings, known_secrets=secrets, hosts_hint=len(run.hosts))
     return _finish(writer, run, log, after)
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 FINGERPRINT_HEX = 8
 KEY_BYTES = 32
-# A catalogue entry whose output is a settings file in KEY=value form.
-DOTENV_PARSER = "dotenv"
+# The catalogue's `format:` of an entry whose output is a settings file in KEY=value form.
+DOTENV_FORMAT = "dotenv"
 
 _ASSIGNMENT = re.compile(r"^(?P<lead>\s*(?:#\s*)?(?:export\s+)?)(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P<eq>\s*=\s*)(?P<rest>.*)$")
 # Words that end the key name of an operational knob (DATABASE_POOL_SIZE, ZOHO_RATE_LIMIT, CACHE_TTL...).
@@ -52,7 +52,7 @@ _WORD = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,23}$")
 
 def is_capture(entry: dict[str, Any]) -> bool:
     """Whether a catalogue entry captures a .env-style settings file."""
-    return entry.get("parser") == DOTENV_PARSER
+    return entry.get("format") == DOTENV_FORMAT
 
 
 def capture_probes(entries: Iterable[dict[str, Any]]) -> frozenset[str]:
@@ -180,5 +180,5 @@ def filter_bytes(data: bytes, key: bytes) -> tuple[bytes, int]:
     return text.encode("utf-8", "surrogateescape"), replaced
 
 
-__all__ = ["DOTENV_PARSER", "capture_probes", "default_key_path", "filter_bytes", "filter_text", "fingerprint",
+__all__ = ["DOTENV_FORMAT", "capture_probes", "default_key_path", "filter_bytes", "filter_text", "fingerprint",
            "is_capture", "is_operational", "key_id", "load_key"]

@@ -40,10 +40,10 @@ def _run(**overrides: object) -> RunResult:
     db = HostResult("db1", "unreachable", "ssh: connect to host 10.0.0.9 port 22: Connection timed out", [], ("db",))
     monitoring = [_probe("monitoring", "error_ratio", b'{"value": 0.12, "url": "http://u:monpw@127.0.0.1:9090"}',
                          rc=None)]
-    values: dict[str, object] = dict(incident="", pattern="prod:&app", inventory="inventory/", engine="ssh",
-                                     command_line=["collect", "--hosts", "prod:&app", "--api-token=cli-tok"],
-                                     started=STARTED, finished="2026-11-28T05:00:03.000Z",
-                                     hosts={"app1": app, "redis1": redis, "db1": db}, monitoring=monitoring)
+    values: dict[str, object] = {"incident": "", "pattern": "prod:&app", "inventory": "inventory/", "engine": "ssh",
+                                     "command_line": ["collect", "--hosts", "prod:&app", "--api-token=cli-tok"],
+                                     "started": STARTED, "finished": "2026-11-28T05:00:03.000Z",
+                                     "hosts": {"app1": app, "redis1": redis, "db1": db}, "monitoring": monitoring}
     values.update(overrides)
     return RunResult(**values)  # type: ignore[arg-type]
 
@@ -125,13 +125,13 @@ def test_redaction_counts_per_rule_and_file(written: Path) -> None:
 
 
 def test_sha256sums_verifies_with_coreutils(written: Path) -> None:
-    done = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=written, capture_output=True, text=True)
+    done = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=written, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     listed = [line.split("  ", 1)[1] for line in (written / "SHA256SUMS").read_text().splitlines()]
     assert "SHA256SUMS" not in listed and "manifest.json" in listed and len(listed) == 9
     (written / "hosts/app1/env.txt").write_bytes(b"tampered")
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=written,
-                          capture_output=True).returncode == 1
+                          capture_output=True, check=False).returncode == 1
     assert Bundle.open(written).verify() == ["hosts/app1/env.txt: checksum mismatch"]
 
 
@@ -142,7 +142,7 @@ def test_archive_is_byte_identical_when_written_twice(written: Path, tmp_path: P
     shutil.copytree(written, copy)
     for path in copy.rglob("*"):
         path.touch()  # other mtimes must not matter
-    second = write_archive(copy, mtime=int(1795842000)).read_bytes()
+    second = write_archive(copy, mtime=1795842000).read_bytes()
     assert second == first
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
@@ -248,7 +248,7 @@ def test_derived_files_are_redacted_and_sealed(written: Path) -> None:
     assert SECRET_PW not in findings and "derived-pw" not in findings
     # numbering continues after the collection's placeholders instead of reusing their numbers
     assert "password=«REDACTED:" in findings and "«REDACTED:known_secret:2»" in findings
-    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=written).returncode == 0
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=written, check=False).returncode == 0
     with tarfile.open(archive) as tar:
         assert f"{written.name}/findings.json" in tar.getnames()
     counts = json.loads((written / "redaction.json").read_text())["counts"]

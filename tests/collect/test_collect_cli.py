@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from collector.times import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = str(REPO / "inventory" / "local.yml")
@@ -22,8 +25,7 @@ CODE = "import sys; from collector.cli import collect_main; sys.argv[0] = 'colle
 def collect(*args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     code = CODE
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
-    )
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
 
 
 def manifest(bundle: str | Path) -> dict[str, Any]:
@@ -43,7 +45,7 @@ def test_collect_local_writes_a_verified_bundle(tmp_path: Path) -> None:
     assert probes["uptime"]["status"] == "ok" and probes["uptime"]["rc"] == 0
     assert b"load average" in (bundle / probes["uptime"]["path"]).read_bytes()
     assert probes["service_status"]["status"] == "skipped"  # no collector_service for `local`
-    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
     assert (tmp_path / "INC-1.tar.gz").is_file() and (tmp_path / "INC-1.tar.gz.sha256").is_file()
 
@@ -91,44 +93,37 @@ def test_both_engines_give_the_same_probes_and_statuses(tmp_path: Path) -> None:
     assert results["ssh"]["free"] == "ok"
 
 
-def test_ctrl_c_leaves_a_valid_bundle_marked_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_signal_leaves_a_valid_bundle_marked_interrupted(tmp_path: Path, sig: signal.Signals) -> None:
+    """Ctrl-C, a `kill` and a dropped SSH session (SIGHUP) all end the same way: the bundle, exit 1."""
+    started = tmp_path / "slow-probe-started"
     catalogue = tmp_path / "probes.yml"
     catalogue.write_text(
         "collector_probes:\n"
         "  - {name: quick, command: echo quick-done, timeout_s: 5, description: fast}\n"
-        "  - {name: slow, command: sleep 60, timeout_s: 90, description: hangs}\n"
+        f"  - {{name: slow, command: 'touch {started}; sleep 60', timeout_s: 90, description: hangs}}\n"
     )
-    code = CODE
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "--hosts",
-            "local",
-            "-i",
-            LOCAL,
-            "--out",
-            str(tmp_path / "out"),
-            "--json",
-            "--catalogue",
-            str(catalogue),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", CODE, "--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / "out"), "--json",
+         "--catalogue", str(catalogue)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
+    assert wait_until(started.exists, 60, 0.05), "the slow probe never started"
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
     summary = json.loads(stdout)
     assert summary["interrupted"] is True
-    m = manifest(summary["bundle"])
+    bundle = Path(summary["bundle"])
+    m = manifest(bundle)
     assert m["interrupted"] is True
     assert m["hosts"]["local"]["status"] in ("failed", "partial")
-    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=summary["bundle"], capture_output=True)
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, check=False)
     assert check.returncode == 0
+    assert Path(f"{bundle}.tar.gz").is_file() and Path(f"{bundle}.tar.gz.sha256").is_file()
+    log = (bundle / "collector.log").read_text()
+    assert "interrupted" in log and (sig.name in log or sig == signal.SIGINT)
 
 
 def test_timeout_option_caps_every_probe_and_marks_the_host_partial(tmp_path: Path) -> None:
@@ -206,7 +201,50 @@ def test_ingest_of_a_folder_without_artifacts_exits_2(tmp_path: Path) -> None:
         [sys.executable, "-c", code, "ingest", str(tmp_path), "--out", str(tmp_path / "o")],
         capture_output=True,
         text=True,
-        timeout=60,
-    )
+        timeout=60, check=False)
     assert proc.returncode == 2 and "no ansible-runner artifacts" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_keeps_what_was_written_and_says_what_is_missing(tmp_path: Path, small_disk: Path) -> None:
+    catalogue = tmp_path / "probes.yml"
+    catalogue.write_text(
+        "collector_probes:\n"
+        "  - {name: a_small, command: echo small-evidence-kept, timeout_s: 5, description: fits}\n"
+        "  - {name: b_big, command: 'head -c 3000000 /dev/zero | tr \"\\\\0\" x', timeout_s: 20,"
+        " description: does not fit}\n"
+        "  - {name: c_after, command: echo after-the-big-one, timeout_s: 5, description: comes after}\n"
+    )
+    proc = collect("--hosts", "local", "-i", LOCAL, "--out", str(small_disk), "--json", "--catalogue", str(catalogue))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "INCOMPLETE" in lines[0] and "No space left on device" in lines[0], proc.stderr
+    summary = json.loads(proc.stdout)
+    bundle = Path(summary["bundle"])
+    m = manifest(bundle)
+    missing = m["incomplete"]["missing"]
+    assert missing[:2] == ["hosts/local/b_big.txt", "hosts/local/c_after.txt"]
+    assert all(p.startswith("monitoring/") for p in missing[2:])  # written after the hosts: missing too
+    assert m["incomplete"]["archive"] is False and "No space left" in m["incomplete"]["reason"]
+    assert (bundle / "hosts/local/a_small.txt").read_text() == "small-evidence-kept\n"
+    assert m["hosts"]["local"]["probes"]["b_big"]["path"] is None
+    assert m["hosts"]["local"]["probes"]["b_big"]["status"] == "ok"  # collected fine; only the disk failed
+    check = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "INCOMPLETE" in (bundle / "collector.log").read_text()
+    assert not list(small_disk.glob(".*"))  # no hidden temporary left behind
