@@ -16,6 +16,7 @@ from rich.table import Table
 
 from collector import collect as collect_step
 from collector.core import HostResult, RunResult
+from collector.redact import RedactionError, Redactor
 from collector.transport import ENGINES, Payload, Target
 
 _STATUS_STYLE = {
@@ -99,8 +100,9 @@ def _counts(result: HostResult) -> dict[str, int]:
     return counts
 
 
-def final_table(run: RunResult) -> Table:
-    """Host × status at the end of a run."""
+def final_table(run: RunResult, redactor: Redactor | None = None) -> Table:
+    """Host × status at the end of a run; host errors redacted (whole, before they are cut to the column)."""
+    scrub = redactor or Redactor()
     table = Table(title=f"{len(run.hosts)} host(s)" + (" — INTERRUPTED" if run.interrupted else ""))
     for column in ("host", "roles", "status", "ok", "failed", "timeout", "not_found", "skipped", "error"):
         table.add_column(column)
@@ -114,7 +116,7 @@ def final_table(run: RunResult) -> Table:
             ",".join(result.roles) or "-",
             f"[{style}]{result.status}[/{style}]",
             *(str(counts.get(s, 0)) for s in ("ok", "failed", "timeout", "not_found", "skipped")),
-            error[:120],
+            scrub.redact_text(error, "terminal")[:120],
         )
     return table
 
@@ -161,15 +163,28 @@ def summary(outcome: collect_step.CollectOutcome) -> dict[str, Any]:
 
 
 def _show(outcome: collect_step.CollectOutcome, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(summary(outcome), indent=2))
+    """Print the outcome; everything taken from the run (errors, notes, findings) goes through the redactor.
+
+    Redaction failing here prints nothing of the run (fail closed): one line saying so, the bundle path.
+    """
+    redactor = outcome.redactor or Redactor()
+    try:
+        if as_json:
+            click.echo(json.dumps(redactor.redact_value(summary(outcome), "terminal"), indent=2))
+            return
+        table = final_table(outcome.run, redactor)
+        line = redactor.redact_text(headline(outcome.findings) or "", "terminal")
+        notes = [redactor.redact_text(note, "terminal") for note in outcome.notes]
+    except RedactionError as exc:
+        click.echo(f"collect: not showing the run's details: {exc}", err=True)
+        if outcome.bundle:
+            click.echo(f"bundle: {outcome.bundle}")
         return
     console = Console(no_color=not sys.stdout.isatty(), highlight=False, soft_wrap=True)
-    console.print(final_table(outcome.run))
-    line = headline(outcome.findings)
+    console.print(table)
     if line:
         console.print(f"findings: {line}")
-    for note in outcome.notes:
+    for note in notes:
         console.print(f"note: {note}")
     if outcome.bundle:
         console.print(f"bundle: {outcome.bundle}")
@@ -251,12 +266,24 @@ def collect_command(
 @click.argument("artifacts_dir", metavar="ARTIFACTS_DIR")
 @click.option("--out", "out_dir", metavar="DIR", help="Where bundles go. Default: bundles/.")
 @click.option("--incident", metavar="ID", help="Incident id (bundle name).")
+@click.option(
+    "-i",
+    "--inventory",
+    metavar="INVENTORY",
+    help="The run's inventory: its secret host variables are redacted wherever they appear. "
+    "Default: the inventory named in the artifacts, when readable here.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of tables.")
 @click.option(
     "--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so)."
 )
 def ingest_command(
-    artifacts_dir: str, out_dir: str | None, incident: str | None, as_json: bool, no_redact: bool
+    artifacts_dir: str,
+    out_dir: str | None,
+    incident: str | None,
+    inventory: str | None,
+    as_json: bool,
+    no_redact: bool,
 ) -> None:
     """Build the bundle from the ansible-runner artifacts of a playbooks/collect.yml run made elsewhere."""
     collect_step.stop_on_signals()
@@ -266,6 +293,7 @@ def ingest_command(
         incident=incident,
         redact=False if no_redact else None,
         command_line=["collector", "ingest", *sys.argv[2:]],
+        inventory=inventory,
     )
     _exit(outcome, as_json)
 

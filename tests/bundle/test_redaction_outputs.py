@@ -1,0 +1,139 @@
+"""Redaction covers every output of a real `collect`: bundle files, manifest, collector.log, archive, the
+terminal table and `--json`, host error messages (issue 14 point 3). Runs on this machine, no lab needed."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from collector.times import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = str(REPO / "inventory" / "local.yml")
+CODE = "import sys; from collector.cli import collect_main; sys.argv[0] = 'collect'; collect_main()"
+
+# Secrets a process list shows on command lines (fake, each in another format). The process holds
+# ~300 MB so the catalogue's ps_mem probe (top 40 by memory) lists it.
+ARGV_SECRETS = {
+    "https://hooks.slack.com/services/T0FAKE0E2E/B0FAKE0E2E/": "FakeSlackE2eWebhook0000x",
+    "--db-password=": "FakeE2e;pw&tail,end",
+    "postgresql://app:": "FakeDsn@with@ats",
+    "github_pat_": "11FAKEE2E0000000000000_fakeE2eGithubPatFakeE2eGithubPatFakeE2eGithubPat0000",
+    "--token ": "FakeE2eTokenValue123456",
+}
+
+
+def _argv() -> list[str]:
+    """One command-line argument string per secret."""
+    return [f"{prefix}{secret}@db1:5432/app" if prefix.startswith("postgresql") else f"{prefix}{secret}"
+            for prefix, secret in ARGV_SECRETS.items()]
+
+
+def _secret_strings() -> list[str]:
+    found = [ARGV_SECRETS[k] for k in ARGV_SECRETS]
+    return found + [s[-8:] for s in found]  # no tail either
+
+
+def collect(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-c", CODE, *args], check=False, capture_output=True, text=True, timeout=240,
+                          env=env)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.fixture()
+def secret_processes(tmp_path: Path) -> Iterator[list[int]]:
+    """One process per secret (ps cuts a line at 200 columns), each holding ~300 MB so ps_mem lists it."""
+    short = Path(tempfile.mkdtemp(prefix="h", dir="/tmp"))  # a short path leaves the secret inside the 200
+    hog = short / "h.py"
+    hog.write_text("import time\nb = b'x' * (300 * 2**20)\ntime.sleep(300)\n")
+    procs = [subprocess.Popen([sys.executable, str(hog), *arg.split(" ")]) for arg in _argv()]
+    try:
+        for proc in procs:
+            wait_until(lambda p=proc: _rss_kib(p.pid) > 250_000, timeout_s=30, interval_s=0.1)  # type: ignore[misc]
+        yield [p.pid for p in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _everything(out: Path) -> str:
+    """Every byte the run left in `out`: bundle files, archive members (unpacked), sums."""
+    parts: list[bytes] = []
+    for path in sorted(out.rglob("*")):
+        if not path.is_file():
+            continue
+        parts.append(path.read_bytes())
+        if path.name.endswith(".tar.gz"):
+            parts.append(gzip.decompress(path.read_bytes()))
+            with tarfile.open(path) as tar:
+                for member in tar.getmembers():
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        parts.append(handle.read())
+    return b"\n".join(parts).decode("utf-8", "replace")
+
+
+def _assert_clean(text: str, where: str) -> None:
+    for secret in _secret_strings():
+        assert secret not in text, f"{secret!r} leaked into {where}"
+
+
+def test_collect_local_leaks_no_secret_of_a_process_list(tmp_path: Path, secret_processes: list[int]) -> None:
+    runs = {"json": collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / "j"), "--json"),
+            "table": collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / "t"))}
+    for kind, proc in runs.items():
+        assert proc.returncode in (0, 1), proc.stderr
+        _assert_clean(proc.stdout, f"{kind} stdout")
+        _assert_clean(proc.stderr, f"{kind} stderr")
+    bundle = Path(json.loads(runs["json"].stdout)["bundle"])
+    ps_mem = (bundle / "hosts" / "local" / "ps_mem.txt").read_text()
+    lines = [line for line in ps_mem.splitlines() if line.split()[:1] and line.split()[0].isdigit()
+             and int(line.split()[0]) in secret_processes]
+    assert len(lines) == len(ARGV_SECRETS), ps_mem  # every process was captured ...
+    assert all("«REDACTED:" in line for line in lines), lines  # ... and the secret on its line replaced
+    for out in (tmp_path / "j", tmp_path / "t"):
+        assert list(out.glob("*.tar.gz")), "no archive written"
+        _assert_clean(_everything(out), f"the files under {out}")
+
+
+def test_host_error_messages_are_redacted_in_table_json_manifest_and_log(tmp_path: Path) -> None:
+    """An interpreter wrapper that sets a password (`/usr/bin/env PGPASSWORD=... python3`) is quoted back by
+    the host's error when it cannot start; a secret host variable rides along as a known secret."""
+    secret = "FakeIntPw;9&tail"
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"local": {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": f"/usr/bin/env PGPASSWORD={secret} /nonexistent/python3",
+        "collector_api_token": "FakeKnownInventoryTok9"}}}}))
+    as_json = collect("--hosts", "local", "-i", str(inventory), "--out", str(tmp_path / "j"), "--json")
+    table = collect("--hosts", "local", "-i", str(inventory), "--out", str(tmp_path / "t"))
+    assert as_json.returncode == 1 and table.returncode == 1, as_json.stderr + table.stderr
+    doc = json.loads(as_json.stdout)
+    error = doc["hosts"]["local"]["error"]
+    assert doc["hosts"]["local"]["status"] == "failed"
+    assert "cannot start /usr/bin/env PGPASSWORD=«REDACTED:" in error  # the message is there, scrubbed
+    assert "PGPASSWORD=«REDACTED:" in table.stdout
+    for text, where in ((as_json.stdout + as_json.stderr, "--json"), (table.stdout + table.stderr, "table"),
+                        (_everything(tmp_path / "j") + _everything(tmp_path / "t"), "bundle files and archives")):
+        assert secret not in text and "9&tail" not in text and "FakeKnownInventoryTok9" not in text, where
+    manifest = json.loads((Path(doc["bundle"]) / "manifest.json").read_text())
+    assert "PGPASSWORD=«REDACTED:" in manifest["hosts"]["local"]["error"]
