@@ -137,3 +137,52 @@ def test_host_error_messages_are_redacted_in_table_json_manifest_and_log(tmp_pat
         assert secret not in text and "9&tail" not in text and "FakeKnownInventoryTok9" not in text, where
     manifest = json.loads((Path(doc["bundle"]) / "manifest.json").read_text())
     assert "PGPASSWORD=«REDACTED:" in manifest["hosts"]["local"]["error"]
+
+
+def test_ingest_redacts_the_secret_host_variables_of_the_inventory_it_is_given(tmp_path: Path) -> None:
+    """A playbooks/collect.yml run made elsewhere (plain ansible-runner, this machine): the value of a secret
+    host variable shows up in the process list in no pattern's format; `ingest -i` makes it a known secret."""
+    from collector.paths import resource as shipped
+
+    value = "FakeIngestKnownValue7"
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"local": {
+        "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        "collector_api_token": value}}}}))
+    short = Path(tempfile.mkdtemp(prefix="h", dir="/tmp"))
+    (short / "h.py").write_text("import time\nb = b'x' * (300 * 2**20)\ntime.sleep(300)\n")
+    hog = subprocess.Popen([sys.executable, str(short / "h.py"), "worker", value])
+    try:
+        wait_until(lambda: _rss_kib(hog.pid) > 250_000, timeout_s=30, interval_s=0.1)
+        private = tmp_path / "runner"
+        private.mkdir()
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+               "ANSIBLE_HOME": str(tmp_path / "ah"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "at"),
+               "MAX_EVENT_RES": str(1 << 31)}
+        run = subprocess.run([str(Path(sys.executable).parent / "ansible-runner"), "run", str(private),
+                              "-p", str(shipped("playbooks") / "collect.yml"), "--inventory", str(inventory),
+                              "--limit", "local", "--ident", "elsewhere"],
+                             capture_output=True, text=True, env=env, timeout=300, check=False)
+    finally:
+        hog.kill()
+        hog.wait()
+        shutil.rmtree(short, ignore_errors=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    artifacts = private / "artifacts" / "elsewhere"
+    code = "import sys; from collector.cli import main; sys.argv[0] = 'collector'; main()"
+
+    def ingest(*args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        proc = subprocess.run([sys.executable, "-c", code, "ingest", str(artifacts), "--out", str(out), "--json",
+                               *args], capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode in (0, 1), proc.stderr
+        return proc, Path(json.loads(proc.stdout)["bundle"])
+
+    proc, bundle = ingest("-i", str(inventory))
+    assert "worker «REDACTED:known_secret:" in (bundle / "hosts/local/ps_mem.txt").read_text()
+    assert value not in proc.stdout + proc.stderr + _everything(bundle.parent)
+    # Without the inventory (moved away, none given) the value is only a word: it stays, so -i is what did it.
+    inventory.rename(tmp_path / "elsewhere.yml")
+    _, bare = ingest()
+    assert f"worker {value}" in (bare / "hosts/local/ps_mem.txt").read_text()
+    assert "no inventory: pass -i INVENTORY" in (bare / "collector.log").read_text()
