@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
+from types import TracebackType
 from typing import Any
 
 import click
@@ -31,6 +33,27 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def scrub(text: str) -> str:
+    """An error line or traceback as it will be printed, its secrets replaced (patterns only: no inventory is
+    at hand when the inventory is what failed); when redaction itself fails, the text is withheld."""
+    try:
+        from collector.redact import Redactor
+
+        return Redactor().redact_text(text, "stderr")
+    except Exception:  # noqa: BLE001 - fail closed: say that something failed, never show it unscrubbed
+        return "(message withheld: its redaction failed)"
+
+
+def _redacting_excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    """A crash's traceback goes to a terminal, a CI log or a ticket: the same redaction as everything else."""
+    sys.stderr.write(scrub("".join(traceback.format_exception(kind, value, tb))))
+
+
+def _usage_error(exc: UsageError) -> None:
+    click.echo(f"error: {scrub(str(exc))}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 def load_command(name: str) -> click.Command | None:
     """The click command `name`, importing only the module that defines it."""
     module_name = COMMANDS.get(name)
@@ -50,11 +73,11 @@ class _Group(click.Group):
         return load_command(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        sys.excepthook = _redacting_excepthook
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
+            _usage_error(exc)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,10 +88,10 @@ def main() -> None:
 
 def collect_main() -> None:
     """The `collect` console script: the same command as `collector collect`."""
+    sys.excepthook = _redacting_excepthook
     command = load_command("collect")
     assert command is not None, "collector.cli.collect defines no collect command"
     try:
         command.main(prog_name="collect", standalone_mode=True)
     except UsageError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _usage_error(exc)

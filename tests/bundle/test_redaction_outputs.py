@@ -186,3 +186,18 @@ def test_ingest_redacts_the_secret_host_variables_of_the_inventory_it_is_given(t
     _, bare = ingest()
     assert f"worker {value}" in (bare / "hosts/local/ps_mem.txt").read_text()
     assert "no inventory: pass -i INVENTORY" in (bare / "collector.log").read_text()
+
+
+def test_error_lines_and_tracebacks_are_redacted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator pastes the wrong thing into a flag: the one error line must not echo it back in clear."""
+    proc = collect("--hosts", "local", "-i", LOCAL, "--since", "token=FakeSinceTok9", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "error: --since 'token=«REDACTED:" in proc.stderr
+    assert "FakeSinceTok9" not in proc.stdout + proc.stderr
+    from collector.cli import _redacting_excepthook
+
+    try:
+        raise RuntimeError("connect postgresql://app:FakeCrashPw9@db1/app failed")
+    except RuntimeError as exc:
+        _redacting_excepthook(RuntimeError, exc, exc.__traceback__)
+    err = capsys.readouterr().err
+    assert "RuntimeError: connect postgresql://app:«REDACTED:" in err and "FakeCrashPw9" not in err
