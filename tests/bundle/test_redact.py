@@ -350,3 +350,20 @@ def test_a_bundle_file_whose_redaction_fails_is_withheld_not_written_in_clear(tm
     assert (folder / "hosts/app1/df.txt").read_bytes() == b"/dev/sda1 40% /\n"
     entry = json.loads((folder / "manifest.json").read_text())["hosts"]["app1"]["probes"]["env"]
     assert "scrubber bug" in entry["redaction_error"]
+
+
+def test_plan_diffs_of_an_env_file_keep_the_change_and_lose_the_secrets() -> None:
+    """remediate's check-mode diff of the app's .env (pool-resize): context lines carry the secrets."""
+    import difflib
+
+    from collector.remediate.plan import redact
+
+    before = ("DB_POOL_SIZE=20\nDATABASE_URL=postgresql://sergas:FakeDiff@Pw@db1:5432/sergas\n"
+              "SECRET_KEY=FakeDiffKey9;x&y\nREDIS_PASSWORD=FakeDiffRedis\nSENTRY_DSN=https://"
+              "0123456789abcdef0123456789abcdef@o1.ingest.sentry.io/2\nTOKEN_TTL=3600\nLOG_LEVEL=info\n")
+    after = before.replace("DB_POOL_SIZE=20", "DB_POOL_SIZE=40")
+    diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), "a/.env", "b/.env", n=6))
+    out = redact(diff)
+    assert "-DB_POOL_SIZE=20\n+DB_POOL_SIZE=40\n" in out and " TOKEN_TTL=3600\n" in out
+    for secret in ("FakeDiff@Pw", "Pw@db1", "FakeDiffKey9;x&y", "x&y", "FakeDiffRedis", "0123456789abcdef0123"):
+        assert secret not in out, secret
