@@ -83,6 +83,9 @@ _KNOB_WORDS = frozenset({
     "HELPER", "PROVIDER", "BACKEND", "STORE", "STRENGTH", "COMPLEXITY", "ATTEMPTS", "RETRIES", "RATE", "WINDOW",
     "LIFETIME", "DURATION", "VALIDITY", "REF", "REFS", "ENV", "VAR", "VARS", "KIND", "LABEL", "USAGE", "STATUS",
     "SCOPE", "SCOPES", "FINGERPRINT", "CHECK", "VERIFY", "RESET", "SET", "STATE", "HASH", "USER", "USERNAME",
+    # measures and rule states about a secret's subject (auth-failures: passed, token_refresh_errors=3)
+    "FAILURES", "FAILURE", "FAILED", "FAILS", "ERRORS", "ERROR", "SUCCESS", "SUCCESSES", "TOTAL", "RATIO",
+    "RESULT", "RESULTS", "LATENCY", "WARNINGS", "EVENTS", "REQUESTS", "HITS", "MISSES",
 })
 # `<word>_KEY` that names a data key or index, not a key that opens something.
 _DATA_KEY_WORDS = frozenset({
@@ -106,7 +109,10 @@ def secret_name(name: str | bytes) -> bool:
         return False
     if words[-2:] in ([b"SESSION", b"ID"], [b"SESS", b"ID"]):
         return True
-    if words[-1].decode() in _KNOB_WORDS:
+    last = len(words) - 1
+    while last > 0 and (words[last].isdigit() or len(words[last]) == 1):
+        last -= 1  # auth_latency_p95 is about latency; DB_PASSWORD_2 is a password
+    if words[last].decode() in _KNOB_WORDS:
         return False
     hits = [i for i, w in enumerate(words) if w.decode() in _SECRET_WORDS or w.endswith(_SECRET_ENDINGS)]
     if not hits:

@@ -904,6 +904,16 @@ def _h_k8s() -> str:
     ])
 
 
+@harmless("measure_names")
+def _h_measures() -> str:
+    """Triage measures and rule states that name a secret's subject, not a secret."""
+    name = rng.choice(["auth-failures", "auth_failures", "token_refresh_errors", "password_reset_total",
+                       "secret_rotation_failed", "api_key_errors", "session_count", "auth_latency_p95",
+                       "token_validation_failures", "login_password_failures", "auth_success_ratio"])
+    value = rng.choice(["passed", "failed", "12", "0.03", "not_run", "3"])
+    return rng.choice([f"{name}: {value}", f'"{name}": "{value}"', f"{name}={value}", f"- [{name}, {value}]"])
+
+
 def build() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for name, fn in SECRET.items():
