@@ -1,0 +1,176 @@
+"""The runbook's clocks as pure functions: explicit times in, what is due out."""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from collector.core import Incident
+from collector.incidents import lifecycle as lc
+from collector.incidents.lifecycle import Contact, People, Signals
+from collector.incidents.store import Event
+
+T0 = _dt.datetime(2026, 11, 28, 3, 0, tzinfo=_dt.UTC)
+ONCALL = Contact("Dana On-call", "on-call", "dana@example.invalid")
+PEOPLE = People(oncall=ONCALL, contacts=(
+    Contact("Engineering Manager", "manager", "manager@example.invalid", ("unresolved", "cross-system", "expertise")),
+    Contact("CTO", "cto", "cto@example.invalid", ("data-loss", "security")),
+    Contact("Security Team", "security", "security@example.invalid", ("security",)),
+    Contact("Database Expert", "dba", "dba@example.invalid", ("data-loss",)),
+    Contact("Vendor Support", "vendors", "", ("expertise",)),
+))
+
+
+def at(minutes: float) -> _dt.datetime:
+    return T0 + _dt.timedelta(minutes=minutes)
+
+
+def z(minutes: float) -> str:
+    return lc.iso_z(at(minutes))
+
+
+def incident(severity: str | None = "P0", **kw: Any) -> Incident:
+    base = Incident(id="inc-1", group_key="g", title="PoolExhausted", state="open", severity=severity,  # type: ignore[arg-type]
+                    commander=None, opened_at=z(0))
+    return replace(base, **kw)
+
+
+def ev(kind: str, minutes: float, **detail: Any) -> Event:
+    return Event(seq=int(minutes * 100), incident="inc-1", kind=kind, at=z(minutes), actor="t", detail=detail or None)
+
+
+def kinds(items: list[lc.Due]) -> list[str]:
+    return [d.key for d in items]
+
+
+@pytest.mark.parametrize(("severity", "minutes"), [("P0", 2), ("P1", 15), ("P2", 60), ("P3", 240), (None, 15)])
+def test_ack_deadline_is_the_runbooks_response_time(severity: str | None, minutes: int) -> None:
+    assert lc.ack_deadline(incident(severity)) == at(minutes)
+
+
+def test_p0_p1_are_commanded_by_the_oncall_p2_p3_by_the_first_responder() -> None:
+    assert lc.commander_for(incident("P0"), PEOPLE, responder="sam") == "Dana On-call"
+    assert lc.commander_for(incident("P1"), PEOPLE) == "Dana On-call"
+    assert lc.commander_for(incident("P2"), PEOPLE, responder="sam") == "sam"
+    assert lc.commander_for(incident("P3"), PEOPLE) is None
+    assert lc.commander_for(incident("P2", commander="kim"), PEOPLE, responder="sam") == "kim"
+    # the open P0 gets its commander assigned at once, a P2 waits for its responder
+    assert "assign" in kinds(lc.due(incident("P0"), [], at(0), PEOPLE))
+    assert "assign" not in kinds(lc.due(incident("P2"), [], at(0), PEOPLE))
+
+
+def test_p0_initial_update_within_5_minutes_then_every_15() -> None:
+    inc = incident("P0", commander="Dana On-call")
+    assert lc.update_deadline(inc, []) == at(5)
+    # no evidence yet: the initial update waits, but not past its deadline
+    assert "notify:initial" not in kinds(lc.due(inc, [], at(4), PEOPLE))
+    assert "notify:initial" in kinds(lc.due(inc, [], at(5), PEOPLE))
+    # with a bundle it goes at once
+    assert "notify:initial" in kinds(lc.due(replace(inc, bundles=("/b",)), [], at(1), PEOPLE))
+    sent = [ev("update-sent", 3, stage="initial", key="notify:initial")]
+    assert lc.update_deadline(inc, sent) == at(18)
+    assert [d for d in lc.due(inc, sent, at(17.9), PEOPLE) if d.kind == "remind" and "update" in d.key] == []
+
+
+@pytest.mark.parametrize(("severity", "first", "every"), [("P1", 15, 30), ("P2", 60, 120), ("P3", 240, 480)])
+def test_other_severities_cadence(severity: str, first: int, every: int) -> None:
+    inc = incident(severity)
+    assert lc.update_deadline(inc, []) == at(first)
+    assert lc.update_deadline(inc, [ev("update-sent", 10, stage="initial")]) == at(10 + every)
+
+
+def test_missed_update_sends_one_reminder_per_missed_period_to_the_commander() -> None:
+    inc = incident("P0", commander="Dana On-call", acked_at=z(1), state="acknowledged")
+    events = [ev("update-sent", 3, stage="initial", key="notify:initial")]
+    reminders = [d for d in lc.due(inc, events, at(19), PEOPLE) if d.kind == "remind"]
+    assert len(reminders) == 1
+    assert reminders[0].recipients == (ONCALL,)
+    assert "2026-11-28T03:18:00.000Z" in reminders[0].text
+    done = [*events, ev("reminder", 19, key=reminders[0].key)]
+    assert [d for d in lc.due(inc, done, at(25), PEOPLE) if d.kind == "remind"] == []
+    again = [d for d in lc.due(inc, done, at(34), PEOPLE) if d.kind == "remind"]
+    assert len(again) == 1 and again[0].key != reminders[0].key
+    # a status update resets the clock: nothing overdue
+    updated = [*done, ev("update-sent", 30, stage="update", key="update:30")]
+    assert [d for d in lc.due(inc, updated, at(34), PEOPLE) if d.kind == "remind"] == []
+
+
+def test_missed_acknowledgement_reminds_the_oncall() -> None:
+    inc = incident("P1")
+    assert [d for d in lc.due(inc, [], at(14), PEOPLE) if d.kind == "remind"] == []
+    (reminder,) = [d for d in lc.due(inc, [], at(15), PEOPLE) if d.kind == "remind"]
+    assert reminder.key == "remind:ack:0" and reminder.recipients == (ONCALL,)
+    assert "15 min" in reminder.text
+    acked = incident("P1", acked_at=z(10), state="acknowledged")
+    assert [d for d in lc.due(acked, [], at(20), PEOPLE) if d.key.startswith("remind:ack")] == []
+
+
+def test_unresolved_after_one_hour_escalates_once_to_its_contacts() -> None:
+    inc = incident("P1", commander="Dana On-call", acked_at=z(2), state="acknowledged")
+    assert [d for d in lc.due(inc, [], at(59), PEOPLE) if d.kind == "escalate"] == []
+    (esc,) = [d for d in lc.due(inc, [], at(60), PEOPLE) if d.kind == "escalate"]
+    assert esc.reason == "unresolved"
+    assert [c.name for c in esc.recipients] == ["Engineering Manager"]
+    done = [ev("escalated", 60, reason="unresolved", key=esc.key)]
+    assert [d for d in lc.due(inc, done, at(200), PEOPLE) if d.kind == "escalate"] == []
+    resolved = replace(inc, state="resolved", resolved_at=z(50))
+    assert [d for d in lc.due(resolved, [], at(120), PEOPLE) if d.kind == "escalate"] == []
+
+
+def test_data_loss_and_security_escalate_at_once() -> None:
+    inc = incident("P2")
+    signals = Signals(data_loss=True, security=True, why={"data-loss": "triage: writes failing"})
+    esc = {d.reason: d for d in lc.due(inc, [], at(1), PEOPLE, signals) if d.kind == "escalate"}
+    assert set(esc) == {"data-loss", "security"}
+    assert {c.name for c in esc["data-loss"].recipients} == {"CTO", "Database Expert"}
+    assert {c.name for c in esc["security"].recipients} == {"CTO", "Security Team"}
+    assert "writes failing" in esc["data-loss"].text
+    # a person's flag escalates too (cross-system impact, need for expertise)
+    flagged = [ev("flag", 2, flag="cross-system", why="orders and billing down"), ev("flag", 2, flag="expertise")]
+    esc2 = {d.reason: d for d in lc.due(inc, flagged, at(3), PEOPLE) if d.kind == "escalate"}
+    assert set(esc2) == {"cross-system", "expertise"}
+    assert {c.name for c in esc2["expertise"].recipients} == {"Engineering Manager", "Vendor Support"}
+    assert "orders and billing down" in esc2["cross-system"].text
+
+
+def test_mitigation_and_resolved_updates_and_silences_expire_after_resolution() -> None:
+    inc = incident("P0", commander="Dana On-call", state="mitigating", acked_at=z(1))
+    sent = [ev("update-sent", 2, stage="initial")]
+    assert "notify:mitigation" in kinds(lc.due(inc, sent, at(10), PEOPLE))
+    res = replace(inc, state="resolved", resolved_at=z(30))
+    events = [*sent, ev("silenced", 1, ids=["s1", "s2"]), ev("unsilenced", 30, ids=["s1"])]
+    items = lc.due(res, events, at(31), PEOPLE)
+    assert "notify:resolved" in kinds(items)
+    (unsilence,) = [d for d in items if d.kind == "unsilence"]
+    assert unsilence.ids == ("s2",)
+    assert not [d for d in items if d.kind in ("remind", "escalate")]
+
+
+def test_next_deadline_is_the_soonest_clock() -> None:
+    inc = incident("P0")
+    first = lc.next_deadline(inc, [], at(0))
+    assert first is not None and first.what == "acknowledge" and first.at == at(2)
+    acked = replace(inc, acked_at=z(1), state="acknowledged")
+    nxt = lc.next_deadline(acked, [], at(1))
+    assert nxt is not None and nxt.what == "initial update" and nxt.at == at(5)
+    assert lc.next_deadline(replace(inc, state="closed"), [], at(1)) is None
+
+
+def test_people_config_ships_the_runbooks_five_contacts() -> None:
+    from pathlib import Path
+
+    config = lc.read_config(Path(__file__).resolve().parents[2] / "incidents.example.yml")
+    people = lc.people_from(config)
+    assert people.oncall is not None
+    assert [c.name for c in people.contacts] == ["Engineering Manager", "CTO", "Security Team", "Database Expert",
+                                                 "Vendor Support"]
+    assert {c.name for c in people.for_reason("security")} >= {"Security Team"}
+
+
+def test_bad_contact_reason_is_a_usage_error() -> None:
+    from collector.core import UsageError
+
+    with pytest.raises(UsageError, match="unknown escalation reason 'sometimes'"):
+        lc.people_from({"contacts": [{"name": "x", "escalate_on": ["sometimes"]}]})
