@@ -37,8 +37,8 @@ for svc in prometheus prometheus-alertmanager prometheus-node-exporter redmine; 
 done
 
 if [ "${COLLECTOR_EDITABLE:-0}" = 1 ]; then
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q -e ".[test,postgres]"
 else
-  .venv/bin/pip install -q ".[test]"
+  .venv/bin/pip install -q ".[test,postgres]"
 fi
 echo "test extras installed: $(.venv/bin/pytest --version 2>&1 | head -n 1)"

@@ -52,6 +52,18 @@ class Settings:
     evidence_group: str = ""
     # The controller's HMAC key for .env fingerprints (collector.envfile); "" = ~/.local/state/incident-collector.
     fingerprint_key: str = ""
+    # Incidents (collector serve): the store ("" = SQLite under ~/.local/state/incident-collector, a path,
+    # or postgresql://), where the webhook listens (loopback by default), the bearer token Alertmanager sends,
+    # how many collections run at once, alert label -> inventory pattern rules ("label=value:pattern" or
+    # "label:pattern", the label's value naming hosts) and the pattern collected when no alert names a host.
+    incidents_db: str = ""
+    serve_listen: str = "127.0.0.1:9095"
+    serve_token: str = ""
+    serve_max_collections: int = 2
+    serve_queue_size: int = 1000
+    serve_host_labels: tuple[str, ...] = ()
+    serve_fallback_hosts: str = "all"
+    serve_tick_s: float = 15.0
 
 
 def _config_file() -> Path | None:

@@ -725,3 +725,65 @@ class ActionRecord:
                        schema=str(raw.get("schema") or ACTION_RECORD_SCHEMA))
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{where} is incomplete: {exc}") from None
+
+
+# ================================================================ incidents (webhook → store → lifecycle)
+IncidentState = Literal["open", "acknowledged", "mitigating", "resolved", "closed"]
+INCIDENT_STATES: tuple[IncidentState, ...] = ("open", "acknowledged", "mitigating", "resolved", "closed")
+# States in which an alert group joins the incident rather than opening a new one.
+INCIDENT_ACTIVE_STATES: tuple[IncidentState, ...] = ("open", "acknowledged", "mitigating")
+INCIDENT_SCHEMA = "incident-collector/incident/v1"
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One incident as the store holds it: what fired, its state and clocks, and what was gathered for it.
+
+    Times are ISO 8601 UTC strings (`utcnow()`'s form); `bundles` are bundle folder paths, oldest first;
+    `alerts` counts the distinct alerts recorded on it; `labels` are the labels its alerts share.
+    """
+
+    id: str
+    group_key: str
+    title: str
+    state: IncidentState
+    severity: Severity | None
+    commander: str | None
+    opened_at: str
+    acked_at: str | None = None
+    resolved_at: str | None = None
+    closed_at: str | None = None
+    bundles: tuple[str, ...] = ()
+    plan: str | None = None
+    ticket: str | None = None
+    hosts: tuple[str, ...] = ()
+    alerts: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state in INCIDENT_ACTIVE_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": INCIDENT_SCHEMA, "id": self.id, "group_key": self.group_key, "title": self.title,
+                "state": self.state, "severity": self.severity, "commander": self.commander,
+                "opened_at": self.opened_at, "acked_at": self.acked_at, "resolved_at": self.resolved_at,
+                "closed_at": self.closed_at, "bundles": list(self.bundles), "plan": self.plan,
+                "ticket": self.ticket, "hosts": list(self.hosts), "alerts": self.alerts,
+                "labels": dict(self.labels)}
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "incident") -> Incident:
+        d = _Doc(raw, where)
+        state = d.text("state")
+        if state not in INCIDENT_STATES:
+            raise UsageError(f"{where}: field 'state' is {state!r}, not one of {', '.join(INCIDENT_STATES)}")
+        severity = d.opt_text("severity")
+        if severity is not None and severity not in SEVERITIES:
+            raise UsageError(f"{where}: field 'severity' is {severity!r}, not one of {', '.join(SEVERITIES)} or null")
+        return cls(id=d.text("id"), group_key=d.text("group_key"), title=d.text("title"),
+                   state=state, severity=severity, commander=d.opt_text("commander"), opened_at=d.text("opened_at"),
+                   acked_at=d.opt_text("acked_at"), resolved_at=d.opt_text("resolved_at"),
+                   closed_at=d.opt_text("closed_at"), bundles=d.texts("bundles"), plan=d.opt_text("plan"),
+                   ticket=d.opt_text("ticket"), hosts=d.texts("hosts"), alerts=d.opt_int("alerts") or 0,
+                   labels=d.text_map("labels"))
