@@ -69,7 +69,11 @@ _SECRET_WORDS = frozenset({
     "SESSID", "SESSIONID", "JSESSIONID", "PHPSESSID", "DOCKERCONFIGJSON", "DOCKERCFG", "DSN",
     "AUTHTOKEN", "ACCESSTOKEN", "REFRESHTOKEN", "IDTOKEN", "IDENTITYTOKEN", "CSRFTOKEN", "CLIENTSECRET",
     "SECRETKEY", "ACCESSKEY", "PRIVATEKEY", "AUTHKEY", "MASTERKEY", "REQUIREPASS", "MASTERAUTH", "SASLPASSWD",
+    "BEARER",
 })
+# Names that contain a secret word and are still not secrets: the shell's working directories (as the
+# environment spells them; a lower-case `pwd:` in a config is a password).
+_NOT_SECRET_NAMES = frozenset({b"PWD", b"OLDPWD"})
 # Compound words written as one (`dbpassword`, `adminToken` is split by case already).
 _SECRET_ENDINGS = (b"PASSWORD", b"PASSWD", b"SECRET", b"TOKEN", b"APIKEY", b"PASSPHRASE")
 # A last word that makes the name a setting about the secret, not the secret.
@@ -86,6 +90,7 @@ _KNOB_WORDS = frozenset({
     # measures and rule states about a secret's subject (auth-failures: passed, token_refresh_errors=3)
     "FAILURES", "FAILURE", "FAILED", "FAILS", "ERRORS", "ERROR", "SUCCESS", "SUCCESSES", "TOTAL", "RATIO",
     "RESULT", "RESULTS", "LATENCY", "WARNINGS", "EVENTS", "REQUESTS", "HITS", "MISSES",
+    "SOCK", "SOCKET",  # SSH_AUTH_SOCK names the agent's socket
 })
 # `<word>_KEY` that names a data key or index, not a key that opens something.
 _DATA_KEY_WORDS = frozenset({
@@ -107,7 +112,9 @@ def secret_name(name: str | bytes) -> bool:
     words = _words(raw)
     if not words:
         return False
-    if words[-2:] in ([b"SESSION", b"ID"], [b"SESS", b"ID"]):
+    if raw in _NOT_SECRET_NAMES or words[0] == b"XDG":  # XDG_SESSION_ID is a login session's number
+        return False
+    if words[-2:] in ([b"SESSION", b"ID"], [b"SESS", b"ID"], [b"SECRET", b"ID"]):  # cookies; Vault/Consul SecretID
         return True
     last = len(words) - 1
     while last > 0 and (words[last].isdigit() or len(words[last]) == 1):
@@ -252,6 +259,10 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
      rb"(?=(?:\\r|\\n|[\r\n])*-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)"),
      0, ("PEM and PGP private key blocks, also \\n-escaped in JSON (a block cut by the output cap is scrubbed to "
         "the end)"), None),
+    ("private_key", (b"private-lines:",),
+     (rb"Private-Lines:[ \t]*\d+[ \t]*\r?\n(?P<secret>(?:[A-Za-z0-9+/=]+[ \t]*(?:\r?\n|\Z))+?)(?=Private-MAC:|\Z)"
+     rb"|Private-MAC:[ \t]*(?P<secret2>[0-9a-fA-F]+)"),
+     0, "PuTTY private keys (.ppk): the private lines and their MAC", None),
     ("jwt", (b"eyj",),
      rb"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
      0, "JSON Web Tokens", None),
@@ -277,6 +288,9 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
      0, ("well-known token formats (GitHub, Slack, Stripe, GitLab, Google, SendGrid, OpenAI, Anthropic, Vault, "
         "npm, PyPI, DigitalOcean, Grafana, New Relic, Shopify, Brevo, age, Doppler, Telegram, Mailgun, "
         "Atlassian)"), None),
+    ("vendor_token", (b"/bot", b"-us"),
+     rb"(?<=/bot)\d{8,10}:[A-Za-z0-9_-]{30,}|(?<![A-Za-z0-9_-])[0-9a-f]{32}-us\d{1,2}(?![A-Za-z0-9_-])",
+     0, "Telegram bot tokens in API URLs, Mailchimp API keys", None),
     ("vendor_token", (b"sk",),
      rb"(?<![A-Za-z0-9_-])SK[0-9a-f]{32}(?![A-Za-z0-9_-])",
      0, "Twilio API key SIDs", None),
@@ -312,21 +326,28 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
      re.IGNORECASE, "SQL: ALTER ROLE ... PASSWORD 'x', IDENTIFIED BY 'x', SET PASSWORD = 'x'", None),
     ("command_password", (b"mysql", b"sshpass", b"redis-cli", b"docker", b"twine", b"ldap", b"zip", b"7z",
                           b"ssh-keygen", b"smbclient", b"htpasswd", b"rabbitmqctl", b"pass:", b"chpasswd", b"smbd",
-                          b"mongo", b"7z"),
+                          b"mongo", b"az", b"sqlcmd", b"bcp", b"osql", b"openssl"),
      rb"(?:\bmysql(?:dump|admin|import|slap|check|sh)?\b[^\n]*?[ \t]-p"
      rb"|\b(?:sshpass|7z|7za)\b[^\n]*?[ \t]-p[ \t]*"
      rb"|\b(?:docker\b[^\n]*?\blogin\b[^\n]*?[ \t]-p|twine\b[^\n]*?[ \t]-p"
      rb"|mongo(?:sh|dump|restore)?\b[^\n]*?[ \t]-p|ldap[a-z]*\b[^\n]*?[ \t]-w|(?:un)?zip\b[^\n]*?[ \t]-P"
-     rb"|ssh-keygen\b[^\n]*?[ \t]-[NP])[ \t]+"
+     rb"|ssh-keygen\b[^\n]*?[ \t]-[NP]|az\b[^\n]*?\blogin\b[^\n]*?[ \t]-p|(?:sqlcmd|bcp|osql)\b[^\n]*?[ \t]-P"
+     rb"|openssl\b[^\n]*?[ \t]-k)[ \t]+"
      rb"|\b(?:smbclient|smbd|mount\.cifs)\b[^\n]*?[ \t]-U[ \t]*[^\s%]+%"
      rb"|\bhtpasswd[ \t]+-[a-zA-Z]*b[a-zA-Z]*[ \t]+\S+[ \t]+\S+[ \t]+"
      rb"|\brabbitmqctl[ \t]+(?:add_user|change_password)[ \t]+\S+[ \t]+"
      rb"|\becho[ \t]+['\"]?[^\s:'\"]+:(?=[^|\n]*\|[ \t]*chpasswd)"
      rb"|(?<![A-Za-z])(?:pass|env):(?=\S))" + _VALUE,
      0, ("passwords on command lines: mysql -pX, sshpass -p, docker login -p, ldapsearch -w, "
-        "zip -P, ssh-keygen -N, smbclient -U u%X, htpasswd -b, rabbitmqctl, chpasswd, openssl pass:X"), _plain),
+        "zip -P, ssh-keygen -N, az login -p, sqlcmd -P, openssl -k / pass:X, smbclient -U u%X, htpasswd -b, "
+        "rabbitmqctl, chpasswd"), _plain),
+    ("command_password", (b"|",),
+     rb"\b(?:echo|printf)[ \t]+(?:-[a-zA-Z]+[ \t]+)*(?:['\"]%s(?:\\n)?['\"][ \t]+)?" + _VALUE
+     + rb"(?=[ \t]*\|[^\n|]*(?:--password-stdin|--stdin\b|\bsudo\b[^\n|]*[ \t]-S\b|\bchpasswd\b|\blogin[ \t]+-(?=\s|\Z)))",
+     0, ("a password piped into a command: echo X | sudo -S, docker login --password-stdin, passwd --stdin, "
+        "vault login -"), _plain),
     ("basic_auth", (b"curl", b"wget"),
-     (rb"\b(?:curl|wget)\b[^\n]*?[ \t](?:(?:-u|--user)[ \t=]*['\"]?[^\s:'\"]+:|(?:--password|--http-password)[ \t=]+)"
+     (rb"\b(?:curl|wget)\b[^\n]*?[ \t](?:(?:-u|--user)[ \t=]*['\"]?[^\s:'\"]*:|(?:--password|--http-password)[ \t=]+)"
      rb"['\"]?(?P<secret>[^\s'\"]+)"),
      0, "curl -u user:password, wget --password", None),
     ("cookie", (b"cookie",),

@@ -698,6 +698,60 @@ def _helm() -> Entry:
                        f"docker run --env API_SECRET={pw} app:1.4"]), [pw]
 
 
+@secret("stdin_pipes")
+def _stdin_pipes() -> Entry:
+    pw = simple_pw()
+    return rng.choice([f"  601  echo '{pw}' | sudo -S systemctl restart sergas",
+                       f"  602  echo {pw} | docker login registry.example.test -u ci --password-stdin",
+                       f"  603  printf '%s' '{pw}' | passwd --stdin deploy",
+                       f"  604  echo -n {pw} | vault login -"]), [pw]
+
+
+@secret("cli_misc")
+def _cli_misc() -> Entry:
+    pw = simple_pw()
+    return rng.choice([f"az login --service-principal -u fake-app -p {pw} --tenant fake-tenant",
+                       f"sqlcmd -S db1 -U sa -P {pw} -Q 'select 1'",
+                       f"openssl enc -aes-256-cbc -k {pw} -in dump.sql -out dump.enc",
+                       f"curl --oauth2-bearer {pw} https://api.example.test/v1",
+                       f"curl -u :{pw} https://api.example.test/v1",
+                       f"aws configure set aws_secret_access_key {pw}",
+                       f"java -Djavax.net.ssl.keyStorePassword={pw} -jar app.jar"]), [pw]
+
+
+@secret("secret_id")
+def _secret_id() -> Entry:
+    sid = str(uuid.UUID(int=rng.getrandbits(128)))
+    return rng.choice([f"SecretID:          {sid}", f"VAULT_SECRET_ID={sid}", f'"secret_id": "{sid}"']), [sid]
+
+
+@secret("putty_key")
+def _putty() -> Entry:
+    lines = [rs(64, B64) for _ in range(rng.randrange(1, 4))]
+    mac = rs(64, HEX)
+    text = (f"PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: fake\nPublic-Lines: 2\n{rs(64, B64)}\n"
+            f"{rs(20, B64)}\nPrivate-Lines: {len(lines)}\n" + "\n".join(lines) + f"\nPrivate-MAC: {mac}\n")
+    return text, [*lines, mac]
+
+
+@secret("bot_urls")
+def _bot_urls() -> Entry:
+    tok = f"{rng.randrange(10**8, 10**9)}:AA{rs(33, URLSAFE)}"
+    key = f"{rs(32, HEX)}-us{rng.randrange(1, 21)}"
+    return rng.choice([(journal("alertd", f"POST https://api.telegram.org/bot{tok}/sendMessage 200"), [tok]),
+                       (f"MAILCHIMP_KEY={key}", [key]), (journal("mailer", f"mailchimp key {key} rejected"), [key]),
+                       ((t := f"fake{rs(24)}") and f"Authorization: Token token=\"{t}\"", [t])])
+
+
+@secret("systemd_docker_env")
+def _unit_env() -> Entry:
+    pw = fake_pw()
+    esc = pw.replace('"', "")
+    return rng.choice([f'Environment="DB_PASSWORD={esc}"', f'        "Env": ["PATH=/usr/bin", "DB_PASSWORD={esc}", "X=1"],',
+                       f"<user username=\"admin\" password=\"{esc}\" roles=\"manager-gui\"/>",
+                       f"redis-server *:6379 --requirepass {esc}"]), [esc]
+
+
 # ---- harmless look-alikes ----------------------------------------------------------------------
 
 @harmless("git_hash")
@@ -912,6 +966,19 @@ def _h_measures() -> str:
                        "token_validation_failures", "login_password_failures", "auth_success_ratio"])
     value = rng.choice(["passed", "failed", "12", "0.03", "not_run", "3"])
     return rng.choice([f"{name}: {value}", f'"{name}": "{value}"', f"{name}={value}", f"- [{name}, {value}]"])
+
+
+@harmless("env_dump")
+def _h_env() -> str:
+    """`env` / /proc/PID/environ as an SRE captures it: no secret in these."""
+    return rng.choice([
+        "PWD=/root", "OLDPWD=/opt/sergas", f"PWD=/home/{user()}", "SSH_AUTH_SOCK=/tmp/ssh-XXXXfake/agent.4412",
+        f"XDG_SESSION_ID={rng.randrange(1, 999)}", "XDG_RUNTIME_DIR=/run/user/0", "HOME=/root", "SHELL=/bin/bash",
+        "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/0/bus", "KRB5CCNAME=FILE:/tmp/krb5cc_0", "LANG=C.UTF-8",
+        "GPG_TTY=/dev/pts/0", "LESSKEY=/etc/lesskey", "SSH_CLIENT=10.203.57.1 50122 22", "TERM=xterm-256color",
+        "XAUTHORITY=/root/.Xauthority", "SUDO_USER=bob", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin",
+        "VAULT_ROLE_ID_FILE=/etc/vault/role-id", "AccessorID:       " + str(uuid.UUID(int=rng.getrandbits(128))),
+    ])
 
 
 def build() -> list[dict[str, object]]:
