@@ -3,8 +3,9 @@
 An app's settings file holds its database DSN, API tokens and the like next to the knobs an SRE needs
 (pool size, rate limit, log level, feature flags, TTLs). The bundle keeps every key, keeps the value of an
 allow-listed operational key when the value looks like a knob (a number, a boolean, a version, a short
-word), and replaces every other value by `«hmac-sha256:1a2b3c4d»`: the first 8 hex digits of
-HMAC-SHA256(key, "NAME=value").
+word), and replaces every other value by `«REDACTED:hmac-sha256:1a2b3c4d»`: the first 8 hex digits of
+HMAC-SHA256(key, "NAME=value"). It has the shape of the redactor's placeholders, so the redaction that runs
+over the file afterwards leaves it as it is (and a reader sees at once that a value was taken out).
 
 Why keyed: a short unsalted hash of a low-entropy password is found by brute force in seconds. The HMAC
 key lives on the controller (`fingerprint_key`, default `~/.local/state/incident-collector/fingerprint.key`,
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 FINGERPRINT_HEX = 8
+FINGERPRINT_OPEN = "«REDACTED:hmac-sha256:"
 KEY_BYTES = 32
 # The catalogue's `format:` of an entry whose output is a settings file in KEY=value form.
 DOTENV_FORMAT = "dotenv"
@@ -92,9 +94,10 @@ def key_id(key: bytes) -> str:
 
 
 def fingerprint(key: bytes, name: str, value: str) -> str:
-    """`«hmac-sha256:1a2b3c4d»` for one value of one key (the name is mixed in: equal values of two keys differ)."""
+    """`«REDACTED:hmac-sha256:1a2b3c4d»` for one value of one key (the name is mixed in: equal values of two keys
+    differ)."""
     digest = hmac.new(key, f"{name}={value}".encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
-    return f"«hmac-sha256:{digest[:FINGERPRINT_HEX]}»"
+    return f"{FINGERPRINT_OPEN}{digest[:FINGERPRINT_HEX]}»"
 
 
 def is_operational(name: str, value: str) -> bool:
@@ -148,7 +151,7 @@ def filter_text(text: str, key: bytes) -> tuple[str, int]:
             if not stripped or (stripped.startswith("#") and "=" not in stripped):
                 out.append(line)
             else:
-                out.append(f"«line {fingerprint(key, '', stripped)[1:]}")
+                out.append(fingerprint(key, "", stripped))
                 replaced += 1
             continue
         name, rest = match.group("key"), match.group("rest")
@@ -180,5 +183,5 @@ def filter_bytes(data: bytes, key: bytes) -> tuple[bytes, int]:
     return text.encode("utf-8", "surrogateescape"), replaced
 
 
-__all__ = ["DOTENV_FORMAT", "capture_probes", "default_key_path", "filter_bytes", "filter_text", "fingerprint",
+__all__ = ["DOTENV_FORMAT", "FINGERPRINT_OPEN", "capture_probes", "default_key_path", "filter_bytes", "filter_text", "fingerprint",
            "is_capture", "is_operational", "key_id", "load_key"]
