@@ -800,6 +800,16 @@ class Bundle:
         _write_atomic(path, self.redactor.redact_bytes(data, posix), Privacy.of(self.path))
         return path
 
+    def write_placeholder(self, relpath: str, text: str) -> Path:
+        """Put a constant text of ours (a fail-closed placeholder) in place of a derived file: not redacted,
+        private like the rest, never through a symlink."""
+        path = self._resolve(relpath)
+        posix = Path(relpath).as_posix()
+        if posix in _PROTECTED or posix.startswith(_PROTECTED_DIRS):
+            raise UsageError(f"{posix} is part of the collected evidence and cannot be replaced")
+        _write_atomic(path, text.encode("utf-8"), Privacy.of(self.path))
+        return path
+
     def write_text(self, relpath: str, text: str) -> Path:
         """Add or replace a derived text file (UTF-8, redacted)."""
         return self.write_bytes(relpath, text.encode("utf-8", "surrogateescape"))

@@ -145,8 +145,7 @@ def render_reports(
             bundle.write_text(name, text)  # scrubbed on the way in; a scrubber error raises before any byte lands
         except Exception as exc:  # noqa: BLE001 - any scrubber failure: the clear text must not land
             failed.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
-            path.unlink(missing_ok=True)
-            path.write_text(withheld(name, exc))  # a constant text: nothing to scrub
+            bundle.write_placeholder(name, withheld(name, exc))  # a constant text: nothing to scrub; private mode
         written.append(path)
     if seal:  # False: the caller seals once at the end of its command (collect, remediate apply)
         bundle.seal()
