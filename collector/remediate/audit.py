@@ -164,20 +164,24 @@ class AuditLog:
         with os.fdopen(fd, "a", encoding="utf-8") as out:
             out.write(f"{utcnow()} {line}\n")
 
-    def last_checkpoint(self) -> str | None:
-        """The last head checkpointed for this log (None when the file has none or can't be read)."""
+    def checkpoints(self) -> list[str]:
+        """Every head checkpointed for this log, oldest first ([] when the file has none or can't be read)."""
         if self.checkpoint_file is None or not self.checkpoint_file.exists():
-            return None
-        me, found = f"log={self.path.resolve()}", None
+            return []
+        me, found = f"log={self.path.resolve()}", []
         try:
             with open(self.checkpoint_file, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     words = line.split()
                     if len(words) >= 5 and words[1:3] == ["audit", "head"] and words[4] == me:
-                        found = words[3]
+                        found.append(words[3])
         except OSError:
-            return None
+            return []
         return found
+
+    def last_checkpoint(self) -> str | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
 
     # ---- verifying ---------------------------------------------------------------------------------------
     def verify(self, *, verifier: Any = None, expect: str | None = None) -> ChainCheck:
@@ -190,7 +194,8 @@ class AuditLog:
         torn: list[int] = []
         by_hash: dict[str, dict[str, Any]] = {}
         seen: list[tuple[int, dict[str, Any]]] = []
-        checkpoint = self.last_checkpoint()
+        kept = self.checkpoints()
+        checkpoint = kept[-1] if kept else None
 
         def bad(lineno: int, reason: str) -> ChainCheck:
             return ChainCheck(False, count, lineno, reason, prev, tuple(torn), signed, checkpoint)
@@ -216,13 +221,15 @@ class AuditLog:
                     count = int(record["seq"])
                     return bad(lineno, problem)
                 signed += 1 if record.get("signed") else 0
-        for wanted, source in ((expect, "--expect"), (checkpoint, f"checkpoint {self.checkpoint_file}")):
-            if not wanted:
-                continue
-            seq, digest = parse_head(wanted)
-            match = next((r for r in by_hash.values() if r["hash"] == digest), None)
-            if match is None or (seq is not None and int(match["seq"]) != seq):
-                return ChainCheck(False, count, None, f"head {wanted} ({source}) is not in the log: its tail was cut "
+        # Every head ever checkpointed must still be in the log: a cut tail, or a cut tail with new records
+        # appended after it, or a rewritten log all lose one.
+        seqs = {int(r["seq"]): str(r["hash"]) for r in by_hash.values()}
+        wanted = [(h, f"checkpoint {self.checkpoint_file}") for h in kept] + ([(expect, "--expect")] if expect else [])
+        for head, source in wanted:
+            seq, digest = parse_head(head)
+            present = seqs.get(seq) == digest if seq is not None else digest in by_hash
+            if not present:
+                return ChainCheck(False, count, None, f"head {head} ({source}) is not in the log: its tail was cut "
                                   "off or the whole log rewritten", prev, tuple(torn), signed, checkpoint)
         return ChainCheck(True, count, None, "", prev, tuple(torn), signed, checkpoint)
 

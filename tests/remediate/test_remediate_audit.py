@@ -74,6 +74,9 @@ def test_a_cut_tail_is_caught_by_the_checkpoint_and_by_expect(tmp_path: Path) ->
     log.path.write_text("\n".join(lines[:2]) + "\n")
     check = log.verify()
     assert not check.ok and "is not in the log: its tail was cut off" in check.reason and "checkpoint" in check.reason
+    log.append("plan", actor="mallory")  # new records after the cut do not hide it
+    assert not log.verify().ok and "is not in the log" in log.verify().reason
+    log.path.write_text("\n".join(lines[:2]) + "\n")
     plain = AuditLog(log.path)  # no checkpoint file at hand: --expect still sees it
     assert plain.verify().ok
     assert "(--expect) is not in the log" in plain.verify(expect=head).reason

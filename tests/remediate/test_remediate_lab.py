@@ -427,3 +427,245 @@ def test_restarts_are_rate_limited_per_host(lab: Any, rs: RS) -> None:
 @contextmanager
 def _fault_ctx(lab: Any, name: str) -> Iterator[None]:
     yield from _fault(lab, name)
+
+
+# ---- issue 13: approvals that prove who approved, bound to exactly what runs ----------------------------------
+
+def _host_state(host: Any) -> tuple[str, str, str]:
+    """The app's MainPID, its .env and the deployed release: a refused apply changes none of them."""
+    release = host.run("cat /opt/sergas/app/VERSION; git -C /opt/sergas/app rev-parse HEAD").stdout
+    return (host.check_output("systemctl show -p MainPID --value sergas-app"),
+            host.check_output("sha256sum /opt/sergas/app/.env"), release)
+
+
+def _refused(rs: RS, path: Path, match: str, app_host: Any, state: tuple[str, str, str], who: str = "alice") -> None:
+    with pytest.raises(Refused, match=match):
+        apply_plan(path, rs.settings, signer=rs.signer(who), policy=rs.policy, collect_after=False)
+    assert _host_state(app_host) == state
+
+
+def _forge(rs: RS, path: Path, key: str, out: Path, *, into_log: bool) -> Path:
+    """An approval 'by bob' signed with `key`, written by hand into a copy of the plan and into the audit log."""
+    from collector.core import Signed
+    from collector.remediate.approve import new_statement
+
+    plan = load_plan(path)
+    statement = new_statement("approve", plan, expires="2099-01-01T00:00:00.000Z")
+    signed = Signed(statement, rs.signer(key).sign(statement.message()), "bob").to_dict()
+    doc = json.loads(path.read_text())
+    doc["statements"].append(signed)
+    out.write_text(json.dumps(doc))
+    if into_log:
+        rs.audit.append("approve", actor="bob", plan_id=plan.id, plan_hash=plan.hash, approver="bob", signed=signed)
+    return out
+
+
+def test_identity_refusals_change_nothing_on_the_host(lab: Any, rs: RS, app_host: Any, tmp_path: Path) -> None:
+    from collector.remediate.signing import SignatureError
+
+    state = _host_state(app_host)
+    original = int(_env_value(app_host, "DATABASE_POOL_SIZE"))
+    path = _plan(rs, "pool-resize", "app", {"size": str(original + 5)})
+    # Self-approval under another name: the key says alice, whatever the label.
+    with pytest.raises(SignatureError, match="--as bob does not match the key's principal alice"):
+        approve_plan(path, rs.signer("alice"), rs.policy, audit=rs.audit, as_name="bob")
+    with pytest.raises(Refused, match="alice requested this plan and cannot approve it"):
+        _approve(rs, path, "alice")
+    # A key nobody listed signs nothing, neither an approval nor an apply.
+    with pytest.raises(SignatureError, match="not in allowed_signers"):
+        _approve(rs, path, "mallory")
+    assert len(load_plan(path).statements) == 1
+    _refused(rs, path, "is not approved", app_host, state)
+    # Forged approvals written by hand, with mallory's key and with alice's own key claiming to be bob: into
+    # the plan and the audit log (the log's signature check fails), or into the plan alone (the approval's does).
+    clean = Path(rs.audit_log).read_text()
+    for key in ("mallory", "alice"):
+        for into_log in (True, False):
+            copy = rs.with_policy(audit_log=str(tmp_path / f"audit-{key}-{into_log}.jsonl"),
+                                  checkpoint_file=str(tmp_path / f"cp-{key}-{into_log}.log"))
+            Path(copy.audit_log).write_text(clean)
+            forged = _forge(copy, path, key, tmp_path / f"forged-{key}.json", into_log=into_log)
+            _refused(copy, forged, "audit log .* does not verify" if into_log else
+                     "not in allowed_signers|its own requester", app_host, state)
+    # Revived expiry: a 1-second approval runs out; editing its expiry breaks its signature.
+    approve_plan(path, rs.signer("bob"), rs.policy, audit=rs.audit, ttl_s=1.0)
+    time.sleep(1.2)
+    _refused(rs, path, "expired", app_host, state)
+    doc = json.loads(path.read_text())
+    doc["statements"][-1]["statement"]["expires"] = "2099-01-01T00:00:00.000Z"
+    path.write_text(json.dumps(doc))
+    _refused(rs, path, "signature does not verify", app_host, state)
+    events = [r["event"] for r in rs.audit.records()]
+    assert events.count("apply-refused") >= 3 and "approve-refused" in events
+
+
+def test_edits_after_approval_are_refused_naming_what_changed(lab: Any, rs: RS, app_host: Any, db_host: Any,
+                                                               tmp_path: Path) -> None:
+    import shutil
+
+    from collector.paths import resource
+
+    state = _host_state(app_host)
+    db_pid = db_host.check_output("systemctl show -p MainPID --value postgresql")
+    original = int(_env_value(app_host, "DATABASE_POOL_SIZE"))
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(Path(rs.inventory).read_text())
+    books = tmp_path / "playbooks"
+    shutil.copytree(resource("playbooks"), books)
+    own = rs.with_policy(playbooks_dir=str(books))
+    path = _approve(own, _plan(own, "pool-resize", "app", {"size": str(original + 5)}, inventory=str(inventory)))
+    text = inventory.read_text()
+    doc = yaml.safe_load(text)
+    app1 = doc["all"]["children"]["lab"]["children"]["app"]["hosts"]["app1"]
+    edits = {
+        "ansible_host": dict(app1, ansible_host=lab.ips["db1"]),  # the same playbook would have run on db1
+        "ProxyCommand": dict(app1, ansible_ssh_common_args=str(app1.get("ansible_ssh_common_args", ""))
+                             + f" -o ProxyCommand='touch {tmp_path}/proxied; nc %h %p'"),
+        "collector_env_file": dict(app1, collector_env_file="/opt/sergas/app/.env.other"),
+    }
+    for name, changed in edits.items():
+        doc["all"]["children"]["lab"]["children"]["app"]["hosts"]["app1"] = changed
+        inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+        _refused(own, path, r"changed since the plan was approved: inventory file .* changed; "
+                            r"connection/collector_\* variables of app1 changed", app_host, state)
+        assert not (tmp_path / "proxied").exists(), name
+    inventory.write_text(text)
+    assert db_host.check_output("systemctl show -p MainPID --value postgresql") == db_pid
+    book = books / "remediate" / "pool-resize.yml"
+    kept = book.read_text()
+    book.write_text(kept.replace("Ensure", "Make sure", 1))
+    _refused(own, path, "playbook file remediate/pool-resize.yml changed", app_host, state)
+    book.write_text(kept)
+    task = books / "remediate" / "tasks" / "wait_healthy.yml"
+    task.write_text(task.read_text() + "\n")
+    _refused(own, path, "playbook file remediate/tasks/wait_healthy.yml changed", app_host, state)
+    assert [r["kind"] for r in own.audit.records() if r["event"] == "apply-refused"] == ["changed-plan"] * 5
+
+
+def test_jinja_in_a_parameter_never_runs_on_the_controller(lab: Any, rs: RS, app_host: Any, tmp_path: Path) -> None:
+    from collector.core import UsageError
+
+    marker = tmp_path / "marker"
+    state = _host_state(app_host)
+    with pytest.raises(UsageError, match="Jinja template marker"):
+        _plan(rs, "memory-limit", "app", {"max": f"{{{{ lookup('pipe', 'touch {marker}') }}}}"})
+    # Written into an approved plan by hand (hash recomputed): the signatures name the old content.
+    path = _approved(rs, "memory-limit", "app", {"max": "768M"})
+    doc = json.loads(path.read_text())
+    doc["params"]["max"] = f"{{{{ lookup('pipe', 'touch {marker}') }}}}"
+    plan = load_plan(path)
+    plan.params = doc["params"]
+    plan.hash = plan.compute_hash()
+    from collector.remediate.plan import save_plan
+
+    save_plan(plan, path)
+    _refused(rs, path, "parameters no longer validate: .*Jinja", app_host, state)
+    assert not marker.exists()
+
+
+def test_an_approval_runs_once_and_two_concurrent_applies_restart_once(lab: Any, rs: RS, app_host: Any,
+                                                                       tmp_path: Path) -> None:
+    """Two `collector remediate apply` of one approved restart plan at once: one runs, one is refused."""
+    from collector.remediate.apply import locks_dir, plan_lock
+
+    assert lab.signers.installed
+    system = load_policy()
+    env = {"COLLECTOR_PLANS_DIR": str(tmp_path / "plans"), "COLLECTOR_INVENTORY": rs.inventory,
+           "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    cli = str(Path(sys.executable).parent / "collector")
+    planned = subprocess.run([cli, "remediate", "restart", "--hosts", "app", "--key", str(lab.signers.key("alice"))],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    assert planned.returncode == 0, planned.stderr
+    path = planned.stdout.strip().splitlines()[-1]
+    approved = subprocess.run([cli, "approve", path, "--key", str(lab.signers.key("bob")), "--yes"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=False)
+    assert approved.returncode == 0, approved.stderr
+    plan = load_plan(Path(tmp_path, path))
+    # The lock names its holder (held here by the test, standing in for carol's apply).
+    state = _host_state(app_host)
+    with plan_lock(locks_dir(system), plan.hash, {"principal": "carol", "pid": 4242, "host": "ctl", "since": "now"}):
+        held = subprocess.run([cli, "remediate", "apply", path, "--key", str(lab.signers.key("alice"))],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+    assert held.returncode == 2 and "is being applied by carol (pid 4242 on ctl" in held.stderr + held.stdout
+    assert _host_state(app_host) == state
+    since = app_host.check_output("date +%s")
+    procs = [subprocess.Popen([cli, "remediate", "apply", path, "--key", str(lab.signers.key(who)), "--no-after-bundle",
+                               "--verify-wait", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env, cwd=tmp_path) for who in ("alice", "bob")]
+    outs = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    codes = [rc for rc, _, _ in outs]
+    assert codes.count(2) == 1 and set(codes) - {2} <= {0, 1}, outs  # one ran (1: verify disagreed), one refused
+    loser = next(out + err for rc, out, err in outs if rc == 2)
+    assert "is being applied by" in loser or "already used" in loser, loser
+    starts = app_host.check_output(f"journalctl -u sergas-app --since @{since} -o cat | grep -c '^Started' || true")
+    assert starts == "1", starts
+    records = [r for r in AuditLog(system.audit_log).records() if r.get("plan_hash") == plan.hash]
+    assert [r["event"] for r in records].count("apply-start") == 1
+    assert sum(1 for r in records if r["event"] == "apply-host" and r.get("restarted")) == 1
+    # And the approval is spent: a third apply is refused, the app is not restarted again.
+    state = _host_state(app_host)
+    third = subprocess.run([cli, "remediate", "apply", path, "--key", str(lab.signers.key("alice"))],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+    assert third.returncode == 2 and "already used" in third.stderr + third.stdout
+    assert _host_state(app_host) == state
+
+
+def test_audit_tampering_is_caught_and_a_loosened_limit_has_no_effect(lab: Any, rs: RS, app_host: Any,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from collector.config import load_settings
+    from collector.remediate.audit import GENESIS, record_hash
+    from collector.remediate.signing import Verifier
+
+    done = _approved(rs, "restart", "app", {})
+    result = _apply(rs, done, verify_wait_s=30)
+    assert _changed(result) == ["app1"] and result.audit_head
+    head = rs.audit.head()
+    verifier = Verifier(rs.policy.signers_path())
+    assert rs.audit.verify(verifier=verifier, expect=head).ok
+    # A limit loosened through the environment has no effect: the policy's 600 s restart interval holds.
+    monkeypatch.setenv("COLLECTOR_RESTART_MIN_INTERVAL_S", "0")
+    monkeypatch.setenv("COLLECTOR_BLAST_RADIUS", "1000")
+    monkeypatch.setenv("COLLECTOR_AUDIT_LOG", str(tmp_path / "elsewhere.jsonl"))
+    loose = dataclasses.replace(rs.with_policy(restart_min_interval_s=600.0),
+                                settings=dataclasses.replace(load_settings(), plans_dir=rs.plans_dir,
+                                                             inventory=rs.inventory))
+    again = _approve(loose, _plan(loose, "restart", "app", {}))
+    state = _host_state(app_host)
+    _refused(loose, again, "minimum interval", app_host, state)
+    radius = dataclasses.replace(loose, policy=dataclasses.replace(loose.policy, blast_radius=0))
+    _refused(radius, again, "more than the blast-radius limit of 0", app_host, state)
+    assert not (tmp_path / "elsewhere.jsonl").exists()
+    monkeypatch.delenv("COLLECTOR_AUDIT_LOG")
+    head = rs.audit.head()
+    assert rs.audit.verify(verifier=verifier, expect=head).ok
+    full = Path(rs.audit_log).read_text()
+    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    cli = str(Path(sys.executable).parent / "collector")
+
+    def audit_verify() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cli, "audit", "verify", "--log", rs.audit_log, "--expect", head], capture_output=True,
+                              text=True, env=env, timeout=60, check=False)
+
+    # Tail truncation: the last records cut off; apply refuses (the checkpoint file saw them), verify names it.
+    Path(rs.audit_log).write_text("".join(full.splitlines(keepends=True)[:-3]))
+    cut = audit_verify()
+    assert cut.returncode == 1 and "tail was cut off" in cut.stdout, cut.stdout + cut.stderr
+    _refused(rs, again, "audit log .* does not verify: head .* checkpoint", app_host, state)
+    # A whole-log rewrite with a recomputed chain: apply-host "changed" flipped, every hash redone.
+    records = [json.loads(line) for line in full.splitlines() if line.strip()]
+    prev, lines = GENESIS, []
+    for record in records:
+        if record["event"] == "apply-host":
+            record["changed"], record["status"] = False, "ok"
+        record["prev"] = prev
+        record["hash"] = record_hash(record)
+        prev = record["hash"]
+        lines.append(json.dumps(record, sort_keys=True))
+    Path(rs.audit_log).write_text("\n".join(lines) + "\n")
+    assert AuditLog(rs.audit_log).verify().ok  # the chain alone is fooled
+    rewritten = audit_verify()
+    assert rewritten.returncode == 1 and "apply vouched for" in rewritten.stdout, rewritten.stdout
+    assert "vouched for" in AuditLog(rs.audit_log).verify(verifier=verifier).reason
+    assert "(--expect) is not in the log" in AuditLog(rs.audit_log).verify(expect=head).reason
+    assert _host_state(app_host) == state
