@@ -67,6 +67,8 @@ def archive_files(folder: Path) -> tuple[Upload, Upload]:
     archive = folder.parent / f"{folder.name}.tar.gz"
     sums = folder.parent / f"{folder.name}.tar.gz.sha256"
     for needed in (archive, sums):
+        if needed.is_symlink():  # the archive goes to a ticket: never whatever a planted link points at
+            raise UsageError(f"{needed} is a symlink, not the sealed archive: not posting it")
         if not needed.is_file():
             raise UsageError(
                 f"{needed} is missing: the bundle is not sealed (re-run `collector report "

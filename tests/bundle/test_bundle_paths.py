@@ -118,3 +118,16 @@ def test_concurrent_actions_writers_lose_no_record(tmp_path: Path) -> None:
     assert all(out.strip() == "[]" for out, _ in answers), answers
     records = json.loads((folder / "actions.json").read_text())["actions"]
     assert sorted((r["writer"], r["n"]) for r in records) == [(str(w), i) for w in range(5) for i in range(6)]
+
+
+def test_a_planted_archive_link_is_never_posted_to_a_ticket(tmp_path: Path) -> None:
+    from collector.core import UsageError
+    from collector.tickets.evidence import archive_files
+
+    folder = _bundle(tmp_path)
+    Bundle.open(folder).seal()
+    archive = folder.parent / f"{folder.name}.tar.gz"
+    archive.unlink()
+    archive.symlink_to("/etc/shadow")
+    with pytest.raises(UsageError, match="symlink"):
+        archive_files(folder)
