@@ -12,8 +12,19 @@ from collector.remediate.actions import ACTIONS, Action, parse_param_args
 from collector.verify import table as checks_table
 
 
+def _scrub(line: str) -> str:
+    """What this command prints of hosts and checks (check details, notes, errors) goes through the scrubber."""
+    from collector.redact import Redactor
+
+    return Redactor().redact_text(line, "terminal")
+
+
+def _echo(line: str) -> None:
+    click.echo(_scrub(line))
+
+
 def _echo_err(line: str) -> None:
-    click.echo(line, err=True)
+    click.echo(_scrub(line), err=True)
 
 
 _KEY_HELP = "Your SSH key: a private key file, or a .pub whose private key ssh-agent holds (default: ssh-agent)."
@@ -93,12 +104,12 @@ def apply_command(ctx: click.Context, plan_file: str, key: str | None, as_name: 
     try:
         result = apply_plan(plan_file, settings, signer=signer, policy=policy, as_name=as_name, max_hosts=max_hosts,
                             batch_size=batch_size, bundle=bundle, verify_wait_s=verify_wait,
-                            collect_after=not no_after_bundle, allowed_alerts=allow_alert, echo=click.echo)
+                            collect_after=not no_after_bundle, allowed_alerts=allow_alert, echo=_echo)
     except Interrupted as exc:
         _echo_err(f"error: {exc}")
         ctx.exit(EXIT_PARTIAL)
     for line in checks_table(result.checks):
-        click.echo(line)
+        _echo(line)
     for note in result.notes:
         _echo_err(f"note: {note}")
     changed = sum(1 for h in result.hosts.values() if h.get("changed"))

@@ -9,6 +9,7 @@ import click
 from collector.config import load_settings
 from collector.core import EXIT_OK, EXIT_PARTIAL, UsageError
 from collector.inventory import load_inventory
+from collector.redact import Redactor
 
 
 @click.command("verify")
@@ -32,11 +33,14 @@ def verify_command(ctx: click.Context, hosts: str, inventory: str | None, as_jso
     names = inv.match(hosts)
     checks = verify(inv, names, settings, window=window, wait_s=wait_s, allowed_alerts=allow_alert)
     ok = passed(checks)
+    # Check details quote the hosts' own error output: scrubbed with the inventory's secrets, as a bundle is.
+    redactor = Redactor(settings.redact_patterns, inv.secret_values(names))
     if as_json:
-        click.echo(json.dumps({"passed": ok, "checks": [c.as_dict() for c in checks]}, indent=2))
+        doc = {"passed": ok, "checks": [c.as_dict() for c in checks]}
+        click.echo(json.dumps(redactor.redact_value(doc, "verify"), indent=2))
     else:
         for line in checks_table(checks):
-            click.echo(line)
+            click.echo(redactor.redact_text(line, "verify"))
         failed = [c for c in checks if not c.passed]
         click.echo("RECOVERED: every check passed" if ok else f"NOT RECOVERED: {len(failed)} of {len(checks)} checks failed")
     ctx.exit(EXIT_OK if ok else EXIT_PARTIAL)

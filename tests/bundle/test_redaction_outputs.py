@@ -201,3 +201,12 @@ def test_error_lines_and_tracebacks_are_redacted(tmp_path: Path, capsys: pytest.
         _redacting_excepthook(RuntimeError, exc, exc.__traceback__)
     err = capsys.readouterr().err
     assert "RuntimeError: connect postgresql://app:«REDACTED:" in err and "FakeCrashPw9" not in err
+
+
+def test_remediate_output_lines_are_scrubbed() -> None:
+    """apply's progress lines, check details and notes quote host output: they pass the scrubber."""
+    from collector.cli.remediate import _scrub
+
+    line = "note: app1: restart failed: redis-cli -a FakeApplyPw9 ping: NOAUTH; DATABASE_URL=postgres://a:FakeDb9@db1/x"
+    out = _scrub(line)
+    assert "FakeApplyPw9" not in out and "FakeDb9" not in out and out.startswith("note: app1: restart failed")
