@@ -415,25 +415,11 @@ def user_rules(patterns: Iterable[str]) -> list[Rule]:
     return rules
 
 
-_SECRET_VAR = re.compile(r"(?:password|passwd|passphrase|secret|token|api_?key|_pass$|_auth$)", re.IGNORECASE)
-_NOT_SECRET_VAR = re.compile(r"(?:_file|_path|_dir|_url)$", re.IGNORECASE)  # where a secret lives, not the secret
-
-
 def secrets_from_vars(vars_by_host: Mapping[str, Mapping[str, Any]] | Mapping[str, Any]) -> list[str]:
-    """The values of inventory variables whose names say they are secrets (e.g. collector_redis_password)."""
-    found: set[str] = set()
+    """The values of inventory variables whose names say they are secrets (collector.inventory's one finder)."""
+    from collector.inventory import secret_values_in
 
-    def visit(name: str, value: Any) -> None:
-        if isinstance(value, Mapping):
-            for key, inner in value.items():
-                visit(str(key), inner)
-        elif isinstance(value, (str, int)) and not isinstance(value, bool) and _SECRET_VAR.search(name) \
-                and not _NOT_SECRET_VAR.search(name) and len(str(value)) >= _MIN_KNOWN_SECRET:
-            found.add(str(value))
-
-    for key, value in vars_by_host.items():
-        visit(str(key), value)
-    return sorted(found)
+    return secret_values_in(vars_by_host)
 
 
 def _literal_forms(secret: str | bytes) -> set[bytes]:
