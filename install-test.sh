@@ -21,6 +21,7 @@ APT_PACKAGES=(
   prometheus prometheus-alertmanager
   chromium
   redmine redmine-sqlite thin
+  exim4-daemon-light
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -38,6 +38,7 @@ from collector.core import INCIDENT_ACTIVE_STATES, SEVERITIES, Incident, UsageEr
 from collector.times import iso_z, parse_instant
 
 if TYPE_CHECKING:
+    from collector.config import Settings
     from collector.incidents.store import Event, IncidentStore
 
 MINUTE = _dt.timedelta(minutes=1)
@@ -558,9 +559,9 @@ def resolve(store: IncidentStore, incident_id: str, who: str, *, verified: bool,
 
 
 def verified(events: Iterable[Event]) -> bool:
-    """Whether the newest verify recorded on the timeline passed."""
-    runs = [e for e in events if e.kind == "verified"]
-    if not runs:
+    """Whether the newest verify recorded on the timeline passed (verified, not verify-failed)."""
+    runs = [e for e in events if e.kind in ("verified", "verify-failed")]
+    if not runs or runs[-1].kind != "verified":
         return False
     detail = runs[-1].detail or {}
     return bool(detail.get("passed", detail.get("ok", True)))
@@ -585,14 +586,18 @@ def close(store: IncidentStore, incident_id: str, who: str, now: _dt.datetime | 
 Sender = Callable[[Incident, Due], dict[str, str]]
 
 
-def tick(store: IncidentStore, now: _dt.datetime | None = None, *, people: People | None = None,
-         send: Sender | None = None, alertmanager_url: str | None = None, recent: int = 200) -> list[tuple[str, Due]]:
+def tick(store: IncidentStore, settings: Settings | None = None, now: _dt.datetime | None = None, *,
+         people: People | None = None, send: Sender | None = None, alertmanager_url: str | None = None,
+         only: Sequence[str] | None = None, recent: int = 200) -> list[tuple[str, Due]]:
     """Do everything due for every incident that may still need something; returns (incident id, what was done).
 
-    Each item is claimed in the store first (claim_work), so two `serve` processes ticking at once send it once.
-    `send` delivers notify/remind/escalate (default: collector.incidents.notify.deliver with the configured
-    channels); it returns channel -> "ok" or the error, recorded on the timeline.
+    The server calls it every few seconds, `collector incident tick` once. Each item is claimed in the store
+    first (claim_work, kind `tick:<key>`), so two `serve` processes ticking at once send it once. `send`
+    delivers notify/remind/escalate (default: notify.deliver on the configured channels) and returns
+    channel -> "ok" or the error, recorded on the timeline. `only`: just these incident ids.
     """
+    if alertmanager_url is None and settings is not None:
+        alertmanager_url = settings.alertmanager_url
     moment = _now(now)
     if people is None:
         people = load_people()
@@ -603,7 +608,8 @@ def tick(store: IncidentStore, now: _dt.datetime | None = None, *, people: Peopl
         def send(incident: Incident, item: Due) -> dict[str, str]:
             return notify.deliver(incident, item, channels, store=store, people=people, now=moment)
     done: list[tuple[str, Due]] = []
-    for incident in store.list(limit=recent):
+    found: Any = [store.get(i) for i in only] if only is not None else store.list(limit=recent)
+    for incident in [i for i in found if i is not None]:
         if incident.state == "closed" and not active_silences(events_of(store, incident.id)) and \
                 "resolved" in sent_stages(events_of(store, incident.id)):
             continue
@@ -651,3 +657,9 @@ def _perform(store: IncidentStore, incident: Incident, item: Due, moment: _dt.da
     elif item.kind == "escalate":
         store.add_event(incident.id, EV_ESCALATED, moment, actor="collector",
                         detail=base | {"reason": item.reason, "contacts": contacts, "channels": results})
+
+
+def on_event(store: IncidentStore, incident: Incident, event: Event, settings: Settings | None = None) -> None:
+    """The receiver's hook after each event it records: do at once what became due for that incident
+    (the commander on declaration, the initial update once evidence is in, the resolved update)."""
+    tick(store, settings, only=[incident.id])

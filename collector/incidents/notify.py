@@ -222,12 +222,14 @@ def _mail_url(email: Email, to: Sequence[str]) -> str:
         if email.password:
             auth += ":" + urllib.parse.quote(email.password, safe="")
         auth += "@"
-    query = {"from": email.sender, "to": ",".join(to), "smtp": email.host, "name": "incident collector"}
+    # format=text: a plain-text mail (the updates are laid out in lines, not Markdown or HTML)
+    query = {"from": email.sender, "to": ",".join(to), "smtp": email.host, "name": "incident collector",
+             "format": "text"}
     if email.mode != "insecure":
         query["mode"] = email.mode
     else:
         query["mode"] = "insecure"
-    return f"{scheme}://{auth}{email.host}:{email.port}?{urllib.parse.urlencode(query)}"
+    return f"{scheme}://{auth}{email.host}:{email.port}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
 
 
 def _chat_url(chat: Chat) -> str:
@@ -237,7 +239,8 @@ def _chat_url(chat: Chat) -> str:
     if chat.token:
         query.append(("+Authorization", f"Bearer {chat.token}"))
     query.append((":source", "incident-collector"))
-    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, urllib.parse.urlencode(query), ""))
+    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path,
+                                    urllib.parse.urlencode(query, quote_via=urllib.parse.quote), ""))
 
 
 def _send(url: str, subject: str, body: str, kind: str) -> str:
@@ -249,7 +252,7 @@ def _send(url: str, subject: str, body: str, kind: str) -> str:
     level = apprise.NotifyType.FAILURE if kind == "escalate" else (
         apprise.NotifyType.WARNING if kind == "remind" else apprise.NotifyType.INFO)
     try:
-        ok = sender.notify(title=subject, body=body, notify_type=level)
+        ok = sender.notify(title=subject, body=body, notify_type=level, body_format=apprise.NotifyFormat.TEXT)
     except Exception as exc:  # noqa: BLE001 - a channel's failure is a value
         return f"failed: {type(exc).__name__}"
     return "ok" if ok else "failed: the server refused or could not be reached"

@@ -1,0 +1,294 @@
+"""Comms that go somewhere real: a Debian MTA (exim4) on loopback, a loopback chat webhook, the real Redmine.
+
+The mail is read back from the local mailbox (/var/mail/<user>), the chat POST from the receiver, the
+ticket note from Redmine's REST API. `tick` drives it all, as the server does.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import email
+import email.policy
+import importlib.util
+import json
+import mailbox
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from collector.incidents import lifecycle as lc
+from collector.incidents.store import IncidentStore
+
+MAIL_USER = "collector-oncall"
+EXIM_CONF = Path("/etc/exim4/update-exim4.conf.conf")
+_TICKETS_CONFTEST = Path(__file__).resolve().parents[1] / "tickets" / "conftest.py"
+
+
+def _tickets_helpers() -> Any:
+    """tests/tickets/conftest.py (the real Redmine and bundle builders) as a module of its own."""
+    spec = importlib.util.spec_from_file_location("tickets_conftest_for_incidents", _TICKETS_CONFTEST)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+tickets = _tickets_helpers()
+
+
+# ---------------------------------------------------------------- the MTA
+
+
+def _smtp_up() -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 25), timeout=1) as sock:
+        return sock.recv(64).startswith(b"220")
+    return False
+
+
+def _configure_exim() -> None:
+    """Local delivery only, listening on 127.0.0.1 only (Debian's update-exim4.conf reads this file)."""
+    text = EXIM_CONF.read_text() if EXIM_CONF.exists() else ""
+    wanted = {"dc_eximconfig_configtype": "'local'", "dc_local_interfaces": "'127.0.0.1'",
+              "dc_relay_nets": "''", "dc_smarthost": "''", "dc_localdelivery": "'mail_spool'"}
+    lines = [ln for ln in text.splitlines() if ln.split("=", 1)[0] not in wanted]
+    new = "\n".join([*lines, *(f"{k}={v}" for k, v in wanted.items())]) + "\n"
+    if new != text:
+        EXIM_CONF.write_text(new)
+        subprocess.run(["update-exim4.conf"], check=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def mta() -> Iterator[Path]:
+    """exim4 (Debian's exim4-daemon-light) delivering to /var/mail on 127.0.0.1:25; yields the mailbox path."""
+    if shutil.which("exim4") is None:
+        pytest.skip("exim4 is not installed (apt-get install exim4-daemon-light; install-test.sh does)")
+    if os.geteuid() != 0:
+        pytest.skip("the MTA test configures exim4 and a local user: run as root")
+    try:
+        user = pwd.getpwnam(MAIL_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--home-dir", f"/var/lib/{MAIL_USER}", "--shell", "/usr/sbin/nologin",
+                        MAIL_USER], check=True, timeout=30)
+        user = pwd.getpwnam(MAIL_USER)
+    home = Path(user.pw_dir)
+    if not home.is_dir():  # exim's local delivery changes into the user's home first
+        home.mkdir(mode=0o700, parents=True)
+        os.chown(home, user.pw_uid, user.pw_gid)
+    started: int | None = None
+    if not _smtp_up():
+        _configure_exim()
+        # No systemd here: the daemon is started by hand (-bd listens, -q1m runs the queue each minute).
+        subprocess.run(["exim4", "-bd", "-q1m"], check=True, timeout=30)
+        deadline = time.monotonic() + 20
+        while not _smtp_up():
+            assert time.monotonic() < deadline, "exim4 did not start listening on 127.0.0.1:25"
+            time.sleep(0.2)
+        pid_file = Path("/run/exim4/exim.pid")
+        started = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+    yield Path("/var/mail") / MAIL_USER
+    if started:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(started, 15)
+
+
+def read_mail(box: Path, token: str, timeout: float = 30.0) -> email.message.EmailMessage:
+    """The message of the local mailbox whose subject or body holds `token` (polled until it arrives)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if box.exists():
+            for raw in mailbox.mbox(str(box), create=False):
+                msg = email.message_from_bytes(raw.as_bytes(), policy=email.policy.default)
+                assert isinstance(msg, email.message.EmailMessage)
+                part = msg.get_body(("plain",))
+                body = part.get_content() if part is not None else ""
+                if token in str(msg["Subject"]) or token in body:
+                    return msg
+        time.sleep(0.3)
+    raise AssertionError(f"no mail with {token!r} in {box} after {timeout:.0f} s")
+
+
+def mail_body(msg: email.message.EmailMessage) -> str:
+    part = msg.get_body(("plain",))
+    return str(part.get_content()) if part is not None else ""
+
+
+# ---------------------------------------------------------------- the chat webhook
+
+
+class ChatReceiver:
+    def __init__(self) -> None:
+        self.posts: list[tuple[dict[str, str], dict[str, Any]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length") or 0)
+                receiver.posts.append((dict(self.headers), json.loads(self.rfile.read(length) or b"{}")))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/incidents"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def find(self, token: str) -> tuple[dict[str, str], dict[str, Any]]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for headers, body in self.posts:
+                if token in json.dumps(body):
+                    return headers, body
+            time.sleep(0.1)
+        raise AssertionError(f"no chat post with {token!r}: {self.posts}")
+
+
+@pytest.fixture
+def chat() -> Iterator[ChatReceiver]:
+    receiver = ChatReceiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+# ---------------------------------------------------------------- the setup
+
+
+CHAT_TOKEN = "chat-" + secrets.token_hex(12)
+
+
+@pytest.fixture
+def configured(tmp_path: Path, mta: Path, chat: ChatReceiver, monkeypatch: pytest.MonkeyPatch) -> Path:
+    config = {
+        "oncall": {"name": "Dana On-call", "email": f"{MAIL_USER}@localhost"},
+        "contacts": [{"name": "Security Team", "email": f"{MAIL_USER}@localhost", "escalate_on": ["security"]},
+                     {"name": "CTO", "escalate_on": ["security", "data-loss"]}],
+        "notify": {"email": {"host": "127.0.0.1", "port": 25, "mode": "insecure",
+                             "from": "incident-collector@localhost"},
+                   "chat": [{"url": chat.url, "token": CHAT_TOKEN}],
+                   "ticket": "redmine", "page_url": "http://127.0.0.1:8080/"},
+    }
+    path = tmp_path / "incidents.yml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("COLLECTOR_INCIDENTS_CONFIG", str(path))
+    monkeypatch.delenv("COLLECTOR_ONCALL", raising=False)
+    monkeypatch.delenv("COLLECTOR_CHAT_WEBHOOK", raising=False)
+    return path
+
+
+def _store(tmp_path: Path) -> IncidentStore:
+    return IncidentStore(str(tmp_path / "incidents.db"))
+
+
+def test_initial_update_reaches_the_mailbox_the_chat_and_the_ticket(
+        tmp_path: Path, configured: Path, chat: ChatReceiver, mta: Path, redmine: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLECTOR_REDMINE_URL", redmine.url)
+    monkeypatch.setenv("COLLECTOR_REDMINE_API_KEY", redmine.admin_key)
+    monkeypatch.setenv("COLLECTOR_TICKETS_CONFIG", str(tmp_path / "no-tickets.yml"))
+    (tmp_path / "no-tickets.yml").write_text("{}\n")
+    from collector.tickets import load_ticket_config, open_system
+
+    system = open_system(load_ticket_config("redmine"))
+    ticket = system.create(redmine.project, "incident ticket", "opened by the test", "P1", [])
+    bundle = tickets.build_bundle(tmp_path / "bundles", severity="P1")
+    store = _store(tmp_path)
+    now = _dt.datetime.now(_dt.UTC)
+    token = secrets.token_hex(4)
+    incident, opened = store.open_or_join(f"g-{token}", [{"labels": {"alertname": f"AppDown{token}"}}], now,
+                                          severity="P1", hosts=["app1"], title=f"AppDown{token}")
+    assert opened
+    store.add_bundle(incident.id, str(bundle))
+    store.update(incident.id, ticket=ticket.id)
+
+    done = lc.tick(store, None, now + _dt.timedelta(seconds=5))
+    kinds = [(i, d.key) for i, d in done]
+    assert (incident.id, "assign") in kinds and (incident.id, "notify:initial") in kinds
+
+    msg = read_mail(mta, incident.id)
+    assert "INCIDENT [P1]" in str(msg["Subject"]) and "INVESTIGATING" in str(msg["Subject"])
+    body = mail_body(msg)
+    assert "Incident commander: Dana On-call" in body  # the commander assigned on the same tick
+    assert "App health check failing" in body  # filled from the bundle's findings
+    assert incident.id in body and "Next update:" in body and "(in 30 minutes)" in body  # P1: every 30
+
+    headers, post = chat.find(incident.id)
+    assert headers.get("Authorization") == f"Bearer {CHAT_TOKEN}"
+    assert "INCIDENT [P1]" in post["title"] and "App health check failing" in post["message"]
+
+    with urllib.request.urlopen(urllib.request.Request(
+            f"{redmine.url}/issues/{ticket.id}.json?include=journals",
+            headers={"X-Redmine-API-Key": redmine.admin_key}), timeout=30) as answer:
+        journals = json.load(answer)["issue"]["journals"]
+    notes = "\n".join(j.get("notes") or "" for j in journals)
+    assert "INVESTIGATING" in notes and "Incident commander: Dana On-call" in notes
+
+    sent = [e for e in store.events(incident.id) if e.kind == "update-sent"]
+    assert len(sent) == 1 and sent[0].detail is not None
+    assert sent[0].detail["channels"] == {"email": "ok", "chat": "ok", "ticket": "ok"}
+    # nothing is sent twice
+    again = lc.tick(store, None, now + _dt.timedelta(seconds=10))
+    assert [d.key for i, d in again if i == incident.id] == []
+
+
+def test_security_escalation_goes_out_with_no_secret_in_clear(
+        tmp_path: Path, configured: Path, chat: ChatReceiver, mta: Path) -> None:
+    store = _store(tmp_path)
+    now = _dt.datetime.now(_dt.UTC)
+    token = secrets.token_hex(4)
+    leaked = "postgres://app:Sup3rS3cretPw" + token + "@db1/app"
+    incident, _ = store.open_or_join(f"g-{token}", [{"labels": {"alertname": "AuthFailures"}}], now,
+                                     severity="P2", title=f"AuthFailures{token} {leaked} token={CHAT_TOKEN}")
+    lc.raise_flag(store, incident.id, "security", "sam", why="logins from an unknown network", now=now)
+    done = lc.tick(store, None, now + _dt.timedelta(seconds=1))
+    assert "escalate:security" in [d.key for _, d in done]
+
+    msg = read_mail(mta, f"AuthFailures{token}")
+    body = mail_body(msg)
+    assert str(msg["Subject"]).strip().startswith("ESCALATION [P2]")
+    assert "security breach suspected: logins from an unknown network" in body
+    assert "Security Team" in body and "CTO" in body
+    for text in (body, str(msg["Subject"])):
+        assert "Sup3rS3cretPw" not in text and CHAT_TOKEN not in text
+    _, post = chat.find(f"AuthFailures{token}")
+    assert "Sup3rS3cretPw" not in json.dumps(post) and CHAT_TOKEN not in json.dumps(post)
+    (event,) = [e for e in store.events(incident.id) if e.kind == "escalated"]
+    assert event.detail is not None and event.detail["reason"] == "security"
+
+
+def test_missed_acknowledgement_sends_a_reminder_to_the_oncall(
+        tmp_path: Path, configured: Path, chat: ChatReceiver, mta: Path) -> None:
+    store = _store(tmp_path)
+    opened = _dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=3)
+    token = secrets.token_hex(4)
+    incident, _ = store.open_or_join(f"g-{token}", [{"labels": {"alertname": "ApiDown"}}], opened,
+                                     severity="P0", title=f"ApiDown{token}")
+    done = lc.tick(store, None, opened + _dt.timedelta(minutes=3))
+    assert "remind:ack:0" in [d.key for _, d in done]
+    msg = read_mail(mta, f"REMINDER [P0] ApiDown{token}")
+    assert "not acknowledged: the P0 response time (2 min)" in mail_body(msg)
+    assert f"collector incident ack {incident.id}" in mail_body(msg)
+
+
+@pytest.fixture(scope="module")
+def redmine() -> Iterator[Any]:
+    missing = tickets._installed()
+    if missing:
+        pytest.skip(missing)
+    with tickets.running_redmine() as server:
+        yield server
