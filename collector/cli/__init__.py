@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "verify": "verify",
     "audit": "audit",
     "attach": "attach",
+    "incident": "incident",
+    "serve": "serve",
 }
 
 

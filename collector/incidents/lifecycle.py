@@ -52,6 +52,7 @@ UPDATE_CADENCE: dict[str, tuple[_dt.timedelta, _dt.timedelta]] = {
     "P2": (60 * MINUTE, 120 * MINUTE), "P3": (240 * MINUTE, 480 * MINUTE),
 }
 COMMANDED_BY_ONCALL = ("P0", "P1")
+ACTIVE: tuple[str, ...] = tuple(INCIDENT_ACTIVE_STATES)
 ESCALATE_UNRESOLVED_AFTER = 60 * MINUTE
 ESCALATION_REASONS: dict[str, str] = {
     "unresolved": "not resolved within 1 hour",
@@ -483,6 +484,11 @@ def _now(now: _dt.datetime | None) -> _dt.datetime:
     return (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
 
 
+def get_incident(store: IncidentStore, incident_id: str) -> Incident:
+    """The incident, or a UsageError naming the id."""
+    return _get(store, incident_id)
+
+
 def _get(store: IncidentStore, incident_id: str) -> Incident:
     incident = store.get(incident_id)
     if incident is None:
@@ -535,6 +541,52 @@ def raise_flag(store: IncidentStore, incident_id: str, flag: str, who: str, why:
     if flag not in FLAGS:
         raise UsageError(f"unknown flag {flag!r} (use {', '.join(FLAGS)})")
     store.add_event(incident_id, EV_FLAG, _now(now), actor=who, detail={"flag": flag, "why": why or f"raised by {who}"})
+
+
+def post_update(store: IncidentStore, incident_id: str, who: str, settings: Settings | None = None, *,
+                message: str | None = None, severity: str | None = None, mitigating: bool = False,
+                flags: Sequence[str] = (), now: _dt.datetime | None = None, people: People | None = None,
+                send_message: Callable[[Incident, str], dict[str, str]] | None = None) -> tuple[Incident, list[str]]:
+    """A person's update: severity, flags (escalate at once), mitigating, and a status message sent on every
+    channel (it resets the update clock). Then whatever became due is done. Returns the lines to print."""
+    moment = _now(now)
+    incident = _get(store, incident_id)
+    if incident.state not in INCIDENT_ACTIVE_STATES:
+        raise UsageError(f"incident {incident_id} is {incident.state}: updates are for active incidents")
+    lines: list[str] = []
+    if severity and severity != incident.severity:
+        if severity not in SEVERITIES:
+            raise UsageError(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+        before = incident.severity
+        incident = store.update(incident_id, severity=severity)
+        store.add_event(incident_id, "severity", moment, actor=who, detail={"from": before, "to": severity})
+        lines.append(f"severity {before or '?'} -> {severity}")
+    for flag in flags:
+        raise_flag(store, incident_id, flag, who, now=moment)
+        lines.append(f"raised: {ESCALATION_REASONS[flag]}")
+    if mitigating and incident.state != "mitigating":
+        incident = store.update(incident_id, state="mitigating")
+        store.add_event(incident_id, "mitigating", moment, actor=who, detail=None)
+        lines.append("state: mitigating")
+    if message:
+        if send_message is None:
+            from collector.incidents import notify
+
+            channels = notify.load_channels()
+            oncall = (people or load_people()).oncall
+
+            def send_message(inc: Incident, text: str) -> dict[str, str]:
+                body = notify.message_text(inc, text, who, moment, channels)
+                return notify.send_text(inc, body.splitlines()[0], body, channels,
+                                        email_to=[oncall.email] if oncall and oncall.email else [])
+        results = send_message(incident, message)
+        store.add_event(incident_id, EV_UPDATE, moment, actor=who,
+                        detail={"key": f"update:{iso_z(moment)}", "stage": "update", "message": message[:2000],
+                                "channels": results})
+        lines.append("update sent: " + (", ".join(f"{k} {v}" for k, v in results.items()) or "no channel configured"))
+    for _, item in tick(store, settings, moment, people=people, only=[incident_id]):
+        lines.append(f"{item.kind}: {item.text}")
+    return _get(store, incident_id), lines
 
 
 def resolve(store: IncidentStore, incident_id: str, who: str, *, verified: bool, alertmanager_url: str | None = None,

@@ -136,7 +136,7 @@ class ChatReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 receiver.posts.append((dict(self.headers), json.loads(self.rfile.read(length) or b"{}")))
                 self.send_response(200)
