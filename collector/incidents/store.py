@@ -536,6 +536,13 @@ class IncidentStore:
         with self._tx() as conn:
             conn.execute(sa.update(work_table).where(work_table.c.id == work_id).values(heartbeat_at=iso(now)))
 
+    def heartbeat_owner(self, owner: str, now: str | _dt.datetime | None = None) -> int:
+        """Renew the lease of every unfinished piece of work `owner` holds; how many."""
+        with self._tx() as conn:
+            result = conn.execute(sa.update(work_table).where(
+                (work_table.c.owner == owner) & (work_table.c.state.in_(_UNFINISHED))).values(heartbeat_at=iso(now)))
+            return int(result.rowcount)
+
     def finish_work(self, work_id: int, state: str, now: str | _dt.datetime | None = None,
                     detail: Mapping[str, Any] | None = None) -> None:
         """End a piece of work: done, failed or interrupted (frees its kind for the incident)."""

@@ -1,0 +1,102 @@
+"""The HTTP side of `collector serve`: Alertmanager's webhook (POST /alertmanager), /healthz, and the
+incidents page's routes when collector.incidents.page provides them. Starlette app, served by uvicorn.
+
+The webhook answers once the notification is in the store (incident, alerts, timeline) and its work is
+queued; collections run afterwards in the service's bounded pool. A store error answers 500, so
+Alertmanager retries (and the retry is deduplicated).
+"""
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from collector.incidents.webhook import PayloadError, parse_payload
+from collector.incidents.worker import Service
+
+log = logging.getLogger("collector.serve")
+
+MAX_BODY = 8 * 1024 * 1024  # Alertmanager's payloads are far smaller; more is a mistake or an attack
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """True when no token is set, or the Authorization header is `Bearer <token>` (constant-time compare)."""
+    if not token:
+        return True
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+
+
+def page_routes(service: Service) -> list[BaseRoute]:
+    """The incidents page's routes (collector.incidents.page.routes) when that module provides them."""
+    import importlib
+
+    try:
+        page = importlib.import_module("collector.incidents.page")  # the lifecycle side's module, when present
+    except ImportError:
+        return []
+    routes = getattr(page, "routes", None)
+    return list(routes(service.store, service.settings)) if callable(routes) else []
+
+
+def create_app(service: Service, token: str, *, start_service: bool = True) -> Starlette:
+    """The ASGI app; the service's threads start and stop with it."""
+
+    async def webhook(request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        if not authorized(request.headers.get("authorization"), token):
+            # nothing read, nothing stored: one log line is the only trace
+            log.warning("401 webhook from %s: missing or wrong bearer token", client)
+            return PlainTextResponse("unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return PlainTextResponse("payload too large\n", status_code=413)
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            log.warning("400 webhook from %s: malformed JSON (%s)", client, exc)
+            return PlainTextResponse(f"malformed JSON: {exc}\n", status_code=400)
+        try:
+            note = parse_payload(doc)
+        except PayloadError as exc:
+            log.warning("400 webhook from %s: %s", client, exc)
+            return PlainTextResponse(f"not an Alertmanager v4 payload: {exc}\n", status_code=400)
+        try:
+            result = await run_in_threadpool(service.receive, note)
+        except Exception:
+            log.exception("500 webhook from %s: recording group %s failed", client, note.group_key)
+            return PlainTextResponse("could not record the notification; retry\n", status_code=500)
+        log.info("webhook %s %s: %d alert(s) → %s%s", note.status, note.group_key, len(note.alerts),
+                 result.incident, " (opened)" if result.opened else "")
+        return JSONResponse(result.to_dict())
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True, "running": service.running, "peak": service.peak,
+                             "queued": service.work_queue.qsize(), "max_collections": service.max_workers})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        if start_service:
+            await run_in_threadpool(service.start)
+        try:
+            yield {}
+        finally:
+            if start_service:
+                await run_in_threadpool(service.stop)
+
+    routes: list[BaseRoute] = [
+        Route("/alertmanager", webhook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        *page_routes(service),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

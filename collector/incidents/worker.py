@@ -1,0 +1,373 @@
+"""What `collector serve` does with a notification: the incident and its alerts in the store at once, the
+slow work (collect → triage → report → ticket → plan; verify on resolve) in a bounded pool afterwards.
+
+Work is claimed in the store before it is queued, so a process that dies (kill -9) leaves a claim that
+the next one (`recover`, at start and on every tick) finds, marks interrupted and runs again.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collector.config import Settings
+from collector.core import Findings, Incident, UsageError, utcnow
+from collector.incidents.store import Event, IncidentStore, Work, process_owner
+from collector.incidents.webhook import Notification, Route, alert_severity, route_hosts
+
+log = logging.getLogger("collector.serve")
+
+# Kinds of work this module runs (others in the store belong to the lifecycle side).
+COLLECT, VERIFY = "collect", "verify"
+OWN_KINDS = (COLLECT, VERIFY)
+
+Hook = Callable[[IncidentStore, Incident, Event, Settings], None]
+
+
+def lifecycle_hook() -> Hook | None:
+    """collector.incidents.lifecycle.on_event when the lifecycle side provides it."""
+    try:
+        from collector.incidents import lifecycle
+    except ImportError:
+        return None
+    hook = getattr(lifecycle, "on_event", None)
+    return hook if callable(hook) else None
+
+
+@dataclass
+class Received:
+    """What one notification did (the webhook's answer body)."""
+
+    incident: str | None
+    opened: bool = False
+    new_alerts: int = 0
+    queued: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"incident": self.incident, "opened": self.opened, "new_alerts": self.new_alerts,
+                "queued": self.queued, "note": self.note}
+
+
+class Service:
+    """The store, the inventory's routing and the work pool of one `serve` process."""
+
+    def __init__(self, store: IncidentStore, settings: Settings, *, hooks: list[Hook] | None = None,
+                 max_collections: int | None = None, lease_s: float = 60.0) -> None:
+        self.store = store
+        self.settings = settings
+        self.owner = process_owner()
+        self.lease_s = lease_s
+        self.max_workers = max(1, int(max_collections or settings.serve_max_collections))
+        self.work_queue: queue.Queue[Work | None] = queue.Queue(maxsize=max(1, settings.serve_queue_size))
+        self.hooks: list[Hook] = list(hooks) if hooks is not None else [h for h in (lifecycle_hook(),) if h]
+        self.hook_queue: queue.Queue[tuple[str, Event] | None] = queue.Queue()
+        self.inflight: set[int] = set()
+        self.running = 0
+        self.peak = 0  # most work items running at once in this process (bench and tests read it)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self._inventory: Any = None
+
+    # ------------------------------------------------------------------ lifecycle of the service
+    def start(self) -> None:
+        self.inventory()  # parse once now: the first alert should not wait for Ansible's inventory loader
+        for i in range(self.max_workers):
+            self._thread(self._work_loop, f"serve-work-{i}")
+        self._thread(self._hook_loop, "serve-hooks")
+        self._thread(self._tick_loop, "serve-tick")
+        self.recover()
+
+    def _thread(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.stopping.set()
+        for _ in range(self.max_workers):
+            with contextlib.suppress(queue.Full):
+                self.work_queue.put_nowait(None)
+        self.hook_queue.put(None)
+        deadline = time.monotonic() + timeout_s
+        for thread in self.threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def inventory(self) -> Any:
+        if self._inventory is None:
+            from collector.inventory import load_inventory
+
+            self._inventory = load_inventory(self.settings.inventory)
+        return self._inventory
+
+    # ------------------------------------------------------------------ receiving
+    def route(self, note: Notification) -> Route:
+        inv = self.inventory()
+        groups = {g for gs in inv.groups.values() for g in gs}
+        return route_hosts(note.alerts, inv.hosts, groups, self.settings.serve_host_labels,
+                           self.settings.serve_fallback_hosts)
+
+    def receive(self, note: Notification, now: str | None = None) -> Received:
+        """Record the notification (incident, alerts, events) and queue its work; the webhook answers after."""
+        at = now or utcnow()
+        firing = [a for a in note.alerts if a.status == "firing"]
+        if note.status == "firing" and firing:
+            route = self.route(note)
+            incident, opened = self.store.open_or_join(
+                note.group_key, [a.as_mapping() for a in firing], at, severity=alert_severity(firing),
+                hosts=route.hosts, labels=note.common_labels or None)
+            result = Received(incident.id, opened)
+            if opened:
+                self._declared(incident, route, at)
+        else:
+            found = self.store.find_active(note.group_key)
+            if found is None:
+                return Received(None, note="no active incident for this group")
+            incident, result = found, Received(found.id)
+        for alert in note.alerts:
+            if self.store.record_alert(incident.id, alert.fingerprint, alert.status, alert.labels, alert.starts_at,
+                                       alert.ends_at, at):
+                result.new_alerts += 1
+        if note.status == "resolved":
+            work = self.store.claim_work(VERIFY, incident.id, at, owner=self.owner)
+            if work is not None:
+                self.event(incident.id, "alert-resolved", at, "alertmanager",
+                           {"alerts": len(note.alerts), "group_key": note.group_key})
+                self.enqueue(work)
+                result.queued.append(VERIFY)
+        if result.opened:
+            result.queued.append(COLLECT)
+        return result
+
+    def _declared(self, incident: Incident, route: Route, at: str) -> None:
+        detail = {"pattern": route.pattern, "matched": route.matched, "reasons": list(route.reasons)}
+        self.event(incident.id, "routed" if route.matched else "no-host-matched", at, "serve", detail)
+        declared = next((e for e in self.store.events(incident.id) if e.kind == "declared"), None)
+        if declared is not None:
+            self._hook(incident.id, declared)
+        work = self.store.claim_work(COLLECT, incident.id, at, owner=self.owner, args={"pattern": route.pattern})
+        if work is not None:
+            self.enqueue(work)
+
+    def event(self, incident_id: str, kind: str, at: str | None = None, actor: str | None = "serve",
+              detail: dict[str, Any] | None = None) -> Event:
+        event = self.store.add_event(incident_id, kind, at or utcnow(), actor, detail)
+        self._hook(incident_id, event)
+        return event
+
+    def _hook(self, incident_id: str, event: Event) -> None:
+        if self.hooks:
+            self.hook_queue.put((incident_id, event))
+
+    def enqueue(self, work: Work) -> None:
+        with self.lock:
+            if work.id in self.inflight:
+                return
+            self.inflight.add(work.id)
+        try:
+            self.work_queue.put_nowait(work)
+        except queue.Full:  # the claim stays queued in the store; the tick loop queues it when there is room
+            with self.lock:
+                self.inflight.discard(work.id)
+            log.warning("work queue full: %s of %s waits in the store", work.kind, work.incident)
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self) -> list[Work]:
+        """Re-run work a dead process held, and queue our own claims the queue had no room for."""
+        now = utcnow()
+        retaken: list[Work] = []
+        for item in self.store.stale_work(now, self.lease_s):
+            if item.kind not in OWN_KINDS:
+                continue  # the lifecycle side's claims are its own to recover
+            again = self.store.take_over(item, now, owner=self.owner)
+            if again is not None:
+                log.warning("%s of %s was interrupted (owner %s gone): running it again", item.kind, item.incident,
+                            item.owner)
+                retaken.append(again)
+                self.enqueue(again)
+        for item in self.store.work(states=["queued"]):
+            if item.owner == self.owner and item.kind in OWN_KINDS:
+                self.enqueue(item)
+        return retaken
+
+    # ------------------------------------------------------------------ loops
+    def _tick_loop(self) -> None:
+        tick = None
+        with contextlib.suppress(ImportError):
+            from collector.incidents import lifecycle
+
+            tick = getattr(lifecycle, "tick", None)
+        period = max(0.5, float(self.settings.serve_tick_s))
+        beat = min(period, self.lease_s / 4)
+        last_tick = 0.0
+        while not self.stopping.wait(beat):
+            try:
+                self.store.heartbeat_owner(self.owner)
+                self.recover()
+                if callable(tick) and time.monotonic() - last_tick >= period:
+                    last_tick = time.monotonic()
+                    tick(self.store, self.settings)
+            except Exception:
+                log.exception("tick failed")
+
+    def _hook_loop(self) -> None:
+        while True:
+            item = self.hook_queue.get()
+            if item is None:
+                return
+            incident_id, event = item
+            incident = self.store.get(incident_id)
+            if incident is None:
+                continue
+            for hook in self.hooks:
+                try:
+                    hook(self.store, incident, event, self.settings)
+                except Exception:
+                    log.exception("hook %s failed on %s %s", getattr(hook, "__name__", hook), incident_id, event.kind)
+
+    def _work_loop(self) -> None:
+        while True:
+            work = self.work_queue.get()
+            if work is None:
+                return
+            with self.lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            try:
+                self.run(work)
+            except Exception as exc:
+                log.exception("%s of %s failed", work.kind, work.incident)
+                with contextlib.suppress(Exception):
+                    self.event(work.incident, f"{work.kind}-failed", detail={"error": repr(exc)[:500]})
+                    self.store.finish_work(work.id, "failed", detail={"error": repr(exc)[:500]})
+            finally:
+                with self.lock:
+                    self.running -= 1
+                    self.inflight.discard(work.id)
+
+    def run(self, work: Work) -> None:
+        current = self.store.get_work(work.id)
+        if current is None or current.state not in ("queued", "running") or current.owner != self.owner:
+            return  # finished or taken over meanwhile
+        self.store.start_work(work.id)
+        if work.kind == COLLECT:
+            detail = self.collect(work)
+        elif work.kind == VERIFY:
+            detail = self.verify(work)
+        else:
+            detail = {"skipped": f"unknown work kind {work.kind}"}
+        self.store.finish_work(work.id, "failed" if detail.get("error") else "done", detail=detail)
+        log.info("%s of %s (attempt %d) finished: %s", work.kind, work.incident, work.attempt,
+                 ", ".join(f"{k}={detail.get(k)}" for k in ("bundle", "severity", "plan", "passed") if k in detail))
+
+    # ------------------------------------------------------------------ the jobs
+    def collect(self, work: Work) -> dict[str, Any]:
+        """collect (read-only) → triage → report (all inside collect) → ticket → plan the suggested mitigation."""
+        from collector.collect import collect
+
+        incident = self.store.get(work.incident)
+        assert incident is not None
+        pattern = str((work.args or {}).get("pattern") or self.settings.serve_fallback_hosts)
+        outcome = collect(pattern, inventory=self.settings.inventory, out_dir=self.settings.out_dir,
+                          incident=incident.id, command_line=["collector", "serve", "--incident", incident.id])
+        bundle = str(outcome.bundle) if outcome.bundle else None
+        hosts = sorted(outcome.run.hosts)
+        detail: dict[str, Any] = {"bundle": bundle, "pattern": pattern, "hosts": hosts, "attempt": work.attempt,
+                                  "failed_hosts": outcome.run.failed_hosts, "exit_code": outcome.exit_code,
+                                  "notes": outcome.notes[:5]}
+        if bundle:
+            self.store.add_bundle(incident.id, bundle)
+        self.store.update(incident.id, hosts=list(dict.fromkeys([*incident.hosts, *hosts])))
+        self.event(incident.id, "collected", utcnow(), "serve", detail)
+        if outcome.findings is None or bundle is None:
+            return detail
+        findings = Findings.from_dict(outcome.findings)
+        changes: dict[str, Any] = {}
+        if findings.severity != "none":
+            changes["severity"] = findings.severity
+        if changes:
+            incident = self.store.update(incident.id, **changes)
+        self.event(incident.id, "triaged", utcnow(), "serve",
+                   {"severity": findings.severity, "summary": findings.summary,
+                    "findings": [f.rule for f in findings.findings], "security": findings.security.suspected})
+        if outcome.reports:
+            self.event(incident.id, "reported", utcnow(), "serve", {"reports": [str(p) for p in outcome.reports]})
+        detail["severity"] = findings.severity
+        detail["ticket"] = self._ticket(incident, bundle)
+        detail["plan"] = self._plan(incident, findings, bundle)
+        return detail
+
+    def _ticket(self, incident: Incident, bundle: str) -> str | None:
+        system_name = self.settings.serve_ticket_system
+        if not system_name:
+            return None
+        from collector.tickets import TicketError, load_ticket_config, open_system
+        from collector.tickets.evidence import attach_bundle
+
+        try:
+            system = open_system(load_ticket_config(system_name))
+            if incident.ticket:  # a re-run's bundle goes to the incident's ticket
+                outcome = attach_bundle(system, Path(bundle), ticket=incident.ticket)
+            else:
+                outcome = attach_bundle(system, Path(bundle), project=self.settings.serve_ticket_project)
+        except (TicketError, UsageError, OSError) as exc:  # no ticket is a note on the timeline, not a stop
+            self.event(incident.id, "ticket-failed", utcnow(), "serve", {"error": str(exc)[:300]})
+            return None
+        ticket_id = str(outcome.ticket.id)
+        self.store.update(incident.id, ticket=ticket_id)
+        self.event(incident.id, "ticket-created" if outcome.created else "ticket-updated", utcnow(), "serve",
+                   {"ticket": ticket_id, "url": getattr(outcome.ticket, "url", None), "system": system_name})
+        return ticket_id
+
+    def _plan(self, incident: Incident, findings: Findings, bundle: str) -> str | None:
+        """Plan (check mode) the first suggested mitigation; it waits for a signed request and approval."""
+        suggestion = next((f.mitigation for f in findings.findings if f.mitigation is not None), None)
+        if suggestion is None:
+            return None
+        from collector.remediate.plan import default_plan_path, describe, make_plan, save_plan
+
+        try:
+            plan = make_plan(suggestion.action, suggestion.hosts, suggestion.params, self.settings,
+                             inventory=self.settings.inventory, bundle=bundle)
+            path = save_plan(plan, default_plan_path(plan, self.settings).absolute())
+        except Exception as exc:  # noqa: BLE001 - the evidence stands; the plan failing is recorded
+            self.event(incident.id, "plan-failed", utcnow(), "serve",
+                       {"action": suggestion.action, "hosts": suggestion.hosts, "error": str(exc)[:300]})
+            return None
+        self.store.update(incident.id, plan=str(path))
+        self.event(incident.id, "planned", utcnow(), "serve", {
+            "plan": str(path), "id": plan.id, "action": plan.action, "hosts": plan.pattern, "targets": plan.targets,
+            "hash": plan.hash, "changing": plan.changing_hosts, "failed": plan.failed_hosts,
+            "command": suggestion.command, "awaiting": "a signed request and approval", "summary": describe(plan)[:8]})
+        return str(path)
+
+    def verify(self, work: Work) -> dict[str, Any]:
+        """The step 5 checklist on the incident's hosts; resolved only when it passes."""
+        from collector.verify import passed, verify
+
+        incident = self.store.get(work.incident)
+        assert incident is not None
+        inv = self.inventory()
+        names = [h for h in incident.hosts if h in inv.hosts]
+        if not names:
+            collect_work = [w for w in self.store.work(incident.id) if w.kind == COLLECT]
+            pattern = str(((collect_work[-1].args or {}) if collect_work else {}).get("pattern")
+                          or self.settings.serve_fallback_hosts)
+            names = inv.match(pattern)
+        checks = verify(inv, names, self.settings, wait_s=float(self.settings.serve_verify_wait_s))
+        ok = passed(checks)
+        failed = [c.as_dict() for c in checks if not c.passed]
+        detail = {"passed": ok, "hosts": names, "checks": len(checks), "failed": failed[:20]}
+        at = utcnow()
+        self.event(incident.id, "verified" if ok else "verify-failed", at, "serve", detail)
+        if ok and incident.active:
+            resolved = self.store.update(incident.id, state="resolved", resolved_at=at)
+            self.event(resolved.id, "resolved", at, "serve", {"by": "verify passed after Alertmanager resolved"})
+        return detail

@@ -1,0 +1,129 @@
+"""A real `collector serve` process for tests and the bench: started on a free loopback port, polled until it
+answers, killed (by its pid) afterwards."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from collector.times import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTOR = str(Path(sys.executable).with_name("collector"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def alert(name: str, fingerprint: str, starts: str, status: str = "firing", **labels: str) -> dict[str, Any]:
+    return {"status": status, "labels": {"alertname": name, **labels}, "annotations": {"summary": f"{name} test"},
+            "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else starts,
+            "fingerprint": fingerprint, "generatorURL": "http://127.0.0.1:9090/graph"}
+
+
+def notification(group_key: str, alerts: list[dict[str, Any]], status: str = "firing") -> dict[str, Any]:
+    common = dict(alerts[0]["labels"]) if alerts else {}
+    for a in alerts[1:]:
+        common = {k: v for k, v in common.items() if a["labels"].get(k) == v}
+    return {"version": "4", "groupKey": group_key, "status": status, "receiver": "collector", "truncatedAlerts": 0,
+            "groupLabels": {"alertname": common.get("alertname", "")}, "commonLabels": common,
+            "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093", "alerts": alerts}
+
+
+class ServeProcess:
+    """`collector serve` as a subprocess with its own store, bundles dir, token and log file."""
+
+    def __init__(self, workdir: Path, *, inventory: str, fallback: str = "local", max_collections: int = 2,
+                 db: str | None = None, token: str = "test-token-not-secret", host_labels: tuple[str, ...] = (),
+                 env: Mapping[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        self.db = db or str(workdir / "incidents.db")
+        self.out_dir = workdir / "bundles"
+        self.log_path = workdir / "serve.log"
+        token_file = workdir / "token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        self.argv = [COLLECTOR, "serve", "--listen", f"127.0.0.1:{self.port}", "--token-file", str(token_file),
+                     "--db", self.db, "-i", inventory, "--out-dir", str(self.out_dir), "--fallback-hosts", fallback,
+                     "--max-collections", str(max_collections)]
+        for rule in host_labels:
+            self.argv += ["--host-label", rule]
+        self.env = {**os.environ, "COLLECTOR_PLANS_DIR": str(workdir / "plans"), "COLLECTOR_SERVE_TICK_S": "1",
+                    "COLLECTOR_SERVE_VERIFY_WAIT_S": "0", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> ServeProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it for its whole life
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                     cwd=str(self.workdir), start_new_session=True)
+        log.close()
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                return self.get("/healthz")[0] == 200
+            except OSError:
+                return False
+
+        assert wait_until(ready, timeout_s, 0.1), f"serve did not answer: {self.log_path.read_text()[-2000:]}"
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        with urllib.request.urlopen(self.url + path, timeout=10) as resp:  # noqa: S310 - loopback test server
+            return resp.status, json.loads(resp.read() or b"null")
+
+    def post(self, doc: Any, *, token: str | None = None, raw: bytes | None = None,
+             timeout_s: float = 30.0) -> tuple[int, str, float]:
+        """(status, body, seconds) of one webhook POST; `token` None = the right one, "" = none."""
+        body = raw if raw is not None else json.dumps(doc).encode()
+        headers = {"Content-Type": "application/json"}
+        use = self.token if token is None else token
+        if use:
+            headers["Authorization"] = f"Bearer {use}"
+        request = urllib.request.Request(self.url + "/alertmanager", data=body, headers=headers, method="POST")
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - loopback
+                return resp.status, resp.read().decode(), time.perf_counter() - started
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), time.perf_counter() - started
+
+
+def poll(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
+    """Poll until `predicate` returns something truthy; its value, or AssertionError naming `what`."""
+    value = wait_until(predicate, timeout_s, interval_s)
+    assert value, f"timed out after {timeout_s:.0f}s waiting for {what}"
+    return value

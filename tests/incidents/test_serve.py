@@ -1,0 +1,176 @@
+"""`collector serve` as a real process on loopback: auth, bad bodies, an incident that collects, duplicate
+deliveries, a storm, and kill -9 during a collection. Collections point at `local` (this machine) to stay cheap."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serve_fixtures import ROOT, ServeProcess, alert, notification, poll
+
+from collector.incidents.store import IncidentStore
+
+LOCAL = str(ROOT / "inventory" / "local.yml")
+pytestmark = pytest.mark.slow
+
+
+def now_iso(offset_s: float = 0.0) -> str:
+    moment = _dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=offset_s)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.fixture()
+def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+    proc = ServeProcess(tmp_path, inventory=LOCAL, fallback="local", max_collections=2).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture()
+def store(serve: ServeProcess) -> Iterator[IncidentStore]:
+    s = IncidentStore(serve.db)
+    yield s
+    s.close()
+
+
+def done_collections(store: IncidentStore, incident: str) -> list[str]:
+    return [w.state for w in store.work(incident) if w.kind == "collect" and w.state in ("done", "failed")]
+
+
+def test_401_400_and_nothing_stored(serve: ServeProcess, store: IncidentStore) -> None:
+    doc = notification("g-auth", [alert("NoAuth", "fa", now_iso(), instance="nowhere:1")])
+    for token in ("", "wrong-token"):
+        status, body, _ = serve.post(doc, token=token)
+        assert status == 401 and "unauthorized" in body
+    assert store.list() == []
+    assert serve.log().count("401 webhook from 127.0.0.1") == 2
+    assert "NoAuth" not in serve.log()  # nothing of the body was read or logged
+    status, body, _ = serve.post(None, raw=b"{not json")
+    assert status == 400 and "malformed JSON" in body
+    status, body, _ = serve.post({"version": "3", "alerts": []})
+    assert status == 400 and "version 4" in body
+    assert store.list() == []
+
+
+def test_unmatched_alert_opens_incident_that_says_so_and_collects_fallback(serve: ServeProcess,
+                                                                           store: IncidentStore) -> None:
+    starts = now_iso(-30)
+    doc = notification("g-nohost", [alert("DiskWeird", "fp-1", starts, severity="warning", instance="ghost:9100")])
+    status, body, seconds = serve.post(doc)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["opened"] and answer["new_alerts"] == 1 and answer["queued"] == ["collect"]
+    assert seconds < 1.0  # answered before the collection ran
+    inc_id = answer["incident"]
+    poll(lambda: done_collections(store, inc_id), 120, "the fallback collection")
+    inc = store.get(inc_id)
+    assert inc is not None and inc.state == "open" and inc.severity in ("P3", "P2", "P1", "P0")
+    assert inc.hosts == ("local",) and len(inc.bundles) == 1
+    bundle = Path(inc.bundles[0])
+    assert bundle.name == inc_id and (bundle / "manifest.json").is_file()
+    assert Path(f"{bundle}.tar.gz").is_file() and Path(f"{bundle}.tar.gz.sha256").is_file()  # sealed
+    events = store.events(inc_id)
+    kinds = [e.kind for e in events]
+    assert kinds[:3] == ["alert-fired", "declared", "no-host-matched"]
+    assert events[0].at == starts  # the timeline starts at Alertmanager's startsAt
+    said = next(e for e in events if e.kind == "no-host-matched").detail
+    assert said is not None and said["pattern"] == "local" and "instance=ghost:9100" in said["reasons"][0]
+    collected = next(e for e in events if e.kind == "collected").detail
+    assert collected is not None and collected["hosts"] == ["local"] and collected["bundle"] == str(bundle)
+    assert "triaged" in kinds
+
+
+def test_duplicate_deliveries_are_deduplicated(serve: ServeProcess, store: IncidentStore) -> None:
+    doc = notification("g-dup", [alert("Dup", "fp-d1", now_iso(-5)), alert("Dup", "fp-d2", now_iso(-4))])
+    answers = [json.loads(serve.post(doc)[1]) for _ in range(3)]  # Alertmanager's retries send it again
+    assert [a["new_alerts"] for a in answers] == [2, 0, 0]
+    assert len({a["incident"] for a in answers}) == 1 and [a["opened"] for a in answers] == [True, False, False]
+    inc_id = answers[0]["incident"]
+    recorded = store.alerts(inc_id)
+    assert sorted(a.fingerprint for a in recorded) == ["fp-d1", "fp-d2"] and all(a.deliveries == 3 for a in recorded)
+    assert [e.kind for e in store.events(inc_id)].count("alert-fired") == 2
+    assert len([w for w in store.work(inc_id) if w.kind == "collect"]) == 1  # one collection, not three
+    assert len(store.list()) == 1
+
+
+def test_storm_200_alerts_3_groups(serve: ServeProcess, store: IncidentStore) -> None:
+    """200 alerts in 10 s over 3 groups: 3 incidents, every alert recorded, at most 2 collections at once."""
+    times: list[float] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def send(i: int) -> None:
+        group = f"g-storm-{i % 3}"
+        doc = notification(group, [alert(f"Storm{i % 3}", f"storm-{i}", now_iso(-1), instance=f"ghost{i}:9100")])
+        status, _, seconds = serve.post(doc)
+        with lock:
+            times.append(seconds)
+            statuses.append(status)
+
+    threads = []
+    started = time.monotonic()
+    for i in range(200):  # 20 per second for 10 s, each POST on its own thread as Alertmanager's would be
+        t = threading.Thread(target=send, args=(i,))
+        t.start()
+        threads.append(t)
+        time.sleep(max(0.0, started + (i + 1) * 0.05 - time.monotonic()))
+    for t in threads:
+        t.join(60)
+    assert statuses.count(200) == 200, statuses
+    incidents = store.list()
+    assert len(incidents) == 3
+    assert sorted(i.alerts for i in incidents) == [66, 67, 67]
+    assert sum(len(store.alerts(i.id)) for i in incidents) == 200
+    for inc in incidents:
+        poll(lambda inc=inc: done_collections(store, inc.id), 180, f"the collection of {inc.group_key}")
+    # at most 2 collections ran at once: from the store's own start/finish times
+    spans = [(w.started_at, w.finished_at) for i in incidents for w in store.work(i.id) if w.kind == "collect"]
+    assert len(spans) == 3 and all(s and f for s, f in spans)
+    edges = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert peak <= 2
+    assert serve.get("/healthz")[1]["peak"] <= 2
+    ordered = sorted(times)
+    p99 = ordered[int(len(ordered) * 0.99) - 1]
+    print(f"storm: 200 POSTs, p50 {ordered[100] * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+          f"max {ordered[-1] * 1000:.0f} ms, peak collections {peak}")
+    assert p99 < 2.0
+
+
+def test_kill9_during_collection_then_restart_reruns_it(tmp_path: Path) -> None:
+    first = ServeProcess(tmp_path, inventory=LOCAL, fallback="local", max_collections=1).start()
+    store = IncidentStore(first.db)
+    try:
+        status, body, _ = first.post(notification("g-kill", [alert("Kill", "fp-k", now_iso(-2))]))
+        assert status == 200
+        inc_id = json.loads(body)["incident"]
+        poll(lambda: [w for w in store.work(inc_id) if w.state == "running"], 60, "the collection to start",
+             interval_s=0.02)
+        first.kill9()
+        assert done_collections(store, inc_id) == []  # it died mid-collection
+        second = ServeProcess(tmp_path, inventory=LOCAL, fallback="local", max_collections=1)
+        second.db = first.db
+        second.start()
+        try:
+            poll(lambda: done_collections(store, inc_id), 120, "the re-run collection")
+            work = [w for w in store.work(inc_id) if w.kind == "collect"]
+            assert [(w.state, w.attempt) for w in work] == [("interrupted", 1), ("done", 2)]
+            inc = store.get(inc_id)
+            assert inc is not None and inc.state == "open" and len(store.list()) == 1  # no incident lost
+            assert len(inc.bundles) == 1 and Path(f"{inc.bundles[0]}.tar.gz").is_file()
+            interrupted = next(e for e in store.events(inc_id) if e.kind == "collect-interrupted")
+            assert interrupted.detail is not None and interrupted.detail["state"] == "running"
+            # the alert that arrived before the kill is still there, once
+            assert [a.fingerprint for a in store.alerts(inc_id)] == ["fp-k"]
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        store.close()
