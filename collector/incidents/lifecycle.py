@@ -287,8 +287,12 @@ def next_deadline(incident: Incident, events: Sequence[Event], now: _dt.datetime
 
 
 def due(incident: Incident, events: Sequence[Event], now: _dt.datetime, people: People,
-        signals: Signals = Signals()) -> list[Due]:
-    """Everything due for `incident` at `now` that has not been done yet, in the order to do it."""
+        signals: Signals = Signals(), *, collecting: bool = False) -> list[Due]:
+    """Everything due for `incident` at `now` that has not been done yet, in the order to do it.
+
+    `collecting`: the receiver's collection (collect, triage, report, ticket, plan) is still running; the
+    initial update waits for it (it is filled from the report and goes on the ticket) until its deadline.
+    """
     out: list[Due] = []
     severity = severity_of(incident)
     opened = parse_instant(incident.opened_at)
@@ -305,7 +309,8 @@ def due(incident: Incident, events: Sequence[Event], now: _dt.datetime, people: 
     # Status updates the runbook's templates carry: initial (as soon as evidence is in, at the latest at its
     # deadline), mitigation (once a fix is applied), resolved.
     first_due = opened + UPDATE_CADENCE[severity][0]
-    if "initial" not in stages and (incident.bundles or now >= first_due or not active):
+    evidence_in = bool(incident.bundles) and not collecting
+    if "initial" not in stages and (evidence_in or now >= first_due or not active):
         out.append(Due("notify", "notify:initial", min(now, first_due), "initial update", stage="initial"))
     mitigating = incident.state == "mitigating" or any(e.kind == "applied" for e in events)
     if "mitigation" not in stages and mitigating and active:
@@ -651,12 +656,16 @@ def tick(store: IncidentStore, settings: Settings | None = None, now: _dt.dateti
     if alertmanager_url is None and settings is not None:
         alertmanager_url = settings.alertmanager_url
     moment = _now(now)
+    # A claim whose process died mid-send would block its key for ever: end it; what is still due is redone.
+    for stale in store.stale_work(moment, 120.0):
+        if stale.kind.startswith("tick:"):
+            store.finish_work(stale.id, "interrupted", moment)
     if people is None:
         people = load_people()
     if send is None:
         from collector.incidents import notify
 
-        channels = notify.load_channels()
+        channels = notify.load_channels(settings)
         def send(incident: Incident, item: Due) -> dict[str, str]:
             return notify.deliver(incident, item, channels, store=store, people=people, now=moment)
     done: list[tuple[str, Due]] = []
@@ -667,9 +676,11 @@ def tick(store: IncidentStore, settings: Settings | None = None, now: _dt.dateti
             continue
         events = events_of(store, incident.id)
         signals = read_signals(incident) if incident.state in INCIDENT_ACTIVE_STATES else Signals()
-        for item in due(incident, events, moment, people, signals):
-            work = store.claim_work(f"tick:{item.key}"[:40], incident.id, moment)
-            if work is None:
+        work: Any = store.work(incident.id, ("queued", "running"))
+        collecting = any(w.kind == "collect" for w in work)
+        for item in due(incident, events, moment, people, signals, collecting=collecting):
+            claim = store.claim_work(f"tick:{item.key}"[:40], incident.id, moment)
+            if claim is None:
                 continue  # another process is doing it
             try:
                 current = store.get(incident.id) or incident
@@ -678,7 +689,7 @@ def tick(store: IncidentStore, settings: Settings | None = None, now: _dt.dateti
                 _perform(store, current, item, moment, send, alertmanager_url)
                 done.append((incident.id, item))
             finally:
-                store.finish_work(work.id, "done", moment)
+                store.finish_work(claim.id, "done", moment)
     return done
 
 

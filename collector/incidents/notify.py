@@ -24,7 +24,7 @@ import datetime as _dt
 import os
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from collector.incidents.lifecycle import UPDATE_CADENCE, Due, People, read_conf
 from collector.times import iso_z
 
 if TYPE_CHECKING:
+    from collector.config import Settings
     from collector.incidents.store import IncidentStore
 
 EMAIL_MODES = ("starttls", "ssl", "insecure")
@@ -125,8 +126,13 @@ def channels_from(config: Mapping[str, Any]) -> Channels:
                     page_url=str(notify.get("page_url") or ""))
 
 
-def load_channels() -> Channels:
-    return channels_from(read_config())
+def load_channels(settings: Settings | None = None) -> Channels:
+    """Channels from incidents.yml; the ticket system defaults to `serve_ticket_system` (the receiver's)."""
+    channels = channels_from(read_config())
+    fallback = str(getattr(settings, "serve_ticket_system", "") or "")
+    if not channels.ticket_system and fallback:
+        channels = replace(channels, ticket_system=fallback)
+    return channels
 
 
 # ---------------------------------------------------------------- texts

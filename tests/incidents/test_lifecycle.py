@@ -67,8 +67,10 @@ def test_p0_initial_update_within_5_minutes_then_every_15() -> None:
     # no evidence yet: the initial update waits, but not past its deadline
     assert "notify:initial" not in kinds(lc.due(inc, [], at(4), PEOPLE))
     assert "notify:initial" in kinds(lc.due(inc, [], at(5), PEOPLE))
-    # with a bundle it goes at once
+    # with a bundle it goes at once, once the receiver's collection (report, ticket, plan) is done
     assert "notify:initial" in kinds(lc.due(replace(inc, bundles=("/b",)), [], at(1), PEOPLE))
+    assert "notify:initial" not in kinds(lc.due(replace(inc, bundles=("/b",)), [], at(1), PEOPLE, collecting=True))
+    assert "notify:initial" in kinds(lc.due(replace(inc, bundles=("/b",)), [], at(5), PEOPLE, collecting=True))
     sent = [ev("update-sent", 3, stage="initial", key="notify:initial")]
     assert lc.update_deadline(inc, sent) == at(18)
     assert [d for d in lc.due(inc, sent, at(17.9), PEOPLE) if d.kind == "remind" and "update" in d.key] == []
