@@ -50,10 +50,17 @@ def main() -> None:
     stderr = "\n".join(
         line for line in proc.stderr.decode("utf-8", "replace").splitlines() if not line.startswith("@@probe ")
     )
+    # The answer never holds a secret's raw value (the runner puts secrets only in its probes' environments;
+    # outputs are base64), so Ansible's blanket masking of no_log values all through the result could only
+    # corrupt it: a short password that also occurs in a probe's name or in base64 text. The argument itself
+    # is masked here, and nothing else is touched.
+    hidden = {name: "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" for name in module.params["secrets"] or {}}
+    invocation = {"module_args": {**module.params, "secrets": hidden}}
+    module.no_log_values.clear()
     if proc.returncode != 0:
         module.fail_json(msg=f"probe runner exited {proc.returncode}", rc=proc.returncode, stdout=stdout,
-                         stderr=stderr[-4000:], changed=False)
-    module.exit_json(changed=False, rc=0, stdout=stdout, stderr=stderr[-4000:])
+                         stderr=stderr[-4000:], changed=False, invocation=invocation)
+    module.exit_json(changed=False, rc=0, stdout=stdout, stderr=stderr[-4000:], invocation=invocation)
 
 
 if __name__ == "__main__":
