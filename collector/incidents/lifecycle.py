@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from collector.core import INCIDENT_ACTIVE_STATES, SEVERITIES, Incident, UsageError
+from collector.core import INCIDENT_ACTIVE_STATES, SEVERITIES, SEVERITY_RESPONSE_TIME, Incident, UsageError
 from collector.times import iso_z, parse_instant
 
 if TYPE_CHECKING:
@@ -43,9 +43,7 @@ if TYPE_CHECKING:
 
 MINUTE = _dt.timedelta(minutes=1)
 DEFAULT_SEVERITY = "P1"
-# The runbook's response times; P0's "immediate" is its first-actions window (acknowledge within 2 minutes).
-RESPONSE_TIME: dict[str, _dt.timedelta] = {"P0": 2 * MINUTE, "P1": 15 * MINUTE, "P2": 60 * MINUTE,
-                                           "P3": 240 * MINUTE}
+RESPONSE_TIME = SEVERITY_RESPONSE_TIME  # the runbook's, kept with the severity scale in collector.core
 # (first update within, then every)
 UPDATE_CADENCE: dict[str, tuple[_dt.timedelta, _dt.timedelta]] = {
     "P0": (5 * MINUTE, 15 * MINUTE), "P1": (15 * MINUTE, 30 * MINUTE),
@@ -348,8 +346,12 @@ def due(incident: Incident, events: Sequence[Event], now: _dt.datetime, people: 
         for reason, why in reasons.items():
             key = f"escalate:{reason}"
             if reason not in escalated and key not in done_keys:
-                out.append(Due("escalate", key, now, f"{ESCALATION_REASONS[reason]}: {why}", reason=reason,
-                               recipients=people.for_reason(reason)))
+                recipients, note = people.for_reason(reason), ""
+                if not recipients and people.oncall:
+                    # an escalation nobody receives is worse than one the on-call has to forward
+                    recipients, note = (people.oncall,), " (no contact is configured for this reason: sent to the on-call)"
+                out.append(Due("escalate", key, now, f"{ESCALATION_REASONS[reason]}: {why}{note}", reason=reason,
+                               recipients=recipients))
     else:
         left = active_silences(events)
         if left:

@@ -176,3 +176,10 @@ def test_bad_contact_reason_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="unknown escalation reason 'sometimes'"):
         lc.people_from({"contacts": [{"name": "x", "escalate_on": ["sometimes"]}]})
+
+
+def test_an_escalation_nobody_is_configured_for_goes_to_the_oncall() -> None:
+    people = People(oncall=ONCALL, contacts=(Contact("CTO", "cto", "cto@example.invalid", ("security",)),))
+    (esc,) = [d for d in lc.due(incident("P1"), [], at(1), people, Signals(data_loss=True)) if d.kind == "escalate"]
+    assert esc.recipients == (ONCALL,)
+    assert "no contact is configured for this reason: sent to the on-call" in esc.text
