@@ -100,6 +100,11 @@ NO_SEVERITY = "none"
 SEVERITY_MEANING: dict[str, str] = {
     "P0": "complete outage", "P1": "major degradation", "P2": "partial impact", "P3": "minor (warnings)",
 }
+# The runbook's response times (acknowledge within); P0's "immediate" is its first-actions window, 2 minutes.
+SEVERITY_RESPONSE_TIME: dict[str, _dt.timedelta] = {
+    "P0": _dt.timedelta(minutes=2), "P1": _dt.timedelta(minutes=15), "P2": _dt.timedelta(hours=1),
+    "P3": _dt.timedelta(hours=4),
+}
 # Whether a finding rests on the system's state now (live) or on what its logs say happened (history);
 # None until the measures say which.
 Basis = Literal["live", "history"]

@@ -140,3 +140,11 @@ def test_incident_summary_is_what_the_report_and_ticket_say_first(tmp_path: Path
     assert IncidentSummary.from_dict(summary.to_dict()) == summary
     untriaged = IncidentSummary.of("inc-test", None, 3)
     assert untriaged.severity == "unknown" and not untriaged.triaged and untriaged.headline == "Incident inc-test"
+
+
+def test_the_runbooks_response_times_live_with_the_scale() -> None:
+    from collector.core import SEVERITY_RESPONSE_TIME
+    from collector.incidents import lifecycle
+
+    assert tuple(SEVERITY_RESPONSE_TIME) == SEVERITIES
+    assert lifecycle.RESPONSE_TIME is SEVERITY_RESPONSE_TIME
