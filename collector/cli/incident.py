@@ -48,11 +48,12 @@ def _in(moment: _dt.datetime, now: _dt.datetime) -> str:
 
 db_option = click.option("--db", help="Incidents database: a SQLite path or postgresql:// URL "
                                       "(default: the incidents_db setting, COLLECTOR_INCIDENTS_DB).")
-by_option = click.option("--by", "who", default=None, help="Who does this (default: your login name).")
+by_option = click.option("--by", "who", default=None,
+                         help="Who does this (default: the user setting, COLLECTOR_USER, else your login name).")
 
 
-def _who(who: str | None) -> str:
-    return (who or getpass.getuser()).strip()
+def _who(who: str | None, settings: Settings | None = None) -> str:
+    return (who or (settings.user if settings else "") or getpass.getuser()).strip()
 
 
 @click.group("incident")
@@ -162,11 +163,12 @@ def ack_command(incident_id: str, db: str | None, who: str | None, no_silence: b
     settings = _settings(db)
     url = None if no_silence else (alertmanager_url or settings.alertmanager_url)
     try:
-        inc, ids = acknowledge(_store(settings), incident_id, _who(who), people=load_people(), alertmanager_url=url)
+        inc, ids = acknowledge(_store(settings), incident_id, _who(who, settings), people=load_people(),
+                               alertmanager_url=url)
     except AlertmanagerError as exc:
         click.echo(f"{incident_id} acknowledged, but the silence failed: {exc}", err=True)
         sys.exit(EXIT_PARTIAL)
-    click.echo(f"{inc.id} acknowledged by {_who(who)} at {inc.acked_at}; commander: {inc.commander or '-'}")
+    click.echo(f"{inc.id} acknowledged by {_who(who, settings)} at {inc.acked_at}; commander: {inc.commander or '-'}")
     for silence in ids:
         click.echo(f"silenced in Alertmanager: {silence} (expires when the incident resolves)")
 
@@ -182,7 +184,8 @@ def assign_command(incident_id: str, commander: str, db: str | None, who: str | 
 
     if not commander.strip():
         raise UsageError("the commander's name is empty")
-    inc = assign(_store(_settings(db)), incident_id, commander.strip(), _who(who))
+    settings = _settings(db)
+    inc = assign(_store(settings), incident_id, commander.strip(), _who(who, settings))
     click.echo(f"{inc.id} commander: {inc.commander}")
 
 
@@ -207,7 +210,7 @@ def update_command(incident_id: str, db: str | None, who: str | None, message: s
     if not (message or severity or mitigating or flags):
         raise UsageError("nothing to update: give --message, --severity, --mitigating or a flag (--security ...)")
     settings = _settings(db)
-    _, results = post_update(_store(settings), incident_id, _who(who), settings, message=message,
+    _, results = post_update(_store(settings), incident_id, _who(who, settings), settings, message=message,
                              severity=severity, mitigating=mitigating, flags=flags)
     for line in results:
         click.echo(line)
@@ -236,7 +239,7 @@ def resolve_command(incident_id: str, db: str | None, who: str | None, run_verif
     if not ok:
         raise UsageError(f"incident {incident_id}: the step-5 checklist has not passed "
                          "(run `collector incident resolve --verify`, or wait for Alertmanager's resolved notice)")
-    inc, expired = resolve(store, incident_id, _who(who), verified=ok, alertmanager_url=settings.alertmanager_url)
+    inc, expired = resolve(store, incident_id, _who(who, settings), verified=ok, alertmanager_url=settings.alertmanager_url)
     click.echo(f"{inc.id} resolved at {inc.resolved_at}")
     for silence, result in expired.items():
         click.echo(f"silence {silence}: {result}")

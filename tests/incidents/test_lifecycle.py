@@ -183,3 +183,42 @@ def test_an_escalation_nobody_is_configured_for_goes_to_the_oncall() -> None:
     (esc,) = [d for d in lc.due(incident("P1"), [], at(1), people, Signals(data_loss=True)) if d.kind == "escalate"]
     assert esc.recipients == (ONCALL,)
     assert "no contact is configured for this reason: sent to the on-call" in esc.text
+
+
+def test_two_processes_ticking_at_once_send_each_message_once(tmp_path: Any) -> None:
+    """Two `serve` processes share one store: every item is claimed in the store first, so it goes out once."""
+    import threading
+
+    from collector.incidents.store import IncidentStore
+
+    db = str(tmp_path / "incidents.db")
+    first, second = IncidentStore(db), IncidentStore(db)
+    now = _dt.datetime.now(_dt.UTC)
+    for n in range(4):
+        first.open_or_join(f"g{n}", [{"labels": {"alertname": f"A{n}"}}], now - _dt.timedelta(minutes=70),
+                           severity="P0", title=f"A{n}")
+    sent: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(2)
+
+    def send(inc: Incident, item: lc.Due) -> dict[str, str]:
+        with lock:
+            sent.append((inc.id, item.key))
+        return {"test": "ok"}
+
+    def run(store: IncidentStore) -> None:
+        barrier.wait()
+        lc.tick(store, None, now, people=PEOPLE, send=send)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    # each P0 opened 70 minutes ago: the initial update, an acknowledgement reminder, the 1-hour escalation
+    assert len(sent) == len(set(sent)) == 4 * 3, sent
+    assert {k for _, k in sent} == {"notify:initial", "escalate:unresolved", f"remind:ack:{(70 - 2) // 2}"}
+    for incident in first.list():
+        assert incident.commander == "Dana On-call"
+        assert [e.kind for e in first.events(incident.id)].count("assigned") == 1
+    assert lc.tick(second, None, now, people=PEOPLE, send=send) == []  # nothing left to do
