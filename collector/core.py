@@ -504,11 +504,10 @@ class IncidentSummary:
                    d.texts("hosts_affected"), d.opt_text("security"))
 
     @classmethod
-    def of(cls, incident: str, findings: Findings | None, hosts_total: int) -> IncidentSummary:
+    def of(cls, incident: str, findings: Findings | None) -> IncidentSummary:
         """The summary from triage's findings (None: triage has not run on the bundle)."""
         if findings is None:
-            return cls(incident, "unknown", f"Incident {incident}", f"triage has not run; {hosts_total} hosts collected",
-                       (), None)
+            return cls(incident, "unknown", f"Incident {incident}", "", (), None)  # impact: not judged yet
         top = min(findings.findings, key=lambda f: (severity_rank(f.severity), f.title), default=None)
         affected = tuple(dict.fromkeys(h for f in findings.findings for h in f.hosts if h != "monitoring"))
         impact = "; ".join(a for a in (findings.questions.down_or_degraded.answer, findings.questions.affected.answer)

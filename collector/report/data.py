@@ -330,7 +330,7 @@ def build(bundle: Any) -> ReportData:
     hosts = list(bundle.hosts)
     affected = _affected(findings, host_rows)
     questions = _questions(triaged)
-    summary = IncidentSummary.of(str(manifest.get("incident") or Path(bundle.path).name), triaged, len(hosts))
+    summary = IncidentSummary.of(str(manifest.get("incident") or Path(bundle.path).name), triaged)
     timeline = collapse_bystanders(build_timeline(bundle, triaged, actions_doc), affected)
     # The key figures as triage computed and stored them; none before triage has run.
     figures = triaged.figures.to_dict() if triaged else {}

@@ -105,7 +105,7 @@ def gather(bundle_path: Path, *, allow_unredacted: bool = False) -> Evidence:
         )
     incident = bundle.incident or folder.name
     files = archive_files(folder)
-    summary = IncidentSummary.of(incident, read_findings(bundle), len(bundle.hosts))
+    summary = IncidentSummary.of(incident, read_findings(bundle))
     severity = summary.severity if summary.severity in SEVERITIES else None
     ticket_raw = bundle.read_file("TICKET.md")  # the bundle's safe reader: a planted symlink is not followed
     if ticket_raw is not None:

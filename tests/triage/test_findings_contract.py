@@ -133,12 +133,12 @@ def test_no_import_error_guard_around_our_own_modules() -> None:
 
 def test_incident_summary_is_what_the_report_and_ticket_say_first(tmp_path: Path) -> None:
     findings = triage_bundle(_oom_bundle(tmp_path))
-    summary = IncidentSummary.of("inc-test", findings, 3)
+    summary = IncidentSummary.of("inc-test", findings)
     assert (summary.severity, summary.headline, summary.hosts_affected) == (
         "P2", "The kernel killed a process of the app for lack of memory", ("app1",))
     assert summary.impact.startswith("degraded; 1 of 3 hosts") and summary.security is None and summary.triaged
     assert IncidentSummary.from_dict(summary.to_dict()) == summary
-    untriaged = IncidentSummary.of("inc-test", None, 3)
+    untriaged = IncidentSummary.of("inc-test", None)
     assert untriaged.severity == "unknown" and not untriaged.triaged and untriaged.headline == "Incident inc-test"
 
 
