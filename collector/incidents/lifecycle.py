@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from collector.config import Settings
     from collector.incidents.store import Event, IncidentStore
 
+log = logging.getLogger("collector.incidents")
 MINUTE = _dt.timedelta(minutes=1)
 DEFAULT_SEVERITY = "P1"
 RESPONSE_TIME = SEVERITY_RESPONSE_TIME  # the runbook's, kept with the severity scale in collector.core
@@ -688,7 +690,11 @@ def tick(store: IncidentStore, settings: Settings | None = None, now: _dt.dateti
                 current = store.get(incident.id) or incident
                 if item.key in {str(_detail(e, "key")) for e in events_of(store, incident.id) if _detail(e, "key")}:
                     continue
-                _perform(store, current, item, moment, send, alertmanager_url)
+                try:
+                    _perform(store, current, item, moment, send, alertmanager_url)
+                except Exception:  # one incident's failure must not stop the others' clocks
+                    log.exception("incident %s: %s failed; it is retried on the next tick", incident.id, item.key)
+                    continue
                 done.append((incident.id, item))
             finally:
                 store.finish_work(claim.id, "done", moment)

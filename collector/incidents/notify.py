@@ -179,8 +179,9 @@ def update_text(incident: Incident, stage: str, now: _dt.datetime, channels: Cha
             body = render_text(f"comms/{stage}.txt.j2", data, now=fmt_time(now),
                                next_update=fmt_time(now + every), next_update_min=minutes,
                                commander=incident.commander or "not assigned yet")
-        except (UsageError, OSError, ValueError) as exc:
-            body = f"(the evidence bundle could not be read for this update: {str(exc).splitlines()[0]})\n"
+        except Exception as exc:  # noqa: BLE001 - the update still goes out, from the incident alone
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            body = f"(the evidence bundle could not be read for this update: {first})\n"
     if not body.strip() or body.startswith("(the evidence"):
         headline = {"initial": "INVESTIGATING", "mitigation": "MITIGATION IN PROGRESS", "resolved": "RESOLVED"}
         body = (f"INCIDENT [{incident.severity or '?'}] {incident.title} — {headline.get(stage, stage.upper())}\n"

@@ -222,3 +222,26 @@ def test_two_processes_ticking_at_once_send_each_message_once(tmp_path: Any) -> 
         assert incident.commander == "Dana On-call"
         assert [e.kind for e in first.events(incident.id)].count("assigned") == 1
     assert lc.tick(second, None, now, people=PEOPLE, send=send) == []  # nothing left to do
+
+
+def test_one_failing_send_does_not_stop_the_other_incidents(tmp_path: Any) -> None:
+    from collector.incidents.store import IncidentStore
+
+    store = IncidentStore(str(tmp_path / "incidents.db"))
+    now = _dt.datetime.now(_dt.UTC)
+    bad, _ = store.open_or_join("bad", [{"labels": {"alertname": "Bad"}}], now - _dt.timedelta(minutes=6),
+                                severity="P0", title="Bad")
+    good, _ = store.open_or_join("good", [{"labels": {"alertname": "Good"}}], now - _dt.timedelta(minutes=6),
+                                 severity="P0", title="Good")
+
+    def send(inc: Incident, item: lc.Due) -> dict[str, str]:
+        if inc.id == bad.id:
+            raise RuntimeError("template exploded")
+        return {"email": "ok"}
+
+    done = lc.tick(store, None, now, people=PEOPLE, send=send)
+    assert (good.id, "notify:initial") in [(i, d.key) for i, d in done]
+    assert bad.id not in [i for i, d in done if d.kind == "notify"]
+    # the failed item is not marked done: the next tick tries it again
+    again = lc.tick(store, None, now, people=PEOPLE, send=lambda inc, item: {"email": "ok"})
+    assert (bad.id, "notify:initial") in [(i, d.key) for i, d in again]
