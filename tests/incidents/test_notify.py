@@ -165,3 +165,30 @@ def redmine() -> Iterator[Any]:
         pytest.skip(missing)
     with tickets.running_redmine() as server:
         yield server
+
+
+@pytest.mark.parametrize(("stage", "headline"), [("initial", "INVESTIGATING"), ("mitigation", "MITIGATION"),
+                                                 ("resolved", "RESOLVED")])
+def test_each_stage_is_the_comms_template_filled_from_the_incident(tmp_path: Path, stage: str,
+                                                                   headline: str) -> None:
+    from collector.core import Incident
+    from collector.incidents import notify
+    from collector.report import render_comms
+
+    bundle = tickets.build_bundle(tmp_path / "bundles", severity="P2")
+    incident = Incident(id="inc-x", group_key="g", title="AppDown", state="open", severity="P2",
+                        commander="Sam Responder", opened_at="2026-11-28T03:00:00.000Z", bundles=(str(bundle),),
+                        ticket="7", hosts=("app1",))
+    now = _dt.datetime(2026, 11, 28, 3, 10, tzinfo=_dt.UTC)
+    text = notify.update_text(incident, stage, now, notify.Channels(page_url="http://127.0.0.1:9095/"))
+    pasted = render_comms(bundle, stage, now)  # what `collector comms` prints: the same template
+    assert text.splitlines()[0] == pasted.splitlines()[0] and headline in text.splitlines()[0]
+    assert "App health check failing" in text
+    assert "Incident: inc-x (open, P2)" in text and "Page: http://127.0.0.1:9095/" in text and "Ticket: 7" in text
+    if stage == "initial":
+        assert "Incident commander: Sam Responder" in text and "Incident commander: <name>" in pasted
+        assert "Next update: 2026-11-28 05:10:00 UTC (in 120 minutes)" in text  # P2: every 2 h
+    # no bundle yet: a short text from the incident alone
+    bare = notify.update_text(Incident(id="inc-y", group_key="g", title="AppDown", state="open", severity=None,
+                                       commander=None, opened_at="2026-11-28T03:00:00.000Z"), stage, now)
+    assert "INCIDENT [?] AppDown" in bare and "Commander: not assigned yet" in bare
