@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from collector.config import Settings
-    from collector.incidents.store import IncidentStore
+    from collector.incidents.store import Event, IncidentStore
 
 REFRESH_S = 30
 RECENT = 30  # resolved/closed incidents shown under the open ones
@@ -65,6 +66,7 @@ class Row:
     reports: tuple[Link, ...]
     ticket: str
     alerts: int
+    notes: tuple[str, ...] = ()  # escalations made, silences, a failed collection: what to know at a glance
 
 
 def _duration(seconds: float) -> str:
@@ -91,8 +93,21 @@ def report_links(incident: Incident) -> tuple[Link, ...]:
     return tuple(links)
 
 
+def notes(events: Sequence[Event]) -> tuple[str, ...]:
+    """Escalations made, Alertmanager silences, the newest collection's failure."""
+    out = [f"escalated: {ESCALATION_REASONS.get(str((e.detail or {}).get('reason')), 'yes')}"
+           for e in events if e.kind == "escalated"]
+    if active_silences(events):
+        out.append("alerts silenced")
+    collections = [e for e in events if e.kind in ("collected", "collect-failed", "collect-interrupted")]
+    if collections and collections[-1].kind != "collected":
+        out.append(f"collection {collections[-1].kind.split('-', 1)[1]}")
+    return tuple(out)
+
+
 def row(store: IncidentStore, incident: Incident, now: _dt.datetime) -> Row:
-    deadline = next_deadline(incident, events_of(store, incident.id), now)
+    events = events_of(store, incident.id)
+    deadline = next_deadline(incident, events, now)
     text, overdue = "", False
     if deadline is not None:
         left = (deadline.at - now).total_seconds()
@@ -105,7 +120,7 @@ def row(store: IncidentStore, incident: Incident, now: _dt.datetime) -> Row:
                sev_class=f"sev-{severity.lower()}" if severity in SEVERITIES else "sev-unknown",
                state=incident.state, commander=incident.commander or "", opened_at=incident.opened_at, age=age,
                deadline=text, overdue=overdue, hosts=", ".join(incident.hosts), reports=report_links(incident),
-               ticket=incident.ticket or "", alerts=incident.alerts)
+               ticket=incident.ticket or "", alerts=incident.alerts, notes=notes(events))
 
 
 @functools.lru_cache(maxsize=1)

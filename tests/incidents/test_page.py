@@ -133,6 +133,7 @@ def test_page_in_chromium_dom_links_and_screenshot(served: str, store: IncidentS
     assert "sev-p2" in lat and ">acknowledged<" in lat and "Sam Responder" in lat and "escalation in" in lat
     pool = by_title["PoolExhausted"]
     assert ">resolved<" in pool and "1h00m" in pool and ">42<" in pool  # age stops at resolution; the ticket
+    assert "escalated: data loss suspected" in pool
     link = re.search(r'href="(/incidents/[^"]+/bundles/0/report\.html)"', pool)
     assert link is not None
     assert "<script" not in dom.lower()
