@@ -169,7 +169,15 @@ def _detail_text(kind: str, detail: dict[str, Any] | None) -> str:
         return f"{detail.get('stage')} ({where})" + (f": {detail['message']}" if detail.get("message") else "")
     keys = ("commander", "reason", "flag", "why", "text", "severity", "bundle", "passed", "plan", "command", "ids",
             "error", "by")
-    return "; ".join(f"{k}: {detail[k]}" for k in keys if detail.get(k) not in (None, "", [], {}))[:400]
+    return "; ".join(f"{k}: {_plain(detail[k])}" for k in keys if detail.get(k) not in (None, "", [], {}))[:400]
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 def bundle_report(store: IncidentStore, incident_id: str, index: int) -> bytes | None:
