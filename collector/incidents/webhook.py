@@ -134,14 +134,29 @@ class Route:
 
 
 def parse_label_rules(rules: Iterable[str]) -> list[tuple[str, str | None, str]]:
-    """`label=value:pattern` (the label has that value) or `label:pattern` (the label is present) rules."""
+    """`label=value:pattern` (the label has that value), `label=~regex:pattern` (its value matches the regex
+    in full) or `label:pattern` (the label is present) rules, as (label, value or ~regex or None, pattern)."""
     out = []
     for rule in rules:
         m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)(?:=([^:]*))?:(.+?)\s*", rule)
         if not m:
-            raise ValueError(f"label rule {rule!r} is not label=value:pattern or label:pattern")
-        out.append((m.group(1), m.group(2), m.group(3)))
+            raise ValueError(f"label rule {rule!r} is not label=value:pattern, label=~regex:pattern or label:pattern")
+        value = m.group(2)
+        if value is not None and value.startswith("~"):
+            try:
+                re.compile(value[1:])
+            except re.error as exc:
+                raise ValueError(f"label rule {rule!r}: {exc}") from None
+        out.append((m.group(1), value, m.group(3)))
     return out
+
+
+def _rule_matches(value: str | None, actual: str) -> bool:
+    if value is None:
+        return True
+    if value.startswith("~"):
+        return re.fullmatch(value[1:], actual) is not None
+    return actual == value
 
 
 def host_part(value: str) -> str:
@@ -177,7 +192,7 @@ def route_hosts(alerts: Sequence[Alert], hostvars: Mapping[str, Mapping[str, Any
     for alert in alerts:
         labels = alert.labels
         for label, value, pattern in parsed:
-            if label in labels and (value is None or labels[label] == value):
+            if label in labels and _rule_matches(value, labels[label]):
                 add(pattern, f"{label}={labels[label]} → {pattern} (configured rule)")
         for label in HOST_LABELS:
             if label in labels:

@@ -7,11 +7,12 @@ the next one (`recover`, at start and on every tick) finds, marks interrupted an
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from typing import Any
 from collector.config import Settings
 from collector.core import Findings, Incident, UsageError, utcnow
 from collector.incidents.store import Event, IncidentStore, Work, process_owner
-from collector.incidents.webhook import Notification, Route, alert_severity, route_hosts
+from collector.incidents.webhook import Alert, Notification, Route, alert_severity, route_hosts
+from collector.times import instant_or_none, iso_z
 
 log = logging.getLogger("collector.serve")
 
@@ -38,6 +40,15 @@ def lifecycle_hook() -> Hook | None:
         return None
     hook = getattr(lifecycle, "on_event", None)
     return hook if callable(hook) else None
+
+
+def since_for(alerts: Sequence[Alert], lookback_s: float) -> str | None:
+    """The collection's window start: `lookback_s` before the earliest alert's startsAt (what led up to the
+    alert, not what led up to the collection); None when no startsAt reads as a time."""
+    starts = [t for t in (instant_or_none(a.starts_at) for a in alerts) if t is not None]
+    if not starts or lookback_s <= 0:
+        return None
+    return iso_z(min(starts) - _dt.timedelta(seconds=lookback_s))
 
 
 @dataclass
@@ -125,7 +136,7 @@ class Service:
                 hosts=route.hosts, labels=note.common_labels or None)
             result = Received(incident.id, opened)
             if opened:
-                self._declared(incident, route, at)
+                self._declared(incident, route, at, since_for(firing, self.settings.serve_lookback_s))
         else:
             found = self.store.find_active(note.group_key)
             if found is None:
@@ -146,13 +157,13 @@ class Service:
             result.queued.append(COLLECT)
         return result
 
-    def _declared(self, incident: Incident, route: Route, at: str) -> None:
+    def _declared(self, incident: Incident, route: Route, at: str, since: str | None) -> None:
         detail = {"pattern": route.pattern, "matched": route.matched, "reasons": list(route.reasons)}
         self.event(incident.id, "routed" if route.matched else "no-host-matched", at, "serve", detail)
         declared = next((e for e in self.store.events(incident.id) if e.kind == "declared"), None)
         if declared is not None:
             self._hook(incident.id, declared)
-        work = self.store.claim_work(COLLECT, incident.id, at, owner=self.owner, args={"pattern": route.pattern})
+        work = self.store.claim_work(COLLECT, incident.id, at, owner=self.owner, args={"pattern": route.pattern, "since": since})
         if work is not None:
             self.enqueue(work)
 
@@ -275,8 +286,9 @@ class Service:
         incident = self.store.get(work.incident)
         assert incident is not None
         pattern = str((work.args or {}).get("pattern") or self.settings.serve_fallback_hosts)
+        since = (work.args or {}).get("since") or None
         outcome = collect(pattern, inventory=self.settings.inventory, out_dir=self.settings.out_dir,
-                          incident=incident.id, command_line=["collector", "serve", "--incident", incident.id])
+                          incident=incident.id, since=since, command_line=["collector", "serve", "--incident", incident.id])
         bundle = str(outcome.bundle) if outcome.bundle else None
         hosts = sorted(outcome.run.hosts)
         detail: dict[str, Any] = {"bundle": bundle, "pattern": pattern, "hosts": hosts, "attempt": work.attempt,

@@ -21,6 +21,7 @@ from collector_lab import assets, lab_dir
 
 PROMETHEUS_ADDR = "127.0.0.1:9090"
 ALERTMANAGER_ADDR = "127.0.0.1:9093"
+SERVE_PORT = 9095  # where the lab's Alertmanager posts: `collector serve`'s default listen port
 BINARIES = {"prometheus": "/usr/bin/prometheus", "alertmanager": "/usr/bin/prometheus-alertmanager"}
 
 
@@ -41,8 +42,23 @@ def render_configs(settings: Settings, apps: dict[str, str]) -> dict[str, Path]:
     prom.write_text(string.Template((src / "prometheus.yml").read_text()).safe_substitute(
         rules_file=str(rules), app_static_configs=targets))
     am = out / "alertmanager.yml"
-    am.write_text((src / "alertmanager.yml").read_text())
+    am.write_text(string.Template((src / "alertmanager.yml").read_text()).safe_substitute(
+        serve_port=str(SERVE_PORT), token_file=str(serve_token_file(settings))))
     return {"prometheus": prom, "rules": rules, "alertmanager": am}
+
+
+def serve_token_file(settings: Settings) -> Path:
+    """The bearer token the lab's Alertmanager sends to `collector serve` (made once, 0600): start serve with
+    `--token-file` this path."""
+    path = mon_dir(settings) / "serve-token"
+    if not path.is_file() or not path.read_text().strip():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+    return path
 
 
 def _argv(settings: Settings, name: str) -> list[str]:

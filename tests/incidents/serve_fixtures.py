@@ -47,17 +47,19 @@ class ServeProcess:
 
     def __init__(self, workdir: Path, *, inventory: str, fallback: str = "local", max_collections: int = 2,
                  db: str | None = None, token: str = "test-token-not-secret", host_labels: tuple[str, ...] = (),
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, port: int | None = None,
+                 token_file: Path | None = None) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.token = token
         self.db = db or str(workdir / "incidents.db")
         self.out_dir = workdir / "bundles"
         self.log_path = workdir / "serve.log"
-        token_file = workdir / "token"
-        token_file.write_text(token + "\n")
-        token_file.chmod(0o600)
+        if token_file is None:  # else: a token file made by someone else (the lab's Alertmanager reads it too)
+            token_file = workdir / "token"
+            token_file.write_text(token + "\n")
+            token_file.chmod(0o600)
+        self.token = token_file.read_text().strip()
         self.argv = [COLLECTOR, "serve", "--listen", f"127.0.0.1:{self.port}", "--token-file", str(token_file),
                      "--db", self.db, "-i", inventory, "--out-dir", str(self.out_dir), "--fallback-hosts", fallback,
                      "--max-collections", str(max_collections)]
@@ -102,7 +104,7 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace")
 
     def get(self, path: str) -> tuple[int, Any]:
-        with urllib.request.urlopen(self.url + path, timeout=10) as resp:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(self.url + path, timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"null")
 
     def post(self, doc: Any, *, token: str | None = None, raw: bytes | None = None,
@@ -116,7 +118,7 @@ class ServeProcess:
         request = urllib.request.Request(self.url + "/alertmanager", data=body, headers=headers, method="POST")
         started = time.perf_counter()
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
                 return resp.status, resp.read().decode(), time.perf_counter() - started
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(), time.perf_counter() - started

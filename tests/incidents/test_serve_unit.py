@@ -73,6 +73,9 @@ def test_routing_instance_host_job_rules_and_fallback() -> None:
     r = route_hosts([alert(instance="nowhere:9100", job="node")], HOSTVARS, GROUPS, [], "local")
     assert not r.matched and r.pattern == "local"
     assert "instance=nowhere:9100" in r.reasons[0] and "fallback pattern 'local'" in r.reasons[0]
+    r = route_hosts([alert(alertname="SergasHigh5xxRatio", instance="10.203.57.11:8000")], HOSTVARS, GROUPS,
+                    ["alertname=~Sergas.*:lab"], "all")
+    assert r.pattern == "lab:app1" and r.hosts == ("app1",)
     with pytest.raises(ValueError, match="label=value:pattern"):
         parse_label_rules(["nonsense"])
     assert host_part("[::1]:9100") == "::1" and host_part("app1") == "app1"

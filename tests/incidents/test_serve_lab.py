@@ -1,0 +1,130 @@
+"""End to end and unattended on the lab: `collector-lab break pool-exhausted` under traffic, and nothing typed:
+Prometheus fires, the lab's Alertmanager posts to `collector serve`, an incident opens with triage's severity,
+a sealed bundle of the three lab hosts, and a kill-idle-connections plan that waits for a signed approval."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serve_fixtures import ServeProcess, poll
+
+from collector.incidents.store import IncidentStore
+from collector.times import parse_instant
+
+pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
+LAB_TOOL = str(Path(sys.executable).with_name("collector-lab"))
+ROUTING = ("alertname=~Sergas.*:lab",)  # the app's alerts are about its whole stack: app, db and redis
+
+
+def am_config(lab: Any) -> str:
+    with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/status", timeout=5) as resp:
+        return str(json.load(resp)["config"]["original"])
+
+
+def ensure_alertmanager_routes_to_serve(lab: Any) -> Path:
+    """The lab's Alertmanager with this checkout's config (receiver `collector`); reloads it if older."""
+    from collector_lab import lab_state, monitoring
+
+    token_file = monitoring.serve_token_file(lab.settings)
+    if "receiver: collector" not in am_config(lab):
+        table = lab_state(lab.settings).get("hosts") or {}
+        monitoring.start(lab.settings, {n: str(s["ip"]) for n, s in table.items() if s["group"] == "app"})
+        poll(lambda: "receiver: collector" in am_config(lab), 30, "Alertmanager to load the collector route")
+    return token_file
+
+
+@pytest.fixture()
+def lab_serve(lab: Any, lab_lock: None, tmp_path: Path) -> Iterator[ServeProcess]:
+    from collector_lab.monitoring import SERVE_PORT
+
+    token_file = ensure_alertmanager_routes_to_serve(lab)
+    serve = ServeProcess(tmp_path, inventory=str(lab.inventory), fallback="lab", max_collections=2,
+                         host_labels=ROUTING, port=SERVE_PORT, token_file=token_file,
+                         # the window starts 90 s before the alert: the shared lab's earlier faults stay out
+                         env={"COLLECTOR_SERVE_LOOKBACK_S": "90"})
+    serve.start(timeout_s=120)
+    yield serve
+    serve.stop()
+
+
+def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProcess) -> None:
+    store = IncidentStore(lab_serve.db)
+    load = subprocess.Popen([LAB_TOOL, "load", "--seconds", "300", "--rps", "10"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    try:
+        broke = subprocess.run([LAB_TOOL, "break", "pool-exhausted"], capture_output=True, text=True, timeout=180,
+                               check=False)
+        assert broke.returncode == 0, broke.stderr[-2000:]
+        t_broken = time.time()
+
+        def opened() -> Any:
+            return [i for i in store.list() if i.labels.get("alertname", "").startswith("Sergas")]
+
+        incident = poll(opened, 300, "Alertmanager to post a Sergas alert and serve to open an incident", 0.5)[0]
+        t_open = time.time()
+        poll(lambda: [w for w in store.work(incident.id) if w.kind == "collect" and w.state in ("done", "failed")],
+             300, "the incident's collection, triage, report and plan", 0.5)
+        inc = store.get(incident.id)
+        assert inc is not None
+        events = store.events(inc.id)
+        kinds = [e.kind for e in events]
+        assert {"alert-fired", "declared", "routed", "collected", "triaged", "planned"} <= set(kinds), kinds
+        # triage's severity for the runbook's pool exhaustion (tests/e2e EXPECTED: pg-connections-near-max, P1)
+        triaged = next(e for e in events if e.kind == "triaged").detail or {}
+        assert "pg-connections-near-max" in triaged["findings"], triaged
+        # the incident carries triage's verdict (the alert's `critical` said P1 until then)
+        assert inc.severity == triaged["severity"] and inc.severity in ("P0", "P1") and inc.state == "open"
+        assert next(e for e in events if e.kind == "declared").detail == {
+            "group_key": inc.group_key, "severity": "P1"}
+        # a sealed bundle of the three lab hosts
+        assert len(inc.bundles) == 1
+        bundle = Path(inc.bundles[0])
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert sorted(manifest["hosts"]) == sorted(lab.names)
+        archive = Path(f"{bundle}.tar.gz")
+        digest = Path(f"{bundle}.tar.gz.sha256").read_text().split()[0]
+        import hashlib
+
+        assert hashlib.sha256(archive.read_bytes()).hexdigest() == digest
+        assert sorted(inc.hosts) == sorted(lab.names)
+        # the suggested mitigation, planned in check mode, unsigned: it waits for a request and an approval
+        assert inc.plan and Path(inc.plan).is_file()
+        plan = json.loads(Path(inc.plan).read_text())
+        # the runbook's answer for the first (most severe) finding: kill the idle connections, or restart the app
+        assert plan["action"] in ("kill-idle-connections", "restart") and plan["statements"] == [] and plan["hash"]
+        assert plan["bundle"] == str(bundle.resolve())
+        planned = next(e for e in events if e.kind == "planned").detail or {}
+        assert planned["awaiting"] == "a signed request and approval"
+        assert "plan-approved" not in kinds and "applied" not in kinds
+        # the timeline starts at Prometheus' startsAt, before we declared
+        fired = next(e for e in events if e.kind == "alert-fired")
+        declared = next(e for e in events if e.kind == "declared")
+        collected = next(e for e in events if e.kind == "collected")
+        assert parse_instant(fired.at) <= parse_instant(declared.at) <= parse_instant(collected.at)
+        parts = {
+            "break (fault injected)": t_broken - t0,
+            "broken → alert startsAt (scrape + rule for:)": parse_instant(fired.at).timestamp() - t_broken,
+            "startsAt → declared (group_wait + post + ours)": (parse_instant(declared.at) - parse_instant(fired.at))
+            .total_seconds(),
+            "declared → collected (sealed bundle)": (parse_instant(collected.at) - parse_instant(declared.at))
+            .total_seconds(),
+            "broken → incident seen open": t_open - t_broken,
+        }
+        print("\n" + "\n".join(f"  {k}: {v:.1f} s" for k, v in parts.items()))
+    finally:
+        os.killpg(load.pid, signal.SIGTERM)
+        load.wait(timeout=30)
+        healed = subprocess.run([LAB_TOOL, "heal", "pool-exhausted"], capture_output=True, text=True, timeout=300,
+                                check=False)
+        store.close()
+        assert healed.returncode == 0, healed.stderr[-2000:]
