@@ -404,6 +404,7 @@ def _is_disk_error(exc: OSError) -> bool:
 # (released only then): a fixed base plus a share per host.
 _RESERVE_BASE = 192 * 1024
 _RESERVE_PER_HOST = 48 * 1024
+_RESERVE_MAX = 32 * 1024 * 1024
 
 
 class BundleWriter:
@@ -450,7 +451,7 @@ class BundleWriter:
                 self.final.rmdir()
             raise
         self.reserve = self.tmp / ".reserve"
-        self._reserve(_RESERVE_BASE + _RESERVE_PER_HOST * max(1, hosts_hint))
+        self._reserve(min(_RESERVE_BASE + _RESERVE_PER_HOST * max(1, hosts_hint), _RESERVE_MAX))
 
     # -- writing ---------------------------------------------------------------------------------
     def _reserve(self, size: int) -> None:

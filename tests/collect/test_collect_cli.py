@@ -248,3 +248,40 @@ def test_a_full_disk_keeps_what_was_written_and_says_what_is_missing(tmp_path: P
     assert check.returncode == 0, check.stdout + check.stderr
     assert "INCOMPLETE" in (bundle / "collector.log").read_text()
     assert not list(small_disk.glob(".*"))  # no hidden temporary left behind
+
+
+def test_each_host_is_written_as_it_answers_and_kept_when_the_run_is_stopped(tmp_path: Path) -> None:
+    """The fast host's evidence is on disk while the slow one still works; SIGTERM then keeps it whole."""
+    started = tmp_path / "slow-started"
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n"
+        "    fast: {ansible_connection: local}\n"
+        "    slow: {ansible_connection: local, collector_slow_s: 60}\n"
+    )
+    catalogue = tmp_path / "probes.yml"
+    catalogue.write_text(
+        "collector_probes:\n"
+        "  - {name: quick, command: echo quick-done, timeout_s: 5, description: fast}\n"
+        f"  - {{name: slow, command: 'touch {started}; sleep {{collector_slow_s}}', timeout_s: 90,"
+        " description: only where collector_slow_s is set}\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CODE, "--hosts", "all", "-i", str(inventory), "--out", str(out), "--json",
+         "--catalogue", str(catalogue)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    written = wait_until(lambda: list(out.glob(".*.tmp/hosts/fast/quick.txt")) if started.exists() else [],
+                         60, 0.05)
+    assert written, "the fast host's evidence was not on disk while the slow host was still running"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stderr
+    bundle = Path(json.loads(stdout)["bundle"])
+    m = manifest(bundle)
+    assert m["interrupted"] is True
+    assert m["hosts"]["fast"]["status"] == "ok" and m["hosts"]["slow"]["status"] == "failed"
+    assert (bundle / "hosts/fast/quick.txt").read_text() == "quick-done\n"
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True,
+                          check=False).returncode == 0
