@@ -23,6 +23,7 @@ from collector_lab.lock import lab_lock as hold_lab_lock
 
 from collector.config import load_settings
 from collector.inventory import resolve
+from collector.times import wait_until
 from collector.transport import Payload, Target
 from collector.transport.ssh import run as run_ssh
 
@@ -350,7 +351,9 @@ def _catalogue(tmp_path: Path, probes: list[dict[str, Any]]) -> Path:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_blocked_query_times_out_with_its_output_so_far(engine: str, lab: Any, tmp_path: Path) -> None:
+def test_a_blocked_query_times_out_with_its_output_so_far(engine: str, lab: Any, lab_lock: None,
+                                                          tmp_path: Path) -> None:
+    # The lock: its 7-8 s statements land in db1's PostgreSQL log, which the healed-lab triage test reads.
     db = lab.groups["db"][0]
     psql = "runuser -u postgres -- psql -X -A -d {collector_pg_database}"
     catalogue = _catalogue(
@@ -613,9 +616,12 @@ def fault(lab: Any, lab_lock: None) -> Iterator[Any]:
 def test_faults_show_up_in_the_bundle(lab: Any, fault: Any, tmp_path: Path) -> None:
     """One break, both engines: the storm's journal errors and the bad deploy's tag are in the evidence."""
     app = lab.groups["app"][0]
+    broken_at = int(time.time())  # the hosts share this machine's clock
     fault("error-storm")
     fault("bad-deploy")
-    time.sleep(3)  # let the storm write a few journal lines
+    storm = f"journalctl --no-pager --quiet --since @{broken_at} -o cat | grep -cE 'ERROR|FATAL|Traceback'"
+    # The storm's errors are in the journal before we collect (what journal_errors and error_summary read).
+    assert wait_until(lambda: int(lab.host(app).run(storm).stdout.strip() or 0) >= 3, 30, 0.2)
     for engine in ENGINES:
         rc, summary, _ = collect_json(
             "--hosts",
