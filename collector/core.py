@@ -22,7 +22,7 @@ EXIT_PARTIAL = 1  # ran, but some host or check failed
 EXIT_USAGE = 2  # bad input: one clear line, nothing written
 
 BUNDLE_SCHEMA = "incident-collector/bundle/v1"
-FINDINGS_SCHEMA = "incident-collector/findings/v2"
+FINDINGS_SCHEMA = "incident-collector/findings/v3"
 
 
 class UsageError(Exception):
@@ -241,7 +241,13 @@ class Finding:
     security: bool = False
     data_at_risk: bool = False
     down: bool = False
-    basis: Basis | None = None
+    basis: Basis | None = None  # live: state at collection time; history: log lines in the window
+    # live findings: ids of the history findings that explain them (shown beneath them as context)
+    context: tuple[str, ...] = ()
+    # history findings: when the last line of their evidence was written (ISO UTC); None: undated or live
+    last_seen: str | None = None
+    # history finding that no live finding explains: it happened earlier, the system has recovered
+    recovered: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -251,6 +257,7 @@ class Finding:
             "mitigation": self.mitigation.to_dict() if self.mitigation else None,
             "alternatives": [m.to_dict() for m in self.alternatives],
             "security": self.security, "data_at_risk": self.data_at_risk, "down": self.down, "basis": self.basis,
+            "context": list(self.context), "last_seen": self.last_seen, "recovered": self.recovered,
         }
 
     @classmethod
@@ -269,6 +276,7 @@ class Finding:
             alternatives=tuple(MitigationSuggestion.from_dict(m, f"{here} alternative") for m in d.items("alternatives")),
             security=d.flag("security"), data_at_risk=d.flag("data_at_risk"), down=d.flag("down"),
             basis=basis,  # type: ignore[arg-type]
+            context=d.texts("context"), last_seen=d.opt_text("last_seen"), recovered=d.flag("recovered"),
         )
 
 
@@ -508,7 +516,8 @@ class IncidentSummary:
         """The summary from triage's findings (None: triage has not run on the bundle)."""
         if findings is None:
             return cls(incident, "unknown", f"Incident {incident}", "", (), None)  # impact: not judged yet
-        top = min(findings.findings, key=lambda f: (severity_rank(f.severity), f.title), default=None)
+        # triage orders them: live evidence first, by severity (a fault's cause before its leftovers)
+        top = findings.findings[0] if findings.findings else None
         affected = tuple(dict.fromkeys(h for f in findings.findings for h in f.hosts if h != "monitoring"))
         impact = "; ".join(a for a in (findings.questions.down_or_degraded.answer, findings.questions.affected.answer)
                            if a)

@@ -152,16 +152,23 @@ class FindingView:
     mitigation: MitigationSuggestion | None
     command: str
     alternatives: tuple[str, ...]
+    basis: str = ""  # now | earlier in the window (recovered or context)
+    context: tuple[str, ...] = ()  # the earlier findings that explain this one, as "title (rule)"
 
     @classmethod
-    def of(cls, f: Finding) -> FindingView:
+    def of(cls, f: Finding, titles: dict[str, str] | None = None) -> FindingView:
+        last = f" (last at {f.last_seen[11:16]} UTC)" if f.last_seen else ""
+        basis = ("live: the state now" if f.basis == "live" else
+                 f"history, recovered: earlier in the window{last}" if f.recovered else
+                 f"history: log lines in the window{last}" if f.basis == "history" else "")
         return cls(
             id=f.id, rule=f.rule, title=f.title, severity=f.severity, scenario=f.scenario, hosts=f.hosts,
             message=f.message,
             where=", ".join("fleet-wide (monitoring)" if h == "monitoring" else h for h in f.hosts),
             evidence=tuple(EvidenceView.of(e) for e in f.evidence), mitigation=f.mitigation,
             command=f.mitigation.command if f.mitigation else "",
-            alternatives=tuple(m.command for m in f.alternatives),
+            alternatives=tuple(m.command for m in f.alternatives), basis=basis,
+            context=tuple(f"{(titles or {}).get(c, c)} ({c})" for c in f.context),
         )
 
 
@@ -185,9 +192,10 @@ def _safe_link(path: Any) -> str | None:
 
 
 def normalise_findings(findings: Findings | None) -> list[FindingView]:
-    """Findings sorted by severity, each with safe evidence links and its mitigation command."""
-    views = [FindingView.of(f) for f in (findings.findings if findings else ())]
-    return sorted(views, key=lambda f: (severity_rank(f.severity), f.title))
+    """Findings in triage's order (live first, by severity; then history), each with safe evidence links
+    and its mitigation command."""
+    titles = {f.id: f.title for f in (findings.findings if findings else ())}
+    return [FindingView.of(f, titles) for f in (findings.findings if findings else ())]
 
 
 def action_items(findings: list[FindingView], actions: list[dict[str, Any]]) -> list[dict[str, str]]:

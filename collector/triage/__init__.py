@@ -79,7 +79,11 @@ def bundle_figures(path: str | Path) -> KeyFigures:
 def evaluate(bundle: BundleView, rules: list[Rule]) -> Findings:
     """Every rule against the bundle → the findings (nothing written)."""
     outcomes = evaluate_rules(rules, bundle, MEASURES)
-    findings = sorted((f for o in outcomes for f in o.findings), key=lambda f: (severity_rank(f.severity), f.id))
+    # What is happening now first (by severity; at equal severity in rules.yml's order, a cause such as a
+    # deploy before its symptoms), then what happened earlier in the window: a fault's bundle names that fault.
+    order = {r.id: i for i, r in enumerate(rules)}
+    findings = sorted((f for o in outcomes for f in o.findings),
+                      key=lambda f: (f.basis != "live", severity_rank(f.severity), order.get(f.rule, 0), f.id))
     unknown = [
         UnknownRule(o.rule.id, o.rule.title, tuple(h for h, _ in o.unknown),
                     "; ".join(dict.fromkeys(f"{h}: {why}" if h != MONITORING_HOST else why for h, why in o.unknown)),
@@ -108,6 +112,9 @@ def _summary(severity: str, findings: list[Finding], unknown: list[UnknownRule])
         tail = f"; {len(unknown)} rule(s) could not be evaluated" if unknown else ""
         return f"no finding{tail}"
     top = findings[0]
+    if all(f.recovered for f in findings):
+        return (f"{severity}: recovered, no live sign now; earlier in the window: {top.title} ({', '.join(top.hosts)}); "
+                f"{len(findings)} finding(s) in all")
     return f"{severity}: {top.title} ({', '.join(top.hosts)}); {len(findings)} finding(s) in all"
 
 
@@ -131,7 +138,11 @@ def _questions(bundle: BundleView, findings: list[Finding], outcomes: list[Outco
     elif severity in ("P1", "P2"):
         state, why = "degraded", "; ".join(dict.fromkeys(f.title for f in serious))
     elif severity == "P3":
-        state, why = "minor issues", "; ".join(dict.fromkeys(f.title for f in findings))
+        earlier = [f for f in findings if f.recovered]
+        state, why = "minor issues", "; ".join(dict.fromkeys(
+            [f.title for f in findings if not f.recovered]
+            + ([f"recovered, earlier in the window: {', '.join(dict.fromkeys(f.title for f in earlier))}"]
+               if earlier else [])))
     else:
         state, why = "healthy", "no rule fired"
     data_why = "; ".join(f"{f.title} ({', '.join(f.hosts)})" for f in data) or (

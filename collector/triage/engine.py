@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,9 @@ class Rule:
     data_at_risk: bool = False
     down: bool = False
     unless: tuple[str, ...] = ()  # rules that, when they fire, make this one redundant (its worse twin)
+    basis: str = "live"  # live: state at collection time; history: log lines in the window
+    explains: tuple[str, ...] = ()  # history rules: further scenarios whose live findings they explain
+    lasting: bool = False  # history whose harm does not end with the lines (corruption, a break-in attempt)
 
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -69,7 +72,11 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 _RULE_KEYS = {
     "id", "title", "scenario", "probes", "measure", "args", "when", "severity", "message", "roles",
     "severity_when_all_hosts", "mitigation", "security", "data_at_risk", "down", "description", "unless",
+    "basis", "explains", "lasting",
 }
+BASES = ("live", "history")
+# What history alone can be worth: it happened, it is over (the runbook's P3, minor).
+HISTORY_ALONE = "P3"
 
 
 def load_rules(path: Path | str | None = None) -> list[Rule]:
@@ -104,11 +111,13 @@ def _rule(entry: Any, path: Path | str, known_measures: dict[str, Any]) -> Rule:
     unknown = sorted(set(entry) - _RULE_KEYS)
     if unknown:
         raise UsageError(f"rules file {path}: rule {rid}: unknown key {unknown[0]!r}")
-    for key in ("title", "scenario", "measure", "when", "severity", "message"):
+    for key in ("title", "scenario", "measure", "when", "severity", "message", "basis"):
         if key not in entry:
             raise UsageError(f"rules file {path}: rule {rid}: missing {key!r}")
     if entry["measure"] not in known_measures:
         raise UsageError(f"rules file {path}: rule {rid}: unknown measure {entry['measure']!r}")
+    if entry["basis"] not in BASES:
+        raise UsageError(f"rules file {path}: rule {rid}: basis must be live (state now) or history (log lines)")
     when = entry["when"]
     if not isinstance(when, dict) or when.get("op") not in _OPS or "value" not in when:
         raise UsageError(f"rules file {path}: rule {rid}: `when` needs op (one of {' '.join(_OPS)}) and value")
@@ -129,6 +138,8 @@ def _rule(entry: Any, path: Path | str, known_measures: dict[str, Any]) -> Rule:
         roles=tuple(entry.get("roles") or ()), severity_when_all_hosts=entry.get("severity_when_all_hosts"),
         mitigation=options[0] if options else None, alternatives=tuple(options[1:]), security=bool(entry.get("security")), data_at_risk=bool(entry.get("data_at_risk")),
         down=bool(entry.get("down")), unless=tuple(str(u) for u in entry.get("unless") or ()),
+        basis=str(entry["basis"]), explains=tuple(str(x) for x in entry.get("explains") or ()),
+        lasting=bool(entry.get("lasting")),
     )
 
 
@@ -209,7 +220,61 @@ def evaluate_rules(rules: list[Rule], bundle: BundleView, measures: dict[str, Ca
         for key, group in groups.items():
             outcome.findings.append(_finding(outcome.rule, key, group, outcome.judged,
                                              lambda role: role_hosts(bundle, role)))
+    _now_versus_then(outcomes, _year(bundle))
     return outcomes
+
+
+def _year(bundle: BundleView) -> int | None:
+    from collector.triage.parsers import parse_time  # the engine reads no probe itself; only a date here
+    started = parse_time(str(bundle.manifest.get("started") or ""))
+    return started.year if started else None
+
+
+def _now_versus_then(outcomes: list[Outcome], year: int | None) -> None:
+    """History (log lines in the window) is context, not severity: a history finding is linked to the live
+    findings of its scenario (or of the scenarios it `explains`) and is never worse than them; with no live
+    finding to explain it has recovered, and is worth at most P3."""
+    from collector.triage.parsers import parse_time
+
+    live = [f for o in outcomes if o.rule.basis == "live" for f in o.findings]
+    context: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        if outcome.rule.basis != "history" or outcome.rule.lasting:
+            continue
+        scenarios = {outcome.rule.scenario, *outcome.rule.explains}
+        done = []
+        for finding in outcome.findings:
+            stamps = [t for e in finding.evidence if (t := parse_time(e.excerpt, year)) is not None]
+            last = max(stamps).strftime("%Y-%m-%dT%H:%M:%SZ") if stamps else None
+            linked = [f for f in live if f.scenario in scenarios]
+            if linked:
+                worst_now = min((f.severity for f in linked), key=severity_rank)
+                severity = max(finding.severity, worst_now, key=severity_rank)  # never worse than what is live
+                for f in linked:
+                    context.setdefault(f.id, []).append(finding.id)
+                done.append(replace(finding, severity=severity, last_seen=last))
+                continue
+            count = _count(outcome, finding)
+            when = f", the last at {last[11:16]} UTC" if last else ""
+            done.append(replace(
+                finding, severity=max(finding.severity, HISTORY_ALONE, key=severity_rank),  # type: ignore[arg-type]
+                message=f"recovered: {count} event(s) in the window{when}, no live sign now; {finding.message}",
+                last_seen=last, recovered=True))
+        outcome.findings = done
+    for outcome in outcomes:
+        outcome.findings = [replace(f, context=tuple(dict.fromkeys(context.get(f.id, ())))) for f in outcome.findings]
+
+
+def _count(outcome: Outcome, finding: Finding) -> int:
+    """How many events a history finding counted (its measures' `count`, else their values)."""
+    total = 0
+    for m in outcome.fired:
+        if finding.hosts and m.host not in finding.hosts:
+            continue
+        number = m.fields.get("count", m.fields.get("bad", m.value))
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            total += int(number)
+    return total
 
 
 def compare(value: Any, op: str, threshold: Any) -> bool:
@@ -267,6 +332,7 @@ def _finding(rule: Rule, key: str, measures: list[Measure], judged_hosts: int,
         security=rule.security,
         data_at_risk=rule.data_at_risk,
         down=rule.down,
+        basis=rule.basis,  # type: ignore[arg-type]  # checked against BASES by load_rules
     )
 
 

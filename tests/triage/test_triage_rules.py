@@ -22,6 +22,14 @@ def _triage(tmp_path: Path, probes: dict[str, Any] | None = None, monitoring: di
     return findings.to_dict() | {"rules": findings.rules}
 
 
+def _prometheus(error_ratio: float = 0.0, p95: float = 0.012) -> dict[str, Any]:
+    """Monitoring answers of a healthy lab, with Prometheus's current 5xx ratio and p95 set."""
+    monitoring = healthy_monitoring()
+    monitoring["error_ratio"] = json.dumps({"kind": "instant", "value": error_ratio, "result": [], "error": None}, indent=2)
+    monitoring["p95_latency"] = json.dumps({"kind": "instant", "value": p95, "result": [], "error": None}, indent=2)
+    return monitoring
+
+
 def _unknown(doc: dict[str, Any], rule: str) -> str:
     return next(u["reason"] for u in doc["unknown"] if u["rule"] == rule)
 
@@ -102,9 +110,12 @@ def test_high_5xx_ratio_from_prometheus_is_p1(tmp_path: Path) -> None:
 def test_access_log_5xx_ratio_needs_enough_requests(tmp_path: Path) -> None:
     probes = healthy()
     probes["app1"]["service_journal"] = "\n".join(access_lines(30) + access_lines(10, status=500, start_min=56)) + "\n"
-    doc = _triage(tmp_path / "a", probes)
+    doc = _triage(tmp_path / "a", probes, _prometheus(error_ratio=0.25))
     (f,) = findings_by_rule(doc)["access-log-5xx-ratio"]
     assert f["severity"] == "P1" and "10 of 40" in f["message"]
+    # the log alone (Prometheus sees no errors now): it happened, it is over
+    (f,) = findings_by_rule(_triage(tmp_path / "c", probes))["access-log-5xx-ratio"]
+    assert f["severity"] == "P3" and f["recovered"] and f["message"].startswith("recovered: 10 event(s)")
     probes["app1"]["service_journal"] = "\n".join(access_lines(5, status=500)) + "\n"
     assert "access-log-5xx-ratio" not in findings_by_rule(_triage(tmp_path / "b", probes))
 
@@ -400,16 +411,20 @@ def test_runbook_rules_exist() -> None:
 
 
 @pytest.mark.parametrize("broken, message", [
-    ("rules: [{id: x, title: t, scenario: s, measure: nosuch, when: {op: '>', value: 1}, severity: P1, message: m}]",
+    ("rules: [{id: x, title: t, scenario: s, basis: live, measure: nosuch, when: {op: '>', value: 1}, severity: P1, message: m}]",
      "unknown measure"),
-    ("rules: [{id: x, title: t, scenario: s, measure: log_lines, when: {op: '~', value: 1}, severity: P1, message: m}]",
+    ("rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, when: {op: '~', value: 1}, severity: P1, message: m}]",
      "`when` needs op"),
-    ("rules: [{id: x, title: t, scenario: s, measure: log_lines, when: {op: '>', value: 1}, severity: P9, message: m}]",
+    ("rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, when: {op: '>', value: 1}, severity: P9, message: m}]",
      "severity must be one of"),
-    ("rules: [{id: x, title: t, scenario: s, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m, colour: red}]",
+    ("rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m, colour: red}]",
      "unknown key 'colour'"),
-    ("rules: [{id: x, title: t, scenario: s, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m, unless: [y]}]",
+    ("rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m, unless: [y]}]",
      "`unless` names no rule 'y'"),
+    ("rules: [{id: x, title: t, scenario: s, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m}]",
+     "missing 'basis'"),
+    (("rules: [{id: x, title: t, scenario: s, basis: past, measure: log_lines, when: {op: '>', value: 1}, "
+      "severity: P1, message: m}]"), "basis must be live"),
     ("nope", "has no list `rules`"),
 ])
 def test_a_broken_rules_file_is_a_usage_error(tmp_path: Path, broken: str, message: str) -> None:
@@ -425,6 +440,7 @@ def test_a_new_rule_is_a_few_lines_of_yaml(tmp_path: Path) -> None:
   - id: high-load
     title: Load average is high
     scenario: Slow responses
+    basis: live
     roles: [all]
     probes: [uptime]
     measure: log_lines
@@ -450,7 +466,9 @@ def test_lock_waits_and_slow_statements_in_the_postgres_log(tmp_path: Path) -> N
         "2026-11-28T05:59:05+0000 db1 postgres[9]: LOG:  duration: 150.0 ms  statement: SELECT 1\n"
     )
     by = findings_by_rule(_triage(tmp_path, probes))
-    assert by["lock-waits-logged"][0]["severity"] == "P2" and "3 lock-wait lines" in by["lock-waits-logged"][0]["message"]
+    # log lines alone: earlier, recovered (no blocked query now)
+    assert by["lock-waits-logged"][0]["severity"] == "P3" and "3 lock-wait lines" in by["lock-waits-logged"][0]["message"]
+    assert by["lock-waits-logged"][0]["message"].startswith("recovered: 3 event(s) in the window, the last at 05:59 UTC")
     (slow,) = by["slow-statements-logged"]
     assert "1 statement(s) over 5 s, the slowest 7012.5 ms" in slow["message"]
     assert slow["evidence"][0]["line"] == 4
@@ -507,7 +525,7 @@ def test_access_log_p95_from_request_durations(tmp_path: Path) -> None:
     lines = [f"2026-11-28T05:59:{i % 60:02d}+0000 app1 python3[1]: INFO: path=/api/orders status=200 method=GET "
              f"duration_ms={300 if i % 10 == 0 else 40}.0 client=10.0.0.1" for i in range(40)]
     probes["app1"]["service_journal"] = "\n".join(lines) + "\n"
-    by = findings_by_rule(_triage(tmp_path / "a", probes))
+    by = findings_by_rule(_triage(tmp_path / "a", probes, _prometheus(p95=0.3)))
     (slow,) = by["access-log-p95-latency"]
     assert slow["severity"] == "P2" and "p95 of 40 logged API requests is 300.0 ms" in slow["message"]
     probes["app1"]["service_journal"] = "\n".join(lines[:10]) + "\n"  # too few requests to call a p95
