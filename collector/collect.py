@@ -253,8 +253,10 @@ def collect(
         started=utcnow(),
         since=since_value,
     )
-    try:  # Secret host vars (passwords, tokens) are redacted wherever they show up.
-        writer = BundleWriter(run, settings, known_secrets=inv.secret_values(names),
+    # Secret host vars (passwords, tokens) are redacted wherever they show up: every host's, not only the
+    # targets' (app1's .env and logs carry redis1's password).
+    try:
+        writer = BundleWriter(run, settings, known_secrets=inv.secret_values(),
                               dotenv_probes=envfile.capture_probes(entries), hosts_hint=len(targets))
     except BaseException:
         if early is not None:

@@ -34,7 +34,7 @@ def verify_command(ctx: click.Context, hosts: str, inventory: str | None, as_jso
     checks = verify(inv, names, settings, window=window, wait_s=wait_s, allowed_alerts=allow_alert)
     ok = passed(checks)
     # Check details quote the hosts' own error output: scrubbed with the inventory's secrets, as a bundle is.
-    redactor = Redactor(settings.redact_patterns, inv.secret_values(names))
+    redactor = Redactor(settings.redact_patterns, inv.secret_values())
     if as_json:
         doc = {"passed": ok, "checks": [c.as_dict() for c in checks]}
         click.echo(json.dumps(redactor.redact_value(doc, "verify"), indent=2))

@@ -328,7 +328,7 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
     blocked = restart_blocked(action, plan.targets, audit, limits.restart_min_interval_s)
     if blocked:
         _check_rate_limited(plan, action, book, blocked, audit, actor)
-    redactor = Redactor(settings.redact_patterns, inv.secret_values(plan.targets))
+    redactor = Redactor(settings.redact_patterns, inv.secret_values())  # every host's: app .env holds db/redis ones
     result = ApplyResult(plan=plan, started=utcnow(), approval=approval, applier=actor, apply_signed=apply_signed)
     run_id = apply_signed.digest[:16]
     covered: list[str] = []

@@ -267,7 +267,7 @@ def make_plan(action_name: str, pattern: str, raw_params: Mapping[str, str], set
     )
     run = run_playbook(playbook_path(action, root), inv.source, ",".join(targets), plan_extravars(plan),
                        check=True, diff=True, forks=forks, unsafe_vars=True)
-    redactor = Redactor(settings.redact_patterns, inv.secret_values(targets))
+    redactor = Redactor(settings.redact_patterns, inv.secret_values())  # every host's: app .env holds db/redis ones
     pins: dict[str, str | None] = {}
     for host in targets:
         play = run.hosts.get(host)
