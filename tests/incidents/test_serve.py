@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serve_fixtures import ROOT, ServeProcess, alert, notification, poll
@@ -173,4 +174,50 @@ def test_kill9_during_collection_then_restart_reruns_it(tmp_path: Path) -> None:
             second.stop()
     finally:
         first.stop()
+        store.close()
+
+
+def test_resolved_runs_verify_and_resolves_only_when_it_passes(tmp_path: Path, json_server: Any) -> None:
+    """Alertmanager's resolved notification runs step 5; a failing checklist leaves the incident open."""
+    firing: list[dict[str, Any]] = [{"labels": {"alertname": "StandInAlert"}, "status": {"state": "active"},
+                                     "startsAt": now_iso(-60), "fingerprint": "x"}]
+
+    def monitoring(path: str, query: Any) -> tuple[int, Any]:
+        if path == "/api/v2/alerts":
+            return 200, list(firing)
+        return 200, {"status": "success", "data": {"resultType": "vector", "result": []}}  # no traffic: no ratio
+
+    url = json_server(monitoring)
+    serve = ServeProcess(tmp_path, inventory=LOCAL, fallback="local", max_collections=1,
+                         env={"COLLECTOR_PROMETHEUS_URL": url, "COLLECTOR_ALERTMANAGER_URL": url}).start()
+    store = IncidentStore(serve.db)
+    try:
+        starts = now_iso(-20)
+        status, body, _ = serve.post(notification("g-res", [alert("Res", "fp-r", starts)]))
+        inc_id = json.loads(body)["incident"]
+        poll(lambda: done_collections(store, inc_id), 120, "the collection")
+        resolved = notification("g-res", [alert("Res", "fp-r", starts, status="resolved")], status="resolved")
+        status, body, _ = serve.post(resolved)
+        assert status == 200 and json.loads(body)["queued"] == ["verify"]
+        failed = poll(lambda: next((e for e in store.events(inc_id) if e.kind == "verify-failed"), None), 120,
+                      "the failing verify")
+        assert failed.detail is not None and failed.detail["passed"] is False
+        assert any(c["name"] == "no active alerts" and "StandInAlert" in c["detail"] for c in failed.detail["failed"])
+        inc = store.get(inc_id)
+        assert inc is not None and inc.state == "open" and inc.resolved_at is None
+        assert [a.status for a in store.alerts(inc_id)] == ["resolved"]  # the alert row follows Alertmanager
+        firing.clear()  # the alert is gone: Alertmanager's next resolved post verifies again, and passes
+        poll(lambda: [w for w in store.work(inc_id) if w.kind == "verify" and w.state == "done"], 60, "verify done")
+        status, body, _ = serve.post(resolved)
+        assert status == 200 and json.loads(body)["queued"] == ["verify"]
+        def is_resolved() -> Any:
+            found = store.get(inc_id)
+            return found if found is not None and found.state == "resolved" else None
+
+        inc = poll(is_resolved, 120, "the incident to resolve")
+        kinds = [e.kind for e in store.events(inc_id)]
+        assert kinds.index("verify-failed") < kinds.index("verified") < kinds.index("resolved")
+        assert inc.resolved_at is not None and store.find_active("g-res") is None
+    finally:
+        serve.stop()
         store.close()

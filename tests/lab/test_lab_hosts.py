@@ -214,7 +214,9 @@ def test_prometheus_scrapes_app1_and_loaded_the_runbook_alerts(lab: Any, lab_loc
 def test_alertmanager_answers_on_loopback_only(lab: Any) -> None:
     status = _get_json(f"{lab.alertmanager_url}/api/v2/status")
     assert status["cluster"]["status"] == "disabled"
-    assert "lab-null" in status["config"]["original"]
+    # its one receiver is `collector serve` on loopback, with the lab's bearer token from a file
+    assert "url: http://127.0.0.1:9095/alertmanager" in status["config"]["original"]
+    assert "credentials_file:" in status["config"]["original"]
     assert isinstance(_get_json(f"{lab.alertmanager_url}/api/v2/alerts"), list)
     listening = subprocess.run(["ss", "-Htlnp"], check=False, capture_output=True, text=True).stdout
     lines = [line for line in listening.splitlines() if ":9093 " in line or ":9090 " in line]
