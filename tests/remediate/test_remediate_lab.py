@@ -651,7 +651,7 @@ def test_audit_tampering_is_caught_and_a_loosened_limit_has_no_effect(lab: Any, 
     Path(rs.audit_log).write_text("".join(full.splitlines(keepends=True)[:-3]))
     cut = audit_verify()
     assert cut.returncode == 1 and "tail was cut off" in cut.stdout, cut.stdout + cut.stderr
-    _refused(rs, again, "audit log .* does not verify: head .* checkpoint", app_host, state)
+    _refused(rs, again, "audit log .* does not verify: head .*checkpoint", app_host, state)
     # A whole-log rewrite with a recomputed chain: apply-host "changed" flipped, every hash redone.
     records = [json.loads(line) for line in full.splitlines() if line.strip()]
     prev, lines = GENESIS, []
