@@ -762,14 +762,14 @@ class Bundle:
                 problems.append(f"{rel}: {exc}")
         problems += [f"{rel}: not in {SUMS}" for rel in self.files() if rel != SUMS and rel not in listed]
         problems += [f"{rel}: not a regular file (symlink?); never read" for rel in _strays(self.path)]
-        for host in self.hosts:
-            for name in self.probes(host):
-                path = (self.probe(host, name) or {}).get("path")
-                if path:
-                    try:
-                        _parts(str(path))
-                    except OutsideBundle as exc:
-                        problems.append(f"manifest {host}/{name}: {exc}")
+        entries = [(f"{h}/{n}", self.probe(h, n) or {}) for h in self.hosts for n in self.probes(h)]
+        entries += [(f"monitoring/{n}", self.manifest["monitoring"][n] or {}) for n in self.monitoring_names]
+        for where, entry in entries:
+            if entry.get("path"):
+                try:
+                    _parts(str(entry["path"]))
+                except OutsideBundle as exc:
+                    problems.append(f"manifest {where}: {exc}")
         return problems
 
     # -- adding derived files ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ import hmac
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,15 @@ def load_key(path: str | Path | None = None) -> bytes:
     except FileNotFoundError:
         where.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fresh = secrets.token_bytes(KEY_BYTES)
+        fd, tmp = tempfile.mkstemp(prefix=f".{where.name}.", dir=where.parent)  # 0600
         try:
-            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(fresh)
+            os.link(tmp, where)  # appears whole or not at all; never replaces a key that exists
         except FileExistsError:  # another run created it a moment ago: use theirs
             return load_key(where)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(fresh)
+        finally:
+            os.unlink(tmp)
         return fresh
     if len(data) < 16:
         raise ValueError(f"fingerprint key {where} is shorter than 16 bytes")
