@@ -29,7 +29,8 @@ def collect(*args: str, cwd: Path | None = None, timeout: float = 180) -> subpro
 
 
 def manifest(bundle: str | Path) -> dict[str, Any]:
-    return json.loads((Path(bundle) / "manifest.json").read_text())
+    loaded: dict[str, Any] = json.loads((Path(bundle) / "manifest.json").read_text())
+    return loaded
 
 
 def test_collect_local_writes_a_verified_bundle(tmp_path: Path) -> None:
