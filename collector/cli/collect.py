@@ -258,7 +258,8 @@ def collect_command(
             on_hosts=None if as_json else board.start,
         )
     finally:
-        board.stop()
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): the bundle is what matters
+            board.stop()
     _exit(outcome, as_json)
 
 
