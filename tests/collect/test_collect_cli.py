@@ -286,3 +286,40 @@ def test_each_host_is_written_as_it_answers_and_kept_when_the_run_is_stopped(tmp
     assert (bundle / "hosts/fast/quick.txt").read_text() == "quick-done\n"
     assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True,
                           check=False).returncode == 0
+
+
+def test_a_dropped_terminal_still_leaves_the_bundle(tmp_path: Path) -> None:
+    """The SSH session dies: the kernel hangs up the terminal (SIGHUP to the job, output to a dead tty)."""
+    import fcntl
+    import termios
+
+    started = tmp_path / "slow-probe-started"
+    catalogue = tmp_path / "probes.yml"
+    catalogue.write_text(
+        "collector_probes:\n"
+        "  - {name: quick, command: echo quick-done, timeout_s: 5, description: fast}\n"
+        f"  - {{name: slow, command: 'touch {started}; sleep 60', timeout_s: 90, description: hangs}}\n"
+    )
+    out = tmp_path / "out"
+    master, slave = os.openpty()
+
+    def controlling_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CODE, "--hosts", "local", "-i", LOCAL, "--out", str(out), "--catalogue",
+         str(catalogue)],
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        preexec_fn=controlling_terminal,  # noqa: PLW1509 - the only way to give the child a controlling tty
+    )
+    os.close(slave)
+    try:
+        assert wait_until(started.exists, 60, 0.05), "the slow probe never started"
+    finally:
+        os.close(master)  # the hang-up
+    assert proc.wait(timeout=60) == 1
+    bundles = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(bundles) == 1
+    m = manifest(bundles[0])
+    assert m["interrupted"] is True and "SIGHUP" in (bundles[0] / "collector.log").read_text()
+    assert Path(f"{bundles[0]}.tar.gz").is_file()
