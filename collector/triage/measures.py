@@ -581,7 +581,8 @@ def _open_breakers(data: Any, path: str = "") -> list[str]:
 @measure
 def deploy_before_errors(bundle: BundleView, host: str, probe: Any = "deploy_log",
                          errors_probe: Any = "service_journal", error_pattern: str = r"ERROR|status=5\d\d",
-                         service_probe: Any = "service_status", min_errors: int = 5) -> list[Measure]:
+                         service_probe: Any = "service_status", min_errors: int = 5,
+                         version_probe: Any = "app_health", metrics_probe: Any = "app_metrics") -> list[Measure]:
     """Minutes from the latest deploy to the first error after it, when a previous tag exists to go back to.
 
     The deploy moment is the later of HEAD's commit time and the service's last start (a deploy
@@ -612,14 +613,48 @@ def deploy_before_errors(bundle: BundleView, host: str, probe: Any = "deploy_log
         when = p.parse_time(ln.text, year)
         if when is not None and deployed is not None and when >= deployed:
             after.append((when, ln))
+    running, running_evidence = _running_version(bundle, host, version_probe, metrics_probe)
+    if running_evidence is not None:
+        evidence.append(running_evidence)
     fields = {"current": current, "previous_tag": previous or "", "deployed": deployed.isoformat() if deployed else "?",
-              "errors": len(after)}
+              "deployed_at": deployed.strftime("%H:%M UTC") if deployed else "?", "errors": len(after),
+              "running": _running_note(current, running)}
     if previous is None or len(after) < min_errors or deployed is None:
         return [Measure(host, None, evidence, fields)]  # None never fires: no rollback target or no errors
     first_at, first_line = after[0]
     minutes = (first_at - deployed).total_seconds() / 60.0
     evidence.append(errors.evidence(first_line.number))
     return [Measure(host, round(minutes, 1), evidence, fields | {"minutes": round(minutes, 1)})]
+
+
+def _running_version(bundle: BundleView, host: str, version_probe: Any,
+                     metrics_probe: Any) -> tuple[str | None, Evidence | None]:
+    """The release the app says it runs: /health's `version`, else a *_build_info{version=...} metric."""
+    try:
+        out = read_probe(bundle, host, version_probe, allow_failed=True)
+        data = p.parse_json(out.text)
+        if isinstance(data, dict) and data.get("version"):
+            return str(data["version"]), out.evidence(_find_line(out.text, '"version"') or 1,
+                                                      f"/health reports version {data['version']}")
+    except Unknown:
+        pass
+    try:
+        out = read_probe(bundle, host, metrics_probe)
+    except Unknown:
+        return None, None
+    info = next((s for s in p.parse_metrics(out.text) if s.name.endswith("build_info") and "version" in s.labels), None)
+    if info is None:
+        return None, None
+    return info.labels["version"], out.evidence(info.line)
+
+
+def _running_note(tag: str, running: str | None) -> str:
+    """How the app's own version squares with the checked-out release."""
+    if running is None:
+        return "the app does not report its version"
+    if running.lstrip("vV") == tag.lstrip("vV"):
+        return f"the app reports {running}"
+    return f"the app reports {running}, not {tag}: restarted onto another release, or not restarted yet"
 
 
 def _describe(text: str) -> str | None:

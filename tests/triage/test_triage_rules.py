@@ -269,12 +269,33 @@ def test_deploy_shortly_before_errors_suggests_rollback_to_previous_tag(tmp_path
     probes["app1"]["service_journal"] = "".join(
         f"2026-11-28T05:5{6 + i // 60}:{i % 60:02d}+0000 app1 sergas-app[1]: ERROR: path=/api/orders status=500\n"
         for i in range(10))
-    by = findings_by_rule(_triage(tmp_path, probes))
+    probes["app1"]["app_health"] = json.dumps({"status": "healthy", "version": "1.1.0"}) + "\nHTTP 200 0.004s\n"
+    doc = _triage(tmp_path, probes, _prometheus(error_ratio=0.4))
+    by = findings_by_rule(doc)
     (deploy,) = by["deploy-before-errors"]
     assert deploy["severity"] == "P1"
     assert deploy["mitigation"]["command"] == "collector remediate rollback --hosts app1 --param tag=v1.0.0"
     assert "v1.1.0" in deploy["message"] and "1.0 min later" in deploy["message"]
-    assert {e["probe"] for e in deploy["evidence"]} == {"deploy_log", "service_status", "service_journal"}
+    assert {e["probe"] for e in deploy["evidence"]} == {"deploy_log", "service_status", "service_journal", "app_health"}
+    # the release, its time and the gap to the first error, named first: the cause before its symptoms
+    assert doc["findings"][0]["rule"] == "deploy-before-errors"
+    assert deploy["title"] == "Release v1.1.0 deployed at 05:55 UTC, 1.0 min before the errors began"
+    assert "the app reports 1.1.0" in deploy["message"] and "previous release v1.0.0" in deploy["message"]
+    assert {f["rule"] for f in doc["findings"][1:]} >= {"high-5xx-ratio"}
+
+
+def test_deploy_finding_says_when_the_app_runs_another_release_than_the_checkout(tmp_path: Path) -> None:
+    probes = healthy()
+    probes["app1"]["deploy_log"] = ("9f9f9f9 2026-11-28T05:55:00+00:00 Lab (HEAD, tag: v1.1.0) Release 1.1.0\n"
+                                    "1a2b3c4 2026-11-28T04:00:00+00:00 Lab (tag: v1.0.0, main) Release 1.0.0\n\nv1.1.0\n")
+    probes["app1"]["service_journal"] = "".join(
+        f"2026-11-28T05:57:{i:02d}+0000 app1 sergas-app[1]: ERROR: path=/api/orders status=500\n" for i in range(10))
+    probes["app1"]["app_health"] = {"output": "curl: (7) Failed to connect\nHTTP 000\n", "status": "failed", "rc": 7}
+    probes["app1"]["app_metrics"] = 'sergas_build_info{version="1.0.0"} 1\n'
+    (deploy,) = findings_by_rule(_triage(tmp_path, probes))["deploy-before-errors"]
+    assert "the app reports 1.0.0, not v1.1.0" in deploy["message"]
+    assert deploy["title"] == "Release v1.1.0 deployed at 05:55 UTC, 2.0 min before the errors began"
+    assert any(e["probe"] == "app_metrics" and "sergas_build_info" in e["excerpt"] for e in deploy["evidence"])
 
 
 def test_no_rollback_without_errors_or_previous_tag(tmp_path: Path) -> None:
