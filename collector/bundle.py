@@ -321,7 +321,7 @@ def _archive_mtime(manifest: dict[str, Any]) -> int:
 def _entry(result: ProbeResult, redactor: Redactor, path: str | None, data: bytes) -> dict[str, Any]:
     """A probe's manifest entry; sha256/bytes describe the redacted file as it lies in the bundle."""
     return {
-        "command": redactor.redact_text(result.command or "", MANIFEST),
+        "command": redactor.redact_text_or_withhold(result.command or "", MANIFEST),
         "status": result.status,
         "rc": result.rc,
         "started": result.started,
@@ -331,7 +331,7 @@ def _entry(result: ProbeResult, redactor: Redactor, path: str | None, data: byte
         "truncated": bool(result.truncated),
         "sha256": hashlib.sha256(data).hexdigest(),
         "path": path,
-        "error": redactor.redact_text(result.error, MANIFEST) if result.error else None,
+        "error": redactor.redact_text_or_withhold(result.error, MANIFEST) if result.error else None,
     }
 
 
@@ -390,6 +390,7 @@ def _redaction_doc(redactor: Redactor, fingerprints: dict[str, Any] | None = Non
         "counts": counts,
         "issued": dict(sorted(redactor.issued.items())),
         "total": redactor.total(),
+        "failures": list(redactor.failures),  # withheld (fail closed): where and why
     }
     if fingerprints is not None:
         doc["fingerprints"] = fingerprints
@@ -510,7 +511,7 @@ class BundleWriter:
                     probes[probe.probe]["redaction_error"] = withheld
             self.hosts[result.host] = {
                 "status": result.status,
-                "error": self.redactor.redact_text(result.error, MANIFEST) if result.error else None,
+                "error": self.redactor.redact_text_or_withhold(result.error, MANIFEST) if result.error else None,
                 "roles": list(result.roles),
                 "probes": probes,
             }
@@ -536,15 +537,15 @@ class BundleWriter:
         if self.disk_error is not None:
             log += f"{utcnow()} bundle INCOMPLETE: {self.disk_error}; {len(self.missing)} file(s) not written\n"
         self.reserve.unlink(missing_ok=True)  # the room kept for exactly this
-        _write_atomic(self.tmp / LOG, self.redactor.redact_text(log, LOG).encode("utf-8", "surrogateescape"),
+        _write_atomic(self.tmp / LOG, self.redactor.redact_text_or_withhold(log, LOG).encode("utf-8", "surrogateescape"),
                       self.privacy)
         manifest = {
             "schema": BUNDLE_SCHEMA,
             "incident": self.name,
             "tool_version": __version__,
-            "command_line": [self.redactor.redact_text(arg, MANIFEST) for arg in run.command_line],
+            "command_line": [self.redactor.redact_text_or_withhold(arg, MANIFEST) for arg in run.command_line],
             "pattern": run.pattern,
-            "inventory": self.redactor.redact_text(run.inventory, MANIFEST),
+            "inventory": self.redactor.redact_text_or_withhold(run.inventory, MANIFEST),
             "engine": run.engine,
             "since": run.since,
             "redacted": self.redactor.enabled,

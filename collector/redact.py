@@ -34,6 +34,7 @@ PLACEHOLDER_CLOSE = "»"
 _PLACEHOLDER_RE = re.compile(re.escape(PLACEHOLDER_OPEN).encode() + rb"[^\s\xbb]*" + re.escape(PLACEHOLDER_CLOSE).encode())
 _MIN_KNOWN_SECRET = 4  # shorter literals would scrub ordinary words and numbers
 WITHHELD = "«WITHHELD: redaction failed, the content is not kept»\n"
+WITHHELD_TEXT = "«WITHHELD: redaction failed»"  # the same, for one field of a document (an error, a command)
 
 
 class RedactionError(Exception):
@@ -446,6 +447,7 @@ class Redactor:
         self._placeholders: dict[bytes, bytes] = {}
         self._numbers: dict[str, int] = dict(start_numbers or {})
         self.counts: dict[str, dict[str, int]] = {}
+        self.failures: list[str] = []  # what *_or_withhold withheld, and why (for redaction.json)
 
     @property
     def issued(self) -> dict[str, int]:
@@ -583,7 +585,16 @@ class Redactor:
         try:
             return self.redact_bytes(data, where), None
         except RedactionError as exc:
+            self.failures.append(str(exc))
             return WITHHELD.encode(), str(exc)
+
+    def redact_text_or_withhold(self, text: str, where: str = "") -> str:
+        """`text` redacted, or WITHHELD_TEXT when redaction failed (the failure kept in `failures`)."""
+        try:
+            return self.redact_text(text, where)
+        except RedactionError as exc:
+            self.failures.append(str(exc))
+            return WITHHELD_TEXT
 
     def redact_value(self, value: Any, where: str = "") -> Any:
         """A JSON-like value (dicts, lists, strings) with every string redacted; other scalars as they are."""

@@ -367,3 +367,32 @@ def test_plan_diffs_of_an_env_file_keep_the_change_and_lose_the_secrets() -> Non
     assert "-DB_POOL_SIZE=20\n+DB_POOL_SIZE=40\n" in out and " TOKEN_TTL=3600\n" in out
     for secret in ("FakeDiff@Pw", "Pw@db1", "FakeDiffKey9;x&y", "x&y", "FakeDiffRedis", "0123456789abcdef0123"):
         assert secret not in out, secret
+
+
+def test_a_manifest_field_or_log_whose_redaction_fails_is_withheld_and_the_bundle_still_written(
+        tmp_path: Path) -> None:
+    from collector.bundle import write_bundle
+    from collector.config import Settings
+    from collector.core import HostResult, ProbeResult, RunResult
+    from collector.redact import WITHHELD_TEXT
+
+    def broken(match: re.Match[bytes], data: bytes) -> tuple[int, int]:
+        raise ValueError("scrubber bug")
+
+    redactor = Redactor()
+    redactor.rules.append(Rule("broken", re.compile(rb"TRIGGER"), judge=broken))
+    stamp = "2026-11-28T05:00:00.000Z"
+    probes = [ProbeResult("db1", "df", "df -h TRIGGER", "ok", 0, stamp, 0.1, output=b"/dev/sda1 40% /\n")]
+    run = RunResult(incident="inc-fail-closed-2", pattern="db1", inventory="inv", engine="ssh", command_line=[],
+                    started=stamp, finished=stamp,
+                    hosts={"db1": HostResult("db1", "failed", "TRIGGER clear-error-secret-7", probes, ("db",))})
+    folder = write_bundle(run, Settings(), out_dir=tmp_path, redactor=redactor, archive=False,
+                          log_lines=["TRIGGER clear-log-secret-8"])
+    everything = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    assert b"clear-error-secret-7" not in everything and b"clear-log-secret-8" not in everything
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["hosts"]["db1"]["error"] == WITHHELD_TEXT
+    assert manifest["hosts"]["db1"]["probes"]["df"]["command"] == WITHHELD_TEXT
+    assert (folder / "collector.log").read_text() == WITHHELD_TEXT
+    failures = json.loads((folder / "redaction.json").read_text())["failures"]
+    assert len(failures) == 3 and all("scrubber bug" in f for f in failures)
