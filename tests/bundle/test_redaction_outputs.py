@@ -210,3 +210,25 @@ def test_remediate_output_lines_are_scrubbed() -> None:
     line = "note: app1: restart failed: redis-cli -a FakeApplyPw9 ping: NOAUTH; DATABASE_URL=postgres://a:FakeDb9@db1/x"
     out = _scrub(line)
     assert "FakeApplyPw9" not in out and "FakeDb9" not in out and out.startswith("note: app1: restart failed")
+
+
+def test_collect_output_is_withheld_when_its_redaction_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    from collector.cli.collect import _show
+    from collector.collect import CollectOutcome
+    from collector.core import HostResult, RunResult
+    from collector.redact import Redactor, Rule
+
+    def broken(match: re.Match[bytes], data: bytes) -> tuple[int, int]:
+        raise ValueError("scrubber bug")
+
+    redactor = Redactor()
+    redactor.rules.append(Rule("broken", re.compile(rb"refused"), judge=broken))
+    run = RunResult(incident="x", pattern="db1", inventory="inv", engine="ssh", command_line=[], started="",
+                    hosts={"db1": HostResult("db1", "unreachable", "refused: secret FakeShowPw9 in the message")})
+    outcome = CollectOutcome(run, None, 1, redactor=redactor)
+    for as_json in (True, False):
+        _show(outcome, as_json)
+        out = capsys.readouterr()
+        assert "FakeShowPw9" not in out.out + out.err and "not showing the run's details" in out.err
