@@ -77,6 +77,33 @@ def _plan_command(action: Action) -> click.Command:
     return command
 
 
+@click.command("request")
+@click.argument("plan_file", metavar="PLAN")
+@click.option("--key", metavar="FILE", help=_KEY_HELP)
+@click.option("--as", "as_name", metavar="NAME", help=_AS_HELP)
+def request_command(plan_file: str, key: str | None, as_name: str | None) -> None:
+    """Sign the request of a plan made unsigned (e.g. by `collector serve`): you become its requester."""
+    from collector.remediate.approve import request_plan
+    from collector.remediate.audit import AuditLog
+    from collector.remediate.plan import describe, load_plan
+    from collector.remediate.policy import load_policy
+    from collector.remediate.signing import signer_for
+
+    settings = load_settings()
+    policy = load_policy()
+    signer = signer_for(key or settings.signing_key, allowed_signers=policy.signers_path())
+    plan = load_plan(plan_file)
+    if plan.compute_hash() != plan.hash:
+        raise UsageError(f"plan {plan_file} was modified after it was written (hash mismatch); plan again")
+    if plan.statements:
+        raise UsageError(f"plan {plan_file} is already requested by {plan.requester or 'someone'}; plan again to "
+                         "request it yourself")
+    request_plan(plan, Path(plan_file), signer, policy, AuditLog(policy.audit_log, policy.checkpoint_file),
+                 as_name=as_name)
+    for line in describe(plan):
+        click.echo(line)
+
+
 @click.command("apply")
 @click.argument("plan_file", metavar="PLAN")
 @click.option("--key", metavar="FILE", help=_KEY_HELP)
@@ -130,11 +157,13 @@ class RemediateGroup(click.Group):
     """First argument is an action name (plan it) or `apply`; anything else is one clear error line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return ["apply", *ACTIONS]
+        return ["apply", "request", *ACTIONS]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "apply":
             return apply_command
+        if cmd_name == "request":
+            return request_command
         action = ACTIONS.get(cmd_name)
         return _plan_command(action) if action else None
 
@@ -142,7 +171,7 @@ class RemediateGroup(click.Group):
         name = args[0] if args else ""
         command = self.get_command(ctx, name)
         if command is None:
-            raise UsageError(f"unknown action {name!r}; known actions: {', '.join(ACTIONS)} (or: apply PLAN)")
+            raise UsageError(f"unknown action {name!r}; known actions: {', '.join(ACTIONS)} (or: apply PLAN, request PLAN)")
         return name, command, args[1:]
 
 

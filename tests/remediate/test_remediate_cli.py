@@ -119,3 +119,16 @@ def test_audit_verify_head_expect_and_bad_lines(env: dict[str, str], policy: Pol
 def test_verify_rejects_a_bad_window(env: dict[str, str]) -> None:
     result = CliRunner().invoke(main, ["verify", "--hosts", "app", "--window", "soon"], env=env)
     assert result.exit_code == 2 and "--window" in result.output
+
+
+def test_an_unsigned_plan_is_requested_then_approved(env: dict[str, str], tmp_path: Path, plan: Plan,
+                                                     audit: AuditLog) -> None:
+    from collector.remediate.plan import save_plan
+
+    path = save_plan(plan, tmp_path / "plans" / "unsigned.json")  # as `collector serve` leaves it
+    result = CliRunner().invoke(main, ["remediate", "request", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "requester alice" in result.output and json.loads(path.read_text())["requester"] == "alice"
+    again = CliRunner().invoke(main, ["remediate", "request", str(path)], env=env)
+    assert again.exit_code == 2 and "already requested by alice" in _one_line(again.output)
+    assert [r["event"] for r in audit.records()] == ["plan"]
