@@ -403,6 +403,7 @@ RULES: tuple[Rule, ...] = tuple(
     for n, k, p, f, d, j in RULE_TABLE)
 _WHOLE_TEXT_SHARE = 0.3  # when needles sit in more of the lines than this, one scan beats line by line
 _NEWLINE = re.compile(rb"\n")
+_CHUNKED_MIN_LINES = 256  # shorter texts: one scan per rule costs less than finding its lines
 
 
 def user_rules(patterns: Iterable[str]) -> list[Rule]:
@@ -467,10 +468,12 @@ class Redactor:
         spans: list[tuple[int, int, int, str]] = []
         lowered = data.lower()
         ends = [m.start() for m in _NEWLINE.finditer(data)] + [len(data)]
+        cache: dict[bytes, list[int] | None] = {}  # needle -> the lines holding it
         for order, rule in enumerate(self.rules):
-            if rule.needles and not any(n in lowered for n in rule.needles):
+            chunked = rule.line_local and len(ends) >= _CHUNKED_MIN_LINES  # _matches looks for the needles itself
+            if rule.needles and not chunked and not any(n in lowered for n in rule.needles):
                 continue
-            for match in self._matches(rule, data, lowered, ends):
+            for match in self._matches(rule, data, lowered, ends, cache):
                 name = rule.name
                 if rule.judge is not None:
                     judged = rule.judge(match, data)
@@ -504,24 +507,42 @@ class Redactor:
         return chosen
 
     @staticmethod
-    def _matches(rule: Rule, data: bytes, lowered: bytes, ends: list[int]) -> Iterator[re.Match[bytes]]:
+    def _needle_lines(needle: bytes, lowered: bytes, ends: list[int], cache: dict[bytes, list[int] | None],
+                      budget: float) -> list[int] | None:
+        """The lines holding `needle` (None: more than `budget` of them); looked up once per text."""
+        if needle not in cache:
+            found: list[int] | None = []
+            at = lowered.find(needle)
+            while at >= 0 and found is not None:
+                line = bisect.bisect_left(ends, at)
+                found.append(line)
+                if len(found) > budget:
+                    found = None
+                    break
+                at = lowered.find(needle, ends[line] + 1)
+            cache[needle] = found
+        return cache[needle]
+
+    def _matches(self, rule: Rule, data: bytes, lowered: bytes, ends: list[int],
+                 cache: dict[bytes, list[int] | None]) -> Iterator[re.Match[bytes]]:
         """The rule's matches: over the whole text, or over the runs of lines that hold one of its needles.
 
         `ends` lists the offsets of the text's line ends (its newlines, then len(data))."""
-        if not rule.line_local or len(ends) < 256:
+        if not rule.line_local or len(ends) < _CHUNKED_MIN_LINES:
             yield from rule.pattern.finditer(data)
             return
         lines: set[int] = set()
         budget = len(ends) * _WHOLE_TEXT_SHARE
         for needle in rule.needles:
-            at = lowered.find(needle)
-            while at >= 0:
-                line = bisect.bisect_left(ends, at)
+            found = self._needle_lines(needle, lowered, ends, cache, budget)
+            if found is None:
+                yield from rule.pattern.finditer(data)
+                return
+            for line in found:
                 lines.update(range(line, min(line + rule.lines_after, len(ends) - 1) + 1))
-                if len(lines) > budget:
-                    yield from rule.pattern.finditer(data)
-                    return
-                at = lowered.find(needle, ends[line] + 1)
+            if len(lines) > budget:
+                yield from rule.pattern.finditer(data)
+                return
         run_start = run_end = -2
         for line in sorted(lines):
             if line != run_end + 1:
