@@ -20,7 +20,9 @@ Redaction fails closed: any internal error surfaces as `RedactionError` (never t
 """
 from __future__ import annotations
 
+import base64
 import bisect
+import json
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -425,9 +427,14 @@ def secrets_from_vars(vars_by_host: Mapping[str, Mapping[str, Any]] | Mapping[st
 
 
 def _literal_forms(secret: str | bytes) -> set[bytes]:
-    """A known secret as it may appear: verbatim and percent-encoded (in a URL or DSN)."""
+    """A known secret as it may appear: verbatim, percent-encoded (a URL or DSN), JSON-escaped (a job event,
+    a JSON log) and, when long enough not to collide with ordinary text, base64 (a k8s Secret, a header)."""
     raw = secret.encode() if isinstance(secret, str) else bytes(secret)
-    return {raw, urllib.parse.quote(raw, safe="").encode(), urllib.parse.quote_plus(raw).encode()}
+    forms = {raw, urllib.parse.quote(raw, safe="").encode(), urllib.parse.quote_plus(raw).encode(),
+             json.dumps(raw.decode("utf-8", "surrogateescape"))[1:-1].encode("utf-8", "surrogateescape")}
+    if len(raw) >= 8:
+        forms.add(base64.b64encode(raw).rstrip(b"="))
+    return forms
 
 
 class Redactor:

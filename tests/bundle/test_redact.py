@@ -396,3 +396,14 @@ def test_a_manifest_field_or_log_whose_redaction_fails_is_withheld_and_the_bundl
     assert (folder / "collector.log").read_text() == WITHHELD_TEXT
     failures = json.loads((folder / "redaction.json").read_text())["failures"]
     assert len(failures) == 3 and all("scrubber bug" in f for f in failures)
+
+
+def test_known_secrets_are_also_found_json_escaped_and_base64() -> None:
+    import base64
+
+    secret = 'Fake"quote\\back9'
+    data = (json.dumps({"stdout": f"connecting with {secret}"}).encode() + b"\n"
+            + b"  db-url: " + base64.b64encode(secret.encode()) + b"\n")
+    out = Redactor(known_secrets=[secret]).redact_bytes(data, "x")
+    assert b"quote" not in out and base64.b64encode(secret.encode()).rstrip(b"=") not in out
+    assert out.count("«REDACTED:known_secret:1»".encode()) == 2  # one value, one placeholder
