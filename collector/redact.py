@@ -477,30 +477,10 @@ class Redactor:
         ends = [m.start() for m in _NEWLINE.finditer(data)] + [len(data)]
         cache: dict[bytes, list[int] | None] = {}  # needle -> the lines holding it
         for order, rule in enumerate(self.rules):
-            chunked = rule.line_local and len(ends) >= _CHUNKED_MIN_LINES  # _matches looks for the needles itself
-            if rule.needles and not chunked and not any(n in lowered for n in rule.needles):
-                continue
-            for match in self._matches(rule, data, lowered, ends, cache):
-                name = rule.name
-                if rule.judge is not None:
-                    judged = rule.judge(match, data)
-                    if judged is None:
-                        continue
-                    start, end = judged[0], judged[1]
-                    name = judged[2] if len(judged) == 3 else name
-                else:
-                    span = _group_span(match)
-                    if span is None:
-                        continue
-                    start, end = span
-                if start >= end:
-                    continue
-                if rule.judge is None and rule.name != "known_secret" and not rule.name.startswith("user") \
-                        and not _is_value(data, start, end):
-                    continue
-                if taken and any(s < end and start < e for s, e in taken):
-                    continue  # already a placeholder
-                spans.append((start, end, order, name))
+            try:
+                spans += self._rule_spans(order, rule, data, lowered, ends, cache, taken)
+            except Exception as exc:  # name the rule, not the data: the message lands in manifests and logs
+                raise RedactionError(f"rule {rule.name} failed ({type(exc).__name__})") from exc
         # Earliest first; at one start the longest wins, then the rule listed first. Overlapping spans
         # merge into one, so no part of a secret any rule saw is left visible.
         spans.sort(key=lambda s: (s[0], -(s[1] - s[0]), s[2]))
@@ -512,6 +492,36 @@ class Redactor:
                 continue
             chosen.append(candidate)
         return chosen
+
+    def _rule_spans(self, order: int, rule: Rule, data: bytes, lowered: bytes, ends: list[int],
+                    cache: dict[bytes, list[int] | None], taken: list[tuple[int, int]]) -> list[tuple[int, int, int, str]]:
+        """The spans one rule marks as secret in `data`."""
+        spans: list[tuple[int, int, int, str]] = []
+        chunked = rule.line_local and len(ends) >= _CHUNKED_MIN_LINES  # _matches looks for the needles itself
+        if rule.needles and not chunked and not any(n in lowered for n in rule.needles):
+            return spans
+        for match in self._matches(rule, data, lowered, ends, cache):
+            name = rule.name
+            if rule.judge is not None:
+                judged = rule.judge(match, data)
+                if judged is None:
+                    continue
+                start, end = judged[0], judged[1]
+                name = judged[2] if len(judged) == 3 else name
+            else:
+                span = _group_span(match)
+                if span is None:
+                    continue
+                start, end = span
+            if start >= end:
+                continue
+            if rule.judge is None and rule.name != "known_secret" and not rule.name.startswith("user") \
+                    and not _is_value(data, start, end):
+                continue
+            if taken and any(s < end and start < e for s, e in taken):
+                continue  # already a placeholder
+            spans.append((start, end, order, name))
+        return spans
 
     @staticmethod
     def _needle_lines(needle: bytes, lowered: bytes, ends: list[int], cache: dict[bytes, list[int] | None],
@@ -575,10 +585,10 @@ class Redactor:
             return data
         try:
             return self._redact(data, where)
-        except RedactionError:
-            raise
-        except Exception as exc:  # a bug in a rule must not let the clear text through
-            raise RedactionError(f"redaction of {where or 'output'} failed: {type(exc).__name__}: {exc}") from exc
+        except RedactionError as exc:
+            raise RedactionError(f"redaction of {where or 'output'} failed: {exc}") from exc
+        except Exception as exc:  # a bug must not let the clear text through; its message may quote the data
+            raise RedactionError(f"redaction of {where or 'output'} failed ({type(exc).__name__})") from exc
 
     def _redact(self, data: bytes, where: str) -> bytes:
         out: list[bytes] = []
