@@ -253,7 +253,8 @@ def _make_engine(url: str | None) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # small pool: a PostgreSQL shared by several serve processes may allow few connections (the lab: 30)
+    return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=3, max_overflow=4, pool_timeout=60)
 
 
 def _new_id(group_key: str, now: str) -> str:
