@@ -139,7 +139,7 @@ def secret_name(name: str | bytes) -> bool:
 _NOT_A_VALUE = re.compile(
     rb"(?:\$\{\{.*|\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[^}]*)?\}?|\$[A-Z_][A-Z0-9_]*|\$\(.*|\{\{.*|%\(.*"
     rb"|\{[A-Za-z_][A-Za-z0-9_]*\}|%[a-z]|<[^<>]*>?|![A-Za-z_]+(?:[ \t].*)?|\[FILTERED\]|\[REDACTED\]|REDACTED|redacted"
-    rb"|(?i:true|false|yes|no|on|off|none|null|nil|undefined|required|optional|enabled|disabled|changeme\b.{0,0})"
+    rb"|(?i:true|false|yes|no|on|off|none|null|nil|undefined|required|optional|enabled|disabled)"
     rb"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\(.*\)|\[.*\])"
     rb"|[^A-Za-z0-9\x80-\xff]*)[\\,;]*", re.DOTALL)
 
