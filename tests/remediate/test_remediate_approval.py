@@ -324,3 +324,24 @@ def test_unsigned_plan_copied_from_a_signed_one_is_refused(plan: Plan, tmp_path:
                                                            audit: AuditLog) -> None:
     path = save_plan(plan, tmp_path / "raw.json")
     assert _problem(path, policy, audit).startswith("unsigned: plan")
+
+
+def test_only_the_policys_approvers_approve(inventory_file: Path, tmp_path: Path, keys: Any, policy: Policy,
+                                            audit: AuditLog, make_plan: Callable[..., Plan]) -> None:
+    request_plan(make_plan(inventory_file), tmp_path / "c.json", keys.signer("carol"), policy, audit)
+    with pytest.raises(Refused, match="alice may not approve pool-resize"):
+        approve_plan(tmp_path / "c.json", keys.signer("alice"), policy, audit=audit)
+    narrow = dataclasses.replace(policy, approvers={"rollback": ("bob",)})
+    with pytest.raises(Refused, match="bob may not approve pool-resize"):
+        approve_plan(tmp_path / "c.json", keys.signer("bob"), narrow, audit=audit)
+    assert [r.get("kind") for r in audit.records()][-2:] == ["policy-violation", "policy-violation"]
+
+
+def test_a_broken_key_file_is_one_line(tmp_path: Path) -> None:
+    from collector.remediate.signing import signer_for
+
+    bad = tmp_path / "garbage"
+    bad.write_text("not a key\n")
+    bad.chmod(0o600)
+    with pytest.raises(SignatureError, match=f"signing with {bad} failed"):
+        signer_for(str(bad)).sign(b"x")

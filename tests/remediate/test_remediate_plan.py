@@ -105,3 +105,32 @@ def test_describe_names_targets_diff_and_approval_state(plan: Plan) -> None:
     text = "\n".join(describe(plan))
     assert "pool-resize" in text and "app1: would change" in text and "+DATABASE_POOL_SIZE=20" in text
     assert "approved  not yet" in text and plan.hash in text and "bound to  1 inventory file(s)" in text
+
+
+def test_action_record_round_trip() -> None:
+    from collector.core import ActionRecord
+
+    record = ActionRecord(action="restart", params={}, plan_id="p", plan_hash="h", requester="alice",
+                          requested="t0", approver="bob", approved="t1", break_glass=None, applier="alice",
+                          applied_started="t2", applied_finished="t3", hosts={"app1": {"status": "changed"}},
+                          stopped=None, verify={"passed": True}, audit_head="7:abc", signatures={"approve": "d"})
+    assert ActionRecord.from_dict(record.to_dict()) == record
+    assert record.to_dict()["schema"] == "incident-collector/action/v2"
+
+
+def test_approve_shows_what_differs_from_the_incidents_bundle(plan: Plan, tmp_path: Path) -> None:
+    from collector.remediate.approve import since_bundle
+
+    bundle = tmp_path / "inc-1"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({"finished": "2026-11-28T05:40:00.000Z", "hosts": {"app1": {}}}))
+    (bundle / "findings.json").write_text(json.dumps({"severity": "P1", "findings": [
+        {"id": "pg-connections-near-max", "mitigation": {"action": "pool-resize", "params": {"size": 30}}}]}))
+    (bundle / "actions.json").write_text(json.dumps({"actions": [{"action": "restart",
+                                                                  "applied_finished": "2026-11-28T05:50:00Z"}]}))
+    plan.bundle = str(bundle)
+    text = "\n".join(since_bundle(plan))
+    assert "collected 2026-11-28T05:40:00.000Z, 20 min before this plan" in text
+    assert "targets not in the evidence (no data collected from them): app2" in text
+    assert "this action was suggested by pg-connections-near-max" in text
+    assert "size=20 (suggested 30)" in text and "already applied for this incident: restart at" in text
