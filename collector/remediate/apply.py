@@ -377,6 +377,13 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
                     record("apply-stopped", reason=result.stopped, untouched=untouched)
                     echo(result.stopped + (f"; untouched: {', '.join(untouched)}" if untouched else ""))
                     break
+            echo("verify: running the recovery checklist")
+            result.checks = verify(inv, _verify_hosts(inv, plan), settings, window=verify_window,
+                                   wait_s=verify_wait_s,
+                                   allowed_alerts=action.expected_alerts(plan.params) + tuple(allowed_alerts))
+            if stop.is_set():
+                raise Interrupted(getattr(stop, "signal_name", "signal"))
+            record("verify", passed=result.verified, checks=[c.as_dict() for c in result.checks])
     except (Interrupted, KeyboardInterrupt) as exc:
         untouched = [h for h in plan.targets if h not in result.hosts]
         reason = f"interrupted by {exc or 'SIGINT'}"
@@ -388,10 +395,6 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
                           f"(done: {', '.join(result.hosts) or 'none'}; untouched: {', '.join(untouched) or 'none'})"
                           ) from None
 
-    echo("verify: running the recovery checklist")
-    result.checks = verify(inv, _verify_hosts(inv, plan), settings, window=verify_window, wait_s=verify_wait_s,
-                           allowed_alerts=action.expected_alerts(plan.params) + tuple(allowed_alerts))
-    record("verify", passed=result.verified, checks=[c.as_dict() for c in result.checks])
     before = bundle or plan.bundle
     if collect_after:
         out_dir = str(Path(before).resolve().parent) if before else settings.out_dir
