@@ -7,6 +7,7 @@ that verified principal, never from a flag.
 """
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import os
@@ -103,6 +104,7 @@ def signer_for(key: str | None, *, allowed_signers: Path | None = None) -> Signe
     handle, name = tempfile.mkstemp(prefix="collector-agent-key-", suffix=".pub")
     with os.fdopen(handle, "w") as fh:
         fh.write(chosen + "\n")
+    atexit.register(lambda: Path(name).unlink(missing_ok=True))  # only the public half, but tidy
     return Signer(Path(name), agent=True, label=f"ssh-agent key {' '.join(chosen.split()[2:]) or chosen[:30]}")
 
 
