@@ -86,6 +86,10 @@ class OutsideBundle(ValueError):
     """A bundle path that would leave the bundle: absolute, with `..`, or through a symlink."""
 
 
+class BundleWriteFailed(Exception):
+    """The disk failed even the bundle's bookkeeping (the reserve was not enough): one line for the user."""
+
+
 @dataclass(frozen=True)
 class Privacy:
     """The modes (and group) evidence gets: owner-only, or owner + a team group."""
@@ -587,10 +591,11 @@ class BundleWriter:
                     if not _is_disk_error(exc):
                         raise
                     os.rename(self.tmp, self.final)  # keep the evidence in sight even without its manifest
-                    raise UsageError(f"disk error writing the bundle's manifest ({exc.strerror or exc}): "
-                                     f"{self.final} holds the evidence written so far, without a manifest") from None
+                    raise BundleWriteFailed(
+                        f"disk error writing the bundle's manifest ({exc.strerror or exc}): {self.final} holds "
+                        "the evidence written so far, without a manifest") from None
                 os.rename(self.tmp, self.final)  # atomic, over the claimed empty folder: the bundle appears whole
-        except UsageError:
+        except BundleWriteFailed:
             raise
         except BaseException:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -881,6 +886,7 @@ __all__ = [
     "TRUNCATION_MARKER",
     "UNREDACTED_SUFFIX",
     "Bundle",
+    "BundleWriteFailed",
     "BundleWriter",
     "OutsideBundle",
     "Privacy",

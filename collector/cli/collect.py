@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
@@ -15,7 +16,8 @@ from rich.live import Live
 from rich.table import Table
 
 from collector import collect as collect_step
-from collector.core import HostResult, RunResult
+from collector.bundle import BundleWriteFailed
+from collector.core import EXIT_PARTIAL, HostResult, RunResult
 from collector.redact import RedactionError, Redactor
 from collector.transport import ENGINES, Payload, Target
 
@@ -243,7 +245,7 @@ def collect_command(
     collect_step.stop_on_signals()  # SIGTERM, SIGHUP (a dropped SSH session): like Ctrl-C, the bundle is written
     board = HostBoard(Console(stderr=True, no_color=not sys.stderr.isatty()))
     try:
-        outcome = collect_step.collect(
+        outcome = _or_exit(lambda: collect_step.collect(
             pattern,
             inventory=inventory,
             since=since,
@@ -256,7 +258,7 @@ def collect_command(
             command_line=["collect", *sys.argv[1:]] if sys.argv else [],
             progress=board.update,
             on_hosts=None if as_json else board.start,
-        )
+        ))
     finally:
         with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): the bundle is what matters
             board.stop()
@@ -288,15 +290,24 @@ def ingest_command(
 ) -> None:
     """Build the bundle from the ansible-runner artifacts of a playbooks/collect.yml run made elsewhere."""
     collect_step.stop_on_signals()
-    outcome = collect_step.ingest(
+    outcome = _or_exit(lambda: collect_step.ingest(
         artifacts_dir,
         out_dir=out_dir,
         incident=incident,
         redact=False if no_redact else None,
         command_line=["collector", "ingest", *sys.argv[2:]],
         inventory=inventory,
-    )
+    ))
     _exit(outcome, as_json)
+
+
+def _or_exit(step: Callable[[], collect_step.CollectOutcome]) -> collect_step.CollectOutcome:
+    """Run the step; a disk that failed even the bundle's manifest is one line on stderr and exit 1."""
+    try:
+        return step()
+    except BundleWriteFailed as exc:
+        click.echo(f"collect: {exc}", err=True)
+        sys.exit(EXIT_PARTIAL)
 
 
 def _exit(outcome: collect_step.CollectOutcome, as_json: bool) -> NoReturn:
