@@ -303,3 +303,17 @@ def test_odd_names_stay_inside_the_bundle_and_apart(tmp_path: Path) -> None:
     paths = {bundle.probe("app1", n)["path"] for n in ("../../etc/passwd", "etc/passwd")}  # type: ignore[index]
     assert len(paths) == 2 and all(p.startswith("hosts/app1/") and ".." not in p.split("/") for p in paths)
     assert bundle.read("app1", "../../etc/passwd") == b"one" and bundle.read("app1", "etc/passwd") == b"two"
+
+
+def test_a_disk_that_fails_the_manifest_keeps_the_evidence_in_place(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(self: bundle_mod.BundleWriter, run: RunResult, log_lines: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bundle_mod.BundleWriter, "_bookkeeping", full)
+    with pytest.raises(bundle_mod.BundleWriteFailed, match="No space left on device"):
+        write_bundle(_run(incident="inc-full"), Settings(), out_dir=tmp_path)
+    assert (tmp_path / "inc-full" / "hosts/redis1/ping.txt").read_bytes() == b"PONG\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
