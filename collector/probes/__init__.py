@@ -67,6 +67,7 @@ def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
         raise UsageError(f"probe catalogue {path} has no list `{CATALOGUE_KEY}`")
     known = set(CATALOGUE_KEYS)
     seen: set[str] = set()
+    prepare = runner_module().prepare  # the runner's own reading of placeholders, so both agree
     for entry in entries:
         if not isinstance(entry, dict) or not entry.get("name") or not entry.get("command"):
             raise UsageError(f"probe catalogue {path}: every probe needs a name and a command")
@@ -77,6 +78,9 @@ def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
             )
         if entry["name"] in seen:
             raise UsageError(f"probe catalogue {path}: probe {entry['name']} is declared twice")
+        error = prepare(str(entry["command"]), {})[3]
+        if error:  # a placeholder the runner cannot fill safely (inside single quotes or backquotes)
+            raise UsageError(f"probe catalogue {path}: probe {entry['name']}: {error}")
         seen.add(entry["name"])
     return entries
 

@@ -396,3 +396,14 @@ def test_placeholders_inside_single_quotes_or_leading_dashes_are_refused(tmp_pat
     assert by["bq"]["status"] == "failed" and "backquotes" in by["bq"]["error"]
     assert by["dash"]["status"] == "failed" and "collector_w starts with '-'" in by["dash"]["error"]
     assert not marker.exists()
+
+
+def test_a_catalogue_with_a_placeholder_inside_single_quotes_is_bad_input(tmp_path: Path) -> None:
+    import pytest
+
+    from collector.core import UsageError
+
+    path = tmp_path / "probes.yml"
+    path.write_text("collector_probes:\n  - {name: x, command: \"echo '{collector_v}'\"}\n")
+    with pytest.raises(UsageError, match="probe x: catalogue: placeholder .collector_v. inside single quotes"):
+        load_entries(path)
