@@ -299,6 +299,8 @@ class Service:
         self.store.update(incident.id, hosts=list(dict.fromkeys([*incident.hosts, *hosts])))
         self.event(incident.id, "collected", utcnow(), "serve", detail)
         if outcome.findings is None or bundle is None:
+            if bundle is not None:  # the evidence is in; say on the timeline why there is no verdict
+                self.event(incident.id, "triage-failed", utcnow(), "serve", {"notes": outcome.notes[:5]})
             return detail
         findings = Findings.from_dict(outcome.findings)
         changes: dict[str, Any] = {}
@@ -339,26 +341,49 @@ class Service:
         return ticket_id
 
     def _plan(self, incident: Incident, findings: Findings, bundle: str) -> str | None:
-        """Plan (check mode) the first suggested mitigation; it waits for a signed request and approval."""
+        """Plan (check mode) the first suggested mitigation. With a signing key configured (`signing_key`, the
+        service's own requester key) the plan is also requested, so it waits for a person's `collector approve`;
+        without one it waits for a person to request it. Never approved here."""
         suggestion = next((f.mitigation for f in findings.findings if f.mitigation is not None), None)
         if suggestion is None:
             return None
         from collector.remediate.plan import default_plan_path, describe, make_plan, save_plan
+        from collector.remediate.policy import load_policy
 
+        requested: str | None = None
         try:
+            policy = load_policy()
             plan = make_plan(suggestion.action, suggestion.hosts, suggestion.params, self.settings,
-                             inventory=self.settings.inventory, bundle=bundle)
+                             inventory=self.settings.inventory, bundle=bundle, playbooks_dir=policy.playbooks_dir)
             path = save_plan(plan, default_plan_path(plan, self.settings).absolute())
+            if self.settings.signing_key:
+                requested = self._request(plan, path, policy, incident)
         except Exception as exc:  # noqa: BLE001 - the evidence stands; the plan failing is recorded
             self.event(incident.id, "plan-failed", utcnow(), "serve",
                        {"action": suggestion.action, "hosts": suggestion.hosts, "error": str(exc)[:300]})
             return None
         self.store.update(incident.id, plan=str(path))
+        awaiting = (f"a signed approval (`collector approve {path}`)" if requested else
+                    f"a signed request (`{suggestion.command}`) and a signed approval")
         self.event(incident.id, "planned", utcnow(), "serve", {
             "plan": str(path), "id": plan.id, "action": plan.action, "hosts": plan.pattern, "targets": plan.targets,
             "hash": plan.hash, "changing": plan.changing_hosts, "failed": plan.failed_hosts,
-            "command": suggestion.command, "awaiting": "a signed request and approval", "summary": describe(plan)[:8]})
+            "command": suggestion.command, "requester": requested, "awaiting": awaiting,
+            "summary": describe(plan)[:8]})
         return str(path)
+
+    def _request(self, plan: Any, path: Path, policy: Any, incident: Incident) -> str | None:
+        from collector.remediate.approve import request_plan
+        from collector.remediate.audit import AuditLog
+        from collector.remediate.signing import signer_for
+
+        try:
+            signer = signer_for(self.settings.signing_key, allowed_signers=policy.signers_path())
+            request_plan(plan, path, signer, policy, AuditLog(policy.audit_log, policy.checkpoint_file))
+        except (UsageError, OSError) as exc:  # unsigned, it still waits for a person to request it
+            self.event(incident.id, "plan-request-failed", utcnow(), "serve", {"error": str(exc)[:300]})
+            return None
+        return str(plan.requester)
 
     def verify(self, work: Work) -> dict[str, Any]:
         """The step 5 checklist on the incident's hosts; resolved only when it passes."""

@@ -50,7 +50,9 @@ def lab_serve(lab: Any, lab_lock: None, tmp_path: Path) -> Iterator[ServeProcess
     serve = ServeProcess(tmp_path, inventory=str(lab.inventory), fallback="lab", max_collections=2,
                          host_labels=ROUTING, port=SERVE_PORT, token_file=token_file,
                          # the window starts 90 s before the alert: the shared lab's earlier faults stay out
-                         env={"COLLECTOR_SERVE_LOOKBACK_S": "90"})
+                         # the service requests its plans with the lab's requester key; a person approves
+                         env={"COLLECTOR_SERVE_LOOKBACK_S": "90",
+                              "COLLECTOR_SIGNING_KEY": str(lab.signers.key("alice"))})
     serve.start(timeout_s=120)
     yield serve
     serve.stop()
@@ -104,10 +106,11 @@ def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProc
         assert inc.plan and Path(inc.plan).is_file()
         plan = json.loads(Path(inc.plan).read_text())
         # the runbook's answer for the first (most severe) finding: kill the idle connections, or restart the app
-        assert plan["action"] in ("kill-idle-connections", "restart") and plan["statements"] == [] and plan["hash"]
+        assert plan["action"] in ("kill-idle-connections", "restart") and plan["hash"]
+        assert plan["requester"] == "alice" and [s["statement"]["role"] for s in plan["statements"]] == ["request"]
         assert plan["bundle"] == str(bundle.resolve())
         planned = next(e for e in events if e.kind == "planned").detail or {}
-        assert planned["awaiting"] == "a signed request and approval"
+        assert planned["requester"] == "alice" and planned["awaiting"].startswith("a signed approval")
         assert "plan-approved" not in kinds and "applied" not in kinds
         # the timeline starts at Prometheus' startsAt, before we declared
         fired = next(e for e in events if e.kind == "alert-fired")
