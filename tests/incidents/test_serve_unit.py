@@ -1,6 +1,11 @@
 """Pure parts of `collector serve`: the v4 payload, severity words, label → host routing, the bearer check."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from collector.cli.serve import is_loopback, split_listen
@@ -90,3 +95,19 @@ def test_bearer_and_listen() -> None:
     with pytest.raises(UsageError):
         split_listen("nope")
     assert is_loopback("127.0.0.2") and is_loopback("::1") and not is_loopback("0.0.0.0")
+
+
+def test_serve_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "COLLECTOR_SERVE_TOKEN": ""}
+    env.pop("COLLECTOR_CONFIG", None)
+    for args, words in [(["--listen", "0.0.0.0:9999"], "not loopback; add --allow-remote"),
+                        (["--listen", "0.0.0.0:9999", "--allow-remote"], "needs a bearer token"),
+                        (["--listen", "nope"], "is not HOST:PORT"),
+                        (["--host-label", "nonsense"], "is not label=value:pattern"),
+                        (["--token-file", str(tmp_path / "missing")], "--token-file"),
+                        (["--max-collections", "0"], "at least 1")]:
+        proc = subprocess.run([str(Path(sys.executable).with_name("collector")), "serve", "--db",
+                               str(tmp_path / "x.db"), *args], capture_output=True, text=True, env=env, timeout=60,
+                              cwd=tmp_path, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
