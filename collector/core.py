@@ -412,6 +412,12 @@ class KeyFigures:
     disk_max_pct: HostFigure | None = None
     redis_used_memory: HostFigure | None = None  # bytes
     redis_maxmemory: HostFigure | None = None  # bytes; 0 = unlimited
+    cpu_busy_pct: HostFigure | None = None  # top: 100 - idle
+    load_per_core: HostFigure | None = None  # uptime's 1-minute load / cores
+    io_util_max_pct: HostFigure | None = None  # iostat: the busiest device's %util
+    io_await_max_ms: HostFigure | None = None  # iostat: the worst await of any device
+    pg_db_bytes: HostFigure | None = None  # every database's size, summed
+    pg_db_growth_bytes: HostFigure | None = None  # since the previous bundle of the same hosts (None: no such bundle)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: (dict(value) if isinstance(value, dict) else value)
@@ -431,7 +437,9 @@ class KeyFigures:
 
 
 FIGURE_KEYS: tuple[str, ...] = ("error_ratio", "p95_s", "pg_connections", "pg_max_connections", "mem_used_pct",
-                                "disk_max_pct", "redis_used_memory", "redis_maxmemory")
+                                "disk_max_pct", "redis_used_memory", "redis_maxmemory", "cpu_busy_pct",
+                                "load_per_core", "io_util_max_pct", "io_await_max_ms", "pg_db_bytes",
+                                "pg_db_growth_bytes")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ urllib only, short timeouts, all queries at once.
 from __future__ import annotations
 
 import json
-import socket
+import math
 import time
 import urllib.error
 import urllib.parse
@@ -42,7 +42,7 @@ class Query:
 def _get_json(url: str, timeout_s: float) -> tuple[int, Any]:
     request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "incident-collector"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - http(s) URLs only
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             status, body = response.status, response.read(_MAX_BODY + 1)
     except urllib.error.HTTPError as exc:
         detail = exc.read(2048).decode("utf-8", "replace").strip()
@@ -72,7 +72,7 @@ def _number(text: Any) -> float | None:
         value = float(text)
     except (TypeError, ValueError):
         return None
-    return None if value != value else value  # NaN (0/0 when there is no traffic) means unknown
+    return None if math.isnan(value) else value  # NaN (0/0 when there is no traffic) means unknown
 
 
 def shape_instant(doc: Any) -> dict[str, Any]:
@@ -122,6 +122,13 @@ def shape_alerts(doc: Any) -> dict[str, Any]:
     return {"alerts": sorted(alerts, key=lambda a: (str(a["starts_at"]), str(a["name"])))}
 
 
+# The runbook's further Prometheus checks, instant queries as data (name in the bundle -> PromQL). The breaker
+# is the runbook's `sergas_zoho_circuit_breaker_state` (0 closed, 1 open, 2 half-open); max: any app host's.
+RUNBOOK_INSTANT_QUERIES: dict[str, str] = {
+    "circuit_breaker_state": "max(sergas_zoho_circuit_breaker_state)",
+}
+
+
 def urls(settings: Settings, hostvars: Mapping[str, Any] | None = None) -> tuple[str, str]:
     """Prometheus and Alertmanager base URLs: inventory vars first, then settings."""
     hostvars = hostvars or {}
@@ -147,6 +154,10 @@ def queries(settings: Settings, hostvars: Mapping[str, Any] | None = None, *, ra
             found.append(Query(f"{name}_range", "prometheus",
                                f"{prometheus}/api/v1/query_range?" + urllib.parse.urlencode(params),
                                shape_range, {"query": expr, "start": start, "end": end, "step_s": step_s}))
+    for name, expr in RUNBOOK_INSTANT_QUERIES.items():
+        found.append(Query(name, "prometheus",
+                           f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{end:.3f}"}),
+                           shape_instant, {"query": expr}))
     found.append(Query("targets", "prometheus", f"{prometheus}/api/v1/targets?state=active", shape_targets, {}))
     found.append(Query("alerts", "alertmanager",
                        f"{alertmanager}/api/v2/alerts?" + urllib.parse.urlencode(
@@ -164,11 +175,11 @@ def run_query(query: Query, timeout_s: float = 5.0) -> ProbeResult:
         http_status, answer = _get_json(query.url, timeout_s)
         doc["http_status"] = http_status
         doc.update(query.shape(answer))
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         status, error = "timeout", f"no answer from {_origin(query.url)} within {timeout_s:g}s"
     except urllib.error.URLError as exc:
         reason = exc.reason
-        if isinstance(reason, (socket.timeout, TimeoutError)):
+        if isinstance(reason, TimeoutError):
             status, error = "timeout", f"no answer from {_origin(query.url)} within {timeout_s:g}s"
         else:
             status, error = "failed", f"{_origin(query.url)} unreachable: {reason}"

@@ -19,6 +19,12 @@ FIGURES: tuple[tuple[str, str, str, float | None], ...] = (
     ("disk_max_pct", "Fullest disk", "pct", 90.0),
     ("redis_used_memory", "Redis used memory", "bytes", None),
     ("redis_maxmemory", "Redis maxmemory", "bytes", None),
+    ("cpu_busy_pct", "CPU busy", "pct", 90.0),
+    ("load_per_core", "Load per core (1 min)", "count", 1.0),
+    ("io_util_max_pct", "Busiest disk (I/O utilisation)", "pct", 90.0),
+    ("io_await_max_ms", "Worst disk await (ms)", "count", None),
+    ("pg_db_bytes", "Database size", "bytes", None),
+    ("pg_db_growth_bytes", "Database growth since the previous bundle", "bytes", None),
 )
 
 

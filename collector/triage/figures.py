@@ -7,12 +7,17 @@ figures are one number; host figures are {host: number}. A figure that cannot be
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collector.core import FIGURE_KEYS, HostFigure, KeyFigures
 from collector.triage import measures as m
 from collector.triage.view import BundleView, Measure, Unknown, host_roles
 
-__all__ = ["FIGURE_KEYS", "key_figures"]
+if TYPE_CHECKING:
+    from collector.bundle import Bundle
+
+__all__ = ["FIGURE_KEYS", "key_figures", "previous_bundle"]
 
 
 def _try(fn: Callable[[], list[Measure]]) -> list[Measure] | None:
@@ -56,9 +61,54 @@ def _disk(bundle: BundleView, host: str) -> float | None:
     return max(float(t.value) for t in taken) if taken else None
 
 
+def _one(bundle: BundleView, host: str, fn: Callable[[], list[Measure]], pick: Callable[[list[Measure]], float],
+         ) -> float | None:
+    taken = _try(fn)
+    return round(float(pick(taken)), 2) if taken else None
+
+
+def _db_bytes(bundle: BundleView, host: str) -> float | None:
+    try:
+        return m.pg_database_bytes(bundle, host)[0]
+    except Exception:  # noqa: BLE001 - Unknown or a parser bug: the figure is unknown
+        return None
+
+
+def previous_bundle(bundle: BundleView) -> Bundle | None:
+    """The newest earlier bundle of the same hosts beside this one (the same out dir), if any."""
+    from collector.bundle import Bundle
+
+    here = getattr(bundle, "path", None)
+    started = str(bundle.manifest.get("started") or "")
+    if not isinstance(here, Path) or not started:
+        return None
+    hosts = set(bundle.hosts)
+    best: tuple[str, Bundle] | None = None
+    for other in here.parent.iterdir():
+        if other == here or not other.is_dir() or not (other / "manifest.json").is_file():
+            continue
+        try:
+            candidate = Bundle.open(other)
+        except Exception:  # noqa: BLE001, S112 - a broken neighbour is not this bundle's problem
+            continue
+        when = str(candidate.manifest.get("started") or "")
+        if when and when < started and set(candidate.hosts) == hosts and (best is None or when > best[0]):
+            best = (when, candidate)
+    return best[1] if best else None
+
+
+def _db_growth(bundle: BundleView, before: BundleView | None, host: str) -> float | None:
+    now = _db_bytes(bundle, host)
+    then = _db_bytes(before, host) if before is not None else None
+    return None if now is None or then is None else now - then
+
+
 def key_figures(bundle: BundleView) -> KeyFigures:
     """Compute the figures (triage does, once per bundle): error_ratio (0–1), p95_s, and per host
-    pg_connections, pg_max_connections, mem_used_pct, disk_max_pct, redis_used_memory, redis_maxmemory."""
+    pg_connections, pg_max_connections, mem_used_pct, disk_max_pct, redis_used_memory, redis_maxmemory,
+    cpu_busy_pct, load_per_core, io_util_max_pct, io_await_max_ms, pg_db_bytes and pg_db_growth_bytes (against
+    the previous bundle of the same hosts in the same out dir)."""
+    before = previous_bundle(bundle) if any("db" in host_roles(bundle, h) for h in bundle.hosts) else None
     return KeyFigures(
         error_ratio=_monitoring(bundle, ["error_ratio", "prometheus_error_ratio", "http_5xx_ratio"]),
         p95_s=_monitoring(bundle, ["p95_latency", "p95", "p95_s", "prometheus_p95"]),
@@ -68,4 +118,14 @@ def key_figures(bundle: BundleView) -> KeyFigures:
         disk_max_pct=_per_host(bundle, ("all",), lambda h: _disk(bundle, h)),
         redis_used_memory=_per_host(bundle, ("redis",), lambda h: _redis(bundle, h, "used_memory")),
         redis_maxmemory=_per_host(bundle, ("redis",), lambda h: _redis(bundle, h, "maxmemory")),
+        cpu_busy_pct=_per_host(bundle, ("all",), lambda h: _one(
+            bundle, h, lambda: m.cpu_busy_pct(bundle, h), lambda t: float(t[0].value))),
+        load_per_core=_per_host(bundle, ("all",), lambda h: _one(
+            bundle, h, lambda: m.load_per_core(bundle, h), lambda t: float(t[0].value))),
+        io_util_max_pct=_per_host(bundle, ("all",), lambda h: _one(
+            bundle, h, lambda: m.device_util_pct(bundle, h), lambda t: max(float(x.value) for x in t))),
+        io_await_max_ms=_per_host(bundle, ("all",), lambda h: _one(
+            bundle, h, lambda: m.device_util_pct(bundle, h), lambda t: max(float(x.fields["await_ms"]) for x in t))),
+        pg_db_bytes=_per_host(bundle, ("db",), lambda h: _db_bytes(bundle, h)),
+        pg_db_growth_bytes=_per_host(bundle, ("db",), lambda h: _db_growth(bundle, before, h)),
     )

@@ -665,3 +665,65 @@ def _describe(text: str) -> str | None:
         if len(last) == 1 and re.fullmatch(r"[\w.+-]+", last[0]):
             return last[0]
     return None
+
+
+# ---------------------------------------------------------------- CPU, I/O, load, database size, 5xx by endpoint
+
+
+@measure
+def cpu_busy_pct(bundle: BundleView, host: str, probe: Any = "top") -> list[Measure]:
+    """CPU busy % (100 - idle) from top's `%Cpu(s)` line, with iowait and steal."""
+    out = read_probe(bundle, host, probe)
+    cpu = p.parse_top_cpu(out.text)
+    if cpu is None:
+        raise Unknown(f"probe {out.probe} on {host}: no '%Cpu(s):' line")
+    return [Measure(host, cpu.busy_pct, [out.evidence(cpu.line)], {"iowait": cpu.iowait_pct, "steal": cpu.steal_pct})]
+
+
+@measure
+def device_util_pct(bundle: BundleView, host: str, probe: Any = "iostat") -> list[Measure]:
+    """Each device's utilisation % over iostat's sample, with its worst await (ms)."""
+    out = read_probe(bundle, host, probe)
+    devices = p.parse_iostat(out.text)
+    if not devices:
+        raise Unknown(f"probe {out.probe} on {host}: no device rows with %util")
+    return [Measure(host, d.util_pct, [out.evidence(d.line)], {"device": d.name, "await_ms": d.await_ms})
+            for d in devices]
+
+
+@measure
+def load_per_core(bundle: BundleView, host: str, probe: Any = "uptime") -> list[Measure]:
+    """The 1-minute load average divided by the host's cores (the probe's `cores: N` line, from nproc)."""
+    out = read_probe(bundle, host, probe)
+    load = p.parse_uptime(out.text)
+    if load is None:
+        raise Unknown(f"probe {out.probe} on {host}: no load averages")
+    if not load.cores:
+        raise Unknown(f"probe {out.probe} on {host}: the number of cores was not collected (no 'cores: N' line)")
+    return [Measure(host, round(load.load1 / load.cores, 2), [out.evidence(load.line)],
+                    {"load1": load.load1, "load5": load.load5, "cores": load.cores})]
+
+
+@measure
+def top_counted(bundle: BundleView, host: str, probe: Any = "http_5xx_by_path",
+                pattern: str = r"^(?P<status>\d{3})\s+(?P<what>\S+)") -> list[Measure]:
+    """The most frequent line of a `uniq -c` summary (5xx by endpoint): its count, and its share of all."""
+    out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+    rows = p.parse_counted(out.text)
+    total = sum(r.count for r in rows)
+    if not rows:
+        return [Measure(host, 0, [], {"count": 0, "total": 0, "what": "", "status": "", "share": 0.0})]
+    top = rows[0]
+    match = re.search(pattern, top.text)
+    fields = {"count": top.count, "total": total, "share": round(100.0 * top.count / total, 1),
+              "what": match.group("what") if match else top.text, "status": match.group("status") if match else "?"}
+    return [Measure(host, top.count, [out.evidence(r.line) for r in rows[:3]], fields)]
+
+
+def pg_database_bytes(bundle: BundleView, host: str, probe: Any = "pg_db_size") -> tuple[float, Evidence]:
+    """Bytes of every (non-template) database on a db host, summed; Unknown when not collected."""
+    out = read_probe(bundle, host, probe)
+    rows = [r for r in _rows(out) if p.to_number(r.get("bytes")) is not None]
+    if not rows:
+        raise Unknown(f"probe {out.probe} on {host}: no database sizes in the output")
+    return sum(p.to_number(r.get("bytes")) or 0.0 for r in rows), out.evidence(rows[0].line)

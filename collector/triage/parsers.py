@@ -556,3 +556,109 @@ def parse_ps(text: str) -> list[Process]:
         rss = size_to_bytes(tokens[col["RSS"]] + "k") if "RSS" in col else None  # ps reports RSS in KiB
         procs.append(Process(tokens[col.get("PID", 0)], command, mem or 0.0, rss, ln.number))
     return procs
+
+
+# ---------------------------------------------------------------- top / iostat / uptime
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """top's `%Cpu(s)` line: busy % (100 - idle), iowait % and steal %."""
+
+    busy_pct: float
+    iowait_pct: float
+    steal_pct: float
+    line: int
+
+
+def parse_top_cpu(text: str) -> Cpu | None:
+    """The last `%Cpu(s):` line of `top -b` (with two iterations the last is the measured one); None if absent."""
+    found = None
+    for ln in lines(text):
+        if not re.match(r"\s*%?Cpu\(s\)", ln.text):
+            continue
+        values = {key: float(num) for num, key in re.findall(r"([0-9]+(?:[.,][0-9]+)?)\s*(us|sy|ni|id|wa|hi|si|st)\b",
+                                                             ln.text.replace(",", " "))}
+        if "id" in values:
+            found = Cpu(round(100.0 - values["id"], 1), values.get("wa", 0.0), values.get("st", 0.0), ln.number)
+    return found
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device row of `iostat -x`: utilisation % and the worst await (ms) of reads, writes, discards."""
+
+    name: str
+    util_pct: float
+    await_ms: float
+    line: int
+
+
+def parse_iostat(text: str) -> list[Device]:
+    """Device rows of `iostat -x` (sysstat's r_await/w_await/d_await/f_await columns, or the older `await`)."""
+    devices: list[Device] = []
+    header: list[str] = []
+    for ln in lines(text):
+        tokens = ln.text.split()
+        if not tokens:
+            header = [] if devices else header
+            continue
+        if tokens[0].rstrip(":") in ("Device", "Device:"):
+            header = tokens
+            continue
+        if not header or len(tokens) != len(header):
+            continue
+        col = dict(zip(header, tokens))
+        util = to_number(col.get("%util"))
+        if util is None:
+            continue
+        waits = [n for k, v in col.items() if k.endswith("await") and k != "f_await" and (n := to_number(v)) is not None]
+        devices.append(Device(tokens[0], util, max(waits, default=0.0), ln.number))
+    return devices
+
+
+@dataclass(frozen=True)
+class Load:
+    """`uptime`'s load averages and the cores they are judged against (`cores: N` line; None when absent)."""
+
+    load1: float
+    load5: float
+    load15: float
+    cores: int | None
+    line: int
+
+
+def parse_uptime(text: str) -> Load | None:
+    """`uptime` (and the probe's `cores: N` line from nproc) → Load; None without load averages."""
+    load = None
+    cores = None
+    for ln in lines(text):
+        match = re.search(r"load averages?:\s*([0-9.,]+)[,\s]+([0-9.,]+)[,\s]+([0-9.,]+)", ln.text)
+        if match:
+            nums = [float(g.rstrip(",").replace(",", ".")) for g in match.groups()]
+            load = (nums, ln.number)
+        core = re.match(r"\s*cores:\s*(\d+)\s*$", ln.text)
+        if core:
+            cores = int(core.group(1))
+    if load is None:
+        return None
+    return Load(load[0][0], load[0][1], load[0][2], cores, load[1])
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One `uniq -c` summary line: its count, its text, its line."""
+
+    count: int
+    text: str
+    line: int
+
+
+def parse_counted(text: str) -> list[Counted]:
+    """`sort | uniq -c | sort -rn` output → (count, text) rows, most frequent first."""
+    rows = []
+    for ln in lines(text):
+        match = re.match(r"\s*(\d+)\s+(.*\S)", ln.text)
+        if match:
+            rows.append(Counted(int(match.group(1)), match.group(2), ln.number))
+    return sorted(rows, key=lambda r: -r.count)

@@ -49,8 +49,8 @@ def test_queries_are_parsed_into_monitoring_probes(fake_prometheus: str) -> None
     settings = Settings(promql_p95="p95_expr")
     hostvars = {"collector_prometheus_url": fake_prometheus, "collector_alertmanager_url": fake_prometheus + "/"}
     results = _by_name(collect_monitoring(settings, hostvars, timeout_s=3))
-    assert sorted(results) == ["alerts", "error_ratio", "error_ratio_range", "p95_latency", "p95_latency_range",
-                               "targets"]
+    assert sorted(results) == ["alerts", "circuit_breaker_state", "error_ratio", "error_ratio_range", "p95_latency",
+                               "p95_latency_range", "targets"]
     assert all(r.host == "monitoring" for r in results.values())
     ratio = json.loads(results["error_ratio"].output)
     assert results["error_ratio"].status == "ok"
@@ -75,7 +75,8 @@ def test_queries_are_parsed_into_monitoring_probes(fake_prometheus: str) -> None
 def test_range_queries_can_be_turned_off(fake_prometheus: str) -> None:
     results = collect_monitoring(Settings(prometheus_url=fake_prometheus, alertmanager_url=fake_prometheus),
                                  timeout_s=3, range_minutes=0)
-    assert sorted(r.probe for r in results) == ["alerts", "error_ratio", "p95_latency", "targets"]
+    assert sorted(r.probe for r in results) == ["alerts", "circuit_breaker_state", "error_ratio", "p95_latency",
+                                                "targets"]
 
 
 def test_unreachable_prometheus_is_a_failed_probe_not_a_crash() -> None:

@@ -499,7 +499,7 @@ def test_lock_waits_and_slow_statements_in_the_postgres_log(tmp_path: Path) -> N
 def test_a_host_without_roles_gets_only_the_rules_whose_probes_ran(tmp_path: Path) -> None:
     from triage_synth import ROLES
     probes = {"local": {k: v for k, v in healthy()["app1"].items()
-                        if k in ("df", "free", "journal_errors", "oom_events", "uptime", "ps_mem")}}
+                        if k in ("df", "free", "journal_errors", "oom_events", "uptime", "ps_mem", "top", "iostat")}}
     probes["local"]["service_status"] = {"output": "", "status": "skipped", "rc": None, "error": "host var not set"}
     ROLES["local"] = ()
     try:

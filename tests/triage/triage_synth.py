@@ -53,6 +53,26 @@ v1.0.0
 _HEALTHY_JSON = json.dumps({"status": "healthy", "checks": {"database": {"status": "ok"}, "redis": {"status": "ok"}}})
 
 
+_TOP = """top - 06:00:00 up  1:00,  0 users,  load average: 0.10, 0.12, 0.09
+Tasks:  46 total,   1 running,  45 sleeping,   0 stopped,   0 zombie
+%Cpu(s):  3.1 us,  1.0 sy,  0.0 ni, 95.4 id,  0.5 wa,  0.0 hi,  0.0 si,  0.0 st
+MiB Mem :  24105.1 total,  21323.8 free,   1653.6 used,   1493.7 buff/cache
+
+    PID USER      PR  NI    VIRT    RES    SHR S  %CPU  %MEM     TIME+ COMMAND
+    123 sergas    20   0  300000  40000  10000 S   0.7   0.1   0:01.00 python3
+"""
+
+_IOSTAT = """Linux 6.18.44 (app1) \t11/28/26 \t_x86_64_\t(2 CPU)
+
+avg-cpu:  %user   %nice %system %iowait  %steal   %idle
+           3.00    0.00    1.00    0.50    0.00   95.50
+
+Device            r/s     rkB/s   rrqm/s  %rrqm r_await rareq-sz     w/s     wkB/s   wrqm/s  %wrqm w_await wareq-sz     d/s     dkB/s   drqm/s  %drqm d_await dareq-sz     f/s f_await  aqu-sz  %util
+vda              2.00     16.00     0.00   0.00    0.50     8.00    5.00     40.00     1.00  16.67    0.80     8.00    0.00      0.00     0.00   0.00    0.00     0.00    1.00    0.10    0.01   0.40
+
+"""
+
+
 def _journal(lines: list[str]) -> str:
     return "".join(f"{line}\n" for line in lines)
 
@@ -68,7 +88,9 @@ def healthy() -> dict[str, dict[str, Spec]]:
     common = {
         "journal_errors": "",
         "error_summary": "",
-        "uptime": " 06:00:00 up 1:00,  0 users,  load average: 0.10, 0.12, 0.09\n",
+        "uptime": " 06:00:00 up 1:00,  0 users,  load average: 0.10, 0.12, 0.09\ncores: 2\n",
+        "top": _TOP,
+        "iostat": _IOSTAT,
         "free": _FREE,
         "df": _DF,
         "ps_mem": _PS,
@@ -93,6 +115,7 @@ def healthy() -> dict[str, dict[str, Spec]]:
         "pg_blocking_locks": "blocked_pid|blocked_user|blocked_s|blocking_pids|blocked_query|blocking_pid|"
                              "blocking_state|blocking_query\n(0 rows)\n",
         "pg_idle_in_transaction": "pid|usename|datname|client_addr|idle_s|last_query\n(0 rows)\n",
+        "pg_db_size": "datname|bytes|size\nsergas|104857600|100 MB\npostgres|7500000|7324 kB\n(2 rows)\n",
     }
     redis = common | {
         "service_status": _ACTIVE.format(unit="redis-server"),
@@ -111,6 +134,7 @@ def healthy_monitoring() -> dict[str, Spec]:
         "error_ratio": json.dumps({"kind": "instant", "value": 0.0, "result": [], "error": None}, indent=2),
         "p95_latency": json.dumps({"kind": "instant", "value": 0.012, "result": [], "error": None}, indent=2),
         "alerts": json.dumps({"alerts": []}, indent=2),
+        "circuit_breaker_state": json.dumps({"kind": "instant", "value": 0.0, "result": [], "error": None}, indent=2),
     }
 
 
