@@ -287,6 +287,7 @@ class Service:
         assert incident is not None
         pattern = str((work.args or {}).get("pattern") or self.settings.serve_fallback_hosts)
         since = (work.args or {}).get("since") or None
+        leftovers = self._leftovers(incident.id) if work.attempt > 1 else []
         outcome = collect(pattern, inventory=self.settings.inventory, out_dir=self.settings.out_dir,
                           incident=incident.id, since=since, command_line=["collector", "serve", "--incident", incident.id])
         bundle = str(outcome.bundle) if outcome.bundle else None
@@ -294,6 +295,8 @@ class Service:
         detail: dict[str, Any] = {"bundle": bundle, "pattern": pattern, "hosts": hosts, "attempt": work.attempt,
                                   "failed_hosts": outcome.run.failed_hosts, "exit_code": outcome.exit_code,
                                   "notes": outcome.notes[:5]}
+        if leftovers:  # what the interrupted attempt wrote stays for a person to read; the timeline says where
+            detail["interrupted_attempt_left"] = leftovers
         if bundle:
             self.store.add_bundle(incident.id, bundle)
         self.store.update(incident.id, hosts=list(dict.fromkeys([*incident.hosts, *hosts])))
@@ -317,6 +320,17 @@ class Service:
         detail["ticket"] = self._ticket(incident, bundle)
         detail["plan"] = self._plan(incident, findings, bundle)
         return detail
+
+    def _leftovers(self, incident_id: str) -> list[str]:
+        """What an interrupted collection of this incident left in the bundles folder: its half-written hidden
+        folder (kept: evidence of the moment) and its claimed, still empty bundle folder (removed)."""
+        out = Path(self.settings.out_dir)
+        found = [str(p) for p in sorted(out.glob(f".{incident_id}.*.tmp"))]
+        claimed = out / incident_id
+        if claimed.is_dir() and not any(claimed.iterdir()) and not Path(f"{claimed}.tar.gz").exists():
+            claimed.rmdir()
+            found.append(f"{claimed} (empty, removed)")
+        return found
 
     def _ticket(self, incident: Incident, bundle: str) -> str | None:
         system_name = self.settings.serve_ticket_system

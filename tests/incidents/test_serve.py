@@ -152,8 +152,8 @@ def test_kill9_during_collection_then_restart_reruns_it(tmp_path: Path) -> None:
         status, body, _ = first.post(notification("g-kill", [alert("Kill", "fp-k", now_iso(-2))]))
         assert status == 200
         inc_id = json.loads(body)["incident"]
-        poll(lambda: [w for w in store.work(inc_id) if w.state == "running"], 60, "the collection to start",
-             interval_s=0.02)
+        # killed while the bundle is being written (its hidden folder exists), as a real crash would land
+        poll(lambda: list(first.out_dir.glob(f".{inc_id}.*.tmp")), 60, "the bundle to be in writing", 0.01)
         first.kill9()
         assert done_collections(store, inc_id) == []  # it died mid-collection
         second = ServeProcess(tmp_path, inventory=LOCAL, fallback="local", max_collections=1)
@@ -166,6 +166,10 @@ def test_kill9_during_collection_then_restart_reruns_it(tmp_path: Path) -> None:
             inc = store.get(inc_id)
             assert inc is not None and inc.state == "open" and len(store.list()) == 1  # no incident lost
             assert len(inc.bundles) == 1 and Path(f"{inc.bundles[0]}.tar.gz").is_file()
+            collected = next(e for e in store.events(inc_id) if e.kind == "collected").detail or {}
+            left = collected["interrupted_attempt_left"]
+            assert any(f"/.{inc_id}." in p for p in left), left  # the half-written evidence is named, kept
+            assert Path(inc.bundles[0]).name == f"{inc_id}-2" or Path(inc.bundles[0]).name == inc_id
             interrupted = next(e for e in store.events(inc_id) if e.kind == "collect-interrupted")
             assert interrupted.detail is not None and interrupted.detail["state"] == "running"
             # the alert that arrived before the kill is still there, once
