@@ -130,6 +130,9 @@ class Service:
         at = now or utcnow()
         firing = [a for a in note.alerts if a.status == "firing"]
         if note.status == "firing" and firing:
+            stale = self._repeat_of_finished(note, firing, at)
+            if stale is not None:
+                return stale
             route = self.route(note)
             incident, opened = self.store.open_or_join(
                 note.group_key, [a.as_mapping() for a in firing], at, severity=alert_severity(firing),
@@ -156,6 +159,22 @@ class Service:
         if result.opened:
             result.queued.append(COLLECT)
         return result
+
+    def _repeat_of_finished(self, note: Notification, firing: list[Alert], at: str) -> Received | None:
+        """Alertmanager repeating alerts (same fingerprint and startsAt) of an incident already resolved or
+        closed: recorded as deliveries there, no new incident (a new firing has a new startsAt)."""
+        if self.store.find_active(note.group_key) is not None:
+            return None
+        latest = self.store.latest(note.group_key)
+        if latest is None:
+            return None
+        known = {(a.fingerprint, a.starts_at) for a in self.store.alerts(latest.id)}
+        if not all((a.fingerprint, a.starts_at) in known for a in firing):
+            return None
+        for alert in note.alerts:
+            self.store.record_alert(latest.id, alert.fingerprint, alert.status, alert.labels, alert.starts_at,
+                                    alert.ends_at, at)
+        return Received(latest.id, note=f"repeat of alerts of {latest.state} incident {latest.id}: not reopened")
 
     def _declared(self, incident: Incident, route: Route, at: str, since: str | None) -> None:
         detail = {"pattern": route.pattern, "matched": route.matched, "reasons": list(route.reasons)}

@@ -225,3 +225,16 @@ def test_resolved_runs_verify_and_resolves_only_when_it_passes(tmp_path: Path, j
     finally:
         serve.stop()
         store.close()
+
+
+def test_repeat_of_a_resolved_incidents_alert_does_not_reopen(serve: ServeProcess, store: IncidentStore) -> None:
+    starts = now_iso(-50)
+    doc = notification("g-repeat", [alert("Again", "fp-a", starts)])
+    first = json.loads(serve.post(doc)[1])
+    poll(lambda: done_collections(store, first["incident"]), 120, "the collection")
+    store.update(first["incident"], state="resolved", resolved_at=now_iso())  # as a person would, verify passed
+    repeat = json.loads(serve.post(doc)[1])  # Alertmanager's repeat_interval: same alert, same startsAt
+    assert repeat["incident"] == first["incident"] and not repeat["opened"] and "not reopened" in repeat["note"]
+    assert len(store.list()) == 1 and store.alerts(first["incident"])[0].deliveries == 2
+    again = json.loads(serve.post(notification("g-repeat", [alert("Again", "fp-a", now_iso())]))[1])
+    assert again["opened"] and again["incident"] != first["incident"]  # it fired again: a new incident
