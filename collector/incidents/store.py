@@ -554,10 +554,14 @@ class IncidentStore:
                 state=state, finished_at=iso(now), active_key=None,
                 detail=dict(detail) if detail is not None else None))
 
-    def work(self, incident_id: str | None = None, states: Iterable[str] | None = None) -> list[Work]:
+    def work(self, incident_id: str | None = None, states: Iterable[str] | None = None,
+             kinds: Iterable[str] | None = None) -> list[Work]:
+        """Work items, oldest first, filtered by incident, states and kinds."""
         query = sa.select(work_table).order_by(work_table.c.id)
         if incident_id is not None:
             query = query.where(work_table.c.incident_id == incident_id)
+        if kinds is not None:
+            query = query.where(work_table.c.kind.in_(list(kinds)))
         if states is not None:
             query = query.where(work_table.c.state.in_(list(states)))
         with self.engine.connect() as conn:

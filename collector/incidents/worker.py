@@ -138,8 +138,10 @@ class Service:
                 note.group_key, [a.as_mapping() for a in firing], at, severity=alert_severity(firing),
                 hosts=route.hosts, labels=note.common_labels or None)
             result = Received(incident.id, opened)
-            if opened:
-                self._declared(incident, route, at, since_for(firing, self.settings.serve_lookback_s))
+            # joined, but never collected: the process that opened it died before queueing (Alertmanager retried)
+            if (opened or not self.store.work(incident.id, kinds=[COLLECT])) and self._declared(
+                    incident, route, at, since_for(firing, self.settings.serve_lookback_s)):
+                result.queued.append(COLLECT)
         else:
             found = self.store.find_active(note.group_key)
             if found is None:
@@ -156,8 +158,6 @@ class Service:
                            {"alerts": len(note.alerts), "group_key": note.group_key})
                 self.enqueue(work)
                 result.queued.append(VERIFY)
-        if result.opened:
-            result.queued.append(COLLECT)
         return result
 
     def _repeat_of_finished(self, note: Notification, firing: list[Alert], at: str) -> Received | None:
@@ -176,15 +176,19 @@ class Service:
                                     alert.ends_at, at)
         return Received(latest.id, note=f"repeat of alerts of {latest.state} incident {latest.id}: not reopened")
 
-    def _declared(self, incident: Incident, route: Route, at: str, since: str | None) -> None:
+    def _declared(self, incident: Incident, route: Route, at: str, since: str | None) -> bool:
+        """Claim and queue the incident's collection; False when another process (or delivery) already has."""
+        work = self.store.claim_work(COLLECT, incident.id, at, owner=self.owner,
+                                     args={"pattern": route.pattern, "since": since})
+        if work is None:
+            return False
         detail = {"pattern": route.pattern, "matched": route.matched, "reasons": list(route.reasons)}
         self.event(incident.id, "routed" if route.matched else "no-host-matched", at, "serve", detail)
         declared = next((e for e in self.store.events(incident.id) if e.kind == "declared"), None)
         if declared is not None:
             self._hook(incident.id, declared)
-        work = self.store.claim_work(COLLECT, incident.id, at, owner=self.owner, args={"pattern": route.pattern, "since": since})
-        if work is not None:
-            self.enqueue(work)
+        self.enqueue(work)
+        return True
 
     def event(self, incident_id: str, kind: str, at: str | None = None, actor: str | None = "serve",
               detail: dict[str, Any] | None = None) -> Event:

@@ -238,3 +238,15 @@ def test_repeat_of_a_resolved_incidents_alert_does_not_reopen(serve: ServeProces
     assert len(store.list()) == 1 and store.alerts(first["incident"])[0].deliveries == 2
     again = json.loads(serve.post(notification("g-repeat", [alert("Again", "fp-a", now_iso())]))[1])
     assert again["opened"] and again["incident"] != first["incident"]  # it fired again: a new incident
+
+
+def test_incident_opened_by_a_process_that_died_before_queueing_is_collected_on_retry(
+        serve: ServeProcess, store: IncidentStore) -> None:
+    doc = notification("g-orphan", [alert("Orphan", "fp-o", now_iso(-5))])
+    # what a serve killed between its INSERT and its claim leaves: the incident, no work
+    orphan, opened = store.open_or_join("g-orphan", doc["alerts"], now_iso(-4))
+    assert opened and store.work(orphan.id) == []
+    answer = json.loads(serve.post(doc)[1])  # Alertmanager's retry (it never got an answer)
+    assert answer["incident"] == orphan.id and not answer["opened"] and answer["queued"] == ["collect"]
+    poll(lambda: done_collections(store, orphan.id), 120, "the orphan's collection")
+    assert json.loads(serve.post(doc)[1])["queued"] == []  # collected once
