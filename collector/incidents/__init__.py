@@ -35,9 +35,19 @@ transaction; several processes may share one store. Times may be given as ISO st
   `alerts(id)` -> list[store.AlertRecord] (fingerprint, status, labels, starts_at, ends_at, deliveries).
 - Work: `claim_work(kind, id, now, owner=, args=)` -> store.Work | None (None: that kind is already
   queued/running for the incident), `start_work`, `heartbeat`, `finish_work(work_id, state, now,
-  detail)` (done|failed|interrupted), `work(id, states)`, `stale_work(now, lease_s)` (owner process dead
+  detail)` (done|failed|interrupted), `heartbeat_owner(owner)`, `work(id, states, kinds)`,
+  `stale_work(now, lease_s)` (owner process dead
   on this machine, or no heartbeat within the lease), `take_over(work, now)` (marks it interrupted with
   a `<kind>-interrupted` event and queues it again, attempt + 1).
+
+The receiver (worker.Service): a firing notification opens or joins the group's incident (severity from the
+alerts' `severity`/`priority` labels until triage's verdict replaces it; hosts from webhook.route_hosts), records
+every alert, and queues one `collect` (kinds worker.COLLECT/VERIFY); a repeat of the alerts of a resolved or
+closed incident (same fingerprint and startsAt) is recorded there and opens nothing. A resolved notification
+queues `verify`; the receiver moves the incident to resolved (resolved_at, `verified` + `resolved` events)
+only when the step 5 checklist passes, else a `verify-failed` event. Settings: serve_listen, serve_token,
+serve_max_collections, serve_queue_size, serve_host_labels, serve_fallback_hosts, serve_lookback_s,
+serve_verify_wait_s, serve_ticket_system/project, serve_tick_s; signing_key makes the service request its plans.
 
 Hooks the receiver calls (the lifecycle side owns these modules; a missing module or function is skipped):
 - `collector.incidents.lifecycle.on_event(store, incident, event, settings)`: after every event the
