@@ -54,7 +54,13 @@ def lab_policy(folder: Path) -> dict[str, object]:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Atomically, and only when the content differs (test sessions of several people call ensure() at once)."""
+    try:
+        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
@@ -84,8 +90,7 @@ def ensure(settings: Settings | None = None, *, install: bool = True) -> LabSign
         current = system.read_text() if system.exists() else None
         if current is None or current.startswith(LAB_MARK):
             system.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-            if current != text:
-                _write(system, text, 0o644)
+            _write(system, text, 0o644)
             installed = True
     return LabSigners(folder, folder / "allowed_signers", policy_file, installed)
 
