@@ -19,6 +19,7 @@ import yaml
 
 from collector.core import SEVERITIES, Finding, MitigationSuggestion, UsageError, severity_rank
 from collector.triage.measures import MEASURES
+from collector.triage.targets import HostVars, inventory_hostvars, targets_for
 from collector.triage.view import MONITORING_HOST, BundleView, Measure, Unknown, host_roles
 
 RULES_FILE = Path(__file__).with_name("rules.yml")
@@ -208,6 +209,7 @@ def evaluate_rule(rule: Rule, bundle: BundleView, measure_fn: Callable[..., list
 def evaluate_rules(rules: list[Rule], bundle: BundleView, measures: dict[str, Callable[..., list[Measure]]]) -> list[Outcome]:
     """Every rule, then findings: a rule's host is dropped where a worse twin (`unless`) fired on it."""
     outcomes = [evaluate_rule(rule, bundle, measures[rule.measure]) for rule in rules]
+    hostvars = inventory_hostvars(bundle)
     fired_on = {o.rule.id: {m.host for m in o.fired} for o in outcomes}
     for outcome in outcomes:
         covered = {h for twin in outcome.rule.unless for h in fired_on.get(twin, set())}
@@ -219,7 +221,7 @@ def evaluate_rules(rules: list[Rule], bundle: BundleView, measures: dict[str, Ca
             groups.setdefault(measure.key or outcome.rule.id, []).append(measure)
         for key, group in groups.items():
             outcome.findings.append(_finding(outcome.rule, key, group, outcome.judged,
-                                             lambda role: role_hosts(bundle, role)))
+                                             lambda role: role_hosts(bundle, role), hostvars))
     _now_versus_then(outcomes, _year(bundle))
     return outcomes
 
@@ -308,7 +310,7 @@ def role_hosts(bundle: BundleView, role: str) -> list[str]:
 
 
 def _finding(rule: Rule, key: str, measures: list[Measure], judged_hosts: int,
-             by_role: Callable[[str], list[str]]) -> Finding:
+             by_role: Callable[[str], list[str]], hostvars: HostVars | None = None) -> Finding:
     hosts = sorted({m.host for m in measures})
     # a measure's own severity (an alert's mapped label) counts only when it is on the scale
     candidates: list[str] = [s for m in measures if (s := m.severity or rule.severity) in SEVERITIES]
@@ -327,8 +329,8 @@ def _finding(rule: Rule, key: str, measures: list[Measure], judged_hosts: int,
         hosts=tuple(hosts),
         message="; ".join(dict.fromkeys(messages)),
         evidence=tuple(e for m in measures for e in m.evidence),
-        mitigation=_mitigation(rule.mitigation, hosts, first, by_role) if rule.mitigation else None,
-        alternatives=tuple(_mitigation(m, hosts, first, by_role) for m in rule.alternatives),
+        mitigation=_mitigation(rule.mitigation, hosts, first, by_role, hostvars) if rule.mitigation else None,
+        alternatives=tuple(_mitigation(m, hosts, first, by_role, hostvars) for m in rule.alternatives),
         security=rule.security,
         data_at_risk=rule.data_at_risk,
         down=rule.down,
@@ -343,7 +345,7 @@ def _fmt(value: Any) -> Any:
 
 
 def _mitigation(m: Mitigation, hosts: list[str], values: dict[str, Any],
-                by_role: Callable[[str], list[str]]) -> MitigationSuggestion:
+                by_role: Callable[[str], list[str]], hostvars: HostVars | None = None) -> MitigationSuggestion:
     """The mitigation for these hosts: where the rule fired, or every bundle host of a role (else the role as a group)."""
     role = m.hosts
     targets = [h for h in hosts if h != MONITORING_HOST] if role == "finding" else []
@@ -351,6 +353,8 @@ def _mitigation(m: Mitigation, hosts: list[str], values: dict[str, Any],
         role = "app" if role == "finding" else role  # a monitoring finding is about the app
         targets = by_role(role) or [role]
     pattern = ":".join(targets)
+    if any("{target_" in v for v in m.params.values()):  # the runbook's numbers, or the inventory's override
+        values = values | targets_for(targets, hostvars() if hostvars else {})
     rendered = {k: render(v, values) for k, v in m.params.items()}
     params = {k: v for k, v in rendered.items() if v not in ("", "?")}  # unknown value: let remediate default it
     return MitigationSuggestion(m.action, pattern, params, remediate_command(m.action, pattern, params))

@@ -149,8 +149,10 @@ def test_pool_exhausted_suggests_kill_idle_then_pool_resize(tmp_path: Path) -> N
     (near,) = by["pg-connections-near-max"]
     assert near["severity"] == "P1" and "97 of 100" in near["message"] and "idle=95" in near["message"]
     assert (near["evidence"][0]["line"], near["evidence"][0]["excerpt"]) == (2, "idle|95|100")
-    assert near["mitigation"]["command"] == "collector remediate kill-idle-connections --hosts db1 --param minutes=0"
-    assert near["alternatives"][0]["command"] == "collector remediate pool-resize --hosts app1 --param size=10"
+    # the runbook's numbers: idle over 5 minutes; a pool of 30, or 50 when scaling up
+    assert near["mitigation"]["command"] == "collector remediate kill-idle-connections --hosts db1 --param minutes=5"
+    assert near["alternatives"][0]["command"] == "collector remediate pool-resize --hosts app1 --param size=30"
+    assert near["alternatives"][1]["command"] == "collector remediate pool-resize --hosts app1 --param size=50"
     assert by["too-many-connections-logged"][0]["hosts"] == ["app1"]
 
 
@@ -216,7 +218,7 @@ def test_oom_kill_counts_only_this_hosts_cgroup_inside_the_window(tmp_path: Path
     by = findings_by_rule(_triage(tmp_path, probes))
     (oom,) = by["oom-kill"]
     assert oom["hosts"] == ["app1"] and "python3" in oom["message"] and "1 OOM kill" in oom["message"]
-    assert oom["mitigation"]["command"] == "collector remediate memory-limit --hosts app1 --param max=1G"
+    assert oom["mitigation"]["command"] == "collector remediate memory-limit --hosts app1 --param max=4G"
     assert oom["alternatives"][0]["action"] == "restart"
     assert "oom-kill-infra" not in by
 
@@ -420,7 +422,10 @@ def test_every_rule_is_complete_and_its_mitigation_is_a_valid_remediate_call() -
     for rule in rules:
         for m in filter(None, (rule.mitigation, *rule.alternatives)):
             assert m.action in ACTIONS, f"{rule.id}: unknown action {m.action}"
-            params = {k: (("127.0.0.2" if k == "address" else "v1.0.0") if "{" in v else v) for k, v in m.params.items()}
+            from collector.triage.targets import RUNBOOK_TARGETS
+            runbook = {f"{{{name}}}": value for name, (_, value) in RUNBOOK_TARGETS.items()}
+            params = {k: runbook.get(v, ("127.0.0.2" if k == "address" else "v1.0.0") if "{" in v else v)
+                      for k, v in m.params.items()}
             validate_params(ACTIONS[m.action], params)  # raises UsageError on a bad parameter
 
 

@@ -151,7 +151,7 @@ def _probe(host: str, name: str, spec: Spec) -> ProbeResult:
 
 def make_bundle(tmp: Path, probes: dict[str, dict[str, Spec]] | None = None,
                 monitoring: dict[str, Spec] | None = None, *, unreachable: dict[str, str] | None = None,
-                since: str = "10m", since_in_argv: bool = True) -> Path:
+                since: str = "10m", since_in_argv: bool = True, inventory: str = "inventory/lab.yml") -> Path:
     """Write a real bundle from host → probe → output (default: the healthy lab) and return its folder."""
     probes = copy.deepcopy(healthy() if probes is None else probes)
     monitoring = healthy_monitoring() if monitoring is None else monitoring
@@ -162,7 +162,7 @@ def make_bundle(tmp: Path, probes: dict[str, dict[str, Spec]] | None = None,
     for host, error in (unreachable or {}).items():
         hosts[host] = HostResult(host, "unreachable", error, [], ROLES.get(host, ("web",)))
     argv = ["collect", "--hosts", "lab"] + (["--since", since] if since_in_argv else [])
-    run = RunResult(incident="inc-test", pattern="lab", inventory="inventory/lab.yml", engine="ssh",
+    run = RunResult(incident="inc-test", pattern="lab", inventory=inventory, engine="ssh",
                     command_line=argv, started=STARTED, since=since,
                     finished="2026-11-28T06:00:05.000Z", hosts=hosts,
                     monitoring=[_probe("monitoring", n, s) for n, s in monitoring.items()])
