@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from collector.config import Settings
 from collector.core import ActionRecord, Plan, Signed, UsageError, canonical_json, utcnow
@@ -121,7 +121,7 @@ def restart_blocked(action: Action, targets: list[str], audit: AuditLog, min_int
     return blocked
 
 
-def _refuse(audit: AuditLog, plan: Plan, kind: str, reason: str, actor: str = "unverified") -> None:
+def _refuse(audit: AuditLog, plan: Plan, kind: str, reason: str, actor: str = "unverified") -> NoReturn:
     audit.append("apply-refused", actor=actor, kind=kind, plan_id=plan.id, plan_hash=plan.hash, action=plan.action,
                  targets=plan.targets, reason=reason)
     raise Refused(f"refused: {reason} — nothing was changed")
@@ -140,7 +140,6 @@ def preflight(plan: Plan, action: Action, policy: Policy, limits: Limits, audit:
     approval, problem = approval_problem(plan, policy, verifier, audit, ttl_s=limits.approval_ttl_s, now=now)
     if problem is not None or approval is None:
         _refuse(audit, plan, problem.kind if problem else UNSIGNED, problem.text if problem else "no approval")
-        raise AssertionError  # _refuse raised
     current = compute_binding(action, inv, plan.targets, plans_root(policy.playbooks_dir))
     changes = binding_changes(plan.binding, current)
     if changes:
@@ -314,7 +313,6 @@ def apply_plan(path: str | Path, settings: Settings, *, signer: Signer, policy: 
                         echo=echo, signer=signer)
     except LockHeld as held:
         _refuse(audit, plan, LOCKED, f"plan {plan.id} is being applied by {held}", actor)
-        raise AssertionError from None  # _refuse raised
 
 
 def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, policy: Policy, limits: Limits,

@@ -10,7 +10,7 @@ import datetime as _dt
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from collector.core import Plan, Signed, Statement, UsageError, utcnow
 from collector.jsonfile import read_json
@@ -131,7 +131,7 @@ def approve_plan(path: str | Path, signer: Signer, policy: Policy, *, break_glas
     signed = sign_statement(statement, signer, verifier, as_name=as_name)
     name = signed.principal
 
-    def refuse(kind: str, reason: str) -> None:
+    def refuse(kind: str, reason: str) -> NoReturn:
         audit.append("approve-refused", actor=name, kind=kind, plan_id=plan.id, plan_hash=plan.hash, reason=reason)
         raise Refused(f"refused: {reason}")
 
@@ -140,7 +140,6 @@ def approve_plan(path: str | Path, signer: Signer, policy: Policy, *, break_glas
     requester, problem = verified_request(plan, verifier, policy)
     if problem is not None or requester is None:
         refuse(problem.kind if problem else UNSIGNED, problem.text if problem else "no requester")
-        raise AssertionError  # refuse() raised
     if break_glass:
         if not policy.may_break_glass(name):
             refuse(POLICY, f"{name} may not break glass (policy {policy.path})")
