@@ -284,7 +284,7 @@ def apply_plan(path: str | Path, settings: Settings, *, signer: Signer, policy: 
     plan = load_plan(path)
     action = get_action(plan.action)
     record_dangling(audit, policy)
-    chain = audit.verify(verifier=verifier)
+    chain = audit.verify(verifier=verifier, signatures_of=plan.hash)
     if not chain.ok:
         where = f" (line {chain.first_bad})" if chain.first_bad else ""
         _refuse(audit, plan, BROKEN_LOG, f"the audit log {audit.path} does not verify{where}: {chain.reason}")
