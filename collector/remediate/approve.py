@@ -85,7 +85,12 @@ def request_plan(plan: Plan, path: Path, signer: Signer, policy: Policy, audit: 
                  as_name: str | None = None) -> Plan:
     """The requester signs the plan's hash; saved to `path` and recorded (`plan`) in the audit log."""
     verifier = Verifier(policy.signers_path())
-    signed = sign_statement(new_statement("request", plan), signer, verifier, as_name=as_name)
+    try:
+        signed = sign_statement(new_statement("request", plan), signer, verifier, as_name=as_name)
+    except SignatureError as exc:
+        audit.append("plan-refused", actor="unverified", kind=UNSIGNED, plan_id=plan.id, plan_hash=plan.hash,
+                     action=plan.action, reason=str(exc))
+        raise
     if not policy.may_request(signed.principal):
         audit.append("plan-refused", actor=signed.principal, kind=POLICY, plan_id=plan.id, plan_hash=plan.hash,
                      action=plan.action, reason=f"{signed.principal} may not request remediation (policy {policy.path})")
@@ -128,7 +133,12 @@ def approve_plan(path: str | Path, signer: Signer, policy: Policy, *, break_glas
     statement = new_statement("break-glass" if break_glass else "approve", plan, now=when,
                               expires=expires.replace("+00:00", "Z"),
                               reason=break_glass.strip() if break_glass else None)
-    signed = sign_statement(statement, signer, verifier, as_name=as_name)
+    try:
+        signed = sign_statement(statement, signer, verifier, as_name=as_name)
+    except SignatureError as exc:  # an unlisted key, a label that is not the key's: refused and audited
+        audit.append("approve-refused", actor="unverified", kind=UNSIGNED, plan_id=plan.id, plan_hash=plan.hash,
+                     reason=str(exc))
+        raise
     name = signed.principal
 
     def refuse(kind: str, reason: str) -> NoReturn:

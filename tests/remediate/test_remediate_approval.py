@@ -59,14 +59,15 @@ def test_self_approval_under_any_name_is_refused_and_audited(plan_path: Path, ke
     with pytest.raises(SignatureError, match="--as bob does not match the key's principal alice"):
         approve_plan(plan_path, keys.signer("alice"), policy, audit=audit, as_name="bob")
     assert [s.statement.role for s in load_plan(plan_path).signed()] == ["request"]
-    assert _events(audit) == ["plan", "approve-refused"]
-    assert list(audit.records())[-1]["kind"] == "self-approved"
+    assert _events(audit) == ["plan", "approve-refused", "approve-refused"]
+    assert [r.get("kind") for r in audit.records()][1:] == ["self-approved", "unsigned"]
 
 
 def test_an_unlisted_key_signs_nothing(plan_path: Path, keys: Any, policy: Policy, audit: AuditLog) -> None:
     with pytest.raises(SignatureError, match="not in allowed_signers .*key SHA256:"):
         approve_plan(plan_path, keys.signer("mallory"), policy, audit=audit)
-    assert len(load_plan(plan_path).statements) == 1 and _events(audit) == ["plan"]
+    assert len(load_plan(plan_path).statements) == 1 and _events(audit) == ["plan", "approve-refused"]
+    assert list(audit.records())[-1]["kind"] == "unsigned" and list(audit.records())[-1]["actor"] == "unverified"
 
 
 def test_break_glass_only_for_break_glass_principals(inventory_file: Path, tmp_path: Path, keys: Any,
