@@ -14,7 +14,7 @@ import pytest
 
 from collector.bundle import Bundle, OutsideBundle, open_inside, write_bundle
 from collector.config import Settings
-from collector.core import HostResult, ProbeResult, RunResult
+from collector.core import ActionRecord, HostResult, ProbeResult, RunResult
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR = "import sys; from collector.cli import main; sys.argv[0] = 'collector'; main()"
@@ -131,3 +131,30 @@ def test_a_planted_archive_link_is_never_posted_to_a_ticket(tmp_path: Path) -> N
     archive.symlink_to("/etc/shadow")
     with pytest.raises(UsageError, match="symlink"):
         archive_files(folder)
+
+
+def test_apply_hands_its_record_to_the_bundle_and_seals_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.bundle as bundle_mod
+    from collector.remediate.apply import _render_reports, write_actions
+
+    folder = _bundle(tmp_path)
+    archives: list[Path] = []
+    real = bundle_mod.write_archive
+
+    def counting(root: Path, mtime: int = 0, privacy: bundle_mod.Privacy | None = None) -> Path:
+        archives.append(root)
+        return real(root, mtime, privacy)
+
+    monkeypatch.setattr(bundle_mod, "write_archive", counting)
+    notes: list[str] = []
+    record = ActionRecord(
+        action="restart", params={}, plan_id="p-1", plan_hash="h" * 64, requester="alice", requested=STARTED,
+        approver="bob", approved=STARTED, break_glass=None, applier="alice", applied_started=STARTED,
+        applied_finished=STARTED, hosts={"app1": {"status": "changed", "changed": True, "msg": ""}}, stopped=None,
+        verify={"passed": True, "checks": []}).to_dict()
+    assert write_actions(str(folder), record, notes) == str(folder / "actions.json")
+    _render_reports(str(folder), notes)
+    assert archives == [folder] and notes == [], notes  # actions.json, then the reports, then one seal
+    _, names = _archive_blob(folder)
+    assert {f"{folder.name}/actions.json", f"{folder.name}/report.md", f"{folder.name}/TICKET.md"} <= set(names)
+    assert Bundle.open(folder).verify() == []
