@@ -333,19 +333,22 @@ def test_prometheus_measures_a_5xx_ratio_over_10_percent_and_triage_fires_on_it(
 
 @pytest.mark.destructive
 def test_prometheus_measures_a_p95_over_200ms_and_triage_fires_on_it(lab: Any, lab_lock: None, tmp_path: Path) -> None:
+    """A migration's lock makes every customers request wait for the statement timeout: Prometheus's own p95
+    over real traffic crosses 200 ms (and 2 s: the severe twin then speaks for the 200 ms check). The lab's
+    slow-queries fault does not do it here: its order lookups stay at 25-35 ms p95 even at 40 requests/s."""
     from collector_lab import faults
 
     _heal_leftovers()
-    faults.break_fault("slow-queries")  # every order lookup scans 300k rows: p95 climbs under load
+    faults.break_fault("lock-contention")
     try:
-        with _traffic(lab, 15.0, orders_only=True):
+        with _traffic(lab):
             measured = _until_prometheus(lab, lab.settings.promql_p95, 0.2)
-            doc = _triage_until_fired(tmp_path, lab, ["high-p95-latency"], timeout_s=60)
+            doc = _triage_until_fired(tmp_path, lab, ["severe-latency"], timeout_s=60)
     finally:
-        faults.heal_fault("slow-queries")
+        faults.heal_fault("lock-contention")
     fired = {f["rule"]: f for f in doc["findings"]}
-    # over 2 s the severe twin speaks instead (high-p95-latency is then "suppressed")
-    assert "high-p95-latency" in fired or "severe-latency" in fired, (measured, _summary(doc))
+    assert doc["rules"]["high-p95-latency"] in ("fired", "suppressed"), (measured, _summary(doc))
     p95 = fired.get("high-p95-latency") or fired["severe-latency"]
     assert p95["basis"] == "live" and p95["evidence"][0]["probe"] == "p95_latency"
+    assert p95["evidence"][0]["path"].startswith("monitoring/")
     assert doc["figures"]["p95_s"] is not None and doc["figures"]["p95_s"] > 0.2, (measured, doc["figures"])
