@@ -6,6 +6,7 @@ figures are one number; host figures are {host: number}. A figure that cannot be
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,18 +84,24 @@ def previous_bundle(bundle: BundleView) -> Bundle | None:
     if not isinstance(here, Path) or not started:
         return None
     hosts = set(bundle.hosts)
-    best: tuple[str, Bundle] | None = None
-    for other in here.parent.iterdir():
-        if other == here or not other.is_dir() or not (other / "manifest.json").is_file():
+    best: tuple[str, Path] | None = None
+    for other in here.parent.iterdir():  # manifests only: opening every bundle of a busy out dir is slow
+        manifest = other / "manifest.json"
+        if other == here or not other.is_dir() or manifest.is_symlink() or not manifest.is_file():
             continue
         try:
-            candidate = Bundle.open(other)
-        except Exception:  # noqa: BLE001, S112 - a broken neighbour is not this bundle's problem
-            continue
-        when = str(candidate.manifest.get("started") or "")
-        if when and when < started and set(candidate.hosts) == hosts and (best is None or when > best[0]):
-            best = (when, candidate)
-    return best[1] if best else None
+            doc = json.loads(manifest.read_text())
+            when, theirs = str(doc.get("started") or ""), set(doc.get("hosts") or {})
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue  # a broken neighbour is not this bundle's problem
+        if when and when < started and theirs == hosts and (best is None or when > best[0]):
+            best = (when, other)
+    if best is None:
+        return None
+    try:
+        return Bundle.open(best[1])
+    except Exception:  # noqa: BLE001 - unreadable: no growth figure, not a failed triage
+        return None
 
 
 def _db_growth(bundle: BundleView, before: BundleView | None, host: str) -> float | None:
