@@ -10,6 +10,7 @@ expectation below is this file's own.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import threading
 import time
@@ -20,6 +21,10 @@ from typing import Any
 
 import pytest
 from collector_lab import demo
+
+from collector.inventory import load_inventory
+from collector.times import wait_until
+from collector.triage.engine import load_rules
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
 
@@ -81,9 +86,9 @@ def healed_lab(lab: Any, lab_lock: None) -> Iterator[Any]:
         if active:
             try:
                 faults.heal_fault(name, lab.settings)
-            except faults.FaultError:
-                time.sleep(3)  # e.g. Redis frees UNLINKed keys in the background: check again once
-                assert not faults.is_active(lab.settings, faults.get(name)), f"leftover fault {name} does not heal"
+            except faults.FaultError:  # e.g. Redis frees UNLINKed keys in the background: it heals by itself
+                healed = wait_until(lambda n=name: not faults.is_active(lab.settings, faults.get(n)), 10, 0.5)
+                assert healed, f"leftover fault {name} does not heal"
     yield lab
 
 
@@ -111,18 +116,40 @@ def test_scenario_end_to_end(name: str, healed_lab: Any, tmp_path: Path) -> None
     assert not faults.is_active(lab.settings, faults.get(scenario.fault)), f"{scenario.fault} still active after heal"
 
 
+def _developed(lab: Any, rule_id: str, since: str) -> bool:
+    """The finding's own log lines have piled up in the app's journal (pattern and threshold from rules.yml)."""
+    rule = next(r for r in load_rules() if r.id == rule_id)
+    pattern = rule.args.get("pattern")
+    if rule.args.get("probe") != "service_journal" or not pattern:
+        return True  # not a log rule: nothing to wait for here
+    app = lab.groups["app"][0]
+    service = str(load_inventory(str(lab.inventory)).hosts[app]["collector_service"])
+    count = (f"journalctl --no-pager --quiet -u {shlex.quote(service)} --since {shlex.quote(since)} -o cat"
+             f" | grep -ciP {shlex.quote(str(pattern))}")
+    return int(str(lab.host(app).run(count).stdout).strip() or 0) >= float(rule.threshold)
+
+
+def _blocked_queries(lab: Any) -> int:
+    """Queries waiting on a lock in the lab's database (requests in flight against lock-contention)."""
+    sql = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+    psql = "runuser -u postgres -- psql -X -At -d sergas -c"
+    answer = lab.host(lab.groups["db"][0]).run(f"{psql} {shlex.quote(sql)}")
+    return int(str(answer.stdout).strip() or 0)
+
+
 def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventory: str, cwd: Path) -> None:
     since = demo.journal_since()
     _ok(sh("collector-lab", "break", scenario.fault, timeout=180))
-    if scenario.settle_s:
-        time.sleep(scenario.settle_s)
+    if scenario.settle_s:  # the fault runs until its symptom is there (bounded well above the demo's wait)
+        assert wait_until(lambda: _developed(lab, expect.finding, since), 6 * scenario.settle_s + 30, 0.5), \
+            f"{scenario.fault}: {expect.finding}'s log lines never piled up"
     background = None
     if scenario.traffic_s:
         base = demo.app_base_url(lab.settings)
         if scenario.traffic_during_collect:
             background = threading.Thread(target=demo.drive_traffic, args=(base, scenario.traffic_s), daemon=True)
             background.start()
-            time.sleep(3)
+            assert wait_until(lambda: _blocked_queries(lab) > 0 or not background.is_alive(), 20, 0.2)
         else:
             demo.drive_traffic(base, scenario.traffic_s)
 
