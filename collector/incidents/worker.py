@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from collector.config import Settings
+from collector.core import INCIDENT_ACTIVE_STATES as INCIDENT_ACTIVE
 from collector.core import Findings, Incident, UsageError, utcnow
 from collector.incidents.store import Event, IncidentStore, Work, process_owner
 from collector.incidents.webhook import Alert, Notification, Route, alert_severity, route_hosts
-from collector.times import instant_or_none, iso_z
+from collector.times import instant_or_none, iso_z, parse_instant
 
 log = logging.getLogger("collector.serve")
 
@@ -40,6 +42,27 @@ def lifecycle_hook() -> Hook | None:
         return None
     hook = getattr(lifecycle, "on_event", None)
     return hook if callable(hook) else None
+
+
+def plan_events(records: Iterable[Mapping[str, Any]], plan_hash: str,
+                have: set[str]) -> list[tuple[str, str, str | None, dict[str, Any]]]:
+    """(kind, at, actor, detail) of the plan's first approval and first finished apply in the remediation audit
+    log's records, each unless the timeline already has that kind."""
+    out: list[tuple[str, str, str | None, dict[str, Any]]] = []
+    for record in records:
+        if record.get("plan_hash") != plan_hash:
+            continue
+        event = record.get("event")
+        if event == "approve" and "plan-approved" not in have and "plan-approved" not in [o[0] for o in out]:
+            out.append(("plan-approved", str(record["time"]), record.get("actor"),
+                        {"plan": record.get("plan_id"), "audit_seq": record.get("seq")}))
+        elif event == "apply-finish" and "applied" not in have and "applied" not in [o[0] for o in out]:
+            hosts = record.get("hosts") or {}
+            out.append(("applied", str(record["time"]), record.get("actor"),
+                        {"plan": record.get("plan_id"), "action": record.get("action"),
+                         "verified": record.get("verified"), "audit_seq": record.get("seq"),
+                         "hosts": {h: (v or {}).get("status") for h, v in hosts.items()}}))
+    return out
 
 
 def since_for(alerts: Sequence[Alert], lookback_s: float) -> str | None:
@@ -245,11 +268,71 @@ class Service:
             try:
                 self.store.heartbeat_owner(self.owner)
                 self.recover()
+                self.sync_plans()
+                self.poll_silenced()
                 if callable(tick) and time.monotonic() - last_tick >= period:
                     last_tick = time.monotonic()
                     tick(self.store, self.settings)
             except Exception:
                 log.exception("tick failed")
+
+    def sync_plans(self) -> None:
+        """Put a person's `collector approve` and `remediate apply` of an incident's plan on its timeline, at the
+        audit log's times: they happen outside serve, and the incident's timeline must show them."""
+        for incident in self.store.list(states=INCIDENT_ACTIVE):
+            if not incident.plan:
+                continue
+            try:
+                plan_hash = str(json.loads(Path(incident.plan).read_text()).get("hash") or "")
+                if not plan_hash:
+                    continue
+                have = {e.kind for e in self.store.events(incident.id)}
+                if {"plan-approved", "applied"} <= have:
+                    continue
+                from collector.remediate.audit import AuditLog
+                from collector.remediate.policy import load_policy
+
+                policy = load_policy()
+                records = list(AuditLog(policy.audit_log, policy.checkpoint_file).records())
+            except (OSError, ValueError, UsageError):
+                continue  # no plan file or policy here: nothing to read
+            for kind, at, actor, detail in plan_events(records, plan_hash, have):
+                self.event(incident.id, kind, at, actor, detail)
+                if kind == "applied" and incident.state in ("open", "acknowledged"):
+                    self.store.update(incident.id, state="mitigating")
+
+    def poll_silenced(self) -> None:
+        """Alertmanager sends no resolved notification for silenced alerts (prometheus/alertmanager#226), and
+        `incident ack` silences them: for an acknowledged incident whose alerts Alertmanager no longer has
+        active, run the resolved path (verify) once per silence, as the notification would have."""
+        from collector.incidents import lifecycle
+
+        url = self.settings.alertmanager_url
+        if not url:
+            return
+        for incident in self.store.list(states=INCIDENT_ACTIVE):
+            events = self.store.events(incident.id)
+            if not lifecycle.active_silences(events):
+                continue
+            silenced_at = max(parse_instant(e.at) for e in events if e.kind == lifecycle.EV_SILENCED)
+            if any(e.kind == "alert-resolved" and parse_instant(e.at) >= silenced_at for e in events):
+                continue
+            fingerprints = {a.fingerprint for a in self.store.alerts(incident.id)}
+            try:
+                live = lifecycle._am_request("GET", url.rstrip("/") + "/api/v2/alerts")
+            except lifecycle.AlertmanagerError as exc:
+                log.warning("silenced incident %s: %s", incident.id, exc)
+                return
+            if not fingerprints or fingerprints & {str(a.get("fingerprint")) for a in live or []}:
+                continue
+            at = utcnow()
+            work = self.store.claim_work(VERIFY, incident.id, at, owner=self.owner)
+            if work is None:
+                continue
+            self.event(incident.id, "alert-resolved", at, "alertmanager",
+                       {"alerts": len(fingerprints), "group_key": incident.group_key,
+                        "seen": "no longer active in Alertmanager (silenced: no resolved notification)"})
+            self.enqueue(work)
 
     def _hook_loop(self) -> None:
         while True:
