@@ -11,6 +11,7 @@ scan for a single literal (`password`), and one scan for long tokens (`[A-Za-z0-
 
     .venv/bin/python bench/bench_redact.py [--mib 20] [--repeat 3] [--show]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,9 +59,16 @@ def score(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 over += 1
                 overs.append((row["format"], row["text"], out))
     formats = {r["format"] for r in rows if r["kind"] == "secret"}
-    return {"recall": found / total if total else 1.0, "over": over / harmless if harmless else 0.0,
-            "secrets": total, "secret_lines": sum(r["kind"] == "secret" for r in rows), "formats": len(formats),
-            "harmless": harmless, "misses": misses, "overs": overs}
+    return {
+        "recall": found / total if total else 1.0,
+        "over": over / harmless if harmless else 0.0,
+        "secrets": total,
+        "secret_lines": sum(r["kind"] == "secret" for r in rows),
+        "formats": len(formats),
+        "harmless": harmless,
+        "misses": misses,
+        "overs": overs,
+    }
 
 
 def evidence(mib: float, rows: list[dict[str, Any]]) -> bytes:
@@ -69,7 +77,9 @@ def evidence(mib: float, rows: list[dict[str, Any]]) -> bytes:
         "Dec  1 17:02:09 app1 sergas[4412]: GET /api/orders/{n} 200 0.0{n}s request_id=5f0c{n:04d}-aa1e",
         "Dec  1 17:02:09 db1 postgres[88]: LOG:  duration: 1.{n} ms  statement: SELECT * FROM orders WHERE id = {n}",
         "root      {n}  0.0  0.1 /usr/bin/python3 /opt/sergas/app.py --workers 4 --port 8000",
-        "keyspace_hits:{n}", "DB_POOL_SIZE=20", "commit 3f2a9c1d0b8e7f6a5d4c3b2a1f0e9d8c7b6a{n:04d}",
+        "keyspace_hits:{n}",
+        "DB_POOL_SIZE=20",
+        "commit 3f2a9c1d0b8e7f6a5d4c3b2a1f0e9d8c7b6a{n:04d}",
         "Dec  1 17:02:10 app1 kernel: [ {n}.1234] EXT4-fs (sda1): mounted filesystem with ordered data mode",
     ]
     lines: list[str] = []
@@ -110,20 +120,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = load()
     result = score(rows)
-    print(f"corpus: {result['secret_lines']} secret lines ({result['secrets']} secrets) in {result['formats']} formats, "
-          f"{result['harmless']} harmless look-alikes")
-    print(f"recall:          {result['recall']:.2%}  ({result['secrets'] - len(result['misses'])}/{result['secrets']};"
-          f" goal {RECALL_GOAL:.0%})")
-    print(f"over-redaction:  {result['over']:.2%}  ({len(result['overs'])}/{result['harmless']}; goal <= {OVER_GOAL:.0%})")
+    print(
+        f"corpus: {result['secret_lines']} secret lines ({result['secrets']} secrets) in {result['formats']} formats, "
+        f"{result['harmless']} harmless look-alikes"
+    )
+    print(
+        f"recall:          {result['recall']:.2%}  ({result['secrets'] - len(result['misses'])}/{result['secrets']};"
+        f" goal {RECALL_GOAL:.0%})"
+    )
+    print(
+        f"over-redaction:  {result['over']:.2%}  ({len(result['overs'])}/{result['harmless']}; goal <= {OVER_GOAL:.0%})"
+    )
     if args.show:
         for fmt, text, out in result["misses"]:
             print(f"MISS [{fmt}] {text!r}\n  -> {out!r}")
         for fmt, text, out in result["overs"]:
             print(f"OVER [{fmt}] {text!r}\n  -> {out!r}")
     speed = throughput(evidence(args.mib, rows), args.repeat)
-    print(f"throughput:      {speed['redact']:.1f} MiB/s on {speed['mib']:.1f} MiB of evidence "
-          f"(baselines, same run: one-literal re scan {speed['literal']:.0f} MiB/s, long-token re scan "
-          f"{speed['tokens']:.0f} MiB/s; redaction = {speed['redact'] / speed['tokens']:.2f}x the token scan)")
+    print(
+        f"throughput:      {speed['redact']:.1f} MiB/s on {speed['mib']:.1f} MiB of evidence "
+        f"(baselines, same run: one-literal re scan {speed['literal']:.0f} MiB/s, long-token re scan "
+        f"{speed['tokens']:.0f} MiB/s; redaction = {speed['redact'] / speed['tokens']:.2f}x the token scan)"
+    )
     ok = result["recall"] >= RECALL_GOAL and result["over"] <= OVER_GOAL
     return 0 if ok else 1
 

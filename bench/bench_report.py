@@ -8,6 +8,7 @@ plain `json.dumps` of the 33-host manifest.
 
     .venv/bin/python bench/bench_report.py [--hosts 33] [--repeat 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,73 +36,172 @@ def _iso(offset_s: int) -> str:
 
 def _probe(host: str, name: str, text: str, status: str = "ok") -> ProbeResult:
     data = text.encode()
-    return ProbeResult(host, name, f"run {name}", status, 0 if status == "ok" else 1,  # type: ignore[arg-type]
-                       _iso(2400), 0.1, output=data, bytes=len(data))
+    return ProbeResult(
+        host,
+        name,
+        f"run {name}",
+        status,
+        0 if status == "ok" else 1,  # type: ignore[arg-type]
+        _iso(2400),
+        0.1,
+        output=data,
+        bytes=len(data),
+    )
 
 
 def _common(host: str, errors: bool) -> list[ProbeResult]:
     journal = "".join(
         f"{_iso(600 + i)} {host} sergas-app[311]: "
-        + (f"ERROR: request failed path=/api/orders/{i} status=500\n" if errors and i % 3 == 0
-           else f"path=/api/items/{i} status=200 ms={i % 40}\n")
-        for i in range(2000))
+        + (
+            f"ERROR: request failed path=/api/orders/{i} status=500\n"
+            if errors and i % 3 == 0
+            else f"path=/api/items/{i} status=200 ms={i % 40}\n"
+        )
+        for i in range(2000)
+    )
     ps = "  PID  PPID USER %CPU %MEM   RSS COMMAND\n" + "".join(
-        f"{1000 + i:5d}     1 root  0.{i % 10}  0.{i % 7} {4000 + i * 13:5d} proc{i}\n" for i in range(40))
+        f"{1000 + i:5d}     1 root  0.{i % 10}  0.{i % 7} {4000 + i * 13:5d} proc{i}\n" for i in range(40)
+    )
     return [
         _probe(host, "service_status", "● unit.service\n   Active: active (running)\n" + "log line\n" * 20),
         _probe(host, "journal_errors", journal if errors else ""),
         _probe(host, "service_journal", journal),
-        _probe(host, "error_summary", "    120 ERROR: request failed path=/api/orders/N status=N\n" if errors else ""),
+        _probe(
+            host,
+            "error_summary",
+            "    120 ERROR: request failed path=/api/orders/N status=N\n" if errors else "",
+        ),
         _probe(host, "uptime", " 05:40:01 up 1 day,  2:03,  0 users,  load average: 0.52, 0.48, 0.40\n"),
         _probe(host, "top", "top - 05:40:01 up 1 day\nTasks: 120 total\n" + ps),
-        _probe(host, "free", "               total        used        free      shared  buff/cache   available\n"
-                             "Mem:     25000000000  6000000000  9000000000     1000000 10000000000 19000000000\n"
-                             "Swap:             0           0           0\n"),
-        _probe(host, "df", "Filesystem     Type 1024-blocks  Used Available Capacity Mounted on\n"
-                           "/dev/sda1      ext4   41152736 16461094 24691642      40% /\n"),
+        _probe(
+            host,
+            "free",
+            "               total        used        free      shared  buff/cache   available\n"
+            "Mem:     25000000000  6000000000  9000000000     1000000 10000000000 19000000000\n"
+            "Swap:             0           0           0\n",
+        ),
+        _probe(
+            host,
+            "df",
+            "Filesystem     Type 1024-blocks  Used Available Capacity Mounted on\n"
+            "/dev/sda1      ext4   41152736 16461094 24691642      40% /\n",
+        ),
         _probe(host, "iostat", "Device r/s w/s %util\nsda 1.0 2.0 0.5\n"),
         _probe(host, "ps_mem", ps),
         _probe(host, "oom_events", ""),
-        _probe(host, "deploy_log", f"9f1c2ab {_iso(300)} Deployer (HEAD, tag: v1.1.0) Release 1.1.0\n"
-                                   f"41d0e77 {_iso(-40000)} Deployer (tag: v1.0.0) Release 1.0.0\n\nv1.1.0\n"),
+        _probe(
+            host,
+            "deploy_log",
+            f"9f1c2ab {_iso(300)} Deployer (HEAD, tag: v1.1.0) Release 1.1.0\n"
+            f"41d0e77 {_iso(-40000)} Deployer (tag: v1.0.0) Release 1.0.0\n\nv1.1.0\n",
+        ),
     ]
 
 
 def _range(values: list[float]) -> bytes:
-    return json.dumps({"kind": "range", "series": [{"metric": {}, "values": [[START + 30 * i, v]
-                                                                             for i, v in enumerate(values)]}]}).encode()
+    return json.dumps(
+        {
+            "kind": "range",
+            "series": [{"metric": {}, "values": [[START + 30 * i, v] for i, v in enumerate(values)]}],
+        }
+    ).encode()
 
 
 def make_run(n_hosts: int) -> RunResult:
     """app1, db1, redis1 and n_hosts - 3 web hosts; 60-point range series and one alert."""
-    hosts = {"app1": HostResult("app1", "ok", probes=_common("app1", True), roles=("app",)),
-             "db1": HostResult("db1", "ok", probes=_common("db1", False) + [
-                 _probe("db1", "pg_connections", "state|connections|max_connections\nidle|98|100\n")], roles=("db",)),
-             "redis1": HostResult("redis1", "ok", probes=_common("redis1", False), roles=("redis",))}
+    hosts = {
+        "app1": HostResult("app1", "ok", probes=_common("app1", True), roles=("app",)),
+        "db1": HostResult(
+            "db1",
+            "ok",
+            probes=_common("db1", False)
+            + [_probe("db1", "pg_connections", "state|connections|max_connections\nidle|98|100\n")],
+            roles=("db",),
+        ),
+        "redis1": HostResult("redis1", "ok", probes=_common("redis1", False), roles=("redis",)),
+    }
     for i in range(max(0, n_hosts - 3)):
         name = f"web{i + 1:02d}"
         hosts[name] = HostResult(name, "ok", probes=_common(name, False), roles=("web",))
-    alerts = {"alerts": [{"name": "HighErrorRatio", "state": "active", "severity": "critical",
-                          "starts_at": _iso(900), "summary": "5xx ratio above 10 %", "labels": {}, "annotations": {}}]}
+    alerts = {
+        "alerts": [
+            {
+                "name": "HighErrorRatio",
+                "state": "active",
+                "severity": "critical",
+                "starts_at": _iso(900),
+                "summary": "5xx ratio above 10 %",
+                "labels": {},
+                "annotations": {},
+            }
+        ]
+    }
     wave = [0.01 * (i % 7) + (0.3 if i > 30 else 0.0) for i in range(60)]
-    monitoring = [ProbeResult("monitoring", "alerts", "GET", "ok", None, _iso(2400), 0.1, output=json.dumps(alerts).encode()),
-                  ProbeResult("monitoring", "error_ratio_range", "GET", "ok", None, _iso(2400), 0.1, output=_range(wave)),
-                  ProbeResult("monitoring", "p95_latency_range", "GET", "ok", None, _iso(2400), 0.1,
-                              output=_range([v * 2 for v in wave]))]
-    return RunResult(incident=f"bench-{n_hosts}", pattern="lab", inventory="inventory/lab.yml", engine="ssh",
-                     command_line=["collect", "--hosts", "lab"], started=_iso(2400), finished=_iso(2403),
-                     hosts=hosts, monitoring=monitoring)
+    monitoring = [
+        ProbeResult(
+            "monitoring", "alerts", "GET", "ok", None, _iso(2400), 0.1, output=json.dumps(alerts).encode()
+        ),
+        ProbeResult(
+            "monitoring", "error_ratio_range", "GET", "ok", None, _iso(2400), 0.1, output=_range(wave)
+        ),
+        ProbeResult(
+            "monitoring",
+            "p95_latency_range",
+            "GET",
+            "ok",
+            None,
+            _iso(2400),
+            0.1,
+            output=_range([v * 2 for v in wave]),
+        ),
+    ]
+    return RunResult(
+        incident=f"bench-{n_hosts}",
+        pattern="lab",
+        inventory="inventory/lab.yml",
+        engine="ssh",
+        command_line=["collect", "--hosts", "lab"],
+        started=_iso(2400),
+        finished=_iso(2403),
+        hosts=hosts,
+        monitoring=monitoring,
+    )
 
 
-FINDINGS = {"schema": "incident-collector/findings/v1", "severity": "P1",
-            "questions": {"users_affected": "all", "data_at_risk": False, "down_or_degraded": "degraded",
-                          "security_incident": False},
-            "findings": [{"id": "high_5xx", "title": "High 5xx ratio", "severity": "P1", "scenario": "error storm",
-                          "hosts": ["app1"], "evidence": [{"host": "app1", "probe": "journal_errors",
-                                                           "path": "hosts/app1/journal_errors.txt", "line": 1,
-                                                           "excerpt": "ERROR: request failed"}],
-                          "mitigation": {"action": "rollback", "hosts": ["app1"], "params": {},
-                                         "command": "collector remediate rollback --hosts app1"}}]}
+FINDINGS = {
+    "schema": "incident-collector/findings/v1",
+    "severity": "P1",
+    "questions": {
+        "users_affected": "all",
+        "data_at_risk": False,
+        "down_or_degraded": "degraded",
+        "security_incident": False,
+    },
+    "findings": [
+        {
+            "id": "high_5xx",
+            "title": "High 5xx ratio",
+            "severity": "P1",
+            "scenario": "error storm",
+            "hosts": ["app1"],
+            "evidence": [
+                {
+                    "host": "app1",
+                    "probe": "journal_errors",
+                    "path": "hosts/app1/journal_errors.txt",
+                    "line": 1,
+                    "excerpt": "ERROR: request failed",
+                }
+            ],
+            "mitigation": {
+                "action": "rollback",
+                "hosts": ["app1"],
+                "params": {},
+                "command": "collector remediate rollback --hosts app1",
+            },
+        }
+    ],
+}
 
 
 def build(out: Path, n_hosts: int) -> Path:
@@ -142,8 +242,10 @@ def main() -> int:
         print(f"bundle: {args.hosts} hosts, {size / 2**20:.1f} MiB; report.html {html_kb:.0f} KiB")
         print(f"baseline json.dumps(manifest):          {t_json * 1000:8.1f} ms")
         print(f"baseline render_reports, 3 hosts:       {t_small * 1000:8.1f} ms")
-        print(f"render_reports, {args.hosts} hosts (incl. seal): {t_big * 1000:8.1f} ms"
-              f"   = {t_big / t_small:.1f}x the 3-host render, {t_big / t_json:.0f}x json.dumps")
+        print(
+            f"render_reports, {args.hosts} hosts (incl. seal): {t_big * 1000:8.1f} ms"
+            f"   = {t_big / t_small:.1f}x the 3-host render, {t_big / t_json:.0f}x json.dumps"
+        )
         print(f"  of which gathering the data (build):  {t_build * 1000:8.1f} ms")
         verdict = "PASS" if t_big < TARGET_S else "FAIL"
         print(f"target < {TARGET_S:.0f} s: {verdict}")

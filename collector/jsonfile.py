@@ -3,6 +3,7 @@
 Used where such a file is optional (a bundle's redaction.json, ansible-runner's artifacts, a
 monitoring answer). Where a bad file is the user's problem, callers read it themselves and say so.
 """
+
 from __future__ import annotations
 
 import json

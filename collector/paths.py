@@ -1,4 +1,5 @@
 """Where the shipped data lives: inside the wheel (collector/_data) or in a source checkout."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -6,6 +6,7 @@ collector's own clock and the lab's hosts run UTC; bundles record UTC). The on-h
 (playbooks/files/probe_runner.py) cannot import this package and keeps a minimal copy of the
 duration and ISO rules; tests/test_times.py checks that both agree.
 """
+
 from __future__ import annotations
 
 import datetime as _dt

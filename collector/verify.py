@@ -4,6 +4,7 @@ Host checks run through testinfra (its SSH backend built from the Ansible invent
 vars: user, key, common args with the lab's known_hosts); monitoring checks ask Prometheus and
 Alertmanager on the control machine. Every check is a value: name, host, passed, detail.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,12 @@ def _service_checks(host: Any, name: str, service: str) -> list[Check]:
     enabled = host.run(f"systemctl is-enabled {shlex.quote(service)}").stdout.strip()
     return [
         Check("service active", name, running == "active", f"{service}: {running or 'unknown'}"),
-        Check("service enabled", name, enabled in ("enabled", "static", "alias"),
-              f"{service}: {enabled or 'unknown'}"),
+        Check(
+            "service enabled",
+            name,
+            enabled in ("enabled", "static", "alias"),
+            f"{service}: {enabled or 'unknown'}",
+        ),
     ]
 
 
@@ -105,7 +110,7 @@ def _redis_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
     conf = shlex.quote(str(hostvars.get("collector_redis_conf") or "/etc/redis/redis.conf"))
     # Redis reads included files in order and the last requirepass wins: do the same.
     cmd = (
-        f"conf={conf}; files=\"$conf $(awk '$1==\"include\"{{print $2}}' \"$conf\" 2>/dev/null)\"; "
+        f'conf={conf}; files="$conf $(awk \'$1=="include"{{print $2}}\' "$conf" 2>/dev/null)"; '
         "REDISCLI_AUTH=$(cat $files 2>/dev/null | sed -n 's/^requirepass[[:space:]]\\+//p'"
         " | tail -n 1 | tr -d '\"') "
         f"redis-cli --no-auth-warning -p {port} PING"
@@ -163,15 +168,21 @@ def _millis(value: float) -> str:
     return f"{value * 1000:.0f} ms"
 
 
-def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = None, *,
-                      window: str = "30s", timeout_s: float = 5.0,
-                      allowed_alerts: Iterable[str] = ()) -> list[Check]:
+def monitoring_checks(
+    settings: Settings,
+    hostvars: Mapping[str, Any] | None = None,
+    *,
+    window: str = "30s",
+    timeout_s: float = 5.0,
+    allowed_alerts: Iterable[str] = (),
+) -> list[Check]:
     """5xx ratio and p95 from Prometheus over `window`, and Alertmanager's active alerts."""
     prometheus, alertmanager = urls(settings, hostvars)
     checks = []
     for name, query, title, limit, shown in (
-            ("error_ratio", settings.promql_error_ratio, "5xx ratio < 1%", ERROR_RATIO_MAX, _percent),
-            ("p95_latency", settings.promql_p95, "p95 < 200 ms", P95_MAX_S, _millis)):
+        ("error_ratio", settings.promql_error_ratio, "5xx ratio < 1%", ERROR_RATIO_MAX, _percent),
+        ("p95_latency", settings.promql_p95, "p95 < 200 ms", P95_MAX_S, _millis),
+    ):
         answer = _prom_query(prometheus, name, _window_expr(query, window), timeout_s)
         if answer.get("error"):
             checks.append(Check(title, MONITORING, False, str(answer["error"])[:160]))
@@ -181,7 +192,8 @@ def monitoring_checks(settings: Settings, hostvars: Mapping[str, Any] | None = N
             value = float(answer["value"])
             checks.append(Check(title, MONITORING, value < limit, f"{shown(value)} over {window}"))
     alerts_url = f"{alertmanager}/api/v2/alerts?" + urllib.parse.urlencode(
-        {"active": "true", "silenced": "false", "inhibited": "false"})
+        {"active": "true", "silenced": "false", "inhibited": "false"}
+    )
     alerts = run_query(Query("alerts", "alertmanager", alerts_url, shape_alerts, {}), timeout_s)
     doc = json.loads(alerts.output)
     if doc.get("error"):
@@ -230,9 +242,16 @@ def alerts_resolving(prometheus: str, names: Iterable[str], window: str, timeout
     return clear
 
 
-def run_checks(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "30s",
-               monitoring: bool = True, only_health: bool = False,
-               allowed_alerts: Iterable[str] = ()) -> list[Check]:
+def run_checks(
+    inv: Inventory,
+    hosts: Iterable[str],
+    settings: Settings,
+    *,
+    window: str = "30s",
+    monitoring: bool = True,
+    only_health: bool = False,
+    allowed_alerts: Iterable[str] = (),
+) -> list[Check]:
     """One pass of the checklist: every host at once, then the monitoring checks."""
     names = list(hosts)
     with ThreadPoolExecutor(max_workers=max(1, min(10, len(names)))) as pool:
@@ -244,16 +263,31 @@ def run_checks(inv: Inventory, hosts: Iterable[str], settings: Settings, *, wind
     return checks
 
 
-def verify(inv: Inventory, hosts: Iterable[str], settings: Settings, *, window: str = "30s",
-           wait_s: float = 0.0, monitoring: bool = True, only_health: bool = False,
-           allowed_alerts: Iterable[str] = (),
-           progress: Callable[[list[Check]], None] | None = None) -> list[Check]:
+def verify(
+    inv: Inventory,
+    hosts: Iterable[str],
+    settings: Settings,
+    *,
+    window: str = "30s",
+    wait_s: float = 0.0,
+    monitoring: bool = True,
+    only_health: bool = False,
+    allowed_alerts: Iterable[str] = (),
+    progress: Callable[[list[Check]], None] | None = None,
+) -> list[Check]:
     """The checklist, repeated every few seconds until it passes or `wait_s` has gone by."""
     names = list(hosts)
 
     def attempt() -> list[Check] | None:
-        checks = run_checks(inv, names, settings, window=window, monitoring=monitoring,
-                            only_health=only_health, allowed_alerts=allowed_alerts)
+        checks = run_checks(
+            inv,
+            names,
+            settings,
+            window=window,
+            monitoring=monitoring,
+            only_health=only_health,
+            allowed_alerts=allowed_alerts,
+        )
         last[:] = checks
         if passed(checks):
             return checks

@@ -1,17 +1,18 @@
 """Shared fixtures: the running lab (skips cleanly when it is not up) and the lab lock.
 
-    def test_x(lab):            # session-scoped; skips when `collector-lab up` has not run
-        lab.inventory           # Path of inventory/lab.yml (state-dir copy, absolute paths inside)
-        lab.ips["db1"]          # bridge IPs by host; lab.groups["web"] -> host names
-        lab.secrets["db_password"], lab.secrets["redis_password"], lab.secrets["api_token"]
-        lab.host("app1")        # testinfra host over OpenSSH with the lab key and known_hosts
-        lab.ssh_config, lab.key, lab.known_hosts, lab.prometheus_url, lab.alertmanager_url
+def test_x(lab):            # session-scoped; skips when `collector-lab up` has not run
+    lab.inventory           # Path of inventory/lab.yml (state-dir copy, absolute paths inside)
+    lab.ips["db1"]          # bridge IPs by host; lab.groups["web"] -> host names
+    lab.secrets["db_password"], lab.secrets["redis_password"], lab.secrets["api_token"]
+    lab.host("app1")        # testinfra host over OpenSSH with the lab key and known_hosts
+    lab.ssh_config, lab.key, lab.known_hosts, lab.prometheus_url, lab.alertmanager_url
 
-    def test_y(lab, lab_lock):  # anything that breaks or changes a lab host holds the lock
+def test_y(lab, lab_lock):  # anything that breaks or changes a lab host holds the lock
 
-    def test_z(json_server):    # a loopback HTTP server answering JSON (Prometheus/Alertmanager stand-ins)
-        url = json_server(lambda path, query: (200, {...}))
+def test_z(json_server):    # a loopback HTTP server answering JSON (Prometheus/Alertmanager stand-ins)
+    url = json_server(lambda path, query: (200, {...}))
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,9 @@ class Lab:
     ips: dict[str, str]
     groups: dict[str, list[str]]
     secrets: dict[str, str]
-    signers: signers.LabSigners  # keys of alice (requests), bob (approves), carol (break glass), mallory (unlisted)
+    signers: (
+        signers.LabSigners
+    )  # keys of alice (requests), bob (approves), carol (break glass), mallory (unlisted)
     prometheus_url: str = "http://127.0.0.1:9090"
     alertmanager_url: str = "http://127.0.0.1:9093"
     _hosts: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -59,8 +62,10 @@ class Lab:
             raise KeyError(f"{name} is not a lab host ({', '.join(self.ips)})")
         if name not in self._hosts:
             import testinfra
-            self._hosts[name] = testinfra.get_host(f"ssh://{name}", ssh_config=str(self.ssh_config),
-                                                   connection_timeout=10)
+
+            self._hosts[name] = testinfra.get_host(
+                f"ssh://{name}", ssh_config=str(self.ssh_config), connection_timeout=10
+            )
         return self._hosts[name]
 
 
@@ -80,10 +85,17 @@ def _lab_or_reason() -> Lab | str:
     for name, spec in table.items():
         groups.setdefault(str(spec["group"]), []).append(name)
     groups["lab"] = list(table)
-    return Lab(settings=settings, inventory=inv, known_hosts=inv.parent / "lab_known_hosts",
-               ssh_config=inv.parent / "lab_ssh_config", key=hosts.ssh_key(settings),
-               ips={n: str(s["ip"]) for n, s in table.items()}, groups=groups, secrets=lab_secrets(settings),
-               signers=signers.ensure(settings))
+    return Lab(
+        settings=settings,
+        inventory=inv,
+        known_hosts=inv.parent / "lab_known_hosts",
+        ssh_config=inv.parent / "lab_ssh_config",
+        key=hosts.ssh_key(settings),
+        ips={n: str(s["ip"]) for n, s in table.items()},
+        groups=groups,
+        secrets=lab_secrets(settings),
+        signers=signers.ensure(settings),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """collector.jsonfile.read_json: the one read-JSON-or-default."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ fresh venv installs it with `--no-index` from a wheelhouse packed from the distr
 the test venv. Test-only packages sit in that wheelhouse too, so a runtime dependency that is declared
 only as a test extra (testinfra was) is not installed and the command that needs it fails here.
 """
+
 from __future__ import annotations
 
 import base64
@@ -70,8 +71,9 @@ def _wheelhouse(dest: Path) -> Path:
 
 def _run(*argv: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +83,27 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("hatchling is not installed (the test extras: bash install-test.sh)")
     root = tmp_path_factory.mktemp("packaging")
     dist = root / "dist"
-    built = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                 "-w", dist, REPO, cwd=root)
+    built = _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        dist,
+        REPO,
+        cwd=root,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = dist.glob("incident_collector-*.whl")
     venv.create(root / "venv", with_pip=True)
     bin_dir = root / "venv" / "bin"
     house = _wheelhouse(root / "house")
-    done = _run(bin_dir / "python", "-m", "pip", "install", "--no-index", "--find-links", house, wheel,
-                cwd=root)
+    done = _run(
+        bin_dir / "python", "-m", "pip", "install", "--no-index", "--find-links", house, wheel, cwd=root
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return bin_dir
 
@@ -112,8 +126,9 @@ def test_collect_local_from_the_installed_wheel(installed: Path, tmp_path: Path)
 
 @pytest.mark.lab
 def test_verify_a_lab_host_from_the_installed_wheel(installed: Path, lab: Any, tmp_path: Path) -> None:
-    proc = _run(installed / "collector", "verify", "--hosts", "db1", "-i", lab.inventory, "--json",
-                cwd=tmp_path)
+    proc = _run(
+        installed / "collector", "verify", "--hosts", "db1", "-i", lab.inventory, "--json", cwd=tmp_path
+    )
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     assert "ModuleNotFoundError" not in proc.stdout, proc.stdout
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"] if c["host"] == "db1"}
@@ -122,8 +137,8 @@ def test_verify_a_lab_host_from_the_installed_wheel(installed: Path, lab: Any, t
 
 def _apt_list(script: str) -> set[str]:
     text = (REPO / script).read_text()
-    block = text[text.index("APT_PACKAGES=(") + len("APT_PACKAGES=("):]
-    return set(block[:block.index(")")].split())
+    block = text[text.index("APT_PACKAGES=(") + len("APT_PACKAGES=(") :]
+    return set(block[: block.index(")")].split())
 
 
 def _package_of(executable: str) -> str | None:
@@ -141,8 +156,12 @@ def _package_of(executable: str) -> str | None:
 
 
 def _base_system(package: str) -> bool:
-    shown = subprocess.run(["dpkg-query", "-W", "-f=${Essential} ${Priority}", package],
-                           capture_output=True, text=True, check=False)
+    shown = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Essential} ${Priority}", package],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return shown.stdout.split()[:1] == ["yes"] or shown.stdout.endswith(("required", "important"))
 
 
@@ -151,10 +170,19 @@ def test_install_sh_installs_what_the_local_probes_need_and_nothing_for_the_test
     import yaml
 
     runtime, test = _apt_list("install.sh"), _apt_list("install-test.sh")
-    assert not runtime & {"chromium", "redmine", "prometheus", "prometheus-alertmanager", "systemd-container",
-                          "debootstrap", "ruby", "thin"}, runtime
+    assert not runtime & {
+        "chromium",
+        "redmine",
+        "prometheus",
+        "prometheus-alertmanager",
+        "systemd-container",
+        "debootstrap",
+        "ruby",
+        "thin",
+    }, runtime
     assert {"chromium", "redmine", "prometheus", "systemd-container", "debootstrap"} <= test
     catalogue = yaml.safe_load((REPO / "playbooks" / "vars" / "probes.yml").read_text())["collector_probes"]
+
     # The probes that run on `local`: every-host ones whose placeholders the runner fills itself.
     def runs_here(probe: dict[str, Any]) -> bool:
         names = set(re.findall(r"(?<![$%])\{([A-Za-z_]\w*)\}", str(probe["command"])))

@@ -4,6 +4,7 @@ Unit level on the functions each step uses, then the CLI on this machine (connec
 collect with both engines runs exactly the app and db probes of a custom catalogue, verify runs the
 app and db checks.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,14 @@ def test_collect_selects_the_probes_of_both_roles(catalogue: Path) -> None:
     inv = load_inventory(INV)
     target = collect_targets(inv, ["both"])["both"]
     assert target.roles == ("app", "db")
-    request = build_request(load_entries(str(catalogue)), target.hostvars, target.roles,
-                            since="10m", cap_bytes=1000, default_timeout_s=5)
+    request = build_request(
+        load_entries(str(catalogue)),
+        target.hostvars,
+        target.roles,
+        since="10m",
+        cap_bytes=1000,
+        default_timeout_s=5,
+    )
     assert {p["name"] for p in request["probes"]} == EXPECTED_PROBES
 
 
@@ -67,14 +74,26 @@ def test_verify_runs_the_checks_of_both_roles() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     code = "import sys; from collector.cli import main; sys.argv[0] = 'collector'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=180,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=180, check=False
+    )
 
 
 @pytest.mark.parametrize("engine", ["ssh", "ansible"])
 def test_collect_cli_runs_the_probes_of_both_roles(engine: str, catalogue: Path, tmp_path: Path) -> None:
-    proc = _cli("collect", "--hosts", "both", "-i", INV, "--engine", engine, "--catalogue", str(catalogue),
-                "--out", str(tmp_path / "out"))
+    proc = _cli(
+        "collect",
+        "--hosts",
+        "both",
+        "-i",
+        INV,
+        "--engine",
+        engine,
+        "--catalogue",
+        str(catalogue),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert proc.returncode in (0, 1), proc.stderr
     [manifest_path] = (tmp_path / "out").glob("*/manifest.json")
     manifest = json.loads(manifest_path.read_text())

@@ -1,4 +1,5 @@
 """collector.times: one parser for durations and ISO instants, the --since window, and wait_until."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -24,8 +25,9 @@ NOW = _dt.datetime(2026, 11, 28, 6, 0, 0, tzinfo=UTC)
 RUNNER = Path(__file__).resolve().parents[1] / "playbooks" / "files" / "probe_runner.py"
 
 
-@pytest.mark.parametrize("text, seconds", [("30s", 30), ("10m", 600), ("2h", 7200), ("1d", 86400),
-                                           ("1w", 604800), (" 5 m ", 300)])
+@pytest.mark.parametrize(
+    "text, seconds", [("30s", 30), ("10m", 600), ("2h", 7200), ("1d", 86400), ("1w", 604800), (" 5 m ", 300)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -36,21 +38,28 @@ def test_bad_durations_are_value_errors(text: str) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("2026-11-28T05:00", _dt.datetime(2026, 11, 28, 5, 0, tzinfo=UTC)),  # naive: UTC
-    ("2026-11-28T05:00:00Z", _dt.datetime(2026, 11, 28, 5, 0, tzinfo=UTC)),
-    ("2026-11-28 05:00:00 UTC", _dt.datetime(2026, 11, 28, 5, 0, tzinfo=UTC)),
-    ("2026-11-28T06:00:00+01:00", _dt.datetime(2026, 11, 28, 5, 0, tzinfo=UTC)),
-    ("2026-11-28T05:00:00-0500", _dt.datetime(2026, 11, 28, 10, 0, tzinfo=UTC)),
-    ("2026-11-28T05:00:00.123456789Z", _dt.datetime(2026, 11, 28, 5, 0, 0, 123456, tzinfo=UTC)),  # Go's ns
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2026-11-28T05:00", _dt.datetime(2026, 11, 28, 5, 0, tzinfo=UTC)),  # naive: UTC
+        ("2026-11-28T05:00:00Z", _dt.datetime(2026, 11, 28, 5, 0, tzinfo=UTC)),
+        ("2026-11-28 05:00:00 UTC", _dt.datetime(2026, 11, 28, 5, 0, tzinfo=UTC)),
+        ("2026-11-28T06:00:00+01:00", _dt.datetime(2026, 11, 28, 5, 0, tzinfo=UTC)),
+        ("2026-11-28T05:00:00-0500", _dt.datetime(2026, 11, 28, 10, 0, tzinfo=UTC)),
+        (
+            "2026-11-28T05:00:00.123456789Z",
+            _dt.datetime(2026, 11, 28, 5, 0, 0, 123456, tzinfo=UTC),
+        ),  # Go's ns
+    ],
+)
 def test_iso_instants_are_aware_utc(text: str, expected: _dt.datetime) -> None:
     parsed = parse_instant(text)
     assert parsed == expected and parsed.utcoffset() == _dt.timedelta(0)
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-45T05:00", "05:00", "2026-11-28T05:00 junk",
-                                  "10m"])
+@pytest.mark.parametrize(
+    "text", ["", "yesterday", "2026-13-45T05:00", "05:00", "2026-11-28T05:00 junk", "10m"]
+)
 def test_bad_instants_are_value_errors(text: str) -> None:
     with pytest.raises(ValueError):
         parse_instant(text)
@@ -66,12 +75,15 @@ def test_instant_or_none_and_find_instant() -> None:
     assert iso_z(_dt.datetime(2026, 11, 28, 6, 0, 0, 5000, tzinfo=UTC)) == "2026-11-28T06:00:00.005Z"
 
 
-@pytest.mark.parametrize("since, expected", [
-    ("10m", NOW - _dt.timedelta(minutes=10)),
-    ("1d", NOW - _dt.timedelta(days=1)),
-    ("2026-11-28T05:30:00Z", _dt.datetime(2026, 11, 28, 5, 30, tzinfo=UTC)),
-    ("2026-11-28T05:30", _dt.datetime(2026, 11, 28, 5, 30, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    "since, expected",
+    [
+        ("10m", NOW - _dt.timedelta(minutes=10)),
+        ("1d", NOW - _dt.timedelta(days=1)),
+        ("2026-11-28T05:30:00Z", _dt.datetime(2026, 11, 28, 5, 30, tzinfo=UTC)),
+        ("2026-11-28T05:30", _dt.datetime(2026, 11, 28, 5, 30, tzinfo=UTC)),
+    ],
+)
 def test_window_start_takes_durations_and_iso_times(since: str, expected: _dt.datetime) -> None:
     assert window_start(since, NOW) == expected
 
@@ -89,11 +101,22 @@ def _runner() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("since", [
-    "30s", "10m", "2h", "1d", "2026-11-28T05:30:00Z", "2026-11-28T06:30:00+01:00", "2026-11-28T05:30:00.250Z",
-    "2026-11-28T06:30:00+0100", "2026-11-28 05:30:00 UTC", "2026-11-28T05:30:00.123456789Z",
-    "2026-11-28T05:30Z",
-])
+@pytest.mark.parametrize(
+    "since",
+    [
+        "30s",
+        "10m",
+        "2h",
+        "1d",
+        "2026-11-28T05:30:00Z",
+        "2026-11-28T06:30:00+01:00",
+        "2026-11-28T05:30:00.250Z",
+        "2026-11-28T06:30:00+0100",
+        "2026-11-28 05:30:00 UTC",
+        "2026-11-28T05:30:00.123456789Z",
+        "2026-11-28T05:30Z",
+    ],
+)
 def test_the_runners_copy_agrees_with_collector_times(since: str) -> None:
     """The on-host runner cannot import the package: its minimal copy must give the same window."""
     runner = _runner()

@@ -5,6 +5,7 @@ click commands). Modules are imported only when one of their commands runs, so `
 first minutes of an incident does not pay for importing remediation or tickets. The test lab is a
 separate distribution (lab/, the `collector-lab` command).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -3,6 +3,7 @@
 The rules (who commands, deadlines, silences, when an incident may resolve or close) live in
 collector.incidents.lifecycle; the texts and channels in collector.incidents.notify.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -46,10 +47,17 @@ def _in(moment: _dt.datetime, now: _dt.datetime) -> str:
     return f"in {delta // 60}m" if delta >= 0 else f"OVERDUE {-delta // 60}m"
 
 
-db_option = click.option("--db", help="Incidents database: a SQLite path or postgresql:// URL "
-                                      "(default: the incidents_db setting, COLLECTOR_INCIDENTS_DB).")
-by_option = click.option("--by", "who", default=None,
-                         help="Who does this (default: the user setting, COLLECTOR_USER, else your login name).")
+db_option = click.option(
+    "--db",
+    help="Incidents database: a SQLite path or postgresql:// URL "
+    "(default: the incidents_db setting, COLLECTOR_INCIDENTS_DB).",
+)
+by_option = click.option(
+    "--by",
+    "who",
+    default=None,
+    help="Who does this (default: the user setting, COLLECTOR_USER, else your login name).",
+)
 
 
 def _who(who: str | None, settings: Settings | None = None) -> str:
@@ -63,7 +71,9 @@ def incident_group() -> None:
 
 @incident_group.command("list")
 @db_option
-@click.option("--all", "show_all", is_flag=True, help="Resolved and closed incidents too (else the active ones).")
+@click.option(
+    "--all", "show_all", is_flag=True, help="Resolved and closed incidents too (else the active ones)."
+)
 @click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def list_command(db: str | None, show_all: bool, limit: int, as_json: bool) -> None:
@@ -79,13 +89,16 @@ def list_command(db: str | None, show_all: bool, limit: int, as_json: bool) -> N
     for inc in incidents:
         deadline = next_deadline(inc, events_of(store, inc.id), now)
         if as_json:
-            row = inc.to_dict() | {"next_deadline": {"what": deadline.what, "at": iso_z(deadline.at)}
-                                   if deadline else None}
+            row = inc.to_dict() | {
+                "next_deadline": {"what": deadline.what, "at": iso_z(deadline.at)} if deadline else None
+            }
             click.echo(json.dumps(row))
             continue
         due = f"{deadline.what} {_in(deadline.at, now)}" if deadline else "-"
-        click.echo(f"{inc.id}  {inc.severity or '?':2}  {inc.state:12}  {_age(inc.opened_at, now):>6}  "
-                   f"{(inc.commander or '-')[:20]:20}  {due:28}  {inc.title}")
+        click.echo(
+            f"{inc.id}  {inc.severity or '?':2}  {inc.state:12}  {_age(inc.opened_at, now):>6}  "
+            f"{(inc.commander or '-')[:20]:20}  {due:28}  {inc.title}"
+        )
 
 
 @incident_group.command("show")
@@ -109,12 +122,19 @@ def show_command(incident_id: str, db: str | None, as_json: bool) -> None:
     events = events_of(store, incident_id)
     now = _now()
     if as_json:
-        click.echo(json.dumps(inc.to_dict() | {"events": [e.to_dict() for e in events],
-                                               "alerts": alert_labels(store, incident_id)}, indent=2))
+        click.echo(
+            json.dumps(
+                inc.to_dict()
+                | {"events": [e.to_dict() for e in events], "alerts": alert_labels(store, incident_id)},
+                indent=2,
+            )
+        )
         return
-    lines = [f"{inc.id}  [{inc.severity or '?'}] {inc.title}",
-             f"state:      {inc.state} (opened {inc.opened_at}, {_age(inc.opened_at, now)} ago)",
-             f"commander:  {inc.commander or 'not assigned'}"]
+    lines = [
+        f"{inc.id}  [{inc.severity or '?'}] {inc.title}",
+        f"state:      {inc.state} (opened {inc.opened_at}, {_age(inc.opened_at, now)} ago)",
+        f"commander:  {inc.commander or 'not assigned'}",
+    ]
     if not inc.acked_at and inc.active:
         lines.append(f"acknowledge by {iso_z(ack_deadline(inc))} ({_in(ack_deadline(inc), now)})")
     else:
@@ -125,8 +145,12 @@ def show_command(incident_id: str, db: str | None, as_json: bool) -> None:
     deadline = next_deadline(inc, events, now)
     if deadline:
         lines.append(f"next deadline: {deadline.what} at {iso_z(deadline.at)} ({_in(deadline.at, now)})")
-    for label, value in (("resolved", inc.resolved_at), ("closed", inc.closed_at), ("ticket", inc.ticket),
-                         ("plan", inc.plan)):
+    for label, value in (
+        ("resolved", inc.resolved_at),
+        ("closed", inc.closed_at),
+        ("ticket", inc.ticket),
+        ("plan", inc.plan),
+    ):
         if value:
             lines.append(f"{label + ':':11} {value}")
     lines.append(f"hosts:      {', '.join(inc.hosts) or '-'}")
@@ -136,15 +160,32 @@ def show_command(incident_id: str, db: str | None, as_json: bool) -> None:
     lines.append("bundles:")
     lines += [f"  {b}" for b in inc.bundles] or ["  (none yet)"]
     lines.append("alerts:")
-    lines += [f"  {', '.join(f'{k}={v}' for k, v in sorted(a.items()))}" for a in alert_labels(store, incident_id)] \
-        or ["  (none recorded)"]
+    lines += [
+        f"  {', '.join(f'{k}={v}' for k, v in sorted(a.items()))}" for a in alert_labels(store, incident_id)
+    ] or ["  (none recorded)"]
     lines.append("timeline:")
     for e in events:
         detail = ""
         if e.detail:
-            detail = "  " + "; ".join(f"{k}={v}" for k, v in e.detail.items()
-                                      if k in ("stage", "reason", "commander", "flag", "why", "ids", "channels",
-                                               "message", "passed", "to", "bundle", "severity"))
+            detail = "  " + "; ".join(
+                f"{k}={v}"
+                for k, v in e.detail.items()
+                if k
+                in (
+                    "stage",
+                    "reason",
+                    "commander",
+                    "flag",
+                    "why",
+                    "ids",
+                    "channels",
+                    "message",
+                    "passed",
+                    "to",
+                    "bundle",
+                    "severity",
+                )
+            )
         lines.append(f"  {e.at}  {e.kind:14} {e.actor or '':12}{detail}".rstrip())
     click.echo("\n".join(lines))
 
@@ -154,21 +195,27 @@ def show_command(incident_id: str, db: str | None, as_json: bool) -> None:
 @db_option
 @by_option
 @click.option("--no-silence", is_flag=True, help="Do not silence the incident's alerts in Alertmanager.")
-@click.option("--alertmanager", "alertmanager_url", help="Alertmanager URL (default: the alertmanager_url setting).")
-def ack_command(incident_id: str, db: str | None, who: str | None, no_silence: bool,
-                alertmanager_url: str | None) -> None:
+@click.option(
+    "--alertmanager", "alertmanager_url", help="Alertmanager URL (default: the alertmanager_url setting)."
+)
+def ack_command(
+    incident_id: str, db: str | None, who: str | None, no_silence: bool, alertmanager_url: str | None
+) -> None:
     """Acknowledge: you take it (P2/P3: you command it) and its alerts are silenced until it resolves."""
     from collector.incidents.lifecycle import AlertmanagerError, acknowledge, load_people
 
     settings = _settings(db)
     url = None if no_silence else (alertmanager_url or settings.alertmanager_url)
     try:
-        inc, ids = acknowledge(_store(settings), incident_id, _who(who, settings), people=load_people(),
-                               alertmanager_url=url)
+        inc, ids = acknowledge(
+            _store(settings), incident_id, _who(who, settings), people=load_people(), alertmanager_url=url
+        )
     except AlertmanagerError as exc:
         click.echo(f"{incident_id} acknowledged, but the silence failed: {exc}", err=True)
         sys.exit(EXIT_PARTIAL)
-    click.echo(f"{inc.id} acknowledged by {_who(who, settings)} at {inc.acked_at}; commander: {inc.commander or '-'}")
+    click.echo(
+        f"{inc.id} acknowledged by {_who(who, settings)} at {inc.acked_at}; commander: {inc.commander or '-'}"
+    )
     for silence in ids:
         click.echo(f"silenced in Alertmanager: {silence} (expires when the incident resolves)")
 
@@ -200,18 +247,46 @@ def assign_command(incident_id: str, commander: str, db: str | None, who: str | 
 @click.option("--security", is_flag=True, help="Security breach suspected: escalate at once.")
 @click.option("--cross-system", is_flag=True, help="Other systems are affected: escalate at once.")
 @click.option("--expertise", is_flag=True, help="Need additional expertise: escalate at once.")
-def update_command(incident_id: str, db: str | None, who: str | None, message: str | None, severity: str | None,
-                   mitigating: bool, data_loss: bool, security: bool, cross_system: bool, expertise: bool) -> None:
+def update_command(
+    incident_id: str,
+    db: str | None,
+    who: str | None,
+    message: str | None,
+    severity: str | None,
+    mitigating: bool,
+    data_loss: bool,
+    security: bool,
+    cross_system: bool,
+    expertise: bool,
+) -> None:
     """Send a status update and/or raise what the runbook escalates on; resets the update clock."""
     from collector.incidents.lifecycle import post_update
 
-    flags = [name for name, on in (("data-loss", data_loss), ("security", security),
-                                   ("cross-system", cross_system), ("expertise", expertise)) if on]
+    flags = [
+        name
+        for name, on in (
+            ("data-loss", data_loss),
+            ("security", security),
+            ("cross-system", cross_system),
+            ("expertise", expertise),
+        )
+        if on
+    ]
     if not (message or severity or mitigating or flags):
-        raise UsageError("nothing to update: give --message, --severity, --mitigating or a flag (--security ...)")
+        raise UsageError(
+            "nothing to update: give --message, --severity, --mitigating or a flag (--security ...)"
+        )
     settings = _settings(db)
-    _, results = post_update(_store(settings), incident_id, _who(who, settings), settings, message=message,
-                             severity=severity, mitigating=mitigating, flags=flags)
+    _, results = post_update(
+        _store(settings),
+        incident_id,
+        _who(who, settings),
+        settings,
+        message=message,
+        severity=severity,
+        mitigating=mitigating,
+        flags=flags,
+    )
     for line in results:
         click.echo(line)
     if any("failed" in line for line in results):
@@ -222,11 +297,16 @@ def update_command(incident_id: str, db: str | None, who: str | None, message: s
 @click.argument("incident_id")
 @db_option
 @by_option
-@click.option("--verify", "run_verify", is_flag=True,
-              help="Run the step-5 checklist on the incident's hosts now (else the last verify must have passed).")
+@click.option(
+    "--verify",
+    "run_verify",
+    is_flag=True,
+    help="Run the step-5 checklist on the incident's hosts now (else the last verify must have passed).",
+)
 @click.option("-i", "--inventory", help="Inventory for --verify.")
-def resolve_command(incident_id: str, db: str | None, who: str | None, run_verify: bool,
-                    inventory: str | None) -> None:
+def resolve_command(
+    incident_id: str, db: str | None, who: str | None, run_verify: bool, inventory: str | None
+) -> None:
     """Resolve: only when the step-5 checklist passed; expires the incident's silences, sends the resolved update."""
     from collector.incidents.lifecycle import events_of, get_incident, resolve, tick, verified
 
@@ -237,9 +317,13 @@ def resolve_command(incident_id: str, db: str | None, who: str | None, run_verif
         _verify(store, inc, settings)
     ok = verified(events_of(store, incident_id))
     if not ok:
-        raise UsageError(f"incident {incident_id}: the step-5 checklist has not passed "
-                         "(run `collector incident resolve --verify`, or wait for Alertmanager's resolved notice)")
-    inc, expired = resolve(store, incident_id, _who(who, settings), verified=ok, alertmanager_url=settings.alertmanager_url)
+        raise UsageError(
+            f"incident {incident_id}: the step-5 checklist has not passed "
+            "(run `collector incident resolve --verify`, or wait for Alertmanager's resolved notice)"
+        )
+    inc, expired = resolve(
+        store, incident_id, _who(who, settings), verified=ok, alertmanager_url=settings.alertmanager_url
+    )
     click.echo(f"{inc.id} resolved at {inc.resolved_at}")
     for silence, result in expired.items():
         click.echo(f"silence {silence}: {result}")
@@ -257,9 +341,18 @@ def _verify(store: Any, inc: Incident, settings: Settings) -> None:
     for line in table(checks):
         click.echo(line)
     ok = passed(checks)
-    store.add_event(inc.id, "verified" if ok else "verify-failed", iso_z(_now()), getpass.getuser(),
-                    {"passed": ok, "hosts": names, "checks": len(checks),
-                     "failed": [c.as_dict() for c in checks if not c.passed][:20]})
+    store.add_event(
+        inc.id,
+        "verified" if ok else "verify-failed",
+        iso_z(_now()),
+        getpass.getuser(),
+        {
+            "passed": ok,
+            "hosts": names,
+            "checks": len(checks),
+            "failed": [c.as_dict() for c in checks if not c.passed][:20],
+        },
+    )
 
 
 @incident_group.command("close")

@@ -1,4 +1,5 @@
 """`collector report BUNDLE` and `collector comms BUNDLE --stage ...`: argument parsing only."""
+
 from __future__ import annotations
 
 import sys
@@ -12,8 +13,13 @@ from collector.report.render import RedactionFailed
 
 @click.command("report")
 @click.argument("bundle")
-@click.option("--format", "formats", default="html,md", show_default=True,
-              help="Comma-separated report formats: html, md. TICKET.md is always written.")
+@click.option(
+    "--format",
+    "formats",
+    default="html,md",
+    show_default=True,
+    help="Comma-separated report formats: html, md. TICKET.md is always written.",
+)
 def report_command(bundle: str, formats: str) -> None:
     """Write report.html / report.md and TICKET.md into BUNDLE and re-seal its archive."""
     chosen = report_step.parse_formats(formats)
@@ -28,8 +34,12 @@ def report_command(bundle: str, formats: str) -> None:
 
 @click.command("comms")
 @click.argument("bundle")
-@click.option("--stage", type=click.Choice(report_step.STAGES), required=True,
-              help="initial update, mitigation update, or resolution announcement.")
+@click.option(
+    "--stage",
+    type=click.Choice(report_step.STAGES),
+    required=True,
+    help="initial update, mitigation update, or resolution announcement.",
+)
 def comms_command(bundle: str, stage: str) -> None:
     """Print the runbook's status update for STAGE, filled from BUNDLE, ready to paste."""
     click.echo(report_step.render_comms(bundle, stage), nl=False)

@@ -1,4 +1,5 @@
 """`collector triage BUNDLE [--json]`: parsing and display only; collector.triage does the work."""
+
 from __future__ import annotations
 
 import json
@@ -10,14 +11,22 @@ from rich.markup import escape
 from collector.core import NO_SEVERITY, SEVERITIES, Finding, Findings
 
 # One style per level of collector.core's scale, most severe first.
-_SEVERITY_STYLE = dict(zip((*SEVERITIES, NO_SEVERITY), ("bold white on red", "bold red", "yellow", "cyan", "green")))
+_SEVERITY_STYLE = dict(
+    zip((*SEVERITIES, NO_SEVERITY), ("bold white on red", "bold red", "yellow", "cyan", "green"))
+)
 _QUESTIONS = ("How many users/hosts affected", "Is data at risk", "Down or degraded", "Security incident")
 
 
 @click.command("triage")
 @click.argument("bundle", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print findings.json instead of the summary.")
-@click.option("--rules", "rules_path", type=click.Path(), default=None, help="Another rules file (default: the shipped rules.yml).")
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(),
+    default=None,
+    help="Another rules file (default: the shipped rules.yml).",
+)
 def triage_command(bundle: str, as_json: bool, rules_path: str | None) -> None:
     """Findings, P0–P3 severity and the suggested mitigation for BUNDLE (writes findings.json into it)."""
     from collector.triage import FINDINGS_FILE, triage_bundle
@@ -60,11 +69,13 @@ def show(console: Console, doc: Findings) -> None:
 def _finding(console: Console, finding: Finding) -> None:
     style = _SEVERITY_STYLE.get(finding.severity, "")
     hosts = escape("[" + ",".join(finding.hosts) + "]")
-    console.print(f"  [{style}]{finding.severity}[/{style}] {escape(finding.id)} {hosts} {escape(finding.title)}: "
-                  f"{escape(finding.message)}")
+    console.print(
+        f"  [{style}]{finding.severity}[/{style}] {escape(finding.id)} {hosts} {escape(finding.title)}: "
+        f"{escape(finding.message)}"
+    )
     for ev in finding.evidence[:4]:
         where = f"{ev.path}:{ev.line}" if ev.line else ev.path
-        console.print(f"      evidence {escape(where)}  [dim]\"{escape(ev.excerpt)}\"[/dim]")
+        console.print(f'      evidence {escape(where)}  [dim]"{escape(ev.excerpt)}"[/dim]')
     if finding.mitigation:
         console.print(f"      mitigate: [bold]{escape(finding.mitigation.command)}[/bold]")
     for alt in finding.alternatives:

@@ -1,4 +1,5 @@
 """`collector verify --hosts PATTERN`: the runbook's step 5 checklist, a pass/fail table, exit 1 on failure."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,29 @@ from collector.redact import Redactor
 @click.option("--hosts", required=True, help="Ansible host pattern to check.")
 @click.option("-i", "--inventory", help="Inventory file or directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-@click.option("--window", default="30s", show_default=True, help="Prometheus rate window for 5xx ratio and p95.")
-@click.option("--wait", "wait_s", type=float, default=0.0, help="Keep re-checking up to this many seconds until it passes.")
-@click.option("--allow-alert", multiple=True, metavar="NAME", help="An alert that is expected (not a failure).")
+@click.option(
+    "--window", default="30s", show_default=True, help="Prometheus rate window for 5xx ratio and p95."
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=0.0,
+    help="Keep re-checking up to this many seconds until it passes.",
+)
+@click.option(
+    "--allow-alert", multiple=True, metavar="NAME", help="An alert that is expected (not a failure)."
+)
 @click.pass_context
-def verify_command(ctx: click.Context, hosts: str, inventory: str | None, as_json: bool, window: str, wait_s: float,
-                   allow_alert: tuple[str, ...]) -> None:
+def verify_command(
+    ctx: click.Context,
+    hosts: str,
+    inventory: str | None,
+    as_json: bool,
+    window: str,
+    wait_s: float,
+    allow_alert: tuple[str, ...],
+) -> None:
     """Runbook step 5: /health, 5xx ratio < 1 %, p95 < 200 ms, no alerts, SELECT 1, Redis PING, services."""
     from collector.verify import passed, verify
     from collector.verify import table as checks_table
@@ -42,7 +60,11 @@ def verify_command(ctx: click.Context, hosts: str, inventory: str | None, as_jso
         for line in checks_table(checks):
             click.echo(redactor.redact_text(line, "verify"))
         failed = [c for c in checks if not c.passed]
-        click.echo("RECOVERED: every check passed" if ok else f"NOT RECOVERED: {len(failed)} of {len(checks)} checks failed")
+        click.echo(
+            "RECOVERED: every check passed"
+            if ok
+            else f"NOT RECOVERED: {len(failed)} of {len(checks)} checks failed"
+        )
     ctx.exit(EXIT_OK if ok else EXIT_PARTIAL)
 
 

@@ -20,8 +20,19 @@ _LOADER = getattr(
     yaml, "CSafeLoader", yaml.SafeLoader
 )  # libyaml when present: the catalogue is read every run
 # The keys a catalogue entry may have (playbooks/vars/probes.yml documents each); the runner reads them as data.
-CATALOGUE_KEYS = ("name", "command", "roles", "timeout_s", "cap_bytes", "env", "requires", "ok_rc", "serial",
-                  "format", "description")
+CATALOGUE_KEYS = (
+    "name",
+    "command",
+    "roles",
+    "timeout_s",
+    "cap_bytes",
+    "env",
+    "requires",
+    "ok_rc",
+    "serial",
+    "format",
+    "description",
+)
 # Host vars a probe may read; everything else in hostvars stays on the control machine.
 _VAR_PREFIX = "collector_"
 # Runs at most this many probes at once per host (sshd's MaxSessions is not involved: one channel).

@@ -10,6 +10,7 @@ bytes and the sealed tar.gz stays deterministic; only the comms texts carry "now
     data.py      `build(bundle)` -> ReportData: findings, actions, impact, root cause, everything shown
     render.py    the Jinja2 environment and filters; `render_reports`, `render_comms`
 """
+
 from __future__ import annotations
 
 from collector.report.data import SEVERITY_ORDER, FindingView, ReportData, build, severity_rank

@@ -1,4 +1,5 @@
 """Everything a report shows, computed once from a bundle (findings, actions, timeline, figures): `build`."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -108,7 +109,9 @@ class ReportData:
     collection: dict[str, str]
     verification: str | None
     archive: str
-    summary: IncidentSummary | None = None  # what the header, TICKET.md, the ticket subject and comms say first
+    summary: IncidentSummary | None = (
+        None  # what the header, TICKET.md, the ticket subject and comms say first
+    )
     problems: list[str] = field(default_factory=list)  # side files we could not read, said in the report
     side_files: list[str] = field(default_factory=list)  # derived files present (findings.json, actions.json)
 
@@ -158,16 +161,29 @@ class FindingView:
     @classmethod
     def of(cls, f: Finding, titles: dict[str, str] | None = None) -> FindingView:
         last = f" (last at {f.last_seen[11:16]} UTC)" if f.last_seen else ""
-        basis = ("live: the state now" if f.basis == "live" else
-                 f"history, recovered: earlier in the window{last}" if f.recovered else
-                 f"history: log lines in the window{last}" if f.basis == "history" else "")
+        basis = (
+            "live: the state now"
+            if f.basis == "live"
+            else f"history, recovered: earlier in the window{last}"
+            if f.recovered
+            else f"history: log lines in the window{last}"
+            if f.basis == "history"
+            else ""
+        )
         return cls(
-            id=f.id, rule=f.rule, title=f.title, severity=f.severity, scenario=f.scenario, hosts=f.hosts,
+            id=f.id,
+            rule=f.rule,
+            title=f.title,
+            severity=f.severity,
+            scenario=f.scenario,
+            hosts=f.hosts,
             message=f.message,
             where=", ".join("fleet-wide (monitoring)" if h == "monitoring" else h for h in f.hosts),
-            evidence=tuple(EvidenceView.of(e) for e in f.evidence), mitigation=f.mitigation,
+            evidence=tuple(EvidenceView.of(e) for e in f.evidence),
+            mitigation=f.mitigation,
             command=f.mitigation.command if f.mitigation else "",
-            alternatives=tuple(m.command for m in f.alternatives), basis=basis,
+            alternatives=tuple(m.command for m in f.alternatives),
+            basis=basis,
             context=tuple(f"{(titles or {}).get(c, c)} ({c})" for c in f.context),
         )
 
@@ -181,12 +197,21 @@ def _questions(findings: Findings | None) -> list[tuple[str, str, str]]:
 
 def _unevaluated(findings: Findings | None) -> list[tuple[str, str]]:
     """(rule, title: why) for every rule triage could not evaluate."""
-    return [(u.rule, f"{u.title}: {u.reason}" if u.title else u.reason) for u in (findings.unknown if findings else ())]
+    return [
+        (u.rule, f"{u.title}: {u.reason}" if u.title else u.reason)
+        for u in (findings.unknown if findings else ())
+    ]
 
 
 def _safe_link(path: Any) -> str | None:
     """A bundle-relative link, never an absolute path or a URL (the report must not reach outside)."""
-    if not isinstance(path, str) or not path or path.startswith(("/", "\\")) or ":" in path or ".." in path.split("/"):
+    if (
+        not isinstance(path, str)
+        or not path
+        or path.startswith(("/", "\\"))
+        or ":" in path
+        or ".." in path.split("/")
+    ):
         return None
     return path
 
@@ -208,16 +233,34 @@ def action_items(findings: list[FindingView], actions: list[dict[str, Any]]) -> 
         command = finding.command or action
         if action and action not in done and command not in seen:
             seen.add(command)
-            items.append({"what": f"Mitigate “{finding.title}”: {command}",
-                          "finding": finding.id, "priority": finding.severity, "owner": "TBD"})
+            items.append(
+                {
+                    "what": f"Mitigate “{finding.title}”: {command}",
+                    "finding": finding.id,
+                    "priority": finding.severity,
+                    "owner": "TBD",
+                }
+            )
         prevention = _prevention_for(finding)
         if prevention not in seen:
             seen.add(prevention)
-            items.append({"what": f"Prevent recurrence of “{finding.title}”: {prevention}",
-                          "finding": finding.id, "priority": finding.severity, "owner": "TBD"})
+            items.append(
+                {
+                    "what": f"Prevent recurrence of “{finding.title}”: {prevention}",
+                    "finding": finding.id,
+                    "priority": finding.severity,
+                    "owner": "TBD",
+                }
+            )
     if findings:
-        items.append({"what": "Hold the post-mortem and publish this report within 24 h", "finding": "",
-                      "priority": findings[0].severity, "owner": "incident commander"})
+        items.append(
+            {
+                "what": "Hold the post-mortem and publish this report within 24 h",
+                "finding": "",
+                "priority": findings[0].severity,
+                "owner": "incident commander",
+            }
+        )
     return items
 
 
@@ -242,33 +285,48 @@ def normalise_actions(actions: dict[str, Any] | None) -> list[dict[str, Any]]:
         if not isinstance(action, dict):
             continue
         verify = action.get("verify") if isinstance(action.get("verify"), dict) else None
-        out.append({
-            **action,
-            "name": str(action.get("action") or "action"),
-            "params_text": _params_text(action.get("params")).strip(" ()"),
-            "results_text": _host_results_text(action),
-            "host_results": [(h, _host_result((action.get("hosts") or {})[h])) for h in sorted(action.get("hosts") or {})],
-            "verify_text": _verify_text(verify) if verify else "not run",
-            "verify_checks": [_check(c) for c in (verify or {}).get("checks") or []],
-            "succeeded": _action_succeeded(action),
-            "requested_text": fmt_time(parse_time(action.get("requested"))),
-            "approved_text": fmt_time(parse_time(action.get("approved"))),
-            "applied_text": fmt_time(parse_time(action.get("applied_finished") or action.get("applied_started"))),
-        })
+        out.append(
+            {
+                **action,
+                "name": str(action.get("action") or "action"),
+                "params_text": _params_text(action.get("params")).strip(" ()"),
+                "results_text": _host_results_text(action),
+                "host_results": [
+                    (h, _host_result((action.get("hosts") or {})[h]))
+                    for h in sorted(action.get("hosts") or {})
+                ],
+                "verify_text": _verify_text(verify) if verify else "not run",
+                "verify_checks": [_check(c) for c in (verify or {}).get("checks") or []],
+                "succeeded": _action_succeeded(action),
+                "requested_text": fmt_time(parse_time(action.get("requested"))),
+                "approved_text": fmt_time(parse_time(action.get("approved"))),
+                "applied_text": fmt_time(
+                    parse_time(action.get("applied_finished") or action.get("applied_started"))
+                ),
+            }
+        )
     return sorted(out, key=lambda a: str(a.get("applied_started") or a.get("requested") or ""))
 
 
 def _host_result(result: Any) -> dict[str, Any]:
     """One host's apply result with the fields the templates show (the record is remediate's, not typed here)."""
     res = result if isinstance(result, dict) else {}
-    return {"status": str(res.get("status") or "?"), "changed": bool(res.get("changed")), "msg": str(res.get("msg") or "")}
+    return {
+        "status": str(res.get("status") or "?"),
+        "changed": bool(res.get("changed")),
+        "msg": str(res.get("msg") or ""),
+    }
 
 
 def _check(check: Any) -> dict[str, Any]:
     """One verification check with the fields the templates show."""
     c = check if isinstance(check, dict) else {}
-    return {"name": str(c.get("name") or "?"), "host": str(c.get("host") or ""), "passed": bool(c.get("passed")),
-            "detail": str(c.get("detail") or "")}
+    return {
+        "name": str(c.get("name") or "?"),
+        "host": str(c.get("host") or ""),
+        "passed": bool(c.get("passed")),
+        "detail": str(c.get("detail") or ""),
+    }
 
 
 _BEFORE_AFTER_HOSTS = 8
@@ -287,16 +345,34 @@ def before_after_rows(actions: list[dict[str, Any]]) -> list[dict[str, str]]:
             label, unit, _ = _figure_spec(key)
             before, after = pair
             if isinstance(before, dict) or isinstance(after, dict):
-                before, after = before if isinstance(before, dict) else {}, after if isinstance(after, dict) else {}
-                changes = [(h, before.get(h), after.get(h)) for h in sorted(set(before) | set(after))
-                           if before.get(h) != after.get(h)]
+                before, after = (
+                    before if isinstance(before, dict) else {},
+                    after if isinstance(after, dict) else {},
+                )
+                changes = [
+                    (h, before.get(h), after.get(h))
+                    for h in sorted(set(before) | set(after))
+                    if before.get(h) != after.get(h)
+                ]
                 changes.sort(key=lambda c: -_delta(c[1], c[2]))
                 for host, b, a in changes[:_BEFORE_AFTER_HOSTS]:
-                    rows.append({"action": action["name"], "figure": f"{label} ({host})",
-                                 "before": fmt_figure(unit, b), "after": fmt_figure(unit, a)})
+                    rows.append(
+                        {
+                            "action": action["name"],
+                            "figure": f"{label} ({host})",
+                            "before": fmt_figure(unit, b),
+                            "after": fmt_figure(unit, a),
+                        }
+                    )
             elif before is not None or after is not None:
-                rows.append({"action": action["name"], "figure": label,
-                             "before": fmt_figure(unit, before), "after": fmt_figure(unit, after)})
+                rows.append(
+                    {
+                        "action": action["name"],
+                        "figure": label,
+                        "before": fmt_figure(unit, before),
+                        "after": fmt_figure(unit, after),
+                    }
+                )
     return rows
 
 
@@ -315,14 +391,28 @@ def host_matrix(bundle: Any) -> tuple[list[str], list[dict[str, Any]]]:
         for name in probes:
             if name not in probe_names:
                 probe_names.append(name)
-        bad = [(n, str((p or {}).get("status"))) for n, p in probes.items()
-               if (p or {}).get("status") in ("failed", "timeout")]
-        rows.append({"host": host, "status": str(entry.get("status") or "?"), "error": entry.get("error") or "",
-                     "roles": ", ".join(entry.get("roles") or []), "probes": probes,
-                     "ok": sum(1 for p in probes.values() if (p or {}).get("status") == "ok"),
-                     "total": len(probes), "bad": bad,
-                     "other": [(n, str((p or {}).get("status"))) for n, p in probes.items()
-                               if (p or {}).get("status") in ("not_found", "skipped")]})
+        bad = [
+            (n, str((p or {}).get("status")))
+            for n, p in probes.items()
+            if (p or {}).get("status") in ("failed", "timeout")
+        ]
+        rows.append(
+            {
+                "host": host,
+                "status": str(entry.get("status") or "?"),
+                "error": entry.get("error") or "",
+                "roles": ", ".join(entry.get("roles") or []),
+                "probes": probes,
+                "ok": sum(1 for p in probes.values() if (p or {}).get("status") == "ok"),
+                "total": len(probes),
+                "bad": bad,
+                "other": [
+                    (n, str((p or {}).get("status")))
+                    for n, p in probes.items()
+                    if (p or {}).get("status") in ("not_found", "skipped")
+                ],
+            }
+        )
     return probe_names, rows
 
 
@@ -382,11 +472,15 @@ def build(bundle: Any) -> ReportData:
         detected=fmt_time(collection_start),
         resolved=fmt_time(resolved_at) if resolved_at else None,
         duration=fmt_duration(duration) + ("" if resolved_at else " (ongoing at collection end)"),
-        collection={"started": fmt_time(collection_start), "finished": fmt_time(collection_end),
-                    "pattern": str(manifest.get("pattern") or ""), "engine": str(manifest.get("engine") or ""),
-                    "inventory": str(manifest.get("inventory") or ""),
-                    "interrupted": "yes" if manifest.get("interrupted") else "no",
-                    "redacted": "no" if manifest.get("redacted") is False else "yes"},
+        collection={
+            "started": fmt_time(collection_start),
+            "finished": fmt_time(collection_end),
+            "pattern": str(manifest.get("pattern") or ""),
+            "engine": str(manifest.get("engine") or ""),
+            "inventory": str(manifest.get("inventory") or ""),
+            "interrupted": "yes" if manifest.get("interrupted") else "no",
+            "redacted": "no" if manifest.get("redacted") is False else "yes",
+        },
         verification=_last_verification(actions),
         archive=f"{Path(bundle.path).name}.tar.gz",
         summary=summary,
@@ -394,8 +488,6 @@ def build(bundle: Any) -> ReportData:
         side_files=[n for n in ("findings.json", "actions.json") if bundle.exists(n)],
     )
     return data
-
-
 
 
 def _about_memory(findings: list[FindingView]) -> bool:
@@ -427,14 +519,19 @@ def _root_cause(findings: list[FindingView]) -> list[str]:
     if not findings:
         return ["Not known yet: no triage findings in this bundle (run `collector triage`)."]
     top = findings[0]
-    lines = [f"Most severe finding: {top.title} ({top.severity})"
-             + (f", runbook scenario “{top.scenario}”" if top.scenario else "")
-             + (f" on {', '.join(top.hosts)}" if top.hosts else "") + "."]
+    lines = [
+        f"Most severe finding: {top.title} ({top.severity})"
+        + (f", runbook scenario “{top.scenario}”" if top.scenario else "")
+        + (f" on {', '.join(top.hosts)}" if top.hosts else "")
+        + "."
+    ]
     if top.evidence:
         ev = top.evidence[0]
-        lines.append(f"Evidence: {ev.path or ev.probe}"
-                     + (f" line {ev.line}" if ev.line is not None else "")
-                     + (f": {_clip(ev.excerpt, 160)}" if ev.excerpt else ""))
+        lines.append(
+            f"Evidence: {ev.path or ev.probe}"
+            + (f" line {ev.line}" if ev.line is not None else "")
+            + (f": {_clip(ev.excerpt, 160)}" if ev.excerpt else "")
+        )
     for other in findings[1:4]:
         lines.append(f"Also seen: {other.title} ({other.severity}).")
     lines.append("To be confirmed in the post-mortem (five whys).")
@@ -446,27 +543,39 @@ def _resolution(actions: list[dict[str, Any]]) -> list[str]:
         return ["No remediation recorded in this bundle yet."]
     lines = []
     for action in actions:
-        approval = (f"BREAK-GLASS ({action['break_glass']})" if action.get("break_glass")
-                    else f"approved by {action.get('approver') or '?'}")
-        lines.append(f"{action['name']}" + (f" ({action['params_text']})" if action["params_text"] else "")
-                     + f", requested by {action.get('requester') or '?'}, {approval}; "
-                     + f"result: {action['results_text']}; verification {action['verify_text']}.")
+        approval = (
+            f"BREAK-GLASS ({action['break_glass']})"
+            if action.get("break_glass")
+            else f"approved by {action.get('approver') or '?'}"
+        )
+        lines.append(
+            f"{action['name']}"
+            + (f" ({action['params_text']})" if action["params_text"] else "")
+            + f", requested by {action.get('requester') or '?'}, {approval}; "
+            + f"result: {action['results_text']}; verification {action['verify_text']}."
+        )
     return lines
 
 
-def _lessons(timeline: list[TimelineEvent], started: _dt.datetime | None, collected: _dt.datetime | None,
-             resolved: _dt.datetime | None) -> list[str]:
+def _lessons(
+    timeline: list[TimelineEvent],
+    started: _dt.datetime | None,
+    collected: _dt.datetime | None,
+    resolved: _dt.datetime | None,
+) -> list[str]:
     lines = []
     if started and collected:
-        lines.append(f"Time from first sign of trouble to evidence collection: "
-                     f"{fmt_duration((collected - started).total_seconds())}.")
+        lines.append(
+            f"Time from first sign of trouble to evidence collection: "
+            f"{fmt_duration((collected - started).total_seconds())}."
+        )
     if started and resolved:
         lines.append(f"Time to recovery: {fmt_duration((resolved - started).total_seconds())}.")
     deploys = [e for e in timeline if e.kind == "deploy" and started and e.at <= started]
     if deploys and started and (started - deploys[-1].at).total_seconds() <= _DEPLOY_SUSPECT_S:
-        lines.append(f"A deploy preceded the first error by {fmt_duration((started - deploys[-1].at).total_seconds())}: "
-                     "was it the trigger?")
+        lines.append(
+            f"A deploy preceded the first error by {fmt_duration((started - deploys[-1].at).total_seconds())}: "
+            "was it the trigger?"
+        )
     lines += ["What went well: …", "What went wrong: …", "Where we got lucky: …"]
     return lines
-
-

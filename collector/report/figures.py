@@ -1,4 +1,5 @@
 """The report's key figures (with the runbook's thresholds) and Prometheus range series as sparklines."""
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,6 @@ class Chart:
     last: str
     peak: str
     points: int
-
 
 
 # ---------------------------------------------------------------- figures and charts
@@ -111,8 +111,11 @@ def figure_rows(figures: dict[str, Any]) -> list[FigureRow]:
         label, unit, threshold = _figure_spec(key)
         value = figures[key]
         if not isinstance(value, dict):
-            rows.append(FigureRow(key, label, "", fmt_figure(unit, value),
-                                  _over(key, value, threshold, figures, ""), value))
+            rows.append(
+                FigureRow(
+                    key, label, "", fmt_figure(unit, value), _over(key, value, threshold, figures, ""), value
+                )
+            )
             continue
         cells = []
         for host, raw in sorted(value.items(), key=lambda kv: str(kv[0])):
@@ -128,7 +131,8 @@ def figure_rows(figures: dict[str, Any]) -> list[FigureRow]:
         if len(cells) > 1:
             shown = sorted(cells, key=lambda c: -c[2])[:_DETAIL_HOSTS]
             detail = ", ".join(f"{h} {t}" for h, t, *_ in shown) + (
-                f", … {len(cells) - _DETAIL_HOSTS} more" if len(cells) > _DETAIL_HOSTS else "")
+                f", … {len(cells) - _DETAIL_HOSTS} more" if len(cells) > _DETAIL_HOSTS else ""
+            )
         rows.append(FigureRow(key, label, worst[0], worst[1], any(c[3] for c in cells), worst[4], detail))
     return rows
 
@@ -166,7 +170,9 @@ def range_series(data: Any) -> list[tuple[dict[str, str], list[tuple[float, floa
     """The (labels, [(t, v)]) series of a range query: our monitoring doc or Prometheus's raw matrix."""
     if not isinstance(data, dict):
         return []
-    if data.get("kind") == "range" and isinstance(data.get("series"), list):  # collector.monitoring.shape_range
+    if data.get("kind") == "range" and isinstance(
+        data.get("series"), list
+    ):  # collector.monitoring.shape_range
         items = data["series"]
     else:
         body = data.get("data") if isinstance(data.get("data"), dict) else data
@@ -215,7 +221,9 @@ def _unit_for(name: str) -> str:
 _BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def make_chart(title: str, points: list[tuple[float, float]], unit: str, width: int = 240, height: int = 48) -> Chart:
+def make_chart(
+    title: str, points: list[tuple[float, float]], unit: str, width: int = 240, height: int = 48
+) -> Chart:
     """An inline SVG sparkline (numbers only, so it is safe markup) and a text one."""
     values = [v for _, v in points]
     t0, t1 = points[0][0], points[-1][0]
@@ -230,7 +238,9 @@ def make_chart(title: str, points: list[tuple[float, float]], unit: str, width: 
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
     area = f"{coords[0][0]:.1f},{height - pad:.1f} {line} {coords[-1][0]:.1f},{height - pad:.1f}"
     last_x, last_y = coords[-1]
-    label = escape(f"{title}: {fmt_figure(unit, values[0])} → {fmt_figure(unit, values[-1])}, peak {fmt_figure(unit, hi)}")
+    label = escape(
+        f"{title}: {fmt_figure(unit, values[0])} → {fmt_figure(unit, values[-1])}, peak {fmt_figure(unit, hi)}"
+    )
     svg = Markup(
         f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
         f'aria-label="{label}" xmlns="http://www.w3.org/2000/svg">'
@@ -240,8 +250,15 @@ def make_chart(title: str, points: list[tuple[float, float]], unit: str, width: 
     )
     step = max(1, len(values) // 40)
     sampled = values[::step]
-    text = "".join(_BLOCKS[min(len(_BLOCKS) - 1, int((v - lo) / span_v * (len(_BLOCKS) - 1) + 0.5))] for v in sampled)
-    return Chart(title, svg, text, fmt_figure(unit, values[0]), fmt_figure(unit, values[-1]), fmt_figure(unit, hi),
-                 len(points))
-
-
+    text = "".join(
+        _BLOCKS[min(len(_BLOCKS) - 1, int((v - lo) / span_v * (len(_BLOCKS) - 1) + 0.5))] for v in sampled
+    )
+    return Chart(
+        title,
+        svg,
+        text,
+        fmt_figure(unit, values[0]),
+        fmt_figure(unit, values[-1]),
+        fmt_figure(unit, hi),
+        len(points),
+    )

@@ -1,4 +1,5 @@
 """Rendering: the Jinja2 environment, Markdown-safe filters, report files and status-update texts."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -110,7 +111,9 @@ def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(f.strip().lower() for f in items if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise UsageError(f"unknown report format {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(FORMATS)}")
+        raise UsageError(
+            f"unknown report format {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(FORMATS)}"
+        )
     return formats
 
 
@@ -120,8 +123,10 @@ class RedactionFailed(Exception):
 
 def withheld(name: str, exc: BaseException) -> str:
     """What stands in for a text the scrubber could not check: never the text, only why it is missing."""
-    return (f"[{name} withheld: redaction failed ({type(exc).__name__}); nothing was written in clear. "
-            "Fix the redaction rules and run the command again.]\n")
+    return (
+        f"[{name} withheld: redaction failed ({type(exc).__name__}); nothing was written in clear. "
+        "Fix the redaction rules and run the command again.]\n"
+    )
 
 
 def render_reports(
@@ -142,10 +147,14 @@ def render_reports(
         text = render_text(template, data)
         path = Path(bundle.path) / name
         try:
-            bundle.write_text(name, text)  # scrubbed on the way in; a scrubber error raises before any byte lands
+            bundle.write_text(
+                name, text
+            )  # scrubbed on the way in; a scrubber error raises before any byte lands
         except Exception as exc:  # noqa: BLE001 - any scrubber failure: the clear text must not land
             failed.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
-            bundle.write_placeholder(name, withheld(name, exc))  # a constant text: nothing to scrub; private mode
+            bundle.write_placeholder(
+                name, withheld(name, exc)
+            )  # a constant text: nothing to scrub; private mode
         written.append(path)
     if seal:  # False: the caller seals once at the end of its command (collect, remediate apply)
         bundle.seal()
@@ -161,9 +170,13 @@ def render_comms(bundle_path: str | Path, stage: str, now: _dt.datetime | None =
     bundle = _open(bundle_path)
     data = build(bundle)
     moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
-    text = render_text(f"comms/{stage}.txt.j2", data, now=fmt_time(moment),
-                       next_update=fmt_time(moment + _dt.timedelta(minutes=NEXT_UPDATE_MIN)),
-                       next_update_min=NEXT_UPDATE_MIN)
+    text = render_text(
+        f"comms/{stage}.txt.j2",
+        data,
+        now=fmt_time(moment),
+        next_update=fmt_time(moment + _dt.timedelta(minutes=NEXT_UPDATE_MIN)),
+        next_update_min=NEXT_UPDATE_MIN,
+    )
     return _redact(text)
 
 
@@ -176,4 +189,3 @@ def _redact(text: str) -> str:
         return str(Redactor(()).redact_text(text, "comms"))
     except Exception as exc:  # noqa: BLE001 - any scrubber failure withholds the text
         return withheld("status update", exc)
-

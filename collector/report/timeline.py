@@ -1,4 +1,5 @@
 """The report's timeline: dated events from the bundle's logs, alerts, deploys, collection and actions."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -27,9 +28,15 @@ _ISO = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})(?P<frac>\.\d+)?"
     r"(?P<tz>Z|[+-]\d{2}:?\d{2})?"
 )
-_DMESG_T = re.compile(r"\[(?:\w{3} )?(?P<mon>\w{3}) +(?P<day>\d{1,2}) (?P<time>\d{2}:\d{2}:\d{2}) (?P<year>\d{4})\]")
-_MONTHS = {m: i for i, m in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+_DMESG_T = re.compile(
+    r"\[(?:\w{3} )?(?P<mon>\w{3}) +(?P<day>\d{1,2}) (?P<time>\d{2}:\d{2}:\d{2}) (?P<year>\d{4})\]"
+)
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1
+    )
+}
 _DEPLOY_LINE = re.compile(r"^(?P<hash>[0-9a-f]{6,40}) (?P<at>\S+) (?P<rest>.*)$")
 
 
@@ -48,7 +55,6 @@ class TimelineEvent:
     @property
     def when(self) -> str:
         return fmt_time(self.at)
-
 
 
 # ---------------------------------------------------------------- time
@@ -71,8 +77,15 @@ def line_time(line: str) -> _dt.datetime | None:
     if match_d and match_d.group("mon") in _MONTHS:
         try:
             hour, minute, second = (int(x) for x in match_d.group("time").split(":"))
-            return _dt.datetime(int(match_d.group("year")), _MONTHS[match_d.group("mon")], int(match_d.group("day")),
-                                hour, minute, second, tzinfo=_dt.UTC)
+            return _dt.datetime(
+                int(match_d.group("year")),
+                _MONTHS[match_d.group("mon")],
+                int(match_d.group("day")),
+                hour,
+                minute,
+                second,
+                tzinfo=_dt.UTC,
+            )
         except ValueError:
             return None
     return None
@@ -135,7 +148,9 @@ def _probe_path(bundle: Any, host: str, probe: str) -> str | None:
 # ---------------------------------------------------------------- timeline
 
 
-def build_timeline(bundle: Any, findings: Findings | None, actions: dict[str, Any] | None) -> list[TimelineEvent]:
+def build_timeline(
+    bundle: Any, findings: Findings | None, actions: dict[str, Any] | None
+) -> list[TimelineEvent]:
     """Alerts, deploys, first errors/OOMs, the collection, triage and each remediation step, in time order."""
     events: list[TimelineEvent] = []
     events += alert_events(bundle)
@@ -145,14 +160,21 @@ def build_timeline(bundle: Any, findings: Findings | None, actions: dict[str, An
     if findings is not None:
         at = parse_time(findings.generated)
         if at is not None:
-            events.append(TimelineEvent(at, "triage", f"Triage: severity {findings.severity}, "
-                                        f"{len(findings.findings)} finding(s)"))
+            events.append(
+                TimelineEvent(
+                    at, "triage", f"Triage: severity {findings.severity}, {len(findings.findings)} finding(s)"
+                )
+            )
     events += action_events(actions)
     return _merge_hosts(sorted(events, key=lambda e: (e.at, _KIND_ORDER.get(e.kind, 99), e.text)))
 
 
-_KIND_ORDER = {k: i for i, k in enumerate(
-    ("deploy", "alert", "error", "oom", "collection", "triage", "plan", "approval", "apply", "verify"))}
+_KIND_ORDER = {
+    k: i
+    for i, k in enumerate(
+        ("deploy", "alert", "error", "oom", "collection", "triage", "plan", "approval", "apply", "verify")
+    )
+}
 
 
 def _merge_hosts(events: list[TimelineEvent]) -> list[TimelineEvent]:
@@ -163,7 +185,9 @@ def _merge_hosts(events: list[TimelineEvent]) -> list[TimelineEvent]:
         if key in merged:
             prior = merged[key]
             hosts = tuple(dict.fromkeys(prior.hosts + event.hosts))
-            merged[key] = TimelineEvent(prior.at, prior.kind, prior.text, hosts, prior.source, prior.approx, prior.probe)
+            merged[key] = TimelineEvent(
+                prior.at, prior.kind, prior.text, hosts, prior.source, prior.approx, prior.probe
+            )
         else:
             merged[key] = event
     return list(merged.values())
@@ -192,8 +216,13 @@ def _raw_alert(alert: dict[str, Any]) -> dict[str, Any]:
     notes = dict(alert.get("annotations") or {})
     if alert.get("summary"):
         notes.setdefault("summary", alert["summary"])
-    return {"labels": labels, "annotations": notes, "startsAt": alert.get("starts_at"),
-            "endsAt": alert.get("ends_at"), "status": {"state": alert.get("state")}}
+    return {
+        "labels": labels,
+        "annotations": notes,
+        "startsAt": alert.get("starts_at"),
+        "endsAt": alert.get("ends_at"),
+        "status": {"state": alert.get("state")},
+    }
 
 
 def monitoring_names(bundle: Any) -> list[str]:
@@ -233,9 +262,17 @@ def alert_events(bundle: Any) -> list[TimelineEvent]:
         summary = (alert.get("annotations") or {}).get("summary") or ""
         alertname = labels.get("alertname", "alert")
         severity = labels.get("severity")
-        text = f"Alert {alertname} firing" + (f" ({severity})" if severity else "") + (f": {summary}" if summary else "")
+        text = (
+            f"Alert {alertname} firing"
+            + (f" ({severity})" if severity else "")
+            + (f": {summary}" if summary else "")
+        )
         host = labels.get("instance") or labels.get("host")
-        events.append(TimelineEvent(at, "alert", _clip(text), (str(host),) if host else (), _monitoring_path(bundle, name)))
+        events.append(
+            TimelineEvent(
+                at, "alert", _clip(text), (str(host),) if host else (), _monitoring_path(bundle, name)
+            )
+        )
     return events
 
 
@@ -253,8 +290,15 @@ def deploy_events(bundle: Any) -> list[TimelineEvent]:
                 at = parse_time(match.group("at")) if match else None
                 if match is None or at is None:
                     continue
-                events.append(TimelineEvent(at, "deploy", _clip(f"Deploy {match.group('hash')}: {match.group('rest')}"),
-                                            (host,), _probe_path(bundle, host, probe)))
+                events.append(
+                    TimelineEvent(
+                        at,
+                        "deploy",
+                        _clip(f"Deploy {match.group('hash')}: {match.group('rest')}"),
+                        (host,),
+                        _probe_path(bundle, host, probe),
+                    )
+                )
                 count += 1
                 if count >= _DEPLOYS_PER_HOST:
                     break
@@ -276,18 +320,36 @@ def log_events(bundle: Any) -> list[TimelineEvent]:
         first_error = _first_line(bundle, host, _JOURNAL_PROBES, _ERROR_LINE)
         if first_error:
             at, line, probe, approx = first_error
-            events.append(TimelineEvent(at, "error", _clip(f"First error: {line}"), (host,),
-                                        _probe_path(bundle, host, probe), approx, probe))
+            events.append(
+                TimelineEvent(
+                    at,
+                    "error",
+                    _clip(f"First error: {line}"),
+                    (host,),
+                    _probe_path(bundle, host, probe),
+                    approx,
+                    probe,
+                )
+            )
         first_oom = _first_line(bundle, host, _OOM_PROBES + _JOURNAL_PROBES, _OOM_LINE)
         if first_oom:
             at, line, probe, approx = first_oom
-            events.append(TimelineEvent(at, "oom", _clip(f"Out of memory: {line}"), (host,),
-                                        _probe_path(bundle, host, probe), approx))
+            events.append(
+                TimelineEvent(
+                    at,
+                    "oom",
+                    _clip(f"Out of memory: {line}"),
+                    (host,),
+                    _probe_path(bundle, host, probe),
+                    approx,
+                )
+            )
     return events
 
 
-def _first_line(bundle: Any, host: str, probes: Iterable[str],
-                pattern: LinePattern) -> tuple[_dt.datetime, str, str, bool] | None:
+def _first_line(
+    bundle: Any, host: str, probes: Iterable[str], pattern: LinePattern
+) -> tuple[_dt.datetime, str, str, bool] | None:
     """The first matching line of the first probe (in order) that has one; undated lines take the probe's start."""
     for probe in probes:
         text = _ok_text(bundle, host, probe)
@@ -304,7 +366,7 @@ def _first_line(bundle: Any, host: str, probes: Iterable[str],
             continue
         text_line = _strip_stamp(line)
         if text_line.startswith(f"{host} "):  # journal short-iso repeats the host the timeline already names
-            text_line = text_line[len(host) + 1:]
+            text_line = text_line[len(host) + 1 :]
         # Output is in time order, so this is the probe's earliest match; probes are in order of preference.
         return (at, text_line, probe, approx)
     return None
@@ -318,7 +380,7 @@ def first_matching_line(text: str, pattern: re.Pattern[str], needles: Iterable[s
         if match is None:
             return None
         start, end = text.rfind("\n", 0, match.start()) + 1, text.find("\n", match.end())
-        return text[start: end if end >= 0 else len(text)]
+        return text[start : end if end >= 0 else len(text)]
     pos = 0
     while True:
         hits = [i for i in (lower.find(n, pos) for n in needles) if i >= 0]
@@ -337,10 +399,10 @@ def _strip_stamp(line: str) -> str:
     line = line.strip()
     match = _ISO.match(line)
     if match:
-        return line[match.end():].strip()
+        return line[match.end() :].strip()
     match_d = _DMESG_T.match(line)
     if match_d:
-        return line[match_d.end():].strip()
+        return line[match_d.end() :].strip()
     return line
 
 
@@ -350,8 +412,13 @@ def collection_events(manifest: dict[str, Any]) -> list[TimelineEvent]:
     hosts = manifest.get("hosts") or {}
     started = parse_time(manifest.get("started"))
     if started:
-        events.append(TimelineEvent(started, "collection",
-                                    f"Evidence collection started ({manifest.get('pattern') or '?'}, {len(hosts)} hosts)"))
+        events.append(
+            TimelineEvent(
+                started,
+                "collection",
+                f"Evidence collection started ({manifest.get('pattern') or '?'}, {len(hosts)} hosts)",
+            )
+        )
     finished = parse_time(manifest.get("finished"))
     if finished:
         counts: dict[str, int] = {}
@@ -360,7 +427,9 @@ def collection_events(manifest: dict[str, Any]) -> list[TimelineEvent]:
             counts[status] = counts.get(status, 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         verb = "interrupted" if manifest.get("interrupted") else "finished"
-        events.append(TimelineEvent(finished, "collection", f"Evidence collection {verb} ({summary or 'no hosts'})"))
+        events.append(
+            TimelineEvent(finished, "collection", f"Evidence collection {verb} ({summary or 'no hosts'})")
+        )
     return events
 
 
@@ -372,25 +441,41 @@ def action_events(actions: dict[str, Any] | None) -> list[TimelineEvent]:
         hosts = tuple(sorted((action.get("hosts") or {}).keys()))
         requested = parse_time(action.get("requested"))
         if requested:
-            events.append(TimelineEvent(requested, "plan", f"Plan {name} requested by {action.get('requester') or '?'}",
-                                        hosts))
+            events.append(
+                TimelineEvent(
+                    requested, "plan", f"Plan {name} requested by {action.get('requester') or '?'}", hosts
+                )
+            )
         approved = parse_time(action.get("approved"))
         if action.get("break_glass"):
-            events.append(TimelineEvent(approved or requested or _EPOCH, "approval",
-                                        f"BREAK-GLASS for {name} by {action.get('approver') or action.get('requester') or '?'}: "
-                                        f"{action['break_glass']}", hosts))
+            events.append(
+                TimelineEvent(
+                    approved or requested or _EPOCH,
+                    "approval",
+                    f"BREAK-GLASS for {name} by {action.get('approver') or action.get('requester') or '?'}: "
+                    f"{action['break_glass']}",
+                    hosts,
+                )
+            )
         elif approved:
-            events.append(TimelineEvent(approved, "approval", f"Plan {name} approved by {action.get('approver') or '?'}",
-                                        hosts))
+            events.append(
+                TimelineEvent(
+                    approved, "approval", f"Plan {name} approved by {action.get('approver') or '?'}", hosts
+                )
+            )
         start = parse_time(action.get("applied_started"))
         if start:
-            events.append(TimelineEvent(start, "apply", f"Applying {name}{_params_text(action.get('params'))}", hosts))
+            events.append(
+                TimelineEvent(start, "apply", f"Applying {name}{_params_text(action.get('params'))}", hosts)
+            )
         end = parse_time(action.get("applied_finished"))
         if end:
             events.append(TimelineEvent(end, "apply", f"Applied {name}: {_host_results_text(action)}", hosts))
         verify = action.get("verify")
         if isinstance(verify, dict) and (end or start):
-            events.append(TimelineEvent(end or start or _EPOCH, "verify", f"Verification {_verify_text(verify)}", hosts))
+            events.append(
+                TimelineEvent(end or start or _EPOCH, "verify", f"Verification {_verify_text(verify)}", hosts)
+            )
     return events
 
 
@@ -409,7 +494,9 @@ def _host_results_text(action: dict[str, Any]) -> str:
     for host in sorted(results):
         res = results[host] or {}
         status = res.get("status", "?")
-        parts.append(f"{host} {status}" + (" (changed)" if res.get("changed") and status != "changed" else ""))
+        parts.append(
+            f"{host} {status}" + (" (changed)" if res.get("changed") and status != "changed" else "")
+        )
     return ", ".join(parts) or "no hosts"
 
 
@@ -427,7 +514,6 @@ def _clip(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-
 _BYSTANDER_LINES = 3
 
 
@@ -440,31 +526,45 @@ def collapse_bystanders(timeline: list[TimelineEvent], affected: list[str]) -> l
         return timeline
     first = bystanders[0]
     hosts = tuple(dict.fromkeys(h for e in bystanders for h in e.hosts))
-    summary = TimelineEvent(first.at, "error", _clip(f"First errors on {len(hosts)} hosts no finding names "
-                                                     f"(earliest shown): {first.text.removeprefix('First error: ')}"),
-                            hosts, first.source, first.approx, first.probe)
+    summary = TimelineEvent(
+        first.at,
+        "error",
+        _clip(
+            f"First errors on {len(hosts)} hosts no finding names "
+            f"(earliest shown): {first.text.removeprefix('First error: ')}"
+        ),
+        hosts,
+        first.source,
+        first.approx,
+        first.probe,
+    )
     dropped = {id(e) for e in bystanders}
     out = [e for e in timeline if id(e) not in dropped]
     out.append(summary)
     return sorted(out, key=lambda e: (e.at, _KIND_ORDER.get(e.kind, 99), e.text))
 
 
-def _incident_start(timeline: list[TimelineEvent], affected: list[str], about_memory: bool) -> _dt.datetime | None:
+def _incident_start(
+    timeline: list[TimelineEvent], affected: list[str], about_memory: bool
+) -> _dt.datetime | None:
     """When the symptoms the findings describe began: the first alert, or first error on an affected host.
 
     OOM lines count only when a finding is about memory: dmesg can hold days-old kills (and in
     containers the whole machine's), which must not stretch the incident.
     """
+
     def on_affected(event: TimelineEvent) -> bool:
         return not affected or bool(set(event.hosts) & set(affected))
 
-    strong = [e.at for e in timeline if e.kind == "alert"
-              or (e.kind == "error" and e.probe == _JOURNAL_PROBES[0] and on_affected(e))
-              or (e.kind == "oom" and about_memory and on_affected(e))]
+    strong = [
+        e.at
+        for e in timeline
+        if e.kind == "alert"
+        or (e.kind == "error" and e.probe == _JOURNAL_PROBES[0] and on_affected(e))
+        or (e.kind == "oom" and about_memory and on_affected(e))
+    ]
     if strong:
         return min(strong)
     # No alert and no service-log error: any unit's error on an affected host is the best we have.
     weak = [e.at for e in timeline if e.kind == "error" and on_affected(e)]
     return min(weak) if weak else None
-
-

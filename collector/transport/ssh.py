@@ -43,8 +43,10 @@ EOF_GRACE_S = 5.0
 
 def _ssh_args(hostvars: dict[str, Any]) -> list[list[str]]:
     """ansible_ssh_common_args and ansible_ssh_extra_args, each split as a shell would."""
-    return [shlex.split(str(hostvars.get(var) or ""))
-            for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args")]
+    return [
+        shlex.split(str(hostvars.get(var) or ""))
+        for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args")
+    ]
 
 
 def ssh_options(hostvars: dict[str, Any]) -> dict[str, str]:
@@ -203,20 +205,31 @@ def _connection(target: Target, settings: Settings) -> Any:
 
     proxy_command = ssh_options(hv).get("proxycommand")
     gateway: Any = proxy_command if proxy_command and proxy_command.lower() != "none" else None
-    for hop_user, hop_host, hop_port in [] if gateway else jump_hosts(hv):  # a hop authenticates with the same key, never a password
-        gateway = checked(Connection(host=hop_host, user=hop_user or user, port=hop_port or 22,
-                                     connect_timeout=max(1, int(settings.connect_timeout_s)),
-                                     connect_kwargs=dict(connect_kwargs), gateway=gateway))
+    for hop_user, hop_host, hop_port in (
+        [] if gateway else jump_hosts(hv)
+    ):  # a hop authenticates with the same key, never a password
+        gateway = checked(
+            Connection(
+                host=hop_host,
+                user=hop_user or user,
+                port=hop_port or 22,
+                connect_timeout=max(1, int(settings.connect_timeout_s)),
+                connect_kwargs=dict(connect_kwargs),
+                gateway=gateway,
+            )
+        )
     if password:
         connect_kwargs["password"] = str(password)
-    return checked(Connection(
-        host=str(hv.get("ansible_host") or target.name),
-        user=user,
-        port=int(hv.get("ansible_port") or hv.get("ansible_ssh_port") or 22),
-        connect_timeout=max(1, int(settings.connect_timeout_s)),
-        connect_kwargs=connect_kwargs,
-        gateway=gateway,
-    ))
+    return checked(
+        Connection(
+            host=str(hv.get("ansible_host") or target.name),
+            user=user,
+            port=int(hv.get("ansible_port") or hv.get("ansible_ssh_port") or 22),
+            connect_timeout=max(1, int(settings.connect_timeout_s)),
+            connect_kwargs=connect_kwargs,
+            gateway=gateway,
+        )
+    )
 
 
 def _close(conn: Any) -> None:

@@ -12,6 +12,7 @@ Layout of the lab's state (outside the repository, under `Settings.state_dir`):
 
 Anything that breaks, heals or changes a lab host holds the lab lock (collector_lab.lock).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,13 @@ def host_table(extra: int = 0) -> dict[str, dict[str, object]]:
     for name, spec in CORE_HOSTS.items():
         table[name] = {**spec, "ip": f"10.203.57.{spec['octet']}"}
     for n in range(1, extra + 1):
-        table[web_name(n)] = {"group": "web", "octet": 100 + n, "service": "ssh",
-                              "memory": WEB_MEMORY, "ip": f"10.203.57.{100 + n}"}
+        table[web_name(n)] = {
+            "group": "web",
+            "octet": 100 + n,
+            "service": "ssh",
+            "memory": WEB_MEMORY,
+            "ip": f"10.203.57.{100 + n}",
+        }
     return table
 
 
@@ -94,7 +100,9 @@ def assets() -> Path:
     checkout = _PACKAGE.parent
     if (checkout / "provision").is_dir():
         return checkout
-    raise FileNotFoundError(f"collector-lab is installed without its assets (looked in {shipped} and {checkout})")
+    raise FileNotFoundError(
+        f"collector-lab is installed without its assets (looked in {shipped} and {checkout})"
+    )
 
 
 def is_root() -> bool:

@@ -7,6 +7,7 @@ machine's apt sources (deb822 `/etc/apt/sources.list.d/*.sources` or `sources.li
 
 The base is shared read-only by every host through a per-host overlayfs (collector_lab.hosts).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,19 +31,50 @@ RECIPE_VERSION = "3"  # bump when the configuration steps below change
 
 # Installed by debootstrap itself (minbase + these).
 BOOTSTRAP_PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "libpam-systemd", "openssh-server", "iproute2", "procps",
-    "sysstat", "curl", "git", "python3", "sudo", "ca-certificates",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "libpam-systemd",
+    "openssh-server",
+    "iproute2",
+    "procps",
+    "sysstat",
+    "curl",
+    "git",
+    "python3",
+    "sudo",
+    "ca-certificates",
 )
 # Installed afterwards with apt inside the rootfs (the machine's network, at build time only).
 APT_PACKAGES = (
-    "postgresql-15", "postgresql-client-15", "redis-server", "redis-tools",
-    "python3-psycopg2", "python3-redis", "util-linux", "e2fsprogs", "lsof", "iputils-ping",
-    "netcat-openbsd", "less", "kmod", "psmisc", "strace", "jq",
+    "postgresql-15",
+    "postgresql-client-15",
+    "redis-server",
+    "redis-tools",
+    "python3-psycopg2",
+    "python3-redis",
+    "util-linux",
+    "e2fsprogs",
+    "lsof",
+    "iputils-ping",
+    "netcat-openbsd",
+    "less",
+    "kmod",
+    "psmisc",
+    "strace",
+    "jq",
 )
 # Role services stay disabled in the base: the provisioning hook enables each on its own host.
-DISABLED_UNITS = ("postgresql.service", "redis-server.service", "apt-daily.timer",
-                  "apt-daily-upgrade.timer", "e2scrub_all.timer", "e2scrub_reap.service",
-                  "fstrim.timer", "systemd-timesyncd.service")
+DISABLED_UNITS = (
+    "postgresql.service",
+    "redis-server.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "fstrim.timer",
+    "systemd-timesyncd.service",
+)
 
 
 @dataclass(frozen=True)
@@ -154,7 +186,9 @@ def _run(argv: list[str], log: Path, **kw: object) -> None:
     with log.open("ab") as out:
         out.write(("\n$ " + " ".join(argv) + "\n").encode())
         out.flush()
-        proc = subprocess.run(argv, check=False, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+        proc = subprocess.run(
+            argv, check=False, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw
+        )  # type: ignore[call-overload]
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"{argv[0]} failed (rc {proc.returncode}); see {log}:\n" + "\n".join(tail))
@@ -211,24 +245,49 @@ def build(settings: Settings, *, force: bool = False, log_to: Path | None = None
         sources = apt_sources()
         started = time.monotonic()
         rootfs = tmp / "rootfs"
-        _run(["debootstrap", "--variant=minbase", "--include=" + ",".join(BOOTSTRAP_PACKAGES),
-              "--components=main", SUITE, str(rootfs), mirror(sources)], log)
-        lines = [f"deb {s.uri} {s.suite} {' '.join(s.components)}" for s in sources
-                 if s.suite.split("-")[0] == SUITE]
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=" + ",".join(BOOTSTRAP_PACKAGES),
+                "--components=main",
+                SUITE,
+                str(rootfs),
+                mirror(sources),
+            ],
+            log,
+        )
+        lines = [
+            f"deb {s.uri} {s.suite} {' '.join(s.components)}"
+            for s in sources
+            if s.suite.split("-")[0] == SUITE
+        ]
         (rootfs / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
         shutil.copy("/etc/resolv.conf", rootfs / "etc/resolv.conf")
         spec = recipe()
-        script = _CONFIGURE.format(apt=" ".join(spec["apt"]),  # type: ignore[arg-type]
-                                   disabled=" ".join(DISABLED_UNITS))
+        script = _CONFIGURE.format(
+            apt=" ".join(spec["apt"]),  # type: ignore[arg-type]
+            disabled=" ".join(DISABLED_UNITS),
+        )
         (rootfs / "tmp/configure.sh").write_text(script)
-        shell = (f"mount -t proc proc {rootfs}/proc && mount --rbind /dev {rootfs}/dev && "
-                 f"mount -t sysfs sys {rootfs}/sys && chroot {rootfs} /bin/sh /tmp/configure.sh")
+        shell = (
+            f"mount -t proc proc {rootfs}/proc && mount --rbind /dev {rootfs}/dev && "
+            f"mount -t sysfs sys {rootfs}/sys && chroot {rootfs} /bin/sh /tmp/configure.sh"
+        )
         _run(["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c", shell], log)
         (rootfs / "tmp/configure.sh").unlink()
         tmp.rename(entry)
-        (entry / "recipe.json").write_text(json.dumps(
-            {**spec, "hash": recipe_hash(), "built_s": round(time.monotonic() - started, 1),
-             "mirror": mirror(sources)}, indent=2))
+        (entry / "recipe.json").write_text(
+            json.dumps(
+                {
+                    **spec,
+                    "hash": recipe_hash(),
+                    "built_s": round(time.monotonic() - started, 1),
+                    "mirror": mirror(sources),
+                },
+                indent=2,
+            )
+        )
         _prune(root, keep=entry.name)
         return final
 

@@ -1,4 +1,5 @@
 """`collector-lab`: build, boot, inspect, break and heal the test hosts."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,12 @@ def _settings(state_dir: str | None) -> Settings:
     return load_settings(state_dir=state_dir)
 
 
-state_dir_option = click.option("--state-dir", default=None, metavar="DIR",
-                                 help="Lab state and base cache (default /var/lib/incident-collector).")
+state_dir_option = click.option(
+    "--state-dir",
+    default=None,
+    metavar="DIR",
+    help="Lab state and base cache (default /var/lib/incident-collector).",
+)
 
 
 class _LabGroup(click.Group):
@@ -56,8 +61,10 @@ def build_cmd(force: bool, state_dir: str | None) -> None:
     hosts.preflight()
     cached = base.is_built(settings) and not force
     if not cached:
-        _say(f"building base {base.recipe_hash()} with debootstrap from {base.mirror()} (a few minutes; "
-             f"log: {base.base_root(settings) / ('build-' + base.recipe_hash() + '.log')})")
+        _say(
+            f"building base {base.recipe_hash()} with debootstrap from {base.mirror()} (a few minutes; "
+            f"log: {base.base_root(settings) / ('build-' + base.recipe_hash() + '.log')})"
+        )
     started = time.monotonic()
     path = base.build(settings, force=force)
     how = "cached" if cached else f"built in {time.monotonic() - started:.0f}s"
@@ -78,7 +85,9 @@ def up_cmd(extra: int, fresh: bool, state_dir: str | None) -> None:
         click.echo(f"{name:8} {what}")
     for err in result.errors:
         click.echo(f"error: {err}", err=True)
-    click.echo(f"lab {'up' if result.ok else 'up with errors'} in {result.seconds}s; inventory {result.inventory}")
+    click.echo(
+        f"lab {'up' if result.ok else 'up with errors'} in {result.seconds}s; inventory {result.inventory}"
+    )
     if not result.ok:
         sys.exit(EXIT_PARTIAL)
 
@@ -116,9 +125,13 @@ def status_cmd(as_json: bool, state_dir: str | None) -> None:
 
 
 def _render_status(info: dict[str, Any]) -> str:
-    lines = [f"lab: {'UP' if info['up'] else 'DOWN'}  bridge: {'yes' if info['bridge'] else 'no'}"
-             + (f"  (last up took {info['up_seconds']}s)" if info.get("up_seconds") else "")]
-    lines.append(f"{'host':8} {'group':6} {'ip':14} {'state':9} {'system':10} {'service':28} {'ssh':4} memory")
+    lines = [
+        f"lab: {'UP' if info['up'] else 'DOWN'}  bridge: {'yes' if info['bridge'] else 'no'}"
+        + (f"  (last up took {info['up_seconds']}s)" if info.get("up_seconds") else "")
+    ]
+    lines.append(
+        f"{'host':8} {'group':6} {'ip':14} {'state':9} {'system':10} {'service':28} {'ssh':4} memory"
+    )
     for name, h in info["hosts"].items():
         if h.get("stray"):
             lines.append(f"{name:8} (stray container, not part of this lab)")
@@ -126,8 +139,10 @@ def _render_status(info: dict[str, Any]) -> str:
         state = "running" if h["running"] else "stopped"
         svc = f"{h['service']}={h['service_state'] or '-'}"
         ssh = "yes" if h.get("ssh") else "no"
-        lines.append(f"{name:8} {h['group']:6} {h['ip']:14} {state:9} {h['system'] or '-':10} {svc:28} {ssh:4} "
-                     f"{_memory_text(h)}")
+        lines.append(
+            f"{name:8} {h['group']:6} {h['ip']:14} {state:9} {h['system'] or '-':10} {svc:28} {ssh:4} "
+            f"{_memory_text(h)}"
+        )
     for name, m in info["monitoring"].items():
         lines.append(f"{name:13} {'ready' if m['ready'] else 'not answering'} {m['url']} pids={m['pids']}")
     if info["bridge"]:  # a lab taken down has no faults in, whatever the checks of stopped hosts say
@@ -183,5 +198,3 @@ def demo_cmd(scenario: str, workdir: str, state_dir: str | None) -> None:
     """Play one runbook scenario (break → collect → approve → fix → verify → report → heal); see collector_lab/demo.py."""
     if not demo.demo(demo.get_scenario(scenario).name, _settings(state_dir), workdir=workdir, say=click.echo):
         sys.exit(EXIT_PARTIAL)
-
-

@@ -10,6 +10,7 @@ Long-running fault processes are transient systemd units `lab-fault-<name>` insi
 bounded by RuntimeMaxSec, so nothing outlives the lab. `break_fault`/`heal_fault` hold the lab lock
 (collector_lab.lock; re-entrant for a parent that already holds it).
 """
+
 from __future__ import annotations
 
 import os
@@ -71,10 +72,12 @@ def _unit(name: str, command: str, *, user: str = "root") -> str:
     The unit gets /run/lab-fault-<name>/ (owned by `user`) for its state files.
     """
     unit = f"lab-fault-{name}"
-    return (f"systemctl stop {unit} >/dev/null 2>&1 || true; systemctl reset-failed {unit} >/dev/null 2>&1 || true\n"
-            f"systemd-run --quiet --unit={unit} --uid={user} --property=RuntimeMaxSec={UNIT_MAX_S} "
-            f"--property=RuntimeDirectory={unit} "
-            f"--description={shlex.quote('lab fault ' + name)} {command}\n")
+    return (
+        f"systemctl stop {unit} >/dev/null 2>&1 || true; systemctl reset-failed {unit} >/dev/null 2>&1 || true\n"
+        f"systemd-run --quiet --unit={unit} --uid={user} --property=RuntimeMaxSec={UNIT_MAX_S} "
+        f"--property=RuntimeDirectory={unit} "
+        f"--description={shlex.quote('lab fault ' + name)} {command}\n"
+    )
 
 
 def _stop_unit(name: str) -> str:
@@ -89,8 +92,10 @@ def _wait(condition: str, seconds: int, what: str) -> str:
     (which exits at the first match and fails the pipeline with the writer's SIGPIPE).
     """
     tries = seconds * 4
-    return (f"for _ in $(seq 1 {tries}); do if {condition}; then break; fi; sleep 0.25; done\n"
-            f"if ! {condition}; then echo {shlex.quote('timed out: ' + what)} >&2; exit 1; fi\n")
+    return (
+        f"for _ in $(seq 1 {tries}); do if {condition}; then break; fi; sleep 0.25; done\n"
+        f"if ! {condition}; then echo {shlex.quote('timed out: ' + what)} >&2; exit 1; fi\n"
+    )
 
 
 _APP_HEALTHY = f"curl -fs -o /dev/null {APP_URL}/health"
@@ -102,187 +107,304 @@ _ENV_RATE = f"$(sed -n 's/^ZOHO_RATE_LIMIT=//p' {APP_DIR}/.env | tail -1)"
 
 # ---------------------------------------------------------------------------- the catalogue
 
-FAULTS: dict[str, Fault] = {f.name: f for f in (
-    Fault(
-        name="app-down",
-        description="sergas-app is stopped on app1: nothing listens on :8000.",
-        host="app1", group="app",
-        break_steps=(Step("app1", "systemctl stop sergas-app\n"),),
-        heal_steps=(Step("app1", "systemctl is-active --quiet sergas-app || systemctl start sergas-app\n"
-                         + _wait(_APP_LISTENS, 30, "sergas-app answering")),),
-        check="! systemctl is-active --quiet sergas-app",
-        evidence="systemctl: sergas-app inactive; port 8000 closed; Prometheus target down (alert SergasAppDown).",
-    ),
-    Fault(
-        name="bad-deploy",
-        description="Release v1.1.0 deployed on app1 and restarted: its orders query names a column that "
-                    "does not exist, so /api/orders answers 500.",
-        host="app1", group="app",
-        break_steps=(Step("app1", f"git -C {APP_DIR} checkout -q v1.1.0\nsystemctl restart sergas-app\n"
-                          + _wait(_APP_LISTENS, 30, "sergas-app answering")),),
-        # Restart whenever the running app is not the checked-out release (a checkout without a restart).
-        heal_steps=(Step("app1", f'if [ "$(git -C {APP_DIR} describe --tags --exact-match 2>/dev/null)" != v1.0.0 ]; '
-                         f"then git -C {APP_DIR} checkout -q v1.0.0; fi\n"
-                         f"curl -sS -m 5 http://127.0.0.1:8000/health 2>/dev/null | grep -q "
-                         f'"\\"version\\": \\"$(cat {APP_DIR}/VERSION)\\"" || systemctl restart sergas-app\n'
-                         + _wait(_APP_LISTENS, 30, "sergas-app answering")),),
-        check=f'[ "$(git -C {APP_DIR} describe --tags --exact-match 2>/dev/null)" = v1.1.0 ]',
-        evidence="git describe: v1.1.0; journal: 'ERROR: GET /api/orders failed: UndefinedColumn: column "
-                 "o.discount_code does not exist'; 5xx ratio up; /health still healthy (version 1.1.0).",
-    ),
-    Fault(
-        name="pool-exhausted",
-        description="A leaking batch job on app1 holds every PostgreSQL connection db1 allows (idle, as the "
-                    "app's user) and grabs each one that frees up; the app's connections are cut and its pool "
-                    "cannot reconnect.",
-        host="app1", group="app",
-        break_steps=(Step("app1", _unit("pool-exhausted", f"/usr/bin/python3 {HELPERS}/hold_connections.py "
-                                        f"{APP_DIR}/.env {UNIT_MAX_S} /run/lab-fault-pool-exhausted/held",
-                                        user="sergas")
-                          + _wait("[ -s /run/lab-fault-pool-exhausted/held ]", 30,
-                                  "the batch job filling max_connections")),
-                     # A pool kept busy never idles its connections out: cut them, as a failover or a
-                     # recycle would, so the app must reconnect (the job grabs each freed slot first).
-                     Step("db1", f"{_PSQL_VALUE} \"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                 f"WHERE application_name = 'sergas-app'\" >/dev/null\n"
-                          + _wait(f"[ \"$({_PSQL_VALUE} \"SELECT count(*) FROM pg_stat_activity WHERE "
-                                  f"application_name = 'sergas-app'\")\" -eq 0 ]", 10,
-                                  "the app's connections gone")),),
-        heal_steps=(Step("app1", _stop_unit("pool-exhausted")),),
-        check="systemctl is-active --quiet lab-fault-pool-exhausted",
-        evidence="db1 pg_stat_activity: connections = max_connections - reserved, ~all idle from app1 "
-                 "(application_name sergas-batch-export); postgres log 'FATAL: remaining connection slots are reserved for non-replication superuser connections'; "
-                 "under load the app journal 'ERROR: ... remaining connection slots are reserved', 500s.",
-    ),
-    Fault(
-        name="lock-contention",
-        description="A schema migration on db1 opened a transaction, took an ACCESS EXCLUSIVE lock on "
-                    "customers (ALTER TABLE) and sits idle in transaction: every query on customers waits.",
-        host="db1", group="db",
-        break_steps=(Step("db1", _unit(
-            "lock-contention",
-            "/bin/sh -c " + shlex.quote(
-                "{ echo 'BEGIN;'; echo 'ALTER TABLE customers ADD COLUMN loyalty_points integer;'; "
-                f"sleep {UNIT_MAX_S}; }} | PGAPPNAME=sergas-migrate runuser -u postgres -- psql -X -q -d sergas"))
-            + _wait(f"[ \"$({_PSQL_VALUE} \"SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                    f"'sergas-migrate' AND state = 'idle in transaction'\")\" -ge 1 ]", 20,
-                    "the migration holding its lock")),
-                     # The migration's deploy drops the customers answer from the cache (TTL 60 s), so the
-                     # next read reaches the locked table at once rather than within a minute.
-                     Step("redis1", f"{_REDIS_CLI} del cache:customers >/dev/null\n")),
-        heal_steps=(Step("db1", _stop_unit("lock-contention")
-                         + _wait(f"[ \"$({_PSQL_VALUE} \"SELECT count(*) FROM pg_stat_activity WHERE "
-                                 f"application_name = 'sergas-migrate'\")\" -eq 0 ]", 20, "the migration gone")),),
-        check=(f"[ \"$({_PSQL_VALUE} \"SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-               f"'sergas-migrate' AND state LIKE 'idle in transaction%'\" 2>/dev/null)\" -ge 1 ]"),
-        evidence="pg_locks: AccessExclusiveLock on customers granted to an 'idle in transaction' backend, "
-                 "others waiting; postgres log 'still waiting for AccessShareLock'; app journal "
-                 "'canceling statement due to statement timeout'; /api/customers 500 after 5 s.",
-    ),
-    Fault(
-        name="slow-queries",
-        description="A migration dropped the orders indexes and a tuning change set the app's role to no "
-                    "parallel workers and JIT for every query: each order lookup scans and sorts 300k rows.",
-        host="db1", group="db",
-        break_steps=(Step("db1", f"{_PSQL} <<'SQL'\n"
-                          "DROP INDEX IF EXISTS orders_customer_id_idx;\n"
-                          "DROP INDEX IF EXISTS orders_created_at_idx;\n"
-                          "ALTER ROLE sergas SET max_parallel_workers_per_gather = 0;\n"
-                          "ALTER ROLE sergas SET jit = on;\n"
-                          "ALTER ROLE sergas SET jit_above_cost = 0;\n"
-                          "ALTER ROLE sergas SET jit_inline_above_cost = 0;\n"
-                          "ALTER ROLE sergas SET jit_optimize_above_cost = 0;\nSQL\n"),),
-        heal_steps=(Step("db1", f"{_PSQL} <<'SQL'\n"
-                         "CREATE INDEX IF NOT EXISTS orders_customer_id_idx ON orders (customer_id, created_at DESC);\n"
-                         "CREATE INDEX IF NOT EXISTS orders_created_at_idx ON orders (created_at DESC);\n"
-                         "ALTER ROLE sergas RESET ALL;\nSQL\n", timeout_s=120),),
-        check=(f"[ \"$({_PSQL_VALUE} \"SELECT count(*) FROM pg_indexes WHERE indexname = "
-               f"'orders_customer_id_idx'\" 2>/dev/null)\" = 0 ]"),
-        evidence="EXPLAIN of the app's order lookup: Seq Scan on orders; \\d orders has no index but the "
-                 "primary key; pg_db_role_setting for sergas: jit_above_cost=0, max_parallel_workers_per_gather=0; "
-                 "order lookups ~10x slower, p95 up and DB CPU saturated under load (alert SergasLatencyHigh).",
-    ),
-    Fault(
-        name="rate-limited",
-        description="The Zoho upstream's quota drops to 20 calls a minute while the app syncs at "
-                    "ZOHO_RATE_LIMIT=120/min: HTTP 429s, 'rate limit' errors, the circuit breaker opens.",
-        host="app1", group="app",
-        break_steps=(Step("app1", "echo 20 > /etc/zoho-mock/quota\n"
-                          + _wait("journalctl -u sergas-app --since '-30s' --no-pager -q | grep -c 'rate limit' >/dev/null",
-                                  30, "429s in the app's journal")),),
-        heal_steps=(Step("app1", "echo 600 > /etc/zoho-mock/quota\n"
-                         f"curl -fs -o /dev/null -X POST -H 'Content-Type: application/json' "
-                         f"-d \"{{\\\"ZOHO_RATE_LIMIT\\\": {_ENV_RATE}}}\" {APP_URL}/admin/config || true\n"
-                         f"curl -fs -o /dev/null -X POST {APP_URL}/admin/circuit-breaker/zoho/close || true\n"),),
-        check='[ "$(cat /etc/zoho-mock/quota 2>/dev/null || echo 600)" -lt 600 ]',
-        evidence="app journal 'ERROR: zoho sync failed: upstream rate limit exceeded (HTTP 429 ...)' and "
-                 "'zoho circuit breaker opened'; sergas_zoho_circuit_breaker_state 1 (alert); "
-                 "sergas_zoho_requests_total{outcome=\"429\"} rising; /api/zoho/sync 502/503.",
-    ),
-    Fault(
-        name="error-storm",
-        description="A misbehaving client on app1 sends 25 malformed /api/orders requests a second; "
-                    "each one is a 500 with an ERROR line (the app does not validate customer_id).",
-        host="app1", group="app",
-        break_steps=(Step("app1", _unit("error-storm", f"/usr/bin/python3 {HELPERS}/error_storm.py 25 {UNIT_MAX_S}",
-                                        user="nobody")
-                          + _wait("journalctl -u sergas-app --since '-20s' --no-pager -q | grep -c "
-                                  "'ERROR: GET /api/orders failed: ValueError' >/dev/null", 20, "500s in the app's journal")),),
-        heal_steps=(Step("app1", _stop_unit("error-storm")),),
-        check="systemctl is-active --quiet lab-fault-error-storm",
-        evidence="app journal floods with 'ERROR: GET /api/orders failed: ValueError: customer_id must be an "
-                 "integer' and 'path=/api/orders status=500'; 5xx ratio > 10 % (alert SergasHighErrorRate).",
-    ),
-    Fault(
-        name="oom",
-        description="A runaway export job on app1 (process sergas-export) grows until the kernel's memory "
-                    "cgroup OOM killer kills it: a real OOM kill, seen in dmesg.",
-        host="app1", group="app",
-        break_steps=(Step("machine", "oom_break", timeout_s=90),),
-        heal_steps=(Step("machine", "oom_heal"),),
-        check="machine:oom_active",
-        evidence="dmesg 'Memory cgroup out of memory: Killed process N (sergas-export)'; app1 journal "
-                 "'lab-fault-oom.service: Main process exited, code=killed, status=9/KILL'.",
-    ),
-    Fault(
-        name="disk-full",
-        description="A runaway orders export filled app1's 16 MiB data filesystem /var/lib/sergas: the app "
-                    "cannot write its audit trail (ENOSPC) and reports unhealthy.",
-        host="app1", group="app",
-        break_steps=(Step("app1", "f=/var/lib/sergas/exports/orders-export-$(date -u +%Y%m%d).csv\n"
-                          "mkdir -p /var/lib/sergas/exports\n"
-                          "dd if=/dev/zero of=\"$f\" bs=1M count=64 status=none 2>/dev/null || true\n"
-                          "chown sergas:sergas \"$f\"\n"
-                          + _wait("[ \"$(df --output=avail /var/lib/sergas | tail -1)\" -lt 256 ]", 5,
-                                  "/var/lib/sergas full")),),
-        heal_steps=(Step("app1", "rm -f /var/lib/sergas/exports/orders-export-*.csv\n"),),
-        check="[ \"$(df --output=avail /var/lib/sergas 2>/dev/null | tail -1)\" -lt 1024 ]",
-        evidence="df: /var/lib/sergas 100 % used; app journal 'ERROR: ... [Errno 28] No space left on device'; "
-                 "/health unhealthy (disk); /api/orders 500.",
-    ),
-    Fault(
-        name="redis-memory",
-        description="Session keys without a TTL fill redis1 up to maxmemory (64 MB, noeviction): Redis "
-                    "refuses writes ('OOM command not allowed').",
-        host="redis1", group="redis",
-        break_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py fill\n", timeout_s=120),),
-        heal_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py clear\n", timeout_s=120),),
-        check=(_REDIS_CLI + " info memory | awk -F: '/^used_memory:/{u=$2} /^maxmemory:/{m=$2} END{exit !(m > 0 && u >= 0.9 * m)}'"),
-        evidence="redis INFO memory: used_memory at maxmemory, ~800 sess:legacy:* keys without TTL; app journal "
-                 "'ERROR: redis cache write failed ... OOM command not allowed'; /health unhealthy (redis at 98 %+).",
-    ),
-    Fault(
-        name="host-down",
-        description="redis1 is powered off (its container halted): unreachable over ssh, the app's Redis "
-                    "checks fail.",
-        host="redis1", group="redis",
-        break_steps=(Step("machine", "host_down_break", timeout_s=60),),
-        heal_steps=(Step("machine", "host_down_heal", timeout_s=180),),
-        check="machine:host_down_active",
-        evidence="ssh to redis1 times out / unreachable; app journal 'ERROR: redis cache read failed'; "
-                 "/health unhealthy (redis).",
-    ),
-)}
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Fault(
+            name="app-down",
+            description="sergas-app is stopped on app1: nothing listens on :8000.",
+            host="app1",
+            group="app",
+            break_steps=(Step("app1", "systemctl stop sergas-app\n"),),
+            heal_steps=(
+                Step(
+                    "app1",
+                    "systemctl is-active --quiet sergas-app || systemctl start sergas-app\n"
+                    + _wait(_APP_LISTENS, 30, "sergas-app answering"),
+                ),
+            ),
+            check="! systemctl is-active --quiet sergas-app",
+            evidence="systemctl: sergas-app inactive; port 8000 closed; Prometheus target down (alert SergasAppDown).",
+        ),
+        Fault(
+            name="bad-deploy",
+            description="Release v1.1.0 deployed on app1 and restarted: its orders query names a column that "
+            "does not exist, so /api/orders answers 500.",
+            host="app1",
+            group="app",
+            break_steps=(
+                Step(
+                    "app1",
+                    f"git -C {APP_DIR} checkout -q v1.1.0\nsystemctl restart sergas-app\n"
+                    + _wait(_APP_LISTENS, 30, "sergas-app answering"),
+                ),
+            ),
+            # Restart whenever the running app is not the checked-out release (a checkout without a restart).
+            heal_steps=(
+                Step(
+                    "app1",
+                    f'if [ "$(git -C {APP_DIR} describe --tags --exact-match 2>/dev/null)" != v1.0.0 ]; '
+                    f"then git -C {APP_DIR} checkout -q v1.0.0; fi\n"
+                    f"curl -sS -m 5 http://127.0.0.1:8000/health 2>/dev/null | grep -q "
+                    f'"\\"version\\": \\"$(cat {APP_DIR}/VERSION)\\"" || systemctl restart sergas-app\n'
+                    + _wait(_APP_LISTENS, 30, "sergas-app answering"),
+                ),
+            ),
+            check=f'[ "$(git -C {APP_DIR} describe --tags --exact-match 2>/dev/null)" = v1.1.0 ]',
+            evidence="git describe: v1.1.0; journal: 'ERROR: GET /api/orders failed: UndefinedColumn: column "
+            "o.discount_code does not exist'; 5xx ratio up; /health still healthy (version 1.1.0).",
+        ),
+        Fault(
+            name="pool-exhausted",
+            description="A leaking batch job on app1 holds every PostgreSQL connection db1 allows (idle, as the "
+            "app's user) and grabs each one that frees up; the app's connections are cut and its pool "
+            "cannot reconnect.",
+            host="app1",
+            group="app",
+            break_steps=(
+                Step(
+                    "app1",
+                    _unit(
+                        "pool-exhausted",
+                        f"/usr/bin/python3 {HELPERS}/hold_connections.py "
+                        f"{APP_DIR}/.env {UNIT_MAX_S} /run/lab-fault-pool-exhausted/held",
+                        user="sergas",
+                    )
+                    + _wait(
+                        "[ -s /run/lab-fault-pool-exhausted/held ]",
+                        30,
+                        "the batch job filling max_connections",
+                    ),
+                ),
+                # A pool kept busy never idles its connections out: cut them, as a failover or a
+                # recycle would, so the app must reconnect (the job grabs each freed slot first).
+                Step(
+                    "db1",
+                    f'{_PSQL_VALUE} "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
+                    f"WHERE application_name = 'sergas-app'\" >/dev/null\n"
+                    + _wait(
+                        f'[ "$({_PSQL_VALUE} "SELECT count(*) FROM pg_stat_activity WHERE '
+                        f"application_name = 'sergas-app'\")\" -eq 0 ]",
+                        10,
+                        "the app's connections gone",
+                    ),
+                ),
+            ),
+            heal_steps=(Step("app1", _stop_unit("pool-exhausted")),),
+            check="systemctl is-active --quiet lab-fault-pool-exhausted",
+            evidence="db1 pg_stat_activity: connections = max_connections - reserved, ~all idle from app1 "
+            "(application_name sergas-batch-export); postgres log 'FATAL: remaining connection slots are reserved for non-replication superuser connections'; "
+            "under load the app journal 'ERROR: ... remaining connection slots are reserved', 500s.",
+        ),
+        Fault(
+            name="lock-contention",
+            description="A schema migration on db1 opened a transaction, took an ACCESS EXCLUSIVE lock on "
+            "customers (ALTER TABLE) and sits idle in transaction: every query on customers waits.",
+            host="db1",
+            group="db",
+            break_steps=(
+                Step(
+                    "db1",
+                    _unit(
+                        "lock-contention",
+                        "/bin/sh -c "
+                        + shlex.quote(
+                            "{ echo 'BEGIN;'; echo 'ALTER TABLE customers ADD COLUMN loyalty_points integer;'; "
+                            f"sleep {UNIT_MAX_S}; }} | PGAPPNAME=sergas-migrate runuser -u postgres -- psql -X -q -d sergas"
+                        ),
+                    )
+                    + _wait(
+                        f'[ "$({_PSQL_VALUE} "SELECT count(*) FROM pg_stat_activity WHERE application_name = '
+                        f"'sergas-migrate' AND state = 'idle in transaction'\")\" -ge 1 ]",
+                        20,
+                        "the migration holding its lock",
+                    ),
+                ),
+                # The migration's deploy drops the customers answer from the cache (TTL 60 s), so the
+                # next read reaches the locked table at once rather than within a minute.
+                Step("redis1", f"{_REDIS_CLI} del cache:customers >/dev/null\n"),
+            ),
+            heal_steps=(
+                Step(
+                    "db1",
+                    _stop_unit("lock-contention")
+                    + _wait(
+                        f'[ "$({_PSQL_VALUE} "SELECT count(*) FROM pg_stat_activity WHERE '
+                        f"application_name = 'sergas-migrate'\")\" -eq 0 ]",
+                        20,
+                        "the migration gone",
+                    ),
+                ),
+            ),
+            check=(
+                f'[ "$({_PSQL_VALUE} "SELECT count(*) FROM pg_stat_activity WHERE application_name = '
+                f"'sergas-migrate' AND state LIKE 'idle in transaction%'\" 2>/dev/null)\" -ge 1 ]"
+            ),
+            evidence="pg_locks: AccessExclusiveLock on customers granted to an 'idle in transaction' backend, "
+            "others waiting; postgres log 'still waiting for AccessShareLock'; app journal "
+            "'canceling statement due to statement timeout'; /api/customers 500 after 5 s.",
+        ),
+        Fault(
+            name="slow-queries",
+            description="A migration dropped the orders indexes and a tuning change set the app's role to no "
+            "parallel workers and JIT for every query: each order lookup scans and sorts 300k rows.",
+            host="db1",
+            group="db",
+            break_steps=(
+                Step(
+                    "db1",
+                    f"{_PSQL} <<'SQL'\n"
+                    "DROP INDEX IF EXISTS orders_customer_id_idx;\n"
+                    "DROP INDEX IF EXISTS orders_created_at_idx;\n"
+                    "ALTER ROLE sergas SET max_parallel_workers_per_gather = 0;\n"
+                    "ALTER ROLE sergas SET jit = on;\n"
+                    "ALTER ROLE sergas SET jit_above_cost = 0;\n"
+                    "ALTER ROLE sergas SET jit_inline_above_cost = 0;\n"
+                    "ALTER ROLE sergas SET jit_optimize_above_cost = 0;\nSQL\n",
+                ),
+            ),
+            heal_steps=(
+                Step(
+                    "db1",
+                    f"{_PSQL} <<'SQL'\n"
+                    "CREATE INDEX IF NOT EXISTS orders_customer_id_idx ON orders (customer_id, created_at DESC);\n"
+                    "CREATE INDEX IF NOT EXISTS orders_created_at_idx ON orders (created_at DESC);\n"
+                    "ALTER ROLE sergas RESET ALL;\nSQL\n",
+                    timeout_s=120,
+                ),
+            ),
+            check=(
+                f'[ "$({_PSQL_VALUE} "SELECT count(*) FROM pg_indexes WHERE indexname = '
+                f"'orders_customer_id_idx'\" 2>/dev/null)\" = 0 ]"
+            ),
+            evidence="EXPLAIN of the app's order lookup: Seq Scan on orders; \\d orders has no index but the "
+            "primary key; pg_db_role_setting for sergas: jit_above_cost=0, max_parallel_workers_per_gather=0; "
+            "order lookups ~10x slower, p95 up and DB CPU saturated under load (alert SergasLatencyHigh).",
+        ),
+        Fault(
+            name="rate-limited",
+            description="The Zoho upstream's quota drops to 20 calls a minute while the app syncs at "
+            "ZOHO_RATE_LIMIT=120/min: HTTP 429s, 'rate limit' errors, the circuit breaker opens.",
+            host="app1",
+            group="app",
+            break_steps=(
+                Step(
+                    "app1",
+                    "echo 20 > /etc/zoho-mock/quota\n"
+                    + _wait(
+                        "journalctl -u sergas-app --since '-30s' --no-pager -q | grep -c 'rate limit' >/dev/null",
+                        30,
+                        "429s in the app's journal",
+                    ),
+                ),
+            ),
+            heal_steps=(
+                Step(
+                    "app1",
+                    "echo 600 > /etc/zoho-mock/quota\n"
+                    f"curl -fs -o /dev/null -X POST -H 'Content-Type: application/json' "
+                    f'-d "{{\\"ZOHO_RATE_LIMIT\\": {_ENV_RATE}}}" {APP_URL}/admin/config || true\n'
+                    f"curl -fs -o /dev/null -X POST {APP_URL}/admin/circuit-breaker/zoho/close || true\n",
+                ),
+            ),
+            check='[ "$(cat /etc/zoho-mock/quota 2>/dev/null || echo 600)" -lt 600 ]',
+            evidence="app journal 'ERROR: zoho sync failed: upstream rate limit exceeded (HTTP 429 ...)' and "
+            "'zoho circuit breaker opened'; sergas_zoho_circuit_breaker_state 1 (alert); "
+            'sergas_zoho_requests_total{outcome="429"} rising; /api/zoho/sync 502/503.',
+        ),
+        Fault(
+            name="error-storm",
+            description="A misbehaving client on app1 sends 25 malformed /api/orders requests a second; "
+            "each one is a 500 with an ERROR line (the app does not validate customer_id).",
+            host="app1",
+            group="app",
+            break_steps=(
+                Step(
+                    "app1",
+                    _unit(
+                        "error-storm",
+                        f"/usr/bin/python3 {HELPERS}/error_storm.py 25 {UNIT_MAX_S}",
+                        user="nobody",
+                    )
+                    + _wait(
+                        "journalctl -u sergas-app --since '-20s' --no-pager -q | grep -c "
+                        "'ERROR: GET /api/orders failed: ValueError' >/dev/null",
+                        20,
+                        "500s in the app's journal",
+                    ),
+                ),
+            ),
+            heal_steps=(Step("app1", _stop_unit("error-storm")),),
+            check="systemctl is-active --quiet lab-fault-error-storm",
+            evidence="app journal floods with 'ERROR: GET /api/orders failed: ValueError: customer_id must be an "
+            "integer' and 'path=/api/orders status=500'; 5xx ratio > 10 % (alert SergasHighErrorRate).",
+        ),
+        Fault(
+            name="oom",
+            description="A runaway export job on app1 (process sergas-export) grows until the kernel's memory "
+            "cgroup OOM killer kills it: a real OOM kill, seen in dmesg.",
+            host="app1",
+            group="app",
+            break_steps=(Step("machine", "oom_break", timeout_s=90),),
+            heal_steps=(Step("machine", "oom_heal"),),
+            check="machine:oom_active",
+            evidence="dmesg 'Memory cgroup out of memory: Killed process N (sergas-export)'; app1 journal "
+            "'lab-fault-oom.service: Main process exited, code=killed, status=9/KILL'.",
+        ),
+        Fault(
+            name="disk-full",
+            description="A runaway orders export filled app1's 16 MiB data filesystem /var/lib/sergas: the app "
+            "cannot write its audit trail (ENOSPC) and reports unhealthy.",
+            host="app1",
+            group="app",
+            break_steps=(
+                Step(
+                    "app1",
+                    "f=/var/lib/sergas/exports/orders-export-$(date -u +%Y%m%d).csv\n"
+                    "mkdir -p /var/lib/sergas/exports\n"
+                    'dd if=/dev/zero of="$f" bs=1M count=64 status=none 2>/dev/null || true\n'
+                    'chown sergas:sergas "$f"\n'
+                    + _wait(
+                        '[ "$(df --output=avail /var/lib/sergas | tail -1)" -lt 256 ]',
+                        5,
+                        "/var/lib/sergas full",
+                    ),
+                ),
+            ),
+            heal_steps=(Step("app1", "rm -f /var/lib/sergas/exports/orders-export-*.csv\n"),),
+            check='[ "$(df --output=avail /var/lib/sergas 2>/dev/null | tail -1)" -lt 1024 ]',
+            evidence="df: /var/lib/sergas 100 % used; app journal 'ERROR: ... [Errno 28] No space left on device'; "
+            "/health unhealthy (disk); /api/orders 500.",
+        ),
+        Fault(
+            name="redis-memory",
+            description="Session keys without a TTL fill redis1 up to maxmemory (64 MB, noeviction): Redis "
+            "refuses writes ('OOM command not allowed').",
+            host="redis1",
+            group="redis",
+            break_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py fill\n", timeout_s=120),),
+            heal_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py clear\n", timeout_s=120),),
+            check=(
+                _REDIS_CLI
+                + " info memory | awk -F: '/^used_memory:/{u=$2} /^maxmemory:/{m=$2} END{exit !(m > 0 && u >= 0.9 * m)}'"
+            ),
+            evidence="redis INFO memory: used_memory at maxmemory, ~800 sess:legacy:* keys without TTL; app journal "
+            "'ERROR: redis cache write failed ... OOM command not allowed'; /health unhealthy (redis at 98 %+).",
+        ),
+        Fault(
+            name="host-down",
+            description="redis1 is powered off (its container halted): unreachable over ssh, the app's Redis "
+            "checks fail.",
+            host="redis1",
+            group="redis",
+            break_steps=(Step("machine", "host_down_break", timeout_s=60),),
+            heal_steps=(Step("machine", "host_down_heal", timeout_s=180),),
+            check="machine:host_down_active",
+            evidence="ssh to redis1 times out / unreachable; app journal 'ERROR: redis cache read failed'; "
+            "/health unhealthy (redis).",
+        ),
+    )
+}
 
 
 def known() -> list[str]:
@@ -351,7 +473,9 @@ def break_fault(name: str, settings: Settings | None = None) -> str:
         if not wait_until(lambda: is_active(settings, fault), fault.settle_s, 0.5):
             raise FaultError(f"{name}: broke, but its check never turned active within {fault.settle_s:.0f}s")
     detail = " ".join(o.splitlines()[-1] for o in outputs if o)[:200]
-    return f"broke {name} on {fault.host} in {time.monotonic() - started:.1f}s" + (f": {detail}" if detail else "")
+    return f"broke {name} on {fault.host} in {time.monotonic() - started:.1f}s" + (
+        f": {detail}" if detail else ""
+    )
 
 
 def heal_fault(name: str, settings: Settings | None = None) -> str:
@@ -375,8 +499,10 @@ def _app_health(settings: Settings, wait_s: float = 30.0) -> str:
     """Wait (best effort) for app1's /health to say healthy; says what it saw."""
     if not hosts.is_running(settings, "app1"):
         return "app1 not running"
-    script = (f"for _ in $(seq 1 {int(wait_s * 2)}); do {_APP_HEALTHY} && exit 0; sleep 0.5; done; "
-              f"curl -s {APP_URL}/health; exit 1")
+    script = (
+        f"for _ in $(seq 1 {int(wait_s * 2)}); do {_APP_HEALTHY} && exit 0; sleep 0.5; done; "
+        f"curl -s {APP_URL}/health; exit 1"
+    )
     rc, out = _run_sh(settings, "app1", script, wait_s + 10)
     return "app healthy" if rc == 0 else f"app still unhealthy: {out[:300]}"
 
@@ -425,7 +551,9 @@ def _oom_break(settings: Settings, fault: Fault, timeout_s: float) -> str:
     cg = _oom_cgroup(settings, fault)
     _oom_heal(settings, fault, timeout_s)
     marker = f"oom-{uuid.uuid4().hex[:12]}"
-    rc, out = _run_sh(settings, fault.host, _unit("oom", f"/usr/bin/python3 {HELPERS}/memhog.py {marker}"), 30)
+    rc, out = _run_sh(
+        settings, fault.host, _unit("oom", f"/usr/bin/python3 {HELPERS}/memhog.py {marker}"), 30
+    )
     if rc != 0:
         raise FaultError(f"oom: could not start the memory hog on {fault.host}: {out}")
     pid = wait_until(lambda: _hog_pid(marker), 10.0, 0.1)

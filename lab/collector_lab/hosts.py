@@ -28,6 +28,7 @@ writes /var/lib/collector-lab/provisioned (the hash of common.sh, <role>.sh and,
 lab/app) so a later `lab up` skips provisioning; when those files change, a stopped host's overlay
 is recreated.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -86,9 +87,15 @@ def _quiet(msg: str) -> None:
 def preflight() -> None:
     """Root and systemd-nspawn, or one clear UsageError naming what is missing."""
     if os.geteuid() != 0:
-        raise UsageError("the lab needs root: run `collector-lab` as root (it mounts, bridges and boots containers)")
-    for tool, package in (("systemd-nspawn", "systemd-container"), ("nsenter", "util-linux"),
-                          ("ip", "iproute2"), ("ssh-keygen", "openssh-client")):
+        raise UsageError(
+            "the lab needs root: run `collector-lab` as root (it mounts, bridges and boots containers)"
+        )
+    for tool, package in (
+        ("systemd-nspawn", "systemd-container"),
+        ("nsenter", "util-linux"),
+        ("ip", "iproute2"),
+        ("ssh-keygen", "openssh-client"),
+    ):
         if shutil.which(tool) is None:
             raise UsageError(f"{tool} is not installed: apt-get install {package}")
 
@@ -101,13 +108,29 @@ def check_extra(extra: int) -> None:
 # ---------------------------------------------------------------- small helpers
 
 
-def _run(argv: list[str], *, check: bool = True, timeout: float = 60.0,
-         input_text: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, input=input_text,
-                          env=env, stdin=None if input_text is not None else subprocess.DEVNULL)
+def _run(
+    argv: list[str],
+    *,
+    check: bool = True,
+    timeout: float = 60.0,
+    input_text: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        argv,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_text,
+        env=env,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
+    )
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])}... failed (rc {proc.returncode}): "
-                           f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ''}")
+        raise RuntimeError(
+            f"{' '.join(argv[:4])}... failed (rc {proc.returncode}): "
+            f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ''}"
+        )
     return proc
 
 
@@ -153,7 +176,7 @@ def nspawn_pids(settings: Settings, name: str | None = None) -> dict[str, list[i
             continue
         for arg in argv:
             if arg.startswith(prefix):
-                host = arg[len(prefix):].split("/")[0]
+                host = arg[len(prefix) :].split("/")[0]
                 if name is None or host == name:
                     found.setdefault(host, []).append(int(entry.name))
     return found
@@ -185,15 +208,31 @@ def leader_pid(settings: Settings, name: str) -> int | None:
     return None
 
 
-def run_in(settings: Settings, name: str, argv: list[str], *, timeout: float = 60.0,
-           env: dict[str, str] | None = None, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_in(
+    settings: Settings,
+    name: str,
+    argv: list[str],
+    *,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run argv inside host `name` through nsenter (all namespaces), never raising on rc != 0."""
     pid = leader_pid(settings, name)
     if pid is None:
         return subprocess.CompletedProcess(argv, 255, "", f"{name} is not running")
     base_env = {"PATH": PATH_ENV, "HOME": "/root", "LANG": "C.UTF-8"}
-    full = ["nsenter", "-t", str(pid), "-a", "--", "env", "-i",
-            *[f"{k}={v}" for k, v in {**base_env, **(env or {})}.items()], *argv]
+    full = [
+        "nsenter",
+        "-t",
+        str(pid),
+        "-a",
+        "--",
+        "env",
+        "-i",
+        *[f"{k}={v}" for k, v in {**base_env, **(env or {})}.items()],
+        *argv,
+    ]
     try:
         return _run(full, check=False, timeout=timeout, input_text=input_text)
     except subprocess.TimeoutExpired as exc:
@@ -229,8 +268,12 @@ def ensure_secrets(settings: Settings) -> dict[str, str]:
     if {"db_password", "redis_password", "api_token"} <= set(existing):
         return existing
     import secrets as _secrets
-    made = {"db_password": "dbpw" + _secrets.token_hex(12), "redis_password": "rdpw" + _secrets.token_hex(12),
-            "api_token": "tok" + _secrets.token_hex(16)}
+
+    made = {
+        "db_password": "dbpw" + _secrets.token_hex(12),
+        "redis_password": "rdpw" + _secrets.token_hex(12),
+        "api_token": "tok" + _secrets.token_hex(16),
+    }
     path = lab_dir(settings) / "secrets.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json(path, made, mode=0o600)
@@ -261,7 +304,9 @@ def check_subnet() -> None:
         for info in link.get("addr_info", []):
             iface = ipaddress.ip_interface(f"{info['local']}/{info.get('prefixlen', 32)}")
             if iface.network.overlaps(net):
-                raise UsageError(f"subnet {SUBNET} is already used on {link.get('ifname')}; the lab needs it alone")
+                raise UsageError(
+                    f"subnet {SUBNET} is already used on {link.get('ifname')}; the lab needs it alone"
+                )
     routes = json.loads(_run(["ip", "-j", "-4", "route", "show"]).stdout or "[]")
     for route in routes:
         dst = route.get("dst", "")
@@ -419,14 +464,14 @@ def drop_overlay(settings: Settings, name: str) -> None:
 
 
 def _hosts_file(table: dict[str, dict[str, object]]) -> str:
-    lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback",
-             f"{BRIDGE_IP} control"]
+    lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback", f"{BRIDGE_IP} control"]
     lines += [f"{spec['ip']} {host}" for host, spec in table.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_host_files(root: Path, name: str, spec: dict[str, object], table: dict[str, dict[str, object]],
-                     pubkey: str) -> str:
+def write_host_files(
+    root: Path, name: str, spec: dict[str, object], table: dict[str, dict[str, object]], pubkey: str
+) -> str:
     """Identity, address, authorized key and host key of one host; returns its host public key line."""
     (root / "etc/hostname").write_text(name + "\n")
     (root / "etc/hosts").write_text(_hosts_file(table))
@@ -439,7 +484,8 @@ def write_host_files(root: Path, name: str, spec: dict[str, object], table: dict
     (network / "80-lab-host0.network").unlink(missing_ok=True)
     (network / "10-lab-host0.network").write_text(
         f"[Match]\nName=host0\n\n[Network]\nAddress={spec['ip']}/{PREFIX_LEN}\nLinkLocalAddressing=no\n"
-        "IPv6AcceptRA=no\n")
+        "IPv6AcceptRA=no\n"
+    )
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (ssh_dir / "authorized_keys").write_text(pubkey)
@@ -511,8 +557,9 @@ def _launcher(dirs: list[Path]) -> list[str]:
     return ["/bin/sh", "-c", f'{moves} && exec "$@"', "lab-launcher"]
 
 
-def start_host(settings: Settings, name: str, table: dict[str, dict[str, object]] | None = None,
-               log: Log = _quiet) -> int:
+def start_host(
+    settings: Settings, name: str, table: dict[str, dict[str, object]] | None = None, log: Log = _quiet
+) -> int:
     """Boot host `name` (overlay, files, cgroups, nspawn); returns the nspawn pid. Already running: its pid."""
     table = table or host_table(int(_read_json(_state_path(settings)).get("extra", 0)))
     running = nspawn_pids(settings, name).get(name)
@@ -526,13 +573,30 @@ def start_host(settings: Settings, name: str, table: dict[str, dict[str, object]
     hdir = _host_dir(settings, name)
     (hdir / "host_key.pub").write_text(host_pub + "\n")
     dirs = prepare_cgroups(name, int(spec["memory"]))  # type: ignore[call-overload]
-    argv = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", f"--machine={name}",
-            f"--directory={root}", f"--network-bridge={BRIDGE}", "--capability=CAP_SYSLOG",
-            "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=read-only",
-            lab_src_arg()]
+    argv = [
+        "systemd-nspawn",
+        "--boot",
+        "--register=no",
+        "--keep-unit",
+        f"--machine={name}",
+        f"--directory={root}",
+        f"--network-bridge={BRIDGE}",
+        "--capability=CAP_SYSLOG",
+        "--link-journal=no",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--console=read-only",
+        lab_src_arg(),
+    ]
     console = (hdir / "console.log").open("wb")  # this boot's console only
-    proc = subprocess.Popen([*_launcher(dirs), *argv], stdin=subprocess.DEVNULL, stdout=console,
-                            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    proc = subprocess.Popen(
+        [*_launcher(dirs), *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        close_fds=True,
+    )
     console.close()
     return proc.pid
 
@@ -546,7 +610,9 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
-def wait_booted(settings: Settings, name: str, timeout: float = BOOT_TIMEOUT_S, pid: int | None = None) -> str:
+def wait_booted(
+    settings: Settings, name: str, timeout: float = BOOT_TIMEOUT_S, pid: int | None = None
+) -> str:
     """Wait until the host's systemd finished booting; returns running/degraded/..., 'exited' or 'timeout'.
 
     `pid` is the launcher start_host returned: until its shell has exec'd systemd-nspawn no process of
@@ -581,7 +647,9 @@ def boot_stopped_host(settings: Settings, name: str, timeout: float = BOOT_TIMEO
     if is_running(settings, name):
         return 0.0
     if _fresh_overlay_needed(_host_dir(settings, name), base.recipe_hash(), str(table[name]["group"])):
-        raise RuntimeError(f"{name} must be provisioned anew (base or lab/provision changed): run `collector-lab up`")
+        raise RuntimeError(
+            f"{name} must be provisioned anew (base or lab/provision changed): run `collector-lab up`"
+        )
     pid = start_host(settings, name, table)
     boot = wait_booted(settings, name, timeout=timeout, pid=pid)
     if boot not in ("running", "degraded"):
@@ -625,17 +693,27 @@ def is_running(settings: Settings, name: str) -> bool:
 # ---------------------------------------------------------------- provisioning
 
 
-def provision_env(name: str, spec: dict[str, object], table: dict[str, dict[str, object]],
-                  secrets: dict[str, str]) -> dict[str, str]:
+def provision_env(
+    name: str, spec: dict[str, object], table: dict[str, dict[str, object]], secrets: dict[str, str]
+) -> dict[str, str]:
     """The environment the provisioning scripts get (see the module docstring)."""
     ips = {host: str(s["ip"]) for host, s in table.items()}
     return {
-        "LAB_HOST": name, "LAB_ROLE": str(spec["group"]), "LAB_SRC": CONTAINER_LAB_SRC,
-        "LAB_IP": str(spec["ip"]), "LAB_APP_HOST": ips["app1"], "LAB_DB_HOST": ips["db1"],
-        "LAB_REDIS_HOST": ips["redis1"], "LAB_BRIDGE_IP": BRIDGE_IP, "LAB_SUBNET": SUBNET,
-        "LAB_DB_NAME": "sergas", "LAB_DB_USER": "sergas",
-        "LAB_DB_PASSWORD": secrets["db_password"], "LAB_REDIS_PASSWORD": secrets["redis_password"],
-        "LAB_API_TOKEN": secrets["api_token"], "LAB_APP_PORT": "8000",
+        "LAB_HOST": name,
+        "LAB_ROLE": str(spec["group"]),
+        "LAB_SRC": CONTAINER_LAB_SRC,
+        "LAB_IP": str(spec["ip"]),
+        "LAB_APP_HOST": ips["app1"],
+        "LAB_DB_HOST": ips["db1"],
+        "LAB_REDIS_HOST": ips["redis1"],
+        "LAB_BRIDGE_IP": BRIDGE_IP,
+        "LAB_SUBNET": SUBNET,
+        "LAB_DB_NAME": "sergas",
+        "LAB_DB_USER": "sergas",
+        "LAB_DB_PASSWORD": secrets["db_password"],
+        "LAB_REDIS_PASSWORD": secrets["redis_password"],
+        "LAB_API_TOKEN": secrets["api_token"],
+        "LAB_APP_PORT": "8000",
         "LAB_MEMORY_LIMIT": str(spec["memory"]),
     }
 
@@ -644,8 +722,14 @@ def needs_provisioning(settings: Settings, name: str) -> bool:
     return not (_host_dir(settings, name) / "root" / MARKER).exists()
 
 
-def provision(settings: Settings, name: str, spec: dict[str, object], table: dict[str, dict[str, object]],
-              secrets: dict[str, str], steps: tuple[str, ...]) -> str | None:
+def provision(
+    settings: Settings,
+    name: str,
+    spec: dict[str, object],
+    table: dict[str, dict[str, object]],
+    secrets: dict[str, str],
+    steps: tuple[str, ...],
+) -> str | None:
     """Run the given provisioning steps ('common', role) in the host; returns an error or None."""
     hdir = _host_dir(settings, name)
     env = provision_env(name, spec, table, secrets)
@@ -657,9 +741,16 @@ def provision(settings: Settings, name: str, spec: dict[str, object], table: dic
                 out.write(f"== {step}: no {script.name}, skipped\n")
                 continue
             started = time.monotonic()
-            res = run_in(settings, name, ["/bin/bash", f"{CONTAINER_LAB_SRC}/provision/{step}.sh"],
-                         env=env, timeout=300)
-            out.write(f"== {step}.sh rc={res.returncode} {time.monotonic() - started:.1f}s\n{res.stdout}{res.stderr}\n")
+            res = run_in(
+                settings,
+                name,
+                ["/bin/bash", f"{CONTAINER_LAB_SRC}/provision/{step}.sh"],
+                env=env,
+                timeout=300,
+            )
+            out.write(
+                f"== {step}.sh rc={res.returncode} {time.monotonic() - started:.1f}s\n{res.stdout}{res.stderr}\n"
+            )
             if res.returncode != 0:
                 tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
                 return f"{step}.sh failed (rc {res.returncode}): {tail[0]} (see {hdir / 'provision.log'})"
@@ -704,31 +795,52 @@ def inventory_path(settings: Settings) -> Path:
     return lab_dir(settings) / "inventory" / "lab.yml"
 
 
-def host_vars(name: str, spec: dict[str, object], key: Path, known_hosts: Path,
-              secrets: dict[str, str]) -> dict[str, object]:
+def host_vars(
+    name: str, spec: dict[str, object], key: Path, known_hosts: Path, secrets: dict[str, str]
+) -> dict[str, object]:
     """Per-host inventory variables (CONTRACTS.md)."""
     hv: dict[str, object] = {
-        "ansible_host": spec["ip"], "ansible_user": "root", "ansible_ssh_private_key_file": str(key),
+        "ansible_host": spec["ip"],
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(key),
         "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes",
-        "ansible_python_interpreter": "/usr/bin/python3", "collector_service": spec["service"],
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "collector_service": spec["service"],
         "collector_memory_limit_bytes": spec["memory"],
     }
     group = spec["group"]
     if group == "app":
-        hv.update({"collector_deploy_dir": "/opt/sergas/app", "collector_env_file": "/opt/sergas/app/.env",
-                   "collector_app_url": "http://127.0.0.1:8000", "collector_app_port": 8000})
+        hv.update(
+            {
+                "collector_deploy_dir": "/opt/sergas/app",
+                "collector_env_file": "/opt/sergas/app/.env",
+                "collector_app_url": "http://127.0.0.1:8000",
+                "collector_app_port": 8000,
+            }
+        )
     elif group == "db":
-        hv.update({"collector_pg_database": "sergas", "collector_pg_os_user": "postgres",
-                   "collector_pg_app_user": "sergas", "collector_pg_log_dir": "/var/log/postgresql"})
+        hv.update(
+            {
+                "collector_pg_database": "sergas",
+                "collector_pg_os_user": "postgres",
+                "collector_pg_app_user": "sergas",
+                "collector_pg_log_dir": "/var/log/postgresql",
+            }
+        )
     elif group == "redis":
         hv.update({"collector_redis_port": 6379, "collector_redis_password": secrets["redis_password"]})
     return hv
 
 
-def write_inventory(settings: Settings, table: dict[str, dict[str, object]], host_keys: dict[str, str],
-                    secrets: dict[str, str]) -> list[Path]:
+def write_inventory(
+    settings: Settings,
+    table: dict[str, dict[str, object]],
+    host_keys: dict[str, str],
+    secrets: dict[str, str],
+) -> list[Path]:
     """Write lab.yml, lab_known_hosts and lab_ssh_config into every inventory folder; returns the files."""
     import yaml
+
     key = ssh_key(settings)
     written: list[Path] = []
     for folder in inventory_dirs(settings):
@@ -738,11 +850,15 @@ def write_inventory(settings: Settings, table: dict[str, dict[str, object]], hos
         groups: dict[str, dict[str, Any]] = {g: {"hosts": {}} for g in ("app", "db", "redis", "web")}
         for name, spec in table.items():
             groups[str(spec["group"])]["hosts"][name] = host_vars(name, spec, key, known, secrets)
-        doc = {"all": {
-            "vars": {"collector_prometheus_url": "http://127.0.0.1:9090",
-                     "collector_alertmanager_url": "http://127.0.0.1:9093"},
-            "children": {"lab": {"children": groups}},
-        }}
+        doc = {
+            "all": {
+                "vars": {
+                    "collector_prometheus_url": "http://127.0.0.1:9090",
+                    "collector_alertmanager_url": "http://127.0.0.1:9093",
+                },
+                "children": {"lab": {"children": groups}},
+            }
+        }
         inv = folder / "lab.yml"
         header = "# Written by `collector-lab up`; removed by `collector-lab down`. Do not edit.\n"
         inv.write_text(header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
@@ -751,10 +867,13 @@ def write_inventory(settings: Settings, table: dict[str, dict[str, object]], hos
             written += [inv, known]
             continue
         ssh_config = folder / "lab_ssh_config"  # only in the state dir: the repo's .gitignore lacks it
-        ssh_config.write_text("".join(
-            f"Host {name}\n  HostName {spec['ip']}\n  User root\n  IdentityFile {key}\n"
-            f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  HostKeyAlias {name}\n"
-            for name, spec in table.items()))
+        ssh_config.write_text(
+            "".join(
+                f"Host {name}\n  HostName {spec['ip']}\n  User root\n  IdentityFile {key}\n"
+                f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  HostKeyAlias {name}\n"
+                for name, spec in table.items()
+            )
+        )
         written += [inv, known, ssh_config]
     return written
 

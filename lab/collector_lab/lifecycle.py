@@ -4,6 +4,7 @@
 else of the lab is stopped; leftovers of an earlier session (processes, mounts, cgroups, a stale
 bridge) are cleaned on the way. `down` leaves no container, mount, cgroup, bridge or process.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -100,10 +101,14 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
         kept -= set(stale)
         launched = {name: hosts.start_host(settings, name, table, log) for name in table if name not in kept}
         with ThreadPoolExecutor(max_workers=min(16, len(table))) as pool:
-            boots = dict(zip(table, pool.map(lambda n: hosts.wait_booted(settings, n, pid=launched.get(n)), table)))
+            boots = dict(
+                zip(table, pool.map(lambda n: hosts.wait_booted(settings, n, pid=launched.get(n)), table))
+            )
         for name, boot in boots.items():
             if boot not in ("running", "degraded"):
-                result.errors.append(f"{name}: boot {boot} (see {lab_dir(settings) / 'hosts' / name / 'console.log'})")
+                result.errors.append(
+                    f"{name}: boot {boot} (see {lab_dir(settings) / 'hosts' / name / 'console.log'})"
+                )
             result.hosts[name] = "kept" if name in kept else "started"
         _provision_all(settings, table, secrets, boots, result, log)
         host_keys = {n: (lab_dir(settings) / "hosts" / n / "host_key.pub").read_text().strip() for n in table}
@@ -113,21 +118,35 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
         _wait_ssh(table, result)
         try:
             state["monitoring"] = monitoring.start(
-                settings, {n: str(s["ip"]) for n, s in table.items() if s["group"] == "app"})
+                settings, {n: str(s["ip"]) for n, s in table.items() if s["group"] == "app"}
+            )
         except RuntimeError as exc:
             result.errors.append(f"monitoring: {exc}")
         result.seconds = round(time.monotonic() - started_at, 1)
-        state.update({"up": not result.errors, "up_seconds": result.seconds,
-                      "up_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "errors": result.errors})
+        state.update(
+            {
+                "up": not result.errors,
+                "up_seconds": result.seconds,
+                "up_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "errors": result.errors,
+            }
+        )
         _save_state(settings, state)
     return result
 
 
-def _provision_all(settings: Settings, table: dict[str, dict[str, object]], secrets: dict[str, str],
-                   boots: dict[str, str], result: UpResult, log: Log) -> None:
+def _provision_all(
+    settings: Settings,
+    table: dict[str, dict[str, object]],
+    secrets: dict[str, str],
+    boots: dict[str, str],
+    result: UpResult,
+    log: Log,
+) -> None:
     """common.sh everywhere, then the db/redis/web roles, then the app (it needs db and redis)."""
-    todo = [n for n in table if boots.get(n) in ("running", "degraded") and hosts.needs_provisioning(settings, n)]
+    todo = [
+        n for n in table if boots.get(n) in ("running", "degraded") and hosts.needs_provisioning(settings, n)
+    ]
     if not todo:
         return
     log(f"provisioning {', '.join(todo)}")
@@ -157,6 +176,7 @@ def _wait_ssh(table: dict[str, dict[str, object]], result: UpResult, timeout: fl
     def all_answer() -> bool:
         waiting[:] = [n for n in waiting if not hosts.port_open(str(table[n]["ip"]), 22)]
         return not waiting
+
     wait_until(all_answer, timeout)
     for name in waiting:
         result.errors.append(f"{name}: sshd not answering on {table[name]['ip']}:22")
@@ -177,8 +197,14 @@ def _down(settings: Settings) -> list[str]:
     monitoring.stop(settings)
     hosts.delete_bridge()
     hosts.restore_inotify(state)
-    hosts.remove_inventory(list(state.get("inventory_paths", [])) + [
-        str(d / f) for d in hosts.inventory_dirs(settings) for f in ("lab.yml", "lab_known_hosts", "lab_ssh_config")])
+    hosts.remove_inventory(
+        list(state.get("inventory_paths", []))
+        + [
+            str(d / f)
+            for d in hosts.inventory_dirs(settings)
+            for f in ("lab.yml", "lab_known_hosts", "lab_ssh_config")
+        ]
+    )
     for c in hosts.CGROUP_CONTROLLERS:
         top = hosts.CGROUP_ROOT / c / LAB_NAME
         if top.is_dir():
@@ -213,27 +239,44 @@ def status(settings: Settings) -> dict[str, Any]:
 
     def one(name: str) -> tuple[str, dict[str, Any]]:
         spec = table[name]
-        info: dict[str, Any] = {"group": spec["group"], "ip": spec["ip"], "running": name in running,
-                                "service": spec["service"], "service_state": None, "system": None,
-                                "provisioned": not hosts.needs_provisioning(settings, name)}
+        info: dict[str, Any] = {
+            "group": spec["group"],
+            "ip": spec["ip"],
+            "running": name in running,
+            "service": spec["service"],
+            "service_state": None,
+            "system": None,
+            "provisioned": not hosts.needs_provisioning(settings, name),
+        }
         info.update(_memory(name))
         if info["running"]:
-            info["system"] = hosts.run_in(settings, name, ["systemctl", "is-system-running"], timeout=10).stdout.strip()
+            info["system"] = hosts.run_in(
+                settings, name, ["systemctl", "is-system-running"], timeout=10
+            ).stdout.strip()
             info["service_state"] = hosts.run_in(
-                settings, name, ["systemctl", "is-active", str(spec["service"])], timeout=10).stdout.strip()
+                settings, name, ["systemctl", "is-active", str(spec["service"])], timeout=10
+            ).stdout.strip()
             info["ssh"] = hosts.port_open(str(spec["ip"]), 22)
         return name, info
 
     names = sorted(set(table) | set(running), key=lambda n: (n not in table, n))
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for name, info in pool.map(lambda n: one(n) if n in table else (n, {"running": True, "stray": True}), names):
+        for name, info in pool.map(
+            lambda n: one(n) if n in table else (n, {"running": True, "stray": True}), names
+        ):
             out_hosts[name] = info
     bridge = hosts._run(["ip", "link", "show", BRIDGE], check=False).returncode == 0
     up_now = bool(out_hosts) and all(h.get("running") for h in out_hosts.values()) and bridge
-    return {"up": up_now and bool(state.get("up")), "bridge": bridge, "hosts": out_hosts,
-            "monitoring": monitoring.status(settings), "faults": faults.active_faults(settings),
-            "inventory": str(hosts.inventory_path(settings)) if hosts.inventory_path(settings).exists() else None,
-            "up_seconds": state.get("up_seconds"), "errors": state.get("errors", [])}
+    return {
+        "up": up_now and bool(state.get("up")),
+        "bridge": bridge,
+        "hosts": out_hosts,
+        "monitoring": monitoring.status(settings),
+        "faults": faults.active_faults(settings),
+        "inventory": str(hosts.inventory_path(settings)) if hosts.inventory_path(settings).exists() else None,
+        "up_seconds": state.get("up_seconds"),
+        "errors": state.get("errors", []),
+    }
 
 
 def _memory(name: str) -> dict[str, int | None]:

@@ -3,6 +3,7 @@
 It only ever talks to the app host of the lab (its bridge address) or to loopback; it sends at most
 `seconds * rps` requests, stops after `seconds`, and waits at most one request timeout for the last ones.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -56,11 +57,18 @@ class LoadResult:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 1) if lat else None
 
         errors = sum(n for s, n in self.by_status.items() if s == "error" or s.startswith("5"))
-        return {"target": self.target, "seconds": round(self.seconds, 1), "planned": self.planned,
-                "sent": self.sent, "skipped": self.skipped, "by_status": dict(sorted(self.by_status.items())),
-                "error_ratio": round(errors / self.sent, 3) if self.sent else None,
-                "achieved_rps": round(self.sent / self.seconds, 1) if self.seconds else None,
-                "p50_ms": pct(0.50), "p95_ms": pct(0.95)}
+        return {
+            "target": self.target,
+            "seconds": round(self.seconds, 1),
+            "planned": self.planned,
+            "sent": self.sent,
+            "skipped": self.skipped,
+            "by_status": dict(sorted(self.by_status.items())),
+            "error_ratio": round(errors / self.sent, 3) if self.sent else None,
+            "achieved_rps": round(self.sent / self.seconds, 1) if self.seconds else None,
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+        }
 
 
 def app_url(settings: Settings) -> str:
@@ -105,8 +113,14 @@ def _one(url: str) -> tuple[str, float]:
     return status, time.monotonic() - started
 
 
-def run_load(settings: Settings | None = None, *, seconds: float = 30.0, rps: float = 20.0,
-             target: str | None = None, seed: int | None = None) -> dict[str, Any]:
+def run_load(
+    settings: Settings | None = None,
+    *,
+    seconds: float = 30.0,
+    rps: float = 20.0,
+    target: str | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
     """Send the planned requests at `rps` for `seconds` (never more, never longer); returns a summary."""
     if not 0 < seconds <= 3600 or not 0 < rps <= 1000:
         raise UsageError("--seconds must be in (0, 3600] and --rps in (0, 1000]")

@@ -5,6 +5,7 @@ fixture and `flock /tmp/collector-lab.lock ...` from a shell. It is re-entrant f
 this process or one of its parents (a test holding it that breaks a fault, `demo` running
 `collector-lab heal`, `flock ... collector-lab break`), so no lab step ever waits for itself.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -97,7 +98,9 @@ def _flock(fd: int, timeout_s: float) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
     except TimeoutError:
         who = ",".join(map(str, holders(LOCK_FILE))) or "?"
-        raise LockTimeout(f"the lab lock {LOCK_FILE} is held by pid {who} for over {timeout_s:.0f}s") from None
+        raise LockTimeout(
+            f"the lab lock {LOCK_FILE} is held by pid {who} for over {timeout_s:.0f}s"
+        ) from None
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

@@ -4,6 +4,7 @@ Each gets its own config and data folder under `<state_dir>/lab/monitoring/`; th
 live in `lab/monitoring/` (prometheus.yml, rules.yml, alertmanager.yml). Prometheus scrapes the
 app hosts' `/metrics` over the lab bridge and evaluates the runbook's alert rules.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,17 @@ def render_configs(settings: Settings, apps: dict[str, str]) -> dict[str, Path]:
     # JSON is YAML: one static config per app host, labelled with the host's name.
     targets = json.dumps([{"targets": [f"{ip}:8000"], "labels": {"host": name}} for name, ip in apps.items()])
     prom = out / "prometheus.yml"
-    prom.write_text(string.Template((src / "prometheus.yml").read_text()).safe_substitute(
-        rules_file=str(rules), app_static_configs=targets))
+    prom.write_text(
+        string.Template((src / "prometheus.yml").read_text()).safe_substitute(
+            rules_file=str(rules), app_static_configs=targets
+        )
+    )
     am = out / "alertmanager.yml"
-    am.write_text(string.Template((src / "alertmanager.yml").read_text()).safe_substitute(
-        serve_port=str(SERVE_PORT), token_file=str(serve_token_file(settings))))
+    am.write_text(
+        string.Template((src / "alertmanager.yml").read_text()).safe_substitute(
+            serve_port=str(SERVE_PORT), token_file=str(serve_token_file(settings))
+        )
+    )
     return {"prometheus": prom, "rules": rules, "alertmanager": am}
 
 
@@ -64,12 +71,22 @@ def serve_token_file(settings: Settings) -> Path:
 def _argv(settings: Settings, name: str) -> list[str]:
     d = mon_dir(settings)
     if name == "prometheus":
-        return [BINARIES[name], f"--config.file={d / 'prometheus.yml'}",
-                f"--storage.tsdb.path={d / 'prometheus-data'}", f"--web.listen-address={PROMETHEUS_ADDR}",
-                "--web.enable-lifecycle", "--storage.tsdb.retention.time=2d"]
-    return [BINARIES[name], f"--config.file={d / 'alertmanager.yml'}", f"--storage.path={d / 'alertmanager-data'}",
-            f"--web.listen-address={ALERTMANAGER_ADDR}", "--cluster.listen-address=",
-            f"--web.external-url=http://{ALERTMANAGER_ADDR}/"]
+        return [
+            BINARIES[name],
+            f"--config.file={d / 'prometheus.yml'}",
+            f"--storage.tsdb.path={d / 'prometheus-data'}",
+            f"--web.listen-address={PROMETHEUS_ADDR}",
+            "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=2d",
+        ]
+    return [
+        BINARIES[name],
+        f"--config.file={d / 'alertmanager.yml'}",
+        f"--storage.path={d / 'alertmanager-data'}",
+        f"--web.listen-address={ALERTMANAGER_ADDR}",
+        "--cluster.listen-address=",
+        f"--web.external-url=http://{ALERTMANAGER_ADDR}/",
+    ]
 
 
 def pids(settings: Settings) -> dict[str, list[int]]:
@@ -121,8 +138,14 @@ def start(settings: Settings, apps: dict[str, str], timeout: float = 30.0) -> di
             raise RuntimeError(f"{addr} is taken by another {name} (not the lab's); stop it first")
         (mon_dir(settings) / f"{name}-data").mkdir(parents=True, exist_ok=True)
         log = (mon_dir(settings) / f"{name}.log").open("ab")
-        proc = subprocess.Popen(_argv(settings, name), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            _argv(settings, name),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
         log.close()
         started[name] = proc.pid
     deadline = time.monotonic() + timeout
@@ -143,7 +166,9 @@ def start(settings: Settings, apps: dict[str, str], timeout: float = 30.0) -> di
 def active_jobs() -> set[str]:
     """The jobs of Prometheus' active scrape targets (empty when it does not answer)."""
     try:
-        with urllib.request.urlopen(f"http://{PROMETHEUS_ADDR}/api/v1/targets?state=active", timeout=1) as resp:
+        with urllib.request.urlopen(
+            f"http://{PROMETHEUS_ADDR}/api/v1/targets?state=active", timeout=1
+        ) as resp:
             targets = json.loads(resp.read())["data"]["activeTargets"]
         return {str(t["labels"]["job"]) for t in targets}
     except (OSError, ValueError, KeyError, TypeError):
@@ -160,8 +185,11 @@ def stop(settings: Settings, timeout: float = 10.0) -> None:
             pass
     deadline = time.monotonic() + timeout
     while victims and time.monotonic() < deadline:
-        victims = [p for p in victims if Path(f"/proc/{p}/cmdline").exists()
-                   and Path(f"/proc/{p}/cmdline").read_bytes()]
+        victims = [
+            p
+            for p in victims
+            if Path(f"/proc/{p}/cmdline").exists() and Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
         time.sleep(0.1)
     for pid in victims:
         try:
@@ -174,8 +202,14 @@ def status(settings: Settings) -> dict[str, dict[str, object]]:
     """Each monitoring service: pid(s), whether it answers, its loopback URL."""
     running = pids(settings)
     return {
-        "prometheus": {"pids": running.get("prometheus", []), "ready": ready("prometheus"),
-                       "url": f"http://{PROMETHEUS_ADDR}"},
-        "alertmanager": {"pids": running.get("alertmanager", []), "ready": ready("alertmanager"),
-                         "url": f"http://{ALERTMANAGER_ADDR}"},
+        "prometheus": {
+            "pids": running.get("prometheus", []),
+            "ready": ready("prometheus"),
+            "url": f"http://{PROMETHEUS_ADDR}",
+        },
+        "alertmanager": {
+            "pids": running.get("alertmanager", []),
+            "ready": ready("alertmanager"),
+            "url": f"http://{ALERTMANAGER_ADDR}",
+        },
     }

@@ -1,4 +1,5 @@
 """Redactor: every rule on its own, consistent placeholders, counts, bytes that are not UTF-8."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,12 @@ from collector.redact import RULES, WITHHELD, RedactionError, Redactor, Rule, se
 
 # (rule expected to fire, input, the secret that must vanish, text that must survive)
 CASES = [
-    ("url_password", b"DATABASE_URL=postgresql://sergas:S3cretPw@db1:5432/sergas", b"S3cretPw", b"@db1:5432/sergas"),
+    (
+        "url_password",
+        b"DATABASE_URL=postgresql://sergas:S3cretPw@db1:5432/sergas",
+        b"S3cretPw",
+        b"@db1:5432/sergas",
+    ),
     ("url_password", b"redis://:r3dispw@redis1:6379/0", b"r3dispw", b"redis1:6379"),
     ("url_password", b"GET https://bob:hunter2x@example.test/x", b"hunter2x", b"bob:"),
     ("password", b"host=db1 password=abc123 dbname=sergas", b"abc123", b"dbname=sergas"),
@@ -34,8 +40,12 @@ CASES = [
     ("sql_password", b"CREATE USER 'a'@'%' IDENTIFIED BY 'mypw2'", b"mypw2", b"CREATE USER"),
     ("basic_auth", b"curl -sS -u admin:curlpw1 http://127.0.0.1:8000/admin", b"curlpw1", b"admin:"),
     ("cookie", b"Cookie: session=abc123def; theme=dark\nnext", b"abc123def", b"\nnext"),
-    ("vendor_token", b"push with ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 ok",
-     b"ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", b" ok"),
+    (
+        "vendor_token",
+        b"push with ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 ok",
+        b"ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+        b" ok",
+    ),
     ("authorization", b"Authorization: Bearer x\n", b"Bearer x\n", b"Authorization: Bearer"),
     ("authorization", b"authorization: Basic dXNlcjpwYXNz", b"dXNlcjpwYXNz", b"Basic"),
     ("authorization", b"curl -H 'X: y' bearer abcdefgh12345", b"abcdefgh12345", b"curl"),
@@ -43,36 +53,81 @@ CASES = [
     ("api_token", b"X-Api-Key: key456\n", b"key456", b"X-Api-Key"),
     ("api_token", b"client api_key=k789 retries=3", b"k789", b"retries=3"),
     ("aws_access_key", b"key id AKIAIOSFODNN7EXAMPLE in use", b"AKIAIOSFODNN7EXAMPLE", b"in use"),
-    ("aws_secret_key", b"aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-     b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", b"aws_secret_access_key"),
-    ("private_key", b"x\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nq83kd==\n-----END RSA PRIVATE KEY-----\ny",
-     b"MIIEpAIBAAKCAQEA", b"-----END RSA PRIVATE KEY-----\ny"),
-    ("private_key", b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n[cut by the cap",
-     b"b3BlbnNzaC1rZXktdjEAAAA", b"-----BEGIN OPENSSH PRIVATE KEY-----"),
-    ("jwt", b"cookie eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl end",
-     b"eyJzdWIiOiIxMjMifQ", b" end"),
+    (
+        "aws_secret_key",
+        b"aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        b"aws_secret_access_key",
+    ),
+    (
+        "private_key",
+        b"x\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nq83kd==\n-----END RSA PRIVATE KEY-----\ny",
+        b"MIIEpAIBAAKCAQEA",
+        b"-----END RSA PRIVATE KEY-----\ny",
+    ),
+    (
+        "private_key",
+        b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n[cut by the cap",
+        b"b3BlbnNzaC1rZXktdjEAAAA",
+        b"-----BEGIN OPENSSH PRIVATE KEY-----",
+    ),
+    (
+        "jwt",
+        b"cookie eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl end",
+        b"eyJzdWIiOiIxMjMifQ",
+        b" end",
+    ),
     ("env_secret", b"SECRET_KEY=sk-live-1\nDEBUG=0\n", b"sk-live-1", b"DEBUG=0"),
-    ("env_secret", b"export SERGAS_API_TOKEN=\"tok en\"\n", b"tok en", b"SERGAS_API_TOKEN"),
+    ("env_secret", b'export SERGAS_API_TOKEN="tok en"\n', b"tok en", b"SERGAS_API_TOKEN"),
     ("env_secret", b"DB_PASSWORD=dbpw1\n", b"dbpw1", b"DB_PASSWORD="),
     ("env_secret", b"STRIPE_KEY=pk_1\n", b"pk_1", b"STRIPE_KEY"),
-    ("env_secret", b"--- a/.env\n+++ b/.env\n-STRIPE_KEY=old_pk\n+STRIPE_KEY=new_pk\n", b"_pk", b"+++ b/.env"),
+    (
+        "env_secret",
+        b"--- a/.env\n+++ b/.env\n-STRIPE_KEY=old_pk\n+STRIPE_KEY=new_pk\n",
+        b"_pk",
+        b"+++ b/.env",
+    ),
     ("xml_secret", b"<db><password>xmlpw1</password></db>", b"xmlpw1", b"</password></db>"),
-    ("webhook_url", b"POST https://hooks.slack.com/services/T0FAKE/B0FAKE/fakeWebhookSecret1 200",
-     b"fakeWebhookSecret1", b" 200"),
-    ("url_token_user", b"git clone https://0123456789abcdef0123456789abcdef@git.example.test/a.git",
-     b"0123456789abcdef0123456789abcdef", b"@git.example.test/a.git"),
+    (
+        "webhook_url",
+        b"POST https://hooks.slack.com/services/T0FAKE/B0FAKE/fakeWebhookSecret1 200",
+        b"fakeWebhookSecret1",
+        b" 200",
+    ),
+    (
+        "url_token_user",
+        b"git clone https://0123456789abcdef0123456789abcdef@git.example.test/a.git",
+        b"0123456789abcdef0123456789abcdef",
+        b"@git.example.test/a.git",
+    ),
     ("command_password", b"mysql -u root -pFakeMy;pw&1 -h db1 orders", b"FakeMy;pw&1", b"-h db1 orders"),
     ("command_password", b"sshpass -p 'fake pw' ssh deploy@app1", b"fake pw", b"ssh deploy@app1"),
     ("pgpass", b"db1:5432:sergas:sergas:FakePgpass1\n", b"FakePgpass1", b"db1:5432:sergas:sergas:"),
-    ("netrc", b"machine api.example.test login bob password FakeNetrc1", b"FakeNetrc1", b"login bob password"),
-    ("shadow_hash", b"bob:$6$fakesalt$fakehashfakehash:19700:0:99999:7:::", b"fakehashfakehash", b":19700:0:"),
-    ("yaml_block", b"tls:\n  private: x\n  password: |\n    fake-line-one\n    fake-line-two\n  port: 1\n",
-     b"fake-line-two", b"  port: 1"),
+    (
+        "netrc",
+        b"machine api.example.test login bob password FakeNetrc1",
+        b"FakeNetrc1",
+        b"login bob password",
+    ),
+    (
+        "shadow_hash",
+        b"bob:$6$fakesalt$fakehashfakehash:19700:0:99999:7:::",
+        b"fakehashfakehash",
+        b":19700:0:",
+    ),
+    (
+        "yaml_block",
+        b"tls:\n  private: x\n  password: |\n    fake-line-one\n    fake-line-two\n  port: 1\n",
+        b"fake-line-two",
+        b"  port: 1",
+    ),
     ("password", b"pgbench --db-password fake,pw;x&y -c 10", b"fake,pw;x&y", b" -c 10"),
 ]
 
 
-@pytest.mark.parametrize(("rule", "data", "secret", "keep"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("rule", "data", "secret", "keep"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
 def test_each_rule_scrubs_its_secret(rule: str, data: bytes, secret: bytes, keep: bytes) -> None:
     redactor = Redactor()
     out = redactor.redact_bytes(data, "f.txt")
@@ -87,9 +142,11 @@ def test_every_rule_in_the_catalogue_is_exercised() -> None:
 
 
 def test_ordinary_evidence_is_left_alone() -> None:
-    text = (b"keyspace_hits:12\nused_memory:1048576\nmaxmemory:0\nFATAL:  password authentication failed for "
-            b"user \"sergas\"\nactive | 12\nGET /api/orders 500 0.52s\nmonkey business\n"
-            b"tests passed=5 bypass: yes max_tokens=512 secretary: bob\n")
+    text = (
+        b"keyspace_hits:12\nused_memory:1048576\nmaxmemory:0\nFATAL:  password authentication failed for "
+        b'user "sergas"\nactive | 12\nGET /api/orders 500 0.52s\nmonkey business\n'
+        b"tests passed=5 bypass: yes max_tokens=512 secretary: bob\n"
+    )
     redactor = Redactor()
     assert redactor.redact_bytes(text, "x") == text
     assert redactor.total() == 0
@@ -168,19 +225,28 @@ def test_large_output_is_scrubbed_in_reasonable_time() -> None:
 
 def test_secrets_from_inventory_vars() -> None:
     hostvars = {
-        "redis1": {"collector_redis_password": "lab-redis-pw", "collector_redis_port": 6379,
-                   "ansible_ssh_private_key_file": "/var/lib/x/id_ed25519"},
-        "app1": {"collector_api_token": "tok-12345", "collector_app_url": "http://127.0.0.1:8000",
-                 "nested": {"db_password": "nested-pw"}, "ansible_become_pass": "becomepw"},
+        "redis1": {
+            "collector_redis_password": "lab-redis-pw",
+            "collector_redis_port": 6379,
+            "ansible_ssh_private_key_file": "/var/lib/x/id_ed25519",
+        },
+        "app1": {
+            "collector_api_token": "tok-12345",
+            "collector_app_url": "http://127.0.0.1:8000",
+            "nested": {"db_password": "nested-pw"},
+            "ansible_become_pass": "becomepw",
+        },
     }
     assert secrets_from_vars(hostvars) == ["becomepw", "lab-redis-pw", "nested-pw", "tok-12345"]
 
 
 def test_variables_templates_and_masks_are_not_secrets() -> None:
-    text = (b'{ [ -n "${COLLECTOR_API_TOKEN:-}" ] && printf \'header = "Authorization: Bearer %s"\' "$TOKEN"; }\n'
-            b"psql password=$PGPASSWORD redis-cli -a {redis_password} token={{ vault_token }}\n"
-            b"connecting to postgresql://sergas:***@db1:5432/sergas api_key=<hidden>\n"
-            b"argv=['-c', 'printf \\'header = \\\"Authorization: Bearer %s\\\"\\n\\' \\\"$T\\\"']\n")
+    text = (
+        b'{ [ -n "${COLLECTOR_API_TOKEN:-}" ] && printf \'header = "Authorization: Bearer %s"\' "$TOKEN"; }\n'
+        b"psql password=$PGPASSWORD redis-cli -a {redis_password} token={{ vault_token }}\n"
+        b"connecting to postgresql://sergas:***@db1:5432/sergas api_key=<hidden>\n"
+        b"argv=['-c', 'printf \\'header = \\\"Authorization: Bearer %s\\\"\\n\\' \\\"$T\\\"']\n"
+    )
     redactor = Redactor()
     assert redactor.redact_bytes(text, "cmd") == text
     assert redactor.total() == 0
@@ -196,14 +262,53 @@ def test_a_password_that_looks_like_a_lowercase_variable_is_still_scrubbed() -> 
 CORPUS = Path(__file__).resolve().parent / "redaction_corpus" / "corpus.jsonl"
 # Every format the issue names, by the name the corpus gives it.
 NAMED_FORMATS = {
-    "slack_webhook", "github_pat", "github_classic", "sentry_dsn", "mysql_p", "azure_storage", "pgp_private_key",
-    "sshpass", "cli_password_flag", "netrc", "credentials_var", "aws_presigned", "aws_keys", "google_api_key",
-    "sendgrid", "openai", "vault_token", "yaml_block_scalar", "url_token_user", "unquoted_special", "dsn_raw_at",
-    "jwt", "pem_private_key", "bearer_header", "redis_auth", "postgres_dsn", "pgpassword", "dotenv", "stripe",
-    "twilio", "npm_token", "docker_auth", "k8s_secret", "basic_auth_url", "cookie_session",
+    "slack_webhook",
+    "github_pat",
+    "github_classic",
+    "sentry_dsn",
+    "mysql_p",
+    "azure_storage",
+    "pgp_private_key",
+    "sshpass",
+    "cli_password_flag",
+    "netrc",
+    "credentials_var",
+    "aws_presigned",
+    "aws_keys",
+    "google_api_key",
+    "sendgrid",
+    "openai",
+    "vault_token",
+    "yaml_block_scalar",
+    "url_token_user",
+    "unquoted_special",
+    "dsn_raw_at",
+    "jwt",
+    "pem_private_key",
+    "bearer_header",
+    "redis_auth",
+    "postgres_dsn",
+    "pgpassword",
+    "dotenv",
+    "stripe",
+    "twilio",
+    "npm_token",
+    "docker_auth",
+    "k8s_secret",
+    "basic_auth_url",
+    "cookie_session",
 }
-NAMED_LOOKALIKES = {"git_hash", "uuid", "sha256sum", "request_id", "base64_payload", "ttl_knob", "length_knob",
-                    "key_prefix_knob", "cache_key"}
+NAMED_LOOKALIKES = {
+    "git_hash",
+    "uuid",
+    "sha256sum",
+    "request_id",
+    "base64_payload",
+    "ttl_knob",
+    "length_knob",
+    "key_prefix_knob",
+    "cache_key",
+}
 
 
 def _corpus() -> list[dict[str, Any]]:
@@ -226,7 +331,8 @@ def test_corpus_has_the_size_and_formats_the_issue_asks_for() -> None:
     for row in secret_rows:  # the corpus itself is sound: each secret is in its line
         assert row["secrets"] and all(s in row["text"] for s in row["secrets"]), row
     assert "TOKEN_TTL=3600" in {r["text"] for r in harmless} or any(
-        r["text"].startswith("TOKEN_TTL") for r in harmless)
+        r["text"].startswith("TOKEN_TTL") for r in harmless
+    )
 
 
 def test_corpus_recall_is_100_percent() -> None:
@@ -239,8 +345,11 @@ def test_corpus_recall_is_100_percent() -> None:
 
 def test_corpus_over_redaction_is_at_most_2_percent() -> None:
     harmless = [r for r in _corpus() if r["kind"] == "harmless"]
-    changed = [(r["format"], r["text"], out) for r in harmless
-               if (out := Redactor().redact_text(r["text"], "corpus")) != r["text"]]
+    changed = [
+        (r["format"], r["text"], out)
+        for r in harmless
+        if (out := Redactor().redact_text(r["text"], "corpus")) != r["text"]
+    ]
     assert len(changed) / len(harmless) <= 0.02, changed
 
 
@@ -255,37 +364,83 @@ def test_corpus_secrets_are_caught_inside_a_large_mixed_text() -> None:
 
 # ---- tails, knobs, names, failing closed ---------------------------------------------------------
 
-@pytest.mark.parametrize(("data", "secret", "keep"), [
-    (b"DB_PASSWORD=fake;tail&more,end\n", b"fake;tail&more,end", b"\n"),
-    (b"export API_TOKEN=ab;cd ./run.sh", b"ab;cd", b" ./run.sh"),
-    (b"postgresql://app:fake@pw@with@ats@db1:5432/orders", b"fake@pw@with@ats", b"@db1:5432/orders"),
-    (b"redis://:p@ss@redis1:6379/0 next", b"p@ss", b"@redis1:6379/0 next"),
-    (b"GET /x?token=fake1&page=2", b"fake1", b"&page=2"),
-    (b"AccountName=fake;AccountKey=FakeKey0==;EndpointSuffix=core.windows.net", b"FakeKey0==",
-     b";EndpointSuffix=core.windows.net"),
-    (b"smtp_password: fake words with spaces  # rotated\n", b"fake words with spaces", b"# rotated"),
-])
+
+@pytest.mark.parametrize(
+    ("data", "secret", "keep"),
+    [
+        (b"DB_PASSWORD=fake;tail&more,end\n", b"fake;tail&more,end", b"\n"),
+        (b"export API_TOKEN=ab;cd ./run.sh", b"ab;cd", b" ./run.sh"),
+        (b"postgresql://app:fake@pw@with@ats@db1:5432/orders", b"fake@pw@with@ats", b"@db1:5432/orders"),
+        (b"redis://:p@ss@redis1:6379/0 next", b"p@ss", b"@redis1:6379/0 next"),
+        (b"GET /x?token=fake1&page=2", b"fake1", b"&page=2"),
+        (
+            b"AccountName=fake;AccountKey=FakeKey0==;EndpointSuffix=core.windows.net",
+            b"FakeKey0==",
+            b";EndpointSuffix=core.windows.net",
+        ),
+        (b"smtp_password: fake words with spaces  # rotated\n", b"fake words with spaces", b"# rotated"),
+    ],
+)
 def test_a_secret_keeps_no_tail(data: bytes, secret: bytes, keep: bytes) -> None:
     out = Redactor().redact_bytes(data, "x")
     assert secret not in out and secret[-4:] not in out.replace(keep, b"")
     assert keep in out
 
 
-@pytest.mark.parametrize("line", [
-    "TOKEN_TTL=3600", "PASSWORD_MIN_LENGTH=12", "CACHE_KEY=orders", "CACHE_KEY_PREFIX=app:", "SECRET_KEY_FILE=/etc/k",
-    "API_KEY_HEADER=X-Api-Key", "key: password", "MAX_TOKENS=4096", "tokenizer: cl100k_base", "AUTH_ENABLED=true",
-    "docker login --password-stdin ghcr.io", "--token-ttl 3600", "session_timeout: 30m", "SORT_KEY=created_at",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "TOKEN_TTL=3600",
+        "PASSWORD_MIN_LENGTH=12",
+        "CACHE_KEY=orders",
+        "CACHE_KEY_PREFIX=app:",
+        "SECRET_KEY_FILE=/etc/k",
+        "API_KEY_HEADER=X-Api-Key",
+        "key: password",
+        "MAX_TOKENS=4096",
+        "tokenizer: cl100k_base",
+        "AUTH_ENABLED=true",
+        "docker login --password-stdin ghcr.io",
+        "--token-ttl 3600",
+        "session_timeout: 30m",
+        "SORT_KEY=created_at",
+    ],
+)
 def test_knobs_about_secrets_are_not_secrets(line: str) -> None:
     assert Redactor().redact_text(line, "x") == line
 
 
 def test_secret_name_reads_the_words_of_a_name() -> None:
-    for name in ("DB_PASSWORD", "apiKey", "X-Api-Key", "aws_secret_access_key", "clientSecret", "db.password",
-                 "DB_CREDENTIALS", "session_id", "JSESSIONID", "_authToken", "SharedAccessKey", "bindpw", "auth"):
+    for name in (
+        "DB_PASSWORD",
+        "apiKey",
+        "X-Api-Key",
+        "aws_secret_access_key",
+        "clientSecret",
+        "db.password",
+        "DB_CREDENTIALS",
+        "session_id",
+        "JSESSIONID",
+        "_authToken",
+        "SharedAccessKey",
+        "bindpw",
+        "auth",
+    ):
         assert secret_name(name), name
-    for name in ("TOKEN_TTL", "PASSWORD_MIN_LENGTH", "CACHE_KEY", "key", "keyspace_hits", "monkey", "tokenizer",
-                 "SharedAccessKeyName", "password_file", "request_id", "passed", "bypass"):
+    for name in (
+        "TOKEN_TTL",
+        "PASSWORD_MIN_LENGTH",
+        "CACHE_KEY",
+        "key",
+        "keyspace_hits",
+        "monkey",
+        "tokenizer",
+        "SharedAccessKeyName",
+        "password_file",
+        "request_id",
+        "passed",
+        "bypass",
+    ):
         assert not secret_name(name), name
 
 
@@ -310,7 +465,9 @@ def test_redaction_refuses_what_it_cannot_read() -> None:
 
 
 def test_redact_value_walks_json_documents() -> None:
-    doc = {"hosts": {"app1": {"error": "ssh: password=fakepw1 refused", "rc": 255, "list": ["token=fakeTok9"]}}}
+    doc = {
+        "hosts": {"app1": {"error": "ssh: password=fakepw1 refused", "rc": 255, "list": ["token=fakeTok9"]}}
+    }
     out = Redactor().redact_value(doc, "x")
     assert "fakepw1" not in json.dumps(out) and "fakeTok9" not in json.dumps(out)
     assert out["hosts"]["app1"]["rc"] == 255
@@ -319,8 +476,15 @@ def test_redact_value_walks_json_documents() -> None:
 def test_line_by_line_scanning_sees_first_last_and_two_line_secrets() -> None:
     """Long texts run line-local rules only on the lines holding their needles: nothing may fall between."""
     filler = b"".join(b"Dec  1 17:02:09 app1 sergas[1]: GET /api/orders/%d 200\n" % i for i in range(2000))
-    data = (b"password=first-fake-pw\n" + filler + b'1) "requirepass"\n2) "fake-config-get"\n' + filler
-            + b"ghp_" + b"F" * 36 + b"\nlast token=last-fake-tok")
+    data = (
+        b"password=first-fake-pw\n"
+        + filler
+        + b'1) "requirepass"\n2) "fake-config-get"\n'
+        + filler
+        + b"ghp_"
+        + b"F" * 36
+        + b"\nlast token=last-fake-tok"
+    )
     out = Redactor().redact_bytes(data, "big")
     for secret in (b"first-fake-pw", b"fake-config-get", b"F" * 36, b"last-fake-tok"):
         assert secret not in out, secret
@@ -339,11 +503,20 @@ def test_a_bundle_file_whose_redaction_fails_is_withheld_not_written_in_clear(tm
     redactor = Redactor()
     redactor.rules.append(Rule("broken", re.compile(rb"TRIGGER"), judge=broken))
     stamp = "2026-11-28T05:00:00.000Z"
-    probes = [ProbeResult("app1", "env", "cat .env", "ok", 0, stamp, 0.1,
-                          output=b"TRIGGER clear-text-secret-9\n"),
-              ProbeResult("app1", "df", "df -h", "ok", 0, stamp, 0.1, output=b"/dev/sda1 40% /\n")]
-    run = RunResult(incident="inc-fail-closed", pattern="app1", inventory="inv", engine="ssh", command_line=[],
-                    started=stamp, finished=stamp, hosts={"app1": HostResult("app1", "ok", None, probes, ("app",))})
+    probes = [
+        ProbeResult("app1", "env", "cat .env", "ok", 0, stamp, 0.1, output=b"TRIGGER clear-text-secret-9\n"),
+        ProbeResult("app1", "df", "df -h", "ok", 0, stamp, 0.1, output=b"/dev/sda1 40% /\n"),
+    ]
+    run = RunResult(
+        incident="inc-fail-closed",
+        pattern="app1",
+        inventory="inv",
+        engine="ssh",
+        command_line=[],
+        started=stamp,
+        finished=stamp,
+        hosts={"app1": HostResult("app1", "ok", None, probes, ("app",))},
+    )
     folder = write_bundle(run, Settings(), out_dir=tmp_path, redactor=redactor, archive=False)
     everything = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
     assert b"clear-text-secret-9" not in everything
@@ -359,19 +532,31 @@ def test_plan_diffs_of_an_env_file_keep_the_change_and_lose_the_secrets() -> Non
 
     from collector.remediate.plan import redact
 
-    before = ("DB_POOL_SIZE=20\nDATABASE_URL=postgresql://sergas:FakeDiff@Pw@db1:5432/sergas\n"
-              "SECRET_KEY=FakeDiffKey9;x&y\nREDIS_PASSWORD=FakeDiffRedis\nSENTRY_DSN=https://"
-              "0123456789abcdef0123456789abcdef@o1.ingest.sentry.io/2\nTOKEN_TTL=3600\nLOG_LEVEL=info\n")
+    before = (
+        "DB_POOL_SIZE=20\nDATABASE_URL=postgresql://sergas:FakeDiff@Pw@db1:5432/sergas\n"
+        "SECRET_KEY=FakeDiffKey9;x&y\nREDIS_PASSWORD=FakeDiffRedis\nSENTRY_DSN=https://"
+        "0123456789abcdef0123456789abcdef@o1.ingest.sentry.io/2\nTOKEN_TTL=3600\nLOG_LEVEL=info\n"
+    )
     after = before.replace("DB_POOL_SIZE=20", "DB_POOL_SIZE=40")
-    diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), "a/.env", "b/.env", n=6))
+    diff = "".join(
+        difflib.unified_diff(before.splitlines(True), after.splitlines(True), "a/.env", "b/.env", n=6)
+    )
     out = redact(diff)
     assert "-DB_POOL_SIZE=20\n+DB_POOL_SIZE=40\n" in out and " TOKEN_TTL=3600\n" in out
-    for secret in ("FakeDiff@Pw", "Pw@db1", "FakeDiffKey9;x&y", "x&y", "FakeDiffRedis", "0123456789abcdef0123"):
+    for secret in (
+        "FakeDiff@Pw",
+        "Pw@db1",
+        "FakeDiffKey9;x&y",
+        "x&y",
+        "FakeDiffRedis",
+        "0123456789abcdef0123",
+    ):
         assert secret not in out, secret
 
 
 def test_a_manifest_field_or_log_whose_redaction_fails_is_withheld_and_the_bundle_still_written(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     from collector.bundle import write_bundle
     from collector.config import Settings
     from collector.core import HostResult, ProbeResult, RunResult
@@ -384,11 +569,24 @@ def test_a_manifest_field_or_log_whose_redaction_fails_is_withheld_and_the_bundl
     redactor.rules.append(Rule("broken", re.compile(rb"TRIGGER"), judge=broken))
     stamp = "2026-11-28T05:00:00.000Z"
     probes = [ProbeResult("db1", "df", "df -h TRIGGER", "ok", 0, stamp, 0.1, output=b"/dev/sda1 40% /\n")]
-    run = RunResult(incident="inc-fail-closed-2", pattern="db1", inventory="inv", engine="ssh", command_line=[],
-                    started=stamp, finished=stamp,
-                    hosts={"db1": HostResult("db1", "failed", "TRIGGER clear-error-secret-7", probes, ("db",))})
-    folder = write_bundle(run, Settings(), out_dir=tmp_path, redactor=redactor, archive=False,
-                          log_lines=["TRIGGER clear-log-secret-8"])
+    run = RunResult(
+        incident="inc-fail-closed-2",
+        pattern="db1",
+        inventory="inv",
+        engine="ssh",
+        command_line=[],
+        started=stamp,
+        finished=stamp,
+        hosts={"db1": HostResult("db1", "failed", "TRIGGER clear-error-secret-7", probes, ("db",))},
+    )
+    folder = write_bundle(
+        run,
+        Settings(),
+        out_dir=tmp_path,
+        redactor=redactor,
+        archive=False,
+        log_lines=["TRIGGER clear-log-secret-8"],
+    )
     everything = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
     assert b"clear-error-secret-7" not in everything and b"clear-log-secret-8" not in everything
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -403,8 +601,13 @@ def test_known_secrets_are_also_found_json_escaped_and_base64() -> None:
     import base64
 
     secret = 'Fake"quote\\back9'
-    data = (json.dumps({"stdout": f"connecting with {secret}"}).encode() + b"\n"
-            + b"  db-url: " + base64.b64encode(secret.encode()) + b"\n")
+    data = (
+        json.dumps({"stdout": f"connecting with {secret}"}).encode()
+        + b"\n"
+        + b"  db-url: "
+        + base64.b64encode(secret.encode())
+        + b"\n"
+    )
     out = Redactor(known_secrets=[secret]).redact_bytes(data, "x")
     assert b"quote" not in out and base64.b64encode(secret.encode()).rstrip(b"=") not in out
     assert out.count("«REDACTED:known_secret:1»".encode()) == 2  # one value, one placeholder

@@ -1,5 +1,6 @@
 """Redaction covers every output of a real `collect`: bundle files, manifest, collector.log, archive, the
 terminal table and `--json`, host error messages (issue 14 point 3). Runs on this machine, no lab needed."""
+
 from __future__ import annotations
 
 import gzip
@@ -35,8 +36,10 @@ ARGV_SECRETS = {
 
 def _argv() -> list[str]:
     """One command-line argument string per secret."""
-    return [f"{prefix}{secret}@db1:5432/app" if prefix.startswith("postgresql") else f"{prefix}{secret}"
-            for prefix, secret in ARGV_SECRETS.items()]
+    return [
+        f"{prefix}{secret}@db1:5432/app" if prefix.startswith("postgresql") else f"{prefix}{secret}"
+        for prefix, secret in ARGV_SECRETS.items()
+    ]
 
 
 def _secret_strings() -> list[str]:
@@ -46,8 +49,9 @@ def _secret_strings() -> list[str]:
 
 def collect(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-c", CODE, *args], check=False, capture_output=True, text=True, timeout=240,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-c", CODE, *args], check=False, capture_output=True, text=True, timeout=240, env=env
+    )
 
 
 def _rss_kib(pid: int) -> int:
@@ -98,16 +102,21 @@ def _assert_clean(text: str, where: str) -> None:
 
 
 def test_collect_local_leaks_no_secret_of_a_process_list(tmp_path: Path, secret_processes: list[int]) -> None:
-    runs = {"json": collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / "j"), "--json"),
-            "table": collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / "t"))}
+    runs = {
+        "json": collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / "j"), "--json"),
+        "table": collect("--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / "t")),
+    }
     for kind, proc in runs.items():
         assert proc.returncode in (0, 1), proc.stderr
         _assert_clean(proc.stdout, f"{kind} stdout")
         _assert_clean(proc.stderr, f"{kind} stderr")
     bundle = Path(json.loads(runs["json"].stdout)["bundle"])
     ps_mem = (bundle / "hosts" / "local" / "ps_mem.txt").read_text()
-    lines = [line for line in ps_mem.splitlines() if line.split()[:1] and line.split()[0].isdigit()
-             and int(line.split()[0]) in secret_processes]
+    lines = [
+        line
+        for line in ps_mem.splitlines()
+        if line.split()[:1] and line.split()[0].isdigit() and int(line.split()[0]) in secret_processes
+    ]
     assert len(lines) == len(ARGV_SECRETS), ps_mem  # every process was captured ...
     assert all("«REDACTED:" in line for line in lines), lines  # ... and the secret on its line replaced
     for out in (tmp_path / "j", tmp_path / "t"):
@@ -120,10 +129,21 @@ def test_host_error_messages_are_redacted_in_table_json_manifest_and_log(tmp_pat
     the host's error when it cannot start; a secret host variable rides along as a known secret."""
     secret = "FakeIntPw;9&tail"
     inventory = tmp_path / "inv.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"local": {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": f"/usr/bin/env PGPASSWORD={secret} /nonexistent/python3",
-        "collector_api_token": "FakeKnownInventoryTok9"}}}}))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {
+                        "local": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": f"/usr/bin/env PGPASSWORD={secret} /nonexistent/python3",
+                            "collector_api_token": "FakeKnownInventoryTok9",
+                        }
+                    }
+                }
+            }
+        )
+    )
     as_json = collect("--hosts", "local", "-i", str(inventory), "--out", str(tmp_path / "j"), "--json")
     table = collect("--hosts", "local", "-i", str(inventory), "--out", str(tmp_path / "t"))
     assert as_json.returncode == 1 and table.returncode == 1, as_json.stderr + table.stderr
@@ -132,8 +152,11 @@ def test_host_error_messages_are_redacted_in_table_json_manifest_and_log(tmp_pat
     assert doc["hosts"]["local"]["status"] == "failed"
     assert "cannot start /usr/bin/env PGPASSWORD=«REDACTED:" in error  # the message is there, scrubbed
     assert "PGPASSWORD=«REDACTED:" in table.stdout
-    for text, where in ((as_json.stdout + as_json.stderr, "--json"), (table.stdout + table.stderr, "table"),
-                        (_everything(tmp_path / "j") + _everything(tmp_path / "t"), "bundle files and archives")):
+    for text, where in (
+        (as_json.stdout + as_json.stderr, "--json"),
+        (table.stdout + table.stderr, "table"),
+        (_everything(tmp_path / "j") + _everything(tmp_path / "t"), "bundle files and archives"),
+    ):
         assert secret not in text and "9&tail" not in text and "FakeKnownInventoryTok9" not in text, where
     manifest = json.loads((Path(doc["bundle"]) / "manifest.json").read_text())
     assert "PGPASSWORD=«REDACTED:" in manifest["hosts"]["local"]["error"]
@@ -146,9 +169,21 @@ def test_ingest_redacts_the_secret_host_variables_of_the_inventory_it_is_given(t
 
     value = "FakeIngestKnownValue7"
     inventory = tmp_path / "inv.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"local": {
-        "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-        "collector_api_token": value}}}}))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {
+                        "local": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                            "collector_api_token": value,
+                        }
+                    }
+                }
+            }
+        )
+    )
     short = Path(tempfile.mkdtemp(prefix="h", dir="/tmp"))
     (short / "h.py").write_text("import time\nb = b'x' * (300 * 2**20)\ntime.sleep(300)\n")
     hog = subprocess.Popen([sys.executable, str(short / "h.py"), "worker", value])
@@ -156,13 +191,33 @@ def test_ingest_redacts_the_secret_host_variables_of_the_inventory_it_is_given(t
         wait_until(lambda: _rss_kib(hog.pid) > 250_000, timeout_s=30, interval_s=0.1)
         private = tmp_path / "runner"
         private.mkdir()
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-               "ANSIBLE_HOME": str(tmp_path / "ah"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "at"),
-               "MAX_EVENT_RES": str(1 << 31)}
-        run = subprocess.run([str(Path(sys.executable).parent / "ansible-runner"), "run", str(private),
-                              "-p", str(shipped("playbooks") / "collect.yml"), "--inventory", str(inventory),
-                              "--limit", "local", "--ident", "elsewhere"],
-                             capture_output=True, text=True, env=env, timeout=300, check=False)
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            "ANSIBLE_HOME": str(tmp_path / "ah"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "at"),
+            "MAX_EVENT_RES": str(1 << 31),
+        }
+        run = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ansible-runner"),
+                "run",
+                str(private),
+                "-p",
+                str(shipped("playbooks") / "collect.yml"),
+                "--inventory",
+                str(inventory),
+                "--limit",
+                "local",
+                "--ident",
+                "elsewhere",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
     finally:
         hog.kill()
         hog.wait()
@@ -173,8 +228,13 @@ def test_ingest_redacts_the_secret_host_variables_of_the_inventory_it_is_given(t
 
     def ingest(*args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
         out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
-        proc = subprocess.run([sys.executable, "-c", code, "ingest", str(artifacts), "--out", str(out), "--json",
-                               *args], capture_output=True, text=True, timeout=300, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "ingest", str(artifacts), "--out", str(out), "--json", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert proc.returncode in (0, 1), proc.stderr
         return proc, Path(json.loads(proc.stdout)["bundle"])
 
@@ -225,8 +285,15 @@ def test_collect_output_is_withheld_when_its_redaction_fails(capsys: pytest.Capt
 
     redactor = Redactor()
     redactor.rules.append(Rule("broken", re.compile(rb"refused"), judge=broken))
-    run = RunResult(incident="x", pattern="db1", inventory="inv", engine="ssh", command_line=[], started="",
-                    hosts={"db1": HostResult("db1", "unreachable", "refused: secret FakeShowPw9 in the message")})
+    run = RunResult(
+        incident="x",
+        pattern="db1",
+        inventory="inv",
+        engine="ssh",
+        command_line=[],
+        started="",
+        hosts={"db1": HostResult("db1", "unreachable", "refused: secret FakeShowPw9 in the message")},
+    )
     outcome = CollectOutcome(run, None, 1, redactor=redactor)
     for as_json in (True, False):
         _show(outcome, as_json)

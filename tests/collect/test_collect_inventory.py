@@ -83,15 +83,18 @@ def test_shipped_inventories_parse() -> None:
 ROLES_INV = str(HERE / "roles.yml")
 
 
-@pytest.mark.parametrize("host, roles", [
-    ("app1", ("app",)),
-    ("both", ("app", "db")),  # "app,db" is two roles, never the characters a, p, p, ",", d, b
-    ("db1", ("db",)),
-    ("listed", ("redis", "web")),
-    ("spaced", ("db", "redis")),
-    ("plain", ()),
-    ("no-such-host", ()),
-])
+@pytest.mark.parametrize(
+    "host, roles",
+    [
+        ("app1", ("app",)),
+        ("both", ("app", "db")),  # "app,db" is two roles, never the characters a, p, p, ",", d, b
+        ("db1", ("db",)),
+        ("listed", ("redis", "web")),
+        ("spaced", ("db", "redis")),
+        ("plain", ()),
+        ("no-such-host", ()),
+    ],
+)
 def test_inventory_roles_is_the_one_answer(host: str, roles: tuple[str, ...]) -> None:
     assert load_inventory(ROLES_INV).roles(host) == roles
 
@@ -116,13 +119,27 @@ def test_secret_values_are_found_by_name_in_every_hosts_vars() -> None:
 def test_secret_var_names() -> None:
     from collector.inventory import is_secret_var, secret_values_in
 
-    for name in ("collector_redis_password", "ansible_become_pass", "collector_api_token",
-                 "collector_api_key", "PGPASSWORD", "collector_smtp_auth", "collector_ssh_passphrase",
-                 "aws_secret"):
+    for name in (
+        "collector_redis_password",
+        "ansible_become_pass",
+        "collector_api_token",
+        "collector_api_key",
+        "PGPASSWORD",
+        "collector_smtp_auth",
+        "collector_ssh_passphrase",
+        "aws_secret",
+    ):
         assert is_secret_var(name), name
-    for name in ("ansible_ssh_private_key_file", "collector_token_file", "collector_app_url",
-                 "collector_service", "collector_password_dir"):
+    for name in (
+        "ansible_ssh_private_key_file",
+        "collector_token_file",
+        "collector_app_url",
+        "collector_service",
+        "collector_password_dir",
+    ):
         assert not is_secret_var(name), name
-    nested = {"redis1": {"collector_redis_password": "lab-redis-pw", "collector_redis_port": 6379},
-              "app1": {"nested": {"db_password": "nested-pw"}, "tokens": {"api_token": ["tok-1", "tok-2"]}}}
+    nested = {
+        "redis1": {"collector_redis_password": "lab-redis-pw", "collector_redis_port": 6379},
+        "app1": {"nested": {"db_password": "nested-pw"}, "tokens": {"api_token": ["tok-1", "tok-2"]}},
+    }
     assert secret_values_in(nested) == ["lab-redis-pw", "nested-pw", "tok-1", "tok-2"]

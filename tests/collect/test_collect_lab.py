@@ -128,10 +128,14 @@ def test_postgres_log_holds_the_window_only(lab: Any, tmp_path: Path) -> None:
     db = lab.groups["db"][0]
     marker = f"collector-marker-{os.getpid()}-{time.time_ns()}"
     logged = lab.host(db).run(
-        "runuser -u postgres -- psql -X -q -d postgres -c \"DO \\$\\$BEGIN RAISE LOG '%s'; END\\$\\$\"" % marker)
+        "runuser -u postgres -- psql -X -q -d postgres -c \"DO \\$\\$BEGIN RAISE LOG '%s'; END\\$\\$\""
+        % marker
+    )
     assert logged.rc == 0, logged.stderr
     started = time.time()
-    rc, summary, _ = collect_json("--hosts", db, "-i", str(lab.inventory), "--out", str(tmp_path), "--since", "1m")
+    rc, summary, _ = collect_json(
+        "--hosts", db, "-i", str(lab.inventory), "--out", str(tmp_path), "--since", "1m"
+    )
     entry = manifest(summary["bundle"])["hosts"][db]["probes"]["pg_log"]
     assert entry["status"] == "ok", entry
     log = text(summary["bundle"], db, "pg_log")
@@ -257,7 +261,11 @@ def test_unreachable_hosts_are_recorded_and_cost_at_most_the_connect_timeout(
 
 def _ssh_accepted_from(lab: Any, host: str, since_epoch: str) -> str:
     """sshd's 'Accepted publickey ... from ADDR' lines on `host` since an epoch (its own clock)."""
-    return str(lab.host(host).run(f"journalctl --no-pager -o cat -u ssh --since @{since_epoch} | grep Accepted").stdout)
+    return str(
+        lab.host(host)
+        .run(f"journalctl --no-pager -o cat -u ssh --since @{since_epoch} | grep Accepted")
+        .stdout
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -265,10 +273,16 @@ def test_a_host_behind_a_proxycommand_is_reached_through_it(engine: str, lab: An
     app, db = lab.groups["app"][0], lab.groups["db"][0]
     checked = f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes"
     via_app = f"ssh -i {lab.key} {checked} -W %h:%p root@{lab.ips[app]}"
-    inv = _write_inventory(lab, tmp_path / "proxy.yml", only=db,
-                           override={"ansible_ssh_common_args": f"{checked} -o 'ProxyCommand={via_app}'"})
+    inv = _write_inventory(
+        lab,
+        tmp_path / "proxy.yml",
+        only=db,
+        override={"ansible_ssh_common_args": f"{checked} -o 'ProxyCommand={via_app}'"},
+    )
     since = lab.host(db).run("date +%s").stdout.strip()
-    rc, summary, _ = collect_json("--hosts", db, "-i", str(inv), "--out", str(tmp_path / "a"), "--engine", engine)
+    rc, summary, _ = collect_json(
+        "--hosts", db, "-i", str(inv), "--out", str(tmp_path / "a"), "--engine", engine
+    )
     m = manifest(summary["bundle"])
     assert rc == 0 and m["hosts"][db]["status"] == "ok", m["hosts"][db]
     accepted = _ssh_accepted_from(lab, db, since)
@@ -280,14 +294,22 @@ def test_proxyjump_hops_and_a_dead_jump_host(lab: Any, tmp_path: Path) -> None:
     refuses costs only the hosts behind it."""
     app, db, redis = lab.groups["app"][0], lab.groups["db"][0], lab.groups["redis"][0]
     checked = f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes"
-    inv = _write_inventory(lab, tmp_path / "jump.yml", only=db,
-                           override={"ansible_ssh_common_args": f"{checked} -J root@{lab.ips[app]}"})
+    inv = _write_inventory(
+        lab,
+        tmp_path / "jump.yml",
+        only=db,
+        override={"ansible_ssh_common_args": f"{checked} -J root@{lab.ips[app]}"},
+    )
     since = lab.host(db).run("date +%s").stdout.strip()
     rc, summary, _ = collect_json("--hosts", db, "-i", str(inv), "--out", str(tmp_path / "a"))
     assert rc == 0 and manifest(summary["bundle"])["hosts"][db]["status"] == "ok"
     assert f"from {lab.ips[app]} " in _ssh_accepted_from(lab, db, since)
-    dead = _write_inventory(lab, tmp_path / "dead.yml", only=db,
-                            override={"ansible_ssh_common_args": f"{checked} -o ProxyJump=root@{lab.ips[app]}:2"})
+    dead = _write_inventory(
+        lab,
+        tmp_path / "dead.yml",
+        only=db,
+        override={"ansible_ssh_common_args": f"{checked} -o ProxyJump=root@{lab.ips[app]}:2"},
+    )
     rc, summary, _ = collect_json("--hosts", f"{db}:{redis}", "-i", str(dead), "--out", str(tmp_path / "b"))
     m = manifest(summary["bundle"])
     assert rc == 1 and m["hosts"][db]["status"] == "unreachable" and m["hosts"][db]["error"]
@@ -351,8 +373,9 @@ def _catalogue(tmp_path: Path, probes: list[dict[str, Any]]) -> Path:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_blocked_query_times_out_with_its_output_so_far(engine: str, lab: Any, lab_lock: None,
-                                                          tmp_path: Path) -> None:
+def test_a_blocked_query_times_out_with_its_output_so_far(
+    engine: str, lab: Any, lab_lock: None, tmp_path: Path
+) -> None:
     # The lock: its 7-8 s statements land in db1's PostgreSQL log, which the healed-lab triage test reads.
     db = lab.groups["db"][0]
     psql = "runuser -u postgres -- psql -X -A -d {collector_pg_database}"

@@ -31,8 +31,13 @@ CODE = "import sys; from collector.cli import collect_main; sys.argv[0] = 'colle
 
 
 def collect(*args: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", CODE, *args, "--json"], capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE, *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     summary: dict[str, Any] = json.loads(proc.stdout)
     return summary
@@ -97,7 +102,9 @@ def test_deploy_log_never_runs_the_checkout_owners_programs_as_root(
     assert "release two" in log and "release one" in log and "v1.1.0" in log.split("\n\n")[-1]
     # Control: the same git as root with safe.directory='*' (what the probe did) runs it.
     app_host.run(f"git -c safe.directory='*' -C {repo} log -n 1 >/dev/null 2>&1")
-    assert root_ran(app_host, hostile_checkout), "the hostile checkout did not trigger: the test proves nothing"
+    assert root_ran(app_host, hostile_checkout), (
+        "the hostile checkout did not trigger: the test proves nothing"
+    )
 
 
 # Every metacharacter class the issue names; no value starts with "-" (those are refused up front, so the
@@ -122,11 +129,29 @@ def test_hostile_values_in_every_placeholder_run_nothing_on_the_hosts(lab: Any, 
     inv = inventory_with(lab, tmp_path / "hostile.yml", overrides)
     try:
         for engine in ENGINES:
-            summary = collect("--hosts", ":".join(hosts), "-i", str(inv), "--out", str(tmp_path / engine),
-                              "--engine", engine, "--since", "2m")
+            summary = collect(
+                "--hosts",
+                ":".join(hosts),
+                "-i",
+                str(inv),
+                "--out",
+                str(tmp_path / engine),
+                "--engine",
+                engine,
+                "--since",
+                "2m",
+            )
             m = manifest(summary["bundle"])
-            ran = [p for h in hosts for p, e in m["hosts"][h]["probes"].items() if e["status"] not in ("skipped",)]
-            assert len(ran) > 20, (engine, ran)  # the hostile commands ran (and failed), they were not skipped
+            ran = [
+                p
+                for h in hosts
+                for p, e in m["hosts"][h]["probes"].items()
+                if e["status"] not in ("skipped",)
+            ]
+            assert len(ran) > 20, (
+                engine,
+                ran,
+            )  # the hostile commands ran (and failed), they were not skipped
             for host in hosts:
                 found = lab.host(host).run(f"ls -d {marker}* 2>/dev/null")
                 assert found.stdout.strip() == "", f"{engine}: {host} ran a host var: {found.stdout}"
@@ -145,7 +170,9 @@ def _files_holding(folder: Path, secrets: list[str]) -> list[str]:
     hits = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = path.read_bytes()
-        hits += [f"{path.relative_to(folder)}: secret #{i}" for i, s in enumerate(secrets) if s.encode() in data]
+        hits += [
+            f"{path.relative_to(folder)}: secret #{i}" for i, s in enumerate(secrets) if s.encode() in data
+        ]
     return hits
 
 
@@ -156,16 +183,28 @@ def test_no_secret_reaches_ansible_runners_artifacts(lab: Any, tmp_path: Path) -
     secrets = [v for v in lab.secrets.values() if isinstance(v, str) and len(v) >= 6]
     assert len(secrets) >= 3
     # Seed every lab secret as a host var the probes can use (the API token is the circuit breaker's).
-    inv = inventory_with(lab, tmp_path / "inv.yml", {
-        app: {"collector_api_token": lab.secrets["api_token"], "collector_db_password": lab.secrets["db_password"]},
-        db: {"collector_pg_password": lab.secrets["db_password"]},
-        redis: {"collector_redis_password": lab.secrets["redis_password"]},
-    })
+    inv = inventory_with(
+        lab,
+        tmp_path / "inv.yml",
+        {
+            app: {
+                "collector_api_token": lab.secrets["api_token"],
+                "collector_db_password": lab.secrets["db_password"],
+            },
+            db: {"collector_pg_password": lab.secrets["db_password"]},
+            redis: {"collector_redis_password": lab.secrets["redis_password"]},
+        },
+    )
     inventory = load_inventory(str(inv))
     targets = {h: Target(h, inventory.hosts[h], inventory.roles(h)) for h in (app, db, redis)}
     private = tmp_path / "engine"
-    payload = Payload(load_entries(), since="5m", cap_bytes=1 << 22, default_timeout_s=30,
-                      extra={"inventory_files": [str(inv)], "ansible_private_dir": str(private)})
+    payload = Payload(
+        load_entries(),
+        since="5m",
+        cap_bytes=1 << 22,
+        default_timeout_s=30,
+        extra={"inventory_files": [str(inv)], "ansible_private_dir": str(private)},
+    )
     results = run_ansible(targets, payload, load_settings(inventory=str(inv)), lambda *_: None)
     assert results[redis].status == "ok" and results[app].status in ("ok", "partial"), results
     ping = next(p for p in results[redis].probes if p.probe == "redis_ping")
@@ -176,23 +215,58 @@ def test_no_secret_reaches_ansible_runners_artifacts(lab: Any, tmp_path: Path) -
     assert _files_holding(private, secrets) == []
 
     elsewhere = tmp_path / "runner"
-    env = {**os.environ, "ANSIBLE_HOME": str(tmp_path / "ah"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "at"),
-           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp"), "ANSIBLE_PIPELINING": "True",
-           "MAX_EVENT_RES": str(1 << 31)}
+    env = {
+        **os.environ,
+        "ANSIBLE_HOME": str(tmp_path / "ah"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "at"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp"),
+        "ANSIBLE_PIPELINING": "True",
+        "MAX_EVENT_RES": str(1 << 31),
+    }
     from collector.paths import resource
 
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-runner"), "run", str(elsewhere), "-p",
-                           str(resource("playbooks") / "collect.yml"), "--inventory", str(inv),
-                           "--limit", f"{app}:{db}:{redis}", "--ident", "awx"],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-runner"),
+            "run",
+            str(elsewhere),
+            "-p",
+            str(resource("playbooks") / "collect.yml"),
+            "--inventory",
+            str(inv),
+            "--limit",
+            f"{app}:{db}:{redis}",
+            "--ident",
+            "awx",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert list(elsewhere.rglob("job_events/*.json"))
     assert _files_holding(elsewhere, secrets) == []
     assert not any(s in proc.stdout + proc.stderr for s in secrets)
     # ...and `collector ingest` still builds the bundle from those artifacts.
     code = "import sys; from collector.cli import main; sys.argv[0] = 'collector'; main()"
-    ing = subprocess.run([sys.executable, "-c", code, "ingest", str(elsewhere / "artifacts" / "awx"), "--out",
-                          str(tmp_path / "ing"), "--json"], capture_output=True, text=True, timeout=300, check=False)
+    ing = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "ingest",
+            str(elsewhere / "artifacts" / "awx"),
+            "--out",
+            str(tmp_path / "ing"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert ing.returncode in (0, 1), ing.stderr
     bundle = json.loads(ing.stdout)["bundle"]
     assert probe_text(bundle, redis, "redis_ping").strip() == "PONG"

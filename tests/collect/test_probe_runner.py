@@ -157,15 +157,23 @@ def test_probes_run_concurrently_and_by_role() -> None:
 
 def test_probes_sharing_a_serial_name_never_overlap_and_keep_their_order() -> None:
     stamp = "python3 -c 'import time; print(time.time())'; sleep 0.4; python3 -c 'import time; print(time.time())'"
-    probes = [{"name": "free1", "command": stamp}, {"name": "pg1", "command": stamp, "serial": "postgres"},
-              {"name": "pg2", "command": stamp, "serial": "postgres"}, {"name": "free2", "command": stamp},
-              {"name": "pg3", "command": "exit 3", "serial": "postgres"}]
+    probes = [
+        {"name": "free1", "command": stamp},
+        {"name": "pg1", "command": stamp, "serial": "postgres"},
+        {"name": "pg2", "command": stamp, "serial": "postgres"},
+        {"name": "free2", "command": stamp},
+        {"name": "pg3", "command": "exit 3", "serial": "postgres"},
+    ]
     doc = run_runner(probes)
     assert [p["probe"] for p in doc["probes"]] == ["free1", "pg1", "pg2", "free2", "pg3"]
     assert doc["by_name"]["pg3"]["status"] == "failed" and doc["by_name"]["pg3"]["rc"] == 3
-    spans = {n: [float(x) for x in output(doc["by_name"][n]).split()] for n in ("free1", "pg1", "pg2", "free2")}
+    spans = {
+        n: [float(x) for x in output(doc["by_name"][n]).split()] for n in ("free1", "pg1", "pg2", "free2")
+    }
     assert spans["pg1"][1] <= spans["pg2"][0]  # one after the other
-    assert spans["free1"][0] < spans["pg1"][1] and spans["pg1"][0] < spans["free1"][1]  # others run beside them
+    assert (
+        spans["free1"][0] < spans["pg1"][1] and spans["pg1"][0] < spans["free1"][1]
+    )  # others run beside them
 
 
 def test_since_becomes_journalctl_relative_form() -> None:
@@ -246,6 +254,7 @@ def test_since_becomes_a_form_journalctl_accepts() -> None:
 
 def test_since_utc_is_an_absolute_utc_time_for_log_files() -> None:
     import datetime
+
     since_utc = runner_module().since_utc
     now = datetime.datetime(2026, 11, 28, 9, 0, 5, tzinfo=datetime.timezone.utc)
     assert since_utc("10m", now) == "2026-11-28 08:50:05"
@@ -257,10 +266,17 @@ def test_since_utc_is_an_absolute_utc_time_for_log_files() -> None:
 
 
 def test_an_iso_since_reaches_journalctl_in_its_own_form() -> None:
-    request = build_request([{"name": "since", "command": "echo {since}"}], {}, (),
-                            since="2026-11-28T07:00:00Z", cap_bytes=1 << 20, default_timeout_s=10)
-    proc = subprocess.run([sys.executable, "-"], input=runner_script(request).encode(),
-                          capture_output=True, timeout=120)
+    request = build_request(
+        [{"name": "since", "command": "echo {since}"}],
+        {},
+        (),
+        since="2026-11-28T07:00:00Z",
+        cap_bytes=1 << 20,
+        default_timeout_s=10,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-"], input=runner_script(request).encode(), capture_output=True, timeout=120
+    )
     (result,) = json.loads(proc.stdout)["probes"]
     assert result["status"] == "ok"
     assert output(result).strip() == b"2026-11-28 07:00:00 UTC"
@@ -282,10 +298,18 @@ def _stamp(minutes_ago: int, tz: str) -> str:
 
 
 def test_pg_log_keeps_the_window_in_utc_and_in_the_hosts_own_zone(tmp_path: Path, monkeypatch: Any) -> None:
-    for tz in ("UTC", "Asia/Tokyo", "America/New_York"):  # UTC+0, +9 (no DST), -5/-4: off by hours if read as UTC
-        log = [f"{_stamp(40, tz)} [11] LOG:  old {tz}", f"{_stamp(2, tz)} [12] FATAL:  new {tz}",
-               "\tcontinuation of the new line", f"{_stamp(40, 'UTC')} [13] LOG:  old utc",
-               f"{_stamp(1, 'UTC')} [14] LOG:  new utc"]
+    for tz in (
+        "UTC",
+        "Asia/Tokyo",
+        "America/New_York",
+    ):  # UTC+0, +9 (no DST), -5/-4: off by hours if read as UTC
+        log = [
+            f"{_stamp(40, tz)} [11] LOG:  old {tz}",
+            f"{_stamp(2, tz)} [12] FATAL:  new {tz}",
+            "\tcontinuation of the new line",
+            f"{_stamp(40, 'UTC')} [13] LOG:  old utc",
+            f"{_stamp(1, 'UTC')} [14] LOG:  new utc",
+        ]
         kept = _pg_log_lines(tmp_path, monkeypatch, tz, log)
         assert kept == [log[1], log[2], log[4]], tz
 
@@ -352,8 +376,15 @@ def test_hostile_values_in_every_placeholder_of_every_catalogue_entry_run_nothin
         assert not missing and error is None, (entry["name"], missing, error)
         if len(values[name]) > 3:
             assert values[name] not in command  # the value is never pasted into the command text
-        subprocess.run(["/bin/sh", "-c", command], env={"PATH": f"{stubs}:/usr/bin:/bin", **env},
-                       capture_output=True, text=True, timeout=20, cwd=tmp_path, check=False)
+        subprocess.run(
+            ["/bin/sh", "-c", command],
+            env={"PATH": f"{stubs}:/usr/bin:/bin", **env},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            cwd=tmp_path,
+            check=False,
+        )
         return f"{entry['name']} {name}: {values[name]!r}" if marker.exists() else ""
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -364,33 +395,47 @@ def test_hostile_values_in_every_placeholder_of_every_catalogue_entry_run_nothin
     # runner used to, does run.
     marker = tmp_path / "pasted"
     pasted = f'echo "no log file in {shlex.quote(f"$(touch {marker})")}"'
-    subprocess.run(["/bin/sh", "-c", pasted], capture_output=True, timeout=10, env={"PATH": os.environ["PATH"]},
-                   check=False)
+    subprocess.run(
+        ["/bin/sh", "-c", pasted],
+        capture_output=True,
+        timeout=10,
+        env={"PATH": os.environ["PATH"]},
+        check=False,
+    )
     assert marker.exists()
 
 
 def test_a_hostile_value_reaches_its_command_as_one_intact_argument(tmp_path: Path) -> None:
     value = "a b\n$(x) `y` 'q' \"d\" ; * \\"
-    doc = run_runner([{"name": "bare", "command": "printf '<%s>' {collector_v}"},
-                      {"name": "dq", "command": 'printf "<%s>" "in {collector_v}"'},
-                      {"name": "glued", "command": "printf '<%s>' pre{collector_v}/post"}],
-                     {"collector_v": value})
+    doc = run_runner(
+        [
+            {"name": "bare", "command": "printf '<%s>' {collector_v}"},
+            {"name": "dq", "command": 'printf "<%s>" "in {collector_v}"'},
+            {"name": "glued", "command": "printf '<%s>' pre{collector_v}/post"},
+        ],
+        {"collector_v": value},
+    )
     by = doc["by_name"]
     assert output(by["bare"]).decode() == f"<{value}>"
     assert output(by["dq"]).decode() == f"<in {value}>"
     assert output(by["glued"]).decode() == f"<pre{value}/post>"
     # The manifest's command is self-contained: rerun by hand, it does the same.
-    rerun = subprocess.run(["/bin/sh", "-c", by["bare"]["command"]], capture_output=True, text=True, timeout=10,
-                           check=False)
+    rerun = subprocess.run(
+        ["/bin/sh", "-c", by["bare"]["command"]], capture_output=True, text=True, timeout=10, check=False
+    )
     assert rerun.stdout == f"<{value}>"
 
 
 def test_placeholders_inside_single_quotes_or_leading_dashes_are_refused(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    doc = run_runner([{"name": "sq", "command": f"echo '{{collector_v}}'; touch {marker}"},
-                      {"name": "bq", "command": f"echo `echo {{collector_v}}`; touch {marker}"},
-                      {"name": "dash", "command": f"ls {{collector_w}}; touch {marker}"}],
-                     {"collector_v": "x", "collector_w": "-la"})
+    doc = run_runner(
+        [
+            {"name": "sq", "command": f"echo '{{collector_v}}'; touch {marker}"},
+            {"name": "bq", "command": f"echo `echo {{collector_v}}`; touch {marker}"},
+            {"name": "dash", "command": f"ls {{collector_w}}; touch {marker}"},
+        ],
+        {"collector_v": "x", "collector_w": "-la"},
+    )
     by = doc["by_name"]
     assert by["sq"]["status"] == "failed" and "single quotes" in by["sq"]["error"]
     assert by["bq"]["status"] == "failed" and "backquotes" in by["bq"]["error"]
@@ -405,5 +450,7 @@ def test_a_catalogue_with_a_placeholder_inside_single_quotes_is_bad_input(tmp_pa
 
     path = tmp_path / "probes.yml"
     path.write_text("collector_probes:\n  - {name: x, command: \"echo '{collector_v}'\"}\n")
-    with pytest.raises(UsageError, match="probe x: catalogue: placeholder .collector_v. inside single quotes"):
+    with pytest.raises(
+        UsageError, match="probe x: catalogue: placeholder .collector_v. inside single quotes"
+    ):
         load_entries(path)

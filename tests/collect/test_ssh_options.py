@@ -1,4 +1,5 @@
 """How the ssh engine reads OpenSSH options from the inventory (pure parsing; the lab tests connect)."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,20 +8,29 @@ from collector.transport.ssh import jump_hosts, ssh_options
 
 
 def test_options_from_common_and_extra_args_with_quotes() -> None:
-    hv = {"ansible_ssh_common_args": "-o UserKnownHostsFile=/k/h -oStrictHostKeyChecking=no "
-                                     "-o 'ProxyCommand=ssh -i /k/id -W %h:%p root@10.0.0.1'",
-          "ansible_ssh_extra_args": "-o 'ConnectTimeout 5'"}
-    assert ssh_options(hv) == {"userknownhostsfile": "/k/h", "stricthostkeychecking": "no",
-                               "proxycommand": "ssh -i /k/id -W %h:%p root@10.0.0.1", "connecttimeout": "5"}
+    hv = {
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=/k/h -oStrictHostKeyChecking=no "
+        "-o 'ProxyCommand=ssh -i /k/id -W %h:%p root@10.0.0.1'",
+        "ansible_ssh_extra_args": "-o 'ConnectTimeout 5'",
+    }
+    assert ssh_options(hv) == {
+        "userknownhostsfile": "/k/h",
+        "stricthostkeychecking": "no",
+        "proxycommand": "ssh -i /k/id -W %h:%p root@10.0.0.1",
+        "connecttimeout": "5",
+    }
 
 
-@pytest.mark.parametrize(("args", "hops"), [
-    ("-o ProxyJump=bastion", [(None, "bastion", None)]),
-    ("-J ops@bastion:2222", [("ops", "bastion", 2222)]),
-    ("-Jops@b1,b2:22", [("ops", "b1", None), (None, "b2", 22)]),
-    ("-o ProxyJump=ssh://ops@[fd00::1]:2200", [("ops", "fd00::1", 2200)]),
-    ("-o ProxyJump=none", []),
-    ("-o UserKnownHostsFile=/k/h", []),
-])
+@pytest.mark.parametrize(
+    ("args", "hops"),
+    [
+        ("-o ProxyJump=bastion", [(None, "bastion", None)]),
+        ("-J ops@bastion:2222", [("ops", "bastion", 2222)]),
+        ("-Jops@b1,b2:22", [("ops", "b1", None), (None, "b2", 22)]),
+        ("-o ProxyJump=ssh://ops@[fd00::1]:2200", [("ops", "fd00::1", 2200)]),
+        ("-o ProxyJump=none", []),
+        ("-o UserKnownHostsFile=/k/h", []),
+    ],
+)
 def test_proxyjump_hops(args: str, hops: list[tuple[str | None, str, int | None]]) -> None:
     assert jump_hosts({"ansible_ssh_common_args": args}) == hops

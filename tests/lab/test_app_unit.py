@@ -1,4 +1,5 @@
 """The sample app's pure parts (no database, Redis or network): settings, masking, metrics, breaker."""
+
 from __future__ import annotations
 
 import difflib
@@ -31,20 +32,28 @@ def sergas() -> Iterator[dict[str, ModuleType]]:
 def test_env_file_parsing_keeps_values_and_strips_quotes(sergas: dict[str, ModuleType]) -> None:
     text = "# comment\n\nDATABASE_URL=postgresql://u:p%40ss@db:5432/x\nexport CACHE_TTL = 90\nNAME='quoted value'\nbad line\n"
     assert sergas["config"].parse_env(text) == {
-        "DATABASE_URL": "postgresql://u:p%40ss@db:5432/x", "CACHE_TTL": "90", "NAME": "quoted value"}
+        "DATABASE_URL": "postgresql://u:p%40ss@db:5432/x",
+        "CACHE_TTL": "90",
+        "NAME": "quoted value",
+    }
 
 
 def test_urls_are_shown_with_the_password_masked(sergas: dict[str, ModuleType]) -> None:
     mask = sergas["config"].mask_url
-    assert mask("postgresql://sergas:s3cret@10.0.0.2:5432/sergas") == "postgresql://sergas:***@10.0.0.2:5432/sergas"
+    assert (
+        mask("postgresql://sergas:s3cret@10.0.0.2:5432/sergas")
+        == "postgresql://sergas:***@10.0.0.2:5432/sergas"
+    )
     assert mask("redis://:r3dis@10.0.0.3:6379/0") == "redis://:***@10.0.0.3:6379/0"
     assert mask("http://127.0.0.1:8001") == "http://127.0.0.1:8001"
 
 
 def test_config_public_view_never_holds_a_secret(sergas: dict[str, ModuleType], tmp_path: Path) -> None:
     env = tmp_path / ".env"
-    env.write_text("DATABASE_URL=postgresql://sergas:dbpwXYZ@10.0.0.2:5432/sergas\nREDIS_URL=redis://:rdpwXYZ@h:6379/0\n"
-                   "ZOHO_API_TOKEN=tokXYZ\nZOHO_RATE_LIMIT=30\nDATABASE_POOL_SIZE=7\n")
+    env.write_text(
+        "DATABASE_URL=postgresql://sergas:dbpwXYZ@10.0.0.2:5432/sergas\nREDIS_URL=redis://:rdpwXYZ@h:6379/0\n"
+        "ZOHO_API_TOKEN=tokXYZ\nZOHO_RATE_LIMIT=30\nDATABASE_POOL_SIZE=7\n"
+    )
     (tmp_path / "VERSION").write_text("9.9.9\n")
     cfg = sergas["config"].load(env, tmp_path)
     shown = repr(cfg.public())
@@ -75,6 +84,7 @@ def test_breaker_opens_after_threshold_and_half_opens_after_cooldown(sergas: dic
     assert [cb.failure() for _ in range(3)] == [False, False, True]
     assert cb.state == "open" and not cb.allow()
     import time
+
     time.sleep(0.06)
     assert cb.state == "half_open" and cb.allow()
     assert cb.failure() is True and cb.state == "open"  # a failed probe opens it again
@@ -107,8 +117,11 @@ def test_secret_filter_masks_secrets_in_log_records() -> None:
 def test_bad_release_differs_only_by_the_discount_code_column() -> None:
     good = (RELEASE / "sergas" / "queries.py").read_text().splitlines()
     bad = (BAD / "sergas" / "queries.py").read_text().splitlines()
-    changed = [line for line in difflib.unified_diff(good, bad, lineterm="", n=0)
-               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    changed = [
+        line
+        for line in difflib.unified_diff(good, bad, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
     added = [line for line in changed if line.startswith("+") and "SELECT" in line]
     assert len(added) == 2 and all("o.discount_code" in line for line in added)
     assert (BAD / "VERSION").read_text().strip() == "1.1.0"

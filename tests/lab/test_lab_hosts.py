@@ -2,6 +2,7 @@
 
 Tests that need the healthy state hold `lab_lock`, so a fault test elsewhere is not half-way through.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,13 @@ COLLECTOR_LAB = str(Path(sys.executable).parent / "collector-lab")
 ROLE_SERVICE = {"app": "sergas-app", "db": "postgresql", "redis": "redis-server", "web": "ssh"}
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     argv = [COLLECTOR_LAB, *args]
-    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        argv, check=False, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+    )
 
 
 def _get_json(url: str) -> Any:
@@ -54,6 +59,7 @@ def test_up_rejects_a_negative_extra() -> None:
 def test_up_without_root_says_so_and_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
     from collector_lab.cli import main
+
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("COLLECTOR_STATE_DIR", str(tmp_path / "state"))
     res = CliRunner().invoke(main, ["up"])
@@ -83,12 +89,17 @@ def test_mirror_comes_from_the_machines_apt_sources(tmp_path: Path) -> None:
     (tmp_path / "sources.list.d" / "debian.sources").write_text(
         "Types: deb\n# a comment\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\n"
         "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
-        "Types: deb-src\nURIs: http://src.invalid/debian\nSuites: bookworm\nComponents: main\n")
-    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://old.invalid/debian/ bookworm main contrib\n")
+        "Types: deb-src\nURIs: http://src.invalid/debian\nSuites: bookworm\nComponents: main\n"
+    )
+    (tmp_path / "sources.list").write_text(
+        "deb [arch=amd64] http://old.invalid/debian/ bookworm main contrib\n"
+    )
     sources = base.apt_sources(tmp_path)
     assert [(s.uri, s.suite) for s in sources] == [
-        ("http://mirror.invalid/debian", "bookworm"), ("http://mirror.invalid/debian", "bookworm-updates"),
-        ("http://old.invalid/debian", "bookworm")]
+        ("http://mirror.invalid/debian", "bookworm"),
+        ("http://mirror.invalid/debian", "bookworm-updates"),
+        ("http://old.invalid/debian", "bookworm"),
+    ]
     assert base.mirror(sources) == "http://mirror.invalid/debian"
 
 
@@ -104,8 +115,14 @@ def test_alert_rules_fire_at_the_runbook_thresholds_and_not_below() -> None:
     if promtool is None:
         pytest.skip("promtool (Debian package prometheus) is not installed")
     folder = assets() / "monitoring"
-    proc = subprocess.run([promtool, "test", "rules", "rules_test.yml"], cwd=folder, check=False,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [promtool, "test", "rules", "rules_test.yml"],
+        cwd=folder,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
 
@@ -116,13 +133,20 @@ def test_rendered_prometheus_config_is_valid_and_scrapes_each_app_host(tmp_path:
         pytest.skip("promtool (Debian package prometheus) is not installed")
     settings = Settings(state_dir=str(tmp_path))
     paths = monitoring.render_configs(settings, {"app1": "10.203.57.11", "app2": "10.203.57.14"})
-    proc = subprocess.run([promtool, "check", "config", str(paths["prometheus"])], check=False,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [promtool, "check", "config", str(paths["prometheus"])],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = yaml.safe_load(paths["prometheus"].read_text())
     app_job = next(j for j in doc["scrape_configs"] if j["job_name"] == "sergas-app")
-    assert app_job["static_configs"] == [{"targets": ["10.203.57.11:8000"], "labels": {"host": "app1"}},
-                                         {"targets": ["10.203.57.14:8000"], "labels": {"host": "app2"}}]
+    assert app_job["static_configs"] == [
+        {"targets": ["10.203.57.11:8000"], "labels": {"host": "app1"}},
+        {"targets": ["10.203.57.14:8000"], "labels": {"host": "app2"}},
+    ]
     assert doc["rule_files"] == [str(paths["rules"])]
 
 
@@ -182,7 +206,9 @@ def test_redis_cli_works_with_the_lab_password_and_not_without(lab: Any, lab_loc
     ip = lab.ips["redis1"]
     good = app.run("env REDISCLI_AUTH=%s redis-cli -h %s ping", lab.secrets["redis_password"], ip)
     assert good.stdout.strip() == "PONG"
-    maxmem = app.run("env REDISCLI_AUTH=%s redis-cli -h %s config get maxmemory", lab.secrets["redis_password"], ip)
+    maxmem = app.run(
+        "env REDISCLI_AUTH=%s redis-cli -h %s config get maxmemory", lab.secrets["redis_password"], ip
+    )
     assert int(maxmem.stdout.split()[-1]) > 0
     anon = app.run("redis-cli -h %s ping", ip)
     assert "NOAUTH" in anon.stdout + anon.stderr
@@ -202,10 +228,16 @@ def test_prometheus_scrapes_app1_and_loaded_the_runbook_alerts(lab: Any, lab_loc
     def app1_up() -> list[dict[str, Any]]:
         result = _promql(lab, 'up{job="sergas-app",host="app1"}')
         return result if result and result[0]["value"][1] == "1" else []
+
     assert wait_until(app1_up, 20, 0.5), _promql(lab, 'up{job="sergas-app",host="app1"}')
     rules = _get_json(f"{lab.prometheus_url}/api/v1/rules")["data"]["groups"]
     names = {r["name"] for g in rules for r in g["rules"]}
-    assert {"SergasAppDown", "SergasHigh5xxRatio", "SergasHighLatencyP95", "SergasZohoCircuitBreakerOpen"} <= names
+    assert {
+        "SergasAppDown",
+        "SergasHigh5xxRatio",
+        "SergasHighLatencyP95",
+        "SergasZohoCircuitBreakerOpen",
+    } <= names
     am = _get_json(f"{lab.prometheus_url}/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
     assert any("127.0.0.1:9093" in a["url"] for a in am)
 
@@ -238,8 +270,14 @@ def test_inventory_follows_the_contract_and_ansible_reaches_every_host(lab: Any)
     known = lab.known_hosts.read_text()
     assert all(f"{n},{ip} ssh-ed25519 " in known for n, ip in lab.ips.items())
     ansible = Path(sys.executable).parent / "ansible"
-    proc = subprocess.run([str(ansible), "-i", str(lab.inventory), "lab", "-m", "ping", "-o"], check=False,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True"})
+    proc = subprocess.run(
+        [str(ansible), "-i", str(lab.inventory), "lab", "-m", "ping", "-o"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == len(lab.names)
 
@@ -272,8 +310,13 @@ def _traces(settings: Any) -> dict[str, Any]:
     mounts = [line for line in Path("/proc/self/mounts").read_text().splitlines() if state_dir in line]
     cgroups = [str(p) for c in hosts.CGROUP_CONTROLLERS if (p := hosts.CGROUP_ROOT / c / LAB_NAME).exists()]
     bridge = subprocess.run(["ip", "link", "show", BRIDGE], check=False, capture_output=True).returncode == 0
-    veths = [line for line in subprocess.run(["ip", "-br", "link"], check=False, capture_output=True, text=True).stdout.splitlines()
-             if line.startswith("vb-")]
+    veths = [
+        line
+        for line in subprocess.run(
+            ["ip", "-br", "link"], check=False, capture_output=True, text=True
+        ).stdout.splitlines()
+        if line.startswith("vb-")
+    ]
     procs = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -284,8 +327,14 @@ def _traces(settings: Any) -> dict[str, Any]:
                     procs.append(entry.name)
             except OSError:
                 pass
-    return {"mounts": mounts, "cgroups": cgroups, "bridge": bridge, "veths": veths, "procs": procs,
-            "inventory": hosts.inventory_path(settings).exists()}
+    return {
+        "mounts": mounts,
+        "cgroups": cgroups,
+        "bridge": bridge,
+        "veths": veths,
+        "procs": procs,
+        "inventory": hosts.inventory_path(settings).exists(),
+    }
 
 
 @pytest.mark.lab
@@ -296,8 +345,14 @@ def test_down_leaves_nothing_and_up_tolerates_leftovers(lab: Any, lab_lock: None
     try:
         down = _cli("down")
         assert down.returncode == 0, down.stderr
-        assert _traces(lab.settings) == {"mounts": [], "cgroups": [], "bridge": False, "veths": [], "procs": [],
-                                         "inventory": False}
+        assert _traces(lab.settings) == {
+            "mounts": [],
+            "cgroups": [],
+            "bridge": False,
+            "veths": [],
+            "procs": [],
+            "inventory": False,
+        }
         assert hosts.INOTIFY.read_text() == inotify_before
         status = _cli("status")
         assert status.returncode == 1 and "DOWN" in status.stdout
@@ -316,7 +371,10 @@ def test_down_leaves_nothing_and_up_tolerates_leftovers(lab: Any, lab_lock: None
     assert again.returncode == 0 and again.stdout.count(" kept") == len(lab.names), again.stdout
     for name in lab.names:
         lab._hosts.pop(name, None)  # new boots: drop cached connections
-    assert json.loads(lab.host("app1").check_output("curl -fsS http://127.0.0.1:8000/health"))["status"] == "healthy"
+    assert (
+        json.loads(lab.host("app1").check_output("curl -fsS http://127.0.0.1:8000/health"))["status"]
+        == "healthy"
+    )
 
 
 @pytest.mark.lab
@@ -333,8 +391,25 @@ def test_thirty_extra_hosts_boot_and_go_away_again(lab: Any, lab_lock: None) -> 
         assert sorted(web) == [f"web{n:02d}" for n in range(1, 31)]
         assert web["web30"]["ansible_host"] == "10.203.57.130" and web["web30"]["collector_service"] == "ssh"
         ansible = Path(sys.executable).parent / "ansible"
-        proc = subprocess.run([str(ansible), "-i", str(lab.inventory), "web", "-m", "command", "-a", "hostname",
-                               "-o", "-f", "30"], check=False, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                str(ansible),
+                "-i",
+                str(lab.inventory),
+                "web",
+                "-m",
+                "command",
+                "-a",
+                "hostname",
+                "-o",
+                "-f",
+                "30",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert all(f"web{n:02d} | CHANGED | rc=0 | (stdout) web{n:02d}" in proc.stdout for n in range(1, 31))
     finally:

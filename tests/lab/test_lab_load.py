@@ -1,4 +1,5 @@
 """`lab load`: bounded in count and time, only to the lab or loopback, and it really sends traffic."""
+
 from __future__ import annotations
 
 import threading
@@ -45,7 +46,9 @@ def test_plan_has_exactly_seconds_times_rps_requests_from_the_mix() -> None:
     assert load.plan(2.5, 10, seed=7) == paths  # reproducible with a seed
 
 
-@pytest.mark.parametrize("url", ["http://10.0.0.5:8000", "http://192.168.1.1:8000", "http://8.8.8.8", "http://example.org"])
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.5:8000", "http://192.168.1.1:8000", "http://8.8.8.8", "http://example.org"]
+)
 def test_targets_outside_the_lab_and_loopback_are_refused(url: str) -> None:
     with pytest.raises(UsageError):
         load.check_target(url)

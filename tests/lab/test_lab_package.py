@@ -1,6 +1,7 @@
 """The lab is its own distribution (lab/, `collector-lab`): the product neither imports nor ships it,
 the lab uses only the product's public API, its modules form no import cycle, the lab lock lives in
 one module, and its command calls real functions (no name guessing)."""
+
 from __future__ import annotations
 
 import ast
@@ -32,18 +33,28 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
 
 
 def test_the_product_does_not_import_or_hold_the_lab() -> None:
-    offenders = [f"{p.relative_to(REPO)}: {mod}" for p in PRODUCT.rglob("*.py")
-                 for mod, _ in _imports(p) if mod.split(".")[0] == "collector_lab" or mod.startswith("collector.lab")]
+    offenders = [
+        f"{p.relative_to(REPO)}: {mod}"
+        for p in PRODUCT.rglob("*.py")
+        for mod, _ in _imports(p)
+        if mod.split(".")[0] == "collector_lab" or mod.startswith("collector.lab")
+    ]
     assert offenders == []
     assert not (PRODUCT / "lab").exists() and not (PRODUCT / "cli" / "lab.py").exists()
     from collector.cli import COMMANDS
+
     assert "lab" not in COMMANDS
 
 
 def test_the_lab_uses_only_the_products_public_api() -> None:
-    private = [f"{p.name}: {mod}.{name}" for p in LAB_PKG.glob("*.py") for mod, names in _imports(p)
-               if mod.split(".")[0] == "collector"
-               for name in [*names, *mod.split(".")[1:]] if name.startswith("_")]
+    private = [
+        f"{p.name}: {mod}.{name}"
+        for p in LAB_PKG.glob("*.py")
+        for mod, names in _imports(p)
+        if mod.split(".")[0] == "collector"
+        for name in [*names, *mod.split(".")[1:]]
+        if name.startswith("_")
+    ]
     assert private == []
 
 
@@ -62,7 +73,7 @@ def test_the_lab_modules_form_no_import_cycle() -> None:
     def cycle_from(node: str, path: list[str]) -> list[str] | None:
         for dep in sorted(graph.get(node, ())):
             if dep in path:
-                return [*path[path.index(dep):], dep]
+                return [*path[path.index(dep) :], dep]
             found = cycle_from(dep, [*path, dep])
             if found:
                 return found
@@ -81,7 +92,9 @@ def test_the_lab_lock_lives_in_one_module() -> None:
 def test_the_lab_command_calls_real_functions() -> None:
     for name in ("cli.py", "lifecycle.py", "faults.py"):
         tree = ast.parse((LAB_PKG / name).read_text())
-        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        calls = {
+            n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        }
         assert "getattr" not in calls, name
         assert "importlib" not in {m.split(".")[0] for m, _ in _imports(LAB_PKG / name)}, name
 
@@ -100,27 +113,40 @@ def test_the_wheels_ship_the_lab_assets_with_the_lab_only() -> None:
 
 
 def test_collector_has_no_lab_command_and_collector_lab_lists_its_own() -> None:
-    old = subprocess.run([COLLECTOR, "lab", "status"], capture_output=True, text=True, timeout=60, check=False)
+    old = subprocess.run(
+        [COLLECTOR, "lab", "status"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert old.returncode == 2 and "No such command 'lab'" in old.stderr
-    helped = subprocess.run([COLLECTOR_LAB, "--help"], capture_output=True, text=True, timeout=60, check=False)
+    helped = subprocess.run(
+        [COLLECTOR_LAB, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert helped.returncode == 0
     for command in ("build", "up", "down", "status", "reset", "break", "heal", "load", "demo"):
         assert f"  {command} " in helped.stdout, command
 
 
 def test_bad_input_to_collector_lab_is_one_line_and_exit_2() -> None:
-    for argv, says in ((["break", "nosuch"], "unknown fault 'nosuch'"), (["heal", "nosuch"], "unknown fault"),
-                       (["load", "--seconds", "0"], "--seconds must be in"),
-                       (["demo", "nosuch"], "unknown scenario 'nosuch'")):
+    for argv, says in (
+        (["break", "nosuch"], "unknown fault 'nosuch'"),
+        (["heal", "nosuch"], "unknown fault"),
+        (["load", "--seconds", "0"], "--seconds must be in"),
+        (["demo", "nosuch"], "unknown scenario 'nosuch'"),
+    ):
         proc = subprocess.run([COLLECTOR_LAB, *argv], capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 2, (argv, proc.stderr)
-        assert proc.stderr.startswith("error: ") and says in proc.stderr and proc.stderr.count("\n") == 1, argv
+        assert proc.stderr.startswith("error: ") and says in proc.stderr and proc.stderr.count("\n") == 1, (
+            argv
+        )
         assert proc.stdout == ""
 
 
 def test_the_test_command_installs_the_lab_and_drives_it_by_its_own_command() -> None:
     script = (REPO / "run-tests.sh").read_text()
     assert ".venv/bin/pip install -q ./lab" in script and ".venv/bin/pip install -q -e ./lab" in script
-    assert script.index("bash ./install.sh") < script.index("pip install -q ./lab") < script.index("collector-lab up")
+    assert (
+        script.index("bash ./install-test.sh")
+        < script.index("pip install -q ./lab")
+        < script.index("collector-lab up")
+    )
     for path in (REPO / "run-tests.sh", REPO / ".ci" / "run", REPO / "README.md"):
         assert "collector lab" not in path.read_text(), path

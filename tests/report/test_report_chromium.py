@@ -1,4 +1,5 @@
 """report.html in real headless Chromium (Debian's `chromium`): DOM, console, screenshot, print."""
+
 from __future__ import annotations
 
 import html
@@ -15,20 +16,40 @@ from collector import report
 from collector.bundle import Bundle
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                                         "(install.sh installs it; CI has it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (install.sh installs it; CI has it)"
+)
 
 # Headless, no sandbox (root), and no traffic anywhere: every host name resolves to nothing.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+)
 
 
 def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run headless Chromium once on `url` with its own throwaway profile."""
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    cmd = [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *extra, url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    cmd = [
+        str(CHROMIUM),
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        *extra,
+        url,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False
+    )
 
 
 def console_lines(stderr: str) -> list[str]:
@@ -73,8 +94,9 @@ def test_screenshot_is_not_blank(rendered: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     shot = tmp_path / "report.png"
-    result = chromium(rendered.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1280,1400",
-                      "--hide-scrollbars")
+    result = chromium(
+        rendered.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1280,1400", "--hide-scrollbars"
+    )
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
     with Image.open(shot) as image:
         rgb = image.convert("RGB")

@@ -1,4 +1,5 @@
 """The report reads triage's typed findings, stored key figures and evidence patterns, and fails closed."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,10 @@ def test_timeline_oom_uses_triages_pattern(tmp_path: Path, monkeypatch: pytest.M
     from triage_synth import healthy, make_bundle
 
     probes = healthy()
-    probes["app1"]["oom_events"] = ("[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: "
-                                    "Killed process 4242 (python3) total-vm:1000kB\n")
+    probes["app1"]["oom_events"] = (
+        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: "
+        "Killed process 4242 (python3) total-vm:1000kB\n"
+    )
     path = make_bundle(tmp_path, probes)
     (oom,) = [f for f in triage_bundle(path).findings if f.rule == "oom-kill"]
     excerpt = oom.evidence[0].excerpt
@@ -106,7 +109,9 @@ def test_comms_redaction_fails_closed(make_bundle: MakeBundle, monkeypatch: pyte
     assert "Database connection pool exhausted" not in text
 
 
-def test_cli_report_says_the_reports_were_withheld(make_bundle: MakeBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_report_says_the_reports_were_withheld(
+    make_bundle: MakeBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from click.testing import CliRunner
 
     from collector.cli import main

@@ -1,4 +1,5 @@
 """The report of a real bundle collected from the lab: facts present, the lab's secrets absent."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,13 @@ BIN = Path(sys.executable).parent
 def lab_bundle(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`collect --hosts lab` as a person types it (read-only: no lock needed); it renders the reports itself."""
     out = tmp_path_factory.mktemp("lab-bundles")
-    result = subprocess.run([str(BIN / "collect"), "--hosts", "lab", "-i", str(lab.inventory), "--out", str(out),
-                             "--json"], capture_output=True, text=True, timeout=240, check=False)
+    result = subprocess.run(
+        [str(BIN / "collect"), "--hosts", "lab", "-i", str(lab.inventory), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert result.returncode in (0, 1), result.stderr[-2000:]
     bundles = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(bundles) == 1, result.stdout[-2000:]

@@ -1,4 +1,5 @@
 """report.html / report.md / TICKET.md / comms rendered from real (synthetic-run) bundles."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,6 +35,7 @@ def _with_actions(path: Path, actions: dict[str, Any] = ACTIONS) -> Path:
 
 def _text_of_html(markup: str) -> str:
     """The visible text of an HTML document (what a reader sees), entities decoded."""
+
     class Text(HTMLParser):
         def __init__(self) -> None:
             super().__init__()
@@ -60,12 +62,15 @@ def _text_of_html(markup: str) -> str:
 
 def test_parse_time_handles_alertmanager_nanoseconds_offsets_and_dmesg() -> None:
     assert report.parse_time("2026-11-28T05:34:00.123456789Z") == dt.datetime(
-        2026, 11, 28, 5, 34, 0, 123456, tzinfo=dt.UTC)
+        2026, 11, 28, 5, 34, 0, 123456, tzinfo=dt.UTC
+    )
     assert report.parse_time("2026-11-28T07:34:00+02:00") == dt.datetime(2026, 11, 28, 5, 34, tzinfo=dt.UTC)
     assert report.line_time("2026-11-28T05:32:07+0000 app1 sergas-app[1]: ERROR: x") == dt.datetime(
-        2026, 11, 28, 5, 32, 7, tzinfo=dt.UTC)
+        2026, 11, 28, 5, 32, 7, tzinfo=dt.UTC
+    )
     assert report.line_time("[Sat Nov 28 05:35:12 2026] Memory cgroup out of memory") == dt.datetime(
-        2026, 11, 28, 5, 35, 12, tzinfo=dt.UTC)
+        2026, 11, 28, 5, 35, 12, tzinfo=dt.UTC
+    )
     assert report.line_time("[12345.678] Out of memory: Killed process 1") is None
     assert report.parse_time("not a time") is None
 
@@ -74,14 +79,17 @@ def test_first_matching_line_finds_the_earliest_real_match() -> None:
     text = "a errors-free line\nb path=/x status=200\nc ERROR: boom\nd FATAL: later\n"
     error, oom = report._ERROR_LINE, report._OOM_LINE
     assert report.first_matching_line(text, error.regex, error.needles) == "c ERROR: boom"
-    assert report.first_matching_line("İİ x\nkernel: Out of memory: Killed process 1\n", oom.regex,
-                                      oom.needles) == "kernel: Out of memory: Killed process 1"
+    assert (
+        report.first_matching_line("İİ x\nkernel: Out of memory: Killed process 1\n", oom.regex, oom.needles)
+        == "kernel: Out of memory: Killed process 1"
+    )
     assert report.first_matching_line("nothing here\n", oom.regex, oom.needles) is None
 
 
 def test_markdown_filters_keep_log_text_from_breaking_out() -> None:
     assert report.md_inline("a|b <img src=x> [x](y) pg_connections _em_") == (
-        r"a\|b \<img src=x\> \[x\](y) pg_connections \_em\_")
+        r"a\|b \<img src=x\> \[x\](y) pg_connections \_em\_"
+    )
     block = report.md_block("line with ``` fence\nnext")
     assert block.startswith("````text\n") and block.endswith("\n````")
     assert report.md_code("a `b` c") == "``a `b` c``"
@@ -95,17 +103,33 @@ def test_sparkline_is_numbers_only_svg_with_escaped_label() -> None:
 
 
 def test_figure_rows_flag_the_runbook_thresholds() -> None:
-    rows = report.figure_rows({"error_ratio": 0.42, "p95_s": 0.15, "pg_connections": {"db1": 95},
-                               "pg_max_connections": {"db1": 100}, "disk_max_pct": {"app1": 97.0, "db1": 40.0},
-                               "mem_used_pct": {"app1": None}, "redis_used_memory": {"redis1": 900 * 2**20},
-                               "redis_maxmemory": {"redis1": 2**30}})
+    rows = report.figure_rows(
+        {
+            "error_ratio": 0.42,
+            "p95_s": 0.15,
+            "pg_connections": {"db1": 95},
+            "pg_max_connections": {"db1": 100},
+            "disk_max_pct": {"app1": 97.0, "db1": 40.0},
+            "mem_used_pct": {"app1": None},
+            "redis_used_memory": {"redis1": 900 * 2**20},
+            "redis_maxmemory": {"redis1": 2**30},
+        }
+    )
     by = {r.key: r for r in rows}
-    assert [r.key for r in rows] == ["error_ratio", "p95_s", "pg_connections", "mem_used_pct", "disk_max_pct",
-                                     "redis_used_memory"]  # maxima are shown with what they limit
+    assert [r.key for r in rows] == [
+        "error_ratio",
+        "p95_s",
+        "pg_connections",
+        "mem_used_pct",
+        "disk_max_pct",
+        "redis_used_memory",
+    ]  # maxima are shown with what they limit
     assert by["error_ratio"].value == "42.0 %" and by["error_ratio"].bad
     assert by["p95_s"].value == "150 ms" and not by["p95_s"].bad
     assert by["pg_connections"].value == "95 / 100 (95 %)" and by["pg_connections"].bad
-    assert by["disk_max_pct"].host == "app1" and by["disk_max_pct"].value == "97.0 %" and by["disk_max_pct"].bad
+    assert (
+        by["disk_max_pct"].host == "app1" and by["disk_max_pct"].value == "97.0 %" and by["disk_max_pct"].bad
+    )
     assert by["disk_max_pct"].detail == "app1 97.0 %, db1 40.0 %"
     assert by["mem_used_pct"].value == "unknown" and not by["mem_used_pct"].bad
     assert by["redis_used_memory"].value == "900.0 MiB / 1.0 GiB (88 %)" and not by["redis_used_memory"].bad
@@ -140,8 +164,10 @@ def test_timeline_merges_every_source_in_time_order(make_bundle: MakeBundle) -> 
 
 def test_service_log_wins_over_other_units_noise() -> None:
     class Outputs:
-        texts: ClassVar[dict[str, str]] = {"service_journal": "2026-11-28T05:50:00+0000 app1 python3[1]: ERROR: GET /api/orders failed\n",
-                 "journal_errors": "2026-11-28T05:40:00+0000 app1 sshd[9]: error: kex_exchange_identification\n"}
+        texts: ClassVar[dict[str, str]] = {
+            "service_journal": "2026-11-28T05:50:00+0000 app1 python3[1]: ERROR: GET /api/orders failed\n",
+            "journal_errors": "2026-11-28T05:40:00+0000 app1 sshd[9]: error: kex_exchange_identification\n",
+        }
 
         def text(self, host: str, probe: str) -> str | None:
             return self.texts.get(probe)
@@ -150,17 +176,25 @@ def test_service_log_wins_over_other_units_noise() -> None:
             return {"started": "2026-11-28T06:00:00Z"}
 
     found = report._first_line(Outputs(), "app1", report._JOURNAL_PROBES, report._ERROR_LINE)
-    assert found is not None and found[1] == "python3[1]: ERROR: GET /api/orders failed" and found[2] == "service_journal"
+    assert (
+        found is not None
+        and found[1] == "python3[1]: ERROR: GET /api/orders failed"
+        and found[2] == "service_journal"
+    )
 
 
 def test_incident_start_ignores_old_oom_unless_a_finding_is_about_memory() -> None:
     at = lambda m: dt.datetime(2026, 11, 28, 5, m, tzinfo=dt.UTC)
-    timeline = [report.TimelineEvent(at(1), "oom", "Out of memory: old kill", ("app1", "web01")),
-                report.TimelineEvent(at(20), "error", "First error: sshd noise", ("web01",), probe="journal_errors"),
-                report.TimelineEvent(at(25), "error", "First error: sshd noise", ("db1",), probe="journal_errors"),
-                report.TimelineEvent(at(30), "error", "First error: app", ("app1",), probe="service_journal"),
-                report.TimelineEvent(at(35), "alert", "Alert X firing", ())]
-    assert report._incident_start(timeline, ["app1", "db1"], False) == at(30)  # service log beats db1's sshd noise
+    timeline = [
+        report.TimelineEvent(at(1), "oom", "Out of memory: old kill", ("app1", "web01")),
+        report.TimelineEvent(at(20), "error", "First error: sshd noise", ("web01",), probe="journal_errors"),
+        report.TimelineEvent(at(25), "error", "First error: sshd noise", ("db1",), probe="journal_errors"),
+        report.TimelineEvent(at(30), "error", "First error: app", ("app1",), probe="service_journal"),
+        report.TimelineEvent(at(35), "alert", "Alert X firing", ()),
+    ]
+    assert report._incident_start(timeline, ["app1", "db1"], False) == at(
+        30
+    )  # service log beats db1's sshd noise
     assert report._incident_start(timeline, ["app1"], True) == at(1)  # a finding is about memory
     assert report._incident_start(timeline[4:], [], False) == at(35)
     assert report._incident_start(timeline[1:3], ["db1"], False) == at(25)  # nothing better: any unit's error
@@ -171,8 +205,12 @@ def test_identical_events_on_many_hosts_are_one_line(make_bundle: MakeBundle) ->
     events = report.build_timeline(bundle, None, None)
     app_deploys = [e for e in events if e.kind == "deploy"]
     assert len(app_deploys) == 2  # app1's two commits; db1/web hosts have no deploy_log
-    merged = report._merge_hosts([report.TimelineEvent(app_deploys[0].at, "deploy", "Deploy x", (h,))
-                                  for h in ("app1", "app2", "app3")])
+    merged = report._merge_hosts(
+        [
+            report.TimelineEvent(app_deploys[0].at, "deploy", "Deploy x", (h,))
+            for h in ("app1", "app2", "app3")
+        ]
+    )
     assert len(merged) == 1 and merged[0].hosts == ("app1", "app2", "app3")
 
 
@@ -195,8 +233,16 @@ def test_reports_hold_the_skeleton_and_the_facts(make_bundle: MakeBundle) -> Non
     page = _text_of_html((path / "report.html").read_text())
     md = (path / "report.md").read_text()
     for text in (page, md):
-        for section in ("Summary", "Timeline", "Findings", "Key figures", "Root cause", "Resolution",
-                        "Action items", "Lessons learned"):
+        for section in (
+            "Summary",
+            "Timeline",
+            "Findings",
+            "Key figures",
+            "Root cause",
+            "Resolution",
+            "Action items",
+            "Lessons learned",
+        ):
             assert section in text, section
         for host in ("app1", "db1", "redis1", "web01", "web02"):
             assert host in text, host
@@ -248,9 +294,11 @@ def test_html_is_self_contained(make_bundle: MakeBundle) -> None:
     assert "style" in refs.tags and "svg" in refs.tags
     assert not {"script", "link", "img", "iframe", "object", "embed"} & set(refs.tags)
     assert all(tag == "a" and name == "href" for tag, name, _ in refs.refs), refs.refs
-    assert all(not re.match(r"^([a-z][a-z0-9+.-]*:|//|/)", value, re.IGNORECASE) for _, _, value in refs.refs), refs.refs
+    assert all(
+        not re.match(r"^([a-z][a-z0-9+.-]*:|//|/)", value, re.IGNORECASE) for _, _, value in refs.refs
+    ), refs.refs
     assert any(value == "hosts/app1/journal_errors.txt" for _, _, value in refs.refs)
-    css = markup[markup.index("<style>"): markup.index("</style>")]
+    css = markup[markup.index("<style>") : markup.index("</style>")]
     assert "@media print" in css and "url(" not in css and "@import" not in css
 
 
@@ -260,13 +308,35 @@ def test_markdown_parses_as_commonmark_with_the_same_facts(make_bundle: MakeBund
     md = (path / "report.md").read_text()
     strict = MarkdownIt("commonmark")
     tokens = strict.parse(md)
-    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open" and t.tag == "h2"]
-    assert headings == ["Summary", "Timeline", "Findings", "Key figures", "Hosts and probes", "Root cause",
-                        "Resolution", "Action items", "Lessons learned"]
+    headings = [
+        tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open" and t.tag == "h2"
+    ]
+    assert headings == [
+        "Summary",
+        "Timeline",
+        "Findings",
+        "Key figures",
+        "Hosts and probes",
+        "Root cause",
+        "Resolution",
+        "Action items",
+        "Lessons learned",
+    ]
     rendered = _text_of_html(strict.render(md))
-    for fact in ("P1", "Database connection pool exhausted", "High 5xx ratio <script>alert(1)</script>",
-                 "Out-of-memory kill on app1", "app1", "db1", "redis1", "web01", "kill-idle-connections",
-                 "approved by bob", "idle|98|100", "2026-11-28 05:34:00 UTC"):
+    for fact in (
+        "P1",
+        "Database connection pool exhausted",
+        "High 5xx ratio <script>alert(1)</script>",
+        "Out-of-memory kill on app1",
+        "app1",
+        "db1",
+        "redis1",
+        "web01",
+        "kill-idle-connections",
+        "approved by bob",
+        "idle|98|100",
+        "2026-11-28 05:34:00 UTC",
+    ):
         assert fact in rendered, fact
     assert "<script>" not in strict.render(md)  # escaped, never raw HTML
     # Pipe tables are GFM; with tables on, the timeline is a real table with one row per event.
@@ -274,7 +344,9 @@ def test_markdown_parses_as_commonmark_with_the_same_facts(make_bundle: MakeBund
     table_html = gfm.render(md)
     assert table_html.count("<table>") >= 5
     assert re.search(r"<td>2026-11-28 05:43:10 UTC</td>\s*<td>approval</td>", table_html)
-    links = [t for t in strict.parse(md) if t.type == "inline" for t in t.children or [] if t.type == "link_open"]
+    links = [
+        t for t in strict.parse(md) if t.type == "inline" for t in t.children or [] if t.type == "link_open"
+    ]
     assert any(link.attrs.get("href") == "hosts/app1/journal_errors.txt" for link in links)
 
 
@@ -381,7 +453,9 @@ def test_comms_stages_fill_the_runbook_updates(make_bundle: MakeBundle) -> None:
     mitigation = report.render_comms(path, "mitigation", now=now)
     assert "MITIGATION APPLIED, MONITORING" in mitigation
     assert "kill-idle-connections (minutes=5) on db1" in mitigation
-    assert "Memory used (db1): 30.0 % → 31.0 %" in mitigation and "(app1)" not in mitigation.split("Before")[1]
+    assert (
+        "Memory used (db1): 30.0 % → 31.0 %" in mitigation and "(app1)" not in mitigation.split("Before")[1]
+    )
     assert "max_connections" not in mitigation and "p95" not in mitigation and "approved by bob" in mitigation
     assert "5xx ratio: 42.0 % → 0.2 %" in mitigation
     assert "PostgreSQL connections (db1): 98 → 9" in mitigation
@@ -409,12 +483,16 @@ def test_same_mitigation_suggested_once_and_prevention_fits_the_scenario(make_bu
 
 def test_security_flag_is_a_banner_everywhere(make_bundle: MakeBundle) -> None:
     findings = json.loads(json.dumps(FINDINGS))
-    findings["security"] = {"suspected": True, "reasons": ["Auth failures: 400 failed logins from one address"],
-                            "advice": "preserve this bundle, involve the security on-call"}
+    findings["security"] = {
+        "suspected": True,
+        "reasons": ["Auth failures: 400 failed logins from one address"],
+        "advice": "preserve this bundle, involve the security on-call",
+    }
     path = make_bundle(findings=findings)
     report.render_reports(path)
     assert "Possible security incident: Auth failures: 400 failed logins" in _text_of_html(
-        (path / "report.html").read_text())
+        (path / "report.html").read_text()
+    )
     assert "Possible security incident:** Auth failures" in (path / "report.md").read_text()
     assert "SECURITY: possible security incident" in report.render_comms(path, "initial")
     clear = make_bundle(name="inc-clear")
@@ -448,11 +526,18 @@ def test_cli_report_and_comms(make_bundle: MakeBundle, main: Any) -> None:
     assert result.exit_code == 0 and "INVESTIGATING" in result.output
 
 
-@pytest.mark.parametrize("args", [["report", "{missing}"], ["report", "{notbundle}"], ["comms", "{notbundle}", "--stage",
-                                                                                        "initial"],
-                                  ["report", "{bundle}", "--format", "pdf"]])
-def test_cli_bad_input_is_one_line_and_exit_2(make_bundle: MakeBundle, tmp_path: Path, args: list[str],
-                                              main: Any) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "{missing}"],
+        ["report", "{notbundle}"],
+        ["comms", "{notbundle}", "--stage", "initial"],
+        ["report", "{bundle}", "--format", "pdf"],
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(
+    make_bundle: MakeBundle, tmp_path: Path, args: list[str], main: Any
+) -> None:
     bundle = make_bundle()
     notbundle = tmp_path / "plain"
     notbundle.mkdir()

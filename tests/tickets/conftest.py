@@ -387,14 +387,30 @@ def build_bundle(
 def _findings(incident: str, severity: str) -> Findings:
     """What triage writes for an app whose health check fails (typed, as collector.triage makes it)."""
     fix = MitigationSuggestion("restart", "app1", {}, "collector remediate restart --hosts app1")
-    finding = Finding("app-down", "app-down", "App health check failing", severity, "app down",  # type: ignore[arg-type]
-                      ("app1",), "app1: HTTP 503", (), fix)
+    finding = Finding(
+        "app-down",
+        "app-down",
+        "App health check failing",
+        severity,
+        "app down",  # type: ignore[arg-type]
+        ("app1",),
+        "app1: HTTP 503",
+        (),
+        fix,
+    )
     return Findings(
-        incident=incident, generated=utcnow(), severity=severity, summary=f"{severity}: App health check failing",
-        questions=Questions(AffectedAnswer("1 of 1 hosts", "hosts named by findings above P3", ("app1",), 1),
-                            Answer("no", "no sign"), Answer("degraded", "App health check failing"),
-                            Answer("no sign", "no security rule fired")),
-        security=SecurityFlag(False), findings=(finding,),
+        incident=incident,
+        generated=utcnow(),
+        severity=severity,
+        summary=f"{severity}: App health check failing",
+        questions=Questions(
+            AffectedAnswer("1 of 1 hosts", "hosts named by findings above P3", ("app1",), 1),
+            Answer("no", "no sign"),
+            Answer("degraded", "App health check failing"),
+            Answer("no sign", "no security rule fired"),
+        ),
+        security=SecurityFlag(False),
+        findings=(finding,),
     )
 
 

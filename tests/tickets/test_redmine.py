@@ -59,11 +59,17 @@ def run_attach(
     )
 
 
-def attach_ticket(redmine: Any, folder: Path, issue_id: int, cwd: Path,
-                  extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def attach_ticket(
+    redmine: Any, folder: Path, issue_id: int, cwd: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`collector attach FOLDER --to redmine --ticket ISSUE` with the admin's key."""
-    return run_attach([str(folder), "--to", "redmine", "--ticket", str(issue_id)], cwd, url=redmine.url,
-                      key=redmine.admin_key, extra_env=extra_env)
+    return run_attach(
+        [str(folder), "--to", "redmine", "--ticket", str(issue_id)],
+        cwd,
+        url=redmine.url,
+        key=redmine.admin_key,
+        extra_env=extra_env,
+    )
 
 
 def api(server: Any, key: str | None = None) -> Redmine:
@@ -355,7 +361,9 @@ def test_textile_servers_get_the_summary_in_a_pre_block(
 ) -> None:
     folder = make_bundle(ticket_md="## Summary\n\n* P1 on app1\n")
     issue_id = new_issue(redmine)
-    done = attach_ticket(redmine, folder, issue_id, tmp_path, extra_env={"COLLECTOR_REDMINE_TEXT_FORMAT": "textile"})
+    done = attach_ticket(
+        redmine, folder, issue_id, tmp_path, extra_env={"COLLECTOR_REDMINE_TEXT_FORMAT": "textile"}
+    )
     assert done.returncode == 0, done.stderr
     note = [j.notes for j in issue_of(redmine, issue_id).journals if getattr(j, "notes", "")][-1]
     assert note.startswith("<pre>\n## Summary\n\n* P1 on app1") and note.endswith("</pre>")
