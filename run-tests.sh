@@ -13,6 +13,11 @@ else
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 
+# Lint before the lab boots: a style or type error fails fast, with nothing to tear down.
+ruff check collector lab/collector_lab tests bench playbooks || exit $?
+mypy || exit $?  # strict, on collector/ (pyproject.toml)
+ansible-lint --offline -q --profile production playbooks || exit $?
+
 cleanup() { collector-lab down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 

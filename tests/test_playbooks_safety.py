@@ -25,7 +25,7 @@ def test_ansible_lint_production_profile_passes_with_no_skips() -> None:
     if not Path(lint).exists():
         pytest.skip("ansible-lint is not installed")
     proc = subprocess.run(
-        [lint, "--profile", "production", "--nocolor", str(PLAYBOOKS)],
+        [lint, "--offline", "--profile", "production", "--nocolor", str(PLAYBOOKS)],
         capture_output=True,
         text=True,
         timeout=300,
