@@ -6,9 +6,10 @@ The catalogue is data; the on-host runner (playbooks/files/probe_runner.py) exec
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 

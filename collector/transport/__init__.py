@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from collector.config import Settings
 from collector.core import HostResult, ProbeResult, UsageError, host_status, utcnow

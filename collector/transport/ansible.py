@@ -12,9 +12,10 @@ import shlex
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from collector.config import Settings
 from collector.core import HostResult

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-
 from collector.probes import build_request, load_entries, runner_module
 from collector.transport import parse_response, runner_script
 
@@ -256,7 +255,7 @@ def test_since_utc_is_an_absolute_utc_time_for_log_files() -> None:
     import datetime
 
     since_utc = runner_module().since_utc
-    now = datetime.datetime(2026, 11, 28, 9, 0, 5, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 11, 28, 9, 0, 5, tzinfo=datetime.UTC)
     assert since_utc("10m", now) == "2026-11-28 08:50:05"
     assert since_utc(" 2h ", now) == "2026-11-28 07:00:05"
     assert since_utc("1d", now) == "2026-11-27 09:00:05"
