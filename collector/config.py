@@ -4,6 +4,7 @@ Each setting has a type, a default and an environment variable `COLLECTOR_<NAME>
 The config file is YAML (`$COLLECTOR_CONFIG`, else `./collector.yml`, else
 `~/.config/collector/config.yml`), a flat mapping of the same names in lower case.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,8 +65,12 @@ class Settings:
     serve_host_labels: tuple[str, ...] = ()
     serve_fallback_hosts: str = "all"
     serve_tick_s: float = 15.0
-    serve_lookback_s: float = 600.0  # a collection's window starts this long before the first alert's startsAt
-    serve_verify_wait_s: float = 60.0  # a resolved notification re-checks step 5 this long before it says failed
+    serve_lookback_s: float = (
+        600.0  # a collection's window starts this long before the first alert's startsAt
+    )
+    serve_verify_wait_s: float = (
+        60.0  # a resolved notification re-checks step 5 this long before it says failed
+    )
     serve_ticket_system: str = ""  # e.g. redmine (tickets.yml holds its URL and key); "" = no ticket
     serve_ticket_project: str = ""
 

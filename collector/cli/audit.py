@@ -1,4 +1,5 @@
 """`collector audit verify [--log FILE] [--expect HEAD]` and `collector approve PLAN [--key FILE] [--break-glass R]`."""
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,11 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.option("--log", "log_file", metavar="FILE", help="Audit log (default: the policy's audit_log).")
-@click.option("--expect", metavar="HEAD", help="The head (SEQ:HASH) kept elsewhere: a bundle's actions.json, "
-                                               "a ticket note, the journal.")
+@click.option(
+    "--expect",
+    metavar="HEAD",
+    help="The head (SEQ:HASH) kept elsewhere: a bundle's actions.json, a ticket note, the journal.",
+)
 @click.pass_context
 def audit_verify(ctx: click.Context, log_file: str | None, expect: str | None) -> None:
     """Check the hash chain, every signature and the external checkpoint; name the first problem."""
@@ -42,19 +46,29 @@ def audit_verify(ctx: click.Context, log_file: str | None, expect: str | None) -
         raise UsageError(f"audit log {log.path} does not exist")
     if ours and policy is not None:
         for found in record_dangling(log, policy):
-            click.echo(f"recorded apply-dangling: the apply of plan {found.get('plan_id')} started "
-                       f"{found.get('started')} by {found.get('started_by')} has no outcome", err=True)
+            click.echo(
+                f"recorded apply-dangling: the apply of plan {found.get('plan_id')} started "
+                f"{found.get('started')} by {found.get('started_by')} has no outcome",
+                err=True,
+            )
     verifier = Verifier(policy.signers_path()) if policy else None
     check = log.verify(verifier=verifier, expect=expect)
     for lineno in check.torn:
-        click.echo(f"warning: line {lineno} is torn (not JSON: an interrupted write); skipped, the chain continues",
-                   err=True)
-    signatures = (f"{check.signed} signature(s) verified against {policy.allowed_signers}" if policy
-                  else f"signatures NOT checked (no policy at {POLICY_PATH})")
+        click.echo(
+            f"warning: line {lineno} is torn (not JSON: an interrupted write); skipped, the chain continues",
+            err=True,
+        )
+    signatures = (
+        f"{check.signed} signature(s) verified against {policy.allowed_signers}"
+        if policy
+        else f"signatures NOT checked (no policy at {POLICY_PATH})"
+    )
     if check.ok:
         kept = f"; matches checkpoint {check.checkpoint}" if check.checkpoint else ""
-        click.echo(f"audit log {log.path}: OK, {check.records} record(s), chain intact, {signatures}{kept}; "
-                   f"head {check.head}")
+        click.echo(
+            f"audit log {log.path}: OK, {check.records} record(s), chain intact, {signatures}{kept}; "
+            f"head {check.head}"
+        )
         ctx.exit(EXIT_OK)
     where = f" (line {check.first_bad})" if check.first_bad else ""
     click.echo(f"audit log {log.path}: BROKEN at record {check.records}{where}: {check.reason}")
@@ -63,15 +77,27 @@ def audit_verify(ctx: click.Context, log_file: str | None, expect: str | None) -
 
 @click.command("approve")
 @click.argument("plan_file", metavar="PLAN")
-@click.option("--key", metavar="FILE", help="Your SSH key: a private key file, or a .pub whose key ssh-agent holds "
-                                            "(default: ssh-agent).")
+@click.option(
+    "--key",
+    metavar="FILE",
+    help="Your SSH key: a private key file, or a .pub whose key ssh-agent holds (default: ssh-agent).",
+)
 @click.option("--as", "as_name", metavar="NAME", help="Optional label; must match your key's principal.")
-@click.option("--break-glass", metavar="REASON", help="Approve your own request (break-glass principals only); "
-                                                      "loud and audited.")
+@click.option(
+    "--break-glass",
+    metavar="REASON",
+    help="Approve your own request (break-glass principals only); loud and audited.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
 @click.pass_context
-def approve(ctx: click.Context, plan_file: str, key: str | None, as_name: str | None, break_glass: str | None,
-            yes: bool) -> None:
+def approve(
+    ctx: click.Context,
+    plan_file: str,
+    key: str | None,
+    as_name: str | None,
+    break_glass: str | None,
+    yes: bool,
+) -> None:
     """Show a plan, then sign your approval of exactly its content (valid for the policy's approval TTL)."""
     from collector.remediate.apply import record_dangling
     from collector.remediate.approve import approve_plan, since_bundle
@@ -90,22 +116,37 @@ def approve(ctx: click.Context, plan_file: str, key: str | None, as_name: str | 
         click.echo(line)
     if not yes:
         if not sys.stdin.isatty():
-            raise UsageError("approve asks for confirmation on a terminal; pass --yes to approve from a script")
-        if not click.confirm(f"Sign your approval of plan {plan.id} ({plan.action} on {len(plan.targets)} host(s))?"):
+            raise UsageError(
+                "approve asks for confirmation on a terminal; pass --yes to approve from a script"
+            )
+        if not click.confirm(
+            f"Sign your approval of plan {plan.id} ({plan.action} on {len(plan.targets)} host(s))?"
+        ):
             click.echo("not approved: nothing signed")
             ctx.exit(EXIT_PARTIAL)
-    plan, approval = approve_plan(plan_file, signer, policy, break_glass=break_glass, as_name=as_name, audit=log,
-                                  ttl_s=settings.approval_ttl_s)
+    plan, approval = approve_plan(
+        plan_file,
+        signer,
+        policy,
+        break_glass=break_glass,
+        as_name=as_name,
+        audit=log,
+        ttl_s=settings.approval_ttl_s,
+    )
     if approval.break_glass:
         banner = "!" * 72
         click.echo(banner, err=True)
-        click.echo(f"!!! BREAK-GLASS: {approval.approver} approved plan {plan.id} (requested by {plan.requester})",
-                   err=True)
+        click.echo(
+            f"!!! BREAK-GLASS: {approval.approver} approved plan {plan.id} (requested by {plan.requester})",
+            err=True,
+        )
         click.echo(f"!!! reason: {approval.break_glass}", err=True)
         click.echo(f"!!! recorded in the audit log {policy.audit_log}", err=True)
         click.echo(banner, err=True)
-    click.echo(f"approved  by {approval.approver} (verified key) until {approval.expires}: "
-               f"collector remediate apply {plan_file}")
+    click.echo(
+        f"approved  by {approval.approver} (verified key) until {approval.expires}: "
+        f"collector remediate apply {plan_file}"
+    )
 
 
 commands = [audit, approve]

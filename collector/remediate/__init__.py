@@ -4,6 +4,7 @@
 plan's hash) → `remediate apply` (canary, batches, health gate, verify, after-bundle); every step
 appends a hash-chained record to the audit log.
 """
+
 from __future__ import annotations
 
 from collector.core import UsageError

@@ -3,6 +3,7 @@
 Each action's playbook lives in playbooks/remediate/<name>.yml; a parameter `p` of action `a-b`
 reaches it as the Ansible variable `a_b_p`, and the play's hosts as `a_b_hosts`.
 """
+
 from __future__ import annotations
 
 import re
@@ -107,15 +108,26 @@ ACTIONS: dict[str, Action] = {
             "memory-limit",
             "systemd drop-in MemoryMax= for the service, daemon-reload, restart",
             groups=("app",),
-            params=(Param("max", "str", "MemoryMax= value: 512M, 2G, 80% or infinity", default="512M", pattern=_SIZE),),
+            params=(
+                Param(
+                    "max", "str", "MemoryMax= value: 512M, 2G, 80% or infinity", default="512M", pattern=_SIZE
+                ),
+            ),
             restarts=True,
         ),
         Action(
             "rollback",
             "check out an earlier release tag in the deploy dir, restart, wait for health",
             groups=("app",),
-            params=(Param("tag", "str", "release tag, or 'previous' (resolved and pinned when planning)",
-                          default="previous", pattern=_TAG),),
+            params=(
+                Param(
+                    "tag",
+                    "str",
+                    "release tag, or 'previous' (resolved and pinned when planning)",
+                    default="previous",
+                    pattern=_TAG,
+                ),
+            ),
             restarts=True,
             pin_from_check="tag",
         ),
@@ -124,19 +136,44 @@ ACTIONS: dict[str, Action] = {
             "terminate PostgreSQL sessions idle longer than N minutes (never the tool's own)",
             groups=("db",),
             params=(
-                Param("minutes", "int", "idle longer than this many minutes", default=10, minimum=0, maximum=10080),
-                Param("database", "str", "only sessions of this database ('' = the host's collector_pg_database)",
-                      default="", pattern=r"^$|" + _DBNAME),
-                Param("application", "str", "only sessions whose application_name matches (SQL LIKE; '' = any)",
-                      default="", pattern=r"^[A-Za-z0-9_.%-]{0,63}$"),
+                Param(
+                    "minutes",
+                    "int",
+                    "idle longer than this many minutes",
+                    default=10,
+                    minimum=0,
+                    maximum=10080,
+                ),
+                Param(
+                    "database",
+                    "str",
+                    "only sessions of this database ('' = the host's collector_pg_database)",
+                    default="",
+                    pattern=r"^$|" + _DBNAME,
+                ),
+                Param(
+                    "application",
+                    "str",
+                    "only sessions whose application_name matches (SQL LIKE; '' = any)",
+                    default="",
+                    pattern=r"^[A-Za-z0-9_.%-]{0,63}$",
+                ),
             ),
         ),
         Action(
             "circuit-breaker",
             "open or close the Zoho circuit breaker through the app's admin API",
             groups=("app",),
-            params=(Param("state", "choice", "wanted breaker state", default="open", choices=("open", "closed"),
-                          aliases={"close": "closed", "opened": "open"}),),
+            params=(
+                Param(
+                    "state",
+                    "choice",
+                    "wanted breaker state",
+                    default="open",
+                    choices=("open", "closed"),
+                    aliases={"close": "closed", "opened": "open"},
+                ),
+            ),
             caused_alerts=(("state", "open", "SergasZohoCircuitBreakerOpen"),),
         ),
         Action(
@@ -157,11 +194,24 @@ ACTIONS: dict[str, Action] = {
             "remove files under the app's data dir (a subdir) matching a pattern, older than N minutes",
             groups=("app",),
             params=(
-                Param("subdir", "str", "folder under the data dir (collector_data_dir, else /var/lib/sergas)",
-                      default="exports", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}){0,3}$"),
-                Param("pattern", "str", "file name glob", default="*", pattern=r"^[A-Za-z0-9_.*?\[\]-]{1,100}$"),
-                Param("minutes", "int", "only files not modified for this many minutes", default=60, minimum=0,
-                      maximum=525600),
+                Param(
+                    "subdir",
+                    "str",
+                    "folder under the data dir (collector_data_dir, else /var/lib/sergas)",
+                    default="exports",
+                    pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}){0,3}$",
+                ),
+                Param(
+                    "pattern", "str", "file name glob", default="*", pattern=r"^[A-Za-z0-9_.*?\[\]-]{1,100}$"
+                ),
+                Param(
+                    "minutes",
+                    "int",
+                    "only files not modified for this many minutes",
+                    default=60,
+                    minimum=0,
+                    maximum=525600,
+                ),
             ),
         ),
         Action(
@@ -169,11 +219,29 @@ ACTIONS: dict[str, Action] = {
             "set Redis maxmemory-policy (and optionally maxmemory) at runtime with CONFIG SET",
             groups=("redis",),
             params=(
-                Param("policy", "choice", "eviction policy", default="allkeys-lru",
-                      choices=("noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
-                               "volatile-lfu", "volatile-random", "volatile-ttl")),
-                Param("maxmemory", "str", "new maxmemory (e.g. 128mb; '' = unchanged)", default="",
-                      pattern=r"^$|^[1-9][0-9]{0,12}(b|kb|mb|gb)?$"),
+                Param(
+                    "policy",
+                    "choice",
+                    "eviction policy",
+                    default="allkeys-lru",
+                    choices=(
+                        "noeviction",
+                        "allkeys-lru",
+                        "allkeys-lfu",
+                        "allkeys-random",
+                        "volatile-lru",
+                        "volatile-lfu",
+                        "volatile-random",
+                        "volatile-ttl",
+                    ),
+                ),
+                Param(
+                    "maxmemory",
+                    "str",
+                    "new maxmemory (e.g. 128mb; '' = unchanged)",
+                    default="",
+                    pattern=r"^$|^[1-9][0-9]{0,12}(b|kb|mb|gb)?$",
+                ),
             ),
         ),
         Action(
@@ -182,9 +250,20 @@ ACTIONS: dict[str, Action] = {
             groups=("app",),
             params=(
                 # Never the host's own loopback 127.0.0.1: health checks and the admin API use it.
-                Param("address", "str", "client IPv4 address", pattern=r"^(?!127\.0\.0\.1$|0\.)(?:[0-9]{1,3}\.){3}[0-9]{1,3}$"),
-                Param("state", "choice", "blocked or lifted", default="blocked", choices=("blocked", "lifted"),
-                      aliases={"block": "blocked", "absent": "lifted", "unblock": "lifted"}),
+                Param(
+                    "address",
+                    "str",
+                    "client IPv4 address",
+                    pattern=r"^(?!127\.0\.0\.1$|0\.)(?:[0-9]{1,3}\.){3}[0-9]{1,3}$",
+                ),
+                Param(
+                    "state",
+                    "choice",
+                    "blocked or lifted",
+                    default="blocked",
+                    choices=("blocked", "lifted"),
+                    aliases={"block": "blocked", "absent": "lifted", "unblock": "lifted"},
+                ),
             ),
         ),
     )
@@ -206,8 +285,10 @@ def _coerce(action: Action, param: Param, raw: Any) -> Any:
     where = f"{action.name}: parameter {param.name}"
     if isinstance(raw, str) and any(mark in raw for mark in _JINJA):
         # Parameters are data: a template here would run on the controller when Ansible renders it.
-        raise UsageError(f"{where} contains a Jinja template marker ({{{{, {{% or {{#); parameters are data, "
-                         "never templates")
+        raise UsageError(
+            f"{where} contains a Jinja template marker ({{{{, {{% or {{#); parameters are data, "
+            "never templates"
+        )
     if param.kind == "int":
         text = str(raw).strip()
         if not re.fullmatch(r"[+-]?[0-9]+", text):
@@ -234,14 +315,18 @@ def validate_params(action: Action, raw: Mapping[str, Any]) -> dict[str, Any]:
     known = {p.name for p in action.params}
     for name in raw:
         if name not in known:
-            hint = f"; its parameters are: {', '.join(sorted(known))}" if known else "; it takes no parameters"
+            hint = (
+                f"; its parameters are: {', '.join(sorted(known))}" if known else "; it takes no parameters"
+            )
             raise UsageError(f"{action.name}: unknown parameter {name!r}{hint}")
     values: dict[str, Any] = {}
     for param in action.params:
         if param.name in raw:
             values[param.name] = _coerce(action, param, raw[param.name])
         elif param.required:
-            raise UsageError(f"{action.name}: parameter {param.name} is required (--param {param.name}=...: {param.help})")
+            raise UsageError(
+                f"{action.name}: parameter {param.name} is required (--param {param.name}=...: {param.help})"
+            )
         else:
             values[param.name] = param.default
     return values

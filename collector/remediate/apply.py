@@ -8,6 +8,7 @@ failed health gate) stops the rollout and the remaining hosts stay untouched. Af
 checklist runs, an after-bundle is collected, and the whole story goes to the audit log (closed by
 the applier's signature over every record of the run) and actions.json.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -91,8 +92,11 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
-        return self.stopped is None and self.verified and all(
-            h["status"] in ("ok", "changed") for h in self.hosts.values())
+        return (
+            self.stopped is None
+            and self.verified
+            and all(h["status"] in ("ok", "changed") for h in self.hosts.values())
+        )
 
 
 def batches(targets: list[str], batch_size: int) -> list[list[str]]:
@@ -101,11 +105,12 @@ def batches(targets: list[str], batch_size: int) -> list[list[str]]:
         return []
     size = max(1, int(batch_size))
     rest = targets[1:]
-    return [targets[:1]] + [rest[i:i + size] for i in range(0, len(rest), size)]
+    return [targets[:1]] + [rest[i : i + size] for i in range(0, len(rest), size)]
 
 
-def restart_blocked(action: Action, targets: list[str], audit: AuditLog, min_interval_s: float,
-                    now: float | None = None) -> dict[str, float]:
+def restart_blocked(
+    action: Action, targets: list[str], audit: AuditLog, min_interval_s: float, now: float | None = None
+) -> dict[str, float]:
     """Targets restarted by the tool less than `min_interval_s` ago → seconds still to wait."""
     if not action.restarts or min_interval_s <= 0:
         return {}
@@ -122,13 +127,31 @@ def restart_blocked(action: Action, targets: list[str], audit: AuditLog, min_int
 
 
 def _refuse(audit: AuditLog, plan: Plan, kind: str, reason: str, actor: str = "unverified") -> NoReturn:
-    audit.append("apply-refused", actor=actor, kind=kind, plan_id=plan.id, plan_hash=plan.hash, action=plan.action,
-                 targets=plan.targets, reason=reason)
+    audit.append(
+        "apply-refused",
+        actor=actor,
+        kind=kind,
+        plan_id=plan.id,
+        plan_hash=plan.hash,
+        action=plan.action,
+        targets=plan.targets,
+        reason=reason,
+    )
     raise Refused(f"refused: {reason} — nothing was changed")
 
 
-def preflight(plan: Plan, action: Action, policy: Policy, limits: Limits, audit: AuditLog, verifier: Verifier, *,
-              max_hosts: int | None, inv: Inventory, now: str | None = None) -> Approval:
+def preflight(
+    plan: Plan,
+    action: Action,
+    policy: Policy,
+    limits: Limits,
+    audit: AuditLog,
+    verifier: Verifier,
+    *,
+    max_hosts: int | None,
+    inv: Inventory,
+    now: str | None = None,
+) -> Approval:
     """Every refusal rule that needs no host and no lock; returns the approval to use, else Refused (audited)."""
     # Parameters are checked again: a plan file is data from disk, whatever its hash says.
     try:
@@ -139,21 +162,34 @@ def preflight(plan: Plan, action: Action, policy: Policy, limits: Limits, audit:
         _refuse(audit, plan, CHANGED, "the plan's parameters are not in their validated form")
     approval, problem = approval_problem(plan, policy, verifier, audit, ttl_s=limits.approval_ttl_s, now=now)
     if problem is not None or approval is None:
-        _refuse(audit, plan, problem.kind if problem else UNSIGNED, problem.text if problem else "no approval")
+        _refuse(
+            audit, plan, problem.kind if problem else UNSIGNED, problem.text if problem else "no approval"
+        )
     current = compute_binding(action, inv, plan.targets, plans_root(policy.playbooks_dir))
     changes = binding_changes(plan.binding, current)
     if changes:
         more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
-        _refuse(audit, plan, CHANGED, "what would run changed since the plan was approved: "
-                + "; ".join(changes[:3]) + more)
+        _refuse(
+            audit,
+            plan,
+            CHANGED,
+            "what would run changed since the plan was approved: " + "; ".join(changes[:3]) + more,
+        )
     if not plan.targets:
         _refuse(audit, plan, POLICY, "the plan has no target host")
     if max_hosts is not None and max_hosts > limits.max_hosts:
-        _refuse(audit, plan, POLICY, f"--max-hosts {max_hosts} is above the policy's max_hosts {limits.max_hosts}")
+        _refuse(
+            audit, plan, POLICY, f"--max-hosts {max_hosts} is above the policy's max_hosts {limits.max_hosts}"
+        )
     limit = max_hosts if max_hosts is not None else limits.blast_radius
     if len(plan.targets) > limit:
-        _refuse(audit, plan, POLICY, f"the plan targets {len(plan.targets)} hosts, more than the blast-radius limit "
-                f"of {limit}; raise it explicitly with --max-hosts {len(plan.targets)}")
+        _refuse(
+            audit,
+            plan,
+            POLICY,
+            f"the plan targets {len(plan.targets)} hosts, more than the blast-radius limit "
+            f"of {limit}; raise it explicitly with --max-hosts {len(plan.targets)}",
+        )
     missing = [h for h in plan.targets if h not in inv.hosts]
     if missing:
         _refuse(audit, plan, CHANGED, f"target {missing[0]} is no longer in the inventory {plan.inventory}")
@@ -163,25 +199,37 @@ def preflight(plan: Plan, action: Action, policy: Policy, limits: Limits, audit:
 def _host_outcome(play: Any, redactor: Redactor) -> dict[str, Any]:
     if play is None:
         return {"status": "failed", "changed": False, "msg": "no result from the playbook run"}
-    return {"status": play.status, "changed": bool(play.changed),
-            "msg": redactor.redact_text(play_summary(play), "apply")[:500]}
+    return {
+        "status": play.status,
+        "changed": bool(play.changed),
+        "msg": redactor.redact_text(play_summary(play), "apply")[:500],
+    }
 
 
-def _check_rate_limited(plan: Plan, action: Action, book: Path, blocked: dict[str, float], audit: AuditLog,
-                        actor: str) -> None:
+def _check_rate_limited(
+    plan: Plan, action: Action, book: Path, blocked: dict[str, float], audit: AuditLog, actor: str
+) -> None:
     """Rate-limited hosts may still be applied when a check run shows no restart would happen (idempotent re-run)."""
     from collector.transport.ansible import run_playbook
 
-    run = run_playbook(book, plan.inventory, ",".join(blocked), plan_extravars(plan), check=True, unsafe_vars=True)
+    run = run_playbook(
+        book, plan.inventory, ",".join(blocked), plan_extravars(plan), check=True, unsafe_vars=True
+    )
     would = [h for h in blocked if (run.hosts.get(h) is None or run.hosts[h].changed or run.hosts[h].failed)]
     if would:
         host = would[0]
-        _refuse(audit, plan, POLICY, f"{host} was restarted by this tool less than the minimum interval ago; "
-                                     f"wait {blocked[host]:.0f} s (restart_min_interval_s) before restarting it again",
-                actor)
+        _refuse(
+            audit,
+            plan,
+            POLICY,
+            f"{host} was restarted by this tool less than the minimum interval ago; "
+            f"wait {blocked[host]:.0f} s (restart_min_interval_s) before restarting it again",
+            actor,
+        )
 
 
 # ---- the per-plan lock, dangling applies ------------------------------------------------------------------
+
 
 def locks_dir(policy: Policy) -> Path:
     """Beside the audit log (a fixed, root-only place): every copy of a plan file shares its lock."""
@@ -213,8 +261,10 @@ class LockHeld(Exception):
 
 def _holder_text(path: Path) -> str:
     who = read_json(path, {}, want=dict)
-    return (f"{who.get('principal', 'someone')} (pid {who.get('pid', '?')} on {who.get('host', '?')}, "
-            f"since {who.get('since', '?')})")
+    return (
+        f"{who.get('principal', 'someone')} (pid {who.get('pid', '?')} on {who.get('host', '?')}, "
+        f"since {who.get('since', '?')})"
+    )
 
 
 def lock_is_free(folder: Path, plan_hash: str) -> bool:
@@ -236,11 +286,19 @@ def record_dangling(audit: AuditLog, policy: Policy) -> list[dict[str, Any]]:
     found = []
     for start in audit.dangling():
         if lock_is_free(locks_dir(policy), str(start.get("plan_hash"))):
-            found.append(audit.append("apply-dangling", actor="collector", plan_id=start.get("plan_id"),
-                                      plan_hash=start.get("plan_hash"), run=start.get("run"),
-                                      started=start.get("time"), started_by=start.get("actor"),
-                                      reason="the apply ended without recording its outcome (killed?); "
-                                             "check the hosts: some may have been changed"))
+            found.append(
+                audit.append(
+                    "apply-dangling",
+                    actor="collector",
+                    plan_id=start.get("plan_id"),
+                    plan_hash=start.get("plan_hash"),
+                    run=start.get("run"),
+                    started=start.get("time"),
+                    started_by=start.get("actor"),
+                    reason="the apply ended without recording its outcome (killed?); "
+                    "check the hosts: some may have been changed",
+                )
+            )
     return found
 
 
@@ -267,11 +325,23 @@ def _signals(stop: threading.Event) -> Iterator[None]:
 
 # ---- apply ------------------------------------------------------------------------------------------------
 
-def apply_plan(path: str | Path, settings: Settings, *, signer: Signer, policy: Policy | None = None,
-               as_name: str | None = None, max_hosts: int | None = None, batch_size: int | None = None,
-               bundle: str | None = None, verify_wait_s: float = 60.0, verify_window: str = "30s",
-               collect_after: bool = True, allowed_alerts: tuple[str, ...] = (),
-               echo: Echo = lambda line: None) -> ApplyResult:
+
+def apply_plan(
+    path: str | Path,
+    settings: Settings,
+    *,
+    signer: Signer,
+    policy: Policy | None = None,
+    as_name: str | None = None,
+    max_hosts: int | None = None,
+    batch_size: int | None = None,
+    bundle: str | None = None,
+    verify_wait_s: float = 60.0,
+    verify_window: str = "30s",
+    collect_after: bool = True,
+    allowed_alerts: tuple[str, ...] = (),
+    echo: Echo = lambda line: None,
+) -> ApplyResult:
     """Apply an approved plan file; see the module docstring for the order of things."""
     policy = policy or load_policy()
     limits = policy.limits(settings)
@@ -291,11 +361,19 @@ def apply_plan(path: str | Path, settings: Settings, *, signer: Signer, policy: 
     inv = load_inventory(plan.inventory)
     approval = preflight(plan, action, policy, limits, audit, verifier, max_hosts=max_hosts, inv=inv)
     try:
-        apply_signed = sign_statement(new_statement("apply", plan, approval=approval.digest), signer, verifier,
-                                      as_name=as_name)
+        apply_signed = sign_statement(
+            new_statement("apply", plan, approval=approval.digest), signer, verifier, as_name=as_name
+        )
     except SignatureError as exc:
-        audit.append("apply-refused", actor="unverified", kind=UNSIGNED, plan_id=plan.id, plan_hash=plan.hash,
-                     action=plan.action, reason=f"the apply could not be signed: {exc}")
+        audit.append(
+            "apply-refused",
+            actor="unverified",
+            kind=UNSIGNED,
+            plan_id=plan.id,
+            plan_hash=plan.hash,
+            action=plan.action,
+            reason=f"the apply could not be signed: {exc}",
+        )
         raise
     actor = apply_signed.principal
     if not policy.may_apply(actor):
@@ -307,18 +385,51 @@ def apply_plan(path: str | Path, settings: Settings, *, signer: Signer, policy: 
             approval = preflight(plan, action, policy, limits, audit, verifier, max_hosts=max_hosts, inv=inv)
             if approval.digest != apply_signed.statement.approval:
                 _refuse(audit, plan, CHANGED, "the approval changed while waiting for the lock", actor)
-            return _run(plan, action, approval, apply_signed, policy, limits, audit, verifier, settings, inv,
-                        batch_size=batch_size, bundle=bundle, verify_wait_s=verify_wait_s,
-                        verify_window=verify_window, collect_after=collect_after, allowed_alerts=allowed_alerts,
-                        echo=echo, signer=signer)
+            return _run(
+                plan,
+                action,
+                approval,
+                apply_signed,
+                policy,
+                limits,
+                audit,
+                verifier,
+                settings,
+                inv,
+                batch_size=batch_size,
+                bundle=bundle,
+                verify_wait_s=verify_wait_s,
+                verify_window=verify_window,
+                collect_after=collect_after,
+                allowed_alerts=allowed_alerts,
+                echo=echo,
+                signer=signer,
+            )
     except LockHeld as held:
         _refuse(audit, plan, LOCKED, f"plan {plan.id} is being applied by {held}", actor)
 
 
-def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, policy: Policy, limits: Limits,
-         audit: AuditLog, verifier: Verifier, settings: Settings, inv: Inventory, *, batch_size: int | None,
-         bundle: str | None, verify_wait_s: float, verify_window: str, collect_after: bool,
-         allowed_alerts: tuple[str, ...], echo: Echo, signer: Signer) -> ApplyResult:
+def _run(
+    plan: Plan,
+    action: Action,
+    approval: Approval,
+    apply_signed: Signed,
+    policy: Policy,
+    limits: Limits,
+    audit: AuditLog,
+    verifier: Verifier,
+    settings: Settings,
+    inv: Inventory,
+    *,
+    batch_size: int | None,
+    bundle: str | None,
+    verify_wait_s: float,
+    verify_window: str,
+    collect_after: bool,
+    allowed_alerts: tuple[str, ...],
+    echo: Echo,
+    signer: Signer,
+) -> ApplyResult:
     from collector.transport.ansible import run_playbook
 
     actor = apply_signed.principal
@@ -326,8 +437,12 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
     blocked = restart_blocked(action, plan.targets, audit, limits.restart_min_interval_s)
     if blocked:
         _check_rate_limited(plan, action, book, blocked, audit, actor)
-    redactor = Redactor(settings.redact_patterns, inv.secret_values())  # every host's: app .env holds db/redis ones
-    result = ApplyResult(plan=plan, started=utcnow(), approval=approval, applier=actor, apply_signed=apply_signed)
+    redactor = Redactor(
+        settings.redact_patterns, inv.secret_values()
+    )  # every host's: app .env holds db/redis ones
+    result = ApplyResult(
+        plan=plan, started=utcnow(), approval=approval, applier=actor, apply_signed=apply_signed
+    )
     run_id = apply_signed.digest[:16]
     covered: list[str] = []
 
@@ -336,9 +451,18 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
         covered.append(str(written["hash"]))
         return written
 
-    record("apply-start", action=plan.action, params=plan.params, targets=plan.targets, requester=approval.requester,
-           approver=approval.approver, break_glass=approval.break_glass, approval=approval.digest, diffs=plan.diffs,
-           signed=apply_signed.to_dict())
+    record(
+        "apply-start",
+        action=plan.action,
+        params=plan.params,
+        targets=plan.targets,
+        requester=approval.requester,
+        approver=approval.approver,
+        break_glass=approval.break_glass,
+        approval=approval.digest,
+        diffs=plan.diffs,
+        signed=apply_signed.to_dict(),
+    )
     stop = threading.Event()
     try:
         with _signals(stop):
@@ -347,16 +471,31 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
             for index, batch in enumerate(groups):
                 label = "canary" if index == 0 else f"batch {index}"
                 echo(f"{label}: applying {plan.action} on {', '.join(batch)}")
-                run = run_playbook(book, plan.inventory, ",".join(batch), plan_extravars(plan), diff=True,
-                                   cancel=stop, unsafe_vars=True)
+                run = run_playbook(
+                    book,
+                    plan.inventory,
+                    ",".join(batch),
+                    plan_extravars(plan),
+                    diff=True,
+                    cancel=stop,
+                    unsafe_vars=True,
+                )
                 for host in batch:
                     outcome = _host_outcome(run.hosts.get(host), redactor)
                     result.hosts[host] = outcome
-                    record("apply-host", action=plan.action, host=host, status=outcome["status"],
-                           changed=outcome["changed"], msg=outcome["msg"],
-                           restarted=bool(action.restarts and outcome["changed"]))
-                    echo(f"  {host}: {outcome['status']}"
-                         + (f" — {outcome['msg']}" if outcome["status"] not in ("ok", "changed") else ""))
+                    record(
+                        "apply-host",
+                        action=plan.action,
+                        host=host,
+                        status=outcome["status"],
+                        changed=outcome["changed"],
+                        msg=outcome["msg"],
+                        restarted=bool(action.restarts and outcome["changed"]),
+                    )
+                    echo(
+                        f"  {host}: {outcome['status']}"
+                        + (f" — {outcome['msg']}" if outcome["status"] not in ("ok", "changed") else "")
+                    )
                 if stop.is_set():
                     raise Interrupted(getattr(stop, "signal_name", "signal"))
                 bad = [h for h in batch if result.hosts[h]["status"] not in ("ok", "changed")]
@@ -368,17 +507,25 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
                         failing = "; ".join(f"{c.host} {c.name}: {c.detail}" for c in gate if not c.passed)
                         result.stopped = f"health gate after {label} failed ({failing}); the rollout stopped"
                 if result.stopped:
-                    untouched = [h for later in groups[index + 1:] for h in later]
+                    untouched = [h for later in groups[index + 1 :] for h in later]
                     for host in untouched:
-                        result.hosts[host] = {"status": "not-run", "changed": False,
-                                              "msg": "left untouched: the rollout stopped"}
+                        result.hosts[host] = {
+                            "status": "not-run",
+                            "changed": False,
+                            "msg": "left untouched: the rollout stopped",
+                        }
                     record("apply-stopped", reason=result.stopped, untouched=untouched)
                     echo(result.stopped + (f"; untouched: {', '.join(untouched)}" if untouched else ""))
                     break
             echo("verify: running the recovery checklist")
-            result.checks = verify(inv, _verify_hosts(inv, plan), settings, window=verify_window,
-                                   wait_s=verify_wait_s,
-                                   allowed_alerts=action.expected_alerts(plan.params) + tuple(allowed_alerts))
+            result.checks = verify(
+                inv,
+                _verify_hosts(inv, plan),
+                settings,
+                window=verify_window,
+                wait_s=verify_wait_s,
+                allowed_alerts=action.expected_alerts(plan.params) + tuple(allowed_alerts),
+            )
             if stop.is_set():
                 raise Interrupted(getattr(stop, "signal_name", "signal"))
             record("verify", passed=result.verified, checks=[c.as_dict() for c in result.checks])
@@ -386,12 +533,21 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
         untouched = [h for h in plan.targets if h not in result.hosts]
         reason = f"interrupted by {exc or 'SIGINT'}"
         finish = _sign_finish(plan, covered, signer, verifier, actor)
-        audit.append("apply-interrupted", actor=actor, plan_id=plan.id, plan_hash=plan.hash, run=run_id,
-                     reason=reason, hosts=result.hosts, untouched=untouched,
-                     **({"signed": finish.to_dict()} if finish else {}))
-        raise Interrupted(f"apply of plan {plan.id} {reason}; recorded as apply-interrupted "
-                          f"(done: {', '.join(result.hosts) or 'none'}; untouched: {', '.join(untouched) or 'none'})"
-                          ) from None
+        audit.append(
+            "apply-interrupted",
+            actor=actor,
+            plan_id=plan.id,
+            plan_hash=plan.hash,
+            run=run_id,
+            reason=reason,
+            hosts=result.hosts,
+            untouched=untouched,
+            **({"signed": finish.to_dict()} if finish else {}),
+        )
+        raise Interrupted(
+            f"apply of plan {plan.id} {reason}; recorded as apply-interrupted "
+            f"(done: {', '.join(result.hosts) or 'none'}; untouched: {', '.join(untouched) or 'none'})"
+        ) from None
 
     before = bundle or plan.bundle
     if collect_after:
@@ -401,10 +557,19 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
         result.before_after = before_after(before, result.after_bundle, result.notes)
     result.finished = utcnow()
     result.finish_signed = _sign_finish(plan, covered, signer, verifier, actor)
-    written = audit.append("apply-finish", actor=actor, plan_id=plan.id, plan_hash=plan.hash, run=run_id,
-                           action=plan.action, hosts=result.hosts, stopped=result.stopped, verified=result.verified,
-                           after_bundle=result.after_bundle,
-                           **({"signed": result.finish_signed.to_dict()} if result.finish_signed else {}))
+    written = audit.append(
+        "apply-finish",
+        actor=actor,
+        plan_id=plan.id,
+        plan_hash=plan.hash,
+        run=run_id,
+        action=plan.action,
+        hosts=result.hosts,
+        stopped=result.stopped,
+        verified=result.verified,
+        after_bundle=result.after_bundle,
+        **({"signed": result.finish_signed.to_dict()} if result.finish_signed else {}),
+    )
     result.audit_head = f"{written['seq']}:{written['hash']}"
     target_bundle = before or result.after_bundle
     if target_bundle:
@@ -413,13 +578,18 @@ def _run(plan: Plan, action: Action, approval: Approval, apply_signed: Signed, p
     return result
 
 
-def _sign_finish(plan: Plan, covered: list[str], signer: Signer, verifier: Verifier, actor: str) -> Signed | None:
+def _sign_finish(
+    plan: Plan, covered: list[str], signer: Signer, verifier: Verifier, actor: str
+) -> Signed | None:
     """The applier's signature over every record of this run (so no record of it can be changed unseen)."""
     try:
-        return sign_statement(new_statement("apply-finish", plan, records=tuple(covered)), signer, verifier,
-                              as_name=actor)
+        return sign_statement(
+            new_statement("apply-finish", plan, records=tuple(covered)), signer, verifier, as_name=actor
+        )
     except SignatureError:
-        return None  # the key went away mid-apply: the outcome is still recorded, unsigned (verify reports it)
+        return (
+            None  # the key went away mid-apply: the outcome is still recorded, unsigned (verify reports it)
+        )
 
 
 def _verify_hosts(inv: Inventory, plan: Plan) -> list[str]:
@@ -441,13 +611,24 @@ def action_record(result: ApplyResult) -> dict[str, Any]:
         if signed is not None:
             signatures[role] = signed.digest
     return ActionRecord(
-        action=plan.action, params=plan.params, plan_id=plan.id, plan_hash=plan.hash, requester=plan.requester,
-        requested=plan.created, approver=approval.approver if approval else None,
-        approved=approval.approved if approval else None, break_glass=approval.break_glass if approval else None,
-        applier=result.applier, applied_started=result.started, applied_finished=result.finished,
-        hosts=result.hosts, stopped=result.stopped,
+        action=plan.action,
+        params=plan.params,
+        plan_id=plan.id,
+        plan_hash=plan.hash,
+        requester=plan.requester,
+        requested=plan.created,
+        approver=approval.approver if approval else None,
+        approved=approval.approved if approval else None,
+        break_glass=approval.break_glass if approval else None,
+        applier=result.applier,
+        applied_started=result.started,
+        applied_finished=result.finished,
+        hosts=result.hosts,
+        stopped=result.stopped,
         verify={"passed": result.verified, "checks": [c.as_dict() for c in result.checks]},
-        after_bundle=result.after_bundle, before_after=result.before_after, audit_head=result.audit_head,
+        after_bundle=result.after_bundle,
+        before_after=result.before_after,
+        audit_head=result.audit_head,
         signatures=signatures,
     ).to_dict()
 
@@ -460,8 +641,12 @@ def _after_bundle(plan: Plan, out_dir: str, notes: list[str]) -> str | None:
     from collector.collect import collect  # late: `plan` and `approve` need none of the collect step
 
     try:
-        outcome = collect(plan.pattern, inventory=plan.inventory, out_dir=out_dir,
-                          command_line=["collector", "remediate", "apply", plan.id, "(after-bundle)"])
+        outcome = collect(
+            plan.pattern,
+            inventory=plan.inventory,
+            out_dir=out_dir,
+            command_line=["collector", "remediate", "apply", plan.id, "(after-bundle)"],
+        )
         notes.extend(outcome.notes)
         return str(outcome.bundle) if outcome.bundle else None
     except Exception as exc:  # noqa: BLE001 - the fix is done; a failed collection is a note, not a failed apply

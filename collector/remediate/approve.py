@@ -4,6 +4,7 @@ A request is the requester's signature over the plan's hash; an approval is a se
 over the same hash, the time and an expiry (break-glass: the requester's own, with a reason, loud and
 audited). Who may do what is the policy's; who someone is comes from their verified key, never a flag.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -25,8 +26,16 @@ CLOCK_SKEW_S = 120.0  # a statement dated later than now by more than this is re
 
 # Refusal kinds recorded in the audit log (README: the audit log).
 UNSIGNED, UNAPPROVED, SELF_APPROVED, EXPIRED, CONSUMED, CHANGED, POLICY, LOCKED, BROKEN_LOG = (
-    "unsigned", "unapproved", "self-approved", "expired", "consumed", "changed-plan", "policy-violation",
-    "locked", "audit-log-broken")
+    "unsigned",
+    "unapproved",
+    "self-approved",
+    "expired",
+    "consumed",
+    "changed-plan",
+    "policy-violation",
+    "locked",
+    "audit-log-broken",
+)
 
 
 @dataclass(frozen=True)
@@ -62,13 +71,32 @@ class Problem:
     text: str
 
 
-def new_statement(role: str, plan: Plan, *, expires: str | None = None, reason: str | None = None,
-                  approval: str | None = None, records: tuple[str, ...] = (), now: str | None = None) -> Statement:
-    return Statement(role=role, plan_id=plan.id, plan_hash=plan.hash, time=now or utcnow(),
-                     nonce=secrets.token_hex(8), expires=expires, reason=reason, approval=approval, records=records)
+def new_statement(
+    role: str,
+    plan: Plan,
+    *,
+    expires: str | None = None,
+    reason: str | None = None,
+    approval: str | None = None,
+    records: tuple[str, ...] = (),
+    now: str | None = None,
+) -> Statement:
+    return Statement(
+        role=role,
+        plan_id=plan.id,
+        plan_hash=plan.hash,
+        time=now or utcnow(),
+        nonce=secrets.token_hex(8),
+        expires=expires,
+        reason=reason,
+        approval=approval,
+        records=records,
+    )
 
 
-def sign_statement(statement: Statement, signer: Signer, verifier: Verifier, *, as_name: str | None = None) -> Signed:
+def sign_statement(
+    statement: Statement, signer: Signer, verifier: Verifier, *, as_name: str | None = None
+) -> Signed:
     """Sign and at once verify against allowed_signers: the principal is the key's, `as_name` must match it."""
     signature = signer.sign(statement.message())
     try:
@@ -76,31 +104,58 @@ def sign_statement(statement: Statement, signer: Signer, verifier: Verifier, *, 
     except SignatureError as exc:
         raise SignatureError(f"{signer.label}: {exc}") from None
     if as_name and as_name.strip() and as_name.strip() != principal:
-        raise SignatureError(f"--as {as_name.strip()} does not match the key's principal {principal} "
-                             f"in {verifier.allowed_signers}")
+        raise SignatureError(
+            f"--as {as_name.strip()} does not match the key's principal {principal} "
+            f"in {verifier.allowed_signers}"
+        )
     return Signed(statement, signature, principal)
 
 
-def request_plan(plan: Plan, path: Path, signer: Signer, policy: Policy, audit: AuditLog, *,
-                 as_name: str | None = None) -> Plan:
+def request_plan(
+    plan: Plan, path: Path, signer: Signer, policy: Policy, audit: AuditLog, *, as_name: str | None = None
+) -> Plan:
     """The requester signs the plan's hash; saved to `path` and recorded (`plan`) in the audit log."""
     verifier = Verifier(policy.signers_path())
     try:
         signed = sign_statement(new_statement("request", plan), signer, verifier, as_name=as_name)
     except SignatureError as exc:
-        audit.append("plan-refused", actor="unverified", kind=UNSIGNED, plan_id=plan.id, plan_hash=plan.hash,
-                     action=plan.action, reason=str(exc))
+        audit.append(
+            "plan-refused",
+            actor="unverified",
+            kind=UNSIGNED,
+            plan_id=plan.id,
+            plan_hash=plan.hash,
+            action=plan.action,
+            reason=str(exc),
+        )
         raise
     if not policy.may_request(signed.principal):
-        audit.append("plan-refused", actor=signed.principal, kind=POLICY, plan_id=plan.id, plan_hash=plan.hash,
-                     action=plan.action, reason=f"{signed.principal} may not request remediation (policy {policy.path})")
+        audit.append(
+            "plan-refused",
+            actor=signed.principal,
+            kind=POLICY,
+            plan_id=plan.id,
+            plan_hash=plan.hash,
+            action=plan.action,
+            reason=f"{signed.principal} may not request remediation (policy {policy.path})",
+        )
         raise Refused(f"refused: {signed.principal} may not request remediation (policy {policy.path})")
     plan.requester = signed.principal
     plan.statements = [signed.to_dict()]
     save_plan(plan, path)
-    audit.append("plan", actor=signed.principal, plan_id=plan.id, plan_hash=plan.hash, action=plan.action,
-                 params=plan.params, targets=plan.targets, diffs=plan.diffs, check=plan.check,
-                 plan_file=str(path.resolve()), signed=signed.to_dict())
+    audit.append(
+        "plan",
+        actor=signed.principal,
+        plan_id=plan.id,
+        plan_hash=plan.hash,
+        action=plan.action,
+        params=plan.params,
+        targets=plan.targets,
+        diffs=plan.diffs,
+        check=plan.check,
+        plan_file=str(path.resolve()),
+        signed=signed.to_dict(),
+    )
     return plan
 
 
@@ -118,9 +173,17 @@ def verified_request(plan: Plan, verifier: Verifier, policy: Policy) -> tuple[st
     return principal, None
 
 
-def approve_plan(path: str | Path, signer: Signer, policy: Policy, *, break_glass: str | None = None,
-                 as_name: str | None = None, audit: AuditLog | None = None, ttl_s: float | None = None,
-                 now: str | None = None) -> tuple[Plan, Approval]:
+def approve_plan(
+    path: str | Path,
+    signer: Signer,
+    policy: Policy,
+    *,
+    break_glass: str | None = None,
+    as_name: str | None = None,
+    audit: AuditLog | None = None,
+    ttl_s: float | None = None,
+    now: str | None = None,
+) -> tuple[Plan, Approval]:
     """Sign an approval of the plan's hash, store it in the plan and the audit log; refusals are audited."""
     audit = audit or AuditLog(policy.audit_log, policy.checkpoint_file)
     verifier = Verifier(policy.signers_path())
@@ -130,19 +193,31 @@ def approve_plan(path: str | Path, signer: Signer, policy: Policy, *, break_glas
     when = now or utcnow()
     ttl = policy.approval_ttl_s if ttl_s is None else min(ttl_s, policy.approval_ttl_s)
     expires = (parse_instant(when) + _dt.timedelta(seconds=ttl)).isoformat(timespec="milliseconds")
-    statement = new_statement("break-glass" if break_glass else "approve", plan, now=when,
-                              expires=expires.replace("+00:00", "Z"),
-                              reason=break_glass.strip() if break_glass else None)
+    statement = new_statement(
+        "break-glass" if break_glass else "approve",
+        plan,
+        now=when,
+        expires=expires.replace("+00:00", "Z"),
+        reason=break_glass.strip() if break_glass else None,
+    )
     try:
         signed = sign_statement(statement, signer, verifier, as_name=as_name)
     except SignatureError as exc:  # an unlisted key, a label that is not the key's: refused and audited
-        audit.append("approve-refused", actor="unverified", kind=UNSIGNED, plan_id=plan.id, plan_hash=plan.hash,
-                     reason=str(exc))
+        audit.append(
+            "approve-refused",
+            actor="unverified",
+            kind=UNSIGNED,
+            plan_id=plan.id,
+            plan_hash=plan.hash,
+            reason=str(exc),
+        )
         raise
     name = signed.principal
 
     def refuse(kind: str, reason: str) -> NoReturn:
-        audit.append("approve-refused", actor=name, kind=kind, plan_id=plan.id, plan_hash=plan.hash, reason=reason)
+        audit.append(
+            "approve-refused", actor=name, kind=kind, plan_id=plan.id, plan_hash=plan.hash, reason=reason
+        )
         raise Refused(f"refused: {reason}")
 
     if plan.compute_hash() != plan.hash:
@@ -157,34 +232,59 @@ def approve_plan(path: str | Path, signer: Signer, policy: Policy, *, break_glas
             refuse(POLICY, f"{name} may not approve {plan.action} (policy {policy.path})")
     else:
         if name == requester:
-            refuse(SELF_APPROVED, f"{name} requested this plan and cannot approve it; a second person must "
-                                  "(or --break-glass REASON by a break-glass principal, which is audited)")
+            refuse(
+                SELF_APPROVED,
+                f"{name} requested this plan and cannot approve it; a second person must "
+                "(or --break-glass REASON by a break-glass principal, which is audited)",
+            )
         if not policy.may_approve(name, plan.action):
             refuse(POLICY, f"{name} may not approve {plan.action} (policy {policy.path})")
-    audit.append("approve", actor=name, plan_id=plan.id, plan_hash=plan.hash, action=plan.action,
-                 targets=plan.targets, requester=requester, approver=name, break_glass=statement.reason,
-                 expires=statement.expires, signed=signed.to_dict())
+    audit.append(
+        "approve",
+        actor=name,
+        plan_id=plan.id,
+        plan_hash=plan.hash,
+        action=plan.action,
+        targets=plan.targets,
+        requester=requester,
+        approver=name,
+        break_glass=statement.reason,
+        expires=statement.expires,
+        signed=signed.to_dict(),
+    )
     if break_glass:
-        audit.append("break-glass", actor=name, plan_id=plan.id, plan_hash=plan.hash, reason=statement.reason,
-                     self_approved=name == requester, signed=signed.to_dict())
+        audit.append(
+            "break-glass",
+            actor=name,
+            plan_id=plan.id,
+            plan_hash=plan.hash,
+            reason=statement.reason,
+            self_approved=name == requester,
+            signed=signed.to_dict(),
+        )
     plan.requester = requester
     plan.statements.append(signed.to_dict())
     save_plan(plan, Path(path))
     return plan, Approval(signed, name, requester)
 
 
-def approval_problem(plan: Plan, policy: Policy, verifier: Verifier, audit: AuditLog, *, ttl_s: float,
-                     now: str | None = None) -> tuple[Approval | None, Problem | None]:
+def approval_problem(
+    plan: Plan, policy: Policy, verifier: Verifier, audit: AuditLog, *, ttl_s: float, now: str | None = None
+) -> tuple[Approval | None, Problem | None]:
     """The approval that lets this plan run now, or the reason it may not (the newest approval's problem)."""
     if plan.compute_hash() != plan.hash:
-        return None, Problem(CHANGED, "plan was modified after it was written (its content no longer matches its hash)")
+        return None, Problem(
+            CHANGED, "plan was modified after it was written (its content no longer matches its hash)"
+        )
     requester, problem = verified_request(plan, verifier, policy)
     if problem is not None or requester is None:
         return None, problem or Problem(UNSIGNED, "no requester")
     candidates = [s for s in plan.signed("approve", "break-glass")]
     if not candidates:
-        return None, Problem(UNAPPROVED, f"plan {plan.id} is not approved (collector approve PLAN, by someone "
-                                         f"other than {requester})")
+        return None, Problem(
+            UNAPPROVED,
+            f"plan {plan.id} is not approved (collector approve PLAN, by someone other than {requester})",
+        )
     current = parse_instant(now or utcnow())
     recorded = {str((r.get("signed") or {}).get("signature", "")).strip() for r in audit.approvals(plan.hash)}
     first: Problem | None = None
@@ -196,11 +296,22 @@ def approval_problem(plan: Plan, policy: Policy, verifier: Verifier, audit: Audi
     return None, first
 
 
-def _approval_check(plan: Plan, signed: Signed, requester: str, policy: Policy, verifier: Verifier, audit: AuditLog,
-                    recorded: set[str], current: _dt.datetime, ttl_s: float) -> Approval | Problem:
+def _approval_check(
+    plan: Plan,
+    signed: Signed,
+    requester: str,
+    policy: Policy,
+    verifier: Verifier,
+    audit: AuditLog,
+    recorded: set[str],
+    current: _dt.datetime,
+    ttl_s: float,
+) -> Approval | Problem:
     st = signed.statement
     if st.plan_hash != plan.hash or st.plan_id != plan.id:
-        return Problem(CHANGED, "the approval is for different plan content (plan hash differs); approve again")
+        return Problem(
+            CHANGED, "the approval is for different plan content (plan hash differs); approve again"
+        )
     try:
         name = verifier.principal(st.message(), signed.signature)
     except SignatureError as exc:
@@ -222,12 +333,17 @@ def _approval_check(plan: Plan, signed: Signed, requester: str, policy: Policy, 
         return Problem(EXPIRED, f"the approval by {name} is dated in the future ({st.time})")
     deadline = min(expires, approved + _dt.timedelta(seconds=ttl_s))
     if current >= deadline:
-        return Problem(EXPIRED, f"the approval by {name} expired at {deadline.isoformat(timespec='seconds')}; "
-                                "approve again")
+        return Problem(
+            EXPIRED,
+            f"the approval by {name} expired at {deadline.isoformat(timespec='seconds')}; approve again",
+        )
     used = audit.consumed(signed.digest)
     if used is not None:
-        return Problem(CONSUMED, f"the approval by {name} was already used by the apply at {used.get('time')} "
-                                 f"(audit record {used.get('seq')}); an approval authorises one apply: approve again")
+        return Problem(
+            CONSUMED,
+            f"the approval by {name} was already used by the apply at {used.get('time')} "
+            f"(audit record {used.get('seq')}); an approval authorises one apply: approve again",
+        )
     return Approval(signed, name, requester)
 
 
@@ -257,21 +373,36 @@ def since_bundle(plan: Plan) -> list[str]:
         lines.append(f"  targets not in the evidence (no data collected from them): {', '.join(outside)}")
     findings = read("findings.json")
     if isinstance(findings, dict):
-        suggested = [f for f in findings.get("findings") or [] if isinstance(f, dict)
-                     and isinstance(f.get("mitigation"), dict) and f["mitigation"].get("action")]
+        suggested = [
+            f
+            for f in findings.get("findings") or []
+            if isinstance(f, dict) and isinstance(f.get("mitigation"), dict) and f["mitigation"].get("action")
+        ]
         match = [f for f in suggested if f["mitigation"]["action"] == plan.action]
-        lines.append(f"  triage said {findings.get('severity')}; "
-                     + (f"this action was suggested by {', '.join(str(f.get('id')) for f in match)}" if match else
-                        "this action was NOT among triage's suggestions ("
-                        + (", ".join(sorted({str(f['mitigation']['action']) for f in suggested})) or "none") + ")"))
+        lines.append(
+            f"  triage said {findings.get('severity')}; "
+            + (
+                f"this action was suggested by {', '.join(str(f.get('id')) for f in match)}"
+                if match
+                else "this action was NOT among triage's suggestions ("
+                + (", ".join(sorted({str(f["mitigation"]["action"]) for f in suggested})) or "none")
+                + ")"
+            )
+        )
         for f in match[:1]:
             wanted = {str(k): str(v) for k, v in (f["mitigation"].get("params") or {}).items()}
             differs = {k: v for k, v in wanted.items() if str(plan.params.get(k)) != v}
             if differs:
-                lines.append("  parameters differ from the suggestion: "
-                             + ", ".join(f"{k}={plan.params.get(k)} (suggested {v})" for k, v in differs.items()))
+                lines.append(
+                    "  parameters differ from the suggestion: "
+                    + ", ".join(f"{k}={plan.params.get(k)} (suggested {v})" for k, v in differs.items())
+                )
     actions = read("actions.json")
     if isinstance(actions, dict) and actions.get("actions"):
-        done = [f"{a.get('action')} at {a.get('applied_finished')}" for a in actions["actions"] if isinstance(a, dict)]
+        done = [
+            f"{a.get('action')} at {a.get('applied_finished')}"
+            for a in actions["actions"]
+            if isinstance(a, dict)
+        ]
         lines.append(f"  already applied for this incident: {'; '.join(done)}")
     return lines

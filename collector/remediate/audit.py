@@ -8,6 +8,7 @@ chain head (`SEQ:HASH`) is checkpointed outside the file: to the controller's jo
 one listens, and always to the policy's root-only checkpoint file; `verify` compares the log with the
 last checkpoint (and with `--expect HEAD`), which catches a cut-off tail.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -50,7 +51,9 @@ def parse_head(text: str) -> tuple[int | None, str]:
     if not sep:
         seq_text, digest = "", text.strip()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise UsageError(f"--expect {text!r} is not an audit head (SEQ:HASH as printed by `collector audit verify`)")
+        raise UsageError(
+            f"--expect {text!r} is not an audit head (SEQ:HASH as printed by `collector audit verify`)"
+        )
     if seq_text and not seq_text.isdigit():
         raise UsageError(f"--expect {text!r}: {seq_text!r} is not a record number")
     return (int(seq_text) if seq_text else None), digest
@@ -75,8 +78,13 @@ class ChainCheck:
 
 
 def _is_record(doc: Any) -> bool:
-    return (isinstance(doc, dict) and doc.get("schema") == SCHEMA and isinstance(doc.get("seq"), int)
-            and isinstance(doc.get("event"), str) and isinstance(doc.get("hash"), str))
+    return (
+        isinstance(doc, dict)
+        and doc.get("schema") == SCHEMA
+        and isinstance(doc.get("seq"), int)
+        and isinstance(doc.get("event"), str)
+        and isinstance(doc.get("hash"), str)
+    )
 
 
 class AuditLog:
@@ -101,7 +109,9 @@ class AuditLog:
                     yield lineno, None, line
                     continue
                 if not _is_record(doc):
-                    raise NotARecord(f"audit log {self.path} line {lineno} is valid JSON but not an audit record")
+                    raise NotARecord(
+                        f"audit log {self.path} line {lineno} is valid JSON but not an audit record"
+                    )
                 yield lineno, doc, line
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -142,7 +152,9 @@ class AuditLog:
             record["prev"] = prev
             record["hash"] = record_hash(record)
             # A torn last line (disk full, kill) never glues onto the next record.
-            text = ("" if ends_clean else "\n") + json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
+            text = (
+                ("" if ends_clean else "\n") + json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
+            )
             handle.seek(0, os.SEEK_END)
             handle.write(text)
             handle.flush()
@@ -184,8 +196,9 @@ class AuditLog:
         return found[-1] if found else None
 
     # ---- verifying ---------------------------------------------------------------------------------------
-    def verify(self, *, verifier: Any = None, expect: str | None = None,
-               signatures_of: str | None = None) -> ChainCheck:
+    def verify(
+        self, *, verifier: Any = None, expect: str | None = None, signatures_of: str | None = None
+    ) -> ChainCheck:
         """Walk the chain, check signatures (when given a Verifier), compare the head with checkpoints.
 
         Reports the first record that is edited, out of place, wrongly signed, or a tail that is gone.
@@ -211,7 +224,9 @@ class AuditLog:
             if record.get("hash") != record_hash(record):
                 return bad(lineno, "record edited: its hash does not match its content")
             if record.get("prev") != prev:
-                return bad(lineno, "chain broken: prev does not match the record before (removed or reordered)")
+                return bad(
+                    lineno, "chain broken: prev does not match the record before (removed or reordered)"
+                )
             if record.get("seq") != count:
                 return bad(lineno, f"sequence {record.get('seq')} where {count} was expected")
             prev = str(record["hash"])
@@ -229,13 +244,24 @@ class AuditLog:
         # Every head ever checkpointed must still be in the log: a cut tail, or a cut tail with new records
         # appended after it, or a rewritten log all lose one.
         seqs = {int(r["seq"]): str(r["hash"]) for r in by_hash.values()}
-        wanted = [(h, f"checkpoint {self.checkpoint_file}") for h in kept] + ([(expect, "--expect")] if expect else [])
+        wanted = [(h, f"checkpoint {self.checkpoint_file}") for h in kept] + (
+            [(expect, "--expect")] if expect else []
+        )
         for head, source in wanted:
             seq, digest = parse_head(head)
             present = seqs.get(seq) == digest if seq is not None else digest in by_hash
             if not present:
-                return ChainCheck(False, count, None, f"head {head} ({source}) is not in the log: its tail was cut "
-                                  "off or the whole log rewritten", prev, tuple(torn), signed, checkpoint)
+                return ChainCheck(
+                    False,
+                    count,
+                    None,
+                    f"head {head} ({source}) is not in the log: its tail was cut "
+                    "off or the whole log rewritten",
+                    prev,
+                    tuple(torn),
+                    signed,
+                    checkpoint,
+                )
         return ChainCheck(True, count, None, "", prev, tuple(torn), signed, checkpoint)
 
     # ---- questions apply asks ----------------------------------------------------------------------------
@@ -253,8 +279,14 @@ class AuditLog:
 
     def consumed(self, approval_digest: str) -> dict[str, Any] | None:
         """The apply-start record that used this approval, if any (an approval authorises one apply)."""
-        return next((r for r in self.records() if r.get("event") == "apply-start"
-                     and r.get("approval") == approval_digest), None)
+        return next(
+            (
+                r
+                for r in self.records()
+                if r.get("event") == "apply-start" and r.get("approval") == approval_digest
+            ),
+            None,
+        )
 
     def dangling(self) -> list[dict[str, Any]]:
         """apply-start records with no outcome recorded (finished, interrupted, or found dangling before)."""
@@ -270,7 +302,9 @@ class AuditLog:
         return list(starts.values())
 
 
-def _signature_problem(record: dict[str, Any], verifier: Any, by_hash: dict[str, dict[str, Any]]) -> str | None:
+def _signature_problem(
+    record: dict[str, Any], verifier: Any, by_hash: dict[str, dict[str, Any]]
+) -> str | None:
     raw = record.get("signed")
     if not raw:
         if record.get("event") in ("plan", "approve", "break-glass", "apply-start", "apply-finish"):

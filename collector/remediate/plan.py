@@ -6,6 +6,7 @@ and a `binding`: the digest of every inventory file, of each target's resolved c
 modules the action uses, and the tool's and Ansible's versions. `apply` recomputes the binding from the
 current files and refuses on any difference, naming the part that changed.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -64,6 +65,7 @@ def plan_extravars(plan: Plan, hosts_pattern: str | None = None) -> dict[str, An
 
 # ---- the binding ------------------------------------------------------------------------------------------
 
+
 def _sha256_file(path: Path) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -76,7 +78,9 @@ def _digest(value: Any) -> str:
 
 
 _CONNECTION = re.compile(r"^(ansible_|collector_)")
-_SSH_FILE_OPTS = re.compile(r"^(?:UserKnownHostsFile|GlobalKnownHostsFile|IdentityFile|CertificateFile)=(.+)$", re.IGNORECASE)
+_SSH_FILE_OPTS = re.compile(
+    r"^(?:UserKnownHostsFile|GlobalKnownHostsFile|IdentityFile|CertificateFile)=(.+)$", re.IGNORECASE
+)
 
 
 def _ssh_files(hostvars: Mapping[str, Any]) -> list[str]:
@@ -150,14 +154,20 @@ def compute_binding(action: Action, inv: Inventory, targets: list[str], playbook
         "host_vars": host_vars,
         "ssh_files": dict(sorted(ssh_files.items())),
         "playbooks_dir": str(playbooks.resolve()),
-        "playbook_files": {str(p.relative_to(playbooks)): _sha256_file(p) for p in _playbook_files(action, playbooks)},
+        "playbook_files": {
+            str(p.relative_to(playbooks)): _sha256_file(p) for p in _playbook_files(action, playbooks)
+        },
     }
 
 
 _BINDING_WORDS = {
-    "tool_version": "the tool's version", "ansible_version": "Ansible's version",
-    "inventory_files": "inventory file", "host_vars": "connection/collector_* variables of",
-    "ssh_files": "ssh file", "playbooks_dir": "the playbooks folder", "playbook_files": "playbook file",
+    "tool_version": "the tool's version",
+    "ansible_version": "Ansible's version",
+    "inventory_files": "inventory file",
+    "host_vars": "connection/collector_* variables of",
+    "ssh_files": "ssh file",
+    "playbooks_dir": "the playbooks folder",
+    "playbook_files": "playbook file",
 }
 
 
@@ -182,6 +192,7 @@ def binding_changes(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[s
 
 
 # ---- making, saving, loading ------------------------------------------------------------------------------
+
 
 def targets_for(action: Action, inv: Inventory, pattern: str) -> list[str]:
     """Hosts matching `pattern` with one of the action's roles (Inventory.roles); none → UsageError."""
@@ -211,8 +222,10 @@ def render_diff(diff: Any) -> str:
     if before == after:
         return ""
     lines = difflib.unified_diff(
-        before.splitlines(keepends=True), after.splitlines(keepends=True),
-        fromfile=f"before: {diff.get('before_header', '')}".rstrip(), tofile=f"after: {diff.get('after_header', '')}".rstrip(),
+        before.splitlines(keepends=True),
+        after.splitlines(keepends=True),
+        fromfile=f"before: {diff.get('before_header', '')}".rstrip(),
+        tofile=f"after: {diff.get('after_header', '')}".rstrip(),
     )
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
@@ -246,9 +259,17 @@ def _pinned_value(action: Action, results: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def make_plan(action_name: str, pattern: str, raw_params: Mapping[str, str], settings: Settings, *,
-              inventory: str | None = None, bundle: str | None = None, forks: int | None = None,
-              playbooks_dir: str | None = None) -> Plan:
+def make_plan(
+    action_name: str,
+    pattern: str,
+    raw_params: Mapping[str, str],
+    settings: Settings,
+    *,
+    inventory: str | None = None,
+    bundle: str | None = None,
+    forks: int | None = None,
+    playbooks_dir: str | None = None,
+) -> Plan:
     """Validate, resolve targets, run the mitigation in check+diff mode and return the Plan (unsigned, unsaved)."""
     from collector.transport.ansible import run_playbook
 
@@ -262,20 +283,42 @@ def make_plan(action_name: str, pattern: str, raw_params: Mapping[str, str], set
     created = utcnow()
     plan = Plan(
         id=f"{parse_instant(created):%Y%m%dT%H%M%SZ}-{action.name}-{secrets.token_hex(3)}",
-        action=action.name, params=params, pattern=pattern, inventory=inv.source, targets=targets,
-        created=created, bundle=str(Path(bundle).resolve()) if bundle else None,
+        action=action.name,
+        params=params,
+        pattern=pattern,
+        inventory=inv.source,
+        targets=targets,
+        created=created,
+        bundle=str(Path(bundle).resolve()) if bundle else None,
     )
-    run = run_playbook(playbook_path(action, root), inv.source, ",".join(targets), plan_extravars(plan),
-                       check=True, diff=True, forks=forks, unsafe_vars=True)
-    redactor = Redactor(settings.redact_patterns, inv.secret_values())  # every host's: app .env holds db/redis ones
+    run = run_playbook(
+        playbook_path(action, root),
+        inv.source,
+        ",".join(targets),
+        plan_extravars(plan),
+        check=True,
+        diff=True,
+        forks=forks,
+        unsafe_vars=True,
+    )
+    redactor = Redactor(
+        settings.redact_patterns, inv.secret_values()
+    )  # every host's: app .env holds db/redis ones
     pins: dict[str, str | None] = {}
     for host in targets:
         play = run.hosts.get(host)
         if play is None:
-            plan.check[host] = {"status": "failed", "changed": False, "msg": f"no result from the check run ({run.status})"}
+            plan.check[host] = {
+                "status": "failed",
+                "changed": False,
+                "msg": f"no result from the check run ({run.status})",
+            }
             continue
-        plan.check[host] = {"status": play.status, "changed": bool(play.changed),
-                            "msg": redactor.redact_text(play_summary(play), "plan")[:2000]}
+        plan.check[host] = {
+            "status": play.status,
+            "changed": bool(play.changed),
+            "msg": redactor.redact_text(play_summary(play), "plan")[:2000],
+        }
         texts = [redactor.redact_text(render_diff(d), "plan") for d in play.diffs]
         plan.diffs[host] = [t for t in texts if t.strip()]
         if action.pin_from_check:
@@ -283,12 +326,14 @@ def make_plan(action_name: str, pattern: str, raw_params: Mapping[str, str], set
     if action.pin_from_check and plan.params.get(action.pin_from_check) == "previous":
         found = {v for v in pins.values() if v}
         if len(found) > 1:
-            raise UsageError(f"{action.name}: the hosts resolve 'previous' to different values ({', '.join(sorted(found))});"
-                             f" name one with --param {action.pin_from_check}=...")
+            raise UsageError(
+                f"{action.name}: the hosts resolve 'previous' to different values ({', '.join(sorted(found))});"
+                f" name one with --param {action.pin_from_check}=..."
+            )
         if found:
-            plan.params[action.pin_from_check] = validate_params(action, {**plan.params,
-                                                                          action.pin_from_check: found.pop()})[
-                action.pin_from_check]
+            plan.params[action.pin_from_check] = validate_params(
+                action, {**plan.params, action.pin_from_check: found.pop()}
+            )[action.pin_from_check]
     plan.binding = compute_binding(action, inv, targets, root)
     plan.hash = plan.compute_hash()
     return plan
@@ -346,10 +391,12 @@ def describe(plan: Plan) -> list[str]:
         lines.append(f"bundle    {plan.bundle}")
     binding = plan.binding or {}
     if binding:
-        lines.append(f"bound to  {len(binding.get('inventory_files', {}))} inventory file(s), "
-                     f"{len(binding.get('playbook_files', {}))} playbook/task/module file(s) in "
-                     f"{binding.get('playbooks_dir')}, collector {binding.get('tool_version')}, "
-                     f"ansible-core {binding.get('ansible_version')}")
+        lines.append(
+            f"bound to  {len(binding.get('inventory_files', {}))} inventory file(s), "
+            f"{len(binding.get('playbook_files', {}))} playbook/task/module file(s) in "
+            f"{binding.get('playbooks_dir')}, collector {binding.get('tool_version')}, "
+            f"ansible-core {binding.get('ansible_version')}"
+        )
     for host in plan.targets:
         check = plan.check.get(host, {})
         word = {True: "would change", False: "no change"}[bool(check.get("changed"))]
@@ -362,8 +409,10 @@ def describe(plan: Plan) -> list[str]:
     if approvals:
         last = approvals[-1]
         st = last.statement
-        lines.append(f"approved  by {last.principal} at {st.time} until {st.expires}"
-                     + (f"  BREAK-GLASS: {st.reason}" if st.role == "break-glass" else ""))
+        lines.append(
+            f"approved  by {last.principal} at {st.time} until {st.expires}"
+            + (f"  BREAK-GLASS: {st.reason}" if st.role == "break-glass" else "")
+        )
     else:
         lines.append("approved  not yet: collector approve PLAN --key KEY (someone other than the requester)")
     return lines

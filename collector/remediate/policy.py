@@ -5,6 +5,7 @@ caller's environment or working directory. Run as root, the tool refuses a polic
 file that is not root-owned or that group or others can write (as sudo does with sudoers). Settings from
 the environment or ./collector.yml may tighten a limit here, never loosen it.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,13 +80,25 @@ class Policy:
     def limits(self, settings: Settings | None = None) -> Limits:
         """The policy's limits; a setting given in the environment or config file only tightens one."""
         s = settings or Settings()
-        ttl = self.approval_ttl_s if s.approval_ttl_s is None else min(self.approval_ttl_s, float(s.approval_ttl_s))
+        ttl = (
+            self.approval_ttl_s
+            if s.approval_ttl_s is None
+            else min(self.approval_ttl_s, float(s.approval_ttl_s))
+        )
         radius = self.blast_radius if s.blast_radius is None else min(self.blast_radius, int(s.blast_radius))
         batch = self.batch_size if s.batch_size is None else max(1, min(self.batch_size, int(s.batch_size)))
-        interval = (self.restart_min_interval_s if s.restart_min_interval_s is None
-                    else max(self.restart_min_interval_s, float(s.restart_min_interval_s)))
-        return Limits(approval_ttl_s=max(0.0, ttl), blast_radius=max(0, radius), max_hosts=self.max_hosts,
-                      batch_size=batch, restart_min_interval_s=interval)
+        interval = (
+            self.restart_min_interval_s
+            if s.restart_min_interval_s is None
+            else max(self.restart_min_interval_s, float(s.restart_min_interval_s))
+        )
+        return Limits(
+            approval_ttl_s=max(0.0, ttl),
+            blast_radius=max(0, radius),
+            max_hosts=self.max_hosts,
+            batch_size=batch,
+            restart_min_interval_s=interval,
+        )
 
     def signers_path(self) -> Path:
         return Path(self.allowed_signers)
@@ -103,13 +116,19 @@ def check_owner(path: Path, what: str, *, as_root: bool | None = None) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise PolicyError(f"{what} {path} is not a regular file")
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise PolicyError(f"{what} {path} is group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o}); "
-                          "refusing it: chmod go-w")
+        raise PolicyError(
+            f"{what} {path} is group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o}); "
+            "refusing it: chmod go-w"
+        )
     if root and info.st_uid != 0:
-        raise PolicyError(f"{what} {path} is owned by uid {info.st_uid}, not root; refusing it while running as root")
+        raise PolicyError(
+            f"{what} {path} is owned by uid {info.st_uid}, not root; refusing it while running as root"
+        )
     parent = path.parent.stat()
     if parent.st_mode & stat.S_IWOTH and not parent.st_mode & stat.S_ISVTX:
-        raise PolicyError(f"{what} {path} is in a world-writable folder {path.parent}; anyone could replace it")
+        raise PolicyError(
+            f"{what} {path} is in a world-writable folder {path.parent}; anyone could replace it"
+        )
     if root and parent.st_uid != 0 and parent.st_mode & stat.S_IWUSR:
         raise PolicyError(f"{what} {path} is in a folder owned by uid {parent.st_uid}, not root; refusing it")
 
@@ -124,8 +143,13 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
-_NUMBERS: dict[str, type] = {"approval_ttl_s": float, "blast_radius": int, "max_hosts": int, "batch_size": int,
-                             "restart_min_interval_s": float}
+_NUMBERS: dict[str, type] = {
+    "approval_ttl_s": float,
+    "blast_radius": int,
+    "max_hosts": int,
+    "batch_size": int,
+    "restart_min_interval_s": float,
+}
 _TEXTS = ("allowed_signers", "audit_log", "checkpoint_file", "playbooks_dir")
 _KNOWN = set(_NUMBERS) | set(_TEXTS) | {"requesters", "approvers", "appliers", "break_glass"}
 
@@ -138,7 +162,9 @@ def parse_policy(doc: Any, path: str) -> Policy:
     if unknown:
         raise PolicyError(f"policy {path}: unknown field {unknown[0]!r}")
     if not doc.get("allowed_signers"):
-        raise PolicyError(f"policy {path}: allowed_signers (path of an OpenSSH allowed_signers file) is required")
+        raise PolicyError(
+            f"policy {path}: allowed_signers (path of an OpenSSH allowed_signers file) is required"
+        )
     values: dict[str, Any] = {"path": path}
     for name in _TEXTS:
         if doc.get(name) is not None:
@@ -170,8 +196,10 @@ def load_policy(path: str | Path | None = None) -> Policy:
     """Read and check the policy at the fixed system path (or `path`, for tests and tools that pass one)."""
     file = Path(path or POLICY_PATH)
     if not file.exists():
-        raise PolicyError(f"no remediation policy at {file}: plans, approvals and applies need one "
-                          "(README: Policy; the lab writes one with `collector-lab up`)")
+        raise PolicyError(
+            f"no remediation policy at {file}: plans, approvals and applies need one "
+            "(README: Policy; the lab writes one with `collector-lab up`)"
+        )
     check_owner(file, "policy")
     try:
         doc = yaml.safe_load(file.read_text())

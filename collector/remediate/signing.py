@@ -5,6 +5,7 @@ keys work) signs a statement in our own namespace; `ssh-keygen -Y find-principal
 check it against the policy's OpenSSH allowed_signers file and give the principal. Names come from
 that verified principal, never from a flag.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -35,10 +36,13 @@ def _ssh_keygen() -> str:
     return found
 
 
-def _run(args: list[str], data: bytes, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def _run(
+    args: list[str], data: bytes, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run([_ssh_keygen(), *args], input=data, capture_output=True, timeout=_TIMEOUT_S,
-                              env=env, check=False)
+        return subprocess.run(
+            [_ssh_keygen(), *args], input=data, capture_output=True, timeout=_TIMEOUT_S, env=env, check=False
+        )
     except subprocess.TimeoutExpired:
         raise SignatureError(f"ssh-keygen {' '.join(args[:2])} timed out after {_TIMEOUT_S:.0f} s") from None
 
@@ -93,10 +97,14 @@ def signer_for(key: str | None, *, allowed_signers: Path | None = None) -> Signe
         return Signer(path, label=str(path))
     sock = os.environ.get("SSH_AUTH_SOCK")
     if not sock:
-        raise SignatureError("no signing key: pass --key FILE (an SSH private key, or a .pub whose key is in "
-                             "ssh-agent) or start ssh-agent with your key (SSH_AUTH_SOCK is not set)")
+        raise SignatureError(
+            "no signing key: pass --key FILE (an SSH private key, or a .pub whose key is in "
+            "ssh-agent) or start ssh-agent with your key (SSH_AUTH_SOCK is not set)"
+        )
     listed = subprocess.run(["ssh-add", "-L"], capture_output=True, text=True, timeout=30, check=False)
-    keys = [ln.strip() for ln in listed.stdout.splitlines() if ln.strip().startswith(("ssh-", "ecdsa-", "sk-"))]
+    keys = [
+        ln.strip() for ln in listed.stdout.splitlines() if ln.strip().startswith(("ssh-", "ecdsa-", "sk-"))
+    ]
     if listed.returncode != 0 or not keys:
         raise SignatureError(f"ssh-agent at {sock} holds no key (ssh-add -l); add yours or pass --key FILE")
     wanted = _allowed_keys(allowed_signers) if allowed_signers else set()
@@ -105,7 +113,9 @@ def signer_for(key: str | None, *, allowed_signers: Path | None = None) -> Signe
     with os.fdopen(handle, "w") as fh:
         fh.write(chosen + "\n")
     atexit.register(lambda: Path(name).unlink(missing_ok=True))  # only the public half, but tidy
-    return Signer(Path(name), agent=True, label=f"ssh-agent key {' '.join(chosen.split()[2:]) or chosen[:30]}")
+    return Signer(
+        Path(name), agent=True, label=f"ssh-agent key {' '.join(chosen.split()[2:]) or chosen[:30]}"
+    )
 
 
 def _key_blob(line: str) -> str:
@@ -144,23 +154,40 @@ class Verifier:
         with tempfile.TemporaryDirectory(prefix="collector-verify-") as tmp:
             sig = Path(tmp) / "statement.sig"
             sig.write_text(signature)
-            found = _run(["-Y", "find-principals", "-s", str(sig), "-f", str(self.allowed_signers), "-n", NAMESPACE],
-                         b"")
+            found = _run(
+                ["-Y", "find-principals", "-s", str(sig), "-f", str(self.allowed_signers), "-n", NAMESPACE],
+                b"",
+            )
             if found.returncode != 0:
                 why = _last_line(found.stderr)
                 text = found.stderr.decode(errors="replace")
                 if "parse" in text or "incomplete" in text or "invalid" in text:
                     raise SignatureError(f"signature is malformed: {text.strip().splitlines()[0]}")
                 if "No principal matched" in why:
-                    raise SignatureError(f"the signing key is not in allowed_signers {self.allowed_signers} "
-                                         f"(for namespace {NAMESPACE}); {_fingerprint(signature)}")
+                    raise SignatureError(
+                        f"the signing key is not in allowed_signers {self.allowed_signers} "
+                        f"(for namespace {NAMESPACE}); {_fingerprint(signature)}"
+                    )
                 raise SignatureError(f"signature is malformed: {why}")
             names = [n.strip() for n in found.stdout.decode().splitlines() if n.strip()]
             if not names:
                 raise SignatureError(f"the signing key is not in allowed_signers {self.allowed_signers}")
             name = names[0]
-            done = _run(["-Y", "verify", "-f", str(self.allowed_signers), "-I", name, "-n", NAMESPACE, "-s", str(sig)],
-                        message)
+            done = _run(
+                [
+                    "-Y",
+                    "verify",
+                    "-f",
+                    str(self.allowed_signers),
+                    "-I",
+                    name,
+                    "-n",
+                    NAMESPACE,
+                    "-s",
+                    str(sig),
+                ],
+                message,
+            )
             if done.returncode != 0:
                 raise SignatureError(f"signature by {name} does not verify: {_last_line(done.stderr)}")
         self._seen[key] = name
@@ -175,7 +202,7 @@ def _fingerprint(signature: str) -> str:
         if blob[:6] != b"SSHSIG":
             return "key unknown"
         size = int.from_bytes(blob[10:14], "big")
-        public = blob[14:14 + size]
+        public = blob[14 : 14 + size]
     except (ValueError, IndexError):
         return "key unknown"
     return "key SHA256:" + base64.b64encode(hashlib.sha256(public).digest()).decode().rstrip("=")

@@ -10,6 +10,7 @@ timeline → heal the fault and undo the mitigation's lab side effects, whatever
 The whole run holds the lab lock (/tmp/collector-lab.lock); the commands it starts inherit it.
 Plans and bundles go under the working directory, as they would for a person; the audit log is the policy's.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -55,27 +56,91 @@ class Scenario:
     undo: tuple[tuple[str, str], ...] = ()  # (host, shell) to undo the mitigation's lab side effects
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("pool-exhausted", "Connection pool exhausted", "pool-exhausted", "pg-connections-near-max",
-             "kill-idle-connections"),
-    Scenario("rate-limited", "Rate limiting (HTTP 429 from the upstream)", "rate-limited", "rate-limited",
-             "circuit-breaker", settle_s=5.0,  # the sync retries twice a second: a handful of 429s
-             undo=(("app1", "curl -fs -o /dev/null -X POST http://127.0.0.1:8000/admin/circuit-breaker/zoho/close || true"),)),
-    Scenario("oom", "Out of memory", "oom", "oom-kill", "memory-limit",
-             undo=(("app1", ("rm -f /etc/systemd/system/sergas-app.service.d/50-collector-memory.conf && "
-                             "systemctl daemon-reload")),)),
-    Scenario("bad-deploy", "Outage by a bad deploy (rollback)", "bad-deploy", "deploy-before-errors", "rollback",
-             traffic_s=4.0),
-    Scenario("lock-contention", "Lock contention", "lock-contention", "lock-contention", "kill-idle-connections",
-             traffic_s=8.0, traffic_during_collect=True),
-    Scenario("disk-full", "Disk full", "disk-full", "no-space-logged", "clean-disk", traffic_s=3.0),
-    Scenario("redis-memory", "Redis memory", "redis-memory", "redis-near-maxmemory", "redis-maxmemory",
-             undo=(("redis1", ("REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" "
-                               "redis-cli --no-auth-warning CONFIG SET maxmemory-policy noeviction >/dev/null")),)),
-    Scenario("error-storm", "Error storm (one misbehaving client)", "error-storm", "error-storm-client",
-             "block-client", settle_s=6.0,
-             undo=(("app1", "ip -4 route del blackhole 127.0.0.2/32 table local 2>/dev/null || true"),)),
-)}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "pool-exhausted",
+            "Connection pool exhausted",
+            "pool-exhausted",
+            "pg-connections-near-max",
+            "kill-idle-connections",
+        ),
+        Scenario(
+            "rate-limited",
+            "Rate limiting (HTTP 429 from the upstream)",
+            "rate-limited",
+            "rate-limited",
+            "circuit-breaker",
+            settle_s=5.0,  # the sync retries twice a second: a handful of 429s
+            undo=(
+                (
+                    "app1",
+                    "curl -fs -o /dev/null -X POST http://127.0.0.1:8000/admin/circuit-breaker/zoho/close || true",
+                ),
+            ),
+        ),
+        Scenario(
+            "oom",
+            "Out of memory",
+            "oom",
+            "oom-kill",
+            "memory-limit",
+            undo=(
+                (
+                    "app1",
+                    (
+                        "rm -f /etc/systemd/system/sergas-app.service.d/50-collector-memory.conf && "
+                        "systemctl daemon-reload"
+                    ),
+                ),
+            ),
+        ),
+        Scenario(
+            "bad-deploy",
+            "Outage by a bad deploy (rollback)",
+            "bad-deploy",
+            "deploy-before-errors",
+            "rollback",
+            traffic_s=4.0,
+        ),
+        Scenario(
+            "lock-contention",
+            "Lock contention",
+            "lock-contention",
+            "lock-contention",
+            "kill-idle-connections",
+            traffic_s=8.0,
+            traffic_during_collect=True,
+        ),
+        Scenario("disk-full", "Disk full", "disk-full", "no-space-logged", "clean-disk", traffic_s=3.0),
+        Scenario(
+            "redis-memory",
+            "Redis memory",
+            "redis-memory",
+            "redis-near-maxmemory",
+            "redis-maxmemory",
+            undo=(
+                (
+                    "redis1",
+                    (
+                        "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" "
+                        "redis-cli --no-auth-warning CONFIG SET maxmemory-policy noeviction >/dev/null"
+                    ),
+                ),
+            ),
+        ),
+        Scenario(
+            "error-storm",
+            "Error storm (one misbehaving client)",
+            "error-storm",
+            "error-storm-client",
+            "block-client",
+            settle_s=6.0,
+            undo=(("app1", "ip -4 route del blackhole 127.0.0.2/32 table local 2>/dev/null || true"),),
+        ),
+    )
+}
 
 
 def get_scenario(name: str) -> Scenario:
@@ -109,12 +174,15 @@ def app_base_url(settings: Settings) -> str:
     raise UsageError("the lab has no app host: is it up? (collector-lab status)")
 
 
-def drive_traffic(base_url: str, seconds: float, rps: float = 10.0, workers: int = 8,
-                  orders_only: bool = False) -> dict[int, int]:
+def drive_traffic(
+    base_url: str, seconds: float, rps: float = 10.0, workers: int = 8, orders_only: bool = False
+) -> dict[int, int]:
     """Bounded requests at the app (orders of random customers, customers): status code → count."""
     count = max(1, int(seconds * rps))
-    paths = [f"/api/orders?customer_id={random.randint(1, 5000)}" if orders_only or i % 3 else "/api/customers"
-             for i in range(count)]
+    paths = [
+        f"/api/orders?customer_id={random.randint(1, 5000)}" if orders_only or i % 3 else "/api/customers"
+        for i in range(count)
+    ]
 
     def hit(path: str) -> int:
         try:
@@ -162,12 +230,23 @@ def pick_mitigation(findings: dict[str, Any], scenario: Scenario) -> dict[str, A
     return None
 
 
-def plan_argv(mitigation: dict[str, Any], inventory: str, plan: str, bundle: str, requester: str = REQUESTER) -> list[str]:
+def plan_argv(
+    mitigation: dict[str, Any], inventory: str, plan: str, bundle: str, requester: str = REQUESTER
+) -> list[str]:
     """The `collector remediate ...` argv from a finding's mitigation (the same as its ready command line)."""
     argv = [tool("collector"), "remediate", str(mitigation["action"]), "--hosts", str(mitigation["hosts"])]
     for key, value in (mitigation.get("params") or {}).items():
         argv += ["--param", f"{key}={value}"]
-    return argv + ["-i", inventory, "--key", str(signers.key_path(requester)), "--plan", plan, "--bundle", bundle]
+    return argv + [
+        "-i",
+        inventory,
+        "--key",
+        str(signers.key_path(requester)),
+        "--plan",
+        plan,
+        "--bundle",
+        bundle,
+    ]
 
 
 def journal_since(back_s: float = 5.0) -> str:
@@ -196,7 +275,7 @@ def timeline_section(report_md: str) -> str:
     if start < 0:
         return ""
     end = report_md.find("\n## ", start + 5)
-    return report_md[start:end if end > 0 else None]
+    return report_md[start : end if end > 0 else None]
 
 
 # ---------------------------------------------------------------------------- the show
@@ -209,7 +288,9 @@ class Step(RuntimeError):
 def _run(argv: Sequence[str], say: Say, *, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     shown = " ".join(shlex.quote(a if i else Path(a).name) for i, a in enumerate(argv))
     say(f"\n$ {shown}")
-    proc = subprocess.run(list(argv), cwd=cwd, text=True, capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        list(argv), cwd=cwd, text=True, capture_output=True, stdin=subprocess.DEVNULL, check=False
+    )
     for line in (proc.stdout + proc.stderr).rstrip().splitlines():
         say(f"  {line}")
     if check and proc.returncode != 0:
@@ -217,8 +298,14 @@ def _run(argv: Sequence[str], say: Say, *, cwd: Path, check: bool = True) -> sub
     return proc
 
 
-def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = ".", say: Say = print,
-         verify_wait_s: float = 75.0) -> bool:
+def demo(
+    name: str,
+    settings: Settings | None = None,
+    *,
+    workdir: str | Path = ".",
+    say: Say = print,
+    verify_wait_s: float = 75.0,
+) -> bool:
     """Play scenario `name` step by step, printing each command first; True when verify passed."""
     scenario = get_scenario(name)
     settings = settings or load_settings()
@@ -244,8 +331,16 @@ def demo(name: str, settings: Settings | None = None, *, workdir: str | Path = "
             say(f"=== {scenario.name} took {time.monotonic() - started:.0f} s ===")
 
 
-def _play(scenario: Scenario, settings: Settings, inventory: str, cwd: Path, collector: str, lab_cmd: str,
-          say: Say, verify_wait_s: float) -> bool:
+def _play(
+    scenario: Scenario,
+    settings: Settings,
+    inventory: str,
+    cwd: Path,
+    collector: str,
+    lab_cmd: str,
+    say: Say,
+    verify_wait_s: float,
+) -> bool:
     since = journal_since()
     say("\n--- 1. something breaks ---")
     _run([lab_cmd, "break", scenario.fault], say, cwd=cwd)
@@ -273,23 +368,63 @@ def _play(scenario: Scenario, settings: Settings, inventory: str, cwd: Path, col
     chosen = pick_mitigation(findings, scenario)
     if chosen is None:
         raise Step(f"triage suggested no mitigation for {scenario.finding}")
-    say(f"\n--- 4. plan the suggested mitigation of {chosen['id']} as {REQUESTER} (check mode, nothing changes) ---")
+    say(
+        f"\n--- 4. plan the suggested mitigation of {chosen['id']} as {REQUESTER} (check mode, nothing changes) ---"
+    )
     plan = str(cwd / "plans" / f"{scenario.name}-{int(time.time())}.json")
     _run(plan_argv(chosen["mitigation"], inventory, plan, bundle), say, cwd=cwd)
     say("\n" + "!" * 78)
-    say(f"!!! APPROVING WITH THE LAB KEY OF `{DEMO_APPROVER}`: a DEMO identity standing in for your colleague.")
+    say(
+        f"!!! APPROVING WITH THE LAB KEY OF `{DEMO_APPROVER}`: a DEMO identity standing in for your colleague."
+    )
     say("!!! In a real incident a second person reads the plan above and runs this command.")
     say("!" * 78)
-    _run([collector, "approve", plan, "--key", str(signers.key_path(DEMO_APPROVER, settings)), "--yes"], say, cwd=cwd)
+    _run(
+        [collector, "approve", plan, "--key", str(signers.key_path(DEMO_APPROVER, settings)), "--yes"],
+        say,
+        cwd=cwd,
+    )
     say("\n--- 5. apply: canary first, then verify, after-bundle, actions.json, report ---")
-    _run([collector, "remediate", "apply", plan, "--key", str(signers.key_path(REQUESTER, settings)), "--verify-wait",
-          str(verify_wait_s)], say, cwd=cwd, check=False)
+    _run(
+        [
+            collector,
+            "remediate",
+            "apply",
+            plan,
+            "--key",
+            str(signers.key_path(REQUESTER, settings)),
+            "--verify-wait",
+            str(verify_wait_s),
+        ],
+        say,
+        cwd=cwd,
+        check=False,
+    )
     say("\n--- 6. verify on its own: the runbook's step 5 checklist ---")
     allowed = expected_alerts(chosen["mitigation"])
     if allowed:
-        say(f"  ({', '.join(allowed)} is raised by the mitigation on purpose: told to verify with --allow-alert)")
-    ok = _run([collector, "verify", "--hosts", "lab", "-i", inventory, "--wait", "30",
-               *[arg for alert in allowed for arg in ("--allow-alert", alert)]], say, cwd=cwd, check=False).returncode == 0
+        say(
+            f"  ({', '.join(allowed)} is raised by the mitigation on purpose: told to verify with --allow-alert)"
+        )
+    ok = (
+        _run(
+            [
+                collector,
+                "verify",
+                "--hosts",
+                "lab",
+                "-i",
+                inventory,
+                "--wait",
+                "30",
+                *[arg for alert in allowed for arg in ("--allow-alert", alert)],
+            ],
+            say,
+            cwd=cwd,
+            check=False,
+        ).returncode
+        == 0
+    )
     report = Path(bundle) / "report.md"
     say(f"\n--- 7. the report: {report} (and report.html beside it); its timeline ---")
     for line in timeline_section(report.read_text() if report.exists() else "").splitlines():

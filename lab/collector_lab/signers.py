@@ -4,6 +4,7 @@ alice requests, bob approves, carol may break glass (and approve), mallory has a
 The policy is also installed at the tool's fixed system path when none is there, or when the one
 there is an earlier lab's (marked by LAB_MARK): on a production controller nothing is overwritten.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,11 @@ def ensure(settings: Settings | None = None, *, install: bool = True) -> LabSign
     for name in (*PEOPLE, UNLISTED):
         key = folder / name
         if not key.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@lab", "-f", str(key)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@lab", "-f", str(key)],
+                check=True,
+                capture_output=True,
+            )
         if name != UNLISTED:
             kind, blob = (folder / f"{name}.pub").read_text().split()[:2]
             lines.append(f'{name} namespaces="{NAMESPACE}" {kind} {blob}')

@@ -1,6 +1,7 @@
 """The mitigations the scenarios added, on the lab: check mode changes nothing (testinfra looks), the
 real run changes what it says, a second run reports no change, and no secret shows in any output.
 Each test holds the lab lock and puts the host back as it was."""
+
 from __future__ import annotations
 
 import json
@@ -48,11 +49,14 @@ def test_clean_disk_check_mode_then_apply_then_nothing_left(lab: Any, lab_lock: 
         app_host.run(f"rm -f {path}")
 
 
-def test_redis_maxmemory_is_honest_idempotent_and_keeps_the_password_out(lab: Any, lab_lock: None,
-                                                                           redis_host: Any) -> None:
+def test_redis_maxmemory_is_honest_idempotent_and_keeps_the_password_out(
+    lab: Any, lab_lock: None, redis_host: Any
+) -> None:
     def policy() -> str:
-        out = redis_host.check_output("REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" "
-                                      "redis-cli --no-auth-warning CONFIG GET maxmemory-policy")
+        out = redis_host.check_output(
+            "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" "
+            "redis-cli --no-auth-warning CONFIG GET maxmemory-policy"
+        )
         return out.splitlines()[-1]
 
     assert policy() == "noeviction"
@@ -70,8 +74,10 @@ def test_redis_maxmemory_is_honest_idempotent_and_keeps_the_password_out(lab: An
 
 
 def test_block_client_cuts_one_address_only_and_lifts(lab: Any, lab_lock: None, app_host: Any) -> None:
-    probe = ("python3 -c \"import http.client as h, sys; c = h.HTTPConnection('127.0.0.1', 8000, timeout=3, "
-             "source_address=(sys.argv[1], 0)); c.request('GET', '/health'); print(c.getresponse().status)\" ")
+    probe = (
+        "python3 -c \"import http.client as h, sys; c = h.HTTPConnection('127.0.0.1', 8000, timeout=3, "
+        "source_address=(sys.argv[1], 0)); c.request('GET', '/health'); print(c.getresponse().status)\" "
+    )
     address = {"address": "127.0.0.3"}
     try:
         assert _outcome(_run(lab, "block-client", "app1", address, check=True), "app1")[1] is True

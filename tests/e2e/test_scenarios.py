@@ -7,6 +7,7 @@ The whole scenario holds the lab lock; plans and bundles live in tmp_path (the c
 Traffic helpers, mitigation clean-up and the --since stamp come from collector_lab.demo; every
 expectation below is this file's own.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,17 @@ class Expect:
 
 
 EXPECTED: dict[str, Expect] = {
-    "pool-exhausted": Expect("pg-connections-near-max", "P1", "P1", "kill-idle-connections", {"minutes": "0"}),
-    "rate-limited": Expect("rate-limited", "P2", "P2", "circuit-breaker", {"state": "open"},
-                           allow_alerts=("SergasZohoCircuitBreakerOpen",)),
+    "pool-exhausted": Expect(
+        "pg-connections-near-max", "P1", "P1", "kill-idle-connections", {"minutes": "0"}
+    ),
+    "rate-limited": Expect(
+        "rate-limited",
+        "P2",
+        "P2",
+        "circuit-breaker",
+        {"state": "open"},
+        allow_alerts=("SergasZohoCircuitBreakerOpen",),
+    ),
     "oom": Expect("oom-kill", "P2", "P2", "memory-limit", {"max": "1G"}),
     "bad-deploy": Expect("deploy-before-errors", "P1", "P1", "rollback", {"tag": "v1.0.0"}),
     "lock-contention": Expect("lock-contention", "P2", "P2", "kill-idle-connections", {"minutes": "0"}),
@@ -68,12 +77,21 @@ class Shell:
     def __call__(self, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         command = [demo.tool(argv[0]), *argv[1:]]
         self.typed.append(" ".join(argv))
-        return subprocess.run(command, cwd=self.cwd, text=True, capture_output=True, stdin=subprocess.DEVNULL,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            command,
+            cwd=self.cwd,
+            text=True,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, f"{proc.args[1:]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{proc.args[1:]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc.stdout
 
 
@@ -113,7 +131,9 @@ def test_scenario_end_to_end(name: str, healed_lab: Any, tmp_path: Path) -> None
         demo.undo_side_effects(scenario, lab.settings)
         TIMINGS[name] = time.monotonic() - started
         print(f"\n{name}: {TIMINGS[name]:.1f} s; typed:\n  " + "\n  ".join(sh.typed))
-    assert not faults.is_active(lab.settings, faults.get(scenario.fault)), f"{scenario.fault} still active after heal"
+    assert not faults.is_active(lab.settings, faults.get(scenario.fault)), (
+        f"{scenario.fault} still active after heal"
+    )
 
 
 def _developed(lab: Any, rule_id: str, since: str) -> bool:
@@ -124,8 +144,10 @@ def _developed(lab: Any, rule_id: str, since: str) -> bool:
         return True  # not a log rule: nothing to wait for here
     app = lab.groups["app"][0]
     service = str(load_inventory(str(lab.inventory)).hosts[app]["collector_service"])
-    count = (f"journalctl --no-pager --quiet -u {shlex.quote(service)} --since {shlex.quote(since)} -o cat"
-             f" | grep -ciP {shlex.quote(str(pattern))}")
+    count = (
+        f"journalctl --no-pager --quiet -u {shlex.quote(service)} --since {shlex.quote(since)} -o cat"
+        f" | grep -ciP {shlex.quote(str(pattern))}"
+    )
     return int(str(lab.host(app).run(count).stdout).strip() or 0) >= float(rule.threshold)
 
 
@@ -141,13 +163,16 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     since = demo.journal_since()
     _ok(sh("collector-lab", "break", scenario.fault, timeout=180))
     if scenario.settle_s:  # the fault runs until its symptom is there (bounded well above the demo's wait)
-        assert wait_until(lambda: _developed(lab, expect.finding, since), 6 * scenario.settle_s + 30, 0.5), \
+        assert wait_until(lambda: _developed(lab, expect.finding, since), 6 * scenario.settle_s + 30, 0.5), (
             f"{scenario.fault}: {expect.finding}'s log lines never piled up"
+        )
     background = None
     if scenario.traffic_s:
         base = demo.app_base_url(lab.settings)
         if scenario.traffic_during_collect:
-            background = threading.Thread(target=demo.drive_traffic, args=(base, scenario.traffic_s), daemon=True)
+            background = threading.Thread(
+                target=demo.drive_traffic, args=(base, scenario.traffic_s), daemon=True
+            )
             background.start()
             assert wait_until(lambda: _blocked_queries(lab) > 0 or not background.is_alive(), 20, 0.2)
         else:
@@ -168,8 +193,12 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     assert finding["evidence"] and all(e["path"] and e["excerpt"] for e in finding["evidence"])
     mitigation = finding["mitigation"]
     assert mitigation and mitigation["action"] == expect.action, finding
-    assert {k: str(v) for k, v in mitigation["params"].items() if k in expect.params} == expect.params, mitigation
-    assert mitigation["command"].startswith(f"collector remediate {expect.action} --hosts {mitigation['hosts']}")
+    assert {k: str(v) for k, v in mitigation["params"].items() if k in expect.params} == expect.params, (
+        mitigation
+    )
+    assert mitigation["command"].startswith(
+        f"collector remediate {expect.action} --hosts {mitigation['hosts']}"
+    )
 
     # the suggested command as typed by alice, plus where the plan and the incident's bundle are
     plan = cwd / "plans" / f"{scenario.name}.json"
@@ -177,15 +206,30 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     _ok(sh("collector", *argv[1:]))
     doc = json.loads(plan.read_text())
     assert doc["action"] == expect.action and doc["requester"] == REQUESTER
-    assert [s["statement"]["role"] for s in doc["statements"]] == ["request"]  # signed by alice's key, not approved
-    assert any(c.get("changed") for c in doc["check"].values()), f"the check run found nothing to change: {doc['check']}"
+    assert [s["statement"]["role"] for s in doc["statements"]] == [
+        "request"
+    ]  # signed by alice's key, not approved
+    assert any(c.get("changed") for c in doc["check"].values()), (
+        f"the check run found nothing to change: {doc['check']}"
+    )
 
     # a second person approves with their key; then apply (verify, after-bundle, actions.json, report)
     _ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
     signed = json.loads(plan.read_text())["statements"][-1]
     assert (signed["statement"]["role"], signed["principal"]) == ("approve", APPROVER)
-    applied = _ok(sh("collector", "remediate", "apply", str(plan), "--key", str(lab.signers.key(REQUESTER)),
-                     "--verify-wait", "75", timeout=300))
+    applied = _ok(
+        sh(
+            "collector",
+            "remediate",
+            "apply",
+            str(plan),
+            "--key",
+            str(lab.signers.key(REQUESTER)),
+            "--verify-wait",
+            "75",
+            timeout=300,
+        )
+    )
     assert "APPLIED and VERIFIED" in applied, applied[-2000:]
 
     allowed = [arg for alert in expect.allow_alerts for arg in ("--allow-alert", alert)]
@@ -193,14 +237,26 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     assert "RECOVERED: every check passed" in verified
 
     actions = json.loads((bundle / "actions.json").read_text())["actions"][-1]
-    assert (actions["action"], actions["requester"], actions["approver"]) == (expect.action, REQUESTER, APPROVER)
-    assert actions["verify"]["passed"] is True and actions["break_glass"] is None and actions["applier"] == REQUESTER
+    assert (actions["action"], actions["requester"], actions["approver"]) == (
+        expect.action,
+        REQUESTER,
+        APPROVER,
+    )
+    assert (
+        actions["verify"]["passed"] is True
+        and actions["break_glass"] is None
+        and actions["applier"] == REQUESTER
+    )
     assert "chain intact" in _ok(sh("collector", "audit", "verify", "--expect", actions["audit_head"]))
     assert any(h["changed"] for h in actions["hosts"].values()), actions["hosts"]
 
     report = (bundle / "report.md").read_text()
     assert finding["title"] in report and expect.finding in report
     timeline = demo.timeline_section(report)
-    for text in (f"Plan {expect.action} requested by {REQUESTER}", f"Plan {expect.action} approved by {APPROVER}",
-                 f"Applied {expect.action}", "Verification passed"):
+    for text in (
+        f"Plan {expect.action} requested by {REQUESTER}",
+        f"Plan {expect.action} approved by {APPROVER}",
+        f"Applied {expect.action}",
+        "Verification passed",
+    ):
         assert text in timeline, f"timeline lacks {text!r}:\n{timeline}"

@@ -2,6 +2,7 @@
 session (alice requests, bob approves, carol may break glass, mallory is not listed), a policy and an
 audit log per test in tmp_path, a throw-away inventory and requested plans.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -58,8 +59,10 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     folder.chmod(0o700)
     lines = []
     for name in (*PEOPLE, UNLISTED):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@test", "-f", str(folder / name)],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@test", "-f", str(folder / name)],
+            check=True,
+        )
         if name != UNLISTED:
             kind, blob = (folder / f"{name}.pub").read_text().split()[:2]
             lines.append(f'{name} namespaces="{NAMESPACE}" {kind} {blob}')
@@ -71,11 +74,20 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 @pytest.fixture()
 def policy(tmp_path: Path, keys: Keys) -> Policy:
-    return Policy(path=str(tmp_path / "policy.yml"), allowed_signers=str(keys.allowed_signers),
-                  audit_log=str(tmp_path / "audit" / "audit.jsonl"),
-                  checkpoint_file=str(tmp_path / "checkpoints" / "audit-head.log"),
-                  requesters=PEOPLE, approvers={"*": ("bob", "carol")}, break_glass=("carol",),
-                  approval_ttl_s=3600.0, blast_radius=10, max_hosts=20, batch_size=2, restart_min_interval_s=60.0)
+    return Policy(
+        path=str(tmp_path / "policy.yml"),
+        allowed_signers=str(keys.allowed_signers),
+        audit_log=str(tmp_path / "audit" / "audit.jsonl"),
+        checkpoint_file=str(tmp_path / "checkpoints" / "audit-head.log"),
+        requesters=PEOPLE,
+        approvers={"*": ("bob", "carol")},
+        break_glass=("carol",),
+        approval_ttl_s=3600.0,
+        blast_radius=10,
+        max_hosts=20,
+        batch_size=2,
+        restart_min_interval_s=60.0,
+    )
 
 
 @pytest.fixture()
@@ -96,15 +108,24 @@ def settings(tmp_path: Path, inventory_file: Path) -> Settings:
 
 
 def unsigned_plan(inventory_file: Path, **changes: object) -> Plan:
-    made = Plan(id="20261128T060000Z-pool-resize-abc123", action="pool-resize", params={"size": 20}, pattern="app",
-                inventory=str(inventory_file), targets=["app1", "app2"],
-                created="2026-11-28T06:00:00.000Z",
-                check={"app1": {"status": "changed", "changed": True, "msg": ""},
-                       "app2": {"status": "changed", "changed": True, "msg": ""}},
-                diffs={"app1": ["-DATABASE_POOL_SIZE=5\n+DATABASE_POOL_SIZE=20\n"]})
+    made = Plan(
+        id="20261128T060000Z-pool-resize-abc123",
+        action="pool-resize",
+        params={"size": 20},
+        pattern="app",
+        inventory=str(inventory_file),
+        targets=["app1", "app2"],
+        created="2026-11-28T06:00:00.000Z",
+        check={
+            "app1": {"status": "changed", "changed": True, "msg": ""},
+            "app2": {"status": "changed", "changed": True, "msg": ""},
+        },
+        diffs={"app1": ["-DATABASE_POOL_SIZE=5\n+DATABASE_POOL_SIZE=20\n"]},
+    )
     made = replace(made, **changes)  # type: ignore[arg-type]
-    made.binding = compute_binding(get_action(made.action), load_inventory(str(inventory_file)), made.targets,
-                                   resource("playbooks"))
+    made.binding = compute_binding(
+        get_action(made.action), load_inventory(str(inventory_file)), made.targets, resource("playbooks")
+    )
     made.hash = made.compute_hash()
     return made
 

@@ -1,4 +1,5 @@
 """The action catalogue: parameter validation, defaults, playbooks present and written to house style."""
+
 from __future__ import annotations
 
 import re
@@ -9,8 +10,19 @@ import yaml
 from collector.core import UsageError
 from collector.remediate.actions import ACTIONS, get_action, parse_param_args, validate_params
 
-EXPECTED = {"restart", "pool-resize", "memory-limit", "rollback", "kill-idle-connections", "circuit-breaker",
-            "rate-limit", "extend-cache-ttl", "clean-disk", "redis-maxmemory", "block-client"}  # last 3: tests/e2e
+EXPECTED = {
+    "restart",
+    "pool-resize",
+    "memory-limit",
+    "rollback",
+    "kill-idle-connections",
+    "circuit-breaker",
+    "rate-limit",
+    "extend-cache-ttl",
+    "clean-disk",
+    "redis-maxmemory",
+    "block-client",
+}  # last 3: tests/e2e
 
 
 def test_catalogue_has_every_runbook_mitigation() -> None:
@@ -24,22 +36,27 @@ def test_unknown_action_names_the_known_ones() -> None:
         get_action("reboot")
 
 
-@pytest.mark.parametrize(("action", "raw", "message"), [
-    ("pool-resize", {}, "parameter size is required"),
-    ("pool-resize", {"size": "abc"}, "must be a whole number"),
-    ("pool-resize", {"size": "0"}, "must be >= 1"),
-    ("pool-resize", {"size": "5000"}, "must be <= 1000"),
-    ("pool-resize", {"sise": "5"}, "unknown parameter 'sise'"),
-    ("restart", {"x": "1"}, "it takes no parameters"),
-    ("circuit-breaker", {"state": "ajar"}, "must be one of open, closed"),
-    ("memory-limit", {"max": "lots"}, "invalid value 'lots'"),
-    ("rollback", {"tag": "v1;rm -rf /"}, "invalid value"),
-    ("kill-idle-connections", {"minutes": "-1"}, "must be >= 0"),
-    ("kill-idle-connections", {"database": "x'; DROP TABLE t; --"}, "invalid value"),
-    ("rate-limit", {"value": "6001"}, "must be <= 6000"),
-    ("extend-cache-ttl", {"seconds": "1.5"}, "whole number"),
-])
-def test_bad_parameters_are_refused_with_one_clear_line(action: str, raw: dict[str, str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("action", "raw", "message"),
+    [
+        ("pool-resize", {}, "parameter size is required"),
+        ("pool-resize", {"size": "abc"}, "must be a whole number"),
+        ("pool-resize", {"size": "0"}, "must be >= 1"),
+        ("pool-resize", {"size": "5000"}, "must be <= 1000"),
+        ("pool-resize", {"sise": "5"}, "unknown parameter 'sise'"),
+        ("restart", {"x": "1"}, "it takes no parameters"),
+        ("circuit-breaker", {"state": "ajar"}, "must be one of open, closed"),
+        ("memory-limit", {"max": "lots"}, "invalid value 'lots'"),
+        ("rollback", {"tag": "v1;rm -rf /"}, "invalid value"),
+        ("kill-idle-connections", {"minutes": "-1"}, "must be >= 0"),
+        ("kill-idle-connections", {"database": "x'; DROP TABLE t; --"}, "invalid value"),
+        ("rate-limit", {"value": "6001"}, "must be <= 6000"),
+        ("extend-cache-ttl", {"seconds": "1.5"}, "whole number"),
+    ],
+)
+def test_bad_parameters_are_refused_with_one_clear_line(
+    action: str, raw: dict[str, str], message: str
+) -> None:
     with pytest.raises(UsageError, match=message) as info:
         validate_params(get_action(action), raw)
     assert "\n" not in str(info.value)
@@ -47,8 +64,11 @@ def test_bad_parameters_are_refused_with_one_clear_line(action: str, raw: dict[s
 
 def test_parameters_are_typed_and_defaults_filled() -> None:
     assert validate_params(get_action("pool-resize"), {"size": " 20 "}) == {"size": 20}
-    assert validate_params(get_action("kill-idle-connections"), {"minutes": "0"}) == {"minutes": 0, "database": "",
-                                                                                       "application": ""}
+    assert validate_params(get_action("kill-idle-connections"), {"minutes": "0"}) == {
+        "minutes": 0,
+        "database": "",
+        "application": "",
+    }
     assert validate_params(get_action("circuit-breaker"), {"state": "Close"}) == {"state": "closed"}
     assert validate_params(get_action("memory-limit"), {}) == {"max": "512M"}
     assert validate_params(get_action("rollback"), {}) == {"tag": "previous"}
@@ -64,11 +84,16 @@ def test_param_args_parse_and_reject_malformed() -> None:
 
 def test_extravars_are_prefixed_by_the_action() -> None:
     extra = get_action("kill-idle-connections").extravars({"minutes": 5, "database": ""}, "db1")
-    assert extra == {"kill_idle_connections_minutes": 5, "kill_idle_connections_database": "",
-                     "kill_idle_connections_hosts": "db1"}
+    assert extra == {
+        "kill_idle_connections_minutes": 5,
+        "kill_idle_connections_database": "",
+        "kill_idle_connections_hosts": "db1",
+    }
     with pytest.raises(UsageError, match="invalid value"):
         validate_params(get_action("kill-idle-connections"), {"application": "x' OR '1'='1"})
-    assert get_action("circuit-breaker").expected_alerts({"state": "open"}) == ("SergasZohoCircuitBreakerOpen",)
+    assert get_action("circuit-breaker").expected_alerts({"state": "open"}) == (
+        "SergasZohoCircuitBreakerOpen",
+    )
     assert get_action("circuit-breaker").expected_alerts({"state": "closed"}) == ()
 
 
@@ -89,7 +114,7 @@ def test_playbook_follows_house_style(name: str) -> None:
         module = next(k for k in task if "." in k or k == "collector_change")
         if module in ("ansible.builtin.command", "ansible.builtin.shell", "ansible.builtin.uri"):
             assert "changed_when" in task, f"{name}: {task['name']} has no changed_when"
-    for var in (plays[0].get("vars") or {}):
+    for var in plays[0].get("vars") or {}:
         assert var.startswith((action.prefix + "_", "__" + action.prefix + "_")), var
 
 

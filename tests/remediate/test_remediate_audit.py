@@ -1,5 +1,6 @@
 """The audit log: hash chain, signatures, checkpoints; edit, removal, reorder, tail cut, recomputed rewrite, torn
 lines, lines that are not records, dangling applies."""
+
 from __future__ import annotations
 
 import itertools
@@ -73,7 +74,11 @@ def test_a_cut_tail_is_caught_by_the_checkpoint_and_by_expect(tmp_path: Path) ->
     lines = log.path.read_text().splitlines()
     log.path.write_text("\n".join(lines[:2]) + "\n")
     check = log.verify()
-    assert not check.ok and "is not in the log: its tail was cut off" in check.reason and "checkpoint" in check.reason
+    assert (
+        not check.ok
+        and "is not in the log: its tail was cut off" in check.reason
+        and "checkpoint" in check.reason
+    )
     log.append("plan", actor="mallory")  # new records after the cut do not hide it
     assert not log.verify().ok and "is not in the log" in log.verify().reason
     log.path.write_text("\n".join(lines[:2]) + "\n")
@@ -82,8 +87,9 @@ def test_a_cut_tail_is_caught_by_the_checkpoint_and_by_expect(tmp_path: Path) ->
     assert "(--expect) is not in the log" in plain.verify(expect=head).reason
 
 
-def test_a_recomputed_rewrite_is_caught_by_expect_and_by_signatures(plan_path: Path, keys: Any, policy: Policy,
-                                                                    audit: AuditLog) -> None:
+def test_a_recomputed_rewrite_is_caught_by_expect_and_by_signatures(
+    plan_path: Path, keys: Any, policy: Policy, audit: AuditLog
+) -> None:
     approve_plan(plan_path, keys.signer("bob"), policy, audit=audit)
     verifier = Verifier(policy.signers_path())
     head = audit.verify(verifier=verifier).head
@@ -94,7 +100,9 @@ def test_a_recomputed_rewrite_is_caught_by_expect_and_by_signatures(plan_path: P
     _rewrite(audit, records)
     assert AuditLog(audit.path).verify().ok  # the chain alone is fooled...
     caught = AuditLog(audit.path).verify(verifier=verifier)
-    assert not caught.ok and caught.first_bad == 2 and "names actor 'carol' but 'bob' signed it" in caught.reason
+    assert (
+        not caught.ok and caught.first_bad == 2 and "names actor 'carol' but 'bob' signed it" in caught.reason
+    )
     assert "(--expect) is not in the log" in AuditLog(audit.path).verify(expect=head).reason
     # A forged record with no signature at all is named too.
     del records[1]["signed"]
@@ -119,7 +127,9 @@ def test_json_that_is_not_a_record_is_one_clear_error(tmp_path: Path) -> None:
     log = _log(tmp_path, 2)
     with open(log.path, "a") as fh:
         fh.write('{"hello": "world"}\n')
-    with pytest.raises(NotARecord, match=f"audit log {log.path} line 3 is valid JSON but not an audit record"):
+    with pytest.raises(
+        NotARecord, match=f"audit log {log.path} line 3 is valid JSON but not an audit record"
+    ):
         log.verify()
 
 

@@ -1,6 +1,7 @@
 """An interrupted apply records its outcome: SIGTERM/SIGINT/SIGHUP → `apply-interrupted` (signed); a killed one
 is found by the next command and recorded as `apply-dangling`. A real ansible-runner run on this machine
 (connection local) of a stand-in playbook that sleeps, from a playbooks folder the test's policy names."""
+
 from __future__ import annotations
 
 import os
@@ -45,14 +46,27 @@ def slow_plan(tmp_path: Path, keys: Any, policy: Policy) -> Callable[[], tuple[P
     books.mkdir(parents=True)
     (books / "restart.yml").write_text(SLOW)
     inventory = tmp_path / "local.yml"
-    inventory.write_text(f"all:\n  children:\n    app:\n      hosts:\n        app1: {{ansible_connection: local, "
-                         f"ansible_python_interpreter: {sys.executable}}}\n")
-    own = Policy(**{**policy.__dict__, "playbooks_dir": str(tmp_path / "playbooks"), "restart_min_interval_s": 0.0})
+    inventory.write_text(
+        f"all:\n  children:\n    app:\n      hosts:\n        app1: {{ansible_connection: local, "
+        f"ansible_python_interpreter: {sys.executable}}}\n"
+    )
+    own = Policy(
+        **{**policy.__dict__, "playbooks_dir": str(tmp_path / "playbooks"), "restart_min_interval_s": 0.0}
+    )
     policy_file = tmp_path / "policy.yml"
-    policy_file.write_text(yaml.safe_dump({
-        "allowed_signers": own.allowed_signers, "audit_log": own.audit_log, "checkpoint_file": own.checkpoint_file,
-        "requesters": list(own.requesters), "approvers": {"*": ["bob"]}, "playbooks_dir": own.playbooks_dir,
-        "restart_min_interval_s": 0}))
+    policy_file.write_text(
+        yaml.safe_dump(
+            {
+                "allowed_signers": own.allowed_signers,
+                "audit_log": own.audit_log,
+                "checkpoint_file": own.checkpoint_file,
+                "requesters": list(own.requesters),
+                "approvers": {"*": ["bob"]},
+                "playbooks_dir": own.playbooks_dir,
+                "restart_min_interval_s": 0,
+            }
+        )
+    )
 
     def make() -> tuple[Path, Path, Policy]:
         settings = Settings(inventory=str(inventory), plans_dir=str(tmp_path / "plans"))
@@ -69,10 +83,26 @@ def slow_plan(tmp_path: Path, keys: Any, policy: Policy) -> Callable[[], tuple[P
 def _apply(path: Path, policy_file: Path, keys: Any, tmp_path: Path) -> subprocess.Popen[str]:
     script = tmp_path / "run.py"
     script.write_text(RUNNER)
-    return subprocess.Popen([sys.executable, str(script), str(policy_file), "remediate", "apply", str(path), "--key",
-                             str(keys.key("alice")), "--no-after-bundle", "--verify-wait", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(policy_file),
+            "remediate",
+            "apply",
+            str(path),
+            "--key",
+            str(keys.key("alice")),
+            "--no-after-bundle",
+            "--verify-wait",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
 
 
 def _wait_for(audit: AuditLog, event: str, timeout_s: float = 30.0) -> None:
@@ -85,8 +115,9 @@ def _wait_for(audit: AuditLog, event: str, timeout_s: float = 30.0) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_a_signal_during_apply_records_apply_interrupted(signum: int, slow_plan: Any, keys: Any,
-                                                         tmp_path: Path) -> None:
+def test_a_signal_during_apply_records_apply_interrupted(
+    signum: int, slow_plan: Any, keys: Any, tmp_path: Path
+) -> None:
     path, policy_file, policy = slow_plan()
     audit = AuditLog(policy.audit_log, policy.checkpoint_file)
     proc = _apply(path, policy_file, keys, tmp_path)
@@ -104,7 +135,9 @@ def test_a_signal_during_apply_records_apply_interrupted(signum: int, slow_plan:
     assert check.ok, check.reason
 
 
-def test_a_killed_apply_is_recorded_as_dangling_by_the_next_command(slow_plan: Any, keys: Any, tmp_path: Path) -> None:
+def test_a_killed_apply_is_recorded_as_dangling_by_the_next_command(
+    slow_plan: Any, keys: Any, tmp_path: Path
+) -> None:
     path, policy_file, policy = slow_plan()
     audit = AuditLog(policy.audit_log, policy.checkpoint_file)
     proc = _apply(path, policy_file, keys, tmp_path)
@@ -112,8 +145,14 @@ def test_a_killed_apply_is_recorded_as_dangling_by_the_next_command(slow_plan: A
     os.killpg(proc.pid, signal.SIGKILL)  # the apply and the ansible-playbook it started: its own session
     proc.communicate(timeout=30)
     script = tmp_path / "run.py"
-    verify = subprocess.run([sys.executable, str(script), str(policy_file), "audit", "verify"], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=60, check=False)
+    verify = subprocess.run(
+        [sys.executable, str(script), str(policy_file), "audit", "verify"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
     assert "recorded apply-dangling" in verify.stderr, verify.stdout + verify.stderr
     events = [r["event"] for r in audit.records()]
     assert events[-1] == "apply-dangling" and events.count("apply-dangling") == 1

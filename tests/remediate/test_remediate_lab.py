@@ -5,6 +5,7 @@ Every test holds the lab lock and heals what it broke. Plans and the audit log l
 requests and applies, bob approves, each signing with the lab's keys (lab.signers). An approval
 authorises one apply, so each re-run for idempotence is approved again.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,9 @@ _PREEXISTING: tuple[str, ...] = ()
 def _active_alerts(lab: Any) -> tuple[str, ...]:
     import urllib.request
 
-    with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/alerts?active=true&silenced=false", timeout=5) as r:
+    with urllib.request.urlopen(
+        f"{lab.alertmanager_url}/api/v2/alerts?active=true&silenced=false", timeout=5
+    ) as r:
         return tuple(sorted({a["labels"]["alertname"] for a in json.load(r)}))
 
 
@@ -78,9 +81,15 @@ class RS:
 @pytest.fixture()
 def rs(lab: Any, lab_lock: None, tmp_path: Path) -> RS:
     """Remediate for one test: its own plans dir and audit log, the lab inventory, policy and keys."""
-    policy = dataclasses.replace(load_policy(lab.signers.policy_file), audit_log=str(tmp_path / "audit.jsonl"),
-                                 checkpoint_file=str(tmp_path / "checkpoints.log"), restart_min_interval_s=0.0)
-    settings = dataclasses.replace(lab.settings, plans_dir=str(tmp_path / "plans"), inventory=str(lab.inventory))
+    policy = dataclasses.replace(
+        load_policy(lab.signers.policy_file),
+        audit_log=str(tmp_path / "audit.jsonl"),
+        checkpoint_file=str(tmp_path / "checkpoints.log"),
+        restart_min_interval_s=0.0,
+    )
+    settings = dataclasses.replace(
+        lab.settings, plans_dir=str(tmp_path / "plans"), inventory=str(lab.inventory)
+    )
     return RS(settings, policy, lab)
 
 
@@ -102,8 +111,14 @@ def _baseline(lab: Any, lab_lock: None) -> Iterator[None]:
 
 
 def _plan(rs: RS, action: str, pattern: str, params: dict[str, str], inventory: str | None = None) -> Path:
-    plan = make_plan(action, pattern, params, rs.settings, inventory=inventory or rs.inventory,
-                     playbooks_dir=rs.policy.playbooks_dir)
+    plan = make_plan(
+        action,
+        pattern,
+        params,
+        rs.settings,
+        inventory=inventory or rs.inventory,
+        playbooks_dir=rs.policy.playbooks_dir,
+    )
     path = Path(rs.plans_dir) / f"{plan.id}.json"
     request_plan(plan, path, rs.signer("alice"), rs.policy, rs.audit)
     return path
@@ -206,18 +221,27 @@ def test_rollback_fixes_bad_deploy_with_the_pinned_previous_tag(lab: Any, rs: RS
 
 
 def test_kill_idle_connections_fixes_pool_exhausted(lab: Any, rs: RS, db_host: Any) -> None:
-    count = ("runuser -u postgres -- psql -XAt -c \"SELECT count(*) FROM pg_stat_activity "
-             "WHERE application_name = 'sergas-batch-export'\"")
+    count = (
+        'runuser -u postgres -- psql -XAt -c "SELECT count(*) FROM pg_stat_activity '
+        "WHERE application_name = 'sergas-batch-export'\""
+    )
     with _fault_ctx(lab, "pool-exhausted"):
         held = int(db_host.check_output(count))
         assert held > 5
-        path = _plan(rs, "kill-idle-connections", "db", {"minutes": "0", "application": "sergas-batch-export"})
+        path = _plan(
+            rs, "kill-idle-connections", "db", {"minutes": "0", "application": "sergas-batch-export"}
+        )
         plan = load_plan(path)
-        assert plan.check["db1"]["changed"] and f"-{held} idle" in "".join(plan.diffs["db1"]).replace(" idle\n", " idle")
+        assert plan.check["db1"]["changed"] and f"-{held} idle" in "".join(plan.diffs["db1"]).replace(
+            " idle\n", " idle"
+        )
         assert int(db_host.check_output(count)) >= held - 1  # check mode only counted
         _approve(rs, path)
         result = _apply(rs, path)
-        assert "kill_idle_connections_terminated" not in result.hosts["db1"]["msg"] or result.hosts["db1"]["changed"]
+        assert (
+            "kill_idle_connections_terminated" not in result.hosts["db1"]["msg"]
+            or result.hosts["db1"]["changed"]
+        )
         deadline = time.monotonic() + 20
         while _active(lab, "pool-exhausted") and time.monotonic() < deadline:
             time.sleep(1)  # the leaking job notices its dead connections on its next ping and exits
@@ -264,7 +288,9 @@ def test_pool_resize_refusals_check_mode_apply_and_secrets(lab: Any, rs: RS, app
     diff = "".join(plan.diffs["app1"])
     assert f"-DATABASE_POOL_SIZE={original}" in diff and f"+DATABASE_POOL_SIZE={original + 5}" in diff
     assert [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("---", "+++"))] == [
-        f"-DATABASE_POOL_SIZE={original}", f"+DATABASE_POOL_SIZE={original + 5}"]  # no other .env line
+        f"-DATABASE_POOL_SIZE={original}",
+        f"+DATABASE_POOL_SIZE={original + 5}",
+    ]  # no other .env line
     # Check mode changed nothing: same file, same process.
     assert app_host.check_output("sha256sum /opt/sergas/app/.env") == env_sum
     assert _since(app_host, "sergas-app") == started
@@ -287,7 +313,9 @@ def test_pool_resize_refusals_check_mode_apply_and_secrets(lab: Any, rs: RS, app
     tampered.write_text(json.dumps(doc))
     refused(tampered, "modified")
     signed = json.loads(path.read_text())
-    signed["statements"][1]["statement"]["expires"] = "2099-01-01T00:00:00.000Z"  # the signature no longer fits
+    signed["statements"][1]["statement"]["expires"] = (
+        "2099-01-01T00:00:00.000Z"  # the signature no longer fits
+    )
     tampered.write_text(json.dumps(signed))
     refused(tampered, "does not verify")
 
@@ -322,29 +350,53 @@ def test_memory_limit_is_written_and_shown(lab: Any, rs: RS, app_host: Any) -> N
         assert _changed(_apply(rs, _approve(rs, path))) == []
     finally:
         app_host.run(f"rm -f {dropin} && systemctl daemon-reload && systemctl restart sergas-app")
-        app_host.run("for i in $(seq 30); do curl -sf http://127.0.0.1:8000/health >/dev/null && break; sleep 1; done")
+        app_host.run(
+            "for i in $(seq 30); do curl -sf http://127.0.0.1:8000/health >/dev/null && break; sleep 1; done"
+        )
 
 
-def test_extend_cache_ttl_through_the_cli_signed_end_to_end(lab: Any, rs: RS, app_host: Any,
-                                                             tmp_path: Path) -> None:
+def test_extend_cache_ttl_through_the_cli_signed_end_to_end(
+    lab: Any, rs: RS, app_host: Any, tmp_path: Path
+) -> None:
     """The happy path as people type it (system policy = the lab's): request, approve, apply, verify; every
     signature checked by the test with ssh-keygen -Y verify itself."""
     from collector.remediate.policy import POLICY_PATH
 
     assert lab.signers.installed, f"{POLICY_PATH} is not the lab's policy"
     original = _app_json(app_host, "/admin/config")["CACHE_TTL"]
-    env = {"COLLECTOR_PLANS_DIR": rs.plans_dir, "COLLECTOR_INVENTORY": rs.inventory,
-           "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    env = {
+        "COLLECTOR_PLANS_DIR": rs.plans_dir,
+        "COLLECTOR_INVENTORY": rs.inventory,
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+    }
     cli = [str(Path(sys.executable).parent / "collector")]
     key = {name: str(lab.signers.key(name)) for name in ("alice", "bob")}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(cli + list(args), capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-                              stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(
+            cli + list(args),
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
 
     try:
-        planned = run("remediate", "extend-cache-ttl", "--hosts", "app", "--param", f"seconds={original + 60}",
-                      "--key", key["alice"], "--as", "alice")
+        planned = run(
+            "remediate",
+            "extend-cache-ttl",
+            "--hosts",
+            "app",
+            "--param",
+            f"seconds={original + 60}",
+            "--key",
+            key["alice"],
+            "--as",
+            "alice",
+        )
         assert planned.returncode == 0, planned.stderr
         plan_path = planned.stdout.strip().splitlines()[-1]
         assert plan_path.endswith(".json") and Path(tmp_path, plan_path).is_file()
@@ -353,10 +405,22 @@ def test_extend_cache_ttl_through_the_cli_signed_end_to_end(lab: Any, rs: RS, ap
         assert _app_json(app_host, "/admin/config")["CACHE_TTL"] == original
         approved = run("approve", plan_path, "--key", key["bob"], "--yes")
         assert approved.returncode == 0, approved.stderr
-        assert "approved  by bob (verified key)" in approved.stdout and "action    extend-cache-ttl" in approved.stdout
+        assert (
+            "approved  by bob (verified key)" in approved.stdout
+            and "action    extend-cache-ttl" in approved.stdout
+        )
         allow = [arg for name in _PREEXISTING for arg in ("--allow-alert", name)]
-        applied = run("remediate", "apply", plan_path, "--key", key["alice"], "--no-after-bundle", "--verify-wait",
-                      str(VERIFY_WAIT_S), *allow)
+        applied = run(
+            "remediate",
+            "apply",
+            plan_path,
+            "--key",
+            key["alice"],
+            "--no-after-bundle",
+            "--verify-wait",
+            str(VERIFY_WAIT_S),
+            *allow,
+        )
         assert applied.returncode == 0, applied.stdout + applied.stderr
         assert "APPLIED and VERIFIED" in applied.stdout and "changed=1" in applied.stdout
         assert _app_json(app_host, "/admin/config")["CACHE_TTL"] == original + 60
@@ -364,28 +428,49 @@ def test_extend_cache_ttl_through_the_cli_signed_end_to_end(lab: Any, rs: RS, ap
         # Every signature, checked with OpenSSH by the test: request and approval in the plan, apply in the log.
         plan_doc = json.loads(Path(tmp_path, plan_path).read_text())
         records = list(AuditLog(load_policy().audit_log).records())
-        start = next(r for r in reversed(records) if r["event"] == "apply-start" and r["plan_id"] == plan_doc["id"])
+        start = next(
+            r for r in reversed(records) if r["event"] == "apply-start" and r["plan_id"] == plan_doc["id"]
+        )
         signed = [*plan_doc["statements"], start["signed"]]
         assert [s["statement"]["role"] for s in signed] == ["request", "approve", "apply"]
         for item, who in zip(signed, ("alice", "bob", "alice"), strict=True):
             sig = tmp_path / "s.sig"
             sig.write_text(item["signature"])
             message = json.dumps(item["statement"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            done = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(lab.signers.allowed_signers), "-I", who,
-                                   "-n", "incident-collector", "-s", str(sig)], input=message.encode(),
-                                  capture_output=True, check=False)
+            done = subprocess.run(
+                [
+                    "ssh-keygen",
+                    "-Y",
+                    "verify",
+                    "-f",
+                    str(lab.signers.allowed_signers),
+                    "-I",
+                    who,
+                    "-n",
+                    "incident-collector",
+                    "-s",
+                    str(sig),
+                ],
+                input=message.encode(),
+                capture_output=True,
+                check=False,
+            )
             assert done.returncode == 0, done.stderr
             assert item["statement"]["plan_hash"] == plan_doc["hash"]
         again = run("remediate", "apply", plan_path, "--key", key["alice"], "--no-after-bundle")
-        assert again.returncode == 2 and "already used" in again.stdout + again.stderr  # one approval, one run
+        assert (
+            again.returncode == 2 and "already used" in again.stdout + again.stderr
+        )  # one approval, one run
         verified = run("verify", "--hosts", "lab", "--json")
         assert json.loads(verified.stdout)["passed"] is (verified.returncode == 0)
         audit = run("audit", "verify", "--expect", head)
         assert audit.returncode == 0 and "chain intact" in audit.stdout, audit.stdout + audit.stderr
         _secrets_absent(lab, planned.stdout, applied.stdout, again.stdout, approved.stdout)
     finally:
-        app_host.run(f"curl -s -X POST -H 'Content-Type: application/json' -d '{{\"CACHE_TTL\": {original}}}' "
-                     "http://127.0.0.1:8000/admin/config")
+        app_host.run(
+            f"curl -s -X POST -H 'Content-Type: application/json' -d '{{\"CACHE_TTL\": {original}}}' "
+            "http://127.0.0.1:8000/admin/config"
+        )
 
 
 def test_a_failing_canary_stops_the_rollout(lab: Any, rs: RS, app_host: Any, tmp_path: Path) -> None:
@@ -416,12 +501,15 @@ def test_restarts_are_rate_limited_per_host(lab: Any, rs: RS) -> None:
     assert _changed(_apply(limited, first, verify_wait_s=30)) == ["app1"]
     second = _approved(limited, "restart", "app", {})
     with pytest.raises(Refused, match="minimum interval"):
-        apply_plan(second, limited.settings, signer=limited.signer("alice"), policy=limited.policy,
-                   collect_after=False)
+        apply_plan(
+            second,
+            limited.settings,
+            signer=limited.signer("alice"),
+            policy=limited.policy,
+            collect_after=False,
+        )
     # Re-applying the plan that already ran (approved again) is allowed: its check shows no restart would happen.
     assert _changed(_apply(limited, _approve(limited, first), verify_wait_s=0)) == []
-
-
 
 
 @contextmanager
@@ -431,14 +519,20 @@ def _fault_ctx(lab: Any, name: str) -> Iterator[None]:
 
 # ---- issue 13: approvals that prove who approved, bound to exactly what runs ----------------------------------
 
+
 def _host_state(host: Any) -> tuple[str, str, str]:
     """The app's MainPID, its .env and the deployed release: a refused apply changes none of them."""
     release = host.run("cat /opt/sergas/app/VERSION; git -C /opt/sergas/app rev-parse HEAD").stdout
-    return (host.check_output("systemctl show -p MainPID --value sergas-app"),
-            host.check_output("sha256sum /opt/sergas/app/.env"), release)
+    return (
+        host.check_output("systemctl show -p MainPID --value sergas-app"),
+        host.check_output("sha256sum /opt/sergas/app/.env"),
+        release,
+    )
 
 
-def _refused(rs: RS, path: Path, match: str, app_host: Any, state: tuple[str, str, str], who: str = "alice") -> None:
+def _refused(
+    rs: RS, path: Path, match: str, app_host: Any, state: tuple[str, str, str], who: str = "alice"
+) -> None:
     with pytest.raises(Refused, match=match):
         apply_plan(path, rs.settings, signer=rs.signer(who), policy=rs.policy, collect_after=False)
     assert _host_state(app_host) == state
@@ -456,11 +550,15 @@ def _forge(rs: RS, path: Path, key: str, out: Path, *, into_log: bool) -> Path:
     doc["statements"].append(signed)
     out.write_text(json.dumps(doc))
     if into_log:
-        rs.audit.append("approve", actor="bob", plan_id=plan.id, plan_hash=plan.hash, approver="bob", signed=signed)
+        rs.audit.append(
+            "approve", actor="bob", plan_id=plan.id, plan_hash=plan.hash, approver="bob", signed=signed
+        )
     return out
 
 
-def test_identity_refusals_change_nothing_on_the_host(lab: Any, rs: RS, app_host: Any, tmp_path: Path) -> None:
+def test_identity_refusals_change_nothing_on_the_host(
+    lab: Any, rs: RS, app_host: Any, tmp_path: Path
+) -> None:
     from collector.remediate.signing import SignatureError
 
     state = _host_state(app_host)
@@ -481,12 +579,19 @@ def test_identity_refusals_change_nothing_on_the_host(lab: Any, rs: RS, app_host
     clean = Path(rs.audit_log).read_text()
     for key in ("mallory", "alice"):
         for into_log in (True, False):
-            copy = rs.with_policy(audit_log=str(tmp_path / f"audit-{key}-{into_log}.jsonl"),
-                                  checkpoint_file=str(tmp_path / f"cp-{key}-{into_log}.log"))
+            copy = rs.with_policy(
+                audit_log=str(tmp_path / f"audit-{key}-{into_log}.jsonl"),
+                checkpoint_file=str(tmp_path / f"cp-{key}-{into_log}.log"),
+            )
             Path(copy.audit_log).write_text(clean)
             forged = _forge(copy, path, key, tmp_path / f"forged-{key}.json", into_log=into_log)
-            _refused(copy, forged, "audit log .* does not verify" if into_log else
-                     "not in allowed_signers|its own requester", app_host, state)
+            _refused(
+                copy,
+                forged,
+                "audit log .* does not verify" if into_log else "not in allowed_signers|its own requester",
+                app_host,
+                state,
+            )
     # Revived expiry: a 1-second approval runs out; editing its expiry breaks its signature.
     approve_plan(path, rs.signer("bob"), rs.policy, audit=rs.audit, ttl_s=1.0)
     time.sleep(1.2)
@@ -499,8 +604,9 @@ def test_identity_refusals_change_nothing_on_the_host(lab: Any, rs: RS, app_host
     assert events.count("apply-refused") >= 3 and "approve-refused" in events
 
 
-def test_edits_after_approval_are_refused_naming_what_changed(lab: Any, rs: RS, app_host: Any, db_host: Any,
-                                                               tmp_path: Path) -> None:
+def test_edits_after_approval_are_refused_naming_what_changed(
+    lab: Any, rs: RS, app_host: Any, db_host: Any, tmp_path: Path
+) -> None:
     import shutil
 
     from collector.paths import resource
@@ -513,21 +619,32 @@ def test_edits_after_approval_are_refused_naming_what_changed(lab: Any, rs: RS, 
     books = tmp_path / "playbooks"
     shutil.copytree(resource("playbooks"), books)
     own = rs.with_policy(playbooks_dir=str(books))
-    path = _approve(own, _plan(own, "pool-resize", "app", {"size": str(original + 5)}, inventory=str(inventory)))
+    path = _approve(
+        own, _plan(own, "pool-resize", "app", {"size": str(original + 5)}, inventory=str(inventory))
+    )
     text = inventory.read_text()
     doc = yaml.safe_load(text)
     app1 = doc["all"]["children"]["lab"]["children"]["app"]["hosts"]["app1"]
     edits = {
         "ansible_host": dict(app1, ansible_host=lab.ips["db1"]),  # the same playbook would have run on db1
-        "ProxyCommand": dict(app1, ansible_ssh_common_args=str(app1.get("ansible_ssh_common_args", ""))
-                             + f" -o ProxyCommand='touch {tmp_path}/proxied; nc %h %p'"),
+        "ProxyCommand": dict(
+            app1,
+            ansible_ssh_common_args=str(app1.get("ansible_ssh_common_args", ""))
+            + f" -o ProxyCommand='touch {tmp_path}/proxied; nc %h %p'",
+        ),
         "collector_env_file": dict(app1, collector_env_file="/opt/sergas/app/.env.other"),
     }
     for name, changed in edits.items():
         doc["all"]["children"]["lab"]["children"]["app"]["hosts"]["app1"] = changed
         inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
-        _refused(own, path, r"changed since the plan was approved: inventory file .* changed; "
-                            r"connection/collector_\* variables of app1 changed", app_host, state)
+        _refused(
+            own,
+            path,
+            r"changed since the plan was approved: inventory file .* changed; "
+            r"connection/collector_\* variables of app1 changed",
+            app_host,
+            state,
+        )
         assert not (tmp_path / "proxied").exists(), name
     inventory.write_text(text)
     assert db_host.check_output("systemctl show -p MainPID --value postgresql") == db_pid
@@ -542,7 +659,9 @@ def test_edits_after_approval_are_refused_naming_what_changed(lab: Any, rs: RS, 
     assert [r["kind"] for r in own.audit.records() if r["event"] == "apply-refused"] == ["changed-plan"] * 5
 
 
-def test_jinja_in_a_parameter_never_runs_on_the_controller(lab: Any, rs: RS, app_host: Any, tmp_path: Path) -> None:
+def test_jinja_in_a_parameter_never_runs_on_the_controller(
+    lab: Any, rs: RS, app_host: Any, tmp_path: Path
+) -> None:
     from collector.core import UsageError
 
     marker = tmp_path / "marker"
@@ -563,56 +682,112 @@ def test_jinja_in_a_parameter_never_runs_on_the_controller(lab: Any, rs: RS, app
     assert not marker.exists()
 
 
-def test_an_approval_runs_once_and_two_concurrent_applies_restart_once(lab: Any, rs: RS, app_host: Any,
-                                                                       tmp_path: Path) -> None:
+def test_an_approval_runs_once_and_two_concurrent_applies_restart_once(
+    lab: Any, rs: RS, app_host: Any, tmp_path: Path
+) -> None:
     """Two `collector remediate apply` of one approved restart plan at once: one runs, one is refused."""
     from collector.remediate.apply import locks_dir, plan_lock
 
     assert lab.signers.installed
     system = load_policy()
-    env = {"COLLECTOR_PLANS_DIR": str(tmp_path / "plans"), "COLLECTOR_INVENTORY": rs.inventory,
-           "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    env = {
+        "COLLECTOR_PLANS_DIR": str(tmp_path / "plans"),
+        "COLLECTOR_INVENTORY": rs.inventory,
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+    }
     cli = str(Path(sys.executable).parent / "collector")
-    planned = subprocess.run([cli, "remediate", "restart", "--hosts", "app", "--key", str(lab.signers.key("alice"))],
-                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    planned = subprocess.run(
+        [cli, "remediate", "restart", "--hosts", "app", "--key", str(lab.signers.key("alice"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
     assert planned.returncode == 0, planned.stderr
     path = planned.stdout.strip().splitlines()[-1]
-    approved = subprocess.run([cli, "approve", path, "--key", str(lab.signers.key("bob")), "--yes"],
-                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=False)
+    approved = subprocess.run(
+        [cli, "approve", path, "--key", str(lab.signers.key("bob")), "--yes"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
     assert approved.returncode == 0, approved.stderr
     plan = load_plan(Path(tmp_path, path))
     # The lock names its holder (held here by the test, standing in for carol's apply).
     state = _host_state(app_host)
-    with plan_lock(locks_dir(system), plan.hash, {"principal": "carol", "pid": 4242, "host": "ctl", "since": "now"}):
-        held = subprocess.run([cli, "remediate", "apply", path, "--key", str(lab.signers.key("alice"))],
-                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+    with plan_lock(
+        locks_dir(system), plan.hash, {"principal": "carol", "pid": 4242, "host": "ctl", "since": "now"}
+    ):
+        held = subprocess.run(
+            [cli, "remediate", "apply", path, "--key", str(lab.signers.key("alice"))],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
     assert held.returncode == 2 and "is being applied by carol (pid 4242 on ctl" in held.stderr + held.stdout
     assert _host_state(app_host) == state
     since = app_host.check_output("date +%s")
-    procs = [subprocess.Popen([cli, "remediate", "apply", path, "--key", str(lab.signers.key(who)), "--no-after-bundle",
-                               "--verify-wait", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env, cwd=tmp_path) for who in ("alice", "bob")]
+    procs = [
+        subprocess.Popen(
+            [
+                cli,
+                "remediate",
+                "apply",
+                path,
+                "--key",
+                str(lab.signers.key(who)),
+                "--no-after-bundle",
+                "--verify-wait",
+                "30",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        for who in ("alice", "bob")
+    ]
     outs = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     codes = [rc for rc, _, _ in outs]
-    assert codes.count(2) == 1 and set(codes) - {2} <= {0, 1}, outs  # one ran (1: verify disagreed), one refused
+    assert codes.count(2) == 1 and set(codes) - {2} <= {0, 1}, (
+        outs
+    )  # one ran (1: verify disagreed), one refused
     loser = next(out + err for rc, out, err in outs if rc == 2)
     assert "is being applied by" in loser or "already used" in loser, loser
-    starts = app_host.check_output(f"journalctl -u sergas-app --since @{since} -o cat | grep -c '^Started' || true")
+    starts = app_host.check_output(
+        f"journalctl -u sergas-app --since @{since} -o cat | grep -c '^Started' || true"
+    )
     assert starts == "1", starts
     records = [r for r in AuditLog(system.audit_log).records() if r.get("plan_hash") == plan.hash]
     assert [r["event"] for r in records].count("apply-start") == 1
     assert sum(1 for r in records if r["event"] == "apply-host" and r.get("restarted")) == 1
     # And the approval is spent: a third apply is refused, the app is not restarted again.
     state = _host_state(app_host)
-    third = subprocess.run([cli, "remediate", "apply", path, "--key", str(lab.signers.key("alice"))],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+    third = subprocess.run(
+        [cli, "remediate", "apply", path, "--key", str(lab.signers.key("alice"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
     assert third.returncode == 2 and "already used" in third.stderr + third.stdout
     assert _host_state(app_host) == state
 
 
-def test_audit_tampering_is_caught_and_a_loosened_limit_has_no_effect(lab: Any, rs: RS, app_host: Any,
-                                                                     tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audit_tampering_is_caught_and_a_loosened_limit_has_no_effect(
+    lab: Any, rs: RS, app_host: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from collector.config import load_settings
     from collector.remediate.audit import GENESIS, record_hash
     from collector.remediate.signing import Verifier
@@ -627,9 +802,10 @@ def test_audit_tampering_is_caught_and_a_loosened_limit_has_no_effect(lab: Any, 
     monkeypatch.setenv("COLLECTOR_RESTART_MIN_INTERVAL_S", "0")
     monkeypatch.setenv("COLLECTOR_BLAST_RADIUS", "1000")
     monkeypatch.setenv("COLLECTOR_AUDIT_LOG", str(tmp_path / "elsewhere.jsonl"))
-    loose = dataclasses.replace(rs.with_policy(restart_min_interval_s=600.0),
-                                settings=dataclasses.replace(load_settings(), plans_dir=rs.plans_dir,
-                                                             inventory=rs.inventory))
+    loose = dataclasses.replace(
+        rs.with_policy(restart_min_interval_s=600.0),
+        settings=dataclasses.replace(load_settings(), plans_dir=rs.plans_dir, inventory=rs.inventory),
+    )
     again = _approve(loose, _plan(loose, "restart", "app", {}))
     state = _host_state(app_host)
     _refused(loose, again, "minimum interval", app_host, state)
@@ -644,8 +820,14 @@ def test_audit_tampering_is_caught_and_a_loosened_limit_has_no_effect(lab: Any, 
     cli = str(Path(sys.executable).parent / "collector")
 
     def audit_verify() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([cli, "audit", "verify", "--log", rs.audit_log, "--expect", head], capture_output=True,
-                              text=True, env=env, timeout=60, check=False)
+        return subprocess.run(
+            [cli, "audit", "verify", "--log", rs.audit_log, "--expect", head],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
 
     # Tail truncation: the last records cut off; apply refuses (the checkpoint file saw them), verify names it.
     Path(rs.audit_log).write_text("".join(full.splitlines(keepends=True)[:-3]))

@@ -1,4 +1,5 @@
 """Plans: the content hash, saving and loading, diffs, requester, targets."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,15 @@ def test_signatures_are_outside_the_hash_and_the_binding_inside(plan: Plan) -> N
     plan.statements = [{"statement": {}, "signature": "x"}]
     plan.requester = "bob"
     assert plan.compute_hash() == before
-    assert set(plan.binding) == {"tool_version", "ansible_version", "inventory_files", "host_vars", "ssh_files",
-                                 "playbooks_dir", "playbook_files"}
+    assert set(plan.binding) == {
+        "tool_version",
+        "ansible_version",
+        "inventory_files",
+        "host_vars",
+        "ssh_files",
+        "playbooks_dir",
+        "playbook_files",
+    }
     assert "remediate/pool-resize.yml" in plan.binding["playbook_files"]
     assert "remediate/tasks/wait_healthy.yml" in plan.binding["playbook_files"]
     assert "remediate/library/collector_change.py" in plan.binding["playbook_files"]
@@ -70,10 +78,17 @@ def test_extravars_carry_the_plans_time_for_restart(plan: Plan) -> None:
 
 
 def test_binding_changes_name_the_part() -> None:
-    before = {"tool_version": "1", "inventory_files": {"/i.yml": "a"}, "host_vars": {"app1": "x", "app2": "y"}}
+    before = {
+        "tool_version": "1",
+        "inventory_files": {"/i.yml": "a"},
+        "host_vars": {"app1": "x", "app2": "y"},
+    }
     now = {"tool_version": "2", "inventory_files": {"/i.yml": "b"}, "host_vars": {"app1": "x"}}
-    assert binding_changes(before, now) == ["the tool's version changed (1 -> 2)", "inventory file /i.yml changed",
-                                            "connection/collector_* variables of app2 is gone"]
+    assert binding_changes(before, now) == [
+        "the tool's version changed (1 -> 2)",
+        "inventory file /i.yml changed",
+        "connection/collector_* variables of app2 is gone",
+    ]
 
 
 def test_targets_are_the_pattern_within_the_actions_group(inventory_file: Path) -> None:
@@ -87,15 +102,23 @@ def test_targets_are_the_pattern_within_the_actions_group(inventory_file: Path) 
 
 
 def test_render_diff_shows_only_what_changed() -> None:
-    text = render_diff({"before": "DATABASE_POOL_SIZE=5\n", "after": "DATABASE_POOL_SIZE=20\n",
-                        "before_header": ".env: DATABASE_POOL_SIZE", "after_header": ".env: DATABASE_POOL_SIZE"})
+    text = render_diff(
+        {
+            "before": "DATABASE_POOL_SIZE=5\n",
+            "after": "DATABASE_POOL_SIZE=20\n",
+            "before_header": ".env: DATABASE_POOL_SIZE",
+            "after_header": ".env: DATABASE_POOL_SIZE",
+        }
+    )
     assert "-DATABASE_POOL_SIZE=5\n" in text and "+DATABASE_POOL_SIZE=20\n" in text
     assert render_diff({"before": "same", "after": "same"}) == ""
     assert render_diff([{"prepared": "x"}]) == "x\n"
 
 
 def test_rollback_pin_reads_the_resolved_tag() -> None:
-    results = [{"task": "Show the release change.", "msg": "/opt/sergas/app release: v1.1.0 (abc) -> v1.0.0 (def)"}]
+    results = [
+        {"task": "Show the release change.", "msg": "/opt/sergas/app release: v1.1.0 (abc) -> v1.0.0 (def)"}
+    ]
     assert _pinned_value(get_action("rollback"), results) == "v1.0.0"
     results = [{"task": "Show the release change.", "msg": "/opt/sergas/app release: already v1.0.0 (def)"}]
     assert _pinned_value(get_action("rollback"), results) == "v1.0.0"
@@ -110,10 +133,25 @@ def test_describe_names_targets_diff_and_approval_state(plan: Plan) -> None:
 def test_action_record_round_trip() -> None:
     from collector.core import ActionRecord
 
-    record = ActionRecord(action="restart", params={}, plan_id="p", plan_hash="h", requester="alice",
-                          requested="t0", approver="bob", approved="t1", break_glass=None, applier="alice",
-                          applied_started="t2", applied_finished="t3", hosts={"app1": {"status": "changed"}},
-                          stopped=None, verify={"passed": True}, audit_head="7:abc", signatures={"approve": "d"})
+    record = ActionRecord(
+        action="restart",
+        params={},
+        plan_id="p",
+        plan_hash="h",
+        requester="alice",
+        requested="t0",
+        approver="bob",
+        approved="t1",
+        break_glass=None,
+        applier="alice",
+        applied_started="t2",
+        applied_finished="t3",
+        hosts={"app1": {"status": "changed"}},
+        stopped=None,
+        verify={"passed": True},
+        audit_head="7:abc",
+        signatures={"approve": "d"},
+    )
     assert ActionRecord.from_dict(record.to_dict()) == record
     assert record.to_dict()["schema"] == "incident-collector/action/v2"
 
@@ -123,11 +161,25 @@ def test_approve_shows_what_differs_from_the_incidents_bundle(plan: Plan, tmp_pa
 
     bundle = tmp_path / "inc-1"
     bundle.mkdir()
-    (bundle / "manifest.json").write_text(json.dumps({"finished": "2026-11-28T05:40:00.000Z", "hosts": {"app1": {}}}))
-    (bundle / "findings.json").write_text(json.dumps({"severity": "P1", "findings": [
-        {"id": "pg-connections-near-max", "mitigation": {"action": "pool-resize", "params": {"size": 30}}}]}))
-    (bundle / "actions.json").write_text(json.dumps({"actions": [{"action": "restart",
-                                                                  "applied_finished": "2026-11-28T05:50:00Z"}]}))
+    (bundle / "manifest.json").write_text(
+        json.dumps({"finished": "2026-11-28T05:40:00.000Z", "hosts": {"app1": {}}})
+    )
+    (bundle / "findings.json").write_text(
+        json.dumps(
+            {
+                "severity": "P1",
+                "findings": [
+                    {
+                        "id": "pg-connections-near-max",
+                        "mitigation": {"action": "pool-resize", "params": {"size": 30}},
+                    }
+                ],
+            }
+        )
+    )
+    (bundle / "actions.json").write_text(
+        json.dumps({"actions": [{"action": "restart", "applied_finished": "2026-11-28T05:50:00Z"}]})
+    )
     plan.bundle = str(bundle)
     text = "\n".join(since_bundle(plan))
     assert "collected 2026-11-28T05:40:00.000Z, 20 min before this plan" in text

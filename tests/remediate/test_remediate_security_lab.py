@@ -5,6 +5,7 @@ The playbooks run through the one front door to Ansible (collector.transport.ans
 the plan runs them (check + diff), then as apply does (check=False). Each test builds its hostile setup on
 the app host, holds the lab lock and removes what it made.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -32,7 +33,9 @@ def inventory_with(lab: Any, path: Path, host: str, overrides: dict[str, Any]) -
 
 def play(action: str, inventory: Path, host: str, params: dict[str, Any], *, check: bool) -> PlaybookRun:
     act = get_action(action)
-    return run_playbook(act.playbook, str(inventory), host, act.extravars(params, host), check=check, diff=check)
+    return run_playbook(
+        act.playbook, str(inventory), host, act.extravars(params, host), check=check, diff=check
+    )
 
 
 @pytest.fixture()
@@ -98,16 +101,25 @@ def test_clean_disk_refuses_a_symlinked_folder_and_removes_as_the_owner(
     victims = app_host.run(f"sha256sum {base}/victim/*").stdout
     for subdir in (f"{name}/lnk", f"{name}/via/victim"):  # is a symlink; passes through one
         for check in (True, False):  # the plan's check run, then apply
-            run = play("clean-disk", lab.inventory, app, {"subdir": subdir, "pattern": "*.csv", "minutes": 0},
-                       check=check)
+            run = play(
+                "clean-disk",
+                lab.inventory,
+                app,
+                {"subdir": subdir, "pattern": "*.csv", "minutes": 0},
+                check=check,
+            )
             outcome = run.hosts[app]
             assert outcome.status == "failed" and "symlink" in outcome.msg, (subdir, check, outcome)
             assert app_host.run(f"sha256sum {base}/victim/*").stdout == victims
     real = f"{name}/real"
-    cleaned = play("clean-disk", lab.inventory, app, {"subdir": real, "pattern": "*.csv", "minutes": 0}, check=False)
+    cleaned = play(
+        "clean-disk", lab.inventory, app, {"subdir": real, "pattern": "*.csv", "minutes": 0}, check=False
+    )
     assert cleaned.hosts[app].status == "changed", cleaned.hosts[app]
     assert not app_host.file(f"/var/lib/sergas/{real}/old.csv").exists
-    again = play("clean-disk", lab.inventory, app, {"subdir": real, "pattern": "*.csv", "minutes": 0}, check=False)
+    again = play(
+        "clean-disk", lab.inventory, app, {"subdir": real, "pattern": "*.csv", "minutes": 0}, check=False
+    )
     assert again.hosts[app].status == "ok" and not again.hosts[app].changed
 
 

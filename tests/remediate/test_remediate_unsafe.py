@@ -1,4 +1,5 @@
 """Extra vars reach Ansible marked !unsafe: a template in a value is never rendered (real ansible-runner, local)."""
+
 from __future__ import annotations
 
 import sys
@@ -19,7 +20,8 @@ PLAYBOOK = """\
 
 def test_unsafe_yaml_tags_every_string() -> None:
     assert unsafe_yaml({"a": "x", "b": [1, "y"], "c": {"d": None}}) == (
-        '{"a": !unsafe "x", "b": [1, !unsafe "y"], "c": {"d": null}}')
+        '{"a": !unsafe "x", "b": [1, !unsafe "y"], "c": {"d": null}}'
+    )
 
 
 def test_a_template_in_an_extra_var_never_runs(tmp_path: Path) -> None:
@@ -27,11 +29,14 @@ def test_a_template_in_an_extra_var_never_runs(tmp_path: Path) -> None:
     book = tmp_path / "echo.yml"
     book.write_text(PLAYBOOK)
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text(f"all:\n  hosts:\n    localhost: {{ansible_connection: local, "
-                         f"ansible_python_interpreter: {sys.executable}}}\n")
+    inventory.write_text(
+        f"all:\n  hosts:\n    localhost: {{ansible_connection: local, "
+        f"ansible_python_interpreter: {sys.executable}}}\n"
+    )
     evil = f"{{{{ lookup('pipe', 'touch {marker}') }}}}"
-    run = run_playbook(book, str(inventory), "localhost", {"value": evil, "nested": {"inner": [evil]}},
-                       unsafe_vars=True)
+    run = run_playbook(
+        book, str(inventory), "localhost", {"value": evil, "nested": {"inner": [evil]}}, unsafe_vars=True
+    )
     assert run.status == "successful", run
     assert not marker.exists()
     said = [r["msg"] for r in run.hosts["localhost"].results if r["task"] == "Show the value."]

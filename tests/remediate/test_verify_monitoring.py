@@ -1,4 +1,5 @@
 """Verify's monitoring checks against a loopback Prometheus/Alertmanager stand-in (real HTTP, real JSON)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,7 +39,11 @@ def _alert(name: str) -> dict[str, Any]:
 def test_healthy_numbers_pass(stand_in: Settings) -> None:
     ANSWERS.update(ratio=0.004, p95=0.05, alerts=[])
     checks = monitoring_checks(stand_in, window="30s")
-    assert passed(checks) and [c.name for c in checks] == ["5xx ratio < 1%", "p95 < 200 ms", "no active alerts"]
+    assert passed(checks) and [c.name for c in checks] == [
+        "5xx ratio < 1%",
+        "p95 < 200 ms",
+        "no active alerts",
+    ]
     assert all("[30s]" in q for q in ANSWERS["queries"])
 
 
@@ -58,13 +63,16 @@ def test_no_traffic_passes_and_expected_alerts_are_not_failures(stand_in: Settin
 
 
 def test_unreachable_monitoring_fails_the_checks() -> None:
-    checks = monitoring_checks(Settings(prometheus_url="http://127.0.0.1:9", alertmanager_url="http://127.0.0.1:9"),
-                               timeout_s=1)
+    checks = monitoring_checks(
+        Settings(prometheus_url="http://127.0.0.1:9", alertmanager_url="http://127.0.0.1:9"), timeout_s=1
+    )
     assert len(checks) == 3 and not any(c.passed for c in checks)
 
 
 def test_window_rewrite_and_table() -> None:
     assert _window_expr("rate(x[5m]) / rate(y[5m])", "30s") == "rate(x[30s]) / rate(y[30s])"
-    lines = checks_table([Check("SELECT 1", "db1", True, "1"), Check("Redis PING", "redis1", False, "NOAUTH")])
+    lines = checks_table(
+        [Check("SELECT 1", "db1", True, "1"), Check("Redis PING", "redis1", False, "NOAUTH")]
+    )
     assert lines[1].split()[:4] == ["SELECT", "1", "db1", "PASS"] and "FAIL" in lines[2]
     assert not passed([])
