@@ -1,5 +1,5 @@
 """The HTTP side of `collector serve`: Alertmanager's webhook (POST /alertmanager), /healthz, and the
-incidents page's routes when collector.incidents.page provides them. Starlette app, served by uvicorn.
+incidents page's routes (collector.incidents.page). Starlette app, served by uvicorn.
 
 The webhook answers once the notification is in the store (incident, alerts, timeline) and its work is
 queued; collections run afterwards in the service's bounded pool. A store error answers 500, so
@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from collector.incidents import page
 from collector.incidents.webhook import PayloadError, parse_payload
 from collector.incidents.worker import Service
 
@@ -38,15 +39,8 @@ def authorized(header: str | None, token: str) -> bool:
 
 
 def page_routes(service: Service) -> list[BaseRoute]:
-    """The incidents page's routes (collector.incidents.page.routes) when that module provides them."""
-    import importlib
-
-    try:
-        page = importlib.import_module("collector.incidents.page")  # the lifecycle side's module, when present
-    except ImportError:
-        return []
-    routes = getattr(page, "routes", None)
-    return list(routes(service.store, service.settings)) if callable(routes) else []
+    """The incidents page's routes (collector.incidents.page)."""
+    return list(page.routes(service.store, service.settings))
 
 
 def create_app(service: Service, token: str, *, start_service: bool = True) -> Starlette:

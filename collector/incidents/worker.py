@@ -21,6 +21,7 @@ from typing import Any
 from collector.config import Settings
 from collector.core import INCIDENT_ACTIVE_STATES as INCIDENT_ACTIVE
 from collector.core import Findings, Incident, UsageError, utcnow
+from collector.incidents import lifecycle
 from collector.incidents.store import Event, IncidentStore, Work, process_owner
 from collector.incidents.webhook import Alert, Notification, Route, alert_severity, route_hosts
 from collector.times import instant_or_none, iso_z, parse_instant
@@ -34,14 +35,9 @@ OWN_KINDS = (COLLECT, VERIFY)
 Hook = Callable[[IncidentStore, Incident, Event, Settings], None]
 
 
-def lifecycle_hook() -> Hook | None:
-    """collector.incidents.lifecycle.on_event when the lifecycle side provides it."""
-    try:
-        from collector.incidents import lifecycle
-    except ImportError:
-        return None
-    hook = getattr(lifecycle, "on_event", None)
-    return hook if callable(hook) else None
+def lifecycle_hook() -> Hook:
+    """The lifecycle's reaction to each timeline event (commander, updates, escalation)."""
+    return lifecycle.on_event
 
 
 def plan_events(records: Iterable[Mapping[str, Any]], plan_hash: str,
@@ -100,7 +96,7 @@ class Service:
         self.lease_s = lease_s
         self.max_workers = max(1, int(max_collections or settings.serve_max_collections))
         self.work_queue: queue.Queue[Work | None] = queue.Queue(maxsize=max(1, settings.serve_queue_size))
-        self.hooks: list[Hook] = list(hooks) if hooks is not None else [h for h in (lifecycle_hook(),) if h]
+        self.hooks: list[Hook] = list(hooks) if hooks is not None else [lifecycle_hook()]
         self.hook_queue: queue.Queue[tuple[str, Event] | None] = queue.Queue()
         self.inflight: set[int] = set()
         self.running = 0
@@ -256,11 +252,6 @@ class Service:
 
     # ------------------------------------------------------------------ loops
     def _tick_loop(self) -> None:
-        tick = None
-        with contextlib.suppress(ImportError):
-            from collector.incidents import lifecycle
-
-            tick = getattr(lifecycle, "tick", None)
         period = max(0.5, float(self.settings.serve_tick_s))
         beat = min(period, self.lease_s / 4)
         last_tick = 0.0
@@ -270,9 +261,9 @@ class Service:
                 self.recover()
                 self.sync_plans()
                 self.poll_silenced()
-                if callable(tick) and time.monotonic() - last_tick >= period:
+                if time.monotonic() - last_tick >= period:
                     last_tick = time.monotonic()
-                    tick(self.store, self.settings)
+                    lifecycle.tick(self.store, self.settings)
             except Exception:
                 log.exception("tick failed")
 
