@@ -338,7 +338,8 @@ def secret_name(name: str | bytes) -> bool:
 # code that reads the secret from elsewhere. Literal known secrets are exempt from this test.
 _NOT_A_VALUE = re.compile(
     rb"(?:\$\{\{.*|\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[^}]*)?\}?|\$[A-Z_][A-Z0-9_]*|\$\(.*|\{\{.*|%\(.*"
-    rb"|\{[A-Za-z_][A-Za-z0-9_]*\}|%[a-z]|<[^<>]*>?|![A-Za-z_]+(?:[ \t].*)?|\[FILTERED\]|\[REDACTED\]|REDACTED|redacted"
+    rb"|\{[A-Za-z_][A-Za-z0-9_]*\}|%[a-z]|<[^<>]*>?|![A-Za-z_]+(?:[ \t].*)?"
+    rb"|\[FILTERED\]|\[REDACTED\]|REDACTED|redacted"
     rb"|(?i:true|false|yes|no|on|off|none|null|nil|undefined|required|optional|enabled|disabled)"
     rb"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\(.*\)|\[.*\])"
     rb"|[^A-Za-z0-9\x80-\xff]*)[\\,;]*",
@@ -502,13 +503,14 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
         "private_key",
         (b"private key",),
         (
-            rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:\\r|\\n|[\r\n])*(?P<secret>(?:(?!-----END)[\s\S])*?)"
+            rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:\\r|\\n|[\r\n])*"
+            rb"(?P<secret>(?:(?!-----END)[\s\S])*?)"
             rb"(?=(?:\\r|\\n|[\r\n])*-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)"
         ),
         0,
         (
-            "PEM and PGP private key blocks, also \\n-escaped in JSON (a block cut by the output cap is scrubbed to "
-            "the end)"
+            "PEM and PGP private key blocks, also \\n-escaped in JSON "
+            "(a block cut by the output cap is scrubbed to the end)"
         ),
         None,
     ),
@@ -516,7 +518,8 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
         "private_key",
         (b"private-lines:",),
         (
-            rb"Private-Lines:[ \t]*\d+[ \t]*\r?\n(?P<secret>(?:[A-Za-z0-9+/=]+[ \t]*(?:\r?\n|\Z))+?)(?=Private-MAC:|\Z)"
+            rb"Private-Lines:[ \t]*\d+[ \t]*\r?\n"
+            rb"(?P<secret>(?:[A-Za-z0-9+/=]+[ \t]*(?:\r?\n|\Z))+?)(?=Private-MAC:|\Z)"
             rb"|Private-MAC:[ \t]*(?P<secret2>[0-9a-fA-F]+)"
         ),
         0,
@@ -601,9 +604,9 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
         ),
         0,
         (
-            "well-known token formats (GitHub, Slack, Stripe, GitLab, Google, SendGrid, OpenAI, Anthropic, Vault, "
-            "npm, PyPI, DigitalOcean, Grafana, New Relic, Shopify, Brevo, age, Doppler, Telegram, Mailgun, "
-            "Atlassian)"
+            "well-known token formats (GitHub, Slack, Stripe, GitLab, Google, SendGrid, OpenAI, Anthropic, "
+            "Vault, npm, PyPI, DigitalOcean, Grafana, New Relic, Shopify, Brevo, age, Doppler, Telegram, "
+            "Mailgun, Atlassian)"
         ),
         None,
     ),
@@ -626,7 +629,10 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
     (
         "aws_secret_key",
         (b"secret",),
-        rb"aws_?secret_?(?:access_?)?key[\"']?[ \t]*[=:][ \t]*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
+        (
+            rb"aws_?secret_?(?:access_?)?key[\"']?[ \t]*[=:][ \t]*[\"']?"
+            rb"(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
+        ),
         re.IGNORECASE,
         "AWS secret access keys",
         None,
@@ -698,7 +704,10 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
     (
         "sql_password",
         (b"password", b"identified"),
-        rb"\b(?:password|identified[ \t]+by)[ \t]+(?:=[ \t]*)?(?:'(?P<secret>[^'\r\n]*)'|\"(?P<secret2>[^\"\r\n]*)\")",
+        (
+            rb"\b(?:password|identified[ \t]+by)[ \t]+(?:=[ \t]*)?"
+            rb"(?:'(?P<secret>[^'\r\n]*)'|\"(?P<secret2>[^\"\r\n]*)\")"
+        ),
         re.IGNORECASE,
         "SQL: ALTER ROLE ... PASSWORD 'x', IDENTIFIED BY 'x', SET PASSWORD = 'x'",
         None,
@@ -732,7 +741,8 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
         rb"|\b(?:sshpass|7z|7za)\b[^\n]*?[ \t]-p[ \t]*"
         rb"|\b(?:docker\b[^\n]*?\blogin\b[^\n]*?[ \t]-p|twine\b[^\n]*?[ \t]-p"
         rb"|mongo(?:sh|dump|restore)?\b[^\n]*?[ \t]-p|ldap[a-z]*\b[^\n]*?[ \t]-w|(?:un)?zip\b[^\n]*?[ \t]-P"
-        rb"|ssh-keygen\b[^\n]*?[ \t]-[NP]|az\b[^\n]*?\blogin\b[^\n]*?[ \t]-p|(?:sqlcmd|bcp|osql)\b[^\n]*?[ \t]-P"
+        rb"|ssh-keygen\b[^\n]*?[ \t]-[NP]|az\b[^\n]*?\blogin\b[^\n]*?[ \t]-p"
+        rb"|(?:sqlcmd|bcp|osql)\b[^\n]*?[ \t]-P"
         rb"|openssl\b[^\n]*?[ \t]-k)[ \t]+"
         rb"|\b(?:smbclient|smbd|mount\.cifs)\b[^\n]*?[ \t]-U[ \t]*[^\s%]+%"
         rb"|\bhtpasswd[ \t]+-[a-zA-Z]*b[a-zA-Z]*[ \t]+\S+[ \t]+\S+[ \t]+"
@@ -742,8 +752,8 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
         0,
         (
             "passwords on command lines: mysql -pX, sshpass -p, docker login -p, ldapsearch -w, "
-            "zip -P, ssh-keygen -N, az login -p, sqlcmd -P, openssl -k / pass:X, smbclient -U u%X, htpasswd -b, "
-            "rabbitmqctl, chpasswd"
+            "zip -P, ssh-keygen -N, az login -p, sqlcmd -P, openssl -k / pass:X, smbclient -U u%X, "
+            "htpasswd -b, rabbitmqctl, chpasswd"
         ),
         _plain,
     ),
@@ -752,11 +762,12 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
         (b"|",),
         rb"\b(?:echo|printf)[ \t]+(?:-[a-zA-Z]+[ \t]+)*(?:['\"]%s(?:\\n)?['\"][ \t]+)?"
         + _VALUE
-        + rb"(?=[ \t]*\|[^\n|]*(?:--password-stdin|--stdin\b|\bsudo\b[^\n|]*[ \t]-S\b|\bchpasswd\b|\blogin[ \t]+-(?=\s|\Z)))",
+        + rb"(?=[ \t]*\|[^\n|]*(?:--password-stdin|--stdin\b|\bsudo\b[^\n|]*[ \t]-S\b|\bchpasswd\b"
+        rb"|\blogin[ \t]+-(?=\s|\Z)))",
         0,
         (
-            "a password piped into a command: echo X | sudo -S, docker login --password-stdin, passwd --stdin, "
-            "vault login -"
+            "a password piped into a command: echo X | sudo -S, docker login --password-stdin, "
+            "passwd --stdin, vault login -"
         ),
         _plain,
     ),
@@ -764,7 +775,8 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
         "basic_auth",
         (b"curl", b"wget"),
         (
-            rb"\b(?:curl|wget)\b[^\n]*?[ \t](?:(?:-u|--user)[ \t=]*['\"]?[^\s:'\"]*:|(?:--password|--http-password)[ \t=]+)"
+            rb"\b(?:curl|wget)\b[^\n]*?[ \t]"
+            rb"(?:(?:-u|--user)[ \t=]*['\"]?[^\s:'\"]*:|(?:--password|--http-password)[ \t=]+)"
             rb"['\"]?(?P<secret>[^\s'\"]+)"
         ),
         0,
@@ -783,7 +795,8 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
         "authorization",
         (b"authorization",),
         (
-            rb"\bAuthorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:(?:Bearer|Basic|Token|Digest|ApiKey|Negotiate)[ \t]+)?"
+            rb"\bAuthorization[\"']?[ \t]*[:=][ \t]*[\"']?"
+            rb"(?:(?:Bearer|Basic|Token|Digest|ApiKey|Negotiate)[ \t]+)?"
             rb"(?P<secret>[^\s\"',;]+)"
         ),
         re.IGNORECASE,
@@ -812,7 +825,8 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
     (
         "netrc",
         (b"password", b"bindpw", b"rootpw", b"auth_pass", b"secret", b"psk"),
-        rb"(?:\blogin[ \t]+\S+[ \t]+password|(?m:^)[ \t]*(?:password|bindpw|rootpw|auth_pass|secret|passphrase|psk))"
+        rb"(?:\blogin[ \t]+\S+[ \t]+password"
+        rb"|(?m:^)[ \t]*(?:password|bindpw|rootpw|auth_pass|secret|passphrase|psk))"
         rb"[ \t]+" + _VALUE + rb"(?=[ \t]*(?:$|\n|\r|[ \t]account\b))",
         re.IGNORECASE | re.MULTILINE,
         "netrc `login u password X`, `password X` / `bindpw X` config lines",
@@ -832,7 +846,8 @@ RULE_TABLE: tuple[tuple[str, tuple[bytes, ...], bytes, int, str, Judge | None], 
         rb"(?m:^)(?P<indent>[ \t]*)(?:-[ \t]+)?[\"']?(?P<key>"
         + _NAME
         + rb")[\"']?:[ \t]*(?:![^\s|>]+[ \t]+)?"
-        rb"[|>][-+0-9]*[ \t]*(?:#[^\n]*)?\n(?P<secret>(?:(?P=indent)[ \t]+\S[^\n]*(?:\n|\Z)|[ \t]*\n(?=(?P=indent)[ \t]))+)",
+        rb"[|>][-+0-9]*[ \t]*(?:#[^\n]*)?\n"
+        rb"(?P<secret>(?:(?P=indent)[ \t]+\S[^\n]*(?:\n|\Z)|[ \t]*\n(?=(?P=indent)[ \t]))+)",
         0,
         "YAML block scalars (key: | or >) under a secret name",
         _judged_by_name("key"),
@@ -897,7 +912,7 @@ def user_rules(patterns: Iterable[str]) -> list[Rule]:
 
 
 def secrets_from_vars(vars_by_host: Mapping[str, Mapping[str, Any]] | Mapping[str, Any]) -> list[str]:
-    """The values of inventory variables whose names say they are secrets (collector.inventory's one finder)."""
+    """Values of inventory variables whose names say they are secrets (collector.inventory's one finder)."""
     from collector.inventory import secret_values_in
 
     return secret_values_in(vars_by_host)
@@ -1133,7 +1148,7 @@ class Redactor:
         )
 
     def redact_or_withhold(self, data: bytes, where: str = "") -> tuple[bytes, str | None]:
-        """(redacted data, None), or (a WITHHELD placeholder, the error) when redaction failed: fail closed."""
+        """(redacted data, None), or (a WITHHELD placeholder, the error) if redaction failed: fail closed."""
         try:
             return self.redact_bytes(data, where), None
         except RedactionError as exc:

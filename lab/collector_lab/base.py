@@ -212,7 +212,8 @@ sed -i 's/^ENABLED=.*/ENABLED="true"/' /etc/default/sysstat
 mkdir -p /var/log/journal /etc/systemd/journald.conf.d
 printf '[Journal]\nStorage=persistent\nSystemMaxUse=64M\n' > /etc/systemd/journald.conf.d/lab.conf
 mkdir -p /etc/ssh/sshd_config.d
-printf 'PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n' > /etc/ssh/sshd_config.d/lab.conf
+printf 'PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n' \
+    > /etc/ssh/sshd_config.d/lab.conf
 rm -f /etc/ssh/ssh_host_*
 rm -f /usr/sbin/policy-rc.d
 : > /etc/machine-id

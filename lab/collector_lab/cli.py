@@ -32,7 +32,10 @@ state_dir_option = click.option(
 
 
 class _LabGroup(click.Group):
-    """Bad input: one line, exit 2. A lab step that fails (a mount, a boot, a fault's check): one line, exit 1."""
+    """Bad input: one line, exit 2.
+
+    A lab step that fails (a mount, a boot, a fault's check): one line, exit 1.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -195,6 +198,7 @@ def load_cmd(seconds: float, rps: float, state_dir: str | None) -> None:
 @click.option("--workdir", default=".", show_default=True, help="Where bundles/, plans/ and audit/ go.")
 @state_dir_option
 def demo_cmd(scenario: str, workdir: str, state_dir: str | None) -> None:
-    """Play one runbook scenario (break → collect → approve → fix → verify → report → heal); see collector_lab/demo.py."""
+    """Play one runbook scenario (break → collect → approve → fix → verify → report → heal);
+    see collector_lab/demo.py."""
     if not demo.demo(demo.get_scenario(scenario).name, _settings(state_dir), workdir=workdir, say=click.echo):
         sys.exit(EXIT_PARTIAL)

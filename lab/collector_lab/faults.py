@@ -73,7 +73,8 @@ def _unit(name: str, command: str, *, user: str = "root") -> str:
     """
     unit = f"lab-fault-{name}"
     return (
-        f"systemctl stop {unit} >/dev/null 2>&1 || true; systemctl reset-failed {unit} >/dev/null 2>&1 || true\n"
+        f"systemctl stop {unit} >/dev/null 2>&1 || true; "
+        f"systemctl reset-failed {unit} >/dev/null 2>&1 || true\n"
         f"systemd-run --quiet --unit={unit} --uid={user} --property=RuntimeMaxSec={UNIT_MAX_S} "
         f"--property=RuntimeDirectory={unit} "
         f"--description={shlex.quote('lab fault ' + name)} {command}\n"
@@ -82,7 +83,10 @@ def _unit(name: str, command: str, *, user: str = "root") -> str:
 
 def _stop_unit(name: str) -> str:
     unit = f"lab-fault-{name}"
-    return f"systemctl stop {unit} >/dev/null 2>&1 || true; systemctl reset-failed {unit} >/dev/null 2>&1 || true\n"
+    return (
+        f"systemctl stop {unit} >/dev/null 2>&1 || true; "
+        f"systemctl reset-failed {unit} >/dev/null 2>&1 || true\n"
+    )
 
 
 def _wait(condition: str, seconds: int, what: str) -> str:
@@ -124,7 +128,10 @@ FAULTS: dict[str, Fault] = {
                 ),
             ),
             check="! systemctl is-active --quiet sergas-app",
-            evidence="systemctl: sergas-app inactive; port 8000 closed; Prometheus target down (alert SergasAppDown).",
+            evidence=(
+                "systemctl: sergas-app inactive; port 8000 closed; "
+                "Prometheus target down (alert SergasAppDown)."
+            ),
         ),
         Fault(
             name="bad-deploy",
@@ -156,9 +163,11 @@ FAULTS: dict[str, Fault] = {
         ),
         Fault(
             name="pool-exhausted",
-            description="A leaking batch job on app1 holds every PostgreSQL connection db1 allows (idle, as the "
-            "app's user) and grabs each one that frees up; the app's connections are cut and its pool "
-            "cannot reconnect.",
+            description=(
+                "A leaking batch job on app1 holds every PostgreSQL connection db1 allows (idle, as the "
+                "app's user) and grabs each one that frees up; the app's connections are cut and its pool "
+                "cannot reconnect."
+            ),
             host="app1",
             group="app",
             break_steps=(
@@ -192,9 +201,12 @@ FAULTS: dict[str, Fault] = {
             ),
             heal_steps=(Step("app1", _stop_unit("pool-exhausted")),),
             check="systemctl is-active --quiet lab-fault-pool-exhausted",
-            evidence="db1 pg_stat_activity: connections = max_connections - reserved, ~all idle from app1 "
-            "(application_name sergas-batch-export); postgres log 'FATAL: remaining connection slots are reserved for non-replication superuser connections'; "
-            "under load the app journal 'ERROR: ... remaining connection slots are reserved', 500s.",
+            evidence=(
+                "db1 pg_stat_activity: connections = max_connections - reserved, ~all idle from app1 "
+                "(application_name sergas-batch-export); postgres log 'FATAL: remaining connection slots "
+                "are reserved for non-replication superuser connections'; "
+                "under load the app journal 'ERROR: ... remaining connection slots are reserved', 500s."
+            ),
         ),
         Fault(
             name="lock-contention",
@@ -209,8 +221,10 @@ FAULTS: dict[str, Fault] = {
                         "lock-contention",
                         "/bin/sh -c "
                         + shlex.quote(
-                            "{ echo 'BEGIN;'; echo 'ALTER TABLE customers ADD COLUMN loyalty_points integer;'; "
-                            f"sleep {UNIT_MAX_S}; }} | PGAPPNAME=sergas-migrate runuser -u postgres -- psql -X -q -d sergas"
+                            "{ echo 'BEGIN;'; "
+                            "echo 'ALTER TABLE customers ADD COLUMN loyalty_points integer;'; "
+                            f"sleep {UNIT_MAX_S}; }} | PGAPPNAME=sergas-migrate "
+                            "runuser -u postgres -- psql -X -q -d sergas"
                         ),
                     )
                     + _wait(
@@ -240,9 +254,11 @@ FAULTS: dict[str, Fault] = {
                 f'[ "$({_PSQL_VALUE} "SELECT count(*) FROM pg_stat_activity WHERE application_name = '
                 f"'sergas-migrate' AND state LIKE 'idle in transaction%'\" 2>/dev/null)\" -ge 1 ]"
             ),
-            evidence="pg_locks: AccessExclusiveLock on customers granted to an 'idle in transaction' backend, "
-            "others waiting; postgres log 'still waiting for AccessShareLock'; app journal "
-            "'canceling statement due to statement timeout'; /api/customers 500 after 5 s.",
+            evidence=(
+                "pg_locks: AccessExclusiveLock on customers granted to an 'idle in transaction' backend, "
+                "others waiting; postgres log 'still waiting for AccessShareLock'; app journal "
+                "'canceling statement due to statement timeout'; /api/customers 500 after 5 s."
+            ),
         ),
         Fault(
             name="slow-queries",
@@ -267,7 +283,8 @@ FAULTS: dict[str, Fault] = {
                 Step(
                     "db1",
                     f"{_PSQL} <<'SQL'\n"
-                    "CREATE INDEX IF NOT EXISTS orders_customer_id_idx ON orders (customer_id, created_at DESC);\n"
+                    "CREATE INDEX IF NOT EXISTS orders_customer_id_idx "
+                    "ON orders (customer_id, created_at DESC);\n"
                     "CREATE INDEX IF NOT EXISTS orders_created_at_idx ON orders (created_at DESC);\n"
                     "ALTER ROLE sergas RESET ALL;\nSQL\n",
                     timeout_s=120,
@@ -277,9 +294,12 @@ FAULTS: dict[str, Fault] = {
                 f'[ "$({_PSQL_VALUE} "SELECT count(*) FROM pg_indexes WHERE indexname = '
                 f"'orders_customer_id_idx'\" 2>/dev/null)\" = 0 ]"
             ),
-            evidence="EXPLAIN of the app's order lookup: Seq Scan on orders; \\d orders has no index but the "
-            "primary key; pg_db_role_setting for sergas: jit_above_cost=0, max_parallel_workers_per_gather=0; "
-            "order lookups ~10x slower, p95 up and DB CPU saturated under load (alert SergasLatencyHigh).",
+            evidence=(
+                "EXPLAIN of the app's order lookup: Seq Scan on orders; \\d orders has no index but the "
+                "primary key; pg_db_role_setting for sergas: jit_above_cost=0, "
+                "max_parallel_workers_per_gather=0; "
+                "order lookups ~10x slower, p95 up and DB CPU saturated under load (alert SergasLatencyHigh)."
+            ),
         ),
         Fault(
             name="rate-limited",
@@ -292,7 +312,8 @@ FAULTS: dict[str, Fault] = {
                     "app1",
                     "echo 20 > /etc/zoho-mock/quota\n"
                     + _wait(
-                        "journalctl -u sergas-app --since '-30s' --no-pager -q | grep -c 'rate limit' >/dev/null",
+                        "journalctl -u sergas-app --since '-30s' --no-pager -q "
+                        "| grep -c 'rate limit' >/dev/null",
                         30,
                         "429s in the app's journal",
                     ),
@@ -336,13 +357,17 @@ FAULTS: dict[str, Fault] = {
             ),
             heal_steps=(Step("app1", _stop_unit("error-storm")),),
             check="systemctl is-active --quiet lab-fault-error-storm",
-            evidence="app journal floods with 'ERROR: GET /api/orders failed: ValueError: customer_id must be an "
-            "integer' and 'path=/api/orders status=500'; 5xx ratio > 10 % (alert SergasHighErrorRate).",
+            evidence=(
+                "app journal floods with 'ERROR: GET /api/orders failed: ValueError: customer_id must be an "
+                "integer' and 'path=/api/orders status=500'; 5xx ratio > 10 % (alert SergasHighErrorRate)."
+            ),
         ),
         Fault(
             name="oom",
-            description="A runaway export job on app1 (process sergas-export) grows until the kernel's memory "
-            "cgroup OOM killer kills it: a real OOM kill, seen in dmesg.",
+            description=(
+                "A runaway export job on app1 (process sergas-export) grows until the kernel's memory "
+                "cgroup OOM killer kills it: a real OOM kill, seen in dmesg."
+            ),
             host="app1",
             group="app",
             break_steps=(Step("machine", "oom_break", timeout_s=90),),
@@ -353,8 +378,10 @@ FAULTS: dict[str, Fault] = {
         ),
         Fault(
             name="disk-full",
-            description="A runaway orders export filled app1's 16 MiB data filesystem /var/lib/sergas: the app "
-            "cannot write its audit trail (ENOSPC) and reports unhealthy.",
+            description=(
+                "A runaway orders export filled app1's 16 MiB data filesystem /var/lib/sergas: the app "
+                "cannot write its audit trail (ENOSPC) and reports unhealthy."
+            ),
             host="app1",
             group="app",
             break_steps=(
@@ -373,8 +400,11 @@ FAULTS: dict[str, Fault] = {
             ),
             heal_steps=(Step("app1", "rm -f /var/lib/sergas/exports/orders-export-*.csv\n"),),
             check='[ "$(df --output=avail /var/lib/sergas 2>/dev/null | tail -1)" -lt 1024 ]',
-            evidence="df: /var/lib/sergas 100 % used; app journal 'ERROR: ... [Errno 28] No space left on device'; "
-            "/health unhealthy (disk); /api/orders 500.",
+            evidence=(
+                "df: /var/lib/sergas 100 % used; "
+                "app journal 'ERROR: ... [Errno 28] No space left on device'; "
+                "/health unhealthy (disk); /api/orders 500."
+            ),
         ),
         Fault(
             name="redis-memory",
@@ -386,10 +416,14 @@ FAULTS: dict[str, Fault] = {
             heal_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py clear\n", timeout_s=120),),
             check=(
                 _REDIS_CLI
-                + " info memory | awk -F: '/^used_memory:/{u=$2} /^maxmemory:/{m=$2} END{exit !(m > 0 && u >= 0.9 * m)}'"
+                + " info memory | awk -F: '/^used_memory:/{u=$2} /^maxmemory:/{m=$2} "
+                "END{exit !(m > 0 && u >= 0.9 * m)}'"
             ),
-            evidence="redis INFO memory: used_memory at maxmemory, ~800 sess:legacy:* keys without TTL; app journal "
-            "'ERROR: redis cache write failed ... OOM command not allowed'; /health unhealthy (redis at 98 %+).",
+            evidence=(
+                "redis INFO memory: used_memory at maxmemory, ~800 sess:legacy:* keys without TTL; "
+                "app journal 'ERROR: redis cache write failed ... OOM command not allowed'; "
+                "/health unhealthy (redis at 98 %+)."
+            ),
         ),
         Fault(
             name="host-down",

@@ -386,7 +386,7 @@ def restore_inotify(state: dict[str, Any]) -> None:
 
 
 def provision_hash(role: str) -> str:
-    """Hash of the files a host of `role` provisions from: common.sh, <role>.sh, and lab/app for app and db."""
+    """Hash of the files a host of `role` provisions from: common.sh, <role>.sh, lab/app for app and db."""
     digest = hashlib.sha256()
     lab = assets()
     files = [lab / "provision" / "common.sh", lab / "provision" / f"{role}.sh"]
@@ -560,7 +560,7 @@ def _launcher(dirs: list[Path]) -> list[str]:
 def start_host(
     settings: Settings, name: str, table: dict[str, dict[str, object]] | None = None, log: Log = _quiet
 ) -> int:
-    """Boot host `name` (overlay, files, cgroups, nspawn); returns the nspawn pid. Already running: its pid."""
+    """Boot host `name` (overlay, files, cgroups, nspawn); return its nspawn pid, also if already running."""
     table = table or host_table(int(_read_json(_state_path(settings)).get("extra", 0)))
     running = nspawn_pids(settings, name).get(name)
     if running:
@@ -749,7 +749,8 @@ def provision(
                 timeout=300,
             )
             out.write(
-                f"== {step}.sh rc={res.returncode} {time.monotonic() - started:.1f}s\n{res.stdout}{res.stderr}\n"
+                f"== {step}.sh rc={res.returncode} {time.monotonic() - started:.1f}s\n"
+                f"{res.stdout}{res.stderr}\n"
             )
             if res.returncode != 0:
                 tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
