@@ -21,7 +21,16 @@ from typing import Any
 from collector import envfile
 from collector.bundle import Bundle, BundleWriter
 from collector.config import Settings, load_settings
-from collector.core import EXIT_OK, EXIT_PARTIAL, HostResult, ProbeResult, RunResult, UsageError, utcnow
+from collector.core import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Findings,
+    HostResult,
+    ProbeResult,
+    RunResult,
+    UsageError,
+    utcnow,
+)
 from collector.inventory import Inventory, default_inventory, inventory_files, load_inventory
 from collector.jsonfile import read_json
 from collector.probes import load_entries
@@ -37,7 +46,7 @@ class CollectOutcome:
     run: RunResult
     bundle: Path | None
     exit_code: int
-    findings: dict[str, Any] | None = None
+    findings: Findings | None = None  # triage's typed verdict (findings.json is its to_dict)
     reports: Any = None
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # non-fatal problems (triage/report missing or failing)
@@ -154,7 +163,7 @@ def _after(bundle: Path, outcome: CollectOutcome, log: _Log) -> None:
     from collector.triage import triage_bundle
 
     try:
-        outcome.findings = triage_bundle(bundle, seal=False).to_dict()  # typed: collector.core.Findings
+        outcome.findings = triage_bundle(bundle, seal=False)
     except Exception as exc:  # noqa: BLE001 - the evidence is written; a failing step is a note
         outcome.notes.append(f"triage failed: {exc!r}"[:300])
     try:

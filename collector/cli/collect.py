@@ -17,7 +17,7 @@ from rich.table import Table
 
 from collector import collect as collect_step
 from collector.bundle import BundleWriteFailed
-from collector.core import EXIT_PARTIAL, HostResult, RunResult
+from collector.core import EXIT_PARTIAL, Findings, HostResult, RunResult
 from collector.redact import RedactionError, Redactor
 from collector.transport import ENGINES, Payload, Target
 
@@ -123,25 +123,15 @@ def final_table(run: RunResult, redactor: Redactor | None = None) -> Table:
     return table
 
 
-def headline(findings: dict[str, Any] | None) -> str | None:
-    """The findings' one-line headline, whatever shape triage gives it."""
-    if not findings:
-        return None
-    for key in ("headline", "summary"):
-        if isinstance(findings.get(key), str):
-            return str(findings[key])
-    severity = findings.get("severity")
-    if severity:
-        count = len(findings.get("findings") or [])
-        return f"severity {severity}, {count} finding(s)"
-    return None
+def headline(findings: Findings | None) -> str | None:
+    """The findings' one-line headline (triage's summary), None without a verdict."""
+    return findings.summary or None if findings is not None else None
 
 
 def summary(outcome: collect_step.CollectOutcome) -> dict[str, Any]:
     """The --json document."""
     run = outcome.run
     bundle = outcome.bundle
-    findings = outcome.findings or {}
     return {
         "incident": bundle.name if bundle else run.incident,
         "bundle": str(bundle) if bundle else None,
@@ -158,7 +148,7 @@ def summary(outcome: collect_step.CollectOutcome) -> dict[str, Any]:
             for h, r in run.hosts.items()
         },
         "monitoring": {m.probe: m.status for m in run.monitoring},
-        "severity": findings.get("severity"),
+        "severity": outcome.findings.severity if outcome.findings is not None else None,
         "headline": headline(outcome.findings),
         "notes": outcome.notes,
     }

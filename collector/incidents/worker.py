@@ -402,7 +402,7 @@ class Service:
             if bundle is not None:  # the evidence is in; say on the timeline why there is no verdict
                 self.event(incident.id, "triage-failed", utcnow(), "serve", {"notes": outcome.notes[:5]})
             return detail
-        findings = Findings.from_dict(outcome.findings)
+        findings = outcome.findings
         changes: dict[str, Any] = {}
         if findings.severity != "none":
             changes["severity"] = findings.severity
