@@ -42,7 +42,8 @@ def _report(outcome: Outcome, system: str) -> list[str]:
         lines.append(f"already on #{ticket.id}: {item.filename} (same sha256), not uploaded again")
     if outcome.uploaded and not outcome.evidence.ticket_md:
         lines.append(
-            "note: the bundle has no TICKET.md; posted the ticket template rendered from the bundle (as `collector report` would)"
+            "note: the bundle has no TICKET.md; posted the ticket template rendered from the bundle "
+            "(as `collector report` would)"
         )
     posted = (
         "description" if outcome.created else "comment" if outcome.uploaded else "'already there' comment"

@@ -307,7 +307,8 @@ def update_command(
 def resolve_command(
     incident_id: str, db: str | None, who: str | None, run_verify: bool, inventory: str | None
 ) -> None:
-    """Resolve: only when the step-5 checklist passed; expires the incident's silences, sends the resolved update."""
+    """Resolve: only when the step-5 checklist passed; expires the incident's silences,
+    sends the resolved update."""
     from collector.incidents.lifecycle import events_of, get_incident, resolve, tick, verified
 
     settings = load_settings(**{k: v for k, v in (("incidents_db", db), ("inventory", inventory)) if v})

@@ -68,7 +68,8 @@ def serve_command(
     allow_remote: bool,
     log_level: str,
 ) -> None:
-    """Alertmanager webhook receiver: an alert group opens an incident, collects, triages, reports and plans."""
+    """Alertmanager webhook receiver: an alert group opens an incident,
+    collects, triages, reports and plans."""
     import uvicorn
 
     from collector.incidents.server import create_app

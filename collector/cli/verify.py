@@ -1,4 +1,5 @@
-"""`collector verify --hosts PATTERN`: the runbook's step 5 checklist, a pass/fail table, exit 1 on failure."""
+"""`collector verify --hosts PATTERN`: the runbook's step 5 checklist, a pass/fail table,
+exit 1 on failure."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ CATALOGUE_KEY = "collector_probes"
 _LOADER = getattr(
     yaml, "CSafeLoader", yaml.SafeLoader
 )  # libyaml when present: the catalogue is read every run
-# The keys a catalogue entry may have (playbooks/vars/probes.yml documents each); the runner reads them as data.
+# The keys a catalogue entry may have (playbooks/vars/probes.yml documents each);
+# the runner reads them as data.
 CATALOGUE_KEYS = (
     "name",
     "command",
@@ -86,7 +87,7 @@ def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
         unknown = set(entry) - known
         if unknown:
             raise UsageError(
-                f"probe catalogue {path}: probe {entry['name']}: unknown key {sorted(unknown)[0]}"
+                f"probe catalogue {path}: probe {entry['name']}: unknown key {min(unknown)}"
             )
         if entry["name"] in seen:
             raise UsageError(f"probe catalogue {path}: probe {entry['name']} is declared twice")

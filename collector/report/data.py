@@ -309,7 +309,8 @@ def normalise_actions(actions: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def _host_result(result: Any) -> dict[str, Any]:
-    """One host's apply result with the fields the templates show (the record is remediate's, not typed here)."""
+    """One host's apply result with the fields the templates show
+    (the record is remediate's, not typed here)."""
     res = result if isinstance(result, dict) else {}
     return {
         "status": str(res.get("status") or "?"),
@@ -496,7 +497,8 @@ def _about_memory(findings: list[FindingView]) -> bool:
 
 
 def _affected(findings: list[FindingView], host_rows: list[dict[str, Any]]) -> list[str]:
-    """Bundle hosts named by a finding (not the `monitoring` pseudo-host), else hosts that did not come back ok."""
+    """Bundle hosts named by a finding (not the `monitoring` pseudo-host),
+    else hosts that did not come back ok."""
     known = {r["host"] for r in host_rows}
     named = list(dict.fromkeys(h for f in findings for h in f.hosts if h in known))
     if named:
@@ -574,7 +576,8 @@ def _lessons(
     deploys = [e for e in timeline if e.kind == "deploy" and started and e.at <= started]
     if deploys and started and (started - deploys[-1].at).total_seconds() <= _DEPLOY_SUSPECT_S:
         lines.append(
-            f"A deploy preceded the first error by {fmt_duration((started - deploys[-1].at).total_seconds())}: "
+            "A deploy preceded the first error by "
+            f"{fmt_duration((started - deploys[-1].at).total_seconds())}: "
             "was it the trigger?"
         )
     lines += ["What went well: …", "What went wrong: …", "Where we got lucky: …"]

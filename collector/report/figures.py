@@ -239,7 +239,8 @@ def make_chart(
     area = f"{coords[0][0]:.1f},{height - pad:.1f} {line} {coords[-1][0]:.1f},{height - pad:.1f}"
     last_x, last_y = coords[-1]
     label = escape(
-        f"{title}: {fmt_figure(unit, values[0])} → {fmt_figure(unit, values[-1])}, peak {fmt_figure(unit, hi)}"
+        f"{title}: {fmt_figure(unit, values[0])} → {fmt_figure(unit, values[-1])}, "
+        f"peak {fmt_figure(unit, hi)}"
     )
     svg = Markup(
         f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '

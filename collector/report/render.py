@@ -183,7 +183,8 @@ def render_comms(bundle_path: str | Path, stage: str, now: _dt.datetime | None =
 def _redact(text: str) -> str:
     """Comms go to a terminal and then a chat: scrub once more, in case a derived file slipped one through.
 
-    Fails closed: when the scrubber fails, the update is withheld (a placeholder saying why), never printed in clear.
+    Fails closed: when the scrubber fails, the update is withheld (a placeholder saying why),
+    never printed in clear.
     """
     try:
         return str(Redactor(()).redact_text(text, "comms"))

@@ -116,7 +116,8 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def _read_json(bundle: Any, name: str, problems: list[str] | None = None) -> dict[str, Any] | None:
-    """A derived JSON file of the bundle (findings.json, actions.json); None when absent, noted when unreadable."""
+    """A derived JSON file of the bundle (findings.json, actions.json);
+    None when absent, noted when unreadable."""
     data = bundle.read_file(name)  # the bundle's safe reader: never outside the folder, no symlink followed
     if data is None:
         return None
@@ -194,7 +195,8 @@ def _merge_hosts(events: list[TimelineEvent]) -> list[TimelineEvent]:
 
 
 def _alerts_list(data: Any) -> list[dict[str, Any]]:
-    """Alerts as Alertmanager's raw shape (startsAt, labels), from our monitoring doc or a raw v1/v2 answer."""
+    """Alerts as Alertmanager's raw shape (startsAt, labels),
+    from our monitoring doc or a raw v1/v2 answer."""
     if isinstance(data, dict) and isinstance(data.get("alerts"), list):  # collector.monitoring.shape_alerts
         return [_raw_alert(a) for a in data["alerts"] if isinstance(a, dict)]
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -350,7 +352,8 @@ def log_events(bundle: Any) -> list[TimelineEvent]:
 def _first_line(
     bundle: Any, host: str, probes: Iterable[str], pattern: LinePattern
 ) -> tuple[_dt.datetime, str, str, bool] | None:
-    """The first matching line of the first probe (in order) that has one; undated lines take the probe's start."""
+    """The first matching line of the first probe (in order) that has one;
+    undated lines take the probe's start."""
     for probe in probes:
         text = _ok_text(bundle, host, probe)
         if not text:
@@ -518,7 +521,8 @@ _BYSTANDER_LINES = 3
 
 
 def collapse_bystanders(timeline: list[TimelineEvent], affected: list[str]) -> list[TimelineEvent]:
-    """Keep a 33-host timeline readable: first errors of hosts no finding names fold into one line past a few."""
+    """Keep a 33-host timeline readable:
+    first errors of hosts no finding names fold into one line past a few."""
     if not affected:
         return timeline
     bystanders = [e for e in timeline if e.kind == "error" and not set(e.hosts) & set(affected)]

@@ -103,7 +103,7 @@ def parse_response(host: str, roles: tuple[str, ...], document: str | bytes | di
     try:
         data = document if isinstance(document, dict) else json.loads(document)
         if not isinstance(data, dict) or not isinstance(data.get("probes"), list):
-            raise ValueError("no probes list")
+            raise TypeError("no probes list")
     except (ValueError, TypeError) as exc:
         head = document[:200] if isinstance(document, (str, bytes)) else repr(document)[:200]
         return HostResult(host, "failed", f"runner answered no JSON ({exc}): {head!r}", roles=roles)

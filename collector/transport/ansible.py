@@ -225,7 +225,7 @@ def run_playbook(
             settings={"suppress_ansible_output": True, "pexpect_timeout": 0.25},
         )
         stats = dict(runner.stats or {})
-        for host, play in hosts.items():
+        for play in hosts.values():
             play.settle()
         artifacts = str(Path(runner.config.artifact_dir)) if keep else None
         return PlaybookRun(
@@ -238,7 +238,8 @@ def run_playbook(
 
 
 def unsafe_yaml(value: Any) -> str:
-    """`value` as YAML in which every string is `!unsafe` (Ansible's marker for data that is never templated)."""
+    """`value` as YAML in which every string is `!unsafe`
+    (Ansible's marker for data that is never templated)."""
     if isinstance(value, dict):
         items = ", ".join(f"{json.dumps(str(k))}: {unsafe_yaml(v)}" for k, v in value.items())
         return "{" + items + "}"
@@ -324,7 +325,8 @@ class CollectRun:
         self.error: BaseException | None = None
         args = (collect_playbook(), inventory_files, pattern, collect_extravars(payload))
         kwargs = {
-            # ansible-runner's artifacts (events, stdout) are kept there when given, else removed with the run.
+            # ansible-runner's artifacts (events, stdout) are kept there when given,
+            # else removed with the run.
             "private_dir": payload.extra.get("ansible_private_dir"),
             "forks": FORKS_CAP,
             "connect_timeout_s": settings.connect_timeout_s,
@@ -340,7 +342,7 @@ class CollectRun:
     def _run(self, *args: Any, **kwargs: Any) -> None:
         try:
             self.outcome = run_playbook(*args, **kwargs)
-        except BaseException as exc:  # handed to finish(): the caller decides
+        except BaseException as exc:  # noqa: BLE001 - handed to finish(): the caller decides
             self.error = exc
 
     def _on_event(self, event: dict[str, Any]) -> None:

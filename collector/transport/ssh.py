@@ -93,7 +93,8 @@ class _Spool:
     """Runner stdout spooled to a temp file: the controller never holds more than one host's answer."""
 
     def __init__(self) -> None:
-        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="collector-spool-")
+        # Open for the spool's life: read() closes it.
+        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="collector-spool-")  # noqa: SIM115
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -110,11 +111,11 @@ class _Spool:
 def _pump(
     chan: Any, spool: _Spool, host: str, progress: Progress, deadline: float
 ) -> tuple[int | None, bytes]:
-    """Read a channel's stdout and stderr until the runner exits: (exit status or None on timeout, stderr tail).
+    """Read a channel's stdout and stderr until the runner exits.
 
-    sshd may send the exit status before the last of stdout (it reaps the runner while the pipe still
-    holds data), so the answer is complete only at the channel's EOF; a runner whose stray child keeps
-    stdout open gets EOF_GRACE_S after its exit status.
+    Returns (exit status or None on timeout, stderr tail). sshd may send the exit status before the last
+    of stdout (it reaps the runner while the pipe still holds data), so the answer is complete only at the
+    channel's EOF; a runner whose stray child keeps stdout open gets EOF_GRACE_S after its exit status.
     """
     err_tail = b""
     exited_at: float | None = None
@@ -272,7 +273,7 @@ def run_ssh_host(
         conn = _connection(target, settings)
         live.add(lambda: _close(conn))
         conn.open()
-    except Exception as exc:  # paramiko and socket errors: the host is unreachable, the run goes on
+    except Exception as exc:  # noqa: BLE001 - paramiko/socket/key errors: host unreachable, run goes on
         _close(conn)  # a jump host that answered is not left open
         result = failed_host(target.name, target.roles, "unreachable", _describe(exc))
         progress(target.name, "done", {"status": result.status, "error": result.error, "result": result})
@@ -292,7 +293,7 @@ def _run_over(conn: Any, target: Target, request: dict[str, Any], progress: Prog
         chan.sendall(runner_script(request).encode())
         chan.shutdown_write()
         status, stderr = _pump(chan, spool, target.name, progress, time.monotonic() + _deadline(request))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any session failure is this host's result, not the run's
         spool.read()
         result = failed_host(target.name, target.roles, "failed", f"session failed: {_describe(exc)}")
         progress(target.name, "done", {"status": result.status, "error": result.error, "result": result})
@@ -360,7 +361,7 @@ def run_host(
         if str(target.hostvars.get("ansible_connection") or "ssh") == "local":
             return run_local_host(target, payload, settings, progress, live)
         return run_ssh_host(target, payload, settings, progress, live)
-    except Exception as exc:  # a bug must cost one host, not the run
+    except Exception as exc:  # noqa: BLE001 - a bug must cost one host, not the run
         return failed_host(target.name, target.roles, "failed", f"collector error: {exc!r}")
 
 
@@ -381,7 +382,7 @@ class _Live:
         for close in closers:
             try:
                 close()
-            except Exception:  # closing is best effort: the bundle still gets written
+            except Exception:  # noqa: BLE001, S110 - closing is best effort: the bundle still gets written
                 pass
 
 
