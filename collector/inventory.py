@@ -21,6 +21,7 @@ from typing import Any
 
 from collector.core import UsageError
 from collector.paths import resource
+from collector.redact import secret_name
 
 # Files in an inventory directory that are not inventory sources (beside Ansible's own ignore list).
 _NOT_INVENTORY = re.compile(
@@ -31,13 +32,10 @@ _NOT_INVENTORY_DIRS = {"group_vars", "host_vars", "vars_plugins"}
 # The roles the catalogue, the rules and verify know; a host's groups among these are its roles.
 ROLES: tuple[str, ...] = ("app", "db", "redis", "web")
 
-# Host variables whose values are secrets (collector_redis_password, ansible_become_pass, an API token):
-# redaction scrubs their values wherever they appear. A name ending in _file/_path/_dir/_url says where a
-# secret lives, not the secret. Shorter values would scrub ordinary words and numbers.
-SECRET_VAR = re.compile(
-    r"password|passwd|passphrase|secret|token|api_?key|_key$|_pass$|_auth$", re.IGNORECASE
-)
-NOT_SECRET_VAR = re.compile(r"(?:_file|_path|_dir|_url)$", re.IGNORECASE)
+# Host variables whose values are secrets (collector_redis_password, ansible_become_pass, an API token,
+# db_credentials): redaction scrubs their values wherever they appear. Whether a name is a secret's is judged
+# in one place, collector.redact.secret_name (a name ending in _file/_path/_dir/_url says where a secret
+# lives, not the secret). Shorter values would scrub ordinary words and numbers.
 MIN_SECRET_LEN = 4
 
 
@@ -93,8 +91,9 @@ def roles_from(groups: Iterable[str], hostvars: Mapping[str, Any]) -> tuple[str,
 
 
 def is_secret_var(name: str) -> bool:
-    """True when a variable's name says its value is a secret."""
-    return bool(SECRET_VAR.search(name)) and not NOT_SECRET_VAR.search(name)
+    """True when a variable's name says its value is a secret: the redactor's judgement of names, so a host
+    variable is scrubbed exactly when the same name in a file or log would be."""
+    return secret_name(name)
 
 
 def secret_values_in(variables: Mapping[str, Any]) -> list[str]:

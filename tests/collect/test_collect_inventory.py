@@ -128,6 +128,8 @@ def test_secret_var_names() -> None:
         "collector_smtp_auth",
         "collector_ssh_passphrase",
         "aws_secret",
+        "db_credentials",  # the redactor's judgement too (was a second regex that missed these)
+        "sentry_dsn",
     ):
         assert is_secret_var(name), name
     for name in (
@@ -136,6 +138,8 @@ def test_secret_var_names() -> None:
         "collector_app_url",
         "collector_service",
         "collector_password_dir",
+        "collector_token_ttl",  # a setting about a secret, not one
+        "collector_password_policy",
     ):
         assert not is_secret_var(name), name
     nested = {
