@@ -165,10 +165,15 @@ class AuditLog:
     def _checkpoint(self, head: str) -> None:
         """The head outside the file: journal or syslog when one listens, and the root-only checkpoint file."""
         line = f"audit head {head} log={self.path.resolve()}"
-        if _JOURNAL_SOCKET.exists() and shutil.which("systemd-cat"):
-            subprocess.run(["systemd-cat", "-t", SYSLOG_ID], input=line, text=True, check=False, timeout=10)
-        elif _SYSLOG_SOCKET.exists() and shutil.which("logger"):
-            subprocess.run(["logger", "-t", SYSLOG_ID, "--", line], check=False, timeout=10)
+        # The record is already written: a journal or syslog that fails or hangs costs that copy only,
+        # never the checkpoint file nor a traceback after a done append.
+        try:
+            if _JOURNAL_SOCKET.exists() and shutil.which("systemd-cat"):
+                subprocess.run(["systemd-cat", "-t", SYSLOG_ID], input=line, text=True, check=False, timeout=10)
+            elif _SYSLOG_SOCKET.exists() and shutil.which("logger"):
+                subprocess.run(["logger", "-t", SYSLOG_ID, "--", line], check=False, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            pass
         if self.checkpoint_file is None:
             return
         self.checkpoint_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -88,7 +88,13 @@ def signer_for(key: str | None, *, allowed_signers: Path | None = None) -> Signe
     """
     if key:
         path = Path(key).expanduser()
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except PermissionError:  # a folder on the way we may not enter: is_file() raises, not False
+            raise SignatureError(
+                f"signing key {path} is not readable (a folder on its path is closed to you)"
+            ) from None
+        if not found:
             raise SignatureError(f"signing key {path} does not exist")
         if not os.access(path, os.R_OK):
             raise SignatureError(f"signing key {path} is not readable")
