@@ -619,7 +619,9 @@ def wait_booted(
     the host is visible by its command line, so its own liveness is what tells a host that exited early.
     """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def settled() -> str:
+        """The host's boot state once it has one, "exited" if its launcher died, else "" (poll again)."""
         if leader_pid(settings, name) is not None:
             left = max(1.0, deadline - time.monotonic())
             res = run_in(settings, name, ["systemctl", "is-system-running", "--wait"], timeout=left)
@@ -628,8 +630,9 @@ def wait_booted(
                 return state[0]
         if not (_alive(pid) if pid is not None else nspawn_pids(settings, name).get(name)):
             return "exited"
-        time.sleep(0.2)
-    return "timeout"
+        return ""
+
+    return wait_until(settled, timeout, 0.2) or "timeout"
 
 
 def boot_stopped_host(settings: Settings, name: str, timeout: float = BOOT_TIMEOUT_S) -> float:

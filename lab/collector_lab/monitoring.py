@@ -7,6 +7,7 @@ app hosts' `/metrics` over the lab bridge and evaluates the runbook's alert rule
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from collector.config import Settings
+from collector.times import wait_until
 
 from collector_lab import assets, lab_dir
 
@@ -150,16 +152,12 @@ def start(settings: Settings, apps: dict[str, str], timeout: float = 30.0) -> di
         started[name] = proc.pid
     deadline = time.monotonic() + timeout
     for name in started:
-        while not ready(name):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not become ready; see {mon_dir(settings) / (name + '.log')}")
-            time.sleep(0.2)
+        if not wait_until(functools.partial(ready, name), deadline - time.monotonic()):
+            raise RuntimeError(f"{name} did not become ready; see {mon_dir(settings) / (name + '.log')}")
     # Ready is not yet scraping: service discovery publishes the targets a few seconds later.
     jobs = {"prometheus", "alertmanager"} | ({"sergas-app"} if apps else set())
-    while not jobs <= active_jobs():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"prometheus lists no targets for {', '.join(sorted(jobs - active_jobs()))}")
-        time.sleep(0.2)
+    if not wait_until(lambda: jobs <= active_jobs(), deadline - time.monotonic()):
+        raise RuntimeError(f"prometheus lists no targets for {', '.join(sorted(jobs - active_jobs()))}")
     return started
 
 
@@ -175,6 +173,14 @@ def active_jobs() -> set[str]:
         return set()
 
 
+def _running(pid: int) -> bool:
+    """A live process (a zombie's cmdline is empty; a reaped one has no /proc entry)."""
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
+
+
 def stop(settings: Settings, timeout: float = 10.0) -> None:
     """Stop this lab's Prometheus and Alertmanager (SIGTERM, then SIGKILL)."""
     victims = [p for plist in pids(settings).values() for p in plist]
@@ -183,14 +189,13 @@ def stop(settings: Settings, timeout: float = 10.0) -> None:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + timeout
-    while victims and time.monotonic() < deadline:
-        victims = [
-            p
-            for p in victims
-            if Path(f"/proc/{p}/cmdline").exists() and Path(f"/proc/{p}/cmdline").read_bytes()
-        ]
-        time.sleep(0.1)
+
+    def gone() -> bool:
+        nonlocal victims
+        victims = [p for p in victims if _running(p)]
+        return not victims
+
+    wait_until(gone, timeout, 0.1)
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
