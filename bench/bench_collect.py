@@ -7,7 +7,8 @@ each host's commands rendered by the on-host runner's own `fill`):
   collect-ansible  our `collect --engine ansible` (playbooks/collect.yml through ansible-runner)
   floor            one OpenSSH connection per host, all hosts at once, that host's probes run concurrently
   ansible-plain    plain ansible-playbook, default settings: forks 5, facts gathered, one shell task per probe
-  ansible-tuned    plain ansible-playbook: no facts, pipelining, forks = hosts, free strategy, one task per probe
+  ansible-tuned    plain ansible-playbook: no facts, pipelining, forks = hosts, free strategy,
+                   one task per probe
 
 plus the cost of one unreachable host (a closed loopback port and a powered-off lab host) and the
 controller's peak RSS while one probe prints 1 GiB. Writes bench/RESULTS.md and prints the ratios.
@@ -110,6 +111,7 @@ def run_floor(inventory: str, hosts: list[str], commands: dict[str, dict[str, di
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,
         )
         if proc.returncode == 255:
             errors.append(f"{host}: {proc.stderr.strip()}")
@@ -193,6 +195,7 @@ def run_plain_ansible(playbook: Path, workdir: Path, tuned: bool, forks: int) ->
         text=True,
         env=ansible_env(workdir, tuned, forks),
         timeout=900,
+        check=False,
     )
     if proc.returncode != 0:
         raise BenchError(f"ansible-playbook failed (rc {proc.returncode}): {proc.stdout[-400:]}")
@@ -216,6 +219,7 @@ def run_collect(inventory: str, pattern: str, out: Path, engine: str, *extra: st
         capture_output=True,
         text=True,
         timeout=900,
+        check=False,
     )
     if proc.returncode not in (0, 1):
         raise BenchError(f"collect --engine {engine} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
@@ -241,7 +245,9 @@ def peak_rss_mb(argv: list[str]) -> float:
         "import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
         "stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    proc = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=900, check=False
+    )
     return int(proc.stdout.strip()) / 1024.0
 
 
@@ -281,7 +287,8 @@ def bench_size(inventory: str, pattern: str, runs: int, work: Path) -> dict[str,
 
 
 def bench_unreachable(inventory: str, work: Path, runs: int) -> dict[str, Any]:
-    """What one unreachable host adds: app1 alone against app1 plus a host whose port is closed on loopback."""
+    """What one unreachable host adds: app1 alone against app1 plus a host whose port is closed on
+    loopback."""
     extra = work / "unreachable.yml"
     extra.write_text(
         yaml.safe_dump(
@@ -356,7 +363,7 @@ def bench_memory(inventory: str, work: Path) -> dict[str, Any]:
 
 def git_commit() -> str:
     proc = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
     return proc.stdout.strip() or "unknown"
 
@@ -373,8 +380,11 @@ def write_results(
         "",
         f"- date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
         f"- commit: {git_commit()}",
-        f"- machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, Python {platform.python_version()}",
+        (
+            f"- machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}"
+        ),
         "- command: `.venv/bin/python bench/bench_collect.py --sizes " + ",".join(sizes) + "`",
         "- lab hosts share the machine's cores with the controller: compare ratios, not seconds.",
         "",
@@ -385,37 +395,46 @@ def write_results(
     ]
     for r in sizes.values():
         lines.append(
-            f"| {r['hosts']} (n={r['floor']['n']}) | {r['probes']} | {fmt(r['floor'])} | {fmt(r['collect-ssh'])} | "
+            f"| {r['hosts']} (n={r['floor']['n']}) | {r['probes']} | {fmt(r['floor'])} | "
+            f"{fmt(r['collect-ssh'])} | "
             f"{fmt(r['collect-ansible'])} | {fmt(r['ansible-tuned'])} | {fmt(r['ansible-plain'])} |"
         )
     lines += [
         "",
         "Ratios of medians (target in brackets):",
         "",
-        "| hosts | collect-ssh / floor (≤ 1.5) | ansible-plain / collect-ssh (≥ 5) | "
-        "collect-ansible / floor (≤ 2.5) | ansible-tuned / collect-ssh |",
+        (
+            "| hosts | collect-ssh / floor (≤ 1.5) | ansible-plain / collect-ssh (≥ 5) | "
+            "collect-ansible / floor (≤ 2.5) | ansible-tuned / collect-ssh |"
+        ),
         "|---|---|---|---|---|",
     ]
     for r in sizes.values():
         m = {k: v["median"] for k, v in r.items() if isinstance(v, dict)}
         lines.append(
-            f"| {r['hosts']} | {m['collect-ssh'] / m['floor']:.2f} | {m['ansible-plain'] / m['collect-ssh']:.2f} | "
+            f"| {r['hosts']} | {m['collect-ssh'] / m['floor']:.2f} | "
+            f"{m['ansible-plain'] / m['collect-ssh']:.2f} | "
             f"{m['collect-ansible'] / m['floor']:.2f} | {m['ansible-tuned'] / m['collect-ssh']:.2f} |"
         )
     if unreachable:
         lines += [
             "",
-            f"Unreachable host (closed port on loopback): app1 alone {fmt(unreachable['alone'])} s, "
-            f"app1 + unreachable {fmt(unreachable['with_unreachable'])} s: adds "
-            f"{unreachable['added_s']:.2f} s (connect timeout 10 s).",
+            (
+                f"Unreachable host (closed port on loopback): app1 alone {fmt(unreachable['alone'])} s, "
+                f"app1 + unreachable {fmt(unreachable['with_unreachable'])} s: adds "
+                f"{unreachable['added_s']:.2f} s (connect timeout 10 s)."
+            ),
         ]
     if memory:
         lines += [
             "",
-            f"Controller peak RSS (the `collect` process): {memory['baseline_mb']:.0f} MB with an empty probe, "
-            f"{memory['flood_1gib_mb']:.0f} MB while one probe prints 1 GiB "
-            f"(ratio {memory['flood_1gib_mb'] / memory['baseline_mb']:.2f}; target < 300 MB; "
-            f"that run took {memory['flood_wall_s']:.1f} s).",
+            (
+                "Controller peak RSS (the `collect` process): "
+                f"{memory['baseline_mb']:.0f} MB with an empty probe, "
+                f"{memory['flood_1gib_mb']:.0f} MB while one probe prints 1 GiB "
+                f"(ratio {memory['flood_1gib_mb'] / memory['baseline_mb']:.2f}; target < 300 MB; "
+                f"that run took {memory['flood_wall_s']:.1f} s)."
+            ),
         ]
     text = "\n".join(lines) + "\n"
     path.write_text(text)

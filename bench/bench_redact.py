@@ -75,7 +75,10 @@ def evidence(mib: float, rows: list[dict[str, Any]]) -> bytes:
     """Mostly ordinary journal/ps/config text, one corpus line in every 50."""
     plain = [
         "Dec  1 17:02:09 app1 sergas[4412]: GET /api/orders/{n} 200 0.0{n}s request_id=5f0c{n:04d}-aa1e",
-        "Dec  1 17:02:09 db1 postgres[88]: LOG:  duration: 1.{n} ms  statement: SELECT * FROM orders WHERE id = {n}",
+        (
+            "Dec  1 17:02:09 db1 postgres[88]: LOG:  duration: 1.{n} ms  "
+            "statement: SELECT * FROM orders WHERE id = {n}"
+        ),
         "root      {n}  0.0  0.1 /usr/bin/python3 /opt/sergas/app.py --workers 4 --port 8000",
         "keyspace_hits:{n}",
         "DB_POOL_SIZE=20",
@@ -121,15 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = load()
     result = score(rows)
     print(
-        f"corpus: {result['secret_lines']} secret lines ({result['secrets']} secrets) in {result['formats']} formats, "
+        f"corpus: {result['secret_lines']} secret lines ({result['secrets']} secrets) "
+        f"in {result['formats']} formats, "
         f"{result['harmless']} harmless look-alikes"
     )
     print(
-        f"recall:          {result['recall']:.2%}  ({result['secrets'] - len(result['misses'])}/{result['secrets']};"
+        f"recall:          {result['recall']:.2%}  "
+        f"({result['secrets'] - len(result['misses'])}/{result['secrets']};"
         f" goal {RECALL_GOAL:.0%})"
     )
     print(
-        f"over-redaction:  {result['over']:.2%}  ({len(result['overs'])}/{result['harmless']}; goal <= {OVER_GOAL:.0%})"
+        f"over-redaction:  {result['over']:.2%}  "
+        f"({len(result['overs'])}/{result['harmless']}; goal <= {OVER_GOAL:.0%})"
     )
     if args.show:
         for fmt, text, out in result["misses"]:

@@ -109,7 +109,8 @@ def lab() -> Lab:
 
 @pytest.fixture()
 def lab_lock() -> Iterator[None]:
-    """Exclusive hold on /tmp/collector-lab.lock (collector_lab.lock, the lock `collector-lab` takes) for one test.
+    """Exclusive hold on /tmp/collector-lab.lock (collector_lab.lock, the lock `collector-lab` takes)
+    for one test.
 
     Waits up to an hour: a queue of other lab users (scenario tests, demos) can take a while.
     """

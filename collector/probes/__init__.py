@@ -86,9 +86,7 @@ def load_entries(path: Path | str | None = None) -> list[dict[str, Any]]:
             raise UsageError(f"probe catalogue {path}: every probe needs a name and a command")
         unknown = set(entry) - known
         if unknown:
-            raise UsageError(
-                f"probe catalogue {path}: probe {entry['name']}: unknown key {min(unknown)}"
-            )
+            raise UsageError(f"probe catalogue {path}: probe {entry['name']}: unknown key {min(unknown)}")
         if entry["name"] in seen:
             raise UsageError(f"probe catalogue {path}: probe {entry['name']} is declared twice")
         error = prepare(str(entry["command"]), {})[3]

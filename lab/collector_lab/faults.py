@@ -415,8 +415,7 @@ FAULTS: dict[str, Fault] = {
             break_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py fill\n", timeout_s=120),),
             heal_steps=(Step("redis1", f"/usr/bin/python3 {HELPERS}/redis_fill.py clear\n", timeout_s=120),),
             check=(
-                _REDIS_CLI
-                + " info memory | awk -F: '/^used_memory:/{u=$2} /^maxmemory:/{m=$2} "
+                _REDIS_CLI + " info memory | awk -F: '/^used_memory:/{u=$2} /^maxmemory:/{m=$2} "
                 "END{exit !(m > 0 && u >= 0.9 * m)}'"
             ),
             evidence=(

@@ -136,7 +136,9 @@ def test_host_error_messages_are_redacted_in_table_json_manifest_and_log(tmp_pat
                     "hosts": {
                         "local": {
                             "ansible_connection": "local",
-                            "ansible_python_interpreter": f"/usr/bin/env PGPASSWORD={secret} /nonexistent/python3",
+                            "ansible_python_interpreter": (
+                                f"/usr/bin/env PGPASSWORD={secret} /nonexistent/python3"
+                            ),
                             "collector_api_token": "FakeKnownInventoryTok9",
                         }
                     }

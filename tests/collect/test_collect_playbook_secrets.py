@@ -1,5 +1,6 @@
 """playbooks/collect.yml run here (ansible_connection: local) through the one front door: secret host vars
-reach the probes' environments, never a job event or artifact, and Ansible's masking never corrupts the answer."""
+reach the probes' environments, never a job event or artifact, and Ansible's masking never corrupts the
+answer."""
 
 from __future__ import annotations
 

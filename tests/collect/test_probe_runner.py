@@ -29,7 +29,11 @@ def run_runner(
         probes, hostvars or {}, roles, since="10m", cap_bytes=cap, default_timeout_s=timeout
     )
     proc = subprocess.run(
-        [sys.executable, "-"], input=runner_script(request).encode(), capture_output=True, timeout=120
+        [sys.executable, "-"],
+        input=runner_script(request).encode(),
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
@@ -155,7 +159,10 @@ def test_probes_run_concurrently_and_by_role() -> None:
 
 
 def test_probes_sharing_a_serial_name_never_overlap_and_keep_their_order() -> None:
-    stamp = "python3 -c 'import time; print(time.time())'; sleep 0.4; python3 -c 'import time; print(time.time())'"
+    stamp = (
+        "python3 -c 'import time; print(time.time())'; sleep 0.4; "
+        "python3 -c 'import time; print(time.time())'"
+    )
     probes = [
         {"name": "free1", "command": stamp},
         {"name": "pg1", "command": stamp, "serial": "postgres"},
@@ -274,7 +281,11 @@ def test_an_iso_since_reaches_journalctl_in_its_own_form() -> None:
         default_timeout_s=10,
     )
     proc = subprocess.run(
-        [sys.executable, "-"], input=runner_script(request).encode(), capture_output=True, timeout=120
+        [sys.executable, "-"],
+        input=runner_script(request).encode(),
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     (result,) = json.loads(proc.stdout)["probes"]
     assert result["status"] == "ok"

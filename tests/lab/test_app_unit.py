@@ -30,7 +30,10 @@ def sergas() -> Iterator[dict[str, ModuleType]]:
 
 
 def test_env_file_parsing_keeps_values_and_strips_quotes(sergas: dict[str, ModuleType]) -> None:
-    text = "# comment\n\nDATABASE_URL=postgresql://u:p%40ss@db:5432/x\nexport CACHE_TTL = 90\nNAME='quoted value'\nbad line\n"
+    text = (
+        "# comment\n\nDATABASE_URL=postgresql://u:p%40ss@db:5432/x\n"
+        "export CACHE_TTL = 90\nNAME='quoted value'\nbad line\n"
+    )
     assert sergas["config"].parse_env(text) == {
         "DATABASE_URL": "postgresql://u:p%40ss@db:5432/x",
         "CACHE_TTL": "90",

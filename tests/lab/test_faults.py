@@ -304,7 +304,8 @@ def seen_host_down(lab: Any) -> None:
 
 
 def rest_of_lab(lab: Any, host: str) -> dict[str, Any]:
-    """What healing a fault on `host` must not change: other hosts' processes, monitoring, inventory, state."""
+    """What healing a fault on `host` must not change:
+    other hosts' processes, monitoring, inventory, state."""
     from collector_lab import hosts, lab_state
 
     state = lab_state(lab.settings)

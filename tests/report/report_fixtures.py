@@ -54,7 +54,8 @@ def _app_probes(host: str, *, secret_line: bool) -> list[ProbeResult]:
         f"2026-11-28T05:31:10+00:00 {host} sergas-app[311]: path=/api/orders status=200 ms=12\n"
         f"2026-11-28T05:32:07+00:00 {host} sergas-app[311]: ERROR: database pool exhausted: "
         "FATAL: sorry, too many clients already\n"
-        f"2026-11-28T05:33:00+00:00 {host} sergas-app[311]: ERROR: request failed path=/api/orders status=500\n"
+        f"2026-11-28T05:33:00+00:00 {host} sergas-app[311]: "
+        "ERROR: request failed path=/api/orders status=500\n"
     )
     if secret_line:
         journal += (

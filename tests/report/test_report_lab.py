@@ -19,7 +19,8 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def lab_bundle(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`collect --hosts lab` as a person types it (read-only: no lock needed); it renders the reports itself."""
+    """`collect --hosts lab` as a person types it (read-only: no lock needed);
+    it renders the reports itself."""
     out = tmp_path_factory.mktemp("lab-bundles")
     result = subprocess.run(
         [str(BIN / "collect"), "--hosts", "lab", "-i", str(lab.inventory), "--out", str(out), "--json"],

@@ -26,7 +26,8 @@ MakeBundle = Callable[..., Path]
 
 
 def _with_actions(path: Path, actions: dict[str, Any] = ACTIONS) -> Path:
-    """Put actions.json in as remediate apply does (Bundle.write_json, redacted on the way in), then re-seal."""
+    """Put actions.json in as remediate apply does (Bundle.write_json, redacted on the way in),
+    then re-seal."""
     bundle = Bundle.open(path)
     bundle.write_json("actions.json", actions)
     bundle.seal()
