@@ -54,7 +54,7 @@ def test_cpu_load_and_io_saturation_are_live_findings(tmp_path: Path) -> None:
     doc = _triage(tmp_path, probes)
     by = findings_by_rule(doc)
     (cpu,) = by["cpu-saturated"]
-    assert cpu["severity"] == "P2" and cpu["basis"] == "live" and cpu["hosts"] == ["db1"]
+    assert cpu["severity"] == "P3" and cpu["basis"] == "live" and cpu["hosts"] == ["db1"]
     assert "CPU 97.5 % busy (iowait 3.0 %" in cpu["message"]
     (io,) = by["disk-io-saturated"]
     assert "sda is 97.6 % utilised, await up to 181.0 ms" in io["message"]
