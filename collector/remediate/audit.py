@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +88,16 @@ def _is_record(doc: Any) -> bool:
     )
 
 
+def _owner_only(fd: int) -> None:
+    """A log of ours that an older version (or a hand) left readable by others is tightened to 0600.
+
+    Only the file: its folder may be a shared one the policy names (/var/log), which is not ours to change.
+    """
+    info = os.fstat(fd)
+    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
+        os.fchmod(fd, 0o600)
+
+
 class AuditLog:
     """One audit log file; appends are serialised with an exclusive lock on the file."""
 
@@ -133,6 +144,7 @@ class AuditLog:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        _owner_only(fd)
         with os.fdopen(fd, "r+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
@@ -178,6 +190,7 @@ class AuditLog:
             return
         self.checkpoint_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.checkpoint_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _owner_only(fd)
         with os.fdopen(fd, "a", encoding="utf-8") as out:
             out.write(f"{utcnow()} {line}\n")
 

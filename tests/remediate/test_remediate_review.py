@@ -77,3 +77,12 @@ def test_a_gone_or_broken_journal_still_checkpoints_to_the_file(
     second = log.append("verify", actor="alice")
     assert log.checkpoints()[-1] == f"{second['seq']}:{second['hash']}"
     assert [r["seq"] for r in log.records()] == [1, 2]
+
+
+def test_an_audit_log_left_readable_by_an_older_version_is_tightened(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", tmp_path / "checkpoints.log")
+    log.append("verify", actor="alice")
+    for path in (log.path, tmp_path / "checkpoints.log"):
+        path.chmod(0o644)  # as main wrote them before issue 14
+    log.append("verify", actor="alice")
+    assert [oct(p.stat().st_mode & 0o777) for p in (log.path, tmp_path / "checkpoints.log")] == ["0o600"] * 2
