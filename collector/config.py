@@ -49,7 +49,8 @@ class Settings:
     state_dir: str = "/var/lib/incident-collector"  # lab base image cache and lab state
     user: str = ""
     # Evidence (bundles, archives, plans, audit log) is private to its owner: 0700/0600. A team group here
-    # makes it 0750/0640 with that group (never world-readable).
+    # makes bundles and archives 0750/0640 with that group (never world-readable); plans and the audit log
+    # stay owner-only.
     evidence_group: str = ""
     # The controller's HMAC key for .env fingerprints (collector.envfile); "" = ~/.local/state/incident-collector.
     fingerprint_key: str = ""

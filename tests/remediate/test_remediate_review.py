@@ -86,3 +86,28 @@ def test_an_audit_log_left_readable_by_an_older_version_is_tightened(tmp_path: P
         path.chmod(0o644)  # as main wrote them before issue 14
     log.append("verify", actor="alice")
     assert [oct(p.stat().st_mode & 0o777) for p in (log.path, tmp_path / "checkpoints.log")] == ["0o600"] * 2
+
+
+def test_the_audit_head_of_an_apply_reaches_actions_json_the_reports_and_the_ticket_note(tmp_path: Path) -> None:
+    from collector.bundle import write_bundle
+    from collector.config import Settings
+    from collector.core import ActionRecord, HostResult, ProbeResult, RunResult
+    from collector.remediate.apply import _render_reports, write_actions
+
+    started = "2026-11-28T05:00:00.000Z"
+    probe = ProbeResult("app1", "uptime", "uptime", "ok", 0, started, 0.1, b"up\n", bytes=3)
+    run = RunResult("", "prod", "inv", "ssh", [], started, finished=started,
+                    hosts={"app1": HostResult("app1", "ok", None, [probe], ("app",))})
+    folder = write_bundle(run, Settings(), out_dir=tmp_path / "bundles")
+    head = "12:" + "ab" * 32
+    record = ActionRecord(
+        action="restart", params={}, plan_id="p-1", plan_hash="h" * 64, requester="alice", requested=started,
+        approver="bob", approved=started, break_glass=None, applier="alice", applied_started=started,
+        applied_finished=started, hosts={"app1": {"status": "changed", "changed": True, "msg": ""}},
+        stopped=None, verify={"passed": True, "checks": []}, audit_head=head).to_dict()
+    notes: list[str] = []
+    write_actions(str(folder), record, notes)
+    _render_reports(str(folder), notes)
+    assert notes == []
+    for name in ("actions.json", "report.md", "report.html", "TICKET.md"):  # TICKET.md is attach's note
+        assert head in (folder / name).read_text(), name
