@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from collector.core import Plan, Signed, Statement, UsageError, utcnow
+from collector.core import ActionRecord, Findings, Plan, Signed, Statement, UsageError, utcnow
 from collector.jsonfile import read_json
 from collector.remediate import Refused
 from collector.remediate.audit import AuditLog
@@ -347,6 +347,34 @@ def _approval_check(
     return Approval(signed, name, requester)
 
 
+def _triage_said(raw: Any, plan: Plan) -> list[str]:
+    """Triage's severity and whether it suggested this plan's action (findings.json read as Findings)."""
+    try:
+        findings = Findings.from_dict(raw)
+    except UsageError as exc:
+        return [f"  findings.json unreadable: {exc}"]
+    suggested = [(f, m) for f in findings.findings if (m := f.mitigation) is not None]
+    match = [(f, m) for f, m in suggested if m.action == plan.action]
+    lines = [
+        f"  triage said {findings.severity}; "
+        + (
+            f"this action was suggested by {', '.join(f.id for f, _ in match)}"
+            if match
+            else "this action was NOT among triage's suggestions ("
+            + (", ".join(sorted({m.action for _, m in suggested})) or "none")
+            + ")"
+        )
+    ]
+    for _, m in match[:1]:
+        differs = {k: v for k, v in m.params.items() if str(plan.params.get(k)) != str(v)}
+        if differs:
+            lines.append(
+                "  parameters differ from the suggestion: "
+                + ", ".join(f"{k}={plan.params.get(k)} (suggested {v})" for k, v in differs.items())
+            )
+    return lines
+
+
 def since_bundle(plan: Plan) -> list[str]:
     """What differs between the incident's bundle (the evidence) and this plan: age, hosts, findings, past actions."""
     if not plan.bundle:
@@ -371,38 +399,16 @@ def since_bundle(plan: Plan) -> list[str]:
     outside = [t for t in plan.targets if t not in hosts]
     if outside:
         lines.append(f"  targets not in the evidence (no data collected from them): {', '.join(outside)}")
-    findings = read("findings.json")
-    if isinstance(findings, dict):
-        suggested = [
-            f
-            for f in findings.get("findings") or []
-            if isinstance(f, dict) and isinstance(f.get("mitigation"), dict) and f["mitigation"].get("action")
-        ]
-        match = [f for f in suggested if f["mitigation"]["action"] == plan.action]
-        lines.append(
-            f"  triage said {findings.get('severity')}; "
-            + (
-                f"this action was suggested by {', '.join(str(f.get('id')) for f in match)}"
-                if match
-                else "this action was NOT among triage's suggestions ("
-                + (", ".join(sorted({str(f["mitigation"]["action"]) for f in suggested})) or "none")
-                + ")"
-            )
-        )
-        for f in match[:1]:
-            wanted = {str(k): str(v) for k, v in (f["mitigation"].get("params") or {}).items()}
-            differs = {k: v for k, v in wanted.items() if str(plan.params.get(k)) != v}
-            if differs:
-                lines.append(
-                    "  parameters differ from the suggestion: "
-                    + ", ".join(f"{k}={plan.params.get(k)} (suggested {v})" for k, v in differs.items())
-                )
-    actions = read("actions.json")
-    if isinstance(actions, dict) and actions.get("actions"):
-        done = [
-            f"{a.get('action')} at {a.get('applied_finished')}"
-            for a in actions["actions"]
-            if isinstance(a, dict)
-        ]
-        lines.append(f"  already applied for this incident: {'; '.join(done)}")
+    raw = read("findings.json")
+    if raw is not None:
+        lines += _triage_said(raw, plan)
+    raw = read("actions.json")
+    if isinstance(raw, dict) and raw.get("actions"):
+        try:
+            records = [ActionRecord.from_dict(a, "actions.json record") for a in raw["actions"]]
+        except UsageError as exc:
+            lines.append(f"  actions.json unreadable: {exc}")
+        else:
+            done = [f"{r.action} at {r.applied_finished}" for r in records]
+            lines.append(f"  already applied for this incident: {'; '.join(done)}")
     return lines

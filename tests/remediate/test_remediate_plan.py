@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from collector.core import UsageError
+from collector.core import (
+    ActionRecord,
+    AffectedAnswer,
+    Answer,
+    Finding,
+    Findings,
+    MitigationSuggestion,
+    Questions,
+    SecurityFlag,
+    UsageError,
+)
 from collector.inventory import load_inventory
 from collector.remediate.actions import get_action
 from collector.remediate.plan import (
@@ -156,6 +166,38 @@ def test_action_record_round_trip() -> None:
     assert record.to_dict()["schema"] == "incident-collector/action/v2"
 
 
+def _findings(action: str, params: dict[str, str]) -> Findings:
+    suggestion = MitigationSuggestion(action, "app1", params, f"collector remediate {action} --hosts app1")
+    finding = Finding("pg-connections-near-max", "pg-connections-near-max", "Pool near max", "P1",
+                      "pool_exhausted", ("db1",), "98 of 100", mitigation=suggestion)
+    no = Answer("no", "-")
+    questions = Questions(AffectedAnswer("1 of 2 hosts", "-", ("db1",), 2), no, Answer("degraded", "-"), no)
+    return Findings("inc-1", "2026-11-28T05:40:01.000Z", "P1", "P1: Pool near max", questions,
+                    SecurityFlag(False), (finding,))
+
+
+def _record(action: str) -> ActionRecord:
+    return ActionRecord(action=action, params={}, plan_id="p", plan_hash="h", requester="alice", requested="t0",
+                        approver="bob", approved="t1", break_glass=None, applier="alice", applied_started="t2",
+                        applied_finished="2026-11-28T05:50:00Z", hosts={}, stopped=None, verify={})
+
+
+def test_approve_reads_the_bundles_findings_and_actions_as_their_typed_contracts(plan: Plan,
+                                                                               tmp_path: Path) -> None:
+    """Another schema is said, not shown as "triage said None" with no suggestion (the loose reader did that)."""
+    from collector.remediate.approve import since_bundle
+
+    bundle = tmp_path / "inc-1"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({"finished": "2026-11-28T05:40:00.000Z", "hosts": {}}))
+    (bundle / "findings.json").write_text(json.dumps({"severity": "P1", "findings": []}))
+    (bundle / "actions.json").write_text(json.dumps({"actions": [{"action": "restart"}]}))
+    plan.bundle = str(bundle)
+    text = "\n".join(since_bundle(plan))
+    assert "findings.json unreadable" in text and "triage said" not in text
+    assert "actions.json unreadable" in text and "already applied" not in text
+
+
 def test_approve_shows_what_differs_from_the_incidents_bundle(plan: Plan, tmp_path: Path) -> None:
     from collector.remediate.approve import since_bundle
 
@@ -164,22 +206,8 @@ def test_approve_shows_what_differs_from_the_incidents_bundle(plan: Plan, tmp_pa
     (bundle / "manifest.json").write_text(
         json.dumps({"finished": "2026-11-28T05:40:00.000Z", "hosts": {"app1": {}}})
     )
-    (bundle / "findings.json").write_text(
-        json.dumps(
-            {
-                "severity": "P1",
-                "findings": [
-                    {
-                        "id": "pg-connections-near-max",
-                        "mitigation": {"action": "pool-resize", "params": {"size": 30}},
-                    }
-                ],
-            }
-        )
-    )
-    (bundle / "actions.json").write_text(
-        json.dumps({"actions": [{"action": "restart", "applied_finished": "2026-11-28T05:50:00Z"}]})
-    )
+    (bundle / "findings.json").write_text(json.dumps(_findings("pool-resize", {"size": "30"}).to_dict()))
+    (bundle / "actions.json").write_text(json.dumps({"actions": [_record("restart").to_dict()]}))
     plan.bundle = str(bundle)
     text = "\n".join(since_bundle(plan))
     assert "collected 2026-11-28T05:40:00.000Z, 20 min before this plan" in text
