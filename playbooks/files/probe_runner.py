@@ -24,6 +24,7 @@ RUNNER_VERSION = 1
 DEFAULT_CAP = 25 * 1024 * 1024
 READ_CHUNK = 65536
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_UTC = datetime.timezone.utc  # noqa: UP017 - hosts run Python 3.9+: datetime.UTC is 3.11+
 # {name} is a host var; ${...} (shell) and %{...} (curl -w) are left alone. No doubled braces:
 # Ansible templates the catalogue too (playbooks/collect.yml), so it must never look like Jinja.
 _PLACEHOLDER = re.compile(r"(?<![$%])\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -42,7 +43,7 @@ _LIVE_LOCK = threading.Lock()
 
 def now_iso():
     """UTC now, ISO 8601 with milliseconds and a Z."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    stamp = datetime.datetime.now(_UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
 
 
@@ -51,13 +52,13 @@ def journal_since(since):
     text = str(since or "").strip()
     match = _DURATION.match(text)
     if match:
-        return "-%s%s" % (match.group(1), match.group(2))
+        return f"-{match.group(1)}{match.group(2)}"
     # journalctl rejects ISO 8601's "T" and "Z": give it "YYYY-MM-DD HH:MM:SS[ UTC]".
     stamp = _iso(text)
     if stamp is None:
         return text
     if stamp.tzinfo is not None:
-        return stamp.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return stamp.astimezone(_UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return stamp.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -71,14 +72,15 @@ def since_utc(since, now=None):
     match = _DURATION.match(text)
     if match:
         seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
-        now = now or datetime.datetime.now(datetime.timezone.utc)
+        now = now or datetime.datetime.now(_UTC)
         return (now - datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
     stamp = _iso(text)
-    return stamp.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if stamp else None
+    return stamp.astimezone(_UTC).strftime("%Y-%m-%d %H:%M:%S") if stamp else None
 
 
 def _iso(text):
-    """An ISO 8601 timestamp (Z, UTC, +HH:MM or +HHMM, any fraction; Python 3.9's parser takes fewer), else None."""
+    """An ISO 8601 timestamp (Z, UTC, +HH:MM or +HHMM, any fraction; Python 3.9's parser takes fewer),
+    else None."""
     match = _ISO.fullmatch(text)
     if match is None:
         return None
@@ -152,7 +154,9 @@ def _render(command, ref):
             quoted = command[i : end + 1 if end > 0 else n]
             inner = _PLACEHOLDER.search(quoted)
             if inner:
-                raise CatalogueError(f"placeholder {{{inner.group(1)}}} inside single quotes cannot be filled")
+                raise CatalogueError(
+                    f"placeholder {{{inner.group(1)}}} inside single quotes cannot be filled"
+                )
             out.append(quoted)
             i += len(quoted)
             continue
@@ -211,7 +215,8 @@ def prepare(command, values):
 
 def fill(command, values):
     """The command as one self-contained shell text: its values assigned shell-quoted up front, then the
-    command that reads them (what the manifest records; rerunning it runs the same). Returns (text, missing)."""
+    command that reads them (what the manifest records; rerunning it runs the same).
+    Returns (text, missing)."""
     rendered, used, missing, error = prepare(command, values)
     if error:
         raise CatalogueError(error)
@@ -255,8 +260,8 @@ class Capture:
                 return bytes(self.head) + bytes(self.tail), self.total, False
             dropped = self.total - len(self.head) - len(tail)
             marker = (
-                "\n\n[... collector: output truncated: %d bytes omitted of %d; head and tail kept ...]\n\n"
-                % (dropped, self.total)
+                f"\n\n[... collector: output truncated: {dropped:d} bytes omitted of {self.total:d}; "
+                "head and tail kept ...]\n\n"
             ).encode()
             return bytes(self.head) + marker + tail, self.total, True
 
@@ -354,7 +359,7 @@ def run_probe(probe, values, default_timeout, default_cap):
             cwd="/",
         )
     except OSError as exc:
-        return _result(probe, recorded, "failed", None, started, t0, error="cannot start: %s" % exc)
+        return _result(probe, recorded, "failed", None, started, t0, error=f"cannot start: {exc}")
     with _LIVE_LOCK:
         _LIVE_GROUPS.add(proc.pid)
     reader = threading.Thread(target=_reader, args=(proc.stdout, capture), daemon=True)
@@ -385,7 +390,7 @@ def run_probe(probe, values, default_timeout, default_cap):
             data,
             total,
             truncated,
-            "killed after %ss timeout" % timeout,
+            f"killed after {timeout}s timeout",
         )
     rc = proc.returncode
     if rc < 0:  # killed by a signal from elsewhere
@@ -399,7 +404,7 @@ def run_probe(probe, values, default_timeout, default_cap):
             data,
             total,
             truncated,
-            "killed by signal %d" % -rc,
+            f"killed by signal {-rc:d}",
         )
     ok_rc = probe.get("ok_rc") or [0]
     if rc in ok_rc:
@@ -430,7 +435,7 @@ def run_probe(probe, values, default_timeout, default_cap):
             truncated,
             "command not executable (exit 126)",
         )
-    return _result(probe, recorded, "failed", rc, started, t0, data, total, truncated, "exit %d" % rc)
+    return _result(probe, recorded, "failed", rc, started, t0, data, total, truncated, f"exit {rc:d}")
 
 
 def _run_and_tell(probe, values, default_timeout, default_cap):
@@ -438,7 +443,7 @@ def _run_and_tell(probe, values, default_timeout, default_cap):
     result = run_probe(probe, values, default_timeout, default_cap)
     with _LIVE_LOCK:
         try:
-            sys.stderr.write("@@probe %s %s\n" % (result["probe"], result["status"]))
+            sys.stderr.write(f"@@probe {result['probe']} {result['status']}\n")
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
@@ -472,7 +477,8 @@ def run(request):
     """Run a request's probes; returns the response document."""
     values = dict(request.get("vars") or {})
     values["since"] = journal_since(request.get("since", "10m"))
-    values["since_utc"] = since_utc(request.get("since", "10m")) or "0000-00-00 00:00:00"  # unparsed: no filter
+    # a --since it cannot parse: no filter
+    values["since_utc"] = since_utc(request.get("since", "10m")) or "0000-00-00 00:00:00"
     probes = select(request.get("probes") or [], request.get("roles") or [])
     default_timeout = float(request.get("default_timeout_s") or 30)
     default_cap = int(request.get("cap_bytes") or DEFAULT_CAP)
@@ -495,7 +501,7 @@ def run(request):
             try:
                 outcome = future.result()
                 results.append(outcome[probe["name"]] if probe.get("serial") else outcome)
-            except Exception as exc:  # a bug here must cost one probe, not the host
+            except Exception as exc:  # noqa: BLE001 - a bug here must cost one probe, not the host
                 results.append(
                     _result(
                         probe,
@@ -504,7 +510,7 @@ def run(request):
                         None,
                         now_iso(),
                         time.monotonic(),
-                        error="runner error: %r" % (exc,),
+                        error=f"runner error: {exc!r}",
                     )
                 )
     return {
@@ -531,7 +537,7 @@ def main():
     try:
         request = read_request()
     except ValueError as exc:
-        sys.stdout.write(json.dumps({"error": "bad request: %s" % exc, "probes": []}))
+        sys.stdout.write(json.dumps({"error": f"bad request: {exc}", "probes": []}))
         return 2
     out = json.dumps(run(request))
     sys.stdout.write(out)

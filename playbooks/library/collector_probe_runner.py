@@ -18,9 +18,18 @@ DOCUMENTATION = r"""
 module: collector_probe_runner
 short_description: Run the incident collector's probe runner with a request (read-only).
 options:
-  source: {description: The runner's Python source (playbooks/files/probe_runner.py)., type: str, required: true}
-  request: {description: The runner's request (JSON text or a mapping) without the secret vars., type: raw, required: true}
-  secrets: {description: Secret host vars (merged into the request's vars; never logged)., type: dict, default: {}}
+  source:
+    description: The runner's Python source (playbooks/files/probe_runner.py).
+    type: str
+    required: true
+  request:
+    description: The runner's request (JSON text or a mapping) without the secret vars.
+    type: raw
+    required: true
+  secrets:
+    description: Secret host vars (merged into the request's vars; never logged).
+    type: dict
+    default: {}
 """
 
 
@@ -46,9 +55,12 @@ def main() -> None:
         check=False,
     )
     stdout = proc.stdout.decode("utf-8", "replace")
-    # The runner's progress lines (@@probe ...) are for streaming transports: keep only what explains a failure.
+    # The runner's progress lines (@@probe ...) are for streaming transports:
+    # keep only what explains a failure.
     stderr = "\n".join(
-        line for line in proc.stderr.decode("utf-8", "replace").splitlines() if not line.startswith("@@probe ")
+        line
+        for line in proc.stderr.decode("utf-8", "replace").splitlines()
+        if not line.startswith("@@probe ")
     )
     # The answer never holds a secret's raw value (the runner puts secrets only in its probes' environments;
     # outputs are base64), so Ansible's blanket masking of no_log values all through the result could only
