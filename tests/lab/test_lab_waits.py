@@ -1,5 +1,6 @@
 """The lab's waits poll through collector.times.wait_until (issue 12, point 3): no hand-written
 deadline loop is left in the product or the lab package, and the lab's process check is right."""
+
 from __future__ import annotations
 
 import re
@@ -29,7 +30,8 @@ def test_no_hand_written_deadline_poll_loop_is_left() -> None:
 def test_running_tells_a_live_process_from_a_reaped_one() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        assert wait_until(lambda: _running(proc.pid), 5.0, 0.01)  # its cmdline is empty for a moment after exec
+        # its cmdline is empty for a moment after exec
+        assert wait_until(lambda: _running(proc.pid), 5.0, 0.01)
     finally:
         proc.kill()
         proc.wait()
