@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import logging
 import queue
 import threading
@@ -274,7 +273,9 @@ class Service:
             if not incident.plan:
                 continue
             try:
-                plan_hash = str(json.loads(Path(incident.plan).read_text()).get("hash") or "")
+                from collector.remediate.plan import load_plan
+
+                plan_hash = load_plan(incident.plan).hash  # the typed Plan (another shape: UsageError)
                 if not plan_hash:
                     continue
                 have = {e.kind for e in self.store.events(incident.id)}
