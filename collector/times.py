@@ -1,4 +1,4 @@
-"""Time in one place: durations (`30s`, `10m`, `2h`, `1d`, `1w`), ISO 8601 instants, the `--since`
+"""Time in one place: durations (`30s`, `10m`, `2h`, `1d`, `1w`), ISO 8601 and ctime instants, the `--since`
 window, and polling a condition until a deadline.
 
 Every instant this module returns is timezone-aware UTC. A naive ISO time is taken as UTC (the
@@ -86,6 +86,30 @@ def find_instant(text: str) -> _dt.datetime | None:
         return _from_match(match)
     except ValueError:  # 2026-13-45: looks like a date, is not one
         return None
+
+
+# ctime's form, as `dmesg -T` and git's default date print it: `Sat Nov 28 05:57:10 2026`, git adding `+0100`.
+_CTIME = re.compile(
+    r"(?:[A-Z][a-z]{2} )?(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<clock>\d{2}:\d{2}:\d{2}) (?P<year>\d{4})"
+    r"(?: (?P<zone>[+-]\d{4}))?"
+)
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+
+
+def find_ctime(text: str) -> _dt.datetime | None:
+    """The first ctime-style instant inside a text, or None; without a zone it is UTC (dmesg -T prints
+    local time, and the hosts here run UTC)."""
+    for match in _CTIME.finditer(text):
+        month = _MONTHS.get(match["mon"])
+        if month is None:
+            continue
+        stamp = f"{match['year']}-{month:02d}-{int(match['day']):02d} {match['clock']} {match['zone'] or '+0000'}"
+        try:
+            return _dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S %z").astimezone(_dt.UTC)
+        except ValueError:  # Nov 31: looks like a date, is not one
+            return None
+    return None
 
 
 def window_start(since: str, now: _dt.datetime) -> _dt.datetime:

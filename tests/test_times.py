@@ -11,6 +11,7 @@ from types import ModuleType
 import pytest
 
 from collector.times import (
+    find_ctime,
     find_instant,
     instant_or_none,
     iso_z,
@@ -150,3 +151,20 @@ def test_wait_until_with_no_time_looks_once() -> None:
     seen: list[int] = []
     assert wait_until(lambda: seen.append(1), timeout_s=0) is None
     assert seen == [1]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[Sat Nov 28 05:35:12 2026] Memory cgroup out of memory", _dt.datetime(2026, 11, 28, 5, 35, 12, tzinfo=_dt.UTC)),
+    ("Date:   Sat Nov 28 06:35:12 2026 +0100", _dt.datetime(2026, 11, 28, 5, 35, 12, tzinfo=_dt.UTC)),
+    ("[Nov  8 05:35:12 2026] no weekday", _dt.datetime(2026, 11, 8, 5, 35, 12, tzinfo=_dt.UTC)),
+    ("[Sat Nov 31 05:35:12 2026] no such day", None),
+    ("Nov 28 05:35:12 app1 kernel: syslog has no year", None),
+])
+def test_find_ctime_is_the_one_reader_of_dmesg_and_git_dates(text: str, expected: _dt.datetime | None) -> None:
+    from collector.report.timeline import line_time
+    from collector.triage.parsers import parse_time
+
+    assert find_ctime(text) == expected
+    assert line_time(text) == expected  # the report's timeline and triage read them alike
+    if expected is not None:
+        assert parse_time(text) == expected

@@ -31,12 +31,6 @@ _ISO = re.compile(
 _DMESG_T = re.compile(
     r"\[(?:\w{3} )?(?P<mon>\w{3}) +(?P<day>\d{1,2}) (?P<time>\d{2}:\d{2}:\d{2}) (?P<year>\d{4})\]"
 )
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1
-    )
-}
 _DEPLOY_LINE = re.compile(r"^(?P<hash>[0-9a-f]{6,40}) (?P<at>\S+) (?P<rest>.*)$")
 
 
@@ -73,22 +67,7 @@ def line_time(line: str) -> _dt.datetime | None:
     stamp = times.find_instant(head)
     if stamp is not None:
         return stamp
-    match_d = _DMESG_T.search(head)
-    if match_d and match_d.group("mon") in _MONTHS:
-        try:
-            hour, minute, second = (int(x) for x in match_d.group("time").split(":"))
-            return _dt.datetime(
-                int(match_d.group("year")),
-                _MONTHS[match_d.group("mon")],
-                int(match_d.group("day")),
-                hour,
-                minute,
-                second,
-                tzinfo=_dt.UTC,
-            )
-        except ValueError:
-            return None
-    return None
+    return times.find_ctime(head)  # `dmesg -T`: [Sat Nov 28 05:35:12 2026]
 
 
 def fmt_time(at: _dt.datetime | None) -> str:

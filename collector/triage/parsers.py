@@ -258,7 +258,6 @@ def parse_redis_info(text: str) -> dict[str, tuple[str, int]]:
 # ---------------------------------------------------------------- journal / log lines
 
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} )?([A-Z][a-z]{2})\s+(\d{1,2}) (\d{2}:\d{2}:\d{2})")
-_GITDATE = re.compile(r"[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}:\d{2}:\d{2}) (\d{4})(?: ([+-]\d{4}))?")
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 
@@ -268,15 +267,9 @@ def parse_time(text: str, year: int | None = None) -> _dt.datetime | None:
     stamp = times.find_instant(text)
     if stamp is not None:
         return stamp
-    match = _GITDATE.search(text)
-    if match and match.group(1) in _MONTHS:
-        month, day, clock, yr, zone = match.groups()
-        zone = zone or "+0000"  # dmesg -T prints local time without a zone; hosts here run UTC
-        try:
-            stamp = _dt.datetime.strptime(f"{yr}-{_MONTHS[month]:02d}-{int(day):02d} {clock} {zone}", "%Y-%m-%d %H:%M:%S %z")
-        except ValueError:
-            return None
-        return stamp.astimezone(_dt.UTC)
+    stamp = times.find_ctime(text)  # dmesg -T, git's default date
+    if stamp is not None:
+        return stamp
     match = _SYSLOG.search(text)
     if match and match.group(1) in _MONTHS:
         month, day, clock = match.groups()
