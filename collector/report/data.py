@@ -12,11 +12,13 @@ from collector import __version__
 from collector.core import (
     NO_SEVERITY,
     SEVERITIES,
+    ActionRecord,
     Evidence,
     Finding,
     Findings,
     IncidentSummary,
     MitigationSuggestion,
+    UsageError,
 )
 from collector.core import severity_rank as _core_rank
 from collector.report.figures import (
@@ -278,6 +280,20 @@ def _action_succeeded(action: dict[str, Any]) -> bool:
     return bool(hosts_ok and not action.get("stopped") and isinstance(verify, dict) and verify.get("passed"))
 
 
+def action_records(doc: dict[str, Any] | None, problems: list[str]) -> dict[str, Any] | None:
+    """actions.json with each record read as remediate's ActionRecord (its one from_dict) and written back
+    whole; a record that is not one is left out, and the report says so."""
+    if doc is None:
+        return None
+    records = []
+    for raw in doc.get("actions") or []:
+        try:
+            records.append(ActionRecord.from_dict(raw, "actions.json record").to_dict())
+        except UsageError as exc:
+            problems.append(f"{exc}; it is left out of this report")
+    return {**doc, "actions": records}
+
+
 def normalise_actions(actions: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The remediations in the order they were applied, with display strings."""
     out = []
@@ -422,7 +438,7 @@ def build(bundle: Any) -> ReportData:
     manifest = bundle.manifest
     problems: list[str] = []
     triaged = read_findings(bundle)  # strict: another schema or a missing field stops the report, loudly
-    actions_doc = _read_json(bundle, "actions.json", problems)
+    actions_doc = action_records(_read_json(bundle, "actions.json", problems), problems)
     findings = normalise_findings(triaged)
     actions = normalise_actions(actions_doc)
     probe_names, host_rows = host_matrix(bundle)

@@ -358,6 +358,7 @@ ACTIONS: dict[str, Any] = {
         {
             "action": "kill-idle-connections",
             "params": {"minutes": 5},
+            "plan_id": "plan-test",
             "plan_hash": "sha256:abc123",
             "requester": "alice",
             "requested": "2026-11-28T05:42:00Z",
