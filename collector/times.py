@@ -112,6 +112,24 @@ def find_ctime(text: str) -> _dt.datetime | None:
     return None
 
 
+# syslog's yearless stamp at the start of a line: `Nov 28 05:40:01 app1 kernel: ...` (a weekday may lead).
+_SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} )?(?P<mon>[A-Z][a-z]{2})\s+(?P<day>\d{1,2}) (?P<clock>\d{2}:\d{2}:\d{2})")
+
+
+def syslog_time(text: str, year: int) -> _dt.datetime | None:
+    """The syslog stamp a line starts with, in `year` (syslog writes none), as UTC; else None."""
+    match = _SYSLOG.search(text)
+    month = _MONTHS.get(match["mon"]) if match else None
+    if match is None or month is None:
+        return None
+    try:
+        stamp = _dt.datetime.strptime(f"{year}-{month:02d}-{int(match['day']):02d} {match['clock']}",
+                                      "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=_dt.UTC)
+
+
 def window_start(since: str, now: _dt.datetime) -> _dt.datetime:
     """Where a `--since` window starts: `now` minus a duration, or the ISO instant itself; else ValueError."""
     text = str(since).strip()

@@ -17,6 +17,7 @@ from collector.times import (
     iso_z,
     parse_duration,
     parse_instant,
+    syslog_time,
     wait_until,
     window_start,
 )
@@ -168,3 +169,12 @@ def test_find_ctime_is_the_one_reader_of_dmesg_and_git_dates(text: str, expected
     assert line_time(text) == expected  # the report's timeline and triage read them alike
     if expected is not None:
         assert parse_time(text) == expected
+
+
+def test_syslog_time_takes_the_year_it_is_given() -> None:
+    from collector.triage.parsers import parse_time
+
+    line = "Nov 28 05:40:01 app1 kernel: x"
+    assert syslog_time(line, 2026) == _dt.datetime(2026, 11, 28, 5, 40, 1, tzinfo=_dt.UTC) == parse_time(line, 2026)
+    assert syslog_time("Sat Nov  8 05:40:01 app1", 2025) == _dt.datetime(2025, 11, 8, 5, 40, 1, tzinfo=_dt.UTC)
+    assert syslog_time("Feb 30 05:40:01 app1", 2026) is None and syslog_time("no time", 2026) is None

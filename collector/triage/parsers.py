@@ -257,11 +257,6 @@ def parse_redis_info(text: str) -> dict[str, tuple[str, int]]:
 
 # ---------------------------------------------------------------- journal / log lines
 
-_SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} )?([A-Z][a-z]{2})\s+(\d{1,2}) (\d{2}:\d{2}:\d{2})")
-_MONTHS = {m: i for i, m in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
-
-
 def parse_time(text: str, year: int | None = None) -> _dt.datetime | None:
     """The first timestamp in a line (ISO 8601, git's default, or syslog's yearless) as aware UTC."""
     stamp = times.find_instant(text)
@@ -270,16 +265,7 @@ def parse_time(text: str, year: int | None = None) -> _dt.datetime | None:
     stamp = times.find_ctime(text)  # dmesg -T, git's default date
     if stamp is not None:
         return stamp
-    match = _SYSLOG.search(text)
-    if match and match.group(1) in _MONTHS:
-        month, day, clock = match.groups()
-        yr = year or _dt.datetime.now(_dt.UTC).year
-        try:
-            return _dt.datetime.strptime(f"{yr}-{_MONTHS[month]:02d}-{int(day):02d} {clock}", "%Y-%m-%d %H:%M:%S").replace(
-                tzinfo=_dt.UTC)
-        except ValueError:
-            return None
-    return None
+    return times.syslog_time(text, year or _dt.datetime.now(_dt.UTC).year)
 
 
 def grep(text: str, pattern: str, *, ignore_case: bool = True) -> list[Line]:
