@@ -349,8 +349,18 @@ def _names_host(cgroup: str, host: str) -> bool:
 # ---------------------------------------------------------------- logs
 
 
+def rule_regex(pattern: str) -> str:
+    """A rule's pattern: a regular expression, or `@name` for triage.patterns' one definition of that line."""
+    if not pattern.startswith("@"):
+        return pattern
+    named = patterns.BY_NAME.get(pattern[1:])
+    if named is None:
+        raise UsageError(f"pattern {pattern!r}: no such evidence pattern (known: {', '.join(patterns.BY_NAME)})")
+    return named.regex.pattern
+
+
 def _journal_hits(out: p.Line | Any, pattern: str, exclude: str | None = None) -> list[p.Line]:
-    hits = [ln for ln in p.grep(out.text, pattern) if not p.is_journal_noise(ln.text)]
+    hits = [ln for ln in p.grep(out.text, rule_regex(pattern)) if not p.is_journal_noise(ln.text)]
     if exclude:
         hits = [ln for ln in hits if not re.search(exclude, ln.text, re.IGNORECASE)]
     return hits

@@ -30,3 +30,6 @@ OOM = LinePattern("oom", re.compile(r"out of memory|oom[-_]kill|killed process",
 # An error line of any service or unit.
 ERROR = LinePattern("error", re.compile(r"\b(ERROR|CRITICAL|FATAL|PANIC)\b|Traceback|\berror:", re.IGNORECASE),
                     ("error", "critical", "fatal", "panic", "traceback"))
+
+# A rule names one of these in its args as `pattern: "@error"` (collector.triage.measures.rule_regex).
+BY_NAME: dict[str, LinePattern] = {pat.name: pat for pat in (OOM, ERROR)}
