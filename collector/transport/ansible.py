@@ -321,6 +321,9 @@ class CollectRun:
         self.progress: Progress | None = None
         self.results: dict[str, HostResult] = {}
         self.cancelled = threading.Event()
+        # Set when the run thread ends. Waiting on it, not on join(): a join that Ctrl-C interrupted can
+        # report the thread dead while it still runs (CPython's join after KeyboardInterrupt).
+        self.done = threading.Event()
         self.outcome: PlaybookRun | None = None
         self.error: BaseException | None = None
         args = (collect_playbook(), inventory_files, pattern, collect_extravars(payload))
@@ -344,6 +347,8 @@ class CollectRun:
             self.outcome = run_playbook(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to finish(): the caller decides
             self.error = exc
+        finally:
+            self.done.set()
 
     def _on_event(self, event: dict[str, Any]) -> None:
         with self.lock:  # one event at a time, in order, including the replay in finish()
@@ -385,6 +390,12 @@ class CollectRun:
                 self.thread.join(timeout=0.5)  # a timed join lets Ctrl-C through
         except KeyboardInterrupt:
             self.cancelled.set()
+            # Wait (bounded) for ansible-runner to stop ansible-playbook and remove its artifacts, which hold
+            # the hosts' raw output: left running it keeps probing, and the folder stays behind in /tmp.
+            try:
+                self.done.wait(timeout=30)
+            except KeyboardInterrupt:
+                pass  # a second Ctrl-C: stop waiting
             raise Interrupted(
                 _fill_missing(self.results, hosts, "interrupted before this host answered")
             ) from None

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
+from collector.times import wait_until
 from collector.transport.ansible import collect_playbook, run_playbook
+
+REPO = Path(__file__).resolve().parents[2]
+CODE = "import sys; from collector.cli import collect_main; sys.argv[0] = 'collect'; collect_main()"
 
 SECRET = "s3cret-Value-4711-xq"
 
@@ -48,3 +56,36 @@ def test_the_engine_removes_its_artifacts_with_the_secrets_they_carry(
     assert run.artifacts_dir is None
     left = list(scratch.rglob("*"))
     assert left == [], left
+
+
+def test_a_stopped_ansible_collect_stops_ansible_and_leaves_no_artifacts(tmp_path: Path) -> None:
+    """SIGTERM during `collect --engine ansible`: ansible-playbook does not keep probing the hosts on its own,
+    and its artifacts folder (raw host output) does not stay behind in the temp dir."""
+    started = tmp_path / "slow-probe-started"
+    catalogue = tmp_path / "probes.yml"
+    catalogue.write_text(
+        "collector_probes:\n"
+        "  - {name: quick, command: echo quick-done, timeout_s: 5, description: fast}\n"
+        f"  - {{name: slow, command: 'touch {started}; sleep 8', timeout_s: 20, description: hangs}}\n"
+    )
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CODE, "--engine", "ansible", "--hosts", "local", "-i", str(REPO / "inventory/local.yml"),
+         "--out", str(tmp_path / "out"), "--json", "--catalogue", str(catalogue)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert wait_until(started.exists, 90, 0.05), "the slow probe never started"
+    assert any(p.name.startswith("collector-ansible-") for p in scratch.iterdir())
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 1 and json.loads(stdout)["interrupted"] is True, stderr[-1000:]
+    # ansible-runner's cancel kills ansible-playbook's process group; a worker in its own session finishes the
+    # module it runs (bounded by the probe's timeout) and goes. Nothing of the run is left to write artifacts.
+    def ansible_gone() -> bool:
+        found = subprocess.run(["pgrep", "-f", f"ansible-playbook .*{scratch}"], capture_output=True, check=False)
+        return not found.stdout.split()
+
+    assert wait_until(ansible_gone, 60, 0.2), "ansible-playbook still runs long after collect stopped"
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("collector-ansible-")]
