@@ -12,20 +12,31 @@ Every figure is measured in this run against a real `collector serve` process on
     .venv/bin/python bench/bench_serve.py                  # lab if up, else local; 3 runs of post→sealed
     .venv/bin/python bench/bench_serve.py --runs 5 --local
 
-The lab's own break → incident path (scrape, rule `for:`, group_wait, ours) is measured and printed by
-tests/incidents/test_serve_lab.py, which breaks pool-exhausted under the lab lock.
+  break→open   (--break, lab only, takes the lab lock) `collector-lab break pool-exhausted` under 10 req/s
+                with the lab's Alertmanager posting to a serve on 127.0.0.1:9095, until the open incident and its
+                sealed bundle, in parts: the break itself, detection (scrape 5 s + rule evaluation 5 s + the
+                5xx ratio crossing 10 % over its 5 m rate: Prometheus' activeAt), the rule's `for:` (activeAt →
+                startsAt), Alertmanager's group_wait and POST (startsAt → declared), ours (declared → sealed).
+                Heals the fault afterwards.
+
+    .venv/bin/python bench/bench_serve.py --break           # the above plus break→open on the lab
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "incidents"))
@@ -116,11 +127,88 @@ def storm(serve: ServeProcess, store: IncidentStore, alerts: int = 200, seconds:
             "peak_collections": peak}
 
 
+ROUTING = ("alertname=~Sergas.*:lab",)  # as tests/incidents/test_serve_lab.py: the app's alerts cover its stack
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)
+
+
+def break_to_open(work: Path) -> dict[str, float]:
+    """One `collector-lab break pool-exhausted` → open incident → sealed bundle, in parts (seconds)."""
+    from collector_lab import monitoring
+    from collector_lab.lock import lab_lock
+
+    from collector.config import load_settings
+
+    settings = load_settings()
+    lab_tool = str(Path(sys.executable).with_name("collector-lab"))
+    am, prom = settings.alertmanager_url, settings.prometheus_url
+
+    def sergas_active() -> bool:
+        return any(a["labels"].get("alertname", "").startswith("Sergas") for a in _get_json(f"{am}/api/v2/alerts"))
+
+    with lab_lock():
+        # an alert still firing from an earlier fault would be this group's open incident already
+        poll(lambda: not sergas_active(), 600, "earlier Sergas alerts to resolve", 2.0)
+        serve = ServeProcess(work, inventory=str(lab_inventory()), fallback="lab", host_labels=ROUTING,
+                             port=monitoring.SERVE_PORT, token_file=monitoring.serve_token_file(settings),
+                             env={"COLLECTOR_SERVE_LOOKBACK_S": "90"}).start(timeout_s=120)
+        store = IncidentStore(serve.db)
+        load = subprocess.Popen([lab_tool, "load", "--seconds", "400", "--rps", "10"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            t0 = time.time()
+            broke = subprocess.run([lab_tool, "break", "pool-exhausted"], capture_output=True, text=True,
+                                   timeout=180, check=False)
+            assert broke.returncode == 0, broke.stderr[-1000:]
+            t_broken = time.time()
+            active_at: list[float] = []
+
+            def opened() -> Any:
+                for a in _get_json(f"{prom}/api/v1/alerts")["data"]["alerts"]:
+                    if a["labels"].get("alertname", "").startswith("Sergas") and a.get("activeAt") and not active_at:
+                        active_at.append(parse_instant(a["activeAt"]).timestamp())
+                return [i for i in store.list() if i.labels.get("alertname", "").startswith("Sergas")]
+
+            inc = poll(opened, 600, "the incident", 0.5)[0]
+            t_open = time.time()
+
+            def sealed() -> Any:
+                found = store.events(inc.id)
+                return found if any(e.kind == "collected" for e in found) else None
+
+            events = poll(sealed, 300, "the sealed bundle", 0.2)
+            at = {e.kind: parse_instant(e.at).timestamp() for e in reversed(events)}
+            fired = at["alert-fired"]
+            active = active_at[0] if active_at else fired
+            return {"break (fault injected)": t_broken - t0,
+                    "detection: broken → Prometheus activeAt (scrape, evaluation, 5xx ratio over 10 %)":
+                        active - t_broken,
+                    "rule for: (activeAt → startsAt)": fired - active,
+                    "group_wait + POST (startsAt → declared)": at["declared"] - fired,
+                    "ours (declared → sealed bundle)": at["collected"] - at["declared"],
+                    "break → incident open (seen)": t_open - t0,
+                    "break → sealed bundle": at["collected"] - t0}
+        finally:
+            os.killpg(load.pid, signal.SIGTERM)
+            load.wait(timeout=30)
+            serve.stop()
+            store.close()
+            healed = subprocess.run([lab_tool, "heal", "pool-exhausted"], capture_output=True, text=True,
+                                    timeout=300, check=False)
+            if healed.returncode != 0:
+                print(f"HEAL FAILED: {healed.stderr[-500:]}", file=sys.stderr)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--local", action="store_true", help="collect from this machine even when the lab is up")
     parser.add_argument("--max-collections", type=int, default=2)
+    parser.add_argument("--break", dest="lab_break", action="store_true",
+                        help="also measure `collector-lab break pool-exhausted` → open incident (lab lock, heals)")
     args = parser.parse_args()
     lab = None if args.local else lab_inventory()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -152,6 +240,11 @@ def main() -> int:
               f"p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, max {result['max_ms']:.0f} ms; "
               f"{result['incidents']} incidents, {result['alerts']} alerts recorded, at most "
               f"{result['peak_collections']} collections at once (limit {args.max_collections})")
+        if args.lab_break and lab:
+            (work / "break").mkdir()
+            parts = break_to_open(work / "break")
+            print("break→open (pool-exhausted, lab):")
+            print("\n".join(f"  {k}: {v:.1f} s" for k, v in parts.items()))
     return 0
 
 
