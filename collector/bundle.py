@@ -11,6 +11,7 @@ Evidence is private: folders 0700, files 0600, archive and .sha256 0600 (0750/06
 Reading never leaves the folder: every read goes through `open_inside` (no absolute path, no `..`, no
 symlink followed), and sealing skips anything that is not a regular file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,7 +80,7 @@ def cap_output(data: bytes, cap: int) -> tuple[bytes, bool]:
     marker = TRUNCATION_MARKER % (len(data) - cap, cap)
     keep = max(cap - len(marker), 0)
     head = keep // 2
-    return data[:head] + marker + data[len(data) - (keep - head):], True
+    return data[:head] + marker + data[len(data) - (keep - head) :], True
 
 
 class OutsideBundle(ValueError):
@@ -191,7 +192,9 @@ def open_inside(root: Path, relpath: str) -> IO[bytes]:
                 step = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise OutsideBundle(f"{relpath!r}: {part} is a symlink or not a folder; not followed") from None
+                    raise OutsideBundle(
+                        f"{relpath!r}: {part} is a symlink or not a folder; not followed"
+                    ) from None
                 raise
             os.close(fd)
             fd = step
@@ -255,7 +258,9 @@ def _bundle_files(root: Path) -> list[str]:
 
 def _strays(root: Path) -> list[str]:
     """What is neither a regular file nor a folder (planted symlinks, fifos): never read, never archived."""
-    return sorted(rel for rel, info in _walk(root) if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode))
+    return sorted(
+        rel for rel, info in _walk(root) if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode)
+    )
 
 
 def _file_sha256(root: Path, rel: str) -> str:
@@ -266,8 +271,9 @@ def _file_sha256(root: Path, rel: str) -> str:
 def write_sums(root: Path, privacy: Privacy | None = None) -> dict[str, str]:
     """(Re)write SHA256SUMS (sha256sum -c format) over every regular file but itself; returns path → hex."""
     sums = {rel: _file_sha256(root, rel) for rel in _bundle_files(root) if rel != SUMS}
-    _write_atomic(root / SUMS, "".join(f"{h}  {rel}\n" for rel, h in sums.items()).encode(),
-                  privacy or Privacy.of(root))
+    _write_atomic(
+        root / SUMS, "".join(f"{h}  {rel}\n" for rel, h in sums.items()).encode(), privacy or Privacy.of(root)
+    )
     return sums
 
 
@@ -278,9 +284,11 @@ def write_archive(root: Path, mtime: int = 0, privacy: Privacy | None = None) ->
     archive = root.parent / f"{name}.tar.gz"
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tar.gz.tmp", dir=root.parent)
     try:
-        with os.fdopen(fd, "wb") as raw, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             privacy.fix(raw.fileno(), directory=False)
             files = _bundle_files(root)
             dirs = sorted({str(Path(rel).parent.as_posix()) for rel in files} - {"."})
@@ -295,8 +303,9 @@ def write_archive(root: Path, mtime: int = 0, privacy: Privacy | None = None) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _write_atomic(root.parent / f"{name}.tar.gz.sha256", f"{sha256_file(archive)}  {archive.name}\n".encode(),
-                  privacy)
+    _write_atomic(
+        root.parent / f"{name}.tar.gz.sha256", f"{sha256_file(archive)}  {archive.name}\n".encode(), privacy
+    )
     return archive
 
 
@@ -310,7 +319,9 @@ def _tarinfo(name: str, kind: bytes, size: int, mtime: int, privacy: Privacy) ->
     info.type = kind
     info.size = size
     info.mtime = mtime
-    info.mode = privacy.dir_mode if kind == tarfile.DIRTYPE else privacy.file_mode  # private once extracted too
+    info.mode = (
+        privacy.dir_mode if kind == tarfile.DIRTYPE else privacy.file_mode
+    )  # private once extracted too
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     return info
@@ -347,8 +358,10 @@ def _visible_cap(result: ProbeResult, cap: int) -> tuple[bytes, bool]:
         return data, True
     if result.truncated and _MARKER_WORD not in data:
         produced = result.bytes or len(data)
-        data += (b"\n[... incident-collector: output truncated on the host: %d bytes produced, %d kept ...]\n"
-                 % (produced, len(data)))
+        data += (
+            b"\n[... incident-collector: output truncated on the host: %d bytes produced, %d kept ...]\n"
+            % (produced, len(data))
+        )
     return data, bool(result.truncated)
 
 
@@ -380,8 +393,11 @@ def _summary(run: RunResult) -> dict[str, Any]:
     by_status: dict[str, int] = {}
     for result in run.hosts.values():
         by_status[result.status] = by_status.get(result.status, 0) + 1
-    return {"hosts": len(run.hosts), "by_status": dict(sorted(by_status.items())),
-            "failed_hosts": sorted(run.failed_hosts)}
+    return {
+        "hosts": len(run.hosts),
+        "by_status": dict(sorted(by_status.items())),
+        "failed_hosts": sorted(run.failed_hosts),
+    }
 
 
 def _redaction_doc(redactor: Redactor, fingerprints: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -420,16 +436,25 @@ class BundleWriter:
     says `incomplete` with the reason and every file that is missing.
     """
 
-    def __init__(self, run: RunResult, settings: Settings, *, out_dir: Path | str | None = None,
-                 known_secrets: Iterable[str] = (), redactor: Redactor | None = None,
-                 dotenv_probes: Collection[str] | None = None, hosts_hint: int = 1) -> None:
+    def __init__(
+        self,
+        run: RunResult,
+        settings: Settings,
+        *,
+        out_dir: Path | str | None = None,
+        known_secrets: Iterable[str] = (),
+        redactor: Redactor | None = None,
+        dotenv_probes: Collection[str] | None = None,
+        hosts_hint: int = 1,
+    ) -> None:
         self.settings = settings
         self.privacy = Privacy.from_settings(settings)
         self.out = Path(out_dir if out_dir is not None else settings.out_dir)
         make_private_dir(self.out, self.privacy)
         self.redactor = redactor or Redactor(settings.redact_patterns, known_secrets, enabled=settings.redact)
         self.dotenv_probes = frozenset(
-            dotenv_probes if dotenv_probes is not None else envfile.capture_probes(load_entries()))
+            dotenv_probes if dotenv_probes is not None else envfile.capture_probes(load_entries())
+        )
         self.key: bytes | None = None
         if self.redactor.enabled and self.dotenv_probes:
             try:
@@ -496,7 +521,9 @@ class BundleWriter:
         if self.key is not None and probe.probe in self.dotenv_probes and raw:
             raw, replaced = envfile.filter_bytes(raw, self.key)
             self.fingerprinted += replaced
-        data, withheld = self.redactor.redact_or_withhold(raw, rel)  # fail closed: a placeholder, never clear text
+        data, withheld = self.redactor.redact_or_withhold(
+            raw, rel
+        )  # fail closed: a placeholder, never clear text
         return data, truncated, withheld
 
     def add_host(self, result: HostResult) -> None:
@@ -506,7 +533,9 @@ class BundleWriter:
                 return
             probes: dict[str, Any] = {}
             for probe in sorted(result.probes, key=lambda p: p.probe):
-                rel = _free_path(self.tmp, f"hosts/{_safe_name(result.host)}/{_safe_name(probe.probe)}", ".txt")
+                rel = _free_path(
+                    self.tmp, f"hosts/{_safe_name(result.host)}/{_safe_name(probe.probe)}", ".txt"
+                )
                 data, truncated, withheld = self._evidence(probe, rel)
                 stored = self._store(rel, data)
                 probes[probe.probe] = _entry(probe, self.redactor, rel if stored else None, data)
@@ -515,7 +544,9 @@ class BundleWriter:
                     probes[probe.probe]["redaction_error"] = withheld
             self.hosts[result.host] = {
                 "status": result.status,
-                "error": self.redactor.redact_text_or_withhold(result.error, MANIFEST) if result.error else None,
+                "error": self.redactor.redact_text_or_withhold(result.error, MANIFEST)
+                if result.error
+                else None,
                 "roles": list(result.roles),
                 "probes": probes,
             }
@@ -539,15 +570,22 @@ class BundleWriter:
     def _bookkeeping(self, run: RunResult, log_lines: Iterable[str]) -> None:
         log = "".join(f"{line.rstrip(chr(10))}\n" for line in log_lines)
         if self.disk_error is not None:
-            log += f"{utcnow()} bundle INCOMPLETE: {self.disk_error}; {len(self.missing)} file(s) not written\n"
+            log += (
+                f"{utcnow()} bundle INCOMPLETE: {self.disk_error}; {len(self.missing)} file(s) not written\n"
+            )
         self.reserve.unlink(missing_ok=True)  # the room kept for exactly this
-        _write_atomic(self.tmp / LOG, self.redactor.redact_text_or_withhold(log, LOG).encode("utf-8", "surrogateescape"),
-                      self.privacy)
+        _write_atomic(
+            self.tmp / LOG,
+            self.redactor.redact_text_or_withhold(log, LOG).encode("utf-8", "surrogateescape"),
+            self.privacy,
+        )
         manifest = {
             "schema": BUNDLE_SCHEMA,
             "incident": self.name,
             "tool_version": __version__,
-            "command_line": [self.redactor.redact_text_or_withhold(arg, MANIFEST) for arg in run.command_line],
+            "command_line": [
+                self.redactor.redact_text_or_withhold(arg, MANIFEST) for arg in run.command_line
+            ],
             "pattern": run.pattern,
             "inventory": self.redactor.redact_text_or_withhold(run.inventory, MANIFEST),
             "engine": run.engine,
@@ -570,7 +608,9 @@ class BundleWriter:
                 "probes": sorted(self.dotenv_probes),
                 "values": self.fingerprinted,
             }
-        _write_atomic(self.tmp / REDACTION, _json_bytes(_redaction_doc(self.redactor, fingerprints)), self.privacy)
+        _write_atomic(
+            self.tmp / REDACTION, _json_bytes(_redaction_doc(self.redactor, fingerprints)), self.privacy
+        )
         write_sums(self.tmp, self.privacy)
 
     def finish(self, run: RunResult, log_lines: Iterable[str] = (), *, archive: bool = False) -> Path:
@@ -593,8 +633,11 @@ class BundleWriter:
                     os.rename(self.tmp, self.final)  # keep the evidence in sight even without its manifest
                     raise BundleWriteFailed(
                         f"disk error writing the bundle's manifest ({exc.strerror or exc}): {self.final} holds "
-                        "the evidence written so far, without a manifest") from None
-                os.rename(self.tmp, self.final)  # atomic, over the claimed empty folder: the bundle appears whole
+                        "the evidence written so far, without a manifest"
+                    ) from None
+                os.rename(
+                    self.tmp, self.final
+                )  # atomic, over the claimed empty folder: the bundle appears whole
         except BundleWriteFailed:
             raise
         except BaseException:
@@ -609,33 +652,57 @@ class BundleWriter:
         return self.final
 
 
-def write_bundle(run: RunResult, settings: Settings, *, out_dir: Path | None = None,
-                 log_lines: Iterable[str] = (), known_secrets: Iterable[str] = (),
-                 redactor: Redactor | None = None, archive: bool = True,
-                 dotenv_probes: Collection[str] | None = None) -> Path:
+def write_bundle(
+    run: RunResult,
+    settings: Settings,
+    *,
+    out_dir: Path | None = None,
+    log_lines: Iterable[str] = (),
+    known_secrets: Iterable[str] = (),
+    redactor: Redactor | None = None,
+    archive: bool = True,
+    dotenv_probes: Collection[str] | None = None,
+) -> Path:
     """Write a finished run's bundle and return its folder; with `archive`, the sealed archive beside it."""
-    writer = BundleWriter(run, settings, out_dir=out_dir, known_secrets=known_secrets, redactor=redactor,
-                          dotenv_probes=dotenv_probes, hosts_hint=len(run.hosts))
+    writer = BundleWriter(
+        run,
+        settings,
+        out_dir=out_dir,
+        known_secrets=known_secrets,
+        redactor=redactor,
+        dotenv_probes=dotenv_probes,
+        hosts_hint=len(run.hosts),
+    )
     return writer.finish(run, log_lines, archive=archive)
 
 
 class Bundle:
     """A written bundle: read its manifest and evidence, add derived files, seal it again."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], known_secrets: Iterable[str] = (),
-                 extra_patterns: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        known_secrets: Iterable[str] = (),
+        extra_patterns: Iterable[str] = (),
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self.refused: list[str] = []  # paths a reader asked for that would have left the bundle
         self._lock_fd: int | None = None
         self._lock_depth = 0
         previous = self._redaction()
-        self.redactor = Redactor(extra_patterns, known_secrets, enabled=bool(manifest.get("redacted", True)),
-                                 start_numbers=previous.get("issued") or {})
+        self.redactor = Redactor(
+            extra_patterns,
+            known_secrets,
+            enabled=bool(manifest.get("redacted", True)),
+            start_numbers=previous.get("issued") or {},
+        )
 
     @classmethod
-    def open(cls, path: str | Path, *, known_secrets: Iterable[str] = (),
-             extra_patterns: Iterable[str] = ()) -> Bundle:
+    def open(
+        cls, path: str | Path, *, known_secrets: Iterable[str] = (), extra_patterns: Iterable[str] = ()
+    ) -> Bundle:
         """Open a bundle folder (or its manifest.json, or the .tar.gz beside it); UsageError if it is none."""
         root = Path(path)
         if root.name == MANIFEST:
@@ -650,11 +717,15 @@ class Bundle:
                 raise UsageError(f"{path} is not a bundle (no {MANIFEST} in it)")
             manifest = json.loads(data)
         except (OSError, ValueError) as exc:
-            raise UsageError(f"{path} is not a bundle ({MANIFEST} is unreadable: {exc})".splitlines()[0]) from None
+            raise UsageError(
+                f"{path} is not a bundle ({MANIFEST} is unreadable: {exc})".splitlines()[0]
+            ) from None
         if not isinstance(manifest, dict) or "schema" not in manifest:
             raise UsageError(f"{path} is not a bundle ({MANIFEST} has no schema)")
         if manifest["schema"] != BUNDLE_SCHEMA:
-            raise UsageError(f"bundle schema {manifest['schema']!r} not supported (this tool reads {BUNDLE_SCHEMA})")
+            raise UsageError(
+                f"bundle schema {manifest['schema']!r} not supported (this tool reads {BUNDLE_SCHEMA})"
+            )
         return cls(root, manifest, known_secrets, extra_patterns)
 
     # -- reading ---------------------------------------------------------------------------------

@@ -50,7 +50,9 @@ class CollectOutcome:
     reports: Any = None
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # non-fatal problems (triage/report missing or failing)
-    incomplete: dict[str, Any] | None = None  # the disk failed while writing: why, and which files are missing
+    incomplete: dict[str, Any] | None = (
+        None  # the disk failed while writing: why, and which files are missing
+    )
     # The bundle's redactor (its known secrets, patterns and placeholders): whatever the CLI prints of the run
     # (host errors, notes, --json) goes through it, so the terminal shows what the bundle shows.
     redactor: Redactor | None = None
@@ -172,18 +174,31 @@ def _after(bundle: Path, outcome: CollectOutcome, log: _Log) -> None:
         outcome.notes.append(f"report failed: {exc!r}"[:300])
 
 
-def _finish(writer: BundleWriter, run: RunResult, outcome_log: _Log, after: bool,
-            before_after: Callable[[], None] = lambda: None) -> CollectOutcome:
+def _finish(
+    writer: BundleWriter,
+    run: RunResult,
+    outcome_log: _Log,
+    after: bool,
+    before_after: Callable[[], None] = lambda: None,
+) -> CollectOutcome:
     """Write the rest of the bundle, run the after-steps unless stopped, seal once; the outcome."""
     with _held_signals() as caught:
         outcome_log("writing the bundle")
         bundle = writer.finish(run, list(outcome_log.lines))
-    outcome = CollectOutcome(run, bundle, _exit_code(run), log=outcome_log.lines, incomplete=writer.incomplete,
-                             redactor=writer.redactor)
+    outcome = CollectOutcome(
+        run,
+        bundle,
+        _exit_code(run),
+        log=outcome_log.lines,
+        incomplete=writer.incomplete,
+        redactor=writer.redactor,
+    )
     if outcome.incomplete is not None:
         missing = outcome.incomplete["missing"]
-        outcome.notes.append(f"bundle INCOMPLETE ({outcome.incomplete['reason']}): {len(missing)} evidence "
-                             f"file(s) and the archive not written; what came before is in {bundle}")
+        outcome.notes.append(
+            f"bundle INCOMPLETE ({outcome.incomplete['reason']}): {len(missing)} evidence "
+            f"file(s) and the archive not written; what came before is in {bundle}"
+        )
         outcome.exit_code = EXIT_PARTIAL
         return outcome  # no triage, report or archive: each needs room the disk does not have
     stopped = bool(caught)
@@ -194,7 +209,9 @@ def _finish(writer: BundleWriter, run: RunResult, outcome_log: _Log, after: bool
         except KeyboardInterrupt:
             stopped = True
     if stopped:
-        outcome.notes.append(f"interrupted ({_signal_name()}) after the collection: triage and reports skipped")
+        outcome.notes.append(
+            f"interrupted ({_signal_name()}) after the collection: triage and reports skipped"
+        )
         outcome.exit_code = EXIT_PARTIAL
     with _held_signals():
         Bundle.open(bundle).seal()  # the one archive of this command
@@ -265,8 +282,13 @@ def collect(
     # Secret host vars (passwords, tokens) are redacted wherever they show up: every host's, not only the
     # targets' (app1's .env and logs carry redis1's password).
     try:
-        writer = BundleWriter(run, settings, known_secrets=inv.secret_values(),
-                              dotenv_probes=envfile.capture_probes(entries), hosts_hint=len(targets))
+        writer = BundleWriter(
+            run,
+            settings,
+            known_secrets=inv.secret_values(),
+            dotenv_probes=envfile.capture_probes(entries),
+            hosts_hint=len(targets),
+        )
     except BaseException:
         if early is not None:
             early.cancel()
@@ -406,10 +428,15 @@ def ingest(
     )
     for name, result in run.hosts.items():
         log(f"host {name}: {result.status}" + (f" ({result.error})" if result.error else ""))
-    secrets_from = inventory or (run_inventory if "," not in run_inventory and Path(run_inventory).exists() else None)
+    secrets_from = inventory or (
+        run_inventory if "," not in run_inventory and Path(run_inventory).exists() else None
+    )
     secrets = load_inventory(secrets_from).secret_values() if secrets_from else []
-    log(f"known secrets: {len(secrets)} value(s) from the secret host variables of {secrets_from}" if secrets_from
-        else "known secrets: none (no inventory: pass -i INVENTORY so its secret host variables are redacted)")
+    log(
+        f"known secrets: {len(secrets)} value(s) from the secret host variables of {secrets_from}"
+        if secrets_from
+        else "known secrets: none (no inventory: pass -i INVENTORY so its secret host variables are redacted)"
+    )
     writer = BundleWriter(run, settings, known_secrets=secrets, hosts_hint=len(run.hosts))
     return _finish(writer, run, log, after)
 

@@ -3,6 +3,7 @@
 Each step hands the next one plain values from this module (see ARCHITECTURE in the README).
 A failing host or probe is one of these values, never an exception that ends the run.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -98,11 +99,16 @@ SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
 NO_SEVERITY = "none"
 # The runbook's step-2 meaning of each level (README's severity table).
 SEVERITY_MEANING: dict[str, str] = {
-    "P0": "complete outage", "P1": "major degradation", "P2": "partial impact", "P3": "minor (warnings)",
+    "P0": "complete outage",
+    "P1": "major degradation",
+    "P2": "partial impact",
+    "P3": "minor (warnings)",
 }
 # The runbook's response times (acknowledge within); P0's "immediate" is its first-actions window, 2 minutes.
 SEVERITY_RESPONSE_TIME: dict[str, _dt.timedelta] = {
-    "P0": _dt.timedelta(minutes=2), "P1": _dt.timedelta(minutes=15), "P2": _dt.timedelta(hours=1),
+    "P0": _dt.timedelta(minutes=2),
+    "P1": _dt.timedelta(minutes=15),
+    "P2": _dt.timedelta(hours=1),
     "P3": _dt.timedelta(hours=4),
 }
 # Whether a finding rests on the system's state now (live) or on what its logs say happened (history);
@@ -112,7 +118,9 @@ Basis = Literal["live", "history"]
 
 def severity_rank(severity: str) -> int:
     """Sort key: P0 → 0 … P3 → 3, then "none", then anything else."""
-    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES) + (severity != NO_SEVERITY)
+    return (
+        SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES) + (severity != NO_SEVERITY)
+    )
 
 
 def worst_severity(severities: Iterable[str]) -> str:
@@ -198,7 +206,13 @@ class Evidence:
     excerpt: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "probe": self.probe, "path": self.path, "line": self.line, "excerpt": self.excerpt}
+        return {
+            "host": self.host,
+            "probe": self.probe,
+            "path": self.path,
+            "line": self.line,
+            "excerpt": self.excerpt,
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "evidence") -> Evidence:
@@ -216,7 +230,12 @@ class MitigationSuggestion:
     command: str  # the `collector remediate ...` line, shell-quoted
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "hosts": self.hosts, "params": dict(self.params), "command": self.command}
+        return {
+            "action": self.action,
+            "hosts": self.hosts,
+            "params": dict(self.params),
+            "command": self.command,
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "mitigation") -> MitigationSuggestion:
@@ -251,13 +270,23 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "rule": self.rule, "title": self.title, "severity": self.severity,
-            "scenario": self.scenario, "hosts": list(self.hosts), "message": self.message,
+            "id": self.id,
+            "rule": self.rule,
+            "title": self.title,
+            "severity": self.severity,
+            "scenario": self.scenario,
+            "hosts": list(self.hosts),
+            "message": self.message,
             "evidence": [e.to_dict() for e in self.evidence],
             "mitigation": self.mitigation.to_dict() if self.mitigation else None,
             "alternatives": [m.to_dict() for m in self.alternatives],
-            "security": self.security, "data_at_risk": self.data_at_risk, "down": self.down, "basis": self.basis,
-            "context": list(self.context), "last_seen": self.last_seen, "recovered": self.recovered,
+            "security": self.security,
+            "data_at_risk": self.data_at_risk,
+            "down": self.down,
+            "basis": self.basis,
+            "context": list(self.context),
+            "last_seen": self.last_seen,
+            "recovered": self.recovered,
         }
 
     @classmethod
@@ -269,14 +298,27 @@ class Finding:
             raise UsageError(f"{here}: field 'basis' is {basis!r}, not live, history or null")
         mitigation = d.opt_obj("mitigation")
         return cls(
-            id=d.text("id"), rule=d.text("rule"), title=d.text("title"), severity=d.severity("severity"),  # type: ignore[arg-type]
-            scenario=d.text("scenario"), hosts=d.texts("hosts"), message=d.text("message"),
+            id=d.text("id"),
+            rule=d.text("rule"),
+            title=d.text("title"),
+            severity=d.severity("severity"),  # type: ignore[arg-type]
+            scenario=d.text("scenario"),
+            hosts=d.texts("hosts"),
+            message=d.text("message"),
             evidence=tuple(Evidence.from_dict(e, f"{here} evidence") for e in d.items("evidence")),
-            mitigation=MitigationSuggestion.from_dict(mitigation, f"{here} mitigation") if mitigation else None,
-            alternatives=tuple(MitigationSuggestion.from_dict(m, f"{here} alternative") for m in d.items("alternatives")),
-            security=d.flag("security"), data_at_risk=d.flag("data_at_risk"), down=d.flag("down"),
+            mitigation=MitigationSuggestion.from_dict(mitigation, f"{here} mitigation")
+            if mitigation
+            else None,
+            alternatives=tuple(
+                MitigationSuggestion.from_dict(m, f"{here} alternative") for m in d.items("alternatives")
+            ),
+            security=d.flag("security"),
+            data_at_risk=d.flag("data_at_risk"),
+            down=d.flag("down"),
             basis=basis,  # type: ignore[arg-type]
-            context=d.texts("context"), last_seen=d.opt_text("last_seen"), recovered=d.flag("recovered"),
+            context=d.texts("context"),
+            last_seen=d.opt_text("last_seen"),
+            recovered=d.flag("recovered"),
         )
 
 
@@ -291,14 +333,21 @@ class UnknownRule:
     details: tuple[tuple[str, str], ...] = ()  # (host, reason)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "title": self.title, "hosts": list(self.hosts), "reason": self.reason,
-                "details": [{"host": h, "reason": r} for h, r in self.details]}
+        return {
+            "rule": self.rule,
+            "title": self.title,
+            "hosts": list(self.hosts),
+            "reason": self.reason,
+            "details": [{"host": h, "reason": r} for h, r in self.details],
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "unknown rule") -> UnknownRule:
         d = _Doc(raw, where)
-        details = tuple((_Doc(x, f"{where} detail").text("host"), _Doc(x, f"{where} detail").text("reason"))
-                        for x in d.items("details"))
+        details = tuple(
+            (_Doc(x, f"{where} detail").text("host"), _Doc(x, f"{where} detail").text("reason"))
+            for x in d.items("details")
+        )
         return cls(d.text("rule"), d.text("title"), d.texts("hosts"), d.text("reason"), details)
 
 
@@ -320,21 +369,29 @@ class Answer:
 
 @dataclass(frozen=True)
 class AffectedAnswer(Answer):
-    """"How many users and hosts are affected?", with the hosts and the 5xx ratio behind the answer."""
+    """ "How many users and hosts are affected?", with the hosts and the 5xx ratio behind the answer."""
 
     hosts: tuple[str, ...] = ()
     hosts_total: int = 0
     error_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return super().to_dict() | {"hosts": list(self.hosts), "hosts_total": self.hosts_total,
-                                    "error_ratio": self.error_ratio}
+        return super().to_dict() | {
+            "hosts": list(self.hosts),
+            "hosts_total": self.hosts_total,
+            "error_ratio": self.error_ratio,
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "answer") -> AffectedAnswer:
         d = _Doc(raw, where)
-        return cls(d.text("answer"), d.text("why"), d.texts("hosts"), d.opt_int("hosts_total") or 0,
-                   d.opt_number("error_ratio"))
+        return cls(
+            d.text("answer"),
+            d.text("why"),
+            d.texts("hosts"),
+            d.opt_int("hosts_total") or 0,
+            d.opt_number("error_ratio"),
+        )
 
 
 # findings.json keys of the four questions, and the question each asks.
@@ -357,22 +414,32 @@ class Questions:
 
     def items(self) -> list[tuple[str, Answer]]:
         """(question text, answer) in the runbook's order."""
-        return list(zip(QUESTION_KEYS.values(), (self.affected, self.data_at_risk, self.down_or_degraded,
-                                                 self.security)))
+        return list(
+            zip(
+                QUESTION_KEYS.values(),
+                (self.affected, self.data_at_risk, self.down_or_degraded, self.security),
+            )
+        )
 
     def to_dict(self) -> dict[str, Any]:
         keys = list(QUESTION_KEYS)
-        return {keys[0]: self.affected.to_dict(), keys[1]: self.data_at_risk.to_dict(),
-                keys[2]: self.down_or_degraded.to_dict(), keys[3]: self.security.to_dict()}
+        return {
+            keys[0]: self.affected.to_dict(),
+            keys[1]: self.data_at_risk.to_dict(),
+            keys[2]: self.down_or_degraded.to_dict(),
+            keys[3]: self.security.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "questions") -> Questions:
         d = _Doc(raw, where)
         k = list(QUESTION_KEYS)
-        return cls(AffectedAnswer.from_dict(d.obj(k[0]), f"{where} {k[0]}"),
-                   Answer.from_dict(d.obj(k[1]), f"{where} {k[1]}"),
-                   Answer.from_dict(d.obj(k[2]), f"{where} {k[2]}"),
-                   Answer.from_dict(d.obj(k[3]), f"{where} {k[3]}"))
+        return cls(
+            AffectedAnswer.from_dict(d.obj(k[0]), f"{where} {k[0]}"),
+            Answer.from_dict(d.obj(k[1]), f"{where} {k[1]}"),
+            Answer.from_dict(d.obj(k[2]), f"{where} {k[2]}"),
+            Answer.from_dict(d.obj(k[3]), f"{where} {k[3]}"),
+        )
 
 
 @dataclass(frozen=True)
@@ -417,11 +484,15 @@ class KeyFigures:
     io_util_max_pct: HostFigure | None = None  # iostat: the busiest device's %util
     io_await_max_ms: HostFigure | None = None  # iostat: the worst await of any device
     pg_db_bytes: HostFigure | None = None  # every database's size, summed
-    pg_db_growth_bytes: HostFigure | None = None  # since the previous bundle of the same hosts (None: no such bundle)
+    pg_db_growth_bytes: HostFigure | None = (
+        None  # since the previous bundle of the same hosts (None: no such bundle)
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: (dict(value) if isinstance(value, dict) else value)
-                for name, value in ((f, getattr(self, f)) for f in FIGURE_KEYS)}
+        return {
+            name: (dict(value) if isinstance(value, dict) else value)
+            for name, value in ((f, getattr(self, f)) for f in FIGURE_KEYS)
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "figures") -> KeyFigures:
@@ -429,17 +500,30 @@ class KeyFigures:
         hosts: dict[str, HostFigure | None] = {}
         for key in FIGURE_KEYS[2:]:
             value = d.opt_obj(key)
-            if value is not None and not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                                             for v in value.values()):
+            if value is not None and not all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value.values()
+            ):
                 raise UsageError(f"{where}: field {key!r} must map hosts to numbers or null")
             hosts[key] = None if value is None else {str(h): v for h, v in value.items()}
         return cls(d.opt_number("error_ratio"), d.opt_number("p95_s"), **hosts)
 
 
-FIGURE_KEYS: tuple[str, ...] = ("error_ratio", "p95_s", "pg_connections", "pg_max_connections", "mem_used_pct",
-                                "disk_max_pct", "redis_used_memory", "redis_maxmemory", "cpu_busy_pct",
-                                "load_per_core", "io_util_max_pct", "io_await_max_ms", "pg_db_bytes",
-                                "pg_db_growth_bytes")
+FIGURE_KEYS: tuple[str, ...] = (
+    "error_ratio",
+    "p95_s",
+    "pg_connections",
+    "pg_max_connections",
+    "mem_used_pct",
+    "disk_max_pct",
+    "redis_used_memory",
+    "redis_maxmemory",
+    "cpu_busy_pct",
+    "load_per_core",
+    "io_util_max_pct",
+    "io_await_max_ms",
+    "pg_db_bytes",
+    "pg_db_growth_bytes",
+)
 
 
 @dataclass(frozen=True)
@@ -455,15 +539,22 @@ class Findings:
     security: SecurityFlag
     findings: tuple[Finding, ...] = ()
     unknown: tuple[UnknownRule, ...] = ()
-    rules: dict[str, str] = field(default_factory=dict)  # rule id -> fired|passed|unknown|suppressed|not_applicable
+    rules: dict[str, str] = field(
+        default_factory=dict
+    )  # rule id -> fired|passed|unknown|suppressed|not_applicable
     figures: KeyFigures = field(default_factory=KeyFigures)
     schema: str = FINDINGS_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": self.schema, "incident": self.incident, "generated": self.generated,
-            "severity": self.severity, "summary": self.summary, "questions": self.questions.to_dict(),
-            "security": self.security.to_dict(), "findings": [f.to_dict() for f in self.findings],
+            "schema": self.schema,
+            "incident": self.incident,
+            "generated": self.generated,
+            "severity": self.severity,
+            "summary": self.summary,
+            "questions": self.questions.to_dict(),
+            "security": self.security.to_dict(),
+            "findings": [f.to_dict() for f in self.findings],
             # a list of pairs, not a map: `"auth-failures": "passed"` reads as a secret assignment to the scrubber
             "unknown": [u.to_dict() for u in self.unknown],
             "rules": [{"rule": rule, "state": state} for rule, state in self.rules.items()],
@@ -476,15 +567,21 @@ class Findings:
         d = _Doc(raw, where)
         schema = d.text("schema")
         if schema != FINDINGS_SCHEMA:
-            raise UsageError(f"{where} has schema {schema!r}; this collector reads {FINDINGS_SCHEMA!r} "
-                             "(re-run `collector triage` on the bundle)")
+            raise UsageError(
+                f"{where} has schema {schema!r}; this collector reads {FINDINGS_SCHEMA!r} "
+                "(re-run `collector triage` on the bundle)"
+            )
         return cls(
-            incident=d.text("incident"), generated=d.text("generated"), severity=d.severity("severity", allow_none=True),
-            summary=d.text("summary"), questions=Questions.from_dict(d.obj("questions"), f"{where} questions"),
+            incident=d.text("incident"),
+            generated=d.text("generated"),
+            severity=d.severity("severity", allow_none=True),
+            summary=d.text("summary"),
+            questions=Questions.from_dict(d.obj("questions"), f"{where} questions"),
             security=SecurityFlag.from_dict(d.obj("security"), f"{where} security"),
             findings=tuple(Finding.from_dict(f, f"{where} finding") for f in d.items("findings")),
             unknown=tuple(UnknownRule.from_dict(u, f"{where} unknown rule") for u in d.items("unknown")),
-            rules=_rule_states(d.items("rules"), f"{where} rules"), figures=KeyFigures.from_dict(d.obj("figures"), f"{where} figures"),
+            rules=_rule_states(d.items("rules"), f"{where} rules"),
+            figures=KeyFigures.from_dict(d.obj("figures"), f"{where} figures"),
             schema=schema,
         )
 
@@ -510,14 +607,26 @@ class IncidentSummary:
         return self.severity != "unknown"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"incident": self.incident, "severity": self.severity, "headline": self.headline,
-                "impact": self.impact, "hosts_affected": list(self.hosts_affected), "security": self.security}
+        return {
+            "incident": self.incident,
+            "severity": self.severity,
+            "headline": self.headline,
+            "impact": self.impact,
+            "hosts_affected": list(self.hosts_affected),
+            "security": self.security,
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "incident summary") -> IncidentSummary:
         d = _Doc(raw, where)
-        return cls(d.text("incident"), d.text("severity"), d.text("headline"), d.text("impact"),
-                   d.texts("hosts_affected"), d.opt_text("security"))
+        return cls(
+            d.text("incident"),
+            d.text("severity"),
+            d.text("headline"),
+            d.text("impact"),
+            d.texts("hosts_affected"),
+            d.opt_text("security"),
+        )
 
     @classmethod
     def of(cls, incident: str, findings: Findings | None) -> IncidentSummary:
@@ -527,13 +636,23 @@ class IncidentSummary:
         # triage orders them: live evidence first, by severity (a fault's cause before its leftovers)
         top = findings.findings[0] if findings.findings else None
         affected = tuple(dict.fromkeys(h for f in findings.findings for h in f.hosts if h != "monitoring"))
-        impact = "; ".join(a for a in (findings.questions.down_or_degraded.answer, findings.questions.affected.answer)
-                           if a)
+        impact = "; ".join(
+            a for a in (findings.questions.down_or_degraded.answer, findings.questions.affected.answer) if a
+        )
         flag = findings.security
-        security = ("; ".join(p for p in (flag.why, flag.advice) if p) or "possible security incident") \
-            if flag.suspected else None
-        return cls(incident, findings.severity, top.title if top else f"Incident {incident}", impact, affected,
-                   security)
+        security = (
+            ("; ".join(p for p in (flag.why, flag.advice) if p) or "possible security incident")
+            if flag.suspected
+            else None
+        )
+        return cls(
+            incident,
+            findings.severity,
+            top.title if top else f"Incident {incident}",
+            impact,
+            affected,
+            security,
+        )
 
 
 # ================================================================ remediation (plan → approval → apply → audit)
@@ -571,9 +690,18 @@ class Statement:
         return canonical_json(self.to_dict()).encode()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "role": self.role, "plan_id": self.plan_id, "plan_hash": self.plan_hash,
-                "time": self.time, "nonce": self.nonce, "expires": self.expires, "reason": self.reason,
-                "approval": self.approval, "records": list(self.records)}
+        return {
+            "schema": self.schema,
+            "role": self.role,
+            "plan_id": self.plan_id,
+            "plan_hash": self.plan_hash,
+            "time": self.time,
+            "nonce": self.nonce,
+            "expires": self.expires,
+            "reason": self.reason,
+            "approval": self.approval,
+            "records": list(self.records),
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "statement") -> Statement:
@@ -591,8 +719,17 @@ class Statement:
             value = raw.get(name)
             return None if value is None else str(value)
 
-        return cls(role, plan_id, plan_hash, time, nonce, opt("expires"), opt("reason"), opt("approval"),
-                   tuple(str(r) for r in raw.get("records") or ()))
+        return cls(
+            role,
+            plan_id,
+            plan_hash,
+            time,
+            nonce,
+            opt("expires"),
+            opt("reason"),
+            opt("approval"),
+            tuple(str(r) for r in raw.get("records") or ()),
+        )
 
 
 @dataclass(frozen=True)
@@ -610,14 +747,21 @@ class Signed:
         return hashlib.sha256(self.signature.strip().encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"statement": self.statement.to_dict(), "signature": self.signature, "principal": self.principal}
+        return {
+            "statement": self.statement.to_dict(),
+            "signature": self.signature,
+            "principal": self.principal,
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "signed statement") -> Signed:
         if not isinstance(raw, dict):
             raise UsageError(f"{where} is not a signed statement")
-        return cls(Statement.from_dict(raw.get("statement"), where), str(raw.get("signature") or ""),
-                   str(raw.get("principal") or ""))
+        return cls(
+            Statement.from_dict(raw.get("statement"), where),
+            str(raw.get("signature") or ""),
+            str(raw.get("principal") or ""),
+        )
 
 
 # Plan fields outside the content hash: the hash itself, and what people add by signing it.
@@ -672,24 +816,45 @@ class Plan:
         return [h for h in self.targets if self.check.get(h, {}).get("status") in ("failed", "unreachable")]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "id": self.id, "action": self.action, "params": dict(self.params),
-                "pattern": self.pattern, "inventory": self.inventory, "targets": list(self.targets),
-                "created": self.created, "bundle": self.bundle, "check": self.check, "diffs": self.diffs,
-                "binding": self.binding, "hash": self.hash, "requester": self.requester,
-                "statements": list(self.statements)}
+        return {
+            "schema": self.schema,
+            "id": self.id,
+            "action": self.action,
+            "params": dict(self.params),
+            "pattern": self.pattern,
+            "inventory": self.inventory,
+            "targets": list(self.targets),
+            "created": self.created,
+            "bundle": self.bundle,
+            "check": self.check,
+            "diffs": self.diffs,
+            "binding": self.binding,
+            "hash": self.hash,
+            "requester": self.requester,
+            "statements": list(self.statements),
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "plan") -> Plan:
         if not isinstance(raw, dict) or raw.get("schema") != PLAN_SCHEMA:
             raise UsageError(f"{where} is not a plan ({PLAN_SCHEMA})")
         try:
-            plan = cls(id=str(raw["id"]), action=str(raw["action"]), params=dict(raw["params"]),
-                       pattern=str(raw["pattern"]), inventory=str(raw["inventory"]),
-                       targets=[str(t) for t in raw["targets"]], created=str(raw["created"]),
-                       bundle=raw.get("bundle"), check=dict(raw.get("check") or {}),
-                       diffs=dict(raw.get("diffs") or {}), binding=dict(raw.get("binding") or {}),
-                       hash=str(raw.get("hash") or ""), requester=str(raw.get("requester") or ""),
-                       statements=list(raw.get("statements") or []))
+            plan = cls(
+                id=str(raw["id"]),
+                action=str(raw["action"]),
+                params=dict(raw["params"]),
+                pattern=str(raw["pattern"]),
+                inventory=str(raw["inventory"]),
+                targets=[str(t) for t in raw["targets"]],
+                created=str(raw["created"]),
+                bundle=raw.get("bundle"),
+                check=dict(raw.get("check") or {}),
+                diffs=dict(raw.get("diffs") or {}),
+                binding=dict(raw.get("binding") or {}),
+                hash=str(raw.get("hash") or ""),
+                requester=str(raw.get("requester") or ""),
+                statements=list(raw.get("statements") or []),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{where} is incomplete: {exc}") from None
         return plan
@@ -721,29 +886,56 @@ class ActionRecord:
     schema: str = ACTION_RECORD_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "action": self.action, "params": self.params, "plan_id": self.plan_id,
-                "plan_hash": self.plan_hash, "requester": self.requester, "requested": self.requested,
-                "approver": self.approver, "approved": self.approved, "break_glass": self.break_glass,
-                "applier": self.applier, "applied_started": self.applied_started,
-                "applied_finished": self.applied_finished, "hosts": self.hosts, "stopped": self.stopped,
-                "verify": self.verify, "after_bundle": self.after_bundle, "before_after": self.before_after,
-                "audit_head": self.audit_head, "signatures": self.signatures}
+        return {
+            "schema": self.schema,
+            "action": self.action,
+            "params": self.params,
+            "plan_id": self.plan_id,
+            "plan_hash": self.plan_hash,
+            "requester": self.requester,
+            "requested": self.requested,
+            "approver": self.approver,
+            "approved": self.approved,
+            "break_glass": self.break_glass,
+            "applier": self.applier,
+            "applied_started": self.applied_started,
+            "applied_finished": self.applied_finished,
+            "hosts": self.hosts,
+            "stopped": self.stopped,
+            "verify": self.verify,
+            "after_bundle": self.after_bundle,
+            "before_after": self.before_after,
+            "audit_head": self.audit_head,
+            "signatures": self.signatures,
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "action record") -> ActionRecord:
         if not isinstance(raw, dict):
             raise UsageError(f"{where} is not an action record")
         try:
-            return cls(action=str(raw["action"]), params=dict(raw.get("params") or {}), plan_id=str(raw["plan_id"]),
-                       plan_hash=str(raw["plan_hash"]), requester=str(raw.get("requester") or ""),
-                       requested=str(raw.get("requested") or ""), approver=raw.get("approver"),
-                       approved=raw.get("approved"), break_glass=raw.get("break_glass"),
-                       applier=str(raw.get("applier") or ""), applied_started=str(raw.get("applied_started") or ""),
-                       applied_finished=str(raw.get("applied_finished") or ""), hosts=dict(raw.get("hosts") or {}),
-                       stopped=raw.get("stopped"), verify=dict(raw.get("verify") or {}),
-                       after_bundle=raw.get("after_bundle"), before_after=dict(raw.get("before_after") or {}),
-                       audit_head=raw.get("audit_head"), signatures=dict(raw.get("signatures") or {}),
-                       schema=str(raw.get("schema") or ACTION_RECORD_SCHEMA))
+            return cls(
+                action=str(raw["action"]),
+                params=dict(raw.get("params") or {}),
+                plan_id=str(raw["plan_id"]),
+                plan_hash=str(raw["plan_hash"]),
+                requester=str(raw.get("requester") or ""),
+                requested=str(raw.get("requested") or ""),
+                approver=raw.get("approver"),
+                approved=raw.get("approved"),
+                break_glass=raw.get("break_glass"),
+                applier=str(raw.get("applier") or ""),
+                applied_started=str(raw.get("applied_started") or ""),
+                applied_finished=str(raw.get("applied_finished") or ""),
+                hosts=dict(raw.get("hosts") or {}),
+                stopped=raw.get("stopped"),
+                verify=dict(raw.get("verify") or {}),
+                after_bundle=raw.get("after_bundle"),
+                before_after=dict(raw.get("before_after") or {}),
+                audit_head=raw.get("audit_head"),
+                signatures=dict(raw.get("signatures") or {}),
+                schema=str(raw.get("schema") or ACTION_RECORD_SCHEMA),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{where} is incomplete: {exc}") from None
 
@@ -786,12 +978,25 @@ class Incident:
         return self.state in INCIDENT_ACTIVE_STATES
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": INCIDENT_SCHEMA, "id": self.id, "group_key": self.group_key, "title": self.title,
-                "state": self.state, "severity": self.severity, "commander": self.commander,
-                "opened_at": self.opened_at, "acked_at": self.acked_at, "resolved_at": self.resolved_at,
-                "closed_at": self.closed_at, "bundles": list(self.bundles), "plan": self.plan,
-                "ticket": self.ticket, "hosts": list(self.hosts), "alerts": self.alerts,
-                "labels": dict(self.labels)}
+        return {
+            "schema": INCIDENT_SCHEMA,
+            "id": self.id,
+            "group_key": self.group_key,
+            "title": self.title,
+            "state": self.state,
+            "severity": self.severity,
+            "commander": self.commander,
+            "opened_at": self.opened_at,
+            "acked_at": self.acked_at,
+            "resolved_at": self.resolved_at,
+            "closed_at": self.closed_at,
+            "bundles": list(self.bundles),
+            "plan": self.plan,
+            "ticket": self.ticket,
+            "hosts": list(self.hosts),
+            "alerts": self.alerts,
+            "labels": dict(self.labels),
+        }
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "incident") -> Incident:
@@ -801,10 +1006,24 @@ class Incident:
             raise UsageError(f"{where}: field 'state' is {state!r}, not one of {', '.join(INCIDENT_STATES)}")
         severity = d.opt_text("severity")
         if severity is not None and severity not in SEVERITIES:
-            raise UsageError(f"{where}: field 'severity' is {severity!r}, not one of {', '.join(SEVERITIES)} or null")
-        return cls(id=d.text("id"), group_key=d.text("group_key"), title=d.text("title"),
-                   state=state, severity=severity, commander=d.opt_text("commander"), opened_at=d.text("opened_at"),
-                   acked_at=d.opt_text("acked_at"), resolved_at=d.opt_text("resolved_at"),
-                   closed_at=d.opt_text("closed_at"), bundles=d.texts("bundles"), plan=d.opt_text("plan"),
-                   ticket=d.opt_text("ticket"), hosts=d.texts("hosts"), alerts=d.opt_int("alerts") or 0,
-                   labels=d.text_map("labels"))
+            raise UsageError(
+                f"{where}: field 'severity' is {severity!r}, not one of {', '.join(SEVERITIES)} or null"
+            )
+        return cls(
+            id=d.text("id"),
+            group_key=d.text("group_key"),
+            title=d.text("title"),
+            state=state,
+            severity=severity,
+            commander=d.opt_text("commander"),
+            opened_at=d.text("opened_at"),
+            acked_at=d.opt_text("acked_at"),
+            resolved_at=d.opt_text("resolved_at"),
+            closed_at=d.opt_text("closed_at"),
+            bundles=d.texts("bundles"),
+            plan=d.opt_text("plan"),
+            ticket=d.opt_text("ticket"),
+            hosts=d.texts("hosts"),
+            alerts=d.opt_int("alerts") or 0,
+            labels=d.text_map("labels"),
+        )

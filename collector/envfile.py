@@ -13,6 +13,7 @@ key lives on the controller (`fingerprint_key`, default `~/.local/state/incident
 same controller (same fingerprint = same value), and a fingerprint says nothing to someone without the key.
 Bundles from two controllers are not comparable; redaction.json names the key by its id to tell.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,22 +32,59 @@ KEY_BYTES = 32
 # The catalogue's `format:` of an entry whose output is a settings file in KEY=value form.
 DOTENV_FORMAT = "dotenv"
 
-_ASSIGNMENT = re.compile(r"^(?P<lead>\s*(?:#\s*)?(?:export\s+)?)(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P<eq>\s*=\s*)(?P<rest>.*)$")
+_ASSIGNMENT = re.compile(
+    r"^(?P<lead>\s*(?:#\s*)?(?:export\s+)?)(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P<eq>\s*=\s*)(?P<rest>.*)$"
+)
 # Words that end the key name of an operational knob (DATABASE_POOL_SIZE, ZOHO_RATE_LIMIT, CACHE_TTL...).
-_KNOB_WORDS = frozenset({
-    "SIZE", "LIMIT", "TTL", "TIMEOUT", "LEVEL", "LOGLEVEL", "VERSION", "ENABLED", "DISABLED", "WORKERS",
-    "THREADS", "CONCURRENCY", "RETRIES", "INTERVAL", "PORT", "DEBUG", "ENV", "ENVIRONMENT", "REPLICAS",
-    "CONNECTIONS", "LENGTH", "COUNT", "DELAY", "BACKOFF", "BATCH", "PERIOD", "WINDOW", "PERCENT", "RATIO",
-    "THRESHOLD", "CAPACITY", "TZ", "REGION", "MODE", "LOCALE",
-})
+_KNOB_WORDS = frozenset(
+    {
+        "SIZE",
+        "LIMIT",
+        "TTL",
+        "TIMEOUT",
+        "LEVEL",
+        "LOGLEVEL",
+        "VERSION",
+        "ENABLED",
+        "DISABLED",
+        "WORKERS",
+        "THREADS",
+        "CONCURRENCY",
+        "RETRIES",
+        "INTERVAL",
+        "PORT",
+        "DEBUG",
+        "ENV",
+        "ENVIRONMENT",
+        "REPLICAS",
+        "CONNECTIONS",
+        "LENGTH",
+        "COUNT",
+        "DELAY",
+        "BACKOFF",
+        "BATCH",
+        "PERIOD",
+        "WINDOW",
+        "PERCENT",
+        "RATIO",
+        "THRESHOLD",
+        "CAPACITY",
+        "TZ",
+        "REGION",
+        "MODE",
+        "LOCALE",
+    }
+)
 # Unit suffixes after a knob word: STATEMENT_TIMEOUT_MS, CACHE_TTL_SECONDS.
-_UNIT_WORDS = frozenset({"MS", "S", "SEC", "SECS", "SECONDS", "MIN", "MINUTES", "H", "HOURS", "BYTES", "KB", "MB",
-                         "MIB", "GB"})
+_UNIT_WORDS = frozenset(
+    {"MS", "S", "SEC", "SECS", "SECONDS", "MIN", "MINUTES", "H", "HOURS", "BYTES", "KB", "MB", "MIB", "GB"}
+)
 # First words of feature flags and bounds: FEATURE_NEW_CHECKOUT, FF_BETA, MAX_UPLOAD_MB.
 _KNOB_PREFIXES = frozenset({"FEATURE", "FEATURES", "FF", "FLAG", "ENABLE", "DISABLE", "USE", "MAX", "MIN"})
 # A key with one of these words keeps only number/boolean/version values (TOKEN_TTL=3600 yes, a word no).
-_SECRET_WORDS = re.compile(r"PASS|SECRET|TOKEN|KEY|CRED|AUTH|PRIVATE|DSN|SALT|SIGN|CERT|COOKIE|SESSION|PIN\b",
-                           re.IGNORECASE)
+_SECRET_WORDS = re.compile(
+    r"PASS|SECRET|TOKEN|KEY|CRED|AUTH|PRIVATE|DSN|SALT|SIGN|CERT|COOKIE|SESSION|PIN\b", re.IGNORECASE
+)
 _NUMBER = re.compile(r"^[+-]?\d+(?:\.\d+)?(?:[a-zA-Z%]{1,3})?$")
 _BOOLEAN = re.compile(r"^(?:true|false|yes|no|on|off|enabled|disabled|none|null)$", re.IGNORECASE)
 _VERSION = re.compile(r"^v?\d+(?:\.\d+){1,3}(?:[-+][0-9A-Za-z.]{1,20})?$")
@@ -130,7 +168,7 @@ def _unquote(rest: str) -> tuple[str, str, bool]:
             end = text.find(quote, end + 1)
         if end == -1:
             return text[1:], "", False
-        tail = text[end + 1:].strip()
+        tail = text[end + 1 :].strip()
         return text[1:end], (f" {tail}" if tail.startswith("#") else ""), True
     value, _, comment = text.partition(" #")
     return value.strip(), (f" #{comment}" if comment else ""), True
@@ -187,5 +225,16 @@ def filter_bytes(data: bytes, key: bytes) -> tuple[bytes, int]:
     return text.encode("utf-8", "surrogateescape"), replaced
 
 
-__all__ = ["DOTENV_FORMAT", "FINGERPRINT_OPEN", "capture_probes", "default_key_path", "filter_bytes", "filter_text", "fingerprint",
-           "is_capture", "is_operational", "key_id", "load_key"]
+__all__ = [
+    "DOTENV_FORMAT",
+    "FINGERPRINT_OPEN",
+    "capture_probes",
+    "default_key_path",
+    "filter_bytes",
+    "filter_text",
+    "fingerprint",
+    "is_capture",
+    "is_operational",
+    "key_id",
+    "load_key",
+]

@@ -4,6 +4,7 @@ Each query becomes a ProbeResult(host="monitoring") whose output is one JSON doc
 unreachable or failing server is a failed (or timed out) probe with the error inside, never a crash.
 urllib only, short timeouts, all queries at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ class Query:
 
 
 def _get_json(url: str, timeout_s: float) -> tuple[int, Any]:
-    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "incident-collector"})
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/json", "User-Agent": "incident-collector"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             status, body = response.status, response.read(_MAX_BODY + 1)
@@ -57,7 +60,11 @@ def _get_json(url: str, timeout_s: float) -> tuple[int, Any]:
 
 def _origin(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port}" if parts.port else f"{parts.scheme}://{parts.hostname}"
+    return (
+        f"{parts.scheme}://{parts.hostname}:{parts.port}"
+        if parts.port
+        else f"{parts.scheme}://{parts.hostname}"
+    )
 
 
 def _prometheus_data(doc: Any) -> Any:
@@ -90,20 +97,31 @@ def shape_instant(doc: Any) -> dict[str, Any]:
 def shape_range(doc: Any) -> dict[str, Any]:
     """A range query's answer: one series per label set, values as [unix_ts, float|None]."""
     data = _prometheus_data(doc) or {}
-    series = [{"metric": item.get("metric", {}),
-               "values": [[float(ts), _number(v)] for ts, v in item.get("values", [])]}
-              for item in data.get("result") or [] if isinstance(item, dict)]
+    series = [
+        {
+            "metric": item.get("metric", {}),
+            "values": [[float(ts), _number(v)] for ts, v in item.get("values", [])],
+        }
+        for item in data.get("result") or []
+        if isinstance(item, dict)
+    ]
     return {"kind": "range", "series": series}
 
 
 def shape_targets(doc: Any) -> dict[str, Any]:
     """Prometheus scrape targets: job, instance, health and the last scrape error."""
     data = _prometheus_data(doc) or {}
-    targets = [{"job": t.get("labels", {}).get("job") or t.get("scrapePool"),
-                "instance": t.get("labels", {}).get("instance"),
-                "health": t.get("health"), "last_error": t.get("lastError") or None,
-                "last_scrape": t.get("lastScrape"), "scrape_url": t.get("scrapeUrl")}
-               for t in data.get("activeTargets") or []]
+    targets = [
+        {
+            "job": t.get("labels", {}).get("job") or t.get("scrapePool"),
+            "instance": t.get("labels", {}).get("instance"),
+            "health": t.get("health"),
+            "last_error": t.get("lastError") or None,
+            "last_scrape": t.get("lastScrape"),
+            "scrape_url": t.get("scrapeUrl"),
+        }
+        for t in data.get("activeTargets") or []
+    ]
     return {"targets": sorted(targets, key=lambda t: (str(t["job"]), str(t["instance"])))}
 
 
@@ -114,11 +132,19 @@ def shape_alerts(doc: Any) -> dict[str, Any]:
     alerts = []
     for alert in doc:
         labels, notes = alert.get("labels", {}), alert.get("annotations", {})
-        alerts.append({"name": labels.get("alertname"), "state": (alert.get("status") or {}).get("state"),
-                       "severity": labels.get("severity"), "starts_at": alert.get("startsAt"),
-                       "ends_at": alert.get("endsAt"), "instance": labels.get("instance"),
-                       "summary": notes.get("summary") or notes.get("description"),
-                       "labels": labels, "annotations": notes})
+        alerts.append(
+            {
+                "name": labels.get("alertname"),
+                "state": (alert.get("status") or {}).get("state"),
+                "severity": labels.get("severity"),
+                "starts_at": alert.get("startsAt"),
+                "ends_at": alert.get("endsAt"),
+                "instance": labels.get("instance"),
+                "summary": notes.get("summary") or notes.get("description"),
+                "labels": labels,
+                "annotations": notes,
+            }
+        )
     return {"alerts": sorted(alerts, key=lambda a: (str(a["starts_at"]), str(a["name"])))}
 
 
@@ -137,8 +163,14 @@ def urls(settings: Settings, hostvars: Mapping[str, Any] | None = None) -> tuple
     return prometheus, alertmanager
 
 
-def queries(settings: Settings, hostvars: Mapping[str, Any] | None = None, *, range_minutes: float = 30,
-            step_s: float = 30, now: float | None = None) -> list[Query]:
+def queries(
+    settings: Settings,
+    hostvars: Mapping[str, Any] | None = None,
+    *,
+    range_minutes: float = 30,
+    step_s: float = 30,
+    now: float | None = None,
+) -> list[Query]:
     """The monitoring queries of one collection, as data."""
     prometheus, alertmanager = urls(settings, hostvars)
     end = time.time() if now is None else now
@@ -146,23 +178,49 @@ def queries(settings: Settings, hostvars: Mapping[str, Any] | None = None, *, ra
     promql = {"error_ratio": settings.promql_error_ratio, "p95_latency": settings.promql_p95}
     found: list[Query] = []
     for name, expr in promql.items():
-        found.append(Query(name, "prometheus",
-                           f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{end:.3f}"}),
-                           shape_instant, {"query": expr}))
+        found.append(
+            Query(
+                name,
+                "prometheus",
+                f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{end:.3f}"}),
+                shape_instant,
+                {"query": expr},
+            )
+        )
         if range_minutes > 0:
             params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"}
-            found.append(Query(f"{name}_range", "prometheus",
-                               f"{prometheus}/api/v1/query_range?" + urllib.parse.urlencode(params),
-                               shape_range, {"query": expr, "start": start, "end": end, "step_s": step_s}))
+            found.append(
+                Query(
+                    f"{name}_range",
+                    "prometheus",
+                    f"{prometheus}/api/v1/query_range?" + urllib.parse.urlencode(params),
+                    shape_range,
+                    {"query": expr, "start": start, "end": end, "step_s": step_s},
+                )
+            )
     for name, expr in RUNBOOK_INSTANT_QUERIES.items():
-        found.append(Query(name, "prometheus",
-                           f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{end:.3f}"}),
-                           shape_instant, {"query": expr}))
-    found.append(Query("targets", "prometheus", f"{prometheus}/api/v1/targets?state=active", shape_targets, {}))
-    found.append(Query("alerts", "alertmanager",
-                       f"{alertmanager}/api/v2/alerts?" + urllib.parse.urlencode(
-                           {"active": "true", "silenced": "false", "inhibited": "false"}),
-                       shape_alerts, {}))
+        found.append(
+            Query(
+                name,
+                "prometheus",
+                f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{end:.3f}"}),
+                shape_instant,
+                {"query": expr},
+            )
+        )
+    found.append(
+        Query("targets", "prometheus", f"{prometheus}/api/v1/targets?state=active", shape_targets, {})
+    )
+    found.append(
+        Query(
+            "alerts",
+            "alertmanager",
+            f"{alertmanager}/api/v2/alerts?"
+            + urllib.parse.urlencode({"active": "true", "silenced": "false", "inhibited": "false"}),
+            shape_alerts,
+            {},
+        )
+    )
     return found
 
 
@@ -187,13 +245,28 @@ def run_query(query: Query, timeout_s: float = 5.0) -> ProbeResult:
         status, error = "failed", str(exc) or type(exc).__name__
     doc["error"] = error
     output = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
-    return ProbeResult(host=MONITORING_HOST, probe=query.name, command=f"GET {query.url}", status=status,  # type: ignore[arg-type]
-                       rc=None, started=started, duration_s=round(time.monotonic() - t0, 3), output=output,
-                       bytes=len(output), error=error)
+    return ProbeResult(
+        host=MONITORING_HOST,
+        probe=query.name,
+        command=f"GET {query.url}",
+        status=status,  # type: ignore[arg-type]
+        rc=None,
+        started=started,
+        duration_s=round(time.monotonic() - t0, 3),
+        output=output,
+        bytes=len(output),
+        error=error,
+    )
 
 
-def collect_monitoring(settings: Settings, hostvars: Mapping[str, Any] | None = None, *, timeout_s: float = 5.0,
-                       range_minutes: float = 30, step_s: float = 30) -> list[ProbeResult]:
+def collect_monitoring(
+    settings: Settings,
+    hostvars: Mapping[str, Any] | None = None,
+    *,
+    timeout_s: float = 5.0,
+    range_minutes: float = 30,
+    step_s: float = 30,
+) -> list[ProbeResult]:
     """Every monitoring query at once; returns one ProbeResult per query, in catalogue order."""
     todo = queries(settings, hostvars, range_minutes=range_minutes, step_s=step_s)
     with ThreadPoolExecutor(max_workers=len(todo)) as pool:

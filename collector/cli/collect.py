@@ -235,20 +235,22 @@ def collect_command(
     collect_step.stop_on_signals()  # SIGTERM, SIGHUP (a dropped SSH session): like Ctrl-C, the bundle is written
     board = HostBoard(Console(stderr=True, no_color=not sys.stderr.isatty()))
     try:
-        outcome = _or_exit(lambda: collect_step.collect(
-            pattern,
-            inventory=inventory,
-            since=since,
-            out_dir=out_dir,
-            timeout_s=timeout_s,
-            engine=engine,
-            incident=incident,
-            redact=False if no_redact else None,
-            catalogue=catalogue,
-            command_line=["collect", *sys.argv[1:]] if sys.argv else [],
-            progress=board.update,
-            on_hosts=None if as_json else board.start,
-        ))
+        outcome = _or_exit(
+            lambda: collect_step.collect(
+                pattern,
+                inventory=inventory,
+                since=since,
+                out_dir=out_dir,
+                timeout_s=timeout_s,
+                engine=engine,
+                incident=incident,
+                redact=False if no_redact else None,
+                catalogue=catalogue,
+                command_line=["collect", *sys.argv[1:]] if sys.argv else [],
+                progress=board.update,
+                on_hosts=None if as_json else board.start,
+            )
+        )
     finally:
         with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): the bundle is what matters
             board.stop()
@@ -280,14 +282,16 @@ def ingest_command(
 ) -> None:
     """Build the bundle from the ansible-runner artifacts of a playbooks/collect.yml run made elsewhere."""
     collect_step.stop_on_signals()
-    outcome = _or_exit(lambda: collect_step.ingest(
-        artifacts_dir,
-        out_dir=out_dir,
-        incident=incident,
-        redact=False if no_redact else None,
-        command_line=["collector", "ingest", *sys.argv[2:]],
-        inventory=inventory,
-    ))
+    outcome = _or_exit(
+        lambda: collect_step.ingest(
+            artifacts_dir,
+            out_dir=out_dir,
+            incident=incident,
+            redact=False if no_redact else None,
+            command_line=["collector", "ingest", *sys.argv[2:]],
+            inventory=inventory,
+        )
+    )
     _exit(outcome, as_json)
 
 
@@ -306,7 +310,9 @@ def _exit(outcome: collect_step.CollectOutcome, as_json: bool) -> NoReturn:
     try:
         _show(outcome, as_json)
         if outcome.incomplete is not None:
-            click.echo(f"collect: {next(n for n in outcome.notes if n.startswith('bundle INCOMPLETE'))}", err=True)
+            click.echo(
+                f"collect: {next(n for n in outcome.notes if n.startswith('bundle INCOMPLETE'))}", err=True
+            )
         sys.stdout.flush()
     except OSError:
         with contextlib.suppress(OSError):  # nothing to print to: later flushes must not fail at exit either

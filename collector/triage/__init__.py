@@ -4,6 +4,7 @@
 (`Findings.to_dict`), seals the bundle (checksums, archive) and returns the typed Findings.
 Everything that reads findings.json reads it through `read_findings` (`Findings.from_dict`).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,9 @@ def read_findings(bundle: Bundle) -> Findings | None:
     try:
         raw = json.loads(data)
     except ValueError as exc:
-        raise UsageError(f"{where} is not valid JSON ({exc}); re-run `collector triage` on the bundle") from None
+        raise UsageError(
+            f"{where} is not valid JSON ({exc}); re-run `collector triage` on the bundle"
+        ) from None
     return Findings.from_dict(raw, where)
 
 
@@ -82,13 +85,20 @@ def evaluate(bundle: BundleView, rules: list[Rule]) -> Findings:
     # What is happening now first (by severity; at equal severity in rules.yml's order, a cause such as a
     # deploy before its symptoms), then what happened earlier in the window: a fault's bundle names that fault.
     order = {r.id: i for i, r in enumerate(rules)}
-    findings = sorted((f for o in outcomes for f in o.findings),
-                      key=lambda f: (f.basis != "live", severity_rank(f.severity), order.get(f.rule, 0), f.id))
+    findings = sorted(
+        (f for o in outcomes for f in o.findings),
+        key=lambda f: (f.basis != "live", severity_rank(f.severity), order.get(f.rule, 0), f.id),
+    )
     unknown = [
-        UnknownRule(o.rule.id, o.rule.title, tuple(h for h, _ in o.unknown),
-                    "; ".join(dict.fromkeys(f"{h}: {why}" if h != MONITORING_HOST else why for h, why in o.unknown)),
-                    tuple(o.unknown))
-        for o in outcomes if o.unknown
+        UnknownRule(
+            o.rule.id,
+            o.rule.title,
+            tuple(h for h, _ in o.unknown),
+            "; ".join(dict.fromkeys(f"{h}: {why}" if h != MONITORING_HOST else why for h, why in o.unknown)),
+            tuple(o.unknown),
+        )
+        for o in outcomes
+        if o.unknown
     ]
     figures = key_figures(bundle)
     severity = worst_severity(f.severity for f in findings)
@@ -113,13 +123,20 @@ def _summary(severity: str, findings: list[Finding], unknown: list[UnknownRule])
         return f"no finding{tail}"
     top = findings[0]
     if all(f.recovered for f in findings):
-        return (f"{severity}: recovered, no live sign now; earlier in the window: {top.title} ({', '.join(top.hosts)}); "
-                f"{len(findings)} finding(s) in all")
+        return (
+            f"{severity}: recovered, no live sign now; earlier in the window: {top.title} ({', '.join(top.hosts)}); "
+            f"{len(findings)} finding(s) in all"
+        )
     return f"{severity}: {top.title} ({', '.join(top.hosts)}); {len(findings)} finding(s) in all"
 
 
-def _questions(bundle: BundleView, findings: list[Finding], outcomes: list[Outcome],
-               figures: KeyFigures, security: SecurityFlag) -> Questions:
+def _questions(
+    bundle: BundleView,
+    findings: list[Finding],
+    outcomes: list[Outcome],
+    figures: KeyFigures,
+    security: SecurityFlag,
+) -> Questions:
     """The runbook's step-2 questions, each answered with why."""
     hosts = list(bundle.hosts)
     serious = [f for f in findings if f.severity != "P3"]
@@ -139,18 +156,36 @@ def _questions(bundle: BundleView, findings: list[Finding], outcomes: list[Outco
         state, why = "degraded", "; ".join(dict.fromkeys(f.title for f in serious))
     elif severity == "P3":
         earlier = [f for f in findings if f.recovered]
-        state, why = "minor issues", "; ".join(dict.fromkeys(
-            [f.title for f in findings if not f.recovered]
-            + ([f"recovered, earlier in the window: {', '.join(dict.fromkeys(f.title for f in earlier))}"]
-               if earlier else [])))
+        state, why = (
+            "minor issues",
+            "; ".join(
+                dict.fromkeys(
+                    [f.title for f in findings if not f.recovered]
+                    + (
+                        [
+                            f"recovered, earlier in the window: {', '.join(dict.fromkeys(f.title for f in earlier))}"
+                        ]
+                        if earlier
+                        else []
+                    )
+                )
+            ),
+        )
     else:
         state, why = "healthy", "no rule fired"
     data_why = "; ".join(f"{f.title} ({', '.join(f.hosts)})" for f in data) or (
-        f"could not evaluate: {', '.join(data_unknown)}" if data_unknown
-        else "no data-loss, full-disk or database-down sign")
+        f"could not evaluate: {', '.join(data_unknown)}"
+        if data_unknown
+        else "no data-loss, full-disk or database-down sign"
+    )
     return Questions(
-        affected=AffectedAnswer(f"{len(affected)} of {len(hosts)} hosts; {users}", "hosts named by findings above P3",
-                                tuple(affected), len(hosts), ratio),
+        affected=AffectedAnswer(
+            f"{len(affected)} of {len(hosts)} hosts; {users}",
+            "hosts named by findings above P3",
+            tuple(affected),
+            len(hosts),
+            ratio,
+        ),
         data_at_risk=Answer("yes" if data else ("unknown" if data_unknown else "no"), data_why),
         down_or_degraded=Answer(state, why),
         security=Answer("possibly" if security.suspected else "no sign", security.why),
@@ -162,4 +197,3 @@ def _security(findings: list[Finding]) -> SecurityFlag:
     hits = [f for f in findings if f.security]
     advice = "treat as a possible security incident: preserve this bundle, involve the security on-call"
     return SecurityFlag(bool(hits), tuple(f"{f.title}: {f.message}" for f in hits), advice if hits else "")
-

@@ -6,6 +6,7 @@ lines it came from) or raises Unknown (probe missing, timed out, empty, unreadab
 compares each value with the rule's threshold, groups what fired into findings, and records
 every rule it could not evaluate with the reason. Nothing here raises for a bad bundle.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -71,9 +72,26 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 _RULE_KEYS = {
-    "id", "title", "scenario", "probes", "measure", "args", "when", "severity", "message", "roles",
-    "severity_when_all_hosts", "mitigation", "security", "data_at_risk", "down", "description", "unless",
-    "basis", "explains", "lasting",
+    "id",
+    "title",
+    "scenario",
+    "probes",
+    "measure",
+    "args",
+    "when",
+    "severity",
+    "message",
+    "roles",
+    "severity_when_all_hosts",
+    "mitigation",
+    "security",
+    "data_at_risk",
+    "down",
+    "description",
+    "unless",
+    "basis",
+    "explains",
+    "lasting",
 }
 BASES = ("live", "history")
 # What history alone can be worth: it happened, it is over (the runbook's P3, minor).
@@ -118,10 +136,14 @@ def _rule(entry: Any, path: Path | str, known_measures: dict[str, Any]) -> Rule:
     if entry["measure"] not in known_measures:
         raise UsageError(f"rules file {path}: rule {rid}: unknown measure {entry['measure']!r}")
     if entry["basis"] not in BASES:
-        raise UsageError(f"rules file {path}: rule {rid}: basis must be live (state now) or history (log lines)")
+        raise UsageError(
+            f"rules file {path}: rule {rid}: basis must be live (state now) or history (log lines)"
+        )
     when = entry["when"]
     if not isinstance(when, dict) or when.get("op") not in _OPS or "value" not in when:
-        raise UsageError(f"rules file {path}: rule {rid}: `when` needs op (one of {' '.join(_OPS)}) and value")
+        raise UsageError(
+            f"rules file {path}: rule {rid}: `when` needs op (one of {' '.join(_OPS)}) and value"
+        )
     for key in ("severity", "severity_when_all_hosts"):
         if entry.get(key) is not None and entry[key] not in SEVERITIES:
             raise UsageError(f"rules file {path}: rule {rid}: {key} must be one of {', '.join(SEVERITIES)}")
@@ -130,16 +152,34 @@ def _rule(entry: Any, path: Path | str, known_measures: dict[str, Any]) -> Rule:
     for m in raw if isinstance(raw, list) else [raw]:
         if not isinstance(m, dict) or not m.get("action"):
             raise UsageError(f"rules file {path}: rule {rid}: each mitigation needs an action")
-        options.append(Mitigation(str(m["action"]), {str(k): str(v) for k, v in (m.get("params") or {}).items()},
-                                  str(m.get("hosts", "finding"))))
+        options.append(
+            Mitigation(
+                str(m["action"]),
+                {str(k): str(v) for k, v in (m.get("params") or {}).items()},
+                str(m.get("hosts", "finding")),
+            )
+        )
     return Rule(
-        id=str(rid), title=str(entry["title"]), scenario=str(entry["scenario"]),
-        probes=tuple(entry.get("probes") or ()), measure=str(entry["measure"]), args=dict(entry.get("args") or {}),
-        op=str(when["op"]), threshold=when["value"], severity=str(entry["severity"]), message=str(entry["message"]),
-        roles=tuple(entry.get("roles") or ()), severity_when_all_hosts=entry.get("severity_when_all_hosts"),
-        mitigation=options[0] if options else None, alternatives=tuple(options[1:]), security=bool(entry.get("security")), data_at_risk=bool(entry.get("data_at_risk")),
-        down=bool(entry.get("down")), unless=tuple(str(u) for u in entry.get("unless") or ()),
-        basis=str(entry["basis"]), explains=tuple(str(x) for x in entry.get("explains") or ()),
+        id=str(rid),
+        title=str(entry["title"]),
+        scenario=str(entry["scenario"]),
+        probes=tuple(entry.get("probes") or ()),
+        measure=str(entry["measure"]),
+        args=dict(entry.get("args") or {}),
+        op=str(when["op"]),
+        threshold=when["value"],
+        severity=str(entry["severity"]),
+        message=str(entry["message"]),
+        roles=tuple(entry.get("roles") or ()),
+        severity_when_all_hosts=entry.get("severity_when_all_hosts"),
+        mitigation=options[0] if options else None,
+        alternatives=tuple(options[1:]),
+        security=bool(entry.get("security")),
+        data_at_risk=bool(entry.get("data_at_risk")),
+        down=bool(entry.get("down")),
+        unless=tuple(str(u) for u in entry.get("unless") or ()),
+        basis=str(entry["basis"]),
+        explains=tuple(str(x) for x in entry.get("explains") or ()),
         lasting=bool(entry.get("lasting")),
     )
 
@@ -184,7 +224,9 @@ def hosts_for(rule: Rule, bundle: BundleView) -> list[str]:
             if set(roles) & set(rule.roles):
                 chosen.append(host)
         elif any((bundle.probe(host, p) or {}).get("status", "skipped") != "skipped" for p in rule.probes):
-            chosen.append(host)  # no roles recorded: a probe that ran (not skipped as not applicable) says it applies
+            chosen.append(
+                host
+            )  # no roles recorded: a probe that ran (not skipped as not applicable) says it applies
     return chosen
 
 
@@ -206,7 +248,9 @@ def evaluate_rule(rule: Rule, bundle: BundleView, measure_fn: Callable[..., list
     return outcome
 
 
-def evaluate_rules(rules: list[Rule], bundle: BundleView, measures: dict[str, Callable[..., list[Measure]]]) -> list[Outcome]:
+def evaluate_rules(
+    rules: list[Rule], bundle: BundleView, measures: dict[str, Callable[..., list[Measure]]]
+) -> list[Outcome]:
     """Every rule, then findings: a rule's host is dropped where a worse twin (`unless`) fired on it."""
     outcomes = [evaluate_rule(rule, bundle, measures[rule.measure]) for rule in rules]
     hostvars = inventory_hostvars(bundle)
@@ -220,14 +264,18 @@ def evaluate_rules(rules: list[Rule], bundle: BundleView, measures: dict[str, Ca
         for measure in kept:
             groups.setdefault(measure.key or outcome.rule.id, []).append(measure)
         for key, group in groups.items():
-            outcome.findings.append(_finding(outcome.rule, key, group, outcome.judged,
-                                             lambda role: role_hosts(bundle, role), hostvars))
+            outcome.findings.append(
+                _finding(
+                    outcome.rule, key, group, outcome.judged, lambda role: role_hosts(bundle, role), hostvars
+                )
+            )
     _now_versus_then(outcomes, _year(bundle))
     return outcomes
 
 
 def _year(bundle: BundleView) -> int | None:
     from collector.triage.parsers import parse_time  # the engine reads no probe itself; only a date here
+
     started = parse_time(str(bundle.manifest.get("started") or ""))
     return started.year if started else None
 
@@ -251,20 +299,29 @@ def _now_versus_then(outcomes: list[Outcome], year: int | None) -> None:
             linked = [f for f in live if f.scenario in scenarios]
             if linked:
                 worst_now = min((f.severity for f in linked), key=severity_rank)
-                severity = max(finding.severity, worst_now, key=severity_rank)  # never worse than what is live
+                severity = max(
+                    finding.severity, worst_now, key=severity_rank
+                )  # never worse than what is live
                 for f in linked:
                     context.setdefault(f.id, []).append(finding.id)
                 done.append(replace(finding, severity=severity, last_seen=last))
                 continue
             count = _count(outcome, finding)
             when = f", the last at {last[11:16]} UTC" if last else ""
-            done.append(replace(
-                finding, severity=max(finding.severity, HISTORY_ALONE, key=severity_rank),  # type: ignore[arg-type]
-                message=f"recovered: {count} event(s) in the window{when}, no live sign now; {finding.message}",
-                last_seen=last, recovered=True))
+            done.append(
+                replace(
+                    finding,
+                    severity=max(finding.severity, HISTORY_ALONE, key=severity_rank),  # type: ignore[arg-type]
+                    message=f"recovered: {count} event(s) in the window{when}, no live sign now; {finding.message}",
+                    last_seen=last,
+                    recovered=True,
+                )
+            )
         outcome.findings = done
     for outcome in outcomes:
-        outcome.findings = [replace(f, context=tuple(dict.fromkeys(context.get(f.id, ())))) for f in outcome.findings]
+        outcome.findings = [
+            replace(f, context=tuple(dict.fromkeys(context.get(f.id, ())))) for f in outcome.findings
+        ]
 
 
 def _count(outcome: Outcome, finding: Finding) -> int:
@@ -309,8 +366,14 @@ def role_hosts(bundle: BundleView, role: str) -> list[str]:
     return [h for h in bundle.hosts if role in host_roles(bundle, h)]
 
 
-def _finding(rule: Rule, key: str, measures: list[Measure], judged_hosts: int,
-             by_role: Callable[[str], list[str]], hostvars: HostVars | None = None) -> Finding:
+def _finding(
+    rule: Rule,
+    key: str,
+    measures: list[Measure],
+    judged_hosts: int,
+    by_role: Callable[[str], list[str]],
+    hostvars: HostVars | None = None,
+) -> Finding:
     hosts = sorted({m.host for m in measures})
     # a measure's own severity (an alert's mapped label) counts only when it is on the scale
     candidates: list[str] = [s for m in measures if (s := m.severity or rule.severity) in SEVERITIES]
@@ -318,8 +381,14 @@ def _finding(rule: Rule, key: str, measures: list[Measure], judged_hosts: int,
     if rule.severity_when_all_hosts and rule.roles and len(hosts) >= judged_hosts > 0:
         severity = min(severity, rule.severity_when_all_hosts, key=severity_rank)
     base = {"threshold": rule.threshold, "rule": rule.id}
-    messages = [render(rule.message, base | {"host": m.host, "value": _fmt(m.value)} | m.fields) for m in measures]
-    first = base | {"host": measures[0].host, "value": _fmt(measures[0].value), "hosts": ",".join(hosts)} | measures[0].fields
+    messages = [
+        render(rule.message, base | {"host": m.host, "value": _fmt(m.value)} | m.fields) for m in measures
+    ]
+    first = (
+        base
+        | {"host": measures[0].host, "value": _fmt(measures[0].value), "hosts": ",".join(hosts)}
+        | measures[0].fields
+    )
     return Finding(
         id=rule.id if key == rule.id else f"{rule.id}:{key}",
         rule=rule.id,
@@ -340,12 +409,19 @@ def _finding(rule: Rule, key: str, measures: list[Measure], judged_hosts: int,
 
 def _fmt(value: Any) -> Any:
     if isinstance(value, float):
-        return round(value, 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3)  # readable, not falsely precise
+        return round(
+            value, 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
+        )  # readable, not falsely precise
     return value
 
 
-def _mitigation(m: Mitigation, hosts: list[str], values: dict[str, Any],
-                by_role: Callable[[str], list[str]], hostvars: HostVars | None = None) -> MitigationSuggestion:
+def _mitigation(
+    m: Mitigation,
+    hosts: list[str],
+    values: dict[str, Any],
+    by_role: Callable[[str], list[str]],
+    hostvars: HostVars | None = None,
+) -> MitigationSuggestion:
     """The mitigation for these hosts: where the rule fired, or every bundle host of a role (else the role as a group)."""
     role = m.hosts
     targets = [h for h in hosts if h != MONITORING_HOST] if role == "finding" else []
@@ -356,7 +432,9 @@ def _mitigation(m: Mitigation, hosts: list[str], values: dict[str, Any],
     if any("{target_" in v for v in m.params.values()):  # the runbook's numbers, or the inventory's override
         values = values | targets_for(targets, hostvars() if hostvars else {})
     rendered = {k: render(v, values) for k, v in m.params.items()}
-    params = {k: v for k, v in rendered.items() if v not in ("", "?")}  # unknown value: let remediate default it
+    params = {
+        k: v for k, v in rendered.items() if v not in ("", "?")
+    }  # unknown value: let remediate default it
     return MitigationSuggestion(m.action, pattern, params, remediate_command(m.action, pattern, params))
 
 

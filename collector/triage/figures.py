@@ -4,6 +4,7 @@ Computed once per bundle, by triage, and stored in findings.json (`figures`); th
 remediate's before/after read the stored ones (`collector.triage.bundle_figures`). Fleet-wide
 figures are one number; host figures are {host: number}. A figure that cannot be read is None.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ def _monitoring(bundle: BundleView, query: list[str]) -> float | None:
     return round(float(taken[0].value), 6) if taken else None
 
 
-def _per_host(bundle: BundleView, roles: tuple[str, ...], pick: Callable[[str], float | None]) -> HostFigure | None:
+def _per_host(
+    bundle: BundleView, roles: tuple[str, ...], pick: Callable[[str], float | None]
+) -> HostFigure | None:
     hosts = [h for h in bundle.hosts if "all" in roles or set(host_roles(bundle, h)) & set(roles)]
     if not hosts:
         return None
@@ -62,8 +65,12 @@ def _disk(bundle: BundleView, host: str) -> float | None:
     return max(float(t.value) for t in taken) if taken else None
 
 
-def _one(bundle: BundleView, host: str, fn: Callable[[], list[Measure]], pick: Callable[[list[Measure]], float],
-         ) -> float | None:
+def _one(
+    bundle: BundleView,
+    host: str,
+    fn: Callable[[], list[Measure]],
+    pick: Callable[[list[Measure]], float],
+) -> float | None:
     taken = _try(fn)
     return round(float(pick(taken)), 2) if taken else None
 
@@ -125,14 +132,33 @@ def key_figures(bundle: BundleView) -> KeyFigures:
         disk_max_pct=_per_host(bundle, ("all",), lambda h: _disk(bundle, h)),
         redis_used_memory=_per_host(bundle, ("redis",), lambda h: _redis(bundle, h, "used_memory")),
         redis_maxmemory=_per_host(bundle, ("redis",), lambda h: _redis(bundle, h, "maxmemory")),
-        cpu_busy_pct=_per_host(bundle, ("all",), lambda h: _one(
-            bundle, h, lambda: m.cpu_busy_pct(bundle, h), lambda t: float(t[0].value))),
-        load_per_core=_per_host(bundle, ("all",), lambda h: _one(
-            bundle, h, lambda: m.load_per_core(bundle, h), lambda t: float(t[0].value))),
-        io_util_max_pct=_per_host(bundle, ("all",), lambda h: _one(
-            bundle, h, lambda: m.device_util_pct(bundle, h), lambda t: max(float(x.value) for x in t))),
-        io_await_max_ms=_per_host(bundle, ("all",), lambda h: _one(
-            bundle, h, lambda: m.device_util_pct(bundle, h), lambda t: max(float(x.fields["await_ms"]) for x in t))),
+        cpu_busy_pct=_per_host(
+            bundle,
+            ("all",),
+            lambda h: _one(bundle, h, lambda: m.cpu_busy_pct(bundle, h), lambda t: float(t[0].value)),
+        ),
+        load_per_core=_per_host(
+            bundle,
+            ("all",),
+            lambda h: _one(bundle, h, lambda: m.load_per_core(bundle, h), lambda t: float(t[0].value)),
+        ),
+        io_util_max_pct=_per_host(
+            bundle,
+            ("all",),
+            lambda h: _one(
+                bundle, h, lambda: m.device_util_pct(bundle, h), lambda t: max(float(x.value) for x in t)
+            ),
+        ),
+        io_await_max_ms=_per_host(
+            bundle,
+            ("all",),
+            lambda h: _one(
+                bundle,
+                h,
+                lambda: m.device_util_pct(bundle, h),
+                lambda t: max(float(x.fields["await_ms"]) for x in t),
+            ),
+        ),
         pg_db_bytes=_per_host(bundle, ("db",), lambda h: _db_bytes(bundle, h)),
         pg_db_growth_bytes=_per_host(bundle, ("db",), lambda h: _db_growth(bundle, before, h)),
     )

@@ -5,6 +5,7 @@ was skipped, failed without telling anything, or printed nothing usable. rules.y
 functions by name (MEASURES) and passes its `args`; probe names are taken from `args` so a renamed
 probe is a one-line change in rules.yml.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -20,7 +21,6 @@ from collector.triage.view import MONITORING_HOST, BundleView, Measure, Unknown
 
 MeasureFn = Callable[..., list[Measure]]
 MEASURES: dict[str, MeasureFn] = {}
-
 
 
 def measure(fn: MeasureFn) -> MeasureFn:
@@ -44,7 +44,9 @@ class Output:
     def evidence(self, line: int | None, excerpt: str | None = None) -> Evidence:
         """Evidence pointing at one line (its text quoted unless `excerpt` is given)."""
         if excerpt is None:
-            excerpt = self.line(line) if line else self.text.strip().splitlines()[0] if self.text.strip() else ""
+            excerpt = (
+                self.line(line) if line else self.text.strip().splitlines()[0] if self.text.strip() else ""
+            )
         return Evidence(self.host, self.probe, self.path, line, excerpt.strip()[:300])
 
     def line(self, number: int | None) -> str:
@@ -57,15 +59,23 @@ def _names(probe: str | Iterable[str]) -> list[str]:
     return [probe] if isinstance(probe, str) else list(probe)
 
 
-def read_probe(bundle: BundleView, host: str, probe: str | Iterable[str], *, allow_failed: bool = False,
-               allow_empty: bool = False) -> Output:
+def read_probe(
+    bundle: BundleView,
+    host: str,
+    probe: str | Iterable[str],
+    *,
+    allow_failed: bool = False,
+    allow_empty: bool = False,
+) -> Output:
     """The first probe among `probe` that ran fine on `host` (else the first recorded one), or Unknown
     saying why it cannot be used: a host without PostgreSQL's log file falls back to its journal."""
     names = _names(probe)
     host_entry = (bundle.manifest.get("hosts") or {}).get(host) or {}
     status = host_entry.get("status")
     recorded = [(c, e) for c in names if (e := bundle.probe(host, c)) is not None]
-    name, entry = next((ce for ce in recorded if ce[1].get("status") == "ok"), recorded[0] if recorded else (names[0], None))
+    name, entry = next(
+        (ce for ce in recorded if ce[1].get("status") == "ok"), recorded[0] if recorded else (names[0], None)
+    )
     if entry is None:
         if status in ("unreachable", "failed"):
             raise Unknown(f"host {host} is {status}: {host_entry.get('error') or 'no probe ran'}")
@@ -82,13 +92,17 @@ def read_probe(bundle: BundleView, host: str, probe: str | Iterable[str], *, all
         raise Unknown(f"probe {name} on {host}: output file missing from the bundle")
     text = p.decode(data)
     if probe_status == "failed" and not allow_failed:
-        raise Unknown(f"probe {name} failed on {host} (rc {entry.get('rc')}): {_first(text) or entry.get('error') or ''}".strip())
+        raise Unknown(
+            f"probe {name} failed on {host} (rc {entry.get('rc')}): {_first(text) or entry.get('error') or ''}".strip()
+        )
     if not text.strip() and not allow_empty and probe_status != "failed":
         raise Unknown(f"probe {name} printed nothing on {host}")
     return Output(host, name, entry, text)
 
 
-def read_monitoring(bundle: BundleView, query: str | Iterable[str], pattern: str | None = None) -> tuple[Output, Any]:
+def read_monitoring(
+    bundle: BundleView, query: str | Iterable[str], pattern: str | None = None
+) -> tuple[Output, Any]:
     """A monitoring answer by name (first of `query` found, else the first name matching `pattern`)."""
     monitoring = bundle.manifest.get("monitoring") or {}
     names = [n for n in _names(query) if n in monitoring]
@@ -176,16 +190,34 @@ def health_failing(bundle: BundleView, host: str, probe: Any = "app_health") -> 
     health = p.parse_health(out.text)
     if health is not None:
         failing = ", ".join(health.failing) or "none"
-        return [Measure(host, not health.healthy, [out.evidence(health.line)],
-                        {"status": health.status, "failing": failing, "http": code})]
+        return [
+            Measure(
+                host,
+                not health.healthy,
+                [out.evidence(health.line)],
+                {"status": health.status, "failing": failing, "http": code},
+            )
+        ]
     if out.status == "failed" or code in ("000",) or _CONNECT_ERROR.search(out.text):
         line = next((ln.number for ln in p.lines(out.text) if ln.text.strip()), None)
         excerpt = out.line(line) if line else f"{out.probe} failed with rc {out.rc} and no output"
-        return [Measure(host, True, [out.evidence(line, excerpt)],
-                        {"status": f"no answer (rc {out.rc})", "failing": "the app itself", "http": code})]
+        return [
+            Measure(
+                host,
+                True,
+                [out.evidence(line, excerpt)],
+                {"status": f"no answer (rc {out.rc})", "failing": "the app itself", "http": code},
+            )
+        ]
     if http and code.startswith(("5", "4")):
-        return [Measure(host, True, [out.evidence(_find_line(out.text, "HTTP "))],
-                        {"status": f"HTTP {code}", "failing": "?", "http": code})]
+        return [
+            Measure(
+                host,
+                True,
+                [out.evidence(_find_line(out.text, "HTTP "))],
+                {"status": f"HTTP {code}", "failing": "?", "http": code},
+            )
+        ]
     raise Unknown(f"probe {out.probe} on {host}: no /health JSON in the output ({_first(out.text)})")
 
 
@@ -210,7 +242,9 @@ def probe_cannot_connect(bundle: BundleView, host: str, probe: Any = "pg_connect
         return [Measure(host, False)]
     hit = next((ln for ln in p.lines(out.text) if _CONNECT_ERROR.search(ln.text)), None)
     if hit is None:
-        raise Unknown(f"probe {out.probe} failed on {host} (rc {out.rc}) for another reason: {_first(out.text)}")
+        raise Unknown(
+            f"probe {out.probe} failed on {host} (rc {out.rc}) for another reason: {_first(out.text)}"
+        )
     return [Measure(host, True, [out.evidence(hit.number)], {"error": hit.text.strip()[:200]})]
 
 
@@ -229,33 +263,50 @@ def redis_not_pong(bundle: BundleView, host: str, probe: Any = "redis_ping") -> 
 def host_unreachable(bundle: BundleView, host: str) -> list[Measure]:
     """True when collection could not reach the host at all."""
     entry = (bundle.manifest.get("hosts") or {}).get(host) or {}
-    if entry.get("status") != "unreachable":  # "failed" is our collection failing, not the host: rules go unknown
+    if (
+        entry.get("status") != "unreachable"
+    ):  # "failed" is our collection failing, not the host: rules go unknown
         return [Measure(host, False)]
     error = str(entry.get("error") or entry.get("status"))
-    return [Measure(host, True, [Evidence(host, "-", "manifest.json", None, f"{host}: {entry.get('status')}: {error}"[:300])],
-                    {"error": error[:200], "status": entry.get("status")})]
+    return [
+        Measure(
+            host,
+            True,
+            [Evidence(host, "-", "manifest.json", None, f"{host}: {entry.get('status')}: {error}"[:300])],
+            {"error": error[:200], "status": entry.get("status")},
+        )
+    ]
 
 
 # ---------------------------------------------------------------- monitoring
 
 
 @measure
-def prometheus_value(bundle: BundleView, host: str, query: Any = "error_ratio", pattern: str | None = None,
-                     scale: float = 1.0) -> list[Measure]:
+def prometheus_value(
+    bundle: BundleView, host: str, query: Any = "error_ratio", pattern: str | None = None, scale: float = 1.0
+) -> list[Measure]:
     """A Prometheus instant query's single value times `scale` (e.g. 100 for a percentage)."""
     out, data = read_monitoring(bundle, query, pattern)
     value = p.prom_scalar(data)
     if value is None:
         raise Unknown(f"Prometheus query {out.probe} has no value (no traffic in the window, or no series)")
-    line = next((ln.number for ln in p.lines(out.text) if ln.text.startswith('  "value"')), None) \
-        or _find_line(out.text, '"value"') or 1  # the shaped answer's top-level "value", else the raw API's
+    line = (
+        next((ln.number for ln in p.lines(out.text) if ln.text.startswith('  "value"')), None)
+        or _find_line(out.text, '"value"')
+        or 1
+    )  # the shaped answer's top-level "value", else the raw API's
     excerpt = f"{out.probe} = {value:.6g}"
     return [Measure(MONITORING_HOST, value * scale, [out.evidence(line, excerpt)], {"raw": round(value, 6)})]
 
 
 @measure
-def firing_alerts(bundle: BundleView, host: str, query: Any = "alerts", pattern: str | None = None,
-                  severity_map: dict[str, str] | None = None) -> list[Measure]:
+def firing_alerts(
+    bundle: BundleView,
+    host: str,
+    query: Any = "alerts",
+    pattern: str | None = None,
+    severity_map: dict[str, str] | None = None,
+) -> list[Measure]:
     """One measure per active Alertmanager alert; its severity label maps to P0–P3."""
     out, data = read_monitoring(bundle, query, pattern)
     mapping = {str(k).lower(): str(v) for k, v in (severity_map or {}).items()}
@@ -265,10 +316,21 @@ def firing_alerts(bundle: BundleView, host: str, query: Any = "alerts", pattern:
         severity = mapping.get(alert.severity.lower(), mapping.get("*"))
         target = alert.labels.get("instance", "") or alert.labels.get("job", "")
         excerpt = f"{alert.name} ({alert.severity or 'no severity'}) since {alert.starts_at}: {alert.summary}"
-        measures.append(Measure(MONITORING_HOST, True, [out.evidence(line, excerpt)],
-                                {"alertname": alert.name, "alert_severity": alert.severity or "none",
-                                 "summary": alert.summary or "no summary", "target": target},
-                                key=alert.name, severity=severity))
+        measures.append(
+            Measure(
+                MONITORING_HOST,
+                True,
+                [out.evidence(line, excerpt)],
+                {
+                    "alertname": alert.name,
+                    "alert_severity": alert.severity or "none",
+                    "summary": alert.summary or "no summary",
+                    "target": target,
+                },
+                key=alert.name,
+                severity=severity,
+            )
+        )
     return measures
 
 
@@ -282,8 +344,10 @@ def disk_used_pct(bundle: BundleView, host: str, probe: Any = "df", inodes: bool
     rows = [r for r in p.parse_df(out.text) if r.inodes == inodes]
     if not rows:
         raise Unknown(f"probe {out.probe} on {host}: no filesystem lines")
-    return [Measure(host, r.used_pct, [out.evidence(r.line)], {"mount": r.mount, "filesystem": r.filesystem})
-            for r in rows]
+    return [
+        Measure(host, r.used_pct, [out.evidence(r.line)], {"mount": r.mount, "filesystem": r.filesystem})
+        for r in rows
+    ]
 
 
 @measure
@@ -328,7 +392,7 @@ def oom_kills(bundle: BundleView, host: str, probe: Any = "oom_events") -> list[
             continue
         if not killed:
             continue  # "invoked oom-killer" and the cgroup line describe the kill; "Killed process" is the kill
-        key = ln.text[killed.start():]  # dmesg and the kernel journal repeat the same kill
+        key = ln.text[killed.start() :]  # dmesg and the kernel journal repeat the same kill
         if key in seen:
             continue
         seen.add(key)
@@ -338,7 +402,14 @@ def oom_kills(bundle: BundleView, host: str, probe: Any = "oom_events") -> list[
     if kills:
         found = re.search(r"Killed process \d+ \(([^)]+)\)", kills[-1].text)
         victim = found.group(1) if found else ""
-    return [Measure(host, len(kills), [out.evidence(ln.number) for ln in kills[-3:]], {"count": len(kills), "victim": victim or "?"})]
+    return [
+        Measure(
+            host,
+            len(kills),
+            [out.evidence(ln.number) for ln in kills[-3:]],
+            {"count": len(kills), "victim": victim or "?"},
+        )
+    ]
 
 
 def _names_host(cgroup: str, host: str) -> bool:
@@ -355,7 +426,9 @@ def rule_regex(pattern: str) -> str:
         return pattern
     named = patterns.BY_NAME.get(pattern[1:])
     if named is None:
-        raise UsageError(f"pattern {pattern!r}: no such evidence pattern (known: {', '.join(patterns.BY_NAME)})")
+        raise UsageError(
+            f"pattern {pattern!r}: no such evidence pattern (known: {', '.join(patterns.BY_NAME)})"
+        )
     return named.regex.pattern
 
 
@@ -367,18 +440,36 @@ def _journal_hits(out: p.Line | Any, pattern: str, exclude: str | None = None) -
 
 
 @measure
-def log_lines(bundle: BundleView, host: str, probe: Any = "journal_errors", pattern: str = ".",
-              exclude: str | None = None, show: int = 3) -> list[Measure]:
+def log_lines(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "journal_errors",
+    pattern: str = ".",
+    exclude: str | None = None,
+    show: int = 3,
+) -> list[Measure]:
     """How many lines of a log probe match `pattern` (the runbook's greps); evidence: the last few."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     hits = _journal_hits(out, pattern, exclude)
-    return [Measure(host, len(hits), [out.evidence(ln.number) for ln in hits[:1] + hits[1:][-(show - 1):]] if hits else [],
-                    {"count": len(hits), "first": hits[0].text.strip()[:160] if hits else ""})]
+    return [
+        Measure(
+            host,
+            len(hits),
+            [out.evidence(ln.number) for ln in hits[:1] + hits[1:][-(show - 1) :]] if hits else [],
+            {"count": len(hits), "first": hits[0].text.strip()[:160] if hits else ""},
+        )
+    ]
 
 
 @measure
-def log_numbers(bundle: BundleView, host: str, probe: Any = "service_journal", pattern: str = r"duration: ([0-9.]+) ms",
-                min_value: float = 0.0, show: int = 3) -> list[Measure]:
+def log_numbers(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "service_journal",
+    pattern: str = r"duration: ([0-9.]+) ms",
+    min_value: float = 0.0,
+    show: int = 3,
+) -> list[Measure]:
     """How many log lines carry a number (the pattern's first group) of at least min_value; the largest one."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     regex = re.compile(pattern, re.IGNORECASE)
@@ -389,14 +480,25 @@ def log_numbers(bundle: BundleView, host: str, probe: Any = "service_journal", p
         if number is not None and number >= min_value:
             hits.append((number, ln))
     top = sorted(hits, key=lambda h: -h[0])[:show]
-    return [Measure(host, len(hits), [out.evidence(ln.number) for _, ln in top],
-                    {"count": len(hits), "max": round(top[0][0], 1) if top else 0})]
+    return [
+        Measure(
+            host,
+            len(hits),
+            [out.evidence(ln.number) for _, ln in top],
+            {"count": len(hits), "max": round(top[0][0], 1) if top else 0},
+        )
+    ]
 
 
 @measure
-def log_percentile(bundle: BundleView, host: str, probe: Any = "service_journal",
-                   pattern: str = r"path=/api/\S* status=\d+ .*duration_ms=([0-9.]+)", quantile: float = 0.95,
-                   min_count: int = 20) -> list[Measure]:
+def log_percentile(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "service_journal",
+    pattern: str = r"path=/api/\S* status=\d+ .*duration_ms=([0-9.]+)",
+    quantile: float = 0.95,
+    min_count: int = 20,
+) -> list[Measure]:
     """The quantile of a number logged per line (the app's request durations); None below min_count lines."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     regex = re.compile(pattern)
@@ -410,12 +512,20 @@ def log_percentile(bundle: BundleView, host: str, probe: Any = "service_journal"
         return [Measure(host, None, [], {"count": len(values)})]
     ranked = sorted(values, key=lambda v: v[0])
     at = ranked[min(len(ranked) - 1, int(quantile * len(ranked)))]
-    return [Measure(host, at[0], [out.evidence(at[1].number), out.evidence(ranked[-1][1].number)],
-                    {"count": len(values), "max": round(ranked[-1][0], 1)})]
+    return [
+        Measure(
+            host,
+            at[0],
+            [out.evidence(at[1].number), out.evidence(ranked[-1][1].number)],
+            {"count": len(values), "max": round(ranked[-1][0], 1)},
+        )
+    ]
 
 
 @measure
-def counted_lines(bundle: BundleView, host: str, probe: Any = "error_summary", pattern: str = ".") -> list[Measure]:
+def counted_lines(
+    bundle: BundleView, host: str, probe: Any = "error_summary", pattern: str = "."
+) -> list[Measure]:
     """Sum of the counts of `uniq -c` summary lines matching `pattern` (top errors, 5xx by path)."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     total, hits = 0, []
@@ -428,8 +538,14 @@ def counted_lines(bundle: BundleView, host: str, probe: Any = "error_summary", p
 
 
 @measure
-def log_ratio(bundle: BundleView, host: str, probe: Any = "service_journal", pattern: str = r"status=5\d\d",
-              of: str = r"status=\d{3}", min_total: int = 20) -> list[Measure]:
+def log_ratio(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "service_journal",
+    pattern: str = r"status=5\d\d",
+    of: str = r"status=\d{3}",
+    min_total: int = 20,
+) -> list[Measure]:
     """% of lines matching `of` that also match `pattern` (5xx among access lines); None below min_total."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     total = _journal_hits(out, of)
@@ -441,8 +557,14 @@ def log_ratio(bundle: BundleView, host: str, probe: Any = "service_journal", pat
 
 
 @measure
-def log_top_group(bundle: BundleView, host: str, probe: Any = "service_journal", pattern: str = r"status=5\d\d",
-                  group: str = r"client=(\S+)", min_share: float = 80.0) -> list[Measure]:
+def log_top_group(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "service_journal",
+    pattern: str = r"status=5\d\d",
+    group: str = r"client=(\S+)",
+    min_share: float = 80.0,
+) -> list[Measure]:
     """Lines matching `pattern` from the most frequent `group` value (one client behind most 5xx); 0 below min_share."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     regex = re.compile(group)
@@ -459,7 +581,9 @@ def log_top_group(bundle: BundleView, host: str, probe: Any = "service_journal",
     top = max(counts, key=lambda k: counts[k])
     share = round(100.0 * counts[top] / len(hits), 1)
     fields = {"client": top, "count": counts[top], "total": len(hits), "share": share}
-    return [Measure(host, counts[top] if share >= min_share else 0, [out.evidence(first[top].number)], fields)]
+    return [
+        Measure(host, counts[top] if share >= min_share else 0, [out.evidence(first[top].number)], fields)
+    ]
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -484,19 +608,35 @@ def pg_connections_pct(bundle: BundleView, host: str, probe: Any = "pg_connectio
     else:
         for row in _rows(out):
             if row.get("total") is not None and row.get("max_connections") is not None:
-                total, max_conn, line = p.to_number(row.get("total")), p.to_number(row.get("max_connections")), row.line
+                total, max_conn, line = (
+                    p.to_number(row.get("total")),
+                    p.to_number(row.get("max_connections")),
+                    row.line,
+                )
     if total is None or not max_conn:
         raise Unknown(f"probe {out.probe} on {host}: no total/max_connections in the output")
     states = {r.get("state"): r.get("connections") for r in clients}
     summary = ", ".join(f"{k}={v}" for k, v in states.items())
     evidence = [out.evidence(r.line) for r in clients[:3]] or [out.evidence(line)]
-    return [Measure(host, 100.0 * total / max_conn, evidence,
-                    {"connections": int(total), "max_connections": int(max_conn), "by_state": summary or "?"})]
+    return [
+        Measure(
+            host,
+            100.0 * total / max_conn,
+            evidence,
+            {"connections": int(total), "max_connections": int(max_conn), "by_state": summary or "?"},
+        )
+    ]
 
 
 @measure
-def pg_row_count(bundle: BundleView, host: str, probe: Any = "pg_long_queries", age_column: str | None = None,
-                 min_age_s: float = 0.0, where_not: dict[str, Any] | None = None) -> list[Measure]:
+def pg_row_count(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "pg_long_queries",
+    age_column: str | None = None,
+    min_age_s: float = 0.0,
+    where_not: dict[str, Any] | None = None,
+) -> list[Measure]:
     """Rows a psql probe returned: only those whose `age_column` ≥ min_age_s, none whose column equals `where_not`."""
     out = read_probe(bundle, host, probe)
     tables = p.parse_psql_tables(out.text)
@@ -509,16 +649,23 @@ def pg_row_count(bundle: BundleView, host: str, probe: Any = "pg_long_queries", 
         excluded = {str(v) for v in value} if isinstance(value, (list, tuple)) else {str(value)}
         rows = [r for r in rows if r.get(column) not in excluded]
     oldest = max((p.to_number(r.get(age_column)) or 0.0 for r in rows), default=0.0) if age_column else 0.0
-    return [Measure(host, len(rows), [out.evidence(r.line) for r in rows[:3]],
-                    {"count": len(rows), "oldest_s": round(oldest, 1)})]
+    return [
+        Measure(
+            host,
+            len(rows),
+            [out.evidence(r.line) for r in rows[:3]],
+            {"count": len(rows), "oldest_s": round(oldest, 1)},
+        )
+    ]
 
 
 # ---------------------------------------------------------------- Redis
 
 
 @measure
-def redis_memory_pct(bundle: BundleView, host: str, probe: Any = "redis_info_memory",
-                     config_probe: Any = "redis_maxmemory") -> list[Measure]:
+def redis_memory_pct(
+    bundle: BundleView, host: str, probe: Any = "redis_info_memory", config_probe: Any = "redis_maxmemory"
+) -> list[Measure]:
     """used_memory as % of maxmemory (0 when maxmemory is unlimited)."""
     out = read_probe(bundle, host, probe)
     info = p.parse_redis_info(out.text)
@@ -539,15 +686,27 @@ def redis_memory_pct(bundle: BundleView, host: str, probe: Any = "redis_info_mem
     if info.get("maxmemory") and info["maxmemory"][1] != info["used_memory"][1]:
         evidence.append(out.evidence(info["maxmemory"][1]))
     pct = 100.0 * used / limit if limit else 0.0
-    return [Measure(host, pct, evidence, {"used_memory": int(used), "maxmemory": int(limit),
-                                          "policy": (info.get("maxmemory_policy") or ("?", 0))[0]})]
+    return [
+        Measure(
+            host,
+            pct,
+            evidence,
+            {
+                "used_memory": int(used),
+                "maxmemory": int(limit),
+                "policy": (info.get("maxmemory_policy") or ("?", 0))[0],
+            },
+        )
+    ]
 
 
 # ---------------------------------------------------------------- the app
 
 
 @measure
-def circuit_open(bundle: BundleView, host: str, probe: Any = "circuit_breaker", metrics_probe: Any = "app_metrics") -> list[Measure]:
+def circuit_open(
+    bundle: BundleView, host: str, probe: Any = "circuit_breaker", metrics_probe: Any = "app_metrics"
+) -> list[Measure]:
     """True when a circuit breaker is open (admin status JSON, else the app's metric == 1)."""
     try:
         out = read_probe(bundle, host, probe)
@@ -555,17 +714,29 @@ def circuit_open(bundle: BundleView, host: str, probe: Any = "circuit_breaker", 
         if data is not None:
             opened = _open_breakers(data)
             line = _find_line(out.text, "open") if opened else None
-            return [Measure(host, bool(opened), [out.evidence(line or 1)], {"breakers": ", ".join(opened) or "none"})]
+            return [
+                Measure(
+                    host, bool(opened), [out.evidence(line or 1)], {"breakers": ", ".join(opened) or "none"}
+                )
+            ]
     except Unknown:
         pass
     metrics = read_probe(bundle, host, metrics_probe)
     samples = [s for s in p.parse_metrics(metrics.text) if s.name.endswith("circuit_breaker_state")]
     if not samples:
-        raise Unknown(f"no circuit-breaker state on {host} (no JSON status, no *_circuit_breaker_state metric)")
+        raise Unknown(
+            f"no circuit-breaker state on {host} (no JSON status, no *_circuit_breaker_state metric)"
+        )
     open_samples = [s for s in samples if s.value >= 1]  # 1 open, 2 half-open
     names = ", ".join(s.labels.get("name", s.labels.get("upstream", s.name)) for s in open_samples)
-    return [Measure(host, bool(open_samples), [metrics.evidence(s.line) for s in (open_samples or samples)[:2]],
-                    {"breakers": names or "none"})]
+    return [
+        Measure(
+            host,
+            bool(open_samples),
+            [metrics.evidence(s.line) for s in (open_samples or samples)[:2]],
+            {"breakers": names or "none"},
+        )
+    ]
 
 
 def _open_breakers(data: Any, path: str = "") -> list[str]:
@@ -589,10 +760,17 @@ def _open_breakers(data: Any, path: str = "") -> list[str]:
 
 
 @measure
-def deploy_before_errors(bundle: BundleView, host: str, probe: Any = "deploy_log",
-                         errors_probe: Any = "service_journal", error_pattern: str = r"ERROR|status=5\d\d",
-                         service_probe: Any = "service_status", min_errors: int = 5,
-                         version_probe: Any = "app_health", metrics_probe: Any = "app_metrics") -> list[Measure]:
+def deploy_before_errors(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "deploy_log",
+    errors_probe: Any = "service_journal",
+    error_pattern: str = r"ERROR|status=5\d\d",
+    service_probe: Any = "service_status",
+    min_errors: int = 5,
+    version_probe: Any = "app_health",
+    metrics_probe: Any = "app_metrics",
+) -> list[Measure]:
     """Minutes from the latest deploy to the first error after it, when a previous tag exists to go back to.
 
     The deploy moment is the later of HEAD's commit time and the service's last start (a deploy
@@ -626,9 +804,14 @@ def deploy_before_errors(bundle: BundleView, host: str, probe: Any = "deploy_log
     running, running_evidence = _running_version(bundle, host, version_probe, metrics_probe)
     if running_evidence is not None:
         evidence.append(running_evidence)
-    fields = {"current": current, "previous_tag": previous or "", "deployed": deployed.isoformat() if deployed else "?",
-              "deployed_at": deployed.strftime("%H:%M UTC") if deployed else "?", "errors": len(after),
-              "running": _running_note(current, running)}
+    fields = {
+        "current": current,
+        "previous_tag": previous or "",
+        "deployed": deployed.isoformat() if deployed else "?",
+        "deployed_at": deployed.strftime("%H:%M UTC") if deployed else "?",
+        "errors": len(after),
+        "running": _running_note(current, running),
+    }
     if previous is None or len(after) < min_errors or deployed is None:
         return [Measure(host, None, evidence, fields)]  # None never fires: no rollback target or no errors
     first_at, first_line = after[0]
@@ -637,22 +820,27 @@ def deploy_before_errors(bundle: BundleView, host: str, probe: Any = "deploy_log
     return [Measure(host, round(minutes, 1), evidence, fields | {"minutes": round(minutes, 1)})]
 
 
-def _running_version(bundle: BundleView, host: str, version_probe: Any,
-                     metrics_probe: Any) -> tuple[str | None, Evidence | None]:
+def _running_version(
+    bundle: BundleView, host: str, version_probe: Any, metrics_probe: Any
+) -> tuple[str | None, Evidence | None]:
     """The release the app says it runs: /health's `version`, else a *_build_info{version=...} metric."""
     try:
         out = read_probe(bundle, host, version_probe, allow_failed=True)
         data = p.parse_json(out.text)
         if isinstance(data, dict) and data.get("version"):
-            return str(data["version"]), out.evidence(_find_line(out.text, '"version"') or 1,
-                                                      f"/health reports version {data['version']}")
+            return str(data["version"]), out.evidence(
+                _find_line(out.text, '"version"') or 1, f"/health reports version {data['version']}"
+            )
     except Unknown:
         pass
     try:
         out = read_probe(bundle, host, metrics_probe)
     except Unknown:
         return None, None
-    info = next((s for s in p.parse_metrics(out.text) if s.name.endswith("build_info") and "version" in s.labels), None)
+    info = next(
+        (s for s in p.parse_metrics(out.text) if s.name.endswith("build_info") and "version" in s.labels),
+        None,
+    )
     if info is None:
         return None, None
     return info.labels["version"], out.evidence(info.line)
@@ -687,7 +875,11 @@ def cpu_busy_pct(bundle: BundleView, host: str, probe: Any = "top") -> list[Meas
     cpu = p.parse_top_cpu(out.text)
     if cpu is None:
         raise Unknown(f"probe {out.probe} on {host}: no '%Cpu(s):' line")
-    return [Measure(host, cpu.busy_pct, [out.evidence(cpu.line)], {"iowait": cpu.iowait_pct, "steal": cpu.steal_pct})]
+    return [
+        Measure(
+            host, cpu.busy_pct, [out.evidence(cpu.line)], {"iowait": cpu.iowait_pct, "steal": cpu.steal_pct}
+        )
+    ]
 
 
 @measure
@@ -697,8 +889,10 @@ def device_util_pct(bundle: BundleView, host: str, probe: Any = "iostat") -> lis
     devices = p.parse_iostat(out.text)
     if not devices:
         raise Unknown(f"probe {out.probe} on {host}: no device rows with %util")
-    return [Measure(host, d.util_pct, [out.evidence(d.line)], {"device": d.name, "await_ms": d.await_ms})
-            for d in devices]
+    return [
+        Measure(host, d.util_pct, [out.evidence(d.line)], {"device": d.name, "await_ms": d.await_ms})
+        for d in devices
+    ]
 
 
 @measure
@@ -709,14 +903,26 @@ def load_per_core(bundle: BundleView, host: str, probe: Any = "uptime") -> list[
     if load is None:
         raise Unknown(f"probe {out.probe} on {host}: no load averages")
     if not load.cores:
-        raise Unknown(f"probe {out.probe} on {host}: the number of cores was not collected (no 'cores: N' line)")
-    return [Measure(host, round(load.load1 / load.cores, 2), [out.evidence(load.line)],
-                    {"load1": load.load1, "load5": load.load5, "cores": load.cores})]
+        raise Unknown(
+            f"probe {out.probe} on {host}: the number of cores was not collected (no 'cores: N' line)"
+        )
+    return [
+        Measure(
+            host,
+            round(load.load1 / load.cores, 2),
+            [out.evidence(load.line)],
+            {"load1": load.load1, "load5": load.load5, "cores": load.cores},
+        )
+    ]
 
 
 @measure
-def top_counted(bundle: BundleView, host: str, probe: Any = "http_5xx_by_path",
-                pattern: str = r"^(?P<status>\d{3})\s+(?P<what>\S+)") -> list[Measure]:
+def top_counted(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "http_5xx_by_path",
+    pattern: str = r"^(?P<status>\d{3})\s+(?P<what>\S+)",
+) -> list[Measure]:
     """The most frequent line of a `uniq -c` summary (5xx by endpoint): its count, and its share of all."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     rows = p.parse_counted(out.text)
@@ -725,8 +931,13 @@ def top_counted(bundle: BundleView, host: str, probe: Any = "http_5xx_by_path",
         return [Measure(host, 0, [], {"count": 0, "total": 0, "what": "", "status": "", "share": 0.0})]
     top = rows[0]
     match = re.search(pattern, top.text)
-    fields = {"count": top.count, "total": total, "share": round(100.0 * top.count / total, 1),
-              "what": match.group("what") if match else top.text, "status": match.group("status") if match else "?"}
+    fields = {
+        "count": top.count,
+        "total": total,
+        "share": round(100.0 * top.count / total, 1),
+        "what": match.group("what") if match else top.text,
+        "status": match.group("status") if match else "?",
+    }
     return [Measure(host, top.count, [out.evidence(r.line) for r in rows[:3]], fields)]
 
 

@@ -4,6 +4,7 @@ Each parser accepts the formats the usual tool flags produce (e.g. `df -P` and `
 aligned and unaligned `psql`), because the catalogue may change flags without telling triage.
 Line numbers are 1-based, so evidence can cite `file:line`.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -16,11 +17,24 @@ from typing import Any
 from collector import times
 
 _UNITS = {
-    "": 1, "b": 1,
-    "k": 1024, "ki": 1024, "kb": 1000, "kib": 1024,
-    "m": 1024**2, "mi": 1024**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1024**3, "gi": 1024**3, "gb": 1000**3, "gib": 1024**3,
-    "t": 1024**4, "ti": 1024**4, "tb": 1000**4, "tib": 1024**4,
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "ki": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mi": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gi": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "ti": 1024**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
 }
 
 
@@ -98,8 +112,15 @@ def parse_df(text: str) -> list[DfRow]:
         pct_at = next((i for i, t in enumerate(tokens) if re.fullmatch(r"\d+(\.\d+)?%", t)), None)
         if pct_at is None:
             continue  # "-" use% (pseudo filesystems of size 0)
-        rows.append(DfRow(tokens[0], float(tokens[pct_at][:-1]), " ".join(tokens[pct_at + 1 :]) or "?", ln.number,
-                          inodes))
+        rows.append(
+            DfRow(
+                tokens[0],
+                float(tokens[pct_at][:-1]),
+                " ".join(tokens[pct_at + 1 :]) or "?",
+                ln.number,
+                inodes,
+            )
+        )
     return rows
 
 
@@ -147,7 +168,9 @@ def parse_free(text: str) -> Memory | None:
         swap_used = swap[0][1] if len(swap[0]) > 1 else 0.0
         swap_pct = 100.0 * (swap_used or 0.0) / swap_total if swap_total else 0.0
         swap_line = swap[1]
-    return Memory(total, 100.0 * used_bytes / total if total else 0.0, swap_total, swap_pct, mem_line, swap_line)
+    return Memory(
+        total, 100.0 * used_bytes / total if total else 0.0, swap_total, swap_pct, mem_line, swap_line
+    )
 
 
 # ---------------------------------------------------------------- psql
@@ -213,7 +236,8 @@ def _table(segment: list[Line], *, footer: bool) -> list[Row]:
         return [_row(header, [c.strip() for c in ln.text.split("|")], ln.number) for ln in segment[2:]]
     first = _split_cells(segment[0].text)
     looks_header = all(_IDENT.fullmatch(c or "") for c in first) and (
-        footer or (len(segment) > 1 and not all(_is_number(c) for c in first)))
+        footer or (len(segment) > 1 and not all(_is_number(c) for c in first))
+    )
     header = first if looks_header else []
     body = segment[1:] if looks_header else segment
     return [_row(header, _split_cells(ln.text), ln.number) for ln in body]
@@ -251,11 +275,14 @@ def parse_redis_info(text: str) -> dict[str, tuple[str, int]]:
             info.setdefault(key.strip(), (value.strip(), ln.number))
         elif stripped in ("maxmemory", "maxmemory-policy") and idx + 1 < len(numbered):
             # CONFIG GET prints the name and the value on two lines
-            info.setdefault(stripped.replace("-", "_"), (numbered[idx + 1].text.strip(), numbered[idx + 1].number))
+            info.setdefault(
+                stripped.replace("-", "_"), (numbered[idx + 1].text.strip(), numbered[idx + 1].number)
+            )
     return info
 
 
 # ---------------------------------------------------------------- journal / log lines
+
 
 def parse_time(text: str, year: int | None = None) -> _dt.datetime | None:
     """The first timestamp in a line (ISO 8601, git's default, or syslog's yearless) as aware UTC."""
@@ -277,7 +304,11 @@ def grep(text: str, pattern: str, *, ignore_case: bool = True) -> list[Line]:
 def is_journal_noise(text: str) -> bool:
     """journalctl's own chatter ('-- No entries --', '-- Boot ... --'), not log content."""
     stripped = text.strip()
-    return not stripped or (stripped.startswith("--") and stripped.endswith("--")) or stripped.startswith("Hint:")
+    return (
+        not stripped
+        or (stripped.startswith("--") and stripped.endswith("--"))
+        or stripped.startswith("Hint:")
+    )
 
 
 # ---------------------------------------------------------------- git log / reflog
@@ -313,13 +344,22 @@ def parse_git_log(text: str) -> list[Deploy]:
         if stripped.startswith("commit ") and re.match(r"commit [0-9a-f]{7,}", stripped):
             if current:
                 entries.append(_deploy(current))
-            current = {"ref": stripped.split()[1], "tags": tuple(_TAGS.findall(stripped)), "when": None,
-                       "line": ln.number, "text": stripped, "from": None, "to": None}
+            current = {
+                "ref": stripped.split()[1],
+                "tags": tuple(_TAGS.findall(stripped)),
+                "when": None,
+                "line": ln.number,
+                "text": stripped,
+                "from": None,
+                "to": None,
+            }
             continue
         if current is not None and stripped.startswith("Date:"):
             current["when"] = parse_time(stripped)
             continue
-        if current is not None and (not stripped or stripped.startswith(("Author:", "Merge:")) or ln.text.startswith("    ")):
+        if current is not None and (
+            not stripped or stripped.startswith(("Author:", "Merge:")) or ln.text.startswith("    ")
+        ):
             continue
         match = re.match(r"^([0-9a-f]{7,40})\b", stripped)
         if not match:
@@ -331,8 +371,17 @@ def parse_git_log(text: str) -> list[Deploy]:
         moved_from = moved_to = None
         if move:
             moved_from, moved_to = (move.group(1), move.group(2)) if move.group(2) else (None, move.group(1))
-        entries.append(Deploy(parse_time(stripped), match.group(1), tuple(_TAGS.findall(stripped)),
-                              moved_from, moved_to, ln.number, stripped))
+        entries.append(
+            Deploy(
+                parse_time(stripped),
+                match.group(1),
+                tuple(_TAGS.findall(stripped)),
+                moved_from,
+                moved_to,
+                ln.number,
+                stripped,
+            )
+        )
     if current:
         entries.append(_deploy(current))
     return entries
@@ -388,7 +437,13 @@ def parse_health(text: str) -> Health | None:
                 failing.append(str(name))
     number = next((ln.number for ln in lines(text) if '"status"' in ln.text), 1)
     excerpt = next((ln.text for ln in lines(text) if ln.number == number), text[:200])
-    return Health(status.lower() in ("healthy", "ok", "up", "pass"), status, tuple(failing), number, excerpt.strip()[:300])
+    return Health(
+        status.lower() in ("healthy", "ok", "up", "pass"),
+        status,
+        tuple(failing),
+        number,
+        excerpt.strip()[:300],
+    )
 
 
 @dataclass(frozen=True)
@@ -428,7 +483,11 @@ def prom_scalar(data: Any) -> float | None:
     if data.get("kind") == "instant" or ("value" in data and "data" not in data):
         # the collector's shaped answer (collector.monitoring.shape_instant): {"value": float|None}
         number = to_number(data.get("value")) if data.get("value") is not None else None
-        return None if number is None or math.isnan(number) or number in (float("inf"), float("-inf")) else number
+        return (
+            None
+            if number is None or math.isnan(number) or number in (float("inf"), float("-inf"))
+            else number
+        )
     result = (data.get("data") or {}).get("result") if isinstance(data.get("data"), dict) else None
     value: Any = None
     if isinstance(result, list) and result:
@@ -477,7 +536,16 @@ def parse_alerts(data: Any) -> list[Alert]:
         summary = summary or str(item.get("summary") or "")
         name = labels.get("alertname") or str(item.get("name") or "?")
         severity = labels.get("severity") or str(item.get("severity") or "")
-        alerts.append(Alert(name, state, severity, labels, summary, str(item.get("startsAt") or item.get("starts_at") or "")))
+        alerts.append(
+            Alert(
+                name,
+                state,
+                severity,
+                labels,
+                summary,
+                str(item.get("startsAt") or item.get("starts_at") or ""),
+            )
+        )
     return alerts
 
 
@@ -500,7 +568,13 @@ def parse_systemctl_status(text: str) -> Unit | None:
     for ln in lines(text):
         match = re.match(r"\s*Active:\s+(\S+)(?:\s+\(([^)]*)\))?(?:\s+since\s+(.*?)(?:;|$))?", ln.text)
         if match:
-            return Unit(match.group(1), match.group(2) or "", parse_time(match.group(3) or ""), ln.number, ln.text.strip())
+            return Unit(
+                match.group(1),
+                match.group(2) or "",
+                parse_time(match.group(3) or ""),
+                ln.number,
+                ln.text.strip(),
+            )
     return None
 
 
@@ -556,10 +630,16 @@ def parse_top_cpu(text: str) -> Cpu | None:
     for ln in lines(text):
         if not re.match(r"\s*%?Cpu\(s\)", ln.text):
             continue
-        values = {key: float(num) for num, key in re.findall(r"([0-9]+(?:[.,][0-9]+)?)\s*(us|sy|ni|id|wa|hi|si|st)\b",
-                                                             ln.text.replace(",", " "))}
+        values = {
+            key: float(num)
+            for num, key in re.findall(
+                r"([0-9]+(?:[.,][0-9]+)?)\s*(us|sy|ni|id|wa|hi|si|st)\b", ln.text.replace(",", " ")
+            )
+        }
         if "id" in values:
-            found = Cpu(round(100.0 - values["id"], 1), values.get("wa", 0.0), values.get("st", 0.0), ln.number)
+            found = Cpu(
+                round(100.0 - values["id"], 1), values.get("wa", 0.0), values.get("st", 0.0), ln.number
+            )
     return found
 
 
@@ -591,7 +671,11 @@ def parse_iostat(text: str) -> list[Device]:
         util = to_number(col.get("%util"))
         if util is None:
             continue
-        waits = [n for k, v in col.items() if k.endswith("await") and k != "f_await" and (n := to_number(v)) is not None]
+        waits = [
+            n
+            for k, v in col.items()
+            if k.endswith("await") and k != "f_await" and (n := to_number(v)) is not None
+        ]
         devices.append(Device(tokens[0], util, max(waits, default=0.0), ln.number))
     return devices
 

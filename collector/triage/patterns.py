@@ -3,6 +3,7 @@
 Triage's measures grep with them; the report's timeline takes its first OOM and first error line
 from the same patterns, so the two never disagree about what a line means.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,11 +26,17 @@ class LinePattern:
 
 
 # A kernel OOM kill ("Out of memory: Killed process", "invoked oom-killer", cgroup "oom_kill").
-OOM = LinePattern("oom", re.compile(r"out of memory|oom[-_]kill|killed process", re.IGNORECASE),
-                  ("out of memory", "oom-kill", "oom_kill", "killed process"))
+OOM = LinePattern(
+    "oom",
+    re.compile(r"out of memory|oom[-_]kill|killed process", re.IGNORECASE),
+    ("out of memory", "oom-kill", "oom_kill", "killed process"),
+)
 # An error line of any service or unit.
-ERROR = LinePattern("error", re.compile(r"\b(ERROR|CRITICAL|FATAL|PANIC)\b|Traceback|\berror:", re.IGNORECASE),
-                    ("error", "critical", "fatal", "panic", "traceback"))
+ERROR = LinePattern(
+    "error",
+    re.compile(r"\b(ERROR|CRITICAL|FATAL|PANIC)\b|Traceback|\berror:", re.IGNORECASE),
+    ("error", "critical", "fatal", "panic", "traceback"),
+)
 
 # A rule names one of these in its args as `pattern: "@error"` (collector.triage.measures.rule_regex).
 BY_NAME: dict[str, LinePattern] = {pat.name: pat for pat in (OOM, ERROR)}

@@ -4,6 +4,7 @@ rules.yml's mitigation params name them as `{target_...}` fields. Each is the ru
 the target host's inventory vars set its `collector_..._target` variable: a deployment whose database
 takes 200 connections sets `collector_pool_size_target: 80` on its app hosts.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -28,8 +29,10 @@ def targets_for(hosts: list[str], hostvars: Mapping[str, Mapping[str, Any]]) -> 
     """The target values for a mitigation on `hosts`: the first host's inventory override, else the runbook's."""
     values: dict[str, str] = {}
     for name, (var, default) in RUNBOOK_TARGETS.items():
-        found = next((hostvars[h][var] for h in hosts if h in hostvars and hostvars[h].get(var) not in (None, "")),
-                     None)
+        found = next(
+            (hostvars[h][var] for h in hosts if h in hostvars and hostvars[h].get(var) not in (None, "")),
+            None,
+        )
         values[name] = str(found) if found is not None else default
     return values
 

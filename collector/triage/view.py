@@ -3,6 +3,7 @@
 Shared by the engine (which evaluates rules) and the measures (which read probes), so neither
 imports the other's internals: engine → measures → view, no cycle.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

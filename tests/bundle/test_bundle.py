@@ -1,4 +1,5 @@
 """Bundle writing and reading: layout, manifest, checksums, deterministic archive, atomicity, errors."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,37 +22,81 @@ SECRET_PW = "Zq8-lab-redis-pw"
 STARTED = "2026-11-28T05:00:00.000Z"
 
 
-def _probe(host: str, name: str, output: bytes, status: str = "ok", rc: int | None = 0, **kw: object) -> ProbeResult:
-    return ProbeResult(host=host, probe=name, command=kw.pop("command", f"run {name}"), status=status,  # type: ignore[arg-type]
-                       rc=rc, started=STARTED, duration_s=0.25, output=output, bytes=len(output), **kw)  # type: ignore[arg-type]
+def _probe(
+    host: str, name: str, output: bytes, status: str = "ok", rc: int | None = 0, **kw: object
+) -> ProbeResult:
+    return ProbeResult(
+        host=host,
+        probe=name,
+        command=kw.pop("command", f"run {name}"),
+        status=status,  # type: ignore[arg-type]
+        rc=rc,
+        started=STARTED,
+        duration_s=0.25,
+        output=output,
+        bytes=len(output),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def _run(**overrides: object) -> RunResult:
-    app = HostResult("app1", "ok", None, [
-        _probe("app1", "env", b"DB_PASSWORD=dbpw-123\nDEBUG=0\n", command="cat /opt/sergas/app/.env"),
-        _probe("app1", "journal", b"started\n\xff\xfe not utf-8 \xc3\x28\nconnect redis with " + SECRET_PW.encode()
-               + b"\n"),
-        _probe("app1", "iostat", b"", status="not_found", rc=127, error="iostat: command not found"),
-    ], ("app",))
-    redis = HostResult("redis1", "partial", None, [
-        _probe("redis1", "ping", b"PONG\n", command="redis-cli -a " + SECRET_PW + " ping"),
-        _probe("redis1", "big", b"head...tail", status="timeout", rc=124, truncated=True),
-    ], ("redis",))
-    db = HostResult("db1", "unreachable", "ssh: connect to host 10.0.0.9 port 22: Connection timed out", [], ("db",))
-    monitoring = [_probe("monitoring", "error_ratio", b'{"value": 0.12, "url": "http://u:monpw@127.0.0.1:9090"}',
-                         rc=None)]
-    values: dict[str, object] = {"incident": "", "pattern": "prod:&app", "inventory": "inventory/", "engine": "ssh",
-                                     "command_line": ["collect", "--hosts", "prod:&app", "--api-token=cli-tok"],
-                                     "started": STARTED, "finished": "2026-11-28T05:00:03.000Z",
-                                     "hosts": {"app1": app, "redis1": redis, "db1": db}, "monitoring": monitoring}
+    app = HostResult(
+        "app1",
+        "ok",
+        None,
+        [
+            _probe("app1", "env", b"DB_PASSWORD=dbpw-123\nDEBUG=0\n", command="cat /opt/sergas/app/.env"),
+            _probe(
+                "app1",
+                "journal",
+                b"started\n\xff\xfe not utf-8 \xc3\x28\nconnect redis with " + SECRET_PW.encode() + b"\n",
+            ),
+            _probe("app1", "iostat", b"", status="not_found", rc=127, error="iostat: command not found"),
+        ],
+        ("app",),
+    )
+    redis = HostResult(
+        "redis1",
+        "partial",
+        None,
+        [
+            _probe("redis1", "ping", b"PONG\n", command="redis-cli -a " + SECRET_PW + " ping"),
+            _probe("redis1", "big", b"head...tail", status="timeout", rc=124, truncated=True),
+        ],
+        ("redis",),
+    )
+    db = HostResult(
+        "db1", "unreachable", "ssh: connect to host 10.0.0.9 port 22: Connection timed out", [], ("db",)
+    )
+    monitoring = [
+        _probe(
+            "monitoring", "error_ratio", b'{"value": 0.12, "url": "http://u:monpw@127.0.0.1:9090"}', rc=None
+        )
+    ]
+    values: dict[str, object] = {
+        "incident": "",
+        "pattern": "prod:&app",
+        "inventory": "inventory/",
+        "engine": "ssh",
+        "command_line": ["collect", "--hosts", "prod:&app", "--api-token=cli-tok"],
+        "started": STARTED,
+        "finished": "2026-11-28T05:00:03.000Z",
+        "hosts": {"app1": app, "redis1": redis, "db1": db},
+        "monitoring": monitoring,
+    }
     values.update(overrides)
     return RunResult(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture()
 def written(tmp_path: Path) -> Path:
-    return write_bundle(_run(), Settings(), out_dir=tmp_path, log_lines=["collect start token=logtok", "done"],
-                        known_secrets=[SECRET_PW])
+    return write_bundle(
+        _run(),
+        Settings(),
+        out_dir=tmp_path,
+        log_lines=["collect start token=logtok", "done"],
+        known_secrets=[SECRET_PW],
+    )
 
 
 def _all_bytes(folder: Path) -> bytes:
@@ -61,9 +106,18 @@ def _all_bytes(folder: Path) -> bytes:
 def test_layout_and_archive_beside_the_folder(written: Path) -> None:
     assert written.name == "inc-20261128T050000Z-prod-app"
     files = sorted(p.relative_to(written).as_posix() for p in written.rglob("*") if p.is_file())
-    assert files == ["SHA256SUMS", "collector.log", "hosts/app1/env.txt", "hosts/app1/iostat.txt",
-                     "hosts/app1/journal.txt", "hosts/redis1/big.txt", "hosts/redis1/ping.txt", "manifest.json",
-                     "monitoring/error_ratio.json", "redaction.json"]
+    assert files == [
+        "SHA256SUMS",
+        "collector.log",
+        "hosts/app1/env.txt",
+        "hosts/app1/iostat.txt",
+        "hosts/app1/journal.txt",
+        "hosts/redis1/big.txt",
+        "hosts/redis1/ping.txt",
+        "manifest.json",
+        "monitoring/error_ratio.json",
+        "redaction.json",
+    ]
     archive = written.parent / f"{written.name}.tar.gz"
     sha_line = (written.parent / f"{written.name}.tar.gz.sha256").read_text()
     assert sha_line == f"{hashlib.sha256(archive.read_bytes()).hexdigest()}  {archive.name}\n"
@@ -72,8 +126,21 @@ def test_layout_and_archive_beside_the_folder(written: Path) -> None:
 
 def test_manifest_fields(written: Path) -> None:
     manifest = json.loads((written / "manifest.json").read_text())
-    for key in ("schema", "incident", "tool_version", "command_line", "pattern", "inventory", "engine", "redacted",
-                "started", "finished", "interrupted", "hosts", "monitoring"):
+    for key in (
+        "schema",
+        "incident",
+        "tool_version",
+        "command_line",
+        "pattern",
+        "inventory",
+        "engine",
+        "redacted",
+        "started",
+        "finished",
+        "interrupted",
+        "hosts",
+        "monitoring",
+    ):
         assert key in manifest, key
     assert manifest["schema"] == BUNDLE_SCHEMA
     assert manifest["incident"] == written.name
@@ -84,8 +151,18 @@ def test_manifest_fields(written: Path) -> None:
     assert "Connection timed out" in manifest["hosts"]["db1"]["error"]
     assert manifest["hosts"]["app1"]["roles"] == ["app"]
     env = manifest["hosts"]["app1"]["probes"]["env"]
-    assert set(env) >= {"command", "status", "rc", "started", "duration_s", "bytes", "truncated", "sha256", "path",
-                        "error"}
+    assert set(env) >= {
+        "command",
+        "status",
+        "rc",
+        "started",
+        "duration_s",
+        "bytes",
+        "truncated",
+        "sha256",
+        "path",
+        "error",
+    }
     data = (written / env["path"]).read_bytes()
     assert env["bytes"] == len(data) and env["sha256"] == hashlib.sha256(data).hexdigest()
     assert manifest["hosts"]["app1"]["probes"]["iostat"]["status"] == "not_found"
@@ -117,7 +194,9 @@ def test_redaction_counts_per_rule_and_file(written: Path) -> None:
     doc = json.loads((written / "redaction.json").read_text())
     assert doc["enabled"] is True
     assert doc["counts"]["known_secret"] == {"hosts/app1/journal.txt": 1, "manifest.json": 1}
-    assert sum(files.get("hosts/app1/env.txt", 0) for files in doc["counts"].values()) == 1  # rule names: redact.py
+    assert (
+        sum(files.get("hosts/app1/env.txt", 0) for files in doc["counts"].values()) == 1
+    )  # rule names: redact.py
     assert doc["counts"]["api_token"]["collector.log"] == 1
     assert doc["counts"]["url_password"]["monitoring/error_ratio.json"] == 1
     assert doc["total"] == sum(n for files in doc["counts"].values() for n in files.values())
@@ -125,13 +204,23 @@ def test_redaction_counts_per_rule_and_file(written: Path) -> None:
 
 
 def test_sha256sums_verifies_with_coreutils(written: Path) -> None:
-    done = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=written, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["sha256sum", "-c", "--strict", "SHA256SUMS"],
+        cwd=written,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     listed = [line.split("  ", 1)[1] for line in (written / "SHA256SUMS").read_text().splitlines()]
     assert "SHA256SUMS" not in listed and "manifest.json" in listed and len(listed) == 9
     (written / "hosts/app1/env.txt").write_bytes(b"tampered")
-    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=written,
-                          capture_output=True, check=False).returncode == 1
+    assert (
+        subprocess.run(
+            ["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=written, capture_output=True, check=False
+        ).returncode
+        == 1
+    )
     assert Bundle.open(written).verify() == ["hosts/app1/env.txt: checksum mismatch"]
 
 
@@ -147,8 +236,9 @@ def test_archive_is_byte_identical_when_written_twice(written: Path, tmp_path: P
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
-    assert names[0] == written.name and names == [written.name] + sorted(names[1:], key=lambda n: (
-        not members[names.index(n)].isdir(), n))
+    assert names[0] == written.name and names == [written.name] + sorted(
+        names[1:], key=lambda n: (not members[names.index(n)].isdir(), n)
+    )
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "root", "root")}
     assert {m.mtime for m in members} == {1795842000}
     assert {m.mode for m in members if m.isfile()} == {0o600}
@@ -193,8 +283,16 @@ def test_runs_started_in_the_same_second_in_two_processes_never_share_a_name(tmp
     )
     root = Path(__file__).resolve().parents[2]
     start = str(time.time() + 2.0)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), start], cwd=root, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), start],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     answers = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-300:] for _, err in answers]
     names = [name for out, _ in answers for name in out.split()]
@@ -248,7 +346,9 @@ def test_derived_files_are_redacted_and_sealed(written: Path) -> None:
     assert SECRET_PW not in findings and "derived-pw" not in findings
     # numbering continues after the collection's placeholders instead of reusing their numbers
     assert "password=«REDACTED:" in findings and "«REDACTED:known_secret:2»" in findings
-    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=written, check=False).returncode == 0
+    assert (
+        subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=written, check=False).returncode == 0
+    )
     with tarfile.open(archive) as tar:
         assert f"{written.name}/findings.json" in tar.getnames()
     counts = json.loads((written / "redaction.json").read_text())["counts"]
@@ -298,15 +398,19 @@ def test_truncated_output_is_never_silent(tmp_path: Path) -> None:
 
 def test_odd_names_stay_inside_the_bundle_and_apart(tmp_path: Path) -> None:
     run = _run()
-    run.hosts["app1"].probes += [_probe("app1", "../../etc/passwd", b"one"), _probe("app1", "etc/passwd", b"two")]
+    run.hosts["app1"].probes += [
+        _probe("app1", "../../etc/passwd", b"one"),
+        _probe("app1", "etc/passwd", b"two"),
+    ]
     bundle = Bundle.open(write_bundle(run, Settings(), out_dir=tmp_path))
     paths = {bundle.probe("app1", n)["path"] for n in ("../../etc/passwd", "etc/passwd")}  # type: ignore[index]
     assert len(paths) == 2 and all(p.startswith("hosts/app1/") and ".." not in p.split("/") for p in paths)
     assert bundle.read("app1", "../../etc/passwd") == b"one" and bundle.read("app1", "etc/passwd") == b"two"
 
 
-def test_a_disk_that_fails_the_manifest_keeps_the_evidence_in_place(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_disk_that_fails_the_manifest_keeps_the_evidence_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
 
     def full(self: bundle_mod.BundleWriter, run: RunResult, log_lines: object) -> None:

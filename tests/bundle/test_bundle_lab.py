@@ -1,4 +1,5 @@
 """Redaction on real lab evidence: the files where the lab seeds its secrets, read over SSH, bundled."""
+
 from __future__ import annotations
 
 import gzip
@@ -34,9 +35,19 @@ def _evidence(lab: Any) -> dict[str, HostResult]:
     hosts: dict[str, HostResult] = {}
     for (host, probe), command in EVIDENCE.items():
         done = lab.host(host).run(command)
-        result = ProbeResult(host, probe, command, "ok" if done.rc == 0 else "failed", done.rc, utcnow(), 0.1,
-                             done.stdout_bytes + done.stderr_bytes)
-        hosts.setdefault(host, HostResult(host, "ok", None, [], (host.rstrip("0123456789"),))).probes.append(result)
+        result = ProbeResult(
+            host,
+            probe,
+            command,
+            "ok" if done.rc == 0 else "failed",
+            done.rc,
+            utcnow(),
+            0.1,
+            done.stdout_bytes + done.stderr_bytes,
+        )
+        hosts.setdefault(host, HostResult(host, "ok", None, [], (host.rstrip("0123456789"),))).probes.append(
+            result
+        )
     return hosts
 
 
@@ -55,7 +66,9 @@ def test_seeded_lab_secrets_never_reach_the_archive(lab: Any, tmp_path: Path) ->
     for name, value in secrets.items():  # the evidence really holds them, or this test proves nothing
         assert value.encode() in raw, f"lab secret {name} not found in the raw evidence"
 
-    run = RunResult("", "lab", str(lab.inventory), "ssh", ["collect", "--hosts", "lab"], utcnow(), hosts=hosts)
+    run = RunResult(
+        "", "lab", str(lab.inventory), "ssh", ["collect", "--hosts", "lab"], utcnow(), hosts=hosts
+    )
     # Patterns alone (no known secrets): .env DSNs, the API token and requirepass must all go.
     folder = write_bundle(run, Settings(), out_dir=tmp_path / "patterns")
     blob = _archive_bytes(folder)
@@ -70,7 +83,9 @@ def test_seeded_lab_secrets_never_reach_the_archive(lab: Any, tmp_path: Path) ->
     assert "requirepass «REDACTED:" in (bundle.text("redis1", "redis_conf") or "")
     counts = json.loads((folder / "redaction.json").read_text())["counts"]
     assert counts["url_password"]["hosts/app1/env_file.txt"] == 2
-    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=folder, check=False).returncode == 0
+    assert (
+        subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=folder, check=False).returncode == 0
+    )
 
     # With the inventory's secret vars as known secrets, as collect passes them.
     inventory_secrets = secrets_from_vars(yaml.safe_load(Path(lab.inventory).read_text()))
@@ -85,9 +100,22 @@ ENV_FILE = "/opt/sergas/app/.env"
 
 def _collect_app(lab: Any, out: Path, key: Path) -> Path:
     proc = subprocess.run(
-        [sys.executable, "-c", COLLECT, "--hosts", lab.groups["app"][0], "-i", str(lab.inventory), "--out", str(out),
-         "--json"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "COLLECTOR_FINGERPRINT_KEY": str(key)},
+        [
+            sys.executable,
+            "-c",
+            COLLECT,
+            "--hosts",
+            lab.groups["app"][0],
+            "-i",
+            str(lab.inventory),
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLLECTOR_FINGERPRINT_KEY": str(key)},
         check=False,
     )
     assert proc.returncode in (0, 1), proc.stderr
@@ -101,7 +129,8 @@ def _settings(bundle: Path, host: str) -> dict[str, str]:
 
 @pytest.mark.lab
 def test_lab_app_env_keeps_keys_and_knobs_fingerprints_secrets_and_everything_is_private(
-        lab: Any, lab_lock: None, tmp_path: Path) -> None:
+    lab: Any, lab_lock: None, tmp_path: Path
+) -> None:
     host = lab.groups["app"][0]
     app = lab.host(host)
     original = app.file(ENV_FILE).content_string
@@ -116,7 +145,9 @@ def test_lab_app_env_keeps_keys_and_knobs_fingerprints_secrets_and_everything_is
     for secret in secrets:
         assert secret.encode() not in raw and secret.encode() not in archive
     values = _settings(first, host)
-    names = [line.split("=", 1)[0] for line in original.splitlines() if "=" in line and not line.startswith("#")]
+    names = [
+        line.split("=", 1)[0] for line in original.splitlines() if "=" in line and not line.startswith("#")
+    ]
     assert list(values) == names  # every key, in the file's order
     assert values["DATABASE_POOL_SIZE"] == "10" and values["CACHE_TTL"] == "60"  # the knobs, readable
     assert values["ZOHO_RATE_LIMIT"].isdigit() and values["PORT"].isdigit()
@@ -127,15 +158,19 @@ def test_lab_app_env_keeps_keys_and_knobs_fingerprints_secrets_and_everything_is
     # Change one value on the host (and put the file back exactly as it was: same inode, owner, mode).
     backup = "/root/.env.collector-test"
     try:
-        app.run_expect([0], f"cp -p {ENV_FILE} {backup} && "
-                            f"sed 's#^ZOHO_API_URL=.*#ZOHO_API_URL=http://127.0.0.1:8009#' {backup} > {ENV_FILE}")
+        app.run_expect(
+            [0],
+            f"cp -p {ENV_FILE} {backup} && "
+            f"sed 's#^ZOHO_API_URL=.*#ZOHO_API_URL=http://127.0.0.1:8009#' {backup} > {ENV_FILE}",
+        )
         changed = _settings(_collect_app(lab, tmp_path / "out", key), host)
     finally:
         app.run_expect([0], f"cat {backup} > {ENV_FILE} && rm -f {backup}")
     assert app.file(ENV_FILE).content_string == original
     assert changed["ZOHO_API_URL"] != values["ZOHO_API_URL"]
     assert {k: v for k, v in changed.items() if k != "ZOHO_API_URL"} == {
-        k: v for k, v in values.items() if k != "ZOHO_API_URL"}
+        k: v for k, v in values.items() if k != "ZOHO_API_URL"
+    }
 
     # Every folder and file of these lab collections is private.
     wrong = {}

@@ -1,5 +1,6 @@
 """Reading a bundle never leaves its folder (crafted manifest paths, planted symlinks), and actions.json
 updates are locked (two processes appending at once both keep their records)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ def _probe(host: str, name: str, output: bytes) -> ProbeResult:
 
 
 def _bundle(tmp_path: Path) -> Path:
-    app = HostResult("app1", "ok", None, [_probe("app1", "journal", b"quiet\n"), _probe("app1", "uptime", b"up\n")],
-                     ("app",))
+    app = HostResult(
+        "app1",
+        "ok",
+        None,
+        [_probe("app1", "journal", b"quiet\n"), _probe("app1", "uptime", b"up\n")],
+        ("app",),
+    )
     db = HostResult("db1", "ok", None, [_probe("db1", "journal", b"quiet\n")], ("db",))
     run = RunResult("", "prod", "inv", "ssh", [], STARTED, finished=STARTED, hosts={"app1": app, "db1": db})
     return write_bundle(run, Settings(), out_dir=tmp_path / "bundles")
@@ -86,8 +92,13 @@ def test_seal_report_and_triage_never_read_outside(crafted: tuple[Path, Path]) -
     folder, outside = crafted
     shadow = Path("/etc/shadow").read_bytes() if os.access("/etc/shadow", os.R_OK) else b"root:"
     for command in (["triage", str(folder)], ["report", str(folder)]):
-        proc = subprocess.run([sys.executable, "-c", COLLECTOR, *command], capture_output=True, text=True,
-                              timeout=120, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", COLLECTOR, *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert "Traceback" not in proc.stderr, proc.stderr
         assert MARKER not in proc.stdout + proc.stderr
     blob, names = _archive_blob(folder)
@@ -111,8 +122,16 @@ def test_concurrent_actions_writers_lose_no_record(tmp_path: Path) -> None:
         "print(notes)\n"
     )
     start = str(time.time() + 2.0)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(folder), str(w), start], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(5)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(folder), str(w), start],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(5)
+    ]
     answers = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0] * 5, [err[-300:] for _, err in answers]
     assert all(out.strip() == "[]" for out, _ in answers), answers
@@ -133,7 +152,9 @@ def test_a_planted_archive_link_is_never_posted_to_a_ticket(tmp_path: Path) -> N
         archive_files(folder)
 
 
-def test_apply_hands_its_record_to_the_bundle_and_seals_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_apply_hands_its_record_to_the_bundle_and_seals_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import collector.bundle as bundle_mod
     from collector.remediate.apply import _render_reports, write_actions
 
@@ -148,13 +169,27 @@ def test_apply_hands_its_record_to_the_bundle_and_seals_once(tmp_path: Path, mon
     monkeypatch.setattr(bundle_mod, "write_archive", counting)
     notes: list[str] = []
     record = ActionRecord(
-        action="restart", params={}, plan_id="p-1", plan_hash="h" * 64, requester="alice", requested=STARTED,
-        approver="bob", approved=STARTED, break_glass=None, applier="alice", applied_started=STARTED,
-        applied_finished=STARTED, hosts={"app1": {"status": "changed", "changed": True, "msg": ""}}, stopped=None,
-        verify={"passed": True, "checks": []}).to_dict()
+        action="restart",
+        params={},
+        plan_id="p-1",
+        plan_hash="h" * 64,
+        requester="alice",
+        requested=STARTED,
+        approver="bob",
+        approved=STARTED,
+        break_glass=None,
+        applier="alice",
+        applied_started=STARTED,
+        applied_finished=STARTED,
+        hosts={"app1": {"status": "changed", "changed": True, "msg": ""}},
+        stopped=None,
+        verify={"passed": True, "checks": []},
+    ).to_dict()
     assert write_actions(str(folder), record, notes) == str(folder / "actions.json")
     _render_reports(str(folder), notes)
     assert archives == [folder] and notes == [], notes  # actions.json, then the reports, then one seal
     _, names = _archive_blob(folder)
-    assert {f"{folder.name}/actions.json", f"{folder.name}/report.md", f"{folder.name}/TICKET.md"} <= set(names)
+    assert {f"{folder.name}/actions.json", f"{folder.name}/report.md", f"{folder.name}/TICKET.md"} <= set(
+        names
+    )
     assert Bundle.open(folder).verify() == []

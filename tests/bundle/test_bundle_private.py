@@ -1,5 +1,6 @@
 """Evidence is private: every folder and file a `collect` produces (and later steps add) is 0700/0600,
 or 0750/0640 with the team's group when `evidence_group` names one; never readable by other users."""
+
 from __future__ import annotations
 
 import grp
@@ -20,8 +21,14 @@ COLLECTOR = "import sys; from collector.cli import main; sys.argv[0] = 'collecto
 
 
 def _run(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def modes(root: Path) -> dict[str, tuple[int, int, str]]:
@@ -53,12 +60,23 @@ def test_every_file_of_a_collect_is_owner_only(tmp_path: Path, extra: list[str])
     assert bundle.name.endswith("UNREDACTED") == bool(extra)
     found = modes(out)
     # the folder, the evidence, the derived files of triage and report, the archive and its .sha256
-    for rel in (".", bundle.name, f"{bundle.name}/manifest.json", f"{bundle.name}/hosts/local/uptime.txt",
-                f"{bundle.name}/findings.json", f"{bundle.name}/report.html", f"{bundle.name}/TICKET.md",
-                f"{bundle.name}.tar.gz", f"{bundle.name}.tar.gz.sha256"):
+    for rel in (
+        ".",
+        bundle.name,
+        f"{bundle.name}/manifest.json",
+        f"{bundle.name}/hosts/local/uptime.txt",
+        f"{bundle.name}/findings.json",
+        f"{bundle.name}/report.html",
+        f"{bundle.name}/TICKET.md",
+        f"{bundle.name}.tar.gz",
+        f"{bundle.name}.tar.gz.sha256",
+    ):
         assert rel in found, rel
-    wrong = {rel: oct(mode) for rel, (mode, _, kind) in found.items()
-             if mode != {"dir": 0o700, "file": 0o600}.get(kind)}
+    wrong = {
+        rel: oct(mode)
+        for rel, (mode, _, kind) in found.items()
+        if mode != {"dir": 0o700, "file": 0o600}.get(kind)
+    }
     assert wrong == {}, wrong
     with tarfile.open(f"{bundle}.tar.gz") as tar:
         assert {m.mode for m in tar.getmembers()} == {0o700, 0o600}  # private once extracted, too
@@ -76,15 +94,26 @@ def test_a_team_group_gets_group_read_and_later_steps_keep_it(tmp_path: Path) ->
     assert report.returncode == 0, report.stderr
     assert (bundle / "report.md").is_file()
     found = modes(out)
-    wrong = {rel: (oct(mode), gid) for rel, (mode, gid, kind) in found.items()
-             if mode != {"dir": 0o750, "file": 0o640}.get(kind) or gid != team.gr_gid}
+    wrong = {
+        rel: (oct(mode), gid)
+        for rel, (mode, gid, kind) in found.items()
+        if mode != {"dir": 0o750, "file": 0o640}.get(kind) or gid != team.gr_gid
+    }
     assert wrong == {}, wrong
 
 
 def test_an_unknown_group_is_bad_input_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = _run(COLLECT, "--hosts", "local", "-i", LOCAL, "--out", str(out),
-                env={"COLLECTOR_EVIDENCE_GROUP": "no-such-group-xyz"})
+    proc = _run(
+        COLLECT,
+        "--hosts",
+        "local",
+        "-i",
+        LOCAL,
+        "--out",
+        str(out),
+        env={"COLLECTOR_EVIDENCE_GROUP": "no-such-group-xyz"},
+    )
     assert proc.returncode == 2 and "no-such-group-xyz" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not out.exists() or not any(out.iterdir())

@@ -1,4 +1,5 @@
 """.env captures: key names and operational values stay, every other value becomes a keyed fingerprint."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,15 @@ MIIEvQIBADANBgkqhkiG9w0BAQEFAASC
 -----END PRIVATE KEY-----"
 PORT=8000
 """
-SECRETS = ("Pw-1x9", "tok_live_abc123", "hunter2", "4821", "OldPw-77", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
-           "BEGIN PRIVATE KEY")
+SECRETS = (
+    "Pw-1x9",
+    "tok_live_abc123",
+    "hunter2",
+    "4821",
+    "OldPw-77",
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+    "BEGIN PRIVATE KEY",
+)
 
 
 def test_keys_stay_operational_values_stay_secrets_become_fingerprints() -> None:
@@ -42,9 +50,18 @@ def test_keys_stay_operational_values_stay_secrets_become_fingerprints() -> None
     for secret in SECRETS:
         assert secret not in text, secret
     lines = text.splitlines()
-    for kept in ("DATABASE_POOL_SIZE=10", 'export ZOHO_RATE_LIMIT=120', "LOG_LEVEL=info", "APP_VERSION=2.4.1",
-                 "FEATURE_NEW_CHECKOUT=true", "CACHE_TTL=60", "TOKEN_TTL=3600", "EMPTY=", "PORT=8000",
-                 "# sergas-app settings"):
+    for kept in (
+        "DATABASE_POOL_SIZE=10",
+        "export ZOHO_RATE_LIMIT=120",
+        "LOG_LEVEL=info",
+        "APP_VERSION=2.4.1",
+        "FEATURE_NEW_CHECKOUT=true",
+        "CACHE_TTL=60",
+        "TOKEN_TTL=3600",
+        "EMPTY=",
+        "PORT=8000",
+        "# sergas-app settings",
+    ):
         assert kept in lines, kept
     for name in ("DATABASE_URL", "ZOHO_API_TOKEN", "SESSION_SECRET", "ADMIN_PIN", "TLS_KEY"):
         line = next(ln for ln in lines if ln.startswith(f"{name}="))
@@ -66,12 +83,21 @@ def test_a_fingerprint_answers_did_it_change_and_needs_the_key() -> None:
     assert envfile.fingerprint(KEY, "A_PASSWORD", "same") != envfile.fingerprint(KEY, "B_PASSWORD", "same")
 
 
-@pytest.mark.parametrize("name, value, kept", [
-    ("DATABASE_POOL_SIZE", "25", True), ("HTTP_TIMEOUT_MS", "1500", True), ("NODE_ENV", "production", True),
-    ("MAX_UPLOAD_MB", "20", True), ("PASSWORD_MIN_LENGTH", "12", True), ("SECRET_LEVEL", "hunter2", False),
-    ("DATABASE_PASSWORD", "12345", False), ("ZOHO_RATE_LIMIT", "a very long sentence", False),
-    ("DATA_DIR", "/var/lib/sergas", False), ("LOG_LEVEL", "postgres://u:p@h", False),
-])
+@pytest.mark.parametrize(
+    "name, value, kept",
+    [
+        ("DATABASE_POOL_SIZE", "25", True),
+        ("HTTP_TIMEOUT_MS", "1500", True),
+        ("NODE_ENV", "production", True),
+        ("MAX_UPLOAD_MB", "20", True),
+        ("PASSWORD_MIN_LENGTH", "12", True),
+        ("SECRET_LEVEL", "hunter2", False),
+        ("DATABASE_PASSWORD", "12345", False),
+        ("ZOHO_RATE_LIMIT", "a very long sentence", False),
+        ("DATA_DIR", "/var/lib/sergas", False),
+        ("LOG_LEVEL", "postgres://u:p@h", False),
+    ],
+)
 def test_the_allow_list(name: str, value: str, kept: bool) -> None:
     assert envfile.is_operational(name, value) is kept
 
@@ -84,14 +110,31 @@ def test_the_controller_key_is_created_once_private(tmp_path: Path) -> None:
 
 
 def _run(env_text: bytes) -> RunResult:
-    probe = ProbeResult("app1", "app_config", "cat .env", "ok", 0, "2026-11-28T05:00:00.000Z", 0.1, env_text,
-                        bytes=len(env_text))
-    return RunResult("", "app", "inv", "ssh", [], "2026-11-28T05:00:00.000Z",
-                     hosts={"app1": HostResult("app1", "ok", None, [probe], ("app",))})
+    probe = ProbeResult(
+        "app1",
+        "app_config",
+        "cat .env",
+        "ok",
+        0,
+        "2026-11-28T05:00:00.000Z",
+        0.1,
+        env_text,
+        bytes=len(env_text),
+    )
+    return RunResult(
+        "",
+        "app",
+        "inv",
+        "ssh",
+        [],
+        "2026-11-28T05:00:00.000Z",
+        hosts={"app1": HostResult("app1", "ok", None, [probe], ("app",))},
+    )
 
 
-def test_the_shipped_catalogue_marks_app_config_and_the_bundle_filters_it(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shipped_catalogue_marks_app_config_and_the_bundle_filters_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLLECTOR_FINGERPRINT_KEY", str(tmp_path / "key"))
     from collector.config import load_settings
 
@@ -99,7 +142,10 @@ def test_the_shipped_catalogue_marks_app_config_and_the_bundle_filters_it(tmp_pa
     text = Bundle.open(folder).text("app1", "app_config") or ""
     assert "DATABASE_POOL_SIZE=10" in text and f"DATABASE_URL={envfile.FINGERPRINT_OPEN}" in text
     # the redaction that runs afterwards leaves the fingerprints of secret-named keys as they are
-    assert f"ZOHO_API_TOKEN={envfile.FINGERPRINT_OPEN}" in text and f"SESSION_SECRET={envfile.FINGERPRINT_OPEN}" in text
+    assert (
+        f"ZOHO_API_TOKEN={envfile.FINGERPRINT_OPEN}" in text
+        and f"SESSION_SECRET={envfile.FINGERPRINT_OPEN}" in text
+    )
     for secret in SECRETS:
         assert secret not in text
     doc = json.loads((folder / "redaction.json").read_text())["fingerprints"]

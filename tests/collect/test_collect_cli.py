@@ -25,7 +25,13 @@ CODE = "import sys; from collector.cli import collect_main; sys.argv[0] = 'colle
 def collect(*args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     code = CODE
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def manifest(bundle: str | Path) -> dict[str, Any]:
@@ -46,7 +52,9 @@ def test_collect_local_writes_a_verified_bundle(tmp_path: Path) -> None:
     assert probes["uptime"]["status"] == "ok" and probes["uptime"]["rc"] == 0
     assert b"load average" in (bundle / probes["uptime"]["path"]).read_bytes()
     assert probes["service_status"]["status"] == "skipped"  # no collector_service for `local`
-    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert (tmp_path / "INC-1.tar.gz").is_file() and (tmp_path / "INC-1.tar.gz.sha256").is_file()
 
@@ -105,9 +113,23 @@ def test_a_stop_signal_leaves_a_valid_bundle_marked_interrupted(tmp_path: Path, 
         f"  - {{name: slow, command: 'touch {started}; sleep 60', timeout_s: 90, description: hangs}}\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", CODE, "--hosts", "local", "-i", LOCAL, "--out", str(tmp_path / "out"), "--json",
-         "--catalogue", str(catalogue)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            CODE,
+            "--hosts",
+            "local",
+            "-i",
+            LOCAL,
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+            "--catalogue",
+            str(catalogue),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert wait_until(started.exists, 60, 0.05), "the slow probe never started"
     proc.send_signal(sig)
@@ -202,7 +224,9 @@ def test_ingest_of_a_folder_without_artifacts_exits_2(tmp_path: Path) -> None:
         [sys.executable, "-c", code, "ingest", str(tmp_path), "--out", str(tmp_path / "o")],
         capture_output=True,
         text=True,
-        timeout=60, check=False)
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2 and "no ansible-runner artifacts" in proc.stderr
     assert not (tmp_path / "o").exists()
 
@@ -221,7 +245,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_full_disk_keeps_what_was_written_and_says_what_is_missing(tmp_path: Path, small_disk: Path) -> None:
+def test_a_full_disk_keeps_what_was_written_and_says_what_is_missing(
+    tmp_path: Path, small_disk: Path
+) -> None:
     catalogue = tmp_path / "probes.yml"
     catalogue.write_text(
         "collector_probes:\n"
@@ -230,7 +256,9 @@ def test_a_full_disk_keeps_what_was_written_and_says_what_is_missing(tmp_path: P
         " description: does not fit}\n"
         "  - {name: c_after, command: echo after-the-big-one, timeout_s: 5, description: comes after}\n"
     )
-    proc = collect("--hosts", "local", "-i", LOCAL, "--out", str(small_disk), "--json", "--catalogue", str(catalogue))
+    proc = collect(
+        "--hosts", "local", "-i", LOCAL, "--out", str(small_disk), "--json", "--catalogue", str(catalogue)
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -245,7 +273,9 @@ def test_a_full_disk_keeps_what_was_written_and_says_what_is_missing(tmp_path: P
     assert (bundle / "hosts/local/a_small.txt").read_text() == "small-evidence-kept\n"
     assert m["hosts"]["local"]["probes"]["b_big"]["path"] is None
     assert m["hosts"]["local"]["probes"]["b_big"]["status"] == "ok"  # collected fine; only the disk failed
-    check = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        ["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "INCOMPLETE" in (bundle / "collector.log").read_text()
     assert not list(small_disk.glob(".*"))  # no hidden temporary left behind
@@ -269,12 +299,27 @@ def test_each_host_is_written_as_it_answers_and_kept_when_the_run_is_stopped(tmp
     )
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-c", CODE, "--hosts", "all", "-i", str(inventory), "--out", str(out), "--json",
-         "--catalogue", str(catalogue)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            CODE,
+            "--hosts",
+            "all",
+            "-i",
+            str(inventory),
+            "--out",
+            str(out),
+            "--json",
+            "--catalogue",
+            str(catalogue),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    written = wait_until(lambda: list(out.glob(".*.tmp/hosts/fast/quick.txt")) if started.exists() else [],
-                         60, 0.05)
+    written = wait_until(
+        lambda: list(out.glob(".*.tmp/hosts/fast/quick.txt")) if started.exists() else [], 60, 0.05
+    )
     assert written, "the fast host's evidence was not on disk while the slow host was still running"
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
@@ -284,8 +329,12 @@ def test_each_host_is_written_as_it_answers_and_kept_when_the_run_is_stopped(tmp
     assert m["interrupted"] is True
     assert m["hosts"]["fast"]["status"] == "ok" and m["hosts"]["slow"]["status"] == "failed"
     assert (bundle / "hosts/fast/quick.txt").read_text() == "quick-done\n"
-    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True,
-                          check=False).returncode == 0
+    assert (
+        subprocess.run(
+            ["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, check=False
+        ).returncode
+        == 0
+    )
 
 
 def test_a_dropped_terminal_still_leaves_the_bundle(tmp_path: Path) -> None:
@@ -307,9 +356,23 @@ def test_a_dropped_terminal_still_leaves_the_bundle(tmp_path: Path) -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     proc = subprocess.Popen(
-        [sys.executable, "-c", CODE, "--hosts", "local", "-i", LOCAL, "--out", str(out), "--catalogue",
-         str(catalogue)],
-        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        [
+            sys.executable,
+            "-c",
+            CODE,
+            "--hosts",
+            "local",
+            "-i",
+            LOCAL,
+            "--out",
+            str(out),
+            "--catalogue",
+            str(catalogue),
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
         preexec_fn=controlling_terminal,  # noqa: PLW1509 - the only way to give the child a controlling tty
     )
     os.close(slave)

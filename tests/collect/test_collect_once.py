@@ -1,5 +1,6 @@
 """Each step does its own work once: a `collect` writes its bundle's archive exactly once, at the end, and
 the after-steps (triage, report) hand over to that one seal instead of sealing themselves."""
+
 from __future__ import annotations
 
 import tarfile
@@ -14,8 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 LOCAL = str(REPO / "inventory" / "local.yml")
 
 
-def test_collect_writes_the_archive_once_with_the_derived_files_in_it(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_collect_writes_the_archive_once_with_the_derived_files_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     written: list[Path] = []
     real = bundle_mod.write_archive
 
@@ -29,5 +31,10 @@ def test_collect_writes_the_archive_once_with_the_derived_files_in_it(tmp_path: 
     assert written == [outcome.bundle]
     with tarfile.open(f"{outcome.bundle}.tar.gz") as tar:
         names = {Path(n).name for n in tar.getnames()}
-    assert {"findings.json", "report.html", "TICKET.md", "manifest.json"} <= names  # sealed after triage/report
+    assert {
+        "findings.json",
+        "report.html",
+        "TICKET.md",
+        "manifest.json",
+    } <= names  # sealed after triage/report
     assert bundle_mod.Bundle.open(outcome.bundle).verify() == []

@@ -1,5 +1,6 @@
 """collect hands triage's verdict on as the typed `Findings` (issue 12, point 1): the CLI's headline and
 --json read its fields, not a dict whatever its shape, and it is the same value findings.json holds."""
+
 from __future__ import annotations
 
 import json

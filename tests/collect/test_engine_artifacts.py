@@ -31,10 +31,19 @@ def test_the_engine_removes_its_artifacts_with_the_secrets_they_carry(
 ) -> None:
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(
-        yaml.safe_dump({"all": {"hosts": {"here": {"ansible_connection": "local", "collector_api_token": SECRET}}}})
+        yaml.safe_dump(
+            {"all": {"hosts": {"here": {"ansible_connection": "local", "collector_api_token": SECRET}}}}
+        )
     )
     # An app that prints its own secret (as app1's .env capture does): the output is evidence until redacted.
-    probes = [{"name": "leaky", "roles": ["all"], "command": 'printf "%s" "$T"', "env": {"T": "collector_api_token"}}]
+    probes = [
+        {
+            "name": "leaky",
+            "roles": ["all"],
+            "command": 'printf "%s" "$T"',
+            "env": {"T": "collector_api_token"},
+        }
+    ]
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -52,7 +61,9 @@ def test_the_engine_removes_its_artifacts_with_the_secrets_they_carry(
     encoded = base64.b64encode(SECRET.encode()).decode()
     # The leak this guards: ansible-runner's events do hold the output (so they must not outlive the run).
     assert any(encoded in json.dumps(event) for event in seen)
-    assert during and all(name.startswith("collector-ansible-") for name in during), during  # the events were there
+    assert during and all(name.startswith("collector-ansible-") for name in during), (
+        during
+    )  # the events were there
     assert run.artifacts_dir is None
     left = list(scratch.rglob("*"))
     assert left == [], left
@@ -72,19 +83,39 @@ def test_a_stopped_ansible_collect_stops_ansible_and_leaves_no_artifacts(tmp_pat
     scratch.mkdir()
     env = dict(os.environ, TMPDIR=str(scratch), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     proc = subprocess.Popen(
-        [sys.executable, "-c", CODE, "--engine", "ansible", "--hosts", "local", "-i", str(REPO / "inventory/local.yml"),
-         "--out", str(tmp_path / "out"), "--json", "--catalogue", str(catalogue)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-c",
+            CODE,
+            "--engine",
+            "ansible",
+            "--hosts",
+            "local",
+            "-i",
+            str(REPO / "inventory/local.yml"),
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+            "--catalogue",
+            str(catalogue),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert wait_until(started.exists, 90, 0.05), "the slow probe never started"
     assert any(p.name.startswith("collector-ansible-") for p in scratch.iterdir())
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 1 and json.loads(stdout)["interrupted"] is True, stderr[-1000:]
+
     # ansible-runner's cancel kills ansible-playbook's process group; a worker in its own session finishes the
     # module it runs (bounded by the probe's timeout) and goes. Nothing of the run is left to write artifacts.
     def ansible_gone() -> bool:
-        found = subprocess.run(["pgrep", "-f", f"ansible-playbook .*{scratch}"], capture_output=True, check=False)
+        found = subprocess.run(
+            ["pgrep", "-f", f"ansible-playbook .*{scratch}"], capture_output=True, check=False
+        )
         return not found.stdout.split()
 
     assert wait_until(ansible_gone, 60, 0.2), "ansible-playbook still runs long after collect stopped"

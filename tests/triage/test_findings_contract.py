@@ -1,5 +1,6 @@
 """The findings contract (collector.core): typed values with one from_dict/to_dict, a versioned schema,
 one severity scale, and triage as the one place that computes key figures."""
+
 from __future__ import annotations
 
 import ast
@@ -33,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _oom_bundle(tmp_path: Path) -> Path:
     probes = healthy()
     probes["app1"]["oom_events"] = (
-        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1000kB\n")
+        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1000kB\n"
+    )
     probes["db1"]["pg_blocking_locks"] = {"output": "", "status": "timeout", "rc": 124}
     return make_bundle(tmp_path, probes)
 
@@ -41,7 +43,9 @@ def _oom_bundle(tmp_path: Path) -> Path:
 def test_findings_round_trip_through_findings_json(tmp_path: Path) -> None:
     findings = triage_bundle(_oom_bundle(tmp_path))
     assert isinstance(findings, Findings) and all(isinstance(f, Finding) for f in findings.findings)
-    assert [f.rule for f in findings.findings] == ["oom-kill"] and findings.unknown[0].rule == "lock-contention"
+    assert [f.rule for f in findings.findings] == ["oom-kill"] and findings.unknown[
+        0
+    ].rule == "lock-contention"
     raw = json.loads((tmp_path / "inc-test" / FINDINGS_FILE).read_text())
     assert raw == findings.to_dict() and raw["schema"] == FINDINGS_SCHEMA
     # rule states are pairs: as a map, `"auth-failures": "passed"` was scrubbed as a secret assignment
@@ -54,18 +58,25 @@ def test_findings_round_trip_through_findings_json(tmp_path: Path) -> None:
 def test_another_schema_is_a_clear_usage_error(tmp_path: Path) -> None:
     raw = triage_bundle(_oom_bundle(tmp_path)).to_dict()
     raw["schema"] = "incident-collector/findings/v1"
-    with pytest.raises(UsageError, match=r"schema 'incident-collector/findings/v1'.*findings/v3.*collector triage"):
+    with pytest.raises(
+        UsageError, match=r"schema 'incident-collector/findings/v1'.*findings/v3.*collector triage"
+    ):
         Findings.from_dict(raw)
 
 
-@pytest.mark.parametrize("path, message", [
-    (("questions",), "required field 'questions' is missing"),
-    (("findings", 0, "severity"), "finding oom-kill: required field 'severity' is missing"),
-    (("findings", 0, "evidence", 0, "excerpt"), "evidence: required field 'excerpt' is missing"),
-    (("security", "suspected"), "security: required field 'suspected' is missing"),
-    (("figures", "error_ratio"), "figures: required field 'error_ratio' is missing"),
-])
-def test_a_missing_field_is_named_not_defaulted(tmp_path: Path, path: tuple[object, ...], message: str) -> None:
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        (("questions",), "required field 'questions' is missing"),
+        (("findings", 0, "severity"), "finding oom-kill: required field 'severity' is missing"),
+        (("findings", 0, "evidence", 0, "excerpt"), "evidence: required field 'excerpt' is missing"),
+        (("security", "suspected"), "security: required field 'suspected' is missing"),
+        (("figures", "error_ratio"), "figures: required field 'error_ratio' is missing"),
+    ],
+)
+def test_a_missing_field_is_named_not_defaulted(
+    tmp_path: Path, path: tuple[object, ...], message: str
+) -> None:
     raw = triage_bundle(_oom_bundle(tmp_path)).to_dict()
     node = raw
     for key in path[:-1]:
@@ -115,7 +126,8 @@ def test_key_figures_are_stored_and_read_back_not_recomputed(tmp_path: Path) -> 
 def _imports(module: Path) -> set[str]:
     tree = ast.parse(module.read_text())
     return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
-        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
 
 
 def test_no_import_cycle_between_the_engine_and_the_measures() -> None:
@@ -136,11 +148,22 @@ def test_incident_summary_is_what_the_report_and_ticket_say_first(tmp_path: Path
     summary = IncidentSummary.of("inc-test", findings)
     # an OOM kill in the window with no live sign now: recovered, at most P3, still named first
     assert (summary.severity, summary.headline, summary.hosts_affected) == (
-        "P3", "The kernel killed a process of the app for lack of memory", ("app1",))
-    assert summary.impact.startswith("minor issues; 0 of 3 hosts") and summary.security is None and summary.triaged
+        "P3",
+        "The kernel killed a process of the app for lack of memory",
+        ("app1",),
+    )
+    assert (
+        summary.impact.startswith("minor issues; 0 of 3 hosts")
+        and summary.security is None
+        and summary.triaged
+    )
     assert IncidentSummary.from_dict(summary.to_dict()) == summary
     untriaged = IncidentSummary.of("inc-test", None)
-    assert untriaged.severity == "unknown" and not untriaged.triaged and untriaged.headline == "Incident inc-test"
+    assert (
+        untriaged.severity == "unknown"
+        and not untriaged.triaged
+        and untriaged.headline == "Incident inc-test"
+    )
 
 
 def test_the_runbooks_response_times_live_with_the_scale() -> None:

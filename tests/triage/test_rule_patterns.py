@@ -1,5 +1,6 @@
 """One definition of each evidence pattern (issue 12, point 2): a rule names triage.patterns' line by
 `@name`, so the error-storm rule counts the same error lines the report's timeline takes its first from."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Every probe is read: CPU (top), I/O (iostat), load against cores (uptime), database size and growth,
 5xx by endpoint, and the runbook's circuit breaker from Prometheus."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ sda               0.00     3.00    1.00  250.00     4.00  9000.00    71.7    12.
 """
 
 
-def _triage(tmp_path: Path, probes: dict[str, Any], monitoring: dict[str, Any] | None = None) -> dict[str, Any]:
+def _triage(
+    tmp_path: Path, probes: dict[str, Any], monitoring: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return triage_bundle(make_bundle(tmp_path, probes, monitoring), seal=False).to_dict()
 
 
@@ -92,8 +95,11 @@ def test_database_size_and_growth_against_the_previous_bundle_of_the_same_hosts(
     first = make_bundle(tmp_path, healthy())
     assert triage_bundle(first, seal=False).figures.pg_db_growth_bytes == {"db1": None}  # nothing to compare
     probes = healthy()
-    probes["db1"]["pg_db_size"] = "datname|bytes|size\nsergas|209715200|200 MB\npostgres|7500000|7324 kB\n(2 rows)\n"
+    probes["db1"]["pg_db_size"] = (
+        "datname|bytes|size\nsergas|209715200|200 MB\npostgres|7500000|7324 kB\n(2 rows)\n"
+    )
     import triage_synth
+
     later = triage_synth.STARTED
     triage_synth.STARTED = "2026-11-28T07:00:00.000Z"
     try:
@@ -110,11 +116,14 @@ def test_the_circuit_breaker_from_prometheus_joins_the_rate_limiting_finding(tmp
     probes = healthy()
     probes["app1"]["service_journal"] = "".join(
         f"2026-11-28T05:59:{i:02d}+0000 app1 sergas-app[1]: WARNING: zoho upstream status=429 rate limit exceeded\n"
-        for i in range(5))
+        for i in range(5)
+    )
     probes["app1"]["circuit_breaker"] = {"output": "", "status": "failed", "rc": 7}
     probes["app1"]["app_metrics"] = {"output": "", "status": "failed", "rc": 7}
     monitoring = healthy_monitoring()
-    monitoring["circuit_breaker_state"] = json.dumps({"kind": "instant", "value": 1.0, "result": [], "error": None})
+    monitoring["circuit_breaker_state"] = json.dumps(
+        {"kind": "instant", "value": 1.0, "result": [], "error": None}
+    )
     doc = _triage(tmp_path, probes, monitoring)
     by = findings_by_rule(doc)
     (breaker,) = by["zoho-breaker-open"]

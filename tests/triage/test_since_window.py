@@ -3,6 +3,7 @@
 A windowed rule is one whose measure calls window_start: found by reading the measures, so a new
 windowed measure is tested here without editing this file.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -16,8 +17,10 @@ from collector.triage.engine import Rule, load_rules
 from collector.triage.measures import MEASURES
 
 # The synthetic run started at 06:00:00Z (triage_synth.STARTED): a kill at 05:57:10 and one at 04:00:00.
-KILLS = ("[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) vm:1kB\n"
-         "[Sat Nov 28 04:00:00 2026] Memory cgroup out of memory: Killed process 17 (old) total-vm:1kB\n")
+KILLS = (
+    "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) vm:1kB\n"
+    "[Sat Nov 28 04:00:00 2026] Memory cgroup out of memory: Killed process 17 (old) total-vm:1kB\n"
+)
 
 
 def windowed_rules() -> list[Rule]:
@@ -31,17 +34,21 @@ def _host_for(rule: Rule) -> str:
 
 
 @pytest.mark.parametrize("rule", windowed_rules(), ids=lambda r: r.id)
-@pytest.mark.parametrize("since, kills", [
-    ("10m", 1),                          # a duration: 05:50 onwards
-    ("2026-11-28T05:50:00Z", 1),          # the same window as an ISO time
-    ("2026-11-28T06:50:00+01:00", 1),     # ... with an offset
-    ("2026-11-28T05:50", 1),              # ... naive (UTC)
-    ("3h", 2),                            # both kills
-    ("2026-11-28T03:00:00Z", 2),
-])
+@pytest.mark.parametrize(
+    "since, kills",
+    [
+        ("10m", 1),  # a duration: 05:50 onwards
+        ("2026-11-28T05:50:00Z", 1),  # the same window as an ISO time
+        ("2026-11-28T06:50:00+01:00", 1),  # ... with an offset
+        ("2026-11-28T05:50", 1),  # ... naive (UTC)
+        ("3h", 2),  # both kills
+        ("2026-11-28T03:00:00Z", 2),
+    ],
+)
 @pytest.mark.parametrize("in_argv", [True, False], ids=["argv", "manifest"])
-def test_an_iso_since_bounds_the_window_like_a_duration(rule: Rule, since: str, kills: int, in_argv: bool,
-                                                        tmp_path: Path) -> None:
+def test_an_iso_since_bounds_the_window_like_a_duration(
+    rule: Rule, since: str, kills: int, in_argv: bool, tmp_path: Path
+) -> None:
     host = _host_for(rule)
     probes = healthy()
     probes[host][str(rule.args.get("probe") or rule.probes[0])] = KILLS

@@ -1,4 +1,5 @@
 """`collector triage BUNDLE [--json]`: the printed verdict, and bad input → one line, exit 2."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,11 @@ from collector.core import FINDINGS_SCHEMA
 
 def _app_down_bundle(tmp_path: Path) -> Path:
     probes = healthy()
-    probes["app1"]["app_health"] = {"output": "curl: (7) Failed to connect to 127.0.0.1 port 8000: Connection refused\n"
-                                              "HTTP 000 0.000s\n", "status": "failed", "rc": 7}
+    probes["app1"]["app_health"] = {
+        "output": "curl: (7) Failed to connect to 127.0.0.1 port 8000: Connection refused\nHTTP 000 0.000s\n",
+        "status": "failed",
+        "rc": 7,
+    }
     return make_bundle(tmp_path, probes)
 
 
@@ -24,7 +28,12 @@ def test_prints_severity_answers_evidence_and_a_ready_command(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     out = result.output
     assert out.startswith("severity P0")
-    for question in ("How many users/hosts affected", "Is data at risk", "Down or degraded: down", "Security incident: no sign"):
+    for question in (
+        "How many users/hosts affected",
+        "Is data at risk",
+        "Down or degraded: down",
+        "Security incident: no sign",
+    ):
         assert question in out
     assert "P0 app-down [app1]" in out
     assert 'evidence hosts/app1/app_health.txt:1  "curl: (7) Failed to connect' in out
@@ -72,7 +81,9 @@ def test_unknown_rules_are_listed_with_their_reason(tmp_path: Path) -> None:
 def test_one_unreachable_host_is_one_unknown_line_naming_every_rule(tmp_path: Path) -> None:
     probes = healthy()
     del probes["redis1"]
-    bundle = make_bundle(tmp_path, probes, unreachable={"redis1": "ssh: connect to host redis1 port 22: No route to host"})
+    bundle = make_bundle(
+        tmp_path, probes, unreachable={"redis1": "ssh: connect to host redis1 port 22: No route to host"}
+    )
     result = CliRunner().invoke(main, ["triage", str(bundle)])
     lines = [ln for ln in result.output.splitlines() if "host redis1 is unreachable" in ln]
     assert len(lines) == 1 and "redis-down" in lines[0] and "disk-full" in lines[0]

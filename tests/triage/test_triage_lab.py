@@ -1,5 +1,6 @@
 """Triage against real bundles from the lab: each `lab break` fault yields its finding and severity,
 and the healed lab yields no finding above P3. Holds the lab lock while a fault is in."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,18 +37,25 @@ def _rank(severity: str) -> int:
 
 def _triage_lab(tmp_path: Path, lab: Any, since: str | None = "2m") -> dict[str, Any]:
     """Collect the whole lab (the real collect API, ssh engine; since None: the default window) and triage."""
-    outcome = collect("lab", inventory=str(lab.inventory), since=since, out_dir=str(tmp_path / "bundles"), after=False)
+    outcome = collect(
+        "lab", inventory=str(lab.inventory), since=since, out_dir=str(tmp_path / "bundles"), after=False
+    )
     assert outcome.bundle is not None
     findings = triage_bundle(outcome.bundle, seal=False)
     report.render_reports(outcome.bundle, ["md"])
-    assert read_findings(Bundle.open(outcome.bundle)) == findings  # findings.json reads back as what triage returned
+    assert (
+        read_findings(Bundle.open(outcome.bundle)) == findings
+    )  # findings.json reads back as what triage returned
     return findings.to_dict() | {"rules": findings.rules}
 
 
 def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0, orders_only: bool = False) -> dict[int, int]:
     """Bounded traffic at the app on its bridge address (the demo's driver: orders of random customers, customers)."""
     from collector_lab.demo import drive_traffic
-    return drive_traffic(f"http://{lab.ips[lab.groups['app'][0]]}:8000", seconds, rps, orders_only=orders_only)
+
+    return drive_traffic(
+        f"http://{lab.ips[lab.groups['app'][0]]}:8000", seconds, rps, orders_only=orders_only
+    )
 
 
 def _until_orders_answer(lab: Any, timeout_s: float = 60.0) -> None:
@@ -73,8 +81,9 @@ def _traffic(lab: Any, rps: float = 10.0, orders_only: bool = False) -> Iterator
         worker.join(timeout=30)
 
 
-def _triage_until_fired(tmp_path: Path, lab: Any, rules: Iterable[str], timeout_s: float = DEVELOP_S,
-                        since: str = "2m") -> dict[str, Any]:
+def _triage_until_fired(
+    tmp_path: Path, lab: Any, rules: Iterable[str], timeout_s: float = DEVELOP_S, since: str = "2m"
+) -> dict[str, Any]:
     """Collect and triage the lab until every one of `rules` fires (the fault has developed), or time is up:
     then the last triage, for the assertions to show what was found instead."""
     wanted, tries, last = set(rules), iter(range(1_000)), {}
@@ -89,8 +98,9 @@ def _triage_until_fired(tmp_path: Path, lab: Any, rules: Iterable[str], timeout_
 
 def _alerts(lab: Any) -> list[str]:
     try:
-        with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/alerts?active=true&silenced=false&inhibited=false",
-                                    timeout=5) as response:
+        with urllib.request.urlopen(
+            f"{lab.alertmanager_url}/api/v2/alerts?active=true&silenced=false&inhibited=false", timeout=5
+        ) as response:
             return [a["labels"].get("alertname", "?") for a in json.loads(response.read())]
     except (OSError, ValueError):
         return []
@@ -117,6 +127,7 @@ def _quiet(lab: Any) -> bool:
 def _heal_leftovers() -> None:
     """Heal faults some earlier run left in; one that will not heal is left (its findings only add to ours)."""
     from collector_lab import faults
+
     for name, active in faults.active_faults().items():
         if active:
             try:
@@ -142,7 +153,14 @@ def test_healed_lab_has_no_finding_above_p3(lab: Any, lab_lock: None, tmp_path: 
     assert doc["severity"] in ("none", "P3")
     assert doc["questions"]["down_or_degraded"]["answer"] in ("healthy", "minor issues")
     assert doc["security"]["suspected"] is False
-    for rule in ("app-down", "database-down", "redis-down", "pg-connections-near-max", "disk-full", "host-unreachable"):
+    for rule in (
+        "app-down",
+        "database-down",
+        "redis-down",
+        "pg-connections-near-max",
+        "disk-full",
+        "host-unreachable",
+    ):
         assert doc["rules"][rule] == "passed", (rule, doc["unknown"])
     figures = doc["figures"]
     assert figures["pg_max_connections"] and all(v and v > 0 for v in figures["pg_max_connections"].values())
@@ -158,7 +176,11 @@ CASES: dict[str, tuple[dict[str, str], str, bool]] = {
     "pool-exhausted": ({"pg-connections-near-max": "P1", "too-many-connections-logged": "P1"}, "P1", True),
     "lock-contention": ({"lock-contention": "P2"}, "P2", True),
     # the 429 lines are history: the open breaker (live) is what makes them P2 now
-    "rate-limited": ({"rate-limited": "P2", "circuit-breaker-open": "P2", "zoho-breaker-open": "P2"}, "P2", False),
+    "rate-limited": (
+        {"rate-limited": "P2", "circuit-breaker-open": "P2", "zoho-breaker-open": "P2"},
+        "P2",
+        False,
+    ),
     # the logged 5xx are history: Prometheus's live 5xx ratio is what makes them P1 now
     "error-storm": ({"error-storm": "P2", "access-log-5xx-ratio": "P1", "high-5xx-ratio": "P1"}, "P1", False),
     # the export job was killed and is gone: an OOM kill in the window with nothing live is recovered, P3
@@ -177,7 +199,9 @@ def test_fault_yields_its_finding(fault: str, lab: Any, lab_lock: None, tmp_path
 
     expected, least, traffic = CASES[fault]
     _heal_leftovers()
-    _until_orders_answer(lab)  # a previous fault's aftermath (e.g. connections still held) must not mask this one
+    _until_orders_answer(
+        lab
+    )  # a previous fault's aftermath (e.g. connections still held) must not mask this one
     faults.break_fault(fault)
     try:
         if traffic:
@@ -206,14 +230,24 @@ def test_slow_queries_fault_and_a_query_over_5s(lab: Any, lab_lock: None, tmp_pa
     _heal_leftovers()
     faults.break_fault("slow-queries")
     report = subprocess.Popen(  # a real long query on the real database, ends by itself
-        ["ssh", "-F", str(lab.ssh_config), db, "runuser -u postgres -- psql -X -q -d sergas -c 'SELECT pg_sleep(15)'"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "ssh",
+            "-F",
+            str(lab.ssh_config),
+            db,
+            "runuser -u postgres -- psql -X -q -d sergas -c 'SELECT pg_sleep(15)'",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     psql = "runuser -u postgres -- psql -X -At -d sergas -c"
-    over_5s = ("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(15)%' "
-               "AND now() - query_start > interval '5 seconds'")
+    over_5s = (
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(15)%' "
+        "AND now() - query_start > interval '5 seconds'"
+    )
 
     def ran_5s() -> bool:
-        return str(lab.host(db).run(f"{psql} \"{over_5s}\"").stdout).strip() == "1"
+        return str(lab.host(db).run(f'{psql} "{over_5s}"').stdout).strip() == "1"
 
     try:
         with _traffic(lab, 15.0, orders_only=True):
@@ -235,7 +269,9 @@ def test_slow_queries_fault_and_a_query_over_5s(lab: Any, lab_lock: None, tmp_pa
 
 
 @pytest.mark.destructive
-def test_bad_deploy_names_the_release_and_the_rollback_first(lab: Any, lab_lock: None, tmp_path: Path) -> None:
+def test_bad_deploy_names_the_release_and_the_rollback_first(
+    lab: Any, lab_lock: None, tmp_path: Path
+) -> None:
     from collector_lab import faults
 
     _heal_leftovers()
@@ -249,7 +285,10 @@ def test_bad_deploy_names_the_release_and_the_rollback_first(lab: Any, lab_lock:
         faults.heal_fault("bad-deploy")
     first = doc["findings"][0]
     assert first["rule"] == "deploy-before-errors", _summary(doc)
-    assert first["title"].startswith("Release v1.1.0 deployed at ") and "min before the errors began" in first["title"]
+    assert (
+        first["title"].startswith("Release v1.1.0 deployed at ")
+        and "min before the errors began" in first["title"]
+    )
     assert first["severity"] == "P1" and first["basis"] == "live"
     assert "the app reports 1.1.0" in first["message"] and "previous release v1.0.0" in first["message"]
     assert first["mitigation"]["action"] == "rollback" and first["mitigation"]["params"] == {"tag": "v1.0.0"}
@@ -257,8 +296,9 @@ def test_bad_deploy_names_the_release_and_the_rollback_first(lab: Any, lab_lock:
 
 
 @pytest.mark.destructive
-def test_faults_healed_one_after_another_leave_at_most_a_recovered_p3(lab: Any, lab_lock: None,
-                                                                      tmp_path: Path) -> None:
+def test_faults_healed_one_after_another_leave_at_most_a_recovered_p3(
+    lab: Any, lab_lock: None, tmp_path: Path
+) -> None:
     """oom, pool-exhausted and rate-limited broken and healed in a row: once the live state is quiet, the
     default window still holds their log lines; they are history (recovered, P3) and the report says so."""
     from collector_lab import faults
@@ -311,8 +351,9 @@ def _until_prometheus(lab: Any, expr: str, above: float, timeout_s: float = 180.
 
 
 @pytest.mark.destructive
-def test_prometheus_measures_a_5xx_ratio_over_10_percent_and_triage_fires_on_it(lab: Any, lab_lock: None,
-                                                                                 tmp_path: Path) -> None:
+def test_prometheus_measures_a_5xx_ratio_over_10_percent_and_triage_fires_on_it(
+    lab: Any, lab_lock: None, tmp_path: Path
+) -> None:
     from collector_lab import faults
 
     _heal_leftovers()
@@ -327,12 +368,19 @@ def test_prometheus_measures_a_5xx_ratio_over_10_percent_and_triage_fires_on_it(
     assert "high-5xx-ratio" in fired, _summary(doc)
     high = fired["high-5xx-ratio"]
     assert high["severity"] == "P1" and high["basis"] == "live" and high["hosts"] == ["monitoring"]
-    assert high["evidence"][0]["probe"] == "error_ratio" and high["evidence"][0]["path"].startswith("monitoring/")
-    assert doc["figures"]["error_ratio"] is not None and doc["figures"]["error_ratio"] > 0.10, (measured, doc["figures"])
+    assert high["evidence"][0]["probe"] == "error_ratio" and high["evidence"][0]["path"].startswith(
+        "monitoring/"
+    )
+    assert doc["figures"]["error_ratio"] is not None and doc["figures"]["error_ratio"] > 0.10, (
+        measured,
+        doc["figures"],
+    )
 
 
 @pytest.mark.destructive
-def test_prometheus_measures_a_p95_over_200ms_and_triage_fires_on_it(lab: Any, lab_lock: None, tmp_path: Path) -> None:
+def test_prometheus_measures_a_p95_over_200ms_and_triage_fires_on_it(
+    lab: Any, lab_lock: None, tmp_path: Path
+) -> None:
     """A migration's lock makes every customers request wait for the statement timeout: Prometheus's own p95
     over real traffic crosses 200 ms (and 2 s: the severe twin then speaks for the 200 ms check). The lab's
     slow-queries fault does not do it here: its order lookups stay at 25-35 ms p95 even at 40 requests/s."""

@@ -3,6 +3,7 @@
 `healthy()` returns probe outputs shaped like the catalogue's commands on a healthy lab; tests
 change one output to stage a fault, then `make_bundle` writes it with the real bundle writer.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,7 +51,9 @@ _DEPLOY_GOOD = """1a2b3c4 2026-11-28T04:00:00+00:00 Lab (HEAD, tag: v1.0.0, main
 v1.0.0
 """
 
-_HEALTHY_JSON = json.dumps({"status": "healthy", "checks": {"database": {"status": "ok"}, "redis": {"status": "ok"}}})
+_HEALTHY_JSON = json.dumps(
+    {"status": "healthy", "checks": {"database": {"status": "ok"}, "redis": {"status": "ok"}}}
+)
 
 
 _TOP = """top - 06:00:00 up  1:00,  0 users,  load average: 0.10, 0.12, 0.09
@@ -79,8 +82,11 @@ def _journal(lines: list[str]) -> str:
 
 def access_lines(n: int, status: int = 200, start_min: int = 55, path: str = "/api/orders") -> list[str]:
     """`n` access lines of the app's journal (short-iso), one per second from 05:<start_min>."""
-    return [f"2026-11-28T05:{start_min + i // 60:02d}:{i % 60:02d}+0000 app1 sergas-app[123]: "
-            f"INFO: path={path} method=GET status={status} duration_ms=12" for i in range(n)]
+    return [
+        f"2026-11-28T05:{start_min + i // 60:02d}:{i % 60:02d}+0000 app1 sergas-app[123]: "
+        f"INFO: path={path} method=GET status={status} duration_ms=12"
+        for i in range(n)
+    ]
 
 
 def healthy() -> dict[str, dict[str, Spec]]:
@@ -110,10 +116,10 @@ def healthy() -> dict[str, dict[str, Spec]]:
         "service_journal": "",
         "deploy_log": {"output": "", "status": "skipped", "rc": None, "error": "no collector_deploy_dir"},
         "pg_connections": "state|connections|max_connections\nidle|5|100\nactive|1|100\n(2 rows)\n"
-                          "total|max_connections|used_pct\n6|100|6.0\n(1 row)\n",
+        "total|max_connections|used_pct\n6|100|6.0\n(1 row)\n",
         "pg_long_queries": "pid|usename|datname|state|wait_event_type|wait_event|running_s|query\n(0 rows)\n",
         "pg_blocking_locks": "blocked_pid|blocked_user|blocked_s|blocking_pids|blocked_query|blocking_pid|"
-                             "blocking_state|blocking_query\n(0 rows)\n",
+        "blocking_state|blocking_query\n(0 rows)\n",
         "pg_idle_in_transaction": "pid|usename|datname|client_addr|idle_s|last_query\n(0 rows)\n",
         "pg_db_size": "datname|bytes|size\nsergas|104857600|100 MB\npostgres|7500000|7324 kB\n(2 rows)\n",
     }
@@ -122,7 +128,7 @@ def healthy() -> dict[str, dict[str, Spec]]:
         "service_journal": "",
         "redis_ping": "PONG\n",
         "redis_info_memory": "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n"
-                             "maxmemory:67108864\r\nmaxmemory_human:64.00M\r\nmaxmemory_policy:allkeys-lru\r\n",
+        "maxmemory:67108864\r\nmaxmemory_human:64.00M\r\nmaxmemory_policy:allkeys-lru\r\n",
         "redis_maxmemory": "maxmemory\n67108864\nmaxmemory-policy\nallkeys-lru\n",
     }
     return {"app1": app, "db1": db, "redis1": redis}
@@ -134,7 +140,9 @@ def healthy_monitoring() -> dict[str, Spec]:
         "error_ratio": json.dumps({"kind": "instant", "value": 0.0, "result": [], "error": None}, indent=2),
         "p95_latency": json.dumps({"kind": "instant", "value": 0.012, "result": [], "error": None}, indent=2),
         "alerts": json.dumps({"alerts": []}, indent=2),
-        "circuit_breaker_state": json.dumps({"kind": "instant", "value": 0.0, "result": [], "error": None}, indent=2),
+        "circuit_breaker_state": json.dumps(
+            {"kind": "instant", "value": 0.0, "result": [], "error": None}, indent=2
+        ),
     }
 
 
@@ -145,13 +153,30 @@ def _probe(host: str, name: str, spec: Spec) -> ProbeResult:
     else:
         output, status, rc, error = spec, "ok", 0, None
     data = output.encode() if isinstance(output, str) else output
-    return ProbeResult(host=host, probe=name, command=f"<{name}>", status=status, rc=rc, started=STARTED,
-                       duration_s=0.1, output=data, bytes=len(data), error=error)
+    return ProbeResult(
+        host=host,
+        probe=name,
+        command=f"<{name}>",
+        status=status,
+        rc=rc,
+        started=STARTED,
+        duration_s=0.1,
+        output=data,
+        bytes=len(data),
+        error=error,
+    )
 
 
-def make_bundle(tmp: Path, probes: dict[str, dict[str, Spec]] | None = None,
-                monitoring: dict[str, Spec] | None = None, *, unreachable: dict[str, str] | None = None,
-                since: str = "10m", since_in_argv: bool = True, inventory: str = "inventory/lab.yml") -> Path:
+def make_bundle(
+    tmp: Path,
+    probes: dict[str, dict[str, Spec]] | None = None,
+    monitoring: dict[str, Spec] | None = None,
+    *,
+    unreachable: dict[str, str] | None = None,
+    since: str = "10m",
+    since_in_argv: bool = True,
+    inventory: str = "inventory/lab.yml",
+) -> Path:
     """Write a real bundle from host → probe → output (default: the healthy lab) and return its folder."""
     probes = copy.deepcopy(healthy() if probes is None else probes)
     monitoring = healthy_monitoring() if monitoring is None else monitoring
@@ -162,10 +187,18 @@ def make_bundle(tmp: Path, probes: dict[str, dict[str, Spec]] | None = None,
     for host, error in (unreachable or {}).items():
         hosts[host] = HostResult(host, "unreachable", error, [], ROLES.get(host, ("web",)))
     argv = ["collect", "--hosts", "lab"] + (["--since", since] if since_in_argv else [])
-    run = RunResult(incident="inc-test", pattern="lab", inventory=inventory, engine="ssh",
-                    command_line=argv, started=STARTED, since=since,
-                    finished="2026-11-28T06:00:05.000Z", hosts=hosts,
-                    monitoring=[_probe("monitoring", n, s) for n, s in monitoring.items()])
+    run = RunResult(
+        incident="inc-test",
+        pattern="lab",
+        inventory=inventory,
+        engine="ssh",
+        command_line=argv,
+        started=STARTED,
+        since=since,
+        finished="2026-11-28T06:00:05.000Z",
+        hosts=hosts,
+        monitoring=[_probe("monitoring", n, s) for n, s in monitoring.items()],
+    )
     return write_bundle(run, Settings(), out_dir=tmp, archive=False)
 
 
