@@ -136,7 +136,8 @@ class Privacy:
 
 
 def make_private_dir(path: Path, privacy: Privacy) -> None:
-    """Create `path` (and missing parents) with the evidence folder mode; an existing folder is left as it is."""
+    """Create `path` (and missing parents) with the evidence folder mode; an existing folder is left as it
+    is."""
     missing: list[Path] = []
     current = path
     while not current.exists():
@@ -213,7 +214,8 @@ def open_inside(root: Path, relpath: str) -> IO[bytes]:
 
 
 def read_inside(root: Path, relpath: str) -> bytes | None:
-    """The bytes of a regular file inside the bundle, or None when it is absent (OutsideBundle when unsafe)."""
+    """The bytes of a regular file inside the bundle, or None when it is absent (OutsideBundle when
+    unsafe)."""
     try:
         with open_inside(root, relpath) as handle:
             return handle.read()
@@ -240,7 +242,8 @@ def _json_bytes(obj: Any) -> bytes:
 
 
 def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative POSIX path, lstat) of every entry under `root`, symlinks not followed, hidden ones skipped."""
+    """(relative POSIX path, lstat) of every entry under `root`, symlinks not followed, hidden ones
+    skipped."""
     for folder, dirs, files in os.walk(root, followlinks=False):
         base = Path(folder)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -278,7 +281,8 @@ def write_sums(root: Path, privacy: Privacy | None = None) -> dict[str, str]:
 
 
 def write_archive(root: Path, mtime: int = 0, privacy: Privacy | None = None) -> Path:
-    """Write <root>.tar.gz (deterministic: sorted, fixed owner/mode/mtime, gzip mtime 0) and .sha256, both private."""
+    """Write <root>.tar.gz (deterministic: sorted, fixed owner/mode/mtime, gzip mtime 0) and .sha256, both
+    private."""
     privacy = privacy or Privacy.of(root)
     name = root.name
     archive = root.parent / f"{name}.tar.gz"
@@ -367,7 +371,8 @@ def _visible_cap(result: ProbeResult, cap: int) -> tuple[bytes, bool]:
 
 def _claim_dir(out_dir: Path, name: str) -> str:
     """A free bundle name, claimed by creating its empty folder (mkdir is atomic): two runs that start in the
-    same second, in two processes, never end up with the same name. The full bundle replaces the empty folder."""
+    same second, in two processes, never end up with the same name. The full bundle replaces the empty
+    folder."""
     candidate, n = name, 1
     while True:
         if not (out_dir / f"{candidate}.tar.gz").exists():
@@ -614,7 +619,8 @@ class BundleWriter:
         write_sums(self.tmp, self.privacy)
 
     def finish(self, run: RunResult, log_lines: Iterable[str] = (), *, archive: bool = False) -> Path:
-        """Write the hosts not yet written, the monitoring answers, log, manifest, checksums; rename into place.
+        """Write the hosts not yet written, the monitoring answers, log, manifest, checksums; rename into
+        place.
 
         The archive is the last step of the command (`Bundle.seal`); `archive=True` writes it here, unless
         the bundle is incomplete (a full disk has no room for a second copy).
@@ -765,7 +771,8 @@ class Bundle:
         return sorted(self.manifest.get("hosts", {}).get(host, {}).get("probes", {}))
 
     def read_file(self, relpath: str) -> bytes | None:
-        """Any regular file of the bundle by relative path, or None (absent, or a path that would leave it)."""
+        """Any regular file of the bundle by relative path, or None (absent, or a path that would leave
+        it)."""
         try:
             return read_inside(self.path, relpath)
         except OutsideBundle as exc:
@@ -931,7 +938,8 @@ class Bundle:
         return doc if isinstance(doc, dict) else {}
 
     def seal(self) -> Path:
-        """Fold new redactions into redaction.json, rewrite SHA256SUMS and the archive; returns the archive."""
+        """Fold new redactions into redaction.json, rewrite SHA256SUMS and the archive; returns the
+        archive."""
         privacy = Privacy.of(self.path)
         with self.locked():
             if self.redactor.counts:

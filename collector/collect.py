@@ -1,4 +1,5 @@
-"""The collect step: inventory + pattern → transport runs the probe runner everywhere → bundle → triage → report.
+"""The collect step: inventory + pattern → transport runs the probe runner everywhere → bundle → triage →
+report.
 
 Every host's outcome is a value (RunResult). Each host's evidence goes into the bundle as it arrives;
 Ctrl-C, SIGTERM and SIGHUP (a dropped SSH session) still write a valid bundle marked interrupted, and a

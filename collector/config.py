@@ -52,7 +52,8 @@ class Settings:
     # makes bundles and archives 0750/0640 with that group (never world-readable); plans and the audit log
     # stay owner-only.
     evidence_group: str = ""
-    # The controller's HMAC key for .env fingerprints (collector.envfile); "" = ~/.local/state/incident-collector.
+    # The controller's HMAC key for .env fingerprints (collector.envfile); "" =
+    # ~/.local/state/incident-collector.
     fingerprint_key: str = ""
     # Incidents (collector serve): the store ("" = SQLite under ~/.local/state/incident-collector, a path,
     # or postgresql://), where the webhook listens (loopback by default), the bearer token Alertmanager sends,

@@ -130,7 +130,8 @@ def worst_severity(severities: Iterable[str]) -> str:
 
 
 class _Doc:
-    """Strict reading of one JSON object of a versioned document: a missing key or a wrong type is a UsageError."""
+    """Strict reading of one JSON object of a versioned document: a missing key or a wrong type is a
+    UsageError."""
 
     def __init__(self, raw: Any, where: str) -> None:
         if not isinstance(raw, dict):
@@ -222,7 +223,8 @@ class Evidence:
 
 @dataclass(frozen=True)
 class MitigationSuggestion:
-    """A runbook action triage suggests: where (`hosts`, an inventory pattern), with what, and the ready command."""
+    """A runbook action triage suggests: where (`hosts`, an inventory pattern), with what, and the ready
+    command."""
 
     action: str
     hosts: str
@@ -555,7 +557,8 @@ class Findings:
             "questions": self.questions.to_dict(),
             "security": self.security.to_dict(),
             "findings": [f.to_dict() for f in self.findings],
-            # a list of pairs, not a map: `"auth-failures": "passed"` reads as a secret assignment to the scrubber
+            # a list of pairs, not a map: `"auth-failures": "passed"` reads as a secret assignment to the
+            # scrubber
             "unknown": [u.to_dict() for u in self.unknown],
             "rules": [{"rule": rule, "state": state} for rule, state in self.rules.items()],
             "figures": self.figures.to_dict(),
@@ -563,7 +566,8 @@ class Findings:
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "findings.json") -> Findings:
-        """The findings document; another schema, a missing field or a wrong type is a UsageError naming it."""
+        """The findings document; another schema, a missing field or a wrong type is a UsageError naming
+        it."""
         d = _Doc(raw, where)
         schema = d.text("schema")
         if schema != FINDINGS_SCHEMA:
@@ -655,7 +659,7 @@ class IncidentSummary:
         )
 
 
-# ================================================================ remediation (plan → approval → apply → audit)
+# ============================================================ remediation (plan → approval → apply → audit)
 PLAN_SCHEMA = "incident-collector/plan/v2"
 STATEMENT_SCHEMA = "incident-collector/statement/v1"
 ACTION_RECORD_SCHEMA = "incident-collector/action/v2"
@@ -672,7 +676,8 @@ def canonical_json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Statement:
-    """What a person signs: a role over one plan's content hash, at a time (and, for an approval, until when)."""
+    """What a person signs: a role over one plan's content hash, at a time (and, for an approval, until
+    when)."""
 
     role: str
     plan_id: str
@@ -862,7 +867,8 @@ class Plan:
 
 @dataclass(frozen=True)
 class ActionRecord:
-    """One entry of a bundle's actions.json: who asked, who approved (verified principals), what ran, the outcome."""
+    """One entry of a bundle's actions.json: who asked, who approved (verified principals), what ran, the
+    outcome."""
 
     action: str
     params: dict[str, Any]

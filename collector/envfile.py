@@ -1,4 +1,5 @@
-""".env-style captures: the key names and the operational values stay, every other value becomes a fingerprint.
+""".env-style captures: the key names and the operational values stay, every other value becomes a
+fingerprint.
 
 An app's settings file holds its database DSN, API tokens and the like next to the knobs an SRE needs
 (pool size, rate limit, log level, feature flags, TTLs). The bundle keeps every key, keeps the value of an
@@ -136,7 +137,8 @@ def key_id(key: bytes) -> str:
 
 
 def fingerprint(key: bytes, name: str, value: str) -> str:
-    """`«REDACTED:hmac-sha256:1a2b3c4d»` for one value of one key (the name is mixed in: equal values of two keys
+    """`«REDACTED:hmac-sha256:1a2b3c4d»` for one value of one key (the name is mixed in: equal values of two
+    keys
     differ)."""
     digest = hmac.new(key, f"{name}={value}".encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
     return f"{FINGERPRINT_OPEN}{digest[:FINGERPRINT_HEX]}»"
@@ -159,7 +161,8 @@ def is_operational(name: str, value: str) -> bool:
 
 
 def _unquote(rest: str) -> tuple[str, str, bool]:
-    """(value, trailing comment, closed) of the text after `=`; closed is False for an open multi-line quote."""
+    """(value, trailing comment, closed) of the text after `=`; closed is False for an open multi-line
+    quote."""
     text = rest.strip()
     if text[:1] in ("'", '"'):
         quote = text[0]
@@ -220,7 +223,8 @@ def filter_text(text: str, key: bytes) -> tuple[str, int]:
 
 
 def filter_bytes(data: bytes, key: bytes) -> tuple[bytes, int]:
-    """filter_text for raw probe output (undecodable bytes kept as they are, then fingerprinted with the rest)."""
+    """filter_text for raw probe output (undecodable bytes kept as they are, then fingerprinted with the
+    rest)."""
     text, replaced = filter_text(data.decode("utf-8", "surrogateescape"), key)
     return text.encode("utf-8", "surrogateescape"), replaced
 

@@ -1,4 +1,5 @@
-"""`collector audit verify [--log FILE] [--expect HEAD]` and `collector approve PLAN [--key FILE] [--break-glass R]`."""
+"""`collector audit verify [--log FILE] [--expect HEAD]` and `collector approve PLAN [--key FILE]
+[--break-glass R]`."""
 
 from __future__ import annotations
 

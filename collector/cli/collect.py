@@ -1,4 +1,5 @@
-"""`collect --hosts PATTERN` (also `collector collect`) and `collector ingest ARTIFACTS_DIR`: parsing and display only."""
+"""`collect --hosts PATTERN` (also `collector collect`) and `collector ingest ARTIFACTS_DIR`: parsing and
+display only."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ from collector.verify import table as checks_table
 
 
 def _scrub(line: str) -> str:
-    """What this command prints of hosts and checks (check details, notes, errors) goes through the scrubber."""
+    """What this command prints of hosts and checks (check details, notes, errors) goes through the
+    scrubber."""
     from collector.redact import Redactor
 
     return Redactor().redact_text(line, "terminal")

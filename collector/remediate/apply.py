@@ -152,7 +152,8 @@ def preflight(
     inv: Inventory,
     now: str | None = None,
 ) -> Approval:
-    """Every refusal rule that needs no host and no lock; returns the approval to use, else Refused (audited)."""
+    """Every refusal rule that needs no host and no lock; returns the approval to use, else Refused
+    (audited)."""
     # Parameters are checked again: a plan file is data from disk, whatever its hash says.
     try:
         valid = validate_params(action, plan.params)
@@ -209,7 +210,8 @@ def _host_outcome(play: Any, redactor: Redactor) -> dict[str, Any]:
 def _check_rate_limited(
     plan: Plan, action: Action, book: Path, blocked: dict[str, float], audit: AuditLog, actor: str
 ) -> None:
-    """Rate-limited hosts may still be applied when a check run shows no restart would happen (idempotent re-run)."""
+    """Rate-limited hosts may still be applied when a check run shows no restart would happen (idempotent
+    re-run)."""
     from collector.transport.ansible import run_playbook
 
     run = run_playbook(
@@ -282,7 +284,8 @@ def lock_is_free(folder: Path, plan_hash: str) -> bool:
 
 
 def record_dangling(audit: AuditLog, policy: Policy) -> list[dict[str, Any]]:
-    """Record `apply-dangling` for every apply-start without an outcome whose lock nobody holds (a killed apply)."""
+    """Record `apply-dangling` for every apply-start without an outcome whose lock nobody holds (a killed
+    apply)."""
     found = []
     for start in audit.dangling():
         if lock_is_free(locks_dir(policy), str(start.get("plan_hash"))):

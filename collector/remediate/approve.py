@@ -97,7 +97,8 @@ def new_statement(
 def sign_statement(
     statement: Statement, signer: Signer, verifier: Verifier, *, as_name: str | None = None
 ) -> Signed:
-    """Sign and at once verify against allowed_signers: the principal is the key's, `as_name` must match it."""
+    """Sign and at once verify against allowed_signers: the principal is the key's, `as_name` must match
+    it."""
     signature = signer.sign(statement.message())
     try:
         principal = verifier.principal(statement.message(), signature)
@@ -376,7 +377,8 @@ def _triage_said(raw: Any, plan: Plan) -> list[str]:
 
 
 def since_bundle(plan: Plan) -> list[str]:
-    """What differs between the incident's bundle (the evidence) and this plan: age, hosts, findings, past actions."""
+    """What differs between the incident's bundle (the evidence) and this plan: age, hosts, findings, past
+    actions."""
     if not plan.bundle:
         return ["bundle    none given: no evidence is tied to this plan (--bundle when planning)"]
 

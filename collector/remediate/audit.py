@@ -1,4 +1,5 @@
-"""The audit log: append-only JSON lines, hash-chained, signed where a person acts, checkpointed outside the file.
+"""The audit log: append-only JSON lines, hash-chained, signed where a person acts, checkpointed outside the
+file.
 
 Each record carries the hash of the record before it, so an edit, a removal or a reordering breaks the
 chain at that record. Records a person makes carry their SSH-signed statement (request, approval,
@@ -175,7 +176,8 @@ class AuditLog:
         return record
 
     def _checkpoint(self, head: str) -> None:
-        """The head outside the file: journal or syslog when one listens, and the root-only checkpoint file."""
+        """The head outside the file: journal or syslog when one listens, and the root-only checkpoint
+        file."""
         line = f"audit head {head} log={self.path.resolve()}"
         # The record is already written: a journal or syslog that fails or hangs costs that copy only,
         # never the checkpoint file nor a traceback after a done append.

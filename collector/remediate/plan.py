@@ -1,4 +1,5 @@
-"""A Plan: what a mitigation would change, shown by a check-mode run, bound to everything that decides what runs.
+"""A Plan: what a mitigation would change, shown by a check-mode run, bound to everything that decides what
+runs.
 
 The content hash covers the action, the validated parameters, the targets, the check result and diffs,
 and a `binding`: the digest of every inventory file, of each target's resolved connection and
@@ -84,7 +85,8 @@ _SSH_FILE_OPTS = re.compile(
 
 
 def _ssh_files(hostvars: Mapping[str, Any]) -> list[str]:
-    """Files the host's ssh arguments read (-F config, known_hosts, identity): their content decides the connection."""
+    """Files the host's ssh arguments read (-F config, known_hosts, identity): their content decides the
+    connection."""
     found: list[str] = []
     key = hostvars.get("ansible_ssh_private_key_file") or hostvars.get("ansible_private_key_file")
     if key:
@@ -270,7 +272,8 @@ def make_plan(
     forks: int | None = None,
     playbooks_dir: str | None = None,
 ) -> Plan:
-    """Validate, resolve targets, run the mitigation in check+diff mode and return the Plan (unsigned, unsaved)."""
+    """Validate, resolve targets, run the mitigation in check+diff mode and return the Plan (unsigned,
+    unsaved)."""
     from collector.transport.ansible import run_playbook
 
     action = get_action(action_name)

@@ -105,7 +105,8 @@ class Policy:
 
 
 def check_owner(path: Path, what: str, *, as_root: bool | None = None) -> None:
-    """Refuse a file others could have written: group/world-writable always; not root-owned when run as root."""
+    """Refuse a file others could have written: group/world-writable always; not root-owned when run as
+    root."""
     root = os.geteuid() == 0 if as_root is None else as_root
     try:
         info = path.stat()

@@ -82,7 +82,8 @@ def _env_without_agent() -> dict[str, str]:
 
 
 def signer_for(key: str | None, *, allowed_signers: Path | None = None) -> Signer:
-    """The signer for `--key FILE`, else the first ssh-agent key listed in allowed_signers, else the agent's first.
+    """The signer for `--key FILE`, else the first ssh-agent key listed in allowed_signers, else the agent's
+    first.
 
     Missing or unreadable key, no agent, an agent with no key: SignatureError (one line, exit 2).
     """

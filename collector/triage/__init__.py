@@ -83,7 +83,8 @@ def evaluate(bundle: BundleView, rules: list[Rule]) -> Findings:
     """Every rule against the bundle → the findings (nothing written)."""
     outcomes = evaluate_rules(rules, bundle, MEASURES)
     # What is happening now first (by severity; at equal severity in rules.yml's order, a cause such as a
-    # deploy before its symptoms), then what happened earlier in the window: a fault's bundle names that fault.
+    # deploy before its symptoms), then what happened earlier in the window: a fault's bundle names that
+    # fault.
     order = {r.id: i for i, r in enumerate(rules)}
     findings = sorted(
         (f for o in outcomes for f in o.findings),

@@ -422,7 +422,8 @@ def _mitigation(
     by_role: Callable[[str], list[str]],
     hostvars: HostVars | None = None,
 ) -> MitigationSuggestion:
-    """The mitigation for these hosts: where the rule fired, or every bundle host of a role (else the role as a group)."""
+    """The mitigation for these hosts: where the rule fired, or every bundle host of a role (else the role as
+    a group)."""
     role = m.hosts
     targets = [h for h in hosts if h != MONITORING_HOST] if role == "finding" else []
     if not targets:

@@ -470,7 +470,8 @@ def log_numbers(
     min_value: float = 0.0,
     show: int = 3,
 ) -> list[Measure]:
-    """How many log lines carry a number (the pattern's first group) of at least min_value; the largest one."""
+    """How many log lines carry a number (the pattern's first group) of at least min_value; the largest
+    one."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     regex = re.compile(pattern, re.IGNORECASE)
     hits: list[tuple[float, p.Line]] = []
@@ -565,7 +566,8 @@ def log_top_group(
     group: str = r"client=(\S+)",
     min_share: float = 80.0,
 ) -> list[Measure]:
-    """Lines matching `pattern` from the most frequent `group` value (one client behind most 5xx); 0 below min_share."""
+    """Lines matching `pattern` from the most frequent `group` value (one client behind most 5xx); 0 below
+    min_share."""
     out = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
     regex = re.compile(group)
     counts: dict[str, int] = {}
@@ -637,7 +639,8 @@ def pg_row_count(
     min_age_s: float = 0.0,
     where_not: dict[str, Any] | None = None,
 ) -> list[Measure]:
-    """Rows a psql probe returned: only those whose `age_column` ≥ min_age_s, none whose column equals `where_not`."""
+    """Rows a psql probe returned: only those whose `age_column` ≥ min_age_s, none whose column equals
+    `where_not`."""
     out = read_probe(bundle, host, probe)
     tables = p.parse_psql_tables(out.text)
     if not tables and "(0 rows)" not in out.text:
@@ -865,7 +868,7 @@ def _describe(text: str) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- CPU, I/O, load, database size, 5xx by endpoint
+# ------------------------------------------------------------ CPU, I/O, load, database size, 5xx by endpoint
 
 
 @measure

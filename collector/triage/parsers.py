@@ -625,7 +625,8 @@ class Cpu:
 
 
 def parse_top_cpu(text: str) -> Cpu | None:
-    """The last `%Cpu(s):` line of `top -b` (with two iterations the last is the measured one); None if absent."""
+    """The last `%Cpu(s):` line of `top -b` (with two iterations the last is the measured one); None if
+    absent."""
     found = None
     for ln in lines(text):
         if not re.match(r"\s*%?Cpu\(s\)", ln.text):
@@ -654,7 +655,8 @@ class Device:
 
 
 def parse_iostat(text: str) -> list[Device]:
-    """Device rows of `iostat -x` (sysstat's r_await/w_await/d_await/f_await columns, or the older `await`)."""
+    """Device rows of `iostat -x` (sysstat's r_await/w_await/d_await/f_await columns, or the older
+    `await`)."""
     devices: list[Device] = []
     header: list[str] = []
     for ln in lines(text):

@@ -26,7 +26,8 @@ HostVars = Callable[[], Mapping[str, Mapping[str, Any]]]
 
 
 def targets_for(hosts: list[str], hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """The target values for a mitigation on `hosts`: the first host's inventory override, else the runbook's."""
+    """The target values for a mitigation on `hosts`: the first host's inventory override, else the
+    runbook's."""
     values: dict[str, str] = {}
     for name, (var, default) in RUNBOOK_TARGETS.items():
         found = next(

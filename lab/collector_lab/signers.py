@@ -55,7 +55,8 @@ def lab_policy(folder: Path) -> dict[str, object]:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    """Atomically, and only when the content differs (test sessions of several people call ensure() at once)."""
+    """Atomically, and only when the content differs (test sessions of several people call ensure() at
+    once)."""
     try:
         if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
             return

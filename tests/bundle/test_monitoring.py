@@ -1,4 +1,5 @@
-"""Monitoring queries: parsing against a tiny Prometheus-shaped server on loopback, and the lab's Prometheus."""
+"""Monitoring queries: parsing against a tiny Prometheus-shaped server on loopback, and the lab's
+Prometheus."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Signed requests and approvals, and apply's refusals that need no host: nothing runs, every refusal is audited."""
+"""Signed requests and approvals, and apply's refusals that need no host: nothing runs, every refusal is
+audited."""
 
 from __future__ import annotations
 

@@ -425,7 +425,8 @@ def test_extend_cache_ttl_through_the_cli_signed_end_to_end(
         assert "APPLIED and VERIFIED" in applied.stdout and "changed=1" in applied.stdout
         assert _app_json(app_host, "/admin/config")["CACHE_TTL"] == original + 60
         head = applied.stdout.split("audit head ")[1].split()[0]
-        # Every signature, checked with OpenSSH by the test: request and approval in the plan, apply in the log.
+        # Every signature, checked with OpenSSH by the test: request and approval in the plan, apply in the
+        # log.
         plan_doc = json.loads(Path(tmp_path, plan_path).read_text())
         records = list(AuditLog(load_policy().audit_log).records())
         start = next(
@@ -508,7 +509,8 @@ def test_restarts_are_rate_limited_per_host(lab: Any, rs: RS) -> None:
             policy=limited.policy,
             collect_after=False,
         )
-    # Re-applying the plan that already ran (approved again) is allowed: its check shows no restart would happen.
+    # Re-applying the plan that already ran (approved again) is allowed: its check shows no restart would
+    # happen.
     assert _changed(_apply(limited, _approve(limited, first), verify_wait_s=0)) == []
 
 
@@ -517,7 +519,7 @@ def _fault_ctx(lab: Any, name: str) -> Iterator[None]:
     yield from _fault(lab, name)
 
 
-# ---- issue 13: approvals that prove who approved, bound to exactly what runs ----------------------------------
+# ---- issue 13: approvals that prove who approved, bound to exactly what runs ------------------------------
 
 
 def _host_state(host: Any) -> tuple[str, str, str]:
@@ -539,7 +541,8 @@ def _refused(
 
 
 def _forge(rs: RS, path: Path, key: str, out: Path, *, into_log: bool) -> Path:
-    """An approval 'by bob' signed with `key`, written by hand into a copy of the plan and into the audit log."""
+    """An approval 'by bob' signed with `key`, written by hand into a copy of the plan and into the audit
+    log."""
     from collector.core import Signed
     from collector.remediate.approve import new_statement
 
@@ -575,7 +578,8 @@ def test_identity_refusals_change_nothing_on_the_host(
     assert len(load_plan(path).statements) == 1
     _refused(rs, path, "is not approved", app_host, state)
     # Forged approvals written by hand, with mallory's key and with alice's own key claiming to be bob: into
-    # the plan and the audit log (the log's signature check fails), or into the plan alone (the approval's does).
+    # the plan and the audit log (the log's signature check fails), or into the plan alone (the approval's
+    # does).
     clean = Path(rs.audit_log).read_text()
     for key in ("mallory", "alice"):
         for into_log in (True, False):
@@ -829,7 +833,8 @@ def test_audit_tampering_is_caught_and_a_loosened_limit_has_no_effect(
             check=False,
         )
 
-    # Tail truncation: the last records cut off; apply refuses (the checkpoint file saw them), verify names it.
+    # Tail truncation: the last records cut off; apply refuses (the checkpoint file saw them), verify names
+    # it.
     Path(rs.audit_log).write_text("".join(full.splitlines(keepends=True)[:-3]))
     cut = audit_verify()
     assert cut.returncode == 1 and "tail was cut off" in cut.stdout, cut.stdout + cut.stderr

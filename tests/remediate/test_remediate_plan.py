@@ -184,7 +184,8 @@ def _record(action: str) -> ActionRecord:
 
 def test_approve_reads_the_bundles_findings_and_actions_as_their_typed_contracts(plan: Plan,
                                                                                tmp_path: Path) -> None:
-    """Another schema is said, not shown as "triage said None" with no suggestion (the loose reader did that)."""
+    """Another schema is said, not shown as "triage said None" with no suggestion (the loose reader did
+    that)."""
     from collector.remediate.approve import since_bundle
 
     bundle = tmp_path / "inc-1"

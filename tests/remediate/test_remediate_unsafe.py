@@ -1,4 +1,5 @@
-"""Extra vars reach Ansible marked !unsafe: a template in a value is never rendered (real ansible-runner, local)."""
+"""Extra vars reach Ansible marked !unsafe: a template in a value is never rendered (real ansible-runner,
+local)."""
 
 from __future__ import annotations
 

@@ -50,7 +50,8 @@ def _triage_lab(tmp_path: Path, lab: Any, since: str | None = "2m") -> dict[str,
 
 
 def _drive(lab: Any, seconds: float = 8.0, rps: float = 10.0, orders_only: bool = False) -> dict[int, int]:
-    """Bounded traffic at the app on its bridge address (the demo's driver: orders of random customers, customers)."""
+    """Bounded traffic at the app on its bridge address (the demo's driver: orders of random customers,
+    customers)."""
     from collector_lab.demo import drive_traffic
 
     return drive_traffic(
@@ -125,7 +126,8 @@ def _quiet(lab: Any) -> bool:
 
 
 def _heal_leftovers() -> None:
-    """Heal faults some earlier run left in; one that will not heal is left (its findings only add to ours)."""
+    """Heal faults some earlier run left in; one that will not heal is left (its findings only add to
+    ours)."""
     from collector_lab import faults
 
     for name, active in faults.active_faults().items():

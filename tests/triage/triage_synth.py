@@ -1,4 +1,5 @@
-"""Synthetic bundles for triage unit tests: real bundles (collector.bundle.write_bundle) from crafted RunResults.
+"""Synthetic bundles for triage unit tests: real bundles (collector.bundle.write_bundle) from crafted
+RunResults.
 
 `healthy()` returns probe outputs shaped like the catalogue's commands on a healthy lab; tests
 change one output to stage a fault, then `make_bundle` writes it with the real bundle writer.
