@@ -47,7 +47,10 @@ MANIFEST = "manifest.json"
 REDACTION = "redaction.json"
 LOG = "collector.log"
 UNREDACTED_SUFFIX = "-UNREDACTED"
-TRUNCATION_MARKER = b"\n\n[... incident-collector: output truncated: %d bytes omitted, head and tail kept (cap %d bytes) ...]\n\n"
+TRUNCATION_MARKER = (
+    b"\n\n[... incident-collector: output truncated: %d bytes omitted, head and tail kept (cap %d bytes) ...]"
+    b"\n\n"
+)
 _MARKER_WORD = b"output truncated"  # the runner's marker and ours both say it; tests and people grep for it
 # Files later steps may not replace: the evidence and the bundle's own bookkeeping.
 _PROTECTED = (MANIFEST, SUMS, REDACTION)
@@ -608,7 +611,9 @@ class BundleWriter:
         fingerprints = None
         if self.key is not None:
             fingerprints = {
-                "method": "HMAC-SHA256(controller key, 'NAME=value'), first 8 hex digits: equal within the key",
+                "method": (
+                    "HMAC-SHA256(controller key, 'NAME=value'), first 8 hex digits: equal within the key"
+                ),
                 "key_id": envfile.key_id(self.key),
                 "probes": sorted(self.dotenv_probes),
                 "values": self.fingerprinted,
@@ -638,8 +643,8 @@ class BundleWriter:
                         raise
                     os.rename(self.tmp, self.final)  # keep the evidence in sight even without its manifest
                     raise BundleWriteFailed(
-                        f"disk error writing the bundle's manifest ({exc.strerror or exc}): {self.final} holds "
-                        "the evidence written so far, without a manifest"
+                        f"disk error writing the bundle's manifest ({exc.strerror or exc}): {self.final} "
+                        "holds the evidence written so far, without a manifest"
                     ) from None
                 os.rename(
                     self.tmp, self.final

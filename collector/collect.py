@@ -297,7 +297,8 @@ def collect(
     if on_hosts is not None:
         on_hosts(targets, payload)
     log(
-        f"collect {pattern!r}: {len(targets)} host(s) from {inv.source}, engine {settings.engine}, since {since_value}"
+        f"collect {pattern!r}: {len(targets)} host(s) from {inv.source}, engine {settings.engine}, since "
+        f"{since_value}"
     )
     monitoring: list[ProbeResult] = []
     watcher = threading.Thread(

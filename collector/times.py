@@ -90,7 +90,8 @@ def find_instant(text: str) -> _dt.datetime | None:
 
 # ctime's form, as `dmesg -T` and git's default date print it: `Sat Nov 28 05:57:10 2026`, git adding `+0100`.
 _CTIME = re.compile(
-    r"(?:[A-Z][a-z]{2} )?(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<clock>\d{2}:\d{2}:\d{2}) (?P<year>\d{4})"
+    r"(?:[A-Z][a-z]{2} )?(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<clock>\d{2}:\d{2}:\d{2}) "
+    r"(?P<year>\d{4})"
     r"(?: (?P<zone>[+-]\d{4}))?"
 )
 _MONTHS = {m: i for i, m in enumerate(
@@ -104,7 +105,10 @@ def find_ctime(text: str) -> _dt.datetime | None:
         month = _MONTHS.get(match["mon"])
         if month is None:
             continue
-        stamp = f"{match['year']}-{month:02d}-{int(match['day']):02d} {match['clock']} {match['zone'] or '+0000'}"
+        stamp = (
+            f"{match['year']}-{month:02d}-{int(match['day']):02d} {match['clock']} "
+            f"{match['zone'] or '+0000'}"
+        )
         try:
             return _dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S %z").astimezone(_dt.UTC)
         except ValueError:  # Nov 31: looks like a date, is not one
@@ -113,7 +117,10 @@ def find_ctime(text: str) -> _dt.datetime | None:
 
 
 # syslog's yearless stamp at the start of a line: `Nov 28 05:40:01 app1 kernel: ...` (a weekday may lead).
-_SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} )?(?P<mon>[A-Z][a-z]{2})\s+(?P<day>\d{1,2}) (?P<clock>\d{2}:\d{2}:\d{2})")
+_SYSLOG = re.compile(
+    r"^(?:[A-Z][a-z]{2} )?(?P<mon>[A-Z][a-z]{2})\s+(?P<day>\d{1,2}) "
+    r"(?P<clock>\d{2}:\d{2}:\d{2})"
+)
 
 
 def syslog_time(text: str, year: int) -> _dt.datetime | None:

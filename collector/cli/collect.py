@@ -233,7 +233,8 @@ def collect_command(
     catalogue: str | None,
 ) -> None:
     """Run the runbook's read-only probes on every matching host at once and write an evidence bundle."""
-    collect_step.stop_on_signals()  # SIGTERM, SIGHUP (a dropped SSH session): like Ctrl-C, the bundle is written
+    # SIGTERM, SIGHUP (a dropped SSH session): like Ctrl-C, the bundle is written
+    collect_step.stop_on_signals()
     board = HostBoard(Console(stderr=True, no_color=not sys.stderr.isatty()))
     try:
         outcome = _or_exit(

@@ -78,7 +78,8 @@ def _plan_command(action: Action) -> click.Command:
             click.echo(line)
         if plan.failed_hosts:
             _echo_err(
-                f"warning: the check run failed on {', '.join(plan.failed_hosts)}; applying will fail there too"
+                f"warning: the check run failed on {', '.join(plan.failed_hosts)}; "
+                "applying will fail there too"
             )
         click.echo(str(path))
         ctx.exit(EXIT_PARTIAL if plan.failed_hosts else EXIT_OK)

@@ -183,7 +183,9 @@ class AuditLog:
         # never the checkpoint file nor a traceback after a done append.
         try:
             if _JOURNAL_SOCKET.exists() and shutil.which("systemd-cat"):
-                subprocess.run(["systemd-cat", "-t", SYSLOG_ID], input=line, text=True, check=False, timeout=10)
+                subprocess.run(
+                    ["systemd-cat", "-t", SYSLOG_ID], input=line, text=True, check=False, timeout=10
+                )
             elif _SYSLOG_SOCKET.exists() and shutil.which("logger"):
                 subprocess.run(["logger", "-t", SYSLOG_ID, "--", line], check=False, timeout=10)
         except (OSError, subprocess.SubprocessError):

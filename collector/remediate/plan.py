@@ -203,7 +203,8 @@ def targets_for(action: Action, inv: Inventory, pattern: str) -> list[str]:
     targets = [h for h in matched if wanted & set(inv.roles(h))]
     if not targets:
         raise UsageError(
-            f"{action.name} acts on hosts in group {'/'.join(action.groups)}; pattern {pattern!r} matches none of them"
+            f"{action.name} acts on hosts in group {'/'.join(action.groups)}; "
+            f"pattern {pattern!r} matches none of them"
         )
     return targets
 
@@ -330,7 +331,8 @@ def make_plan(
         found = {v for v in pins.values() if v}
         if len(found) > 1:
             raise UsageError(
-                f"{action.name}: the hosts resolve 'previous' to different values ({', '.join(sorted(found))});"
+                f"{action.name}: the hosts resolve 'previous' to different values "
+                f"({', '.join(sorted(found))});"
                 f" name one with --param {action.pin_from_check}=..."
             )
         if found:
@@ -404,7 +406,10 @@ def describe(plan: Plan) -> list[str]:
         check = plan.check.get(host, {})
         word = {True: "would change", False: "no change"}[bool(check.get("changed"))]
         if check.get("status") in ("failed", "unreachable"):
-            word = f"CHECK {str(check.get('status')).upper()}: {' '.join(str(check.get('msg', '')).split())[:300]}"
+            word = (
+                f"CHECK {str(check.get('status')).upper()}: "
+                f"{' '.join(str(check.get('msg', '')).split())[:300]}"
+            )
         lines.append(f"  {host}: {word}" + (f" — {check.get('msg')}" if check.get("changed") else ""))
         for diff in plan.diffs.get(host, []):
             lines.extend("    " + line for line in diff.rstrip("\n").splitlines())

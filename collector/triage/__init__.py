@@ -125,7 +125,8 @@ def _summary(severity: str, findings: list[Finding], unknown: list[UnknownRule])
     top = findings[0]
     if all(f.recovered for f in findings):
         return (
-            f"{severity}: recovered, no live sign now; earlier in the window: {top.title} ({', '.join(top.hosts)}); "
+            f"{severity}: recovered, no live sign now; earlier in the window: {top.title} "
+            f"({', '.join(top.hosts)}); "
             f"{len(findings)} finding(s) in all"
         )
     return f"{severity}: {top.title} ({', '.join(top.hosts)}); {len(findings)} finding(s) in all"
@@ -164,7 +165,10 @@ def _questions(
                     [f.title for f in findings if not f.recovered]
                     + (
                         [
-                            f"recovered, earlier in the window: {', '.join(dict.fromkeys(f.title for f in earlier))}"
+                            (
+                                "recovered, earlier in the window: "
+                                f"{', '.join(dict.fromkeys(f.title for f in earlier))}"
+                            )
                         ]
                         if earlier
                         else []

@@ -312,7 +312,10 @@ def _now_versus_then(outcomes: list[Outcome], year: int | None) -> None:
                 replace(
                     finding,
                     severity=max(finding.severity, HISTORY_ALONE, key=severity_rank),  # type: ignore[arg-type]
-                    message=f"recovered: {count} event(s) in the window{when}, no live sign now; {finding.message}",
+                    message=(
+                        f"recovered: {count} event(s) in the window{when}, no live sign now; "
+                        f"{finding.message}"
+                    ),
                     last_seen=last,
                     recovered=True,
                 )

@@ -93,7 +93,10 @@ def read_probe(
     text = p.decode(data)
     if probe_status == "failed" and not allow_failed:
         raise Unknown(
-            f"probe {name} failed on {host} (rc {entry.get('rc')}): {_first(text) or entry.get('error') or ''}".strip()
+            (
+                f"probe {name} failed on {host} (rc {entry.get('rc')}): "
+                f"{_first(text) or entry.get('error') or ''}"
+            ).strip()
         )
     if not text.strip() and not allow_empty and probe_status != "failed":
         raise Unknown(f"probe {name} printed nothing on {host}")
@@ -391,7 +394,8 @@ def oom_kills(bundle: BundleView, host: str, probe: Any = "oom_events") -> list[
         if when is not None and start is not None and when < start:
             continue
         if not killed:
-            continue  # "invoked oom-killer" and the cgroup line describe the kill; "Killed process" is the kill
+            # "invoked oom-killer" and the cgroup line describe the kill; "Killed process" is the kill
+            continue
         key = ln.text[killed.start() :]  # dmesg and the kernel journal repeat the same kill
         if key in seen:
             continue

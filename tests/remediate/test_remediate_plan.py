@@ -177,9 +177,10 @@ def _findings(action: str, params: dict[str, str]) -> Findings:
 
 
 def _record(action: str) -> ActionRecord:
-    return ActionRecord(action=action, params={}, plan_id="p", plan_hash="h", requester="alice", requested="t0",
-                        approver="bob", approved="t1", break_glass=None, applier="alice", applied_started="t2",
-                        applied_finished="2026-11-28T05:50:00Z", hosts={}, stopped=None, verify={})
+    return ActionRecord(action=action, params={}, plan_id="p", plan_hash="h", requester="alice",
+                        requested="t0", approver="bob", approved="t1", break_glass=None, applier="alice",
+                        applied_started="t2", applied_finished="2026-11-28T05:50:00Z", hosts={}, stopped=None,
+                        verify={})
 
 
 def test_approve_reads_the_bundles_findings_and_actions_as_their_typed_contracts(plan: Plan,

@@ -50,8 +50,8 @@ def _check_keys(tmp_path: Path) -> None:
         (unreadable, "is not readable"),
     ):
         proc = subprocess.run(
-            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c", code,
-             str(key)],
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c",
+             code, str(key)],
             capture_output=True, text=True, timeout=60, check=False, cwd="/",
         )
         assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
@@ -88,7 +88,9 @@ def test_an_audit_log_left_readable_by_an_older_version_is_tightened(tmp_path: P
     assert [oct(p.stat().st_mode & 0o777) for p in (log.path, tmp_path / "checkpoints.log")] == ["0o600"] * 2
 
 
-def test_the_audit_head_of_an_apply_reaches_actions_json_the_reports_and_the_ticket_note(tmp_path: Path) -> None:
+def test_the_audit_head_of_an_apply_reaches_actions_json_the_reports_and_the_ticket_note(
+    tmp_path: Path,
+) -> None:
     from collector.bundle import write_bundle
     from collector.config import Settings
     from collector.core import ActionRecord, HostResult, ProbeResult, RunResult

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _oom_bundle(tmp_path: Path) -> Path:
     probes = healthy()
     probes["app1"]["oom_events"] = (
-        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1000kB\n"
+        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) "
+        "total-vm:1000kB\n"
     )
     probes["db1"]["pg_blocking_locks"] = {"output": "", "status": "timeout", "rc": 124}
     return make_bundle(tmp_path, probes)

@@ -100,10 +100,12 @@ def test_a_faults_bundle_names_that_fault_first_not_the_leftovers_of_earlier_one
     probes = healthy()
     # earlier in the window: an OOM kill, a pool exhaustion and rate limits, all healed since
     probes["app1"]["oom_events"] = (
-        "[Sat Nov 28 05:51:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1000kB\n"
+        "[Sat Nov 28 05:51:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) "
+        "total-vm:1000kB\n"
     )
     probes["app1"]["service_journal"] = TOO_MANY.format(m=3) * 3 + "".join(
-        f"2026-11-28T05:54:{i:02d}+0000 app1 sergas-app[1]: WARNING: zoho upstream status=429 rate limit exceeded\n"
+        f"2026-11-28T05:54:{i:02d}+0000 app1 sergas-app[1]: WARNING: zoho upstream status=429 rate limit "
+        "exceeded\n"
         for i in range(5)
     )
     # now: a migration holds a lock
@@ -134,7 +136,8 @@ def test_the_report_says_what_is_live_and_what_happened_earlier(tmp_path: Path) 
     probes["db1"]["pg_connections"] = POOL_FULL
     probes["app1"]["service_journal"] = TOO_MANY.format(m=9) * 3
     probes["app1"]["oom_events"] = (
-        "[Sat Nov 28 05:51:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1000kB\n"
+        "[Sat Nov 28 05:51:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) "
+        "total-vm:1000kB\n"
     )
     path = make_bundle(tmp_path, probes)
     triage_bundle(path, seal=False)

@@ -17,9 +17,12 @@ TOP_TWO = """top - 18:39:43 up  1:47,  0 user,  load average: 2.97, 2.17, 1.75
 top - 18:39:44 up  1:47,  0 user,  load average: 2.97, 2.17, 1.75
 %Cpu(s): 61.5 us, 33.0 sy,  0.0 ni,  2.5 id,  3.0 wa,  0.0 hi,  0.0 si,  0.0 st
 """
-IOSTAT_OLD = """Device:         rrqm/s   wrqm/s     r/s     w/s    rkB/s    wkB/s avgrq-sz avgqu-sz   await r_await w_await  svctm  %util
-sda               0.00     3.00    1.00  250.00     4.00  9000.00    71.7    12.50  180.25   2.00  181.00   3.90  97.60
-"""
+IOSTAT_OLD = (
+    "Device:         rrqm/s   wrqm/s     r/s     w/s    rkB/s    wkB/s avgrq-sz avgqu-sz   await "
+    "r_await w_await  svctm  %util\n"
+    "sda               0.00     3.00    1.00  250.00     4.00  9000.00    71.7    12.50  180.25   2.00  "
+    "181.00   3.90  97.60\n"
+)
 
 
 def _triage(
@@ -115,7 +118,8 @@ def test_database_size_and_growth_against_the_previous_bundle_of_the_same_hosts(
 def test_the_circuit_breaker_from_prometheus_joins_the_rate_limiting_finding(tmp_path: Path) -> None:
     probes = healthy()
     probes["app1"]["service_journal"] = "".join(
-        f"2026-11-28T05:59:{i:02d}+0000 app1 sergas-app[1]: WARNING: zoho upstream status=429 rate limit exceeded\n"
+        f"2026-11-28T05:59:{i:02d}+0000 app1 sergas-app[1]: WARNING: zoho upstream status=429 rate limit "
+        "exceeded\n"
         for i in range(5)
     )
     probes["app1"]["circuit_breaker"] = {"output": "", "status": "failed", "rc": 7}

@@ -65,7 +65,9 @@ def test_app_down_on_every_app_host_is_p0_with_restart(tmp_path: Path) -> None:
         "rc": 7,
     }
     probes["app1"]["service_status"] = {
-        "output": "● sergas-app.service\n     Active: inactive (dead) since Sat 2026-11-28 05:58:00 UTC; 2min ago\n",
+        "output": (
+            "● sergas-app.service\n     Active: inactive (dead) since Sat 2026-11-28 05:58:00 UTC; 2min ago\n"
+        ),
         "status": "ok",
         "rc": 3,
     }
@@ -206,7 +208,10 @@ def test_pool_exhausted_suggests_kill_idle_then_pool_resize(tmp_path: Path) -> N
 def test_postgres_log_is_read_and_a_missing_one_falls_back_to_the_journal(
     tmp_path: Path, pg_log_found: bool
 ) -> None:
-    line = "2026-11-28 05:59:00.120 UTC [77] sergas@sergas app=[unknown] FATAL:  sorry, too many clients already\n"
+    line = (
+        "2026-11-28 05:59:00.120 UTC [77] sergas@sergas app=[unknown] "
+        "FATAL:  sorry, too many clients already\n"
+    )
     probes = healthy()
     if pg_log_found:
         probes["db1"]["pg_log"] = line * 2
@@ -280,8 +285,10 @@ def test_database_down_is_p0_and_data_at_risk(tmp_path: Path) -> None:
 def test_oom_kill_counts_only_this_hosts_cgroup_inside_the_window(tmp_path: Path) -> None:
     probes = healthy()
     probes["app1"]["oom_events"] = (
-        "[Sat Nov 28 05:57:10 2026] oom-kill:constraint=CONSTRAINT_MEMCG,task_memcg=/collector-lab/app1/hog,task=python3\n"
-        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1000kB\n"
+        "[Sat Nov 28 05:57:10 2026] "
+        "oom-kill:constraint=CONSTRAINT_MEMCG,task_memcg=/collector-lab/app1/hog,task=python3\n"
+        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) "
+        "total-vm:1000kB\n"
         "[Sat Nov 28 04:00:00 2026] Memory cgroup out of memory: Killed process 1 (old) total-vm:1kB\n"
     )
     probes["db1"]["oom_events"] = (
@@ -336,7 +343,8 @@ def test_redis_down_and_near_maxmemory(tmp_path: Path) -> None:
 def test_rate_limited_suggests_breaker_rate_and_ttl(tmp_path: Path) -> None:
     probes = healthy()
     probes["app1"]["service_journal"] = "".join(
-        f"2026-11-28T05:59:{i:02d}+0000 app1 sergas-app[1]: WARNING: zoho upstream status=429 rate limit exceeded\n"
+        f"2026-11-28T05:59:{i:02d}+0000 app1 sergas-app[1]: WARNING: zoho upstream status=429 rate limit "
+        "exceeded\n"
         for i in range(8)
     )
     probes["app1"]["circuit_breaker"] = json.dumps({"zoho": {"state": "open"}}) + "\nHTTP 200\n"
@@ -363,7 +371,8 @@ def test_deploy_shortly_before_errors_suggests_rollback_to_previous_tag(tmp_path
         "● sergas-app.service\n     Active: active (running) since Sat 2026-11-28 05:55:00 UTC; 5min ago\n"
     )
     probes["app1"]["service_journal"] = "".join(
-        f"2026-11-28T05:5{6 + i // 60}:{i % 60:02d}+0000 app1 sergas-app[1]: ERROR: path=/api/orders status=500\n"
+        f"2026-11-28T05:5{6 + i // 60}:{i % 60:02d}+0000 app1 sergas-app[1]: ERROR: path=/api/orders "
+        "status=500\n"
         for i in range(10)
     )
     probes["app1"]["app_health"] = (
@@ -456,7 +465,8 @@ def test_each_firing_alert_is_a_finding_with_mapped_severity(tmp_path: Path) -> 
 def test_auth_failures_flag_a_possible_security_incident(tmp_path: Path) -> None:
     probes = healthy()
     probes["db1"]["service_journal"] = "".join(
-        f'2026-11-28T05:59:{i:02d}+0000 db1 postgres[9]: FATAL:  password authentication failed for user "sergas"\n'
+        f"2026-11-28T05:59:{i:02d}+0000 db1 postgres[9]: FATAL:  password authentication failed for user "
+        '"sergas"\n'
         for i in range(12)
     )
     doc = _triage(tmp_path, probes)
@@ -615,33 +625,51 @@ def test_runbook_rules_exist() -> None:
     "broken, message",
     [
         (
-            "rules: [{id: x, title: t, scenario: s, basis: live, measure: nosuch, when: {op: '>', value: 1}, severity: P1, message: m}]",
+            (
+                "rules: [{id: x, title: t, scenario: s, basis: live, measure: nosuch, "
+                "when: {op: '>', value: 1}, severity: P1, message: m}]"
+            ),
             "unknown measure",
         ),
         (
-            "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, when: {op: '~', value: 1}, severity: P1, message: m}]",
+            (
+                "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, "
+                "when: {op: '~', value: 1}, severity: P1, message: m}]"
+            ),
             "`when` needs op",
         ),
         (
-            "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, when: {op: '>', value: 1}, severity: P9, message: m}]",
+            (
+                "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, "
+                "when: {op: '>', value: 1}, severity: P9, message: m}]"
+            ),
             "severity must be one of",
         ),
         (
-            "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m, colour: red}]",
+            (
+                "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, "
+                "when: {op: '>', value: 1}, severity: P1, message: m, colour: red}]"
+            ),
             "unknown key 'colour'",
         ),
         (
-            "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m, unless: [y]}]",
+            (
+                "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, "
+                "when: {op: '>', value: 1}, severity: P1, message: m, unless: [y]}]"
+            ),
             "`unless` names no rule 'y'",
         ),
         (
-            "rules: [{id: x, title: t, scenario: s, measure: log_lines, when: {op: '>', value: 1}, severity: P1, message: m}]",
+            (
+                "rules: [{id: x, title: t, scenario: s, measure: log_lines, "
+                "when: {op: '>', value: 1}, severity: P1, message: m}]"
+            ),
             "missing 'basis'",
         ),
         (
             (
-                "rules: [{id: x, title: t, scenario: s, basis: past, measure: log_lines, when: {op: '>', value: 1}, "
-                "severity: P1, message: m}]"
+                "rules: [{id: x, title: t, scenario: s, basis: past, measure: log_lines, "
+                "when: {op: '>', value: 1}, severity: P1, message: m}]"
             ),
             "basis must be live",
         ),
@@ -681,10 +709,13 @@ def test_a_new_rule_is_a_few_lines_of_yaml(tmp_path: Path) -> None:
 def test_lock_waits_and_slow_statements_in_the_postgres_log(tmp_path: Path) -> None:
     probes = healthy()
     probes["db1"]["service_journal"] = (
-        "2026-11-28T05:59:01+0000 db1 postgres[9]: LOG:  process 88 still waiting for AccessShareLock on relation 16390 after 1000.1 ms\n"
+        "2026-11-28T05:59:01+0000 db1 postgres[9]: LOG:  process 88 still waiting for AccessShareLock on "
+        "relation 16390 after 1000.1 ms\n"
         "2026-11-28T05:59:02+0000 db1 postgres[9]: ERROR:  canceling statement due to statement timeout\n"
-        "2026-11-28T05:59:03+0000 db1 postgres[9]: LOG:  process 89 still waiting for RowExclusiveLock on relation 16390\n"
-        "2026-11-28T05:59:04+0000 db1 postgres[9]: LOG:  duration: 7012.5 ms  statement: SELECT * FROM orders\n"
+        "2026-11-28T05:59:03+0000 db1 postgres[9]: LOG:  process 89 still waiting for RowExclusiveLock on "
+        "relation 16390\n"
+        "2026-11-28T05:59:04+0000 db1 postgres[9]: LOG:  duration: 7012.5 ms  statement: SELECT * FROM "
+        "orders\n"
         "2026-11-28T05:59:05+0000 db1 postgres[9]: LOG:  duration: 150.0 ms  statement: SELECT 1\n"
     )
     by = findings_by_rule(_triage(tmp_path, probes))
@@ -783,7 +814,8 @@ def test_the_window_comes_from_the_manifest_when_collect_ran_from_python(tmp_pat
     # collect() called as a function has no --since on its command line: the manifest's `since` rules.
     probes = healthy()
     probes["app1"]["oom_events"] = (
-        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1000kB\n"
+        "[Sat Nov 28 05:57:10 2026] Memory cgroup out of memory: Killed process 4242 (python3) "
+        "total-vm:1000kB\n"
     )
     narrow = make_bundle(tmp_path / "narrow", probes, since="1m", since_in_argv=False)
     assert json.loads((narrow / "manifest.json").read_text())["since"] == "1m"

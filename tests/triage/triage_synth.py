@@ -66,15 +66,20 @@ MiB Mem :  24105.1 total,  21323.8 free,   1653.6 used,   1493.7 buff/cache
     123 sergas    20   0  300000  40000  10000 S   0.7   0.1   0:01.00 python3
 """
 
-_IOSTAT = """Linux 6.18.44 (app1) \t11/28/26 \t_x86_64_\t(2 CPU)
+_IOSTAT = (
+    """Linux 6.18.44 (app1) \t11/28/26 \t_x86_64_\t(2 CPU)
 
 avg-cpu:  %user   %nice %system %iowait  %steal   %idle
            3.00    0.00    1.00    0.50    0.00   95.50
 
-Device            r/s     rkB/s   rrqm/s  %rrqm r_await rareq-sz     w/s     wkB/s   wrqm/s  %wrqm w_await wareq-sz     d/s     dkB/s   drqm/s  %drqm d_await dareq-sz     f/s f_await  aqu-sz  %util
-vda              2.00     16.00     0.00   0.00    0.50     8.00    5.00     40.00     1.00  16.67    0.80     8.00    0.00      0.00     0.00   0.00    0.00     0.00    1.00    0.10    0.01   0.40
-
 """
+    "Device            r/s     rkB/s   rrqm/s  %rrqm r_await rareq-sz     w/s     wkB/s   wrqm/s  %wrqm "
+    "w_await wareq-sz     d/s     dkB/s   drqm/s  %drqm d_await dareq-sz     f/s f_await  aqu-sz  %util\n"
+    "vda              2.00     16.00     0.00   0.00    0.50     8.00    5.00     40.00     1.00  "
+    "16.67    0.80     8.00    0.00      0.00     0.00   0.00    0.00     0.00    1.00    0.10    "
+    "0.01   0.40\n"
+    "\n"
+)
 
 
 def _journal(lines: list[str]) -> str:

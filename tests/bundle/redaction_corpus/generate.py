@@ -210,7 +210,10 @@ def _mysql() -> Entry:
 def _azure() -> Entry:
     key = rs(86, B64) + "=="
     account = "fake" + rs(8, string.ascii_lowercase)
-    conn = f"DefaultEndpointsProtocol=https;AccountName={account};AccountKey={key};EndpointSuffix=core.windows.net"
+    conn = (
+        f"DefaultEndpointsProtocol=https;AccountName={account};AccountKey={key};"
+        "EndpointSuffix=core.windows.net"
+    )
     line = rng.choice(
         [
             f"AZURE_STORAGE_CONNECTION_STRING={conn}",
@@ -713,7 +716,10 @@ def _k8s() -> Entry:
     kind = rng.randrange(4)
     if kind == 0:
         return (
-            f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\ndata:\n  {key}: {val}\n  username: YWRtaW4=",
+            (
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\ndata:\n"
+                f"  {key}: {val}\n  username: YWRtaW4="
+            ),
             [val],
         )
     if kind == 1:
@@ -774,7 +780,10 @@ def _query() -> Entry:
     )
     line = rng.choice(
         [
-            f'10.0.0.9 - - [01/Dec/2026:17:00:01 +0000] "GET /v1/items?{param}={val}&page=2 HTTP/1.1" 200 512',
+            (
+                "10.0.0.9 - - [01/Dec/2026:17:00:01 +0000] "
+                f'"GET /v1/items?{param}={val}&page=2 HTTP/1.1" 200 512'
+            ),
             f"redirect to https://app.example.test/cb?code=1&{param}={val}",
             journal("gunicorn", f"GET /export?{param}={val}"),
         ]
@@ -1004,7 +1013,8 @@ def _putty() -> Entry:
     lines = [rs(64, B64) for _ in range(rng.randrange(1, 4))]
     mac = rs(64, HEX)
     text = (
-        f"PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: fake\nPublic-Lines: 2\n{rs(64, B64)}\n"
+        "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: fake\nPublic-Lines: "
+        f"2\n{rs(64, B64)}\n"
         f"{rs(20, B64)}\nPrivate-Lines: {len(lines)}\n" + "\n".join(lines) + f"\nPrivate-MAC: {mac}\n"
     )
     return text, [*lines, mac]
@@ -1310,7 +1320,8 @@ def _h_journal() -> str:
             journal("sshd", "pam_unix(sshd:session): session opened for user root(uid=0) by (uid=0)"),
             journal(
                 "sudo",
-                "pam_unix(sudo:auth): authentication failure; logname=bob uid=1000 euid=0 tty=/dev/pts/0 ruser=bob",
+                "pam_unix(sudo:auth): authentication failure; logname=bob uid=1000 euid=0 tty=/dev/pts/0 "
+                "ruser=bob",
             ),
             journal("app", "token expired for user bob, issuing a new one"),
             journal("redis", "Client closed connection"),
