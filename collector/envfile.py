@@ -138,8 +138,7 @@ def key_id(key: bytes) -> str:
 
 def fingerprint(key: bytes, name: str, value: str) -> str:
     """`«REDACTED:hmac-sha256:1a2b3c4d»` for one value of one key (the name is mixed in: equal values of two
-    keys
-    differ)."""
+    keys differ)."""
     digest = hmac.new(key, f"{name}={value}".encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
     return f"{FINGERPRINT_OPEN}{digest[:FINGERPRINT_HEX]}»"
 

@@ -1,6 +1,5 @@
 """The audit log: hash chain, signatures, checkpoints; edit, removal, reorder, tail cut, recomputed rewrite,
-torn
-lines, lines that are not records, dangling applies."""
+torn lines, lines that are not records, dangling applies."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """An interrupted apply records its outcome: SIGTERM/SIGINT/SIGHUP → `apply-interrupted` (signed); a killed
-one
-is found by the next command and recorded as `apply-dangling`. A real ansible-runner run on this machine
+one is found by the next command and recorded as `apply-dangling`. A real ansible-runner run on this machine
 (connection local) of a stand-in playbook that sleeps, from a playbooks folder the test's policy names."""
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """Triage suggests the runbook's numbers (idle > 5 min, pool 30 / 50, ZOHO_RATE_LIMIT 50, TTL 1800 s,
-MemoryLimit
-4G), each overridable per deployment by an inventory host var."""
+MemoryLimit 4G), each overridable per deployment by an inventory host var."""
 
 from __future__ import annotations
 
