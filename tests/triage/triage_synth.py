@@ -181,7 +181,7 @@ def make_bundle(
     unreachable: dict[str, str] | None = None,
     since: str = "10m",
     since_in_argv: bool = True,
-    inventory: str = "inventory/lab.yml",
+    inventory: str = "synthetic/no-inventory.yml",  # none: the runbook's numbers, not a running lab's overrides
 ) -> Path:
     """Write a real bundle from host → probe → output (default: the healthy lab) and return its folder."""
     probes = copy.deepcopy(healthy() if probes is None else probes)
