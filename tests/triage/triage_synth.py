@@ -181,7 +181,8 @@ def make_bundle(
     unreachable: dict[str, str] | None = None,
     since: str = "10m",
     since_in_argv: bool = True,
-    inventory: str = "synthetic/no-inventory.yml",  # none: the runbook's numbers, not a running lab's overrides
+    # none: the runbook's numbers apply, not a running lab's overrides
+    inventory: str = "synthetic/no-inventory.yml",
 ) -> Path:
     """Write a real bundle from host → probe → output (default: the healthy lab) and return its folder."""
     probes = copy.deepcopy(healthy() if probes is None else probes)
