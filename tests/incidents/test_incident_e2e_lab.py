@@ -209,7 +209,9 @@ def test_alert_to_closed_incident_on_the_lab(lab: Any, e2e: tuple[ServeProcess, 
         assert not missing, (missing, [(e["at"], e["kind"]) for e in events])
         times = [first[k] for k in CHAIN]
         assert times == sorted(times), list(zip(CHAIN, times, strict=True))
-        assert t_broken - 5 <= first["alert-fired"] and first["closed"] <= t_closed + 1
+        # alert-fired is Prometheus' startsAt: a rule that fired on the shared lab minutes ago and flapped back
+        # keeps its old start, so it is only bound by the order above, not by the break
+        assert first["declared"] >= t_broken - 1 and first["closed"] <= t_closed + 1
         assert first["resolved"] > first["applied"] > first["plan-approved"] > first["collected"]
         text = run("collector", "incident", "show", inc.id, env=people, timeout=60).stdout
         timeline = text.split("timeline:", 1)[1]
