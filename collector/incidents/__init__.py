@@ -58,4 +58,5 @@ Hooks the receiver calls (the lifecycle side owns these modules; a missing modul
 - `collector.incidents.page.routes(store, settings)` -> list of Starlette routes mounted on the app
   (the incidents page). The webhook is `POST /alertmanager`, health `GET /healthz`.
 """
+
 from __future__ import annotations

@@ -20,6 +20,7 @@ once). The runbook's numbers:
 An incident without a severity yet runs on P1's clocks: the alert said something is wrong, and a person
 should look within 15 minutes until triage says otherwise.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -48,8 +49,10 @@ DEFAULT_SEVERITY = "P1"
 RESPONSE_TIME = SEVERITY_RESPONSE_TIME  # the runbook's, kept with the severity scale in collector.core
 # (first update within, then every)
 UPDATE_CADENCE: dict[str, tuple[_dt.timedelta, _dt.timedelta]] = {
-    "P0": (5 * MINUTE, 15 * MINUTE), "P1": (15 * MINUTE, 30 * MINUTE),
-    "P2": (60 * MINUTE, 120 * MINUTE), "P3": (240 * MINUTE, 480 * MINUTE),
+    "P0": (5 * MINUTE, 15 * MINUTE),
+    "P1": (15 * MINUTE, 30 * MINUTE),
+    "P2": (60 * MINUTE, 120 * MINUTE),
+    "P3": (240 * MINUTE, 480 * MINUTE),
 }
 COMMANDED_BY_ONCALL = ("P0", "P1")
 ACTIVE: tuple[str, ...] = tuple(INCIDENT_ACTIVE_STATES)
@@ -142,10 +145,15 @@ def _contact(raw: Any, where: str) -> Contact:
     on = (on,) if isinstance(on, str) else tuple(str(r) for r in on)
     unknown = [r for r in on if r not in ESCALATION_REASONS]
     if unknown:
-        raise UsageError(f"{where}: unknown escalation reason {unknown[0]!r} "
-                         f"(use {', '.join(ESCALATION_REASONS)})")
-    return Contact(name=str(raw["name"]), role=str(raw.get("role") or ""), email=str(raw.get("email") or ""),
-                   escalate_on=on)
+        raise UsageError(
+            f"{where}: unknown escalation reason {unknown[0]!r} (use {', '.join(ESCALATION_REASONS)})"
+        )
+    return Contact(
+        name=str(raw["name"]),
+        role=str(raw.get("role") or ""),
+        email=str(raw.get("email") or ""),
+        escalate_on=on,
+    )
 
 
 def people_from(config: Mapping[str, Any]) -> People:
@@ -254,8 +262,11 @@ def update_deadline(incident: Incident, events: Sequence[Event]) -> _dt.datetime
 def flags(events: Iterable[Event], signals: Signals) -> dict[str, str]:
     """Raised flags and why: from people (flag events) and from triage's signals."""
     raised: dict[str, str] = {}
-    for name, on in (("data-loss", signals.data_loss), ("security", signals.security),
-                     ("cross-system", signals.cross_system)):
+    for name, on in (
+        ("data-loss", signals.data_loss),
+        ("security", signals.security),
+        ("cross-system", signals.cross_system),
+    ):
         if on:
             raised[name] = signals.why.get(name, "triage")
     for event in _events(events, EV_FLAG):
@@ -286,8 +297,15 @@ def next_deadline(incident: Incident, events: Sequence[Event], now: _dt.datetime
     return min(clocks, key=lambda d: d.at) if clocks else None
 
 
-def due(incident: Incident, events: Sequence[Event], now: _dt.datetime, people: People,
-        signals: Signals = Signals(), *, collecting: bool = False) -> list[Due]:
+def due(
+    incident: Incident,
+    events: Sequence[Event],
+    now: _dt.datetime,
+    people: People,
+    signals: Signals = Signals(),
+    *,
+    collecting: bool = False,
+) -> list[Due]:
     """Everything due for `incident` at `now` that has not been done yet, in the order to do it.
 
     `collecting`: the receiver's collection (collect, triage, report, ticket, plan) is still running; the
@@ -303,8 +321,16 @@ def due(incident: Incident, events: Sequence[Event], now: _dt.datetime, people: 
     who = _recipients(incident, people)
 
     if active and not commander and severity in COMMANDED_BY_ONCALL and people.oncall:
-        out.append(Due("assign", "assign", opened, f"{people.oncall.name} commands this {severity} incident "
-                       "(the on-call engineer, per the runbook)", recipients=(people.oncall,)))
+        out.append(
+            Due(
+                "assign",
+                "assign",
+                opened,
+                f"{people.oncall.name} commands this {severity} incident "
+                "(the on-call engineer, per the runbook)",
+                recipients=(people.oncall,),
+            )
+        )
 
     # Status updates the runbook's templates carry: initial (as soon as evidence is in, at the latest at its
     # deadline), mitigation (once a fix is applied), resolved.
@@ -316,8 +342,15 @@ def due(incident: Incident, events: Sequence[Event], now: _dt.datetime, people: 
     if "mitigation" not in stages and mitigating and active:
         out.append(Due("notify", "notify:mitigation", now, "mitigation update", stage="mitigation"))
     if "resolved" not in stages and incident.state in ("resolved", "closed"):
-        out.append(Due("notify", "notify:resolved", _t(incident.resolved_at) or now, "resolved update",
-                       stage="resolved"))
+        out.append(
+            Due(
+                "notify",
+                "notify:resolved",
+                _t(incident.resolved_at) or now,
+                "resolved update",
+                stage="resolved",
+            )
+        )
 
     if active and not incident.acked_at:
         deadline = ack_deadline(incident)
@@ -326,18 +359,32 @@ def due(incident: Incident, events: Sequence[Event], now: _dt.datetime, people: 
             n = int((now - deadline) / period) if period else 0
             key = f"remind:ack:{n}"
             if key not in done_keys:
-                out.append(Due("remind", key, deadline + n * period,
-                               f"not acknowledged: the {severity} response time ({_mins(period)}) ended at "
-                               f"{iso_z(deadline)}", recipients=who))
+                out.append(
+                    Due(
+                        "remind",
+                        key,
+                        deadline + n * period,
+                        f"not acknowledged: the {severity} response time ({_mins(period)}) ended at "
+                        f"{iso_z(deadline)}",
+                        recipients=who,
+                    )
+                )
     update = update_deadline(incident, events)
     if active and update is not None and now >= update and "initial" in stages:
         every = UPDATE_CADENCE[severity][1]
         n = int((now - update) / every)
         key = f"remind:update:{iso_z(update)}:{n}"
         if key not in done_keys:
-            out.append(Due("remind", key, update + n * every,
-                           f"status update overdue: it was due at {iso_z(update)} (every {_mins(every)} for "
-                           f"{severity})", recipients=who))
+            out.append(
+                Due(
+                    "remind",
+                    key,
+                    update + n * every,
+                    f"status update overdue: it was due at {iso_z(update)} (every {_mins(every)} for "
+                    f"{severity})",
+                    recipients=who,
+                )
+            )
 
     if active:
         reasons: dict[str, str] = {}
@@ -351,15 +398,32 @@ def due(incident: Incident, events: Sequence[Event], now: _dt.datetime, people: 
                 recipients, note = people.for_reason(reason), ""
                 if not recipients and people.oncall:
                     # an escalation nobody receives is worse than one the on-call has to forward
-                    recipients, note = (people.oncall,), " (no contact is configured for this reason: sent to the on-call)"
-                out.append(Due("escalate", key, now, f"{ESCALATION_REASONS[reason]}: {why}{note}", reason=reason,
-                               recipients=recipients))
+                    recipients, note = (
+                        (people.oncall,),
+                        " (no contact is configured for this reason: sent to the on-call)",
+                    )
+                out.append(
+                    Due(
+                        "escalate",
+                        key,
+                        now,
+                        f"{ESCALATION_REASONS[reason]}: {why}{note}",
+                        reason=reason,
+                        recipients=recipients,
+                    )
+                )
     else:
         left = active_silences(events)
         if left:
-            out.append(Due("unsilence", "unsilence", _t(incident.resolved_at) or now,
-                           f"expire {len(left)} Alertmanager silence(s): the incident is {incident.state}",
-                           ids=tuple(left)))
+            out.append(
+                Due(
+                    "unsilence",
+                    "unsilence",
+                    _t(incident.resolved_at) or now,
+                    f"expire {len(left)} Alertmanager silence(s): the incident is {incident.state}",
+                    ids=tuple(left),
+                )
+            )
     return out
 
 
@@ -403,7 +467,9 @@ def read_signals(incident: Incident) -> Signals:
     if security:
         why["security"] = "triage: " + ("; ".join(findings.security.reasons) or "a security rule fired")
     hosts = bundle.manifest.get("hosts", {}) if isinstance(bundle.manifest, dict) else {}
-    affected = {h for f in findings.findings for h in f.hosts if h in hosts and f.severity in ("P0", "P1", "P2")}
+    affected = {
+        h for f in findings.findings for h in f.hosts if h in hosts and f.severity in ("P0", "P1", "P2")
+    }
     roles = {r for h in affected for r in (hosts[h].get("roles") or [h])}
     cross = len(roles) > 1
     if cross:
@@ -420,43 +486,64 @@ class AlertmanagerError(Exception):
 
 def _am_request(method: str, url: str, body: Any = None, timeout: float = 10.0) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             raw = answer.read()
     except urllib.error.HTTPError as exc:
         text = exc.read().decode(errors="replace").strip().splitlines()
-        raise AlertmanagerError(f"Alertmanager answered {exc.code} to {method} {url}: "
-                                f"{text[0] if text else exc.reason}") from None
+        raise AlertmanagerError(
+            f"Alertmanager answered {exc.code} to {method} {url}: {text[0] if text else exc.reason}"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         raise AlertmanagerError(f"Alertmanager at {url} unreachable: {exc}") from None
     return json.loads(raw) if raw.strip() else None
 
 
-def silence_matchers(incident: Incident, alert_labels: Sequence[Mapping[str, str]]) -> list[list[dict[str, Any]]]:
+def silence_matchers(
+    incident: Incident, alert_labels: Sequence[Mapping[str, str]]
+) -> list[list[dict[str, Any]]]:
     """One matcher set per silence: the labels the incident's alerts share (the group), else one per alert."""
     if incident.labels:
-        return [[{"name": k, "value": v, "isRegex": False, "isEqual": True}
-                 for k, v in sorted(incident.labels.items())]]
+        return [
+            [
+                {"name": k, "value": v, "isRegex": False, "isEqual": True}
+                for k, v in sorted(incident.labels.items())
+            ]
+        ]
     sets: list[list[dict[str, Any]]] = []
     for labels in alert_labels:
-        matchers = [{"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in sorted(labels.items())]
+        matchers = [
+            {"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in sorted(labels.items())
+        ]
         if matchers and matchers not in sets:
             sets.append(matchers)
     return sets
 
 
-def create_silences(alertmanager_url: str, incident: Incident, alert_labels: Sequence[Mapping[str, str]],
-                    who: str, now: _dt.datetime, hold: _dt.timedelta = _dt.timedelta(hours=24)) -> list[str]:
+def create_silences(
+    alertmanager_url: str,
+    incident: Incident,
+    alert_labels: Sequence[Mapping[str, str]],
+    who: str,
+    now: _dt.datetime,
+    hold: _dt.timedelta = _dt.timedelta(hours=24),
+) -> list[str]:
     """Silence the incident's alerts in Alertmanager; the comment carries the incident id. Returns the ids.
 
     Silences need an end: `hold` (24 h), renewed by nothing; resolving the incident expires them early.
     """
     ids: list[str] = []
     for matchers in silence_matchers(incident, alert_labels):
-        body = {"matchers": matchers, "startsAt": iso_z(now), "endsAt": iso_z(now + hold), "createdBy": who,
-                "comment": f"incident {incident.id}: acknowledged by {who}; expires when the incident resolves"}
+        body = {
+            "matchers": matchers,
+            "startsAt": iso_z(now),
+            "endsAt": iso_z(now + hold),
+            "createdBy": who,
+            "comment": f"incident {incident.id}: acknowledged by {who}; expires when the incident resolves",
+        }
         answer = _am_request("POST", alertmanager_url.rstrip("/") + "/api/v2/silences", body)
         ids.append(str((answer or {}).get("silenceID")))
     return ids
@@ -471,7 +558,9 @@ def expire_silences(alertmanager_url: str, ids: Iterable[str]) -> dict[str, str]
             results[silence_id] = "expired"
         except AlertmanagerError as exc:
             # Already expired (or gone after an Alertmanager restart without storage): nothing left to end.
-            results[silence_id] = "expired" if " 404 " in str(exc) or "already expired" in str(exc) else str(exc)
+            results[silence_id] = (
+                "expired" if " 404 " in str(exc) or "already expired" in str(exc) else str(exc)
+            )
     return results
 
 
@@ -505,8 +594,15 @@ def _get(store: IncidentStore, incident_id: str) -> Incident:
     return incident
 
 
-def acknowledge(store: IncidentStore, incident_id: str, who: str, *, people: People | None = None,
-                alertmanager_url: str | None = None, now: _dt.datetime | None = None) -> tuple[Incident, list[str]]:
+def acknowledge(
+    store: IncidentStore,
+    incident_id: str,
+    who: str,
+    *,
+    people: People | None = None,
+    alertmanager_url: str | None = None,
+    now: _dt.datetime | None = None,
+) -> tuple[Incident, list[str]]:
     """Acknowledge: set acked_at, the commander (P2/P3: the responder), and silence its alerts in Alertmanager.
 
     Returns the incident and the silence ids made; an Alertmanager failure raises AlertmanagerError after the
@@ -535,8 +631,9 @@ def acknowledge(store: IncidentStore, incident_id: str, who: str, *, people: Peo
     return incident, ids
 
 
-def assign(store: IncidentStore, incident_id: str, commander: str, who: str,
-           now: _dt.datetime | None = None) -> Incident:
+def assign(
+    store: IncidentStore, incident_id: str, commander: str, who: str, now: _dt.datetime | None = None
+) -> Incident:
     incident = _get(store, incident_id)
     if incident.state == "closed":
         raise UsageError(f"incident {incident_id} is closed")
@@ -545,17 +642,35 @@ def assign(store: IncidentStore, incident_id: str, commander: str, who: str,
     return incident
 
 
-def raise_flag(store: IncidentStore, incident_id: str, flag: str, who: str, why: str = "",
-               now: _dt.datetime | None = None) -> None:
+def raise_flag(
+    store: IncidentStore,
+    incident_id: str,
+    flag: str,
+    who: str,
+    why: str = "",
+    now: _dt.datetime | None = None,
+) -> None:
     if flag not in FLAGS:
         raise UsageError(f"unknown flag {flag!r} (use {', '.join(FLAGS)})")
-    store.add_event(incident_id, EV_FLAG, _now(now), actor=who, detail={"flag": flag, "why": why or f"raised by {who}"})
+    store.add_event(
+        incident_id, EV_FLAG, _now(now), actor=who, detail={"flag": flag, "why": why or f"raised by {who}"}
+    )
 
 
-def post_update(store: IncidentStore, incident_id: str, who: str, settings: Settings | None = None, *,
-                message: str | None = None, severity: str | None = None, mitigating: bool = False,
-                flags: Sequence[str] = (), now: _dt.datetime | None = None, people: People | None = None,
-                send_message: Callable[[Incident, str], dict[str, str]] | None = None) -> tuple[Incident, list[str]]:
+def post_update(
+    store: IncidentStore,
+    incident_id: str,
+    who: str,
+    settings: Settings | None = None,
+    *,
+    message: str | None = None,
+    severity: str | None = None,
+    mitigating: bool = False,
+    flags: Sequence[str] = (),
+    now: _dt.datetime | None = None,
+    people: People | None = None,
+    send_message: Callable[[Incident, str], dict[str, str]] | None = None,
+) -> tuple[Incident, list[str]]:
     """A person's update: severity, flags (escalate at once), mitigating, and a status message sent on every
     channel (it resets the update clock). Then whatever became due is done. Returns the lines to print."""
     moment = _now(now)
@@ -586,27 +701,53 @@ def post_update(store: IncidentStore, incident_id: str, who: str, settings: Sett
 
             def send_message(inc: Incident, text: str) -> dict[str, str]:
                 body = notify.message_text(inc, text, who, moment, channels)
-                return notify.send_text(inc, body.splitlines()[0], body, channels,
-                                        email_to=[oncall.email] if oncall and oncall.email else [])
+                return notify.send_text(
+                    inc,
+                    body.splitlines()[0],
+                    body,
+                    channels,
+                    email_to=[oncall.email] if oncall and oncall.email else [],
+                )
+
         results = send_message(incident, message)
-        store.add_event(incident_id, EV_UPDATE, moment, actor=who,
-                        detail={"key": f"update:{iso_z(moment)}", "stage": "update", "message": message[:2000],
-                                "channels": results})
-        lines.append("update sent: " + (", ".join(f"{k} {v}" for k, v in results.items()) or "no channel configured"))
+        store.add_event(
+            incident_id,
+            EV_UPDATE,
+            moment,
+            actor=who,
+            detail={
+                "key": f"update:{iso_z(moment)}",
+                "stage": "update",
+                "message": message[:2000],
+                "channels": results,
+            },
+        )
+        lines.append(
+            "update sent: " + (", ".join(f"{k} {v}" for k, v in results.items()) or "no channel configured")
+        )
     for _, item in tick(store, settings, moment, people=people, only=[incident_id]):
         lines.append(f"{item.kind}: {item.text}")
     return _get(store, incident_id), lines
 
 
-def resolve(store: IncidentStore, incident_id: str, who: str, *, verified: bool, alertmanager_url: str | None = None,
-            now: _dt.datetime | None = None) -> tuple[Incident, dict[str, str]]:
+def resolve(
+    store: IncidentStore,
+    incident_id: str,
+    who: str,
+    *,
+    verified: bool,
+    alertmanager_url: str | None = None,
+    now: _dt.datetime | None = None,
+) -> tuple[Incident, dict[str, str]]:
     """Move to resolved (only when the step-5 checklist passed) and expire the incident's silences."""
     moment = _now(now)
     incident = _get(store, incident_id)
     if incident.state not in INCIDENT_ACTIVE_STATES:
         raise UsageError(f"incident {incident_id} is {incident.state}, not active")
     if not verified:
-        raise UsageError(f"incident {incident_id}: the step-5 checklist has not passed (run `collector verify`)")
+        raise UsageError(
+            f"incident {incident_id}: the step-5 checklist has not passed (run `collector verify`)"
+        )
     incident = store.update(incident_id, state="resolved", resolved_at=iso_z(moment))
     store.add_event(incident_id, EV_RESOLVED, moment, actor=who, detail=None)
     expired: dict[str, str] = {}
@@ -632,7 +773,9 @@ def close(store: IncidentStore, incident_id: str, who: str, now: _dt.datetime | 
     """Close a resolved incident: a person's word, after the step-5 checklist passed."""
     incident = _get(store, incident_id)
     if incident.state != "resolved":
-        raise UsageError(f"incident {incident_id} is {incident.state}: only a resolved incident can be closed")
+        raise UsageError(
+            f"incident {incident_id} is {incident.state}: only a resolved incident can be closed"
+        )
     if not who.strip() or who.strip().lower() in ("collector", "serve", "alertmanager"):
         raise UsageError("closing is a person's decision: pass --by NAME")
     moment = _now(now)
@@ -647,9 +790,17 @@ def close(store: IncidentStore, incident_id: str, who: str, now: _dt.datetime | 
 Sender = Callable[[Incident, Due], dict[str, str]]
 
 
-def tick(store: IncidentStore, settings: Settings | None = None, now: _dt.datetime | None = None, *,
-         people: People | None = None, send: Sender | None = None, alertmanager_url: str | None = None,
-         only: Sequence[str] | None = None, recent: int = 200) -> list[tuple[str, Due]]:
+def tick(
+    store: IncidentStore,
+    settings: Settings | None = None,
+    now: _dt.datetime | None = None,
+    *,
+    people: People | None = None,
+    send: Sender | None = None,
+    alertmanager_url: str | None = None,
+    only: Sequence[str] | None = None,
+    recent: int = 200,
+) -> list[tuple[str, Due]]:
     """Do everything due for every incident that may still need something; returns (incident id, what was done).
 
     The server calls it every few seconds, `collector incident tick` once. Each item is claimed in the store
@@ -670,13 +821,18 @@ def tick(store: IncidentStore, settings: Settings | None = None, now: _dt.dateti
         from collector.incidents import notify
 
         channels = notify.load_channels(settings)
+
         def send(incident: Incident, item: Due) -> dict[str, str]:
             return notify.deliver(incident, item, channels, store=store, people=people, now=moment)
+
     done: list[tuple[str, Due]] = []
     found: Any = [store.get(i) for i in only] if only is not None else store.list(limit=recent)
     for incident in [i for i in found if i is not None]:
-        if incident.state == "closed" and not active_silences(events_of(store, incident.id)) and \
-                "resolved" in sent_stages(events_of(store, incident.id)):
+        if (
+            incident.state == "closed"
+            and not active_silences(events_of(store, incident.id))
+            and "resolved" in sent_stages(events_of(store, incident.id))
+        ):
             continue
         events = events_of(store, incident.id)
         signals = read_signals(incident) if incident.state in INCIDENT_ACTIVE_STATES else Signals()
@@ -688,12 +844,16 @@ def tick(store: IncidentStore, settings: Settings | None = None, now: _dt.dateti
                 continue  # another process is doing it
             try:
                 current = store.get(incident.id) or incident
-                if item.key in {str(_detail(e, "key")) for e in events_of(store, incident.id) if _detail(e, "key")}:
+                if item.key in {
+                    str(_detail(e, "key")) for e in events_of(store, incident.id) if _detail(e, "key")
+                }:
                     continue
                 try:
                     _perform(store, current, item, moment, send, alertmanager_url)
                 except Exception:  # one incident's failure must not stop the others' clocks
-                    log.exception("incident %s: %s failed; it is retried on the next tick", incident.id, item.key)
+                    log.exception(
+                        "incident %s: %s failed; it is retried on the next tick", incident.id, item.key
+                    )
                     continue
                 done.append((incident.id, item))
             finally:
@@ -701,36 +861,66 @@ def tick(store: IncidentStore, settings: Settings | None = None, now: _dt.dateti
     return done
 
 
-def _perform(store: IncidentStore, incident: Incident, item: Due, moment: _dt.datetime, send: Sender,
-             alertmanager_url: str | None) -> None:
+def _perform(
+    store: IncidentStore,
+    incident: Incident,
+    item: Due,
+    moment: _dt.datetime,
+    send: Sender,
+    alertmanager_url: str | None,
+) -> None:
     base = {"key": item.key, "text": item.text}
     if item.kind == "assign":
         if incident.commander:
             return
         name = item.recipients[0].name
         store.update(incident.id, commander=name)
-        store.add_event(incident.id, EV_ASSIGNED, moment, actor="collector", detail=base | {"commander": name})
+        store.add_event(
+            incident.id, EV_ASSIGNED, moment, actor="collector", detail=base | {"commander": name}
+        )
         return
     if item.kind == "unsilence":
         results = expire_silences(alertmanager_url, item.ids) if alertmanager_url else {}
         done = [i for i, r in results.items() if r == "expired"]
-        store.add_event(incident.id, EV_UNSILENCED, moment, actor="collector",
-                        detail=base | {"ids": done, "results": results})
+        store.add_event(
+            incident.id,
+            EV_UNSILENCED,
+            moment,
+            actor="collector",
+            detail=base | {"ids": done, "results": results},
+        )
         return
     results = send(incident, item)
     contacts = [c.label() for c in item.recipients]
     if item.kind == "notify":
-        store.add_event(incident.id, EV_UPDATE, moment, actor="collector",
-                        detail=base | {"stage": item.stage, "channels": results})
+        store.add_event(
+            incident.id,
+            EV_UPDATE,
+            moment,
+            actor="collector",
+            detail=base | {"stage": item.stage, "channels": results},
+        )
     elif item.kind == "remind":
-        store.add_event(incident.id, EV_REMINDER, moment, actor="collector",
-                        detail=base | {"to": contacts, "channels": results})
+        store.add_event(
+            incident.id,
+            EV_REMINDER,
+            moment,
+            actor="collector",
+            detail=base | {"to": contacts, "channels": results},
+        )
     elif item.kind == "escalate":
-        store.add_event(incident.id, EV_ESCALATED, moment, actor="collector",
-                        detail=base | {"reason": item.reason, "contacts": contacts, "channels": results})
+        store.add_event(
+            incident.id,
+            EV_ESCALATED,
+            moment,
+            actor="collector",
+            detail=base | {"reason": item.reason, "contacts": contacts, "channels": results},
+        )
 
 
-def on_event(store: IncidentStore, incident: Incident, event: Event, settings: Settings | None = None) -> None:
+def on_event(
+    store: IncidentStore, incident: Incident, event: Event, settings: Settings | None = None
+) -> None:
     """The receiver's hook after each event it records: do at once what became due for that incident
     (the commander on declaration, the initial update once evidence is in, the resolved update)."""
     tick(store, settings, only=[incident.id])

@@ -18,6 +18,7 @@ Configuration (the `notify:` section of incidents.yml, see incidents.example.yml
 
 Environment: COLLECTOR_SMTP_PASSWORD, COLLECTOR_CHAT_TOKEN (secrets), COLLECTOR_CHAT_WEBHOOK (one more URL).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -70,7 +71,11 @@ class Channels:
         found = [self.email.password] if self.email and self.email.password else []
         found += [c.token for c in self.chat if c.token]
         # a webhook URL's path is often its only secret (Slack-style hooks)
-        found += [urllib.parse.urlsplit(c.url).path for c in self.chat if len(urllib.parse.urlsplit(c.url).path) > 12]
+        found += [
+            urllib.parse.urlsplit(c.url).path
+            for c in self.chat
+            if len(urllib.parse.urlsplit(c.url).path) > 12
+        ]
         return found
 
 
@@ -100,17 +105,26 @@ def channels_from(config: Mapping[str, Any]) -> Channels:
             raise UsageError("incidents config: notify.email needs at least host")
         mode = str(raw_email.get("mode") or "starttls").lower()
         if mode not in EMAIL_MODES:
-            raise UsageError(f"incidents config: notify.email.mode {mode!r}: use one of {', '.join(EMAIL_MODES)}")
+            raise UsageError(
+                f"incidents config: notify.email.mode {mode!r}: use one of {', '.join(EMAIL_MODES)}"
+            )
         to = raw_email.get("to") or []
         to = [to] if isinstance(to, str) else [str(t) for t in to]
         try:
             port = int(raw_email.get("port") or (465 if mode == "ssl" else 587 if mode == "starttls" else 25))
         except ValueError:
-            raise UsageError(f"incidents config: notify.email.port {raw_email.get('port')!r} is not a number") \
-                from None
-        email = Email(host=str(raw_email["host"]), port=port, mode=mode, user=str(raw_email.get("user") or ""),
-                      password=_secret(raw_email, "password", "COLLECTOR_SMTP_PASSWORD", "notify.email"),
-                      sender=str(raw_email.get("from") or "incident-collector@localhost"), to=tuple(to))
+            raise UsageError(
+                f"incidents config: notify.email.port {raw_email.get('port')!r} is not a number"
+            ) from None
+        email = Email(
+            host=str(raw_email["host"]),
+            port=port,
+            mode=mode,
+            user=str(raw_email.get("user") or ""),
+            password=_secret(raw_email, "password", "COLLECTOR_SMTP_PASSWORD", "notify.email"),
+            sender=str(raw_email.get("from") or "incident-collector@localhost"),
+            to=tuple(to),
+        )
     raw_chat = notify.get("chat") or []
     if isinstance(raw_chat, (str, dict)):
         raw_chat = [raw_chat]
@@ -119,11 +133,17 @@ def channels_from(config: Mapping[str, Any]) -> Channels:
         entry = {"url": item} if isinstance(item, str) else item
         if not isinstance(entry, dict) or not str(entry.get("url", "")).startswith(("http://", "https://")):
             raise UsageError(f"incidents config: notify.chat[{i}] needs an http(s) url")
-        chats.append(Chat(str(entry["url"]), _secret(entry, "token", "COLLECTOR_CHAT_TOKEN", f"notify.chat[{i}]")))
+        chats.append(
+            Chat(str(entry["url"]), _secret(entry, "token", "COLLECTOR_CHAT_TOKEN", f"notify.chat[{i}]"))
+        )
     if os.environ.get("COLLECTOR_CHAT_WEBHOOK"):
         chats.append(Chat(os.environ["COLLECTOR_CHAT_WEBHOOK"], os.environ.get("COLLECTOR_CHAT_TOKEN", "")))
-    return Channels(email=email, chat=tuple(chats), ticket_system=str(notify.get("ticket") or ""),
-                    page_url=str(notify.get("page_url") or ""))
+    return Channels(
+        email=email,
+        chat=tuple(chats),
+        ticket_system=str(notify.get("ticket") or ""),
+        page_url=str(notify.get("page_url") or ""),
+    )
 
 
 def load_channels(settings: Settings | None = None) -> Channels:
@@ -145,14 +165,18 @@ def scrub(text: str, channels: Channels) -> str:
     try:
         return str(Redactor((), known_secrets=channels.secrets).redact_text(text, "notification"))
     except Exception as exc:  # noqa: BLE001 - any scrubber failure withholds the text
-        return (f"[notification withheld: redaction failed ({type(exc).__name__}); nothing was sent in clear. "
-                "Open the incident with `collector incident show`.]\n")
+        return (
+            f"[notification withheld: redaction failed ({type(exc).__name__}); nothing was sent in clear. "
+            "Open the incident with `collector incident show`.]\n"
+        )
 
 
 def _facts(incident: Incident, now: _dt.datetime, channels: Channels) -> str:
-    lines = [f"Incident: {incident.id} ({incident.state}, {incident.severity or 'severity not known yet'})",
-             f"Commander: {incident.commander or 'not assigned yet'}",
-             f"Opened: {incident.opened_at}"]
+    lines = [
+        f"Incident: {incident.id} ({incident.state}, {incident.severity or 'severity not known yet'})",
+        f"Commander: {incident.commander or 'not assigned yet'}",
+        f"Opened: {incident.opened_at}",
+    ]
     if incident.hosts:
         lines.append(f"Hosts: {', '.join(incident.hosts)}")
     if incident.bundles:
@@ -176,45 +200,70 @@ def update_text(incident: Incident, stage: str, now: _dt.datetime, channels: Cha
 
         try:
             data = build(Bundle.open(Path(incident.bundles[-1])))
-            body = render_text(f"comms/{stage}.txt.j2", data, now=fmt_time(now),
-                               next_update=fmt_time(now + every), next_update_min=minutes,
-                               commander=incident.commander or "not assigned yet")
+            body = render_text(
+                f"comms/{stage}.txt.j2",
+                data,
+                now=fmt_time(now),
+                next_update=fmt_time(now + every),
+                next_update_min=minutes,
+                commander=incident.commander or "not assigned yet",
+            )
         except Exception as exc:  # noqa: BLE001 - the update still goes out, from the incident alone
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             body = f"(the evidence bundle could not be read for this update: {first})\n"
     if not body.strip() or body.startswith("(the evidence"):
-        headline = {"initial": "INVESTIGATING", "mitigation": "MITIGATION IN PROGRESS", "resolved": "RESOLVED"}
-        body = (f"INCIDENT [{incident.severity or '?'}] {incident.title} — {headline.get(stage, stage.upper())}\n"
-                f"Time: {iso_z(now)}\nStatus: {stage}\n"
-                f"Hosts affected: {', '.join(incident.hosts) or 'none identified yet'}\n"
-                + ("Evidence collection is under way.\n" if not incident.bundles else body)
-                + (f"Next update: {iso_z(now + every)} (in {minutes} minutes)\n" if stage != "resolved" else ""))
+        headline = {
+            "initial": "INVESTIGATING",
+            "mitigation": "MITIGATION IN PROGRESS",
+            "resolved": "RESOLVED",
+        }
+        body = (
+            f"INCIDENT [{incident.severity or '?'}] {incident.title} — {headline.get(stage, stage.upper())}\n"
+            f"Time: {iso_z(now)}\nStatus: {stage}\n"
+            f"Hosts affected: {', '.join(incident.hosts) or 'none identified yet'}\n"
+            + ("Evidence collection is under way.\n" if not incident.bundles else body)
+            + (f"Next update: {iso_z(now + every)} (in {minutes} minutes)\n" if stage != "resolved" else "")
+        )
     return body.rstrip("\n") + "\n\n" + _facts(incident, now, channels) + "\n"
 
 
-def message_text(incident: Incident, message: str, author: str, now: _dt.datetime,
-                 channels: Channels = Channels()) -> str:
+def message_text(
+    incident: Incident, message: str, author: str, now: _dt.datetime, channels: Channels = Channels()
+) -> str:
     every = UPDATE_CADENCE[severity_of(incident)][1]
-    return (f"UPDATE [{incident.severity or '?'}] {incident.title}\n{message.strip()}\n— {author}\n"
-            f"Next update: {iso_z(now + every)}\n\n" + _facts(incident, now, channels) + "\n")
+    return (
+        f"UPDATE [{incident.severity or '?'}] {incident.title}\n{message.strip()}\n— {author}\n"
+        f"Next update: {iso_z(now + every)}\n\n" + _facts(incident, now, channels) + "\n"
+    )
 
 
-def due_text(incident: Incident, item: Due, now: _dt.datetime, channels: Channels = Channels(),
-             people: People | None = None) -> tuple[str, str]:
+def due_text(
+    incident: Incident,
+    item: Due,
+    now: _dt.datetime,
+    channels: Channels = Channels(),
+    people: People | None = None,
+) -> tuple[str, str]:
     """(subject, body) for a reminder or an escalation."""
     sev = incident.severity or "?"
     if item.kind == "escalate":
         to = ", ".join(c.label() for c in item.recipients) or "nobody configured for this reason"
         subject = f"ESCALATION [{sev}] {incident.title}: {item.text.split(':', 1)[0]}"
-        body = (f"{subject}\nWhy: {item.text}\nEscalated to: {to}\n"
-                f"The incident commander asks for your help (runbook: When to escalate).\n\n"
-                + _facts(incident, now, channels) + "\n")
+        body = (
+            f"{subject}\nWhy: {item.text}\nEscalated to: {to}\n"
+            f"The incident commander asks for your help (runbook: When to escalate).\n\n"
+            + _facts(incident, now, channels)
+            + "\n"
+        )
         return subject, body
     subject = f"REMINDER [{sev}] {incident.title}: {item.text.split(':', 1)[0]}"
-    body = (f"{subject}\n{item.text}\nTo: {', '.join(c.label() for c in item.recipients) or 'the on-call'}\n"
-            f"Acknowledge: collector incident ack {incident.id} --by NAME\n"
-            f"Post an update: collector incident update {incident.id} --message TEXT --by NAME\n\n"
-            + _facts(incident, now, channels) + "\n")
+    body = (
+        f"{subject}\n{item.text}\nTo: {', '.join(c.label() for c in item.recipients) or 'the on-call'}\n"
+        f"Acknowledge: collector incident ack {incident.id} --by NAME\n"
+        f"Post an update: collector incident update {incident.id} --message TEXT --by NAME\n\n"
+        + _facts(incident, now, channels)
+        + "\n"
+    )
     return subject, body
 
 
@@ -230,8 +279,13 @@ def _mail_url(email: Email, to: Sequence[str]) -> str:
             auth += ":" + urllib.parse.quote(email.password, safe="")
         auth += "@"
     # format=text: a plain-text mail (the updates are laid out in lines, not Markdown or HTML)
-    query = {"from": email.sender, "to": ",".join(to), "smtp": email.host, "name": "incident collector",
-             "format": "text"}
+    query = {
+        "from": email.sender,
+        "to": ",".join(to),
+        "smtp": email.host,
+        "name": "incident collector",
+        "format": "text",
+    }
     if email.mode != "insecure":
         query["mode"] = email.mode
     else:
@@ -246,8 +300,9 @@ def _chat_url(chat: Chat) -> str:
     if chat.token:
         query.append(("+Authorization", f"Bearer {chat.token}"))
     query.append((":source", "incident-collector"))
-    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path,
-                                    urllib.parse.urlencode(query, quote_via=urllib.parse.quote), ""))
+    return urllib.parse.urlunsplit(
+        (scheme, parts.netloc, parts.path, urllib.parse.urlencode(query, quote_via=urllib.parse.quote), "")
+    )
 
 
 def _send(url: str, subject: str, body: str, kind: str) -> str:
@@ -256,8 +311,11 @@ def _send(url: str, subject: str, body: str, kind: str) -> str:
     sender = apprise.Apprise()
     if not sender.add(url):
         return "refused: the channel's URL is not valid"
-    level = apprise.NotifyType.FAILURE if kind == "escalate" else (
-        apprise.NotifyType.WARNING if kind == "remind" else apprise.NotifyType.INFO)
+    level = (
+        apprise.NotifyType.FAILURE
+        if kind == "escalate"
+        else (apprise.NotifyType.WARNING if kind == "remind" else apprise.NotifyType.INFO)
+    )
     try:
         ok = sender.notify(title=subject, body=body, notify_type=level, body_format=apprise.NotifyFormat.TEXT)
     except Exception as exc:  # noqa: BLE001 - a channel's failure is a value
@@ -265,8 +323,16 @@ def _send(url: str, subject: str, body: str, kind: str) -> str:
     return "ok" if ok else "failed: the server refused or could not be reached"
 
 
-def send_text(incident: Incident, subject: str, body: str, channels: Channels, *, kind: str = "notify",
-              email_to: Sequence[str] = (), ticket: bool = True) -> dict[str, str]:
+def send_text(
+    incident: Incident,
+    subject: str,
+    body: str,
+    channels: Channels,
+    *,
+    kind: str = "notify",
+    email_to: Sequence[str] = (),
+    ticket: bool = True,
+) -> dict[str, str]:
     """Send one text on every configured channel; channel -> "ok" or one line of error."""
     subject = scrub(subject, channels).strip().splitlines()[0][:200]
     body = scrub(body, channels)
@@ -276,7 +342,9 @@ def send_text(incident: Incident, subject: str, body: str, channels: Channels, *
         if recipients:
             results["email"] = _send(_mail_url(channels.email, recipients), subject, body, kind)
     for i, chat in enumerate(channels.chat):
-        results[f"chat{i + 1}" if len(channels.chat) > 1 else "chat"] = _send(_chat_url(chat), subject, body, kind)
+        results[f"chat{i + 1}" if len(channels.chat) > 1 else "chat"] = _send(
+            _chat_url(chat), subject, body, kind
+        )
     if ticket and channels.ticket_system and incident.ticket:
         results["ticket"] = _ticket_note(incident.ticket, channels.ticket_system, f"**{subject}**\n\n{body}")
     return results
@@ -295,8 +363,15 @@ def _ticket_note(ticket: str, system: str, note: str) -> str:
     return "ok"
 
 
-def deliver(incident: Incident, item: Due, channels: Channels, *, store: IncidentStore | None = None,
-            people: People | None = None, now: _dt.datetime | None = None) -> dict[str, str]:
+def deliver(
+    incident: Incident,
+    item: Due,
+    channels: Channels,
+    *,
+    store: IncidentStore | None = None,
+    people: People | None = None,
+    now: _dt.datetime | None = None,
+) -> dict[str, str]:
     """Deliver what `item` (a notify, remind or escalate from lifecycle.due) says; channel -> outcome."""
     moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
     if item.kind == "notify":
@@ -306,4 +381,6 @@ def deliver(incident: Incident, item: Due, channels: Channels, *, store: Inciden
     subject, body = due_text(incident, item, moment, channels, people)
     to = [c.email for c in item.recipients if c.email]
     # reminders are for the incident's people, not for the ticket's readers
-    return send_text(incident, subject, body, channels, kind=item.kind, email_to=to, ticket=item.kind == "escalate")
+    return send_text(
+        incident, subject, body, channels, kind=item.kind, email_to=to, ticket=item.kind == "escalate"
+    )

@@ -7,6 +7,7 @@
 No script, no web font, no request to anywhere else: every style is inline, the page refreshes itself every
 30 s with a meta tag, and a Content-Security-Policy says so to the browser.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -38,8 +39,12 @@ if TYPE_CHECKING:
 REFRESH_S = 30
 RECENT = 30  # resolved/closed incidents shown under the open ones
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-           "Cache-Control": "no-store"}
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 @dataclass(frozen=True)
@@ -95,8 +100,11 @@ def report_links(incident: Incident) -> tuple[Link, ...]:
 
 def notes(events: Sequence[Event]) -> tuple[str, ...]:
     """Escalations made, Alertmanager silences, the newest collection's failure."""
-    out = [f"escalated: {ESCALATION_REASONS.get(str((e.detail or {}).get('reason')), 'yes')}"
-           for e in events if e.kind == "escalated"]
+    out = [
+        f"escalated: {ESCALATION_REASONS.get(str((e.detail or {}).get('reason')), 'yes')}"
+        for e in events
+        if e.kind == "escalated"
+    ]
     if active_silences(events):
         out.append("alerts silenced")
     collections = [e for e in events if e.kind in ("collected", "collect-failed", "collect-interrupted")]
@@ -112,33 +120,65 @@ def row(store: IncidentStore, incident: Incident, now: _dt.datetime) -> Row:
     if deadline is not None:
         left = (deadline.at - now).total_seconds()
         overdue = left < 0
-        text = f"{deadline.what} OVERDUE {_duration(-left)}" if overdue else f"{deadline.what} in {_duration(left)}"
+        text = (
+            f"{deadline.what} OVERDUE {_duration(-left)}"
+            if overdue
+            else f"{deadline.what} in {_duration(left)}"
+        )
     severity = incident.severity or "?"
     end = incident.closed_at or incident.resolved_at
-    age = _duration(((parse_instant(end) if end else now) - parse_instant(incident.opened_at)).total_seconds())
-    return Row(id=incident.id, title=incident.title, severity=severity,
-               sev_class=f"sev-{severity.lower()}" if severity in SEVERITIES else "sev-unknown",
-               state=incident.state, commander=incident.commander or "", opened_at=incident.opened_at, age=age,
-               deadline=text, overdue=overdue, hosts=", ".join(incident.hosts), reports=report_links(incident),
-               ticket=incident.ticket or "", alerts=incident.alerts, notes=notes(events))
+    age = _duration(
+        ((parse_instant(end) if end else now) - parse_instant(incident.opened_at)).total_seconds()
+    )
+    return Row(
+        id=incident.id,
+        title=incident.title,
+        severity=severity,
+        sev_class=f"sev-{severity.lower()}" if severity in SEVERITIES else "sev-unknown",
+        state=incident.state,
+        commander=incident.commander or "",
+        opened_at=incident.opened_at,
+        age=age,
+        deadline=text,
+        overdue=overdue,
+        hosts=", ".join(incident.hosts),
+        reports=report_links(incident),
+        ticket=incident.ticket or "",
+        alerts=incident.alerts,
+        notes=notes(events),
+    )
 
 
 @functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource("reports"))), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource("reports"))),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def render_page(store: IncidentStore, now: _dt.datetime | None = None, recent: int = RECENT) -> str:
     """The incidents page (HTML) from the store: active incidents by severity, then the recent others."""
     moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
     found: Any = store.list(INCIDENT_ACTIVE_STATES, limit=500)
-    active = sorted(found, key=lambda i: (SEVERITIES.index(i.severity) if i.severity in SEVERITIES else 1,
-                                          i.opened_at))
+    active = sorted(
+        found, key=lambda i: (SEVERITIES.index(i.severity) if i.severity in SEVERITIES else 1, i.opened_at)
+    )
     others: Any = store.list(("resolved", "closed"), limit=recent)
-    return _environment().get_template("incidents.html.j2").render(
-        view="list", now=iso_z(moment), refresh_s=REFRESH_S,
-        active=[row(store, i, moment) for i in active], recent=[row(store, i, moment) for i in others])
+    return (
+        _environment()
+        .get_template("incidents.html.j2")
+        .render(
+            view="list",
+            now=iso_z(moment),
+            refresh_s=REFRESH_S,
+            active=[row(store, i, moment) for i in active],
+            recent=[row(store, i, moment) for i in others],
+        )
+    )
 
 
 def render_incident(store: IncidentStore, incident_id: str, now: _dt.datetime | None = None) -> str | None:
@@ -148,12 +188,24 @@ def render_incident(store: IncidentStore, incident_id: str, now: _dt.datetime | 
         return None
     moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
     events = events_of(store, incident_id)
-    timeline = [{"at": e.at, "kind": e.kind, "actor": e.actor or "", "detail": _detail_text(e.kind, e.detail)}
-                for e in events]
-    return _environment().get_template("incidents.html.j2").render(
-        view="incident", now=iso_z(moment), refresh_s=REFRESH_S, r=row(store, incident, moment),
-        incident=incident, timeline=timeline, alerts=alert_labels(store, incident_id),
-        silences=active_silences(events))
+    timeline = [
+        {"at": e.at, "kind": e.kind, "actor": e.actor or "", "detail": _detail_text(e.kind, e.detail)}
+        for e in events
+    ]
+    return (
+        _environment()
+        .get_template("incidents.html.j2")
+        .render(
+            view="incident",
+            now=iso_z(moment),
+            refresh_s=REFRESH_S,
+            r=row(store, incident, moment),
+            incident=incident,
+            timeline=timeline,
+            alerts=alert_labels(store, incident_id),
+            silences=active_silences(events),
+        )
+    )
 
 
 def _detail_text(kind: str, detail: dict[str, Any] | None) -> str:
@@ -161,15 +213,34 @@ def _detail_text(kind: str, detail: dict[str, Any] | None) -> str:
     if not detail:
         return ""
     if kind == "escalated":
-        return f"{ESCALATION_REASONS.get(str(detail.get('reason')), detail.get('reason'))} → " \
-               f"{', '.join(detail.get('contacts') or []) or 'no contact configured'}"
+        return (
+            f"{ESCALATION_REASONS.get(str(detail.get('reason')), detail.get('reason'))} → "
+            f"{', '.join(detail.get('contacts') or []) or 'no contact configured'}"
+        )
     if kind == "update-sent":
         sent = detail.get("channels") or {}
         where = ", ".join(f"{k}: {v}" for k, v in sent.items()) or "no channel"
-        return f"{detail.get('stage')} ({where})" + (f": {detail['message']}" if detail.get("message") else "")
-    keys = ("commander", "reason", "flag", "why", "text", "severity", "bundle", "passed", "plan", "command", "ids",
-            "error", "by")
-    return "; ".join(f"{k}: {_plain(detail[k])}" for k in keys if detail.get(k) not in (None, "", [], {}))[:400]
+        return f"{detail.get('stage')} ({where})" + (
+            f": {detail['message']}" if detail.get("message") else ""
+        )
+    keys = (
+        "commander",
+        "reason",
+        "flag",
+        "why",
+        "text",
+        "severity",
+        "bundle",
+        "passed",
+        "plan",
+        "command",
+        "ids",
+        "error",
+        "by",
+    )
+    return "; ".join(f"{k}: {_plain(detail[k])}" for k in keys if detail.get(k) not in (None, "", [], {}))[
+        :400
+    ]
 
 
 def _plain(value: Any) -> str:
@@ -211,12 +282,15 @@ def routes(store: IncidentStore, settings: Settings | None = None) -> list[BaseR
         return HTMLResponse(text, headers=HEADERS)
 
     async def report(request: Request) -> Response:
-        data = await run_in_threadpool(bundle_report, store, str(request.path_params["incident_id"]),
-                                       int(request.path_params["index"]))
+        data = await run_in_threadpool(
+            bundle_report, store, str(request.path_params["incident_id"]), int(request.path_params["index"])
+        )
         if data is None:
             return PlainTextResponse("no report for this bundle yet\n", status_code=404, headers=HEADERS)
         return Response(data, media_type="text/html; charset=utf-8", headers=HEADERS)
 
-    return [Route("/", index, methods=["GET"]),
-            Route("/incidents/{incident_id}", incident, methods=["GET"]),
-            Route("/incidents/{incident_id}/bundles/{index:int}/report.html", report, methods=["GET"])]
+    return [
+        Route("/", index, methods=["GET"]),
+        Route("/incidents/{incident_id}", incident, methods=["GET"]),
+        Route("/incidents/{incident_id}/bundles/{index:int}/report.html", report, methods=["GET"]),
+    ]

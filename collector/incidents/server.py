@@ -5,6 +5,7 @@ The webhook answers once the notification is in the store (incident, alerts, tim
 queued; collections run afterwards in the service's bounded pool. A store error answers 500, so
 Alertmanager retries (and the retry is deduplicated).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,7 @@ def authorized(header: str | None, token: str) -> bool:
         return True
     if not header or not header.startswith("Bearer "):
         return False
-    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())
 
 
 def page_routes(service: Service) -> list[BaseRoute]:
@@ -51,7 +52,9 @@ def create_app(service: Service, token: str, *, start_service: bool = True) -> S
         if not authorized(request.headers.get("authorization"), token):
             # nothing read, nothing stored: one log line is the only trace
             log.warning("401 webhook from %s: missing or wrong bearer token", client)
-            return PlainTextResponse("unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return PlainTextResponse(
+                "unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         body = await request.body()
         if len(body) > MAX_BODY:
             return PlainTextResponse("payload too large\n", status_code=413)
@@ -70,13 +73,26 @@ def create_app(service: Service, token: str, *, start_service: bool = True) -> S
         except Exception:
             log.exception("500 webhook from %s: recording group %s failed", client, note.group_key)
             return PlainTextResponse("could not record the notification; retry\n", status_code=500)
-        log.info("webhook %s %s: %d alert(s) → %s%s", note.status, note.group_key, len(note.alerts),
-                 result.incident, " (opened)" if result.opened else "")
+        log.info(
+            "webhook %s %s: %d alert(s) → %s%s",
+            note.status,
+            note.group_key,
+            len(note.alerts),
+            result.incident,
+            " (opened)" if result.opened else "",
+        )
         return JSONResponse(result.to_dict())
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True, "running": service.running, "peak": service.peak,
-                             "queued": service.work_queue.qsize(), "max_collections": service.max_workers})
+        return JSONResponse(
+            {
+                "ok": True,
+                "running": service.running,
+                "peak": service.peak,
+                "queued": service.work_queue.qsize(),
+                "max_collections": service.max_workers,
+            }
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

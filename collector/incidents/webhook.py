@@ -3,6 +3,7 @@
 Pure functions: the server parses with `parse_payload`, picks the severity with `alert_severity` and the
 hosts to collect from with `route_hosts`; none of them touches the network or the store.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,15 @@ from collector.core import SEVERITIES, severity_rank
 # Alertmanager's severity words on the runbook's scale (README's severity table): critical pages are
 # major degradation until triage says "complete outage"; warnings are minor.
 SEVERITY_WORDS: dict[str, str] = {
-    "page": "P1", "critical": "P1", "high": "P2", "error": "P2", "major": "P2",
-    "warning": "P3", "minor": "P3", "low": "P3", "info": "P3",
+    "page": "P1",
+    "critical": "P1",
+    "high": "P2",
+    "error": "P2",
+    "major": "P2",
+    "warning": "P3",
+    "minor": "P3",
+    "low": "P3",
+    "info": "P3",
 }
 # Labels that name a host directly (their value, or its host part for `instance`).
 HOST_LABELS: tuple[str, ...] = ("host", "hostname", "nodename", "instance", "node", "server")
@@ -37,8 +45,14 @@ class Alert:
     generator_url: str = ""
 
     def as_mapping(self) -> dict[str, Any]:
-        return {"status": self.status, "labels": self.labels, "annotations": self.annotations,
-                "startsAt": self.starts_at, "endsAt": self.ends_at, "fingerprint": self.fingerprint}
+        return {
+            "status": self.status,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "startsAt": self.starts_at,
+            "endsAt": self.ends_at,
+            "fingerprint": self.fingerprint,
+        }
 
 
 @dataclass(frozen=True)
@@ -97,17 +111,28 @@ def parse_payload(doc: Any) -> Notification:
         a_status = raw.get("status") or status
         if a_status not in ("firing", "resolved"):
             raise PayloadError(f"alerts[{i}].status {a_status!r} is not firing or resolved")
-        alerts.append(Alert(
-            status=str(a_status), labels=labels, annotations=_labels(raw.get("annotations"), f"alerts[{i}].annotations"),
-            starts_at=starts, ends_at=ends if isinstance(ends, str) and not ends.startswith("0001-") else None,
-            fingerprint=str(raw.get("fingerprint") or _fingerprint(labels)),
-            generator_url=str(raw.get("generatorURL") or "")))
+        alerts.append(
+            Alert(
+                status=str(a_status),
+                labels=labels,
+                annotations=_labels(raw.get("annotations"), f"alerts[{i}].annotations"),
+                starts_at=starts,
+                ends_at=ends if isinstance(ends, str) and not ends.startswith("0001-") else None,
+                fingerprint=str(raw.get("fingerprint") or _fingerprint(labels)),
+                generator_url=str(raw.get("generatorURL") or ""),
+            )
+        )
     truncated = doc.get("truncatedAlerts") or 0
-    return Notification(group_key=group_key, status=str(status), receiver=str(doc.get("receiver") or ""),
-                        alerts=tuple(alerts), group_labels=_labels(doc.get("groupLabels"), "groupLabels"),
-                        common_labels=_labels(doc.get("commonLabels"), "commonLabels"),
-                        external_url=str(doc.get("externalURL") or ""),
-                        truncated=int(truncated) if isinstance(truncated, int) else 0)
+    return Notification(
+        group_key=group_key,
+        status=str(status),
+        receiver=str(doc.get("receiver") or ""),
+        alerts=tuple(alerts),
+        group_labels=_labels(doc.get("groupLabels"), "groupLabels"),
+        common_labels=_labels(doc.get("commonLabels"), "commonLabels"),
+        external_url=str(doc.get("externalURL") or ""),
+        truncated=int(truncated) if isinstance(truncated, int) else 0,
+    )
 
 
 def alert_severity(alerts: Iterable[Alert]) -> str | None:
@@ -140,7 +165,9 @@ def parse_label_rules(rules: Iterable[str]) -> list[tuple[str, str | None, str]]
     for rule in rules:
         m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)(?:=([^:]*))?:(.+?)\s*", rule)
         if not m:
-            raise ValueError(f"label rule {rule!r} is not label=value:pattern, label=~regex:pattern or label:pattern")
+            raise ValueError(
+                f"label rule {rule!r} is not label=value:pattern, label=~regex:pattern or label:pattern"
+            )
         value = m.group(2)
         if value is not None and value.startswith("~"):
             try:
@@ -167,8 +194,13 @@ def host_part(value: str) -> str:
     return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
-def route_hosts(alerts: Sequence[Alert], hostvars: Mapping[str, Mapping[str, Any]], groups: Iterable[str],
-                rules: Iterable[str], fallback: str) -> Route:
+def route_hosts(
+    alerts: Sequence[Alert],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    groups: Iterable[str],
+    rules: Iterable[str],
+    fallback: str,
+) -> Route:
     """Inventory patterns named by the alerts' labels: configured rules, then host labels (`instance`'s host
     part, `host`, ...) matched against inventory names and addresses, then `job` naming a group or host.
     None found: the fallback pattern, said so in the reasons."""

@@ -4,6 +4,7 @@ slow work (collect → triage → report → ticket → plan; verify on resolve)
 Work is claimed in the store before it is queued, so a process that dies (kill -9) leaves a claim that
 the next one (`recover`, at start and on every tick) finds, marks interrupted and runs again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,9 @@ def lifecycle_hook() -> Hook:
     return lifecycle.on_event
 
 
-def plan_events(records: Iterable[Mapping[str, Any]], plan_hash: str,
-                have: set[str]) -> list[tuple[str, str, str | None, dict[str, Any]]]:
+def plan_events(
+    records: Iterable[Mapping[str, Any]], plan_hash: str, have: set[str]
+) -> list[tuple[str, str, str | None, dict[str, Any]]]:
     """(kind, at, actor, detail) of the plan's first approval and first finished apply in the remediation audit
     log's records, each unless the timeline already has that kind."""
     out: list[tuple[str, str, str | None, dict[str, Any]]] = []
@@ -49,14 +51,30 @@ def plan_events(records: Iterable[Mapping[str, Any]], plan_hash: str,
             continue
         event = record.get("event")
         if event == "approve" and "plan-approved" not in have and "plan-approved" not in [o[0] for o in out]:
-            out.append(("plan-approved", str(record["time"]), record.get("actor"),
-                        {"plan": record.get("plan_id"), "audit_seq": record.get("seq")}))
+            out.append(
+                (
+                    "plan-approved",
+                    str(record["time"]),
+                    record.get("actor"),
+                    {"plan": record.get("plan_id"), "audit_seq": record.get("seq")},
+                )
+            )
         elif event == "apply-finish" and "applied" not in have and "applied" not in [o[0] for o in out]:
             hosts = record.get("hosts") or {}
-            out.append(("applied", str(record["time"]), record.get("actor"),
-                        {"plan": record.get("plan_id"), "action": record.get("action"),
-                         "verified": record.get("verified"), "audit_seq": record.get("seq"),
-                         "hosts": {h: (v or {}).get("status") for h, v in hosts.items()}}))
+            out.append(
+                (
+                    "applied",
+                    str(record["time"]),
+                    record.get("actor"),
+                    {
+                        "plan": record.get("plan_id"),
+                        "action": record.get("action"),
+                        "verified": record.get("verified"),
+                        "audit_seq": record.get("seq"),
+                        "hosts": {h: (v or {}).get("status") for h, v in hosts.items()},
+                    },
+                )
+            )
     return out
 
 
@@ -80,15 +98,27 @@ class Received:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"incident": self.incident, "opened": self.opened, "new_alerts": self.new_alerts,
-                "queued": self.queued, "note": self.note}
+        return {
+            "incident": self.incident,
+            "opened": self.opened,
+            "new_alerts": self.new_alerts,
+            "queued": self.queued,
+            "note": self.note,
+        }
 
 
 class Service:
     """The store, the inventory's routing and the work pool of one `serve` process."""
 
-    def __init__(self, store: IncidentStore, settings: Settings, *, hooks: list[Hook] | None = None,
-                 max_collections: int | None = None, lease_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        store: IncidentStore,
+        settings: Settings,
+        *,
+        hooks: list[Hook] | None = None,
+        max_collections: int | None = None,
+        lease_s: float = 60.0,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.owner = process_owner()
@@ -140,8 +170,13 @@ class Service:
     def route(self, note: Notification) -> Route:
         inv = self.inventory()
         groups = {g for gs in inv.groups.values() for g in gs}
-        return route_hosts(note.alerts, inv.hosts, groups, self.settings.serve_host_labels,
-                           self.settings.serve_fallback_hosts)
+        return route_hosts(
+            note.alerts,
+            inv.hosts,
+            groups,
+            self.settings.serve_host_labels,
+            self.settings.serve_fallback_hosts,
+        )
 
     def receive(self, note: Notification, now: str | None = None) -> Received:
         """Record the notification (incident, alerts, events) and queue its work; the webhook answers after."""
@@ -153,12 +188,18 @@ class Service:
                 return stale
             route = self.route(note)
             incident, opened = self.store.open_or_join(
-                note.group_key, [a.as_mapping() for a in firing], at, severity=alert_severity(firing),
-                hosts=route.hosts, labels=note.common_labels or None)
+                note.group_key,
+                [a.as_mapping() for a in firing],
+                at,
+                severity=alert_severity(firing),
+                hosts=route.hosts,
+                labels=note.common_labels or None,
+            )
             result = Received(incident.id, opened)
             # joined, but never collected: the process that opened it died before queueing (Alertmanager retried)
             if (opened or not self.store.work(incident.id, kinds=[COLLECT])) and self._declared(
-                    incident, route, at, since_for(firing, self.settings.serve_lookback_s)):
+                incident, route, at, since_for(firing, self.settings.serve_lookback_s)
+            ):
                 result.queued.append(COLLECT)
         else:
             found = self.store.find_active(note.group_key)
@@ -166,14 +207,20 @@ class Service:
                 return Received(None, note="no active incident for this group")
             incident, result = found, Received(found.id)
         for alert in note.alerts:
-            if self.store.record_alert(incident.id, alert.fingerprint, alert.status, alert.labels, alert.starts_at,
-                                       alert.ends_at, at):
+            if self.store.record_alert(
+                incident.id, alert.fingerprint, alert.status, alert.labels, alert.starts_at, alert.ends_at, at
+            ):
                 result.new_alerts += 1
         if note.status == "resolved":
             work = self.store.claim_work(VERIFY, incident.id, at, owner=self.owner)
             if work is not None:
-                self.event(incident.id, "alert-resolved", at, "alertmanager",
-                           {"alerts": len(note.alerts), "group_key": note.group_key})
+                self.event(
+                    incident.id,
+                    "alert-resolved",
+                    at,
+                    "alertmanager",
+                    {"alerts": len(note.alerts), "group_key": note.group_key},
+                )
                 self.enqueue(work)
                 result.queued.append(VERIFY)
         return result
@@ -190,14 +237,18 @@ class Service:
         if not all((a.fingerprint, a.starts_at) in known for a in firing):
             return None
         for alert in note.alerts:
-            self.store.record_alert(latest.id, alert.fingerprint, alert.status, alert.labels, alert.starts_at,
-                                    alert.ends_at, at)
-        return Received(latest.id, note=f"repeat of alerts of {latest.state} incident {latest.id}: not reopened")
+            self.store.record_alert(
+                latest.id, alert.fingerprint, alert.status, alert.labels, alert.starts_at, alert.ends_at, at
+            )
+        return Received(
+            latest.id, note=f"repeat of alerts of {latest.state} incident {latest.id}: not reopened"
+        )
 
     def _declared(self, incident: Incident, route: Route, at: str, since: str | None) -> bool:
         """Claim and queue the incident's collection; False when another process (or delivery) already has."""
-        work = self.store.claim_work(COLLECT, incident.id, at, owner=self.owner,
-                                     args={"pattern": route.pattern, "since": since})
+        work = self.store.claim_work(
+            COLLECT, incident.id, at, owner=self.owner, args={"pattern": route.pattern, "since": since}
+        )
         if work is None:
             return False
         detail = {"pattern": route.pattern, "matched": route.matched, "reasons": list(route.reasons)}
@@ -208,8 +259,14 @@ class Service:
         self.enqueue(work)
         return True
 
-    def event(self, incident_id: str, kind: str, at: str | None = None, actor: str | None = "serve",
-              detail: dict[str, Any] | None = None) -> Event:
+    def event(
+        self,
+        incident_id: str,
+        kind: str,
+        at: str | None = None,
+        actor: str | None = "serve",
+        detail: dict[str, Any] | None = None,
+    ) -> Event:
         event = self.store.add_event(incident_id, kind, at or utcnow(), actor, detail)
         self._hook(incident_id, event)
         return event
@@ -240,8 +297,12 @@ class Service:
                 continue  # the lifecycle side's claims are its own to recover
             again = self.store.take_over(item, now, owner=self.owner)
             if again is not None:
-                log.warning("%s of %s was interrupted (owner %s gone): running it again", item.kind, item.incident,
-                            item.owner)
+                log.warning(
+                    "%s of %s was interrupted (owner %s gone): running it again",
+                    item.kind,
+                    item.incident,
+                    item.owner,
+                )
                 retaken.append(again)
                 self.enqueue(again)
         for item in self.store.work(states=["queued"]):
@@ -321,9 +382,17 @@ class Service:
             work = self.store.claim_work(VERIFY, incident.id, at, owner=self.owner)
             if work is None:
                 continue
-            self.event(incident.id, "alert-resolved", at, "alertmanager",
-                       {"alerts": len(fingerprints), "group_key": incident.group_key,
-                        "seen": "no longer active in Alertmanager (silenced: no resolved notification)"})
+            self.event(
+                incident.id,
+                "alert-resolved",
+                at,
+                "alertmanager",
+                {
+                    "alerts": len(fingerprints),
+                    "group_key": incident.group_key,
+                    "seen": "no longer active in Alertmanager (silenced: no resolved notification)",
+                },
+            )
             self.enqueue(work)
 
     def _hook_loop(self) -> None:
@@ -339,7 +408,9 @@ class Service:
                 try:
                     hook(self.store, incident, event, self.settings)
                 except Exception:
-                    log.exception("hook %s failed on %s %s", getattr(hook, "__name__", hook), incident_id, event.kind)
+                    log.exception(
+                        "hook %s failed on %s %s", getattr(hook, "__name__", hook), incident_id, event.kind
+                    )
 
     def _work_loop(self) -> None:
         while True:
@@ -373,8 +444,15 @@ class Service:
         else:
             detail = {"skipped": f"unknown work kind {work.kind}"}
         self.store.finish_work(work.id, "failed" if detail.get("error") else "done", detail=detail)
-        log.info("%s of %s (attempt %d) finished: %s", work.kind, work.incident, work.attempt,
-                 ", ".join(f"{k}={detail.get(k)}" for k in ("bundle", "severity", "plan", "passed") if k in detail))
+        log.info(
+            "%s of %s (attempt %d) finished: %s",
+            work.kind,
+            work.incident,
+            work.attempt,
+            ", ".join(
+                f"{k}={detail.get(k)}" for k in ("bundle", "severity", "plan", "passed") if k in detail
+            ),
+        )
 
     # ------------------------------------------------------------------ the jobs
     def collect(self, work: Work) -> dict[str, Any]:
@@ -386,14 +464,28 @@ class Service:
         pattern = str((work.args or {}).get("pattern") or self.settings.serve_fallback_hosts)
         since = (work.args or {}).get("since") or None
         leftovers = self._leftovers(incident.id) if work.attempt > 1 else []
-        outcome = collect(pattern, inventory=self.settings.inventory, out_dir=self.settings.out_dir,
-                          incident=incident.id, since=since, command_line=["collector", "serve", "--incident", incident.id])
+        outcome = collect(
+            pattern,
+            inventory=self.settings.inventory,
+            out_dir=self.settings.out_dir,
+            incident=incident.id,
+            since=since,
+            command_line=["collector", "serve", "--incident", incident.id],
+        )
         bundle = str(outcome.bundle) if outcome.bundle else None
         hosts = sorted(outcome.run.hosts)
-        detail: dict[str, Any] = {"bundle": bundle, "pattern": pattern, "hosts": hosts, "attempt": work.attempt,
-                                  "failed_hosts": outcome.run.failed_hosts, "exit_code": outcome.exit_code,
-                                  "notes": outcome.notes[:5]}
-        if leftovers:  # what the interrupted attempt wrote stays for a person to read; the timeline says where
+        detail: dict[str, Any] = {
+            "bundle": bundle,
+            "pattern": pattern,
+            "hosts": hosts,
+            "attempt": work.attempt,
+            "failed_hosts": outcome.run.failed_hosts,
+            "exit_code": outcome.exit_code,
+            "notes": outcome.notes[:5],
+        }
+        if (
+            leftovers
+        ):  # what the interrupted attempt wrote stays for a person to read; the timeline says where
             detail["interrupted_attempt_left"] = leftovers
         if bundle:
             self.store.add_bundle(incident.id, bundle)
@@ -409,11 +501,22 @@ class Service:
             changes["severity"] = findings.severity
         if changes:
             incident = self.store.update(incident.id, **changes)
-        self.event(incident.id, "triaged", utcnow(), "serve",
-                   {"severity": findings.severity, "summary": findings.summary,
-                    "findings": [f.rule for f in findings.findings], "security": findings.security.suspected})
+        self.event(
+            incident.id,
+            "triaged",
+            utcnow(),
+            "serve",
+            {
+                "severity": findings.severity,
+                "summary": findings.summary,
+                "findings": [f.rule for f in findings.findings],
+                "security": findings.security.suspected,
+            },
+        )
         if outcome.reports:
-            self.event(incident.id, "reported", utcnow(), "serve", {"reports": [str(p) for p in outcome.reports]})
+            self.event(
+                incident.id, "reported", utcnow(), "serve", {"reports": [str(p) for p in outcome.reports]}
+            )
         detail["severity"] = findings.severity
         detail["ticket"] = self._ticket(incident, bundle)
         detail["plan"] = self._plan(incident, findings, bundle)
@@ -448,8 +551,13 @@ class Service:
             return None
         ticket_id = str(outcome.ticket.id)
         self.store.update(incident.id, ticket=ticket_id)
-        self.event(incident.id, "ticket-created" if outcome.created else "ticket-updated", utcnow(), "serve",
-                   {"ticket": ticket_id, "url": getattr(outcome.ticket, "url", None), "system": system_name})
+        self.event(
+            incident.id,
+            "ticket-created" if outcome.created else "ticket-updated",
+            utcnow(),
+            "serve",
+            {"ticket": ticket_id, "url": getattr(outcome.ticket, "url", None), "system": system_name},
+        )
         return ticket_id
 
     def _plan(self, incident: Incident, findings: Findings, bundle: str) -> str | None:
@@ -465,23 +573,53 @@ class Service:
         requested: str | None = None
         try:
             policy = load_policy()
-            plan = make_plan(suggestion.action, suggestion.hosts, suggestion.params, self.settings,
-                             inventory=self.settings.inventory, bundle=bundle, playbooks_dir=policy.playbooks_dir)
+            plan = make_plan(
+                suggestion.action,
+                suggestion.hosts,
+                suggestion.params,
+                self.settings,
+                inventory=self.settings.inventory,
+                bundle=bundle,
+                playbooks_dir=policy.playbooks_dir,
+            )
             path = save_plan(plan, default_plan_path(plan, self.settings).absolute())
             if self.settings.signing_key:
                 requested = self._request(plan, path, policy, incident)
         except Exception as exc:  # noqa: BLE001 - the evidence stands; the plan failing is recorded
-            self.event(incident.id, "plan-failed", utcnow(), "serve",
-                       {"action": suggestion.action, "hosts": suggestion.hosts, "error": str(exc)[:300]})
+            self.event(
+                incident.id,
+                "plan-failed",
+                utcnow(),
+                "serve",
+                {"action": suggestion.action, "hosts": suggestion.hosts, "error": str(exc)[:300]},
+            )
             return None
         self.store.update(incident.id, plan=str(path))
-        awaiting = (f"a signed approval (`collector approve {path}`)" if requested else
-                    f"a signed request (`{suggestion.command}`) and a signed approval")
-        self.event(incident.id, "planned", utcnow(), "serve", {
-            "plan": str(path), "id": plan.id, "action": plan.action, "hosts": plan.pattern, "targets": plan.targets,
-            "hash": plan.hash, "changing": plan.changing_hosts, "failed": plan.failed_hosts,
-            "command": suggestion.command, "requester": requested, "awaiting": awaiting,
-            "summary": describe(plan)[:8]})
+        awaiting = (
+            f"a signed approval (`collector approve {path}`)"
+            if requested
+            else f"a signed request (`{suggestion.command}`) and a signed approval"
+        )
+        self.event(
+            incident.id,
+            "planned",
+            utcnow(),
+            "serve",
+            {
+                "plan": str(path),
+                "id": plan.id,
+                "action": plan.action,
+                "hosts": plan.pattern,
+                "targets": plan.targets,
+                "hash": plan.hash,
+                "changing": plan.changing_hosts,
+                "failed": plan.failed_hosts,
+                "command": suggestion.command,
+                "requester": requested,
+                "awaiting": awaiting,
+                "summary": describe(plan)[:8],
+            },
+        )
         return str(path)
 
     def _request(self, plan: Any, path: Path, policy: Any, incident: Incident) -> str | None:
@@ -507,8 +645,10 @@ class Service:
         names = [h for h in incident.hosts if h in inv.hosts]
         if not names:
             collect_work = [w for w in self.store.work(incident.id) if w.kind == COLLECT]
-            pattern = str(((collect_work[-1].args or {}) if collect_work else {}).get("pattern")
-                          or self.settings.serve_fallback_hosts)
+            pattern = str(
+                ((collect_work[-1].args or {}) if collect_work else {}).get("pattern")
+                or self.settings.serve_fallback_hosts
+            )
             names = inv.match(pattern)
         checks = verify(inv, names, self.settings, wait_s=float(self.settings.serve_verify_wait_s))
         ok = passed(checks)
@@ -518,5 +658,7 @@ class Service:
         self.event(incident.id, "verified" if ok else "verify-failed", at, "serve", detail)
         if ok and incident.active:
             resolved = self.store.update(incident.id, state="resolved", resolved_at=at)
-            self.event(resolved.id, "resolved", at, "serve", {"by": "verify passed after Alertmanager resolved"})
+            self.event(
+                resolved.id, "resolved", at, "serve", {"by": "verify passed after Alertmanager resolved"}
+            )
         return detail

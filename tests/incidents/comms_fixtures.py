@@ -1,6 +1,7 @@
 """A real MTA (Debian's exim4 on 127.0.0.1:25, local delivery to /var/mail) and a loopback chat webhook receiver,
 for tests that check where incident comms arrive. Use: `from comms_fixtures import mta, chat, read_mail, ...`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,13 @@ def _smtp_up() -> bool:
 def _configure_exim() -> None:
     """Local delivery only, listening on 127.0.0.1 only (Debian's update-exim4.conf reads this file)."""
     text = EXIM_CONF.read_text() if EXIM_CONF.exists() else ""
-    wanted = {"dc_eximconfig_configtype": "'local'", "dc_local_interfaces": "'127.0.0.1'",
-              "dc_relay_nets": "''", "dc_smarthost": "''", "dc_localdelivery": "'mail_spool'"}
+    wanted = {
+        "dc_eximconfig_configtype": "'local'",
+        "dc_local_interfaces": "'127.0.0.1'",
+        "dc_relay_nets": "''",
+        "dc_smarthost": "''",
+        "dc_localdelivery": "'mail_spool'",
+    }
     lines = [ln for ln in text.splitlines() if ln.split("=", 1)[0] not in wanted]
     new = "\n".join([*lines, *(f"{k}={v}" for k, v in wanted.items())]) + "\n"
     if new != text:
@@ -58,8 +64,19 @@ def mta() -> Iterator[Path]:
     try:
         user = pwd.getpwnam(MAIL_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--home-dir", f"/var/lib/{MAIL_USER}", "--shell", "/usr/sbin/nologin",
-                        MAIL_USER], check=True, timeout=30)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--home-dir",
+                f"/var/lib/{MAIL_USER}",
+                "--shell",
+                "/usr/sbin/nologin",
+                MAIL_USER,
+            ],
+            check=True,
+            timeout=30,
+        )
         user = pwd.getpwnam(MAIL_USER)
     home = Path(user.pw_dir)
     if not home.is_dir():  # exim's local delivery changes into the user's home first

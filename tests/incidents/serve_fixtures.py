@@ -1,5 +1,6 @@
 """A real `collector serve` process for tests and the bench: started on a free loopback port, polled until it
 answers, killed (by its pid) afterwards."""
+
 from __future__ import annotations
 
 import json
@@ -28,57 +29,112 @@ def free_port() -> int:
 
 
 def alert(name: str, fingerprint: str, starts: str, status: str = "firing", **labels: str) -> dict[str, Any]:
-    return {"status": status, "labels": {"alertname": name, **labels}, "annotations": {"summary": f"{name} test"},
-            "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else starts,
-            "fingerprint": fingerprint, "generatorURL": "http://127.0.0.1:9090/graph"}
+    return {
+        "status": status,
+        "labels": {"alertname": name, **labels},
+        "annotations": {"summary": f"{name} test"},
+        "startsAt": starts,
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else starts,
+        "fingerprint": fingerprint,
+        "generatorURL": "http://127.0.0.1:9090/graph",
+    }
 
 
 def notification(group_key: str, alerts: list[dict[str, Any]], status: str = "firing") -> dict[str, Any]:
     common = dict(alerts[0]["labels"]) if alerts else {}
     for a in alerts[1:]:
         common = {k: v for k, v in common.items() if a["labels"].get(k) == v}
-    return {"version": "4", "groupKey": group_key, "status": status, "receiver": "collector", "truncatedAlerts": 0,
-            "groupLabels": {"alertname": common.get("alertname", "")}, "commonLabels": common,
-            "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093", "alerts": alerts}
+    return {
+        "version": "4",
+        "groupKey": group_key,
+        "status": status,
+        "receiver": "collector",
+        "truncatedAlerts": 0,
+        "groupLabels": {"alertname": common.get("alertname", "")},
+        "commonLabels": common,
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": alerts,
+    }
 
 
 class ServeProcess:
     """`collector serve` as a subprocess with its own store, bundles dir, token and log file."""
 
-    def __init__(self, workdir: Path, *, inventory: str, fallback: str = "local", max_collections: int = 2,
-                 db: str | None = None, token: str = "test-token-not-secret", host_labels: tuple[str, ...] = (),
-                 env: Mapping[str, str] | None = None, port: int | None = None,
-                 token_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        inventory: str,
+        fallback: str = "local",
+        max_collections: int = 2,
+        db: str | None = None,
+        token: str = "test-token-not-secret",
+        host_labels: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        token_file: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = db or str(workdir / "incidents.db")
         self.out_dir = workdir / "bundles"
         self.log_path = workdir / "serve.log"
-        if token_file is None:  # else: a token file made by someone else (the lab's Alertmanager reads it too)
+        if (
+            token_file is None
+        ):  # else: a token file made by someone else (the lab's Alertmanager reads it too)
             token_file = workdir / "token"
             token_file.write_text(token + "\n")
             token_file.chmod(0o600)
         self.token = token_file.read_text().strip()
-        self.argv = [COLLECTOR, "serve", "--listen", f"127.0.0.1:{self.port}", "--token-file", str(token_file),
-                     "--db", self.db, "-i", inventory, "--out-dir", str(self.out_dir), "--fallback-hosts", fallback,
-                     "--max-collections", str(max_collections)]
+        self.argv = [
+            COLLECTOR,
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--token-file",
+            str(token_file),
+            "--db",
+            self.db,
+            "-i",
+            inventory,
+            "--out-dir",
+            str(self.out_dir),
+            "--fallback-hosts",
+            fallback,
+            "--max-collections",
+            str(max_collections),
+        ]
         for rule in host_labels:
             self.argv += ["--host-label", rule]
-        self.env = {**os.environ, "COLLECTOR_PLANS_DIR": str(workdir / "plans"), "COLLECTOR_SERVE_TICK_S": "1",
-                    "COLLECTOR_SERVE_VERIFY_WAIT_S": "0", **(env or {})}
+        self.env = {
+            **os.environ,
+            "COLLECTOR_PLANS_DIR": str(workdir / "plans"),
+            "COLLECTOR_SERVE_TICK_S": "1",
+            "COLLECTOR_SERVE_VERIFY_WAIT_S": "0",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> ServeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it for its whole life
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                     cwd=str(self.workdir), start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=str(self.workdir),
+            start_new_session=True,
+        )
         log.close()
 
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                raise AssertionError(
+                    f"serve exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
             try:
                 return self.get("/healthz")[0] == 200
             except OSError:
@@ -107,15 +163,18 @@ class ServeProcess:
         with urllib.request.urlopen(self.url + path, timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"null")
 
-    def post(self, doc: Any, *, token: str | None = None, raw: bytes | None = None,
-             timeout_s: float = 30.0) -> tuple[int, str, float]:
+    def post(
+        self, doc: Any, *, token: str | None = None, raw: bytes | None = None, timeout_s: float = 30.0
+    ) -> tuple[int, str, float]:
         """(status, body, seconds) of one webhook POST; `token` None = the right one, "" = none."""
         body = raw if raw is not None else json.dumps(doc).encode()
         headers = {"Content-Type": "application/json"}
         use = self.token if token is None else token
         if use:
             headers["Authorization"] = f"Bearer {use}"
-        request = urllib.request.Request(self.url + "/alertmanager", data=body, headers=headers, method="POST")
+        request = urllib.request.Request(
+            self.url + "/alertmanager", data=body, headers=headers, method="POST"
+        )
         started = time.perf_counter()
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as resp:

@@ -1,4 +1,5 @@
 """`collector incident ...` on a real store; `ack`/`resolve` against the lab's real Alertmanager."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -31,12 +32,15 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(main, ["incident", *args], catch_exceptions=False)
 
 
-def _open(store: IncidentStore, severity: str, minutes_ago: float = 0, labels: dict[str, str] | None = None) -> Any:
+def _open(
+    store: IncidentStore, severity: str, minutes_ago: float = 0, labels: dict[str, str] | None = None
+) -> Any:
     token = secrets.token_hex(3)
     at = _dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=minutes_ago)
     labels = labels or {"alertname": f"CollectorCliTest{token}", "instance": "app1:8000"}
-    incident, _ = store.open_or_join(f"g-{token}", [{"labels": labels}], at, severity=severity, hosts=["app1"],
-                                     title=f"Test{token}")
+    incident, _ = store.open_or_join(
+        f"g-{token}", [{"labels": labels}], at, severity=severity, hosts=["app1"], title=f"Test{token}"
+    )
     store.record_alert(incident.id, f"fp{token}", "firing", labels, at.isoformat())
     return incident
 
@@ -70,8 +74,10 @@ def test_list_show_assign_update_and_the_clocks(env: IncidentStore) -> None:
 def test_resolve_needs_the_checklist_and_close_needs_resolved(env: IncidentStore) -> None:
     inc = _open(env, "P1")
     closing = run("close", inc.id, "--by", "kim")
-    assert closing.exit_code == 2 and f"incident {inc.id} is open: only a resolved incident can be closed" \
-        in closing.output
+    assert (
+        closing.exit_code == 2
+        and f"incident {inc.id} is open: only a resolved incident can be closed" in closing.output
+    )
     early = run("resolve", inc.id, "--by", "kim")
     assert early.exit_code == 2 and "the step-5 checklist has not passed" in early.output
     env.add_event(inc.id, "verify-failed", None, "serve", {"passed": False})
@@ -101,12 +107,16 @@ def _silence(url: str, silence_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.lab
-def test_ack_silences_the_alerts_in_alertmanager_until_resolved(env: IncidentStore, lab: Any,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ack_silences_the_alerts_in_alertmanager_until_resolved(
+    env: IncidentStore, lab: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLLECTOR_ALERTMANAGER_URL", lab.alertmanager_url)
     token = secrets.token_hex(3)
-    inc = _open(env, "P2", labels={"alertname": f"CollectorCliTest{token}", "instance": "app1:8000",
-                                   "severity": "warning"})
+    inc = _open(
+        env,
+        "P2",
+        labels={"alertname": f"CollectorCliTest{token}", "instance": "app1:8000", "severity": "warning"},
+    )
     acked = run("ack", inc.id, "--by", "sam")
     assert acked.exit_code == 0, acked.output
     assert "commander: sam" in acked.output  # P2: the first responder commands it
@@ -115,8 +125,10 @@ def test_ack_silences_the_alerts_in_alertmanager_until_resolved(env: IncidentSto
     assert silence["status"]["state"] == "active"
     assert inc.id in silence["comment"] and silence["createdBy"] == "sam"
     assert {(m["name"], m["value"], m["isEqual"]) for m in silence["matchers"]} == {
-        ("alertname", f"CollectorCliTest{token}", True), ("instance", "app1:8000", True),
-        ("severity", "warning", True)}
+        ("alertname", f"CollectorCliTest{token}", True),
+        ("instance", "app1:8000", True),
+        ("severity", "warning", True),
+    }
     # acknowledging again adds no second silence
     assert "silenced in Alertmanager" not in run("ack", inc.id, "--by", "sam").output
 

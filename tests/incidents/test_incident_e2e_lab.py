@@ -6,6 +6,7 @@ triage's first mitigation waits as a plan requested by the service (alice's key)
 the on-call acknowledges (a real Alertmanager silence), bob approves, alice applies, the fault is healed; the alert
 resolves (silenced, so Alertmanager sends nothing: serve sees it gone and verifies), verify is green, the incident
 resolves, a person closes it, and its timeline holds every step at real times, in order."""
+
 from __future__ import annotations
 
 import email
@@ -39,18 +40,29 @@ BIN = Path(sys.executable).parent
 ONCALL = "Dana On-call"
 # The chain the incident's timeline must show, in the order it happened here (the on-call acknowledges the page,
 # which arrives once the evidence is in).
-CHAIN = ("alert-fired", "declared", "collected", "acknowledged", "plan-approved", "applied", "verified", "resolved",
-         "closed")
+CHAIN = (
+    "alert-fired",
+    "declared",
+    "collected",
+    "acknowledged",
+    "plan-approved",
+    "applied",
+    "verified",
+    "resolved",
+    "closed",
+)
 
 
 def run(*argv: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout,
-                          env=env, check=False)
+    return subprocess.run(
+        [str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
 
 
 @pytest.fixture()
-def e2e(lab: Any, lab_lock: None, tmp_path: Path, mta: Path, redmine_server: Any) -> Iterator[tuple[ServeProcess,
-                                                                                                     dict[str, str]]]:
+def e2e(
+    lab: Any, lab_lock: None, tmp_path: Path, mta: Path, redmine_server: Any
+) -> Iterator[tuple[ServeProcess, dict[str, str]]]:
     from collector_lab.monitoring import SERVE_PORT
 
     token_file = ensure_alertmanager_routes_to_serve(lab)
@@ -60,22 +72,49 @@ def e2e(lab: Any, lab_lock: None, tmp_path: Path, mta: Path, redmine_server: Any
     poll(lambda: not sergas_alerts(lab), 420, "the lab's earlier Sergas alerts to resolve", 2.0)
     print(f"\n  waited {time.monotonic() - started:.0f} s for earlier Sergas alerts to resolve")
     config = tmp_path / "incidents.yml"
-    config.write_text(yaml.safe_dump({
-        "oncall": {"name": ONCALL, "email": f"{MAIL_USER}@localhost"},
-        "notify": {"email": {"host": "127.0.0.1", "port": 25, "mode": "insecure", "from": "incident-collector@localhost"},
-                   "ticket": "redmine"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "oncall": {"name": ONCALL, "email": f"{MAIL_USER}@localhost"},
+                "notify": {
+                    "email": {
+                        "host": "127.0.0.1",
+                        "port": 25,
+                        "mode": "insecure",
+                        "from": "incident-collector@localhost",
+                    },
+                    "ticket": "redmine",
+                },
+            }
+        )
+    )
     (tmp_path / "no-tickets.yml").write_text("{}\n")
-    env = {"COLLECTOR_INCIDENTS_CONFIG": str(config), "COLLECTOR_TICKETS_CONFIG": str(tmp_path / "no-tickets.yml"),
-           "COLLECTOR_REDMINE_URL": redmine_server.url, "COLLECTOR_REDMINE_API_KEY": redmine_server.admin_key,
-           "COLLECTOR_ALERTMANAGER_URL": lab.alertmanager_url, "COLLECTOR_INVENTORY": str(lab.inventory)}
-    serve = ServeProcess(tmp_path, inventory=str(lab.inventory), fallback="lab", max_collections=2,
-                         host_labels=ROUTING, port=SERVE_PORT, token_file=token_file,
-                         env={**env, "COLLECTOR_SERVE_LOOKBACK_S": "90",
-                              "COLLECTOR_SERVE_TICKET_SYSTEM": "redmine",
-                              "COLLECTOR_SERVE_TICKET_PROJECT": redmine_server.project,
-                              # the app needs a moment after the fix before the step 5 checklist is green
-                              "COLLECTOR_SERVE_VERIFY_WAIT_S": "90",
-                              "COLLECTOR_SIGNING_KEY": str(lab.signers.key("alice"))})
+    env = {
+        "COLLECTOR_INCIDENTS_CONFIG": str(config),
+        "COLLECTOR_TICKETS_CONFIG": str(tmp_path / "no-tickets.yml"),
+        "COLLECTOR_REDMINE_URL": redmine_server.url,
+        "COLLECTOR_REDMINE_API_KEY": redmine_server.admin_key,
+        "COLLECTOR_ALERTMANAGER_URL": lab.alertmanager_url,
+        "COLLECTOR_INVENTORY": str(lab.inventory),
+    }
+    serve = ServeProcess(
+        tmp_path,
+        inventory=str(lab.inventory),
+        fallback="lab",
+        max_collections=2,
+        host_labels=ROUTING,
+        port=SERVE_PORT,
+        token_file=token_file,
+        env={
+            **env,
+            "COLLECTOR_SERVE_LOOKBACK_S": "90",
+            "COLLECTOR_SERVE_TICKET_SYSTEM": "redmine",
+            "COLLECTOR_SERVE_TICKET_PROJECT": redmine_server.project,
+            # the app needs a moment after the fix before the step 5 checklist is green
+            "COLLECTOR_SERVE_VERIFY_WAIT_S": "90",
+            "COLLECTOR_SIGNING_KEY": str(lab.signers.key("alice")),
+        },
+    )
     serve.start(timeout_s=120)
     people = {**os.environ, **env, "COLLECTOR_INCIDENTS_DB": serve.db}
     try:
@@ -99,7 +138,11 @@ def initial_mail(box: Path, incident_id: str) -> email.message.EmailMessage | No
 
 def sergas_alerts(lab: Any) -> list[str]:
     with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/alerts?active=true", timeout=10) as resp:
-        return [a["labels"]["alertname"] for a in json.load(resp) if a["labels"].get("alertname", "").startswith("Sergas")]
+        return [
+            a["labels"]["alertname"]
+            for a in json.load(resp)
+            if a["labels"].get("alertname", "").startswith("Sergas")
+        ]
 
 
 def _redmine(server: Any, path: str) -> Any:
@@ -108,12 +151,17 @@ def _redmine(server: Any, path: str) -> Any:
         return json.load(resp)
 
 
-def test_alert_to_closed_incident_on_the_lab(lab: Any, e2e: tuple[ServeProcess, dict[str, str]], mta: Path,
-                                             redmine_server: Any) -> None:
+def test_alert_to_closed_incident_on_the_lab(
+    lab: Any, e2e: tuple[ServeProcess, dict[str, str]], mta: Path, redmine_server: Any
+) -> None:
     serve, people = e2e
     store = IncidentStore(serve.db)
-    load = subprocess.Popen([str(BIN / "collector-lab"), "load", "--seconds", "400", "--rps", "10"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    load = subprocess.Popen(
+        [str(BIN / "collector-lab"), "load", "--seconds", "400", "--rps", "10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     healed = False
     t0 = time.time()
     try:
@@ -123,14 +171,24 @@ def test_alert_to_closed_incident_on_the_lab(lab: Any, e2e: tuple[ServeProcess, 
 
         # ---- unattended: nothing is typed until the plan waits
         def opened() -> Any:
-            return [i for i in store.list() if i.labels.get("alertname", "").startswith("Sergas")
-                    and parse_instant(i.opened_at).timestamp() >= t_broken - 1]
+            return [
+                i
+                for i in store.list()
+                if i.labels.get("alertname", "").startswith("Sergas")
+                and parse_instant(i.opened_at).timestamp() >= t_broken - 1
+            ]
 
         inc = poll(opened, 240, "Alertmanager to post a Sergas alert and serve to open an incident", 0.5)[0]
         t_open = time.time()
-        planned = poll(lambda: next((e for e in store.events(inc.id) if e.kind in ("planned", "plan-failed",
-                                                                                   "collect-failed")), None),
-                       240, "collection, triage, ticket and plan", 0.5)
+        planned = poll(
+            lambda: next(
+                (e for e in store.events(inc.id) if e.kind in ("planned", "plan-failed", "collect-failed")),
+                None,
+            ),
+            240,
+            "collection, triage, ticket and plan",
+            0.5,
+        )
         assert planned.kind == "planned", planned.detail
         t_planned = time.time()
         inc = store.get(inc.id)
@@ -157,9 +215,19 @@ def test_alert_to_closed_incident_on_the_lab(lab: Any, e2e: tuple[ServeProcess, 
         assert inc.ticket
         issue = _redmine(redmine_server, f"/issues/{inc.ticket}.json?include=attachments,journals")["issue"]
         assert f"{bundle.name}.tar.gz" in {a["filename"] for a in issue["attachments"]}, issue["attachments"]
-        notes = poll(lambda: "INVESTIGATING" in "\n".join(j.get("notes") or "" for j in _redmine(
-            redmine_server, f"/issues/{inc.ticket}.json?include=journals")["issue"]["journals"]), 30,
-            "the initial update on the ticket")
+        notes = poll(
+            lambda: (
+                "INVESTIGATING"
+                in "\n".join(
+                    j.get("notes") or ""
+                    for j in _redmine(redmine_server, f"/issues/{inc.ticket}.json?include=journals")["issue"][
+                        "journals"
+                    ]
+                )
+            ),
+            30,
+            "the initial update on the ticket",
+        )
         assert notes
         kinds = [e.kind for e in store.events(inc.id)]
         assert "plan-approved" not in kinds and "applied" not in kinds and "acknowledged" not in kinds
@@ -171,23 +239,49 @@ def test_alert_to_closed_incident_on_the_lab(lab: Any, e2e: tuple[ServeProcess, 
         with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/silence/{silence}", timeout=10) as resp:
             found = json.load(resp)
         assert found["status"]["state"] == "active" and inc.id in found["comment"]
-        approved = run("collector", "approve", str(inc.plan), "--key", str(lab.signers.key("bob")), "--yes",
-                       env=people, timeout=60)
+        approved = run(
+            "collector",
+            "approve",
+            str(inc.plan),
+            "--key",
+            str(lab.signers.key("bob")),
+            "--yes",
+            env=people,
+            timeout=60,
+        )
         assert approved.returncode == 0, approved.stdout[-2000:] + approved.stderr[-2000:]
-        applied = run("collector", "remediate", "apply", str(inc.plan), "--key", str(lab.signers.key("alice")),
-                      "--verify-wait", "30", "--no-after-bundle", env=people, timeout=300)
+        applied = run(
+            "collector",
+            "remediate",
+            "apply",
+            str(inc.plan),
+            "--key",
+            str(lab.signers.key("alice")),
+            "--verify-wait",
+            "30",
+            "--no-after-bundle",
+            env=people,
+            timeout=300,
+        )
         # its own checklist may still be red while the fault holds: the apply itself must have run
         assert applied.returncode in (0, 1), applied.stdout[-2000:] + applied.stderr[-2000:]
-        poll(lambda: {"plan-approved", "applied"} <= {e.kind for e in store.events(inc.id)}, 30,
-             "serve to put the approval and the apply on the timeline")
+        poll(
+            lambda: {"plan-approved", "applied"} <= {e.kind for e in store.events(inc.id)},
+            30,
+            "serve to put the approval and the apply on the timeline",
+        )
         assert store.get(inc.id).state == "mitigating"  # type: ignore[union-attr]
         cured = run("collector-lab", "heal", "pool-exhausted", env=people, timeout=300)
         assert cured.returncode == 0, cured.stderr[-2000:]
         healed = True
 
         # ---- the alert resolves (silenced: no resolved notification; serve sees it gone), verify, resolved
-        resolved = poll(lambda: next((e for e in store.events(inc.id) if e.kind in ("resolved", "verify-failed")),
-                                     None), 300, "the alert to resolve and verify to pass", 1.0)
+        resolved = poll(
+            lambda: next((e for e in store.events(inc.id) if e.kind in ("resolved", "verify-failed")), None),
+            300,
+            "the alert to resolve and verify to pass",
+            1.0,
+        )
         assert resolved.kind == "resolved", [e.to_dict() for e in store.events(inc.id)][-5:]
         with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/silence/{silence}", timeout=10) as resp:
             assert json.load(resp)["status"]["state"] == "expired"  # expired by serve when it resolved
@@ -204,7 +298,9 @@ def test_alert_to_closed_incident_on_the_lab(lab: Any, e2e: tuple[ServeProcess, 
             first.setdefault(e["kind"], parse_instant(e["at"]).timestamp())
         # Alertmanager's group notification also carries the group's earlier alert that just resolved (its old
         # startsAt): this incident's alert is the one that fired after the break
-        first["alert-fired"] = max(parse_instant(e["at"]).timestamp() for e in events if e["kind"] == "alert-fired")
+        first["alert-fired"] = max(
+            parse_instant(e["at"]).timestamp() for e in events if e["kind"] == "alert-fired"
+        )
         missing = [k for k in CHAIN if k not in first]
         assert not missing, (missing, [(e["at"], e["kind"]) for e in events])
         times = [first[k] for k in CHAIN]
@@ -215,13 +311,17 @@ def test_alert_to_closed_incident_on_the_lab(lab: Any, e2e: tuple[ServeProcess, 
         assert first["resolved"] > first["applied"] > first["plan-approved"] > first["collected"]
         text = run("collector", "incident", "show", inc.id, env=people, timeout=60).stdout
         timeline = text.split("timeline:", 1)[1]
-        assert all(f" {k} " in timeline or timeline.rstrip().endswith(k) or f" {k}\n" in timeline for k in CHAIN)
+        assert all(
+            f" {k} " in timeline or timeline.rstrip().endswith(k) or f" {k}\n" in timeline for k in CHAIN
+        )
         assert "state:      closed" in text
         sent = {(e["detail"] or {}).get("stage") for e in events if e["kind"] == "update-sent"}
         assert {"initial", "mitigation", "resolved"} <= sent, sent
         print(f"\n  triage: {triaged['severity']} {triaged['findings']}")
-        print(f"  break → incident open: {t_open - t_broken:.1f} s; → plan waiting: {t_planned - t_broken:.1f} s;"
-              f" whole chain: {t_closed - t0:.1f} s")
+        print(
+            f"  break → incident open: {t_open - t_broken:.1f} s; → plan waiting: {t_planned - t_broken:.1f} s;"
+            f" whole chain: {t_closed - t0:.1f} s"
+        )
     finally:
         os.killpg(load.pid, signal.SIGTERM)
         load.wait(timeout=30)

@@ -1,4 +1,5 @@
 """The runbook's clocks as pure functions: explicit times in, what is due out."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -14,13 +15,21 @@ from collector.incidents.store import Event
 
 T0 = _dt.datetime(2026, 11, 28, 3, 0, tzinfo=_dt.UTC)
 ONCALL = Contact("Dana On-call", "on-call", "dana@example.invalid")
-PEOPLE = People(oncall=ONCALL, contacts=(
-    Contact("Engineering Manager", "manager", "manager@example.invalid", ("unresolved", "cross-system", "expertise")),
-    Contact("CTO", "cto", "cto@example.invalid", ("data-loss", "security")),
-    Contact("Security Team", "security", "security@example.invalid", ("security",)),
-    Contact("Database Expert", "dba", "dba@example.invalid", ("data-loss",)),
-    Contact("Vendor Support", "vendors", "", ("expertise",)),
-))
+PEOPLE = People(
+    oncall=ONCALL,
+    contacts=(
+        Contact(
+            "Engineering Manager",
+            "manager",
+            "manager@example.invalid",
+            ("unresolved", "cross-system", "expertise"),
+        ),
+        Contact("CTO", "cto", "cto@example.invalid", ("data-loss", "security")),
+        Contact("Security Team", "security", "security@example.invalid", ("security",)),
+        Contact("Database Expert", "dba", "dba@example.invalid", ("data-loss",)),
+        Contact("Vendor Support", "vendors", "", ("expertise",)),
+    ),
+)
 
 
 def at(minutes: float) -> _dt.datetime:
@@ -32,20 +41,31 @@ def z(minutes: float) -> str:
 
 
 def incident(severity: str | None = "P0", **kw: Any) -> Incident:
-    base = Incident(id="inc-1", group_key="g", title="PoolExhausted", state="open", severity=severity,  # type: ignore[arg-type]
-                    commander=None, opened_at=z(0))
+    base = Incident(
+        id="inc-1",
+        group_key="g",
+        title="PoolExhausted",
+        state="open",
+        severity=severity,  # type: ignore[arg-type]
+        commander=None,
+        opened_at=z(0),
+    )
     return replace(base, **kw)
 
 
 def ev(kind: str, minutes: float, **detail: Any) -> Event:
-    return Event(seq=int(minutes * 100), incident="inc-1", kind=kind, at=z(minutes), actor="t", detail=detail or None)
+    return Event(
+        seq=int(minutes * 100), incident="inc-1", kind=kind, at=z(minutes), actor="t", detail=detail or None
+    )
 
 
 def kinds(items: list[lc.Due]) -> list[str]:
     return [d.key for d in items]
 
 
-@pytest.mark.parametrize(("severity", "minutes"), [("P0", 2), ("P1", 15), ("P2", 60), ("P3", 240), (None, 15)])
+@pytest.mark.parametrize(
+    ("severity", "minutes"), [("P0", 2), ("P1", 15), ("P2", 60), ("P3", 240), (None, 15)]
+)
 def test_ack_deadline_is_the_runbooks_response_time(severity: str | None, minutes: int) -> None:
     assert lc.ack_deadline(incident(severity)) == at(minutes)
 
@@ -69,8 +89,12 @@ def test_p0_initial_update_within_5_minutes_then_every_15() -> None:
     assert "notify:initial" in kinds(lc.due(inc, [], at(5), PEOPLE))
     # with a bundle it goes at once, once the receiver's collection (report, ticket, plan) is done
     assert "notify:initial" in kinds(lc.due(replace(inc, bundles=("/b",)), [], at(1), PEOPLE))
-    assert "notify:initial" not in kinds(lc.due(replace(inc, bundles=("/b",)), [], at(1), PEOPLE, collecting=True))
-    assert "notify:initial" in kinds(lc.due(replace(inc, bundles=("/b",)), [], at(5), PEOPLE, collecting=True))
+    assert "notify:initial" not in kinds(
+        lc.due(replace(inc, bundles=("/b",)), [], at(1), PEOPLE, collecting=True)
+    )
+    assert "notify:initial" in kinds(
+        lc.due(replace(inc, bundles=("/b",)), [], at(5), PEOPLE, collecting=True)
+    )
     sent = [ev("update-sent", 3, stage="initial", key="notify:initial")]
     assert lc.update_deadline(inc, sent) == at(18)
     assert [d for d in lc.due(inc, sent, at(17.9), PEOPLE) if d.kind == "remind" and "update" in d.key] == []
@@ -130,7 +154,10 @@ def test_data_loss_and_security_escalate_at_once() -> None:
     assert {c.name for c in esc["security"].recipients} == {"CTO", "Security Team"}
     assert "writes failing" in esc["data-loss"].text
     # a person's flag escalates too (cross-system impact, need for expertise)
-    flagged = [ev("flag", 2, flag="cross-system", why="orders and billing down"), ev("flag", 2, flag="expertise")]
+    flagged = [
+        ev("flag", 2, flag="cross-system", why="orders and billing down"),
+        ev("flag", 2, flag="expertise"),
+    ]
     esc2 = {d.reason: d for d in lc.due(inc, flagged, at(3), PEOPLE) if d.kind == "escalate"}
     assert set(esc2) == {"cross-system", "expertise"}
     assert {c.name for c in esc2["expertise"].recipients} == {"Engineering Manager", "Vendor Support"}
@@ -166,8 +193,13 @@ def test_people_config_ships_the_runbooks_five_contacts() -> None:
     config = lc.read_config(Path(__file__).resolve().parents[2] / "incidents.example.yml")
     people = lc.people_from(config)
     assert people.oncall is not None
-    assert [c.name for c in people.contacts] == ["Engineering Manager", "CTO", "Security Team", "Database Expert",
-                                                 "Vendor Support"]
+    assert [c.name for c in people.contacts] == [
+        "Engineering Manager",
+        "CTO",
+        "Security Team",
+        "Database Expert",
+        "Vendor Support",
+    ]
     assert {c.name for c in people.for_reason("security")} >= {"Security Team"}
 
 
@@ -180,7 +212,9 @@ def test_bad_contact_reason_is_a_usage_error() -> None:
 
 def test_an_escalation_nobody_is_configured_for_goes_to_the_oncall() -> None:
     people = People(oncall=ONCALL, contacts=(Contact("CTO", "cto", "cto@example.invalid", ("security",)),))
-    (esc,) = [d for d in lc.due(incident("P1"), [], at(1), people, Signals(data_loss=True)) if d.kind == "escalate"]
+    (esc,) = [
+        d for d in lc.due(incident("P1"), [], at(1), people, Signals(data_loss=True)) if d.kind == "escalate"
+    ]
     assert esc.recipients == (ONCALL,)
     assert "no contact is configured for this reason: sent to the on-call" in esc.text
 
@@ -195,8 +229,13 @@ def test_two_processes_ticking_at_once_send_each_message_once(tmp_path: Any) -> 
     first, second = IncidentStore(db), IncidentStore(db)
     now = _dt.datetime.now(_dt.UTC)
     for n in range(4):
-        first.open_or_join(f"g{n}", [{"labels": {"alertname": f"A{n}"}}], now - _dt.timedelta(minutes=70),
-                           severity="P0", title=f"A{n}")
+        first.open_or_join(
+            f"g{n}",
+            [{"labels": {"alertname": f"A{n}"}}],
+            now - _dt.timedelta(minutes=70),
+            severity="P0",
+            title=f"A{n}",
+        )
     sent: list[tuple[str, str]] = []
     lock = threading.Lock()
     barrier = threading.Barrier(2)
@@ -229,10 +268,16 @@ def test_one_failing_send_does_not_stop_the_other_incidents(tmp_path: Any) -> No
 
     store = IncidentStore(str(tmp_path / "incidents.db"))
     now = _dt.datetime.now(_dt.UTC)
-    bad, _ = store.open_or_join("bad", [{"labels": {"alertname": "Bad"}}], now - _dt.timedelta(minutes=6),
-                                severity="P0", title="Bad")
-    good, _ = store.open_or_join("good", [{"labels": {"alertname": "Good"}}], now - _dt.timedelta(minutes=6),
-                                 severity="P0", title="Good")
+    bad, _ = store.open_or_join(
+        "bad", [{"labels": {"alertname": "Bad"}}], now - _dt.timedelta(minutes=6), severity="P0", title="Bad"
+    )
+    good, _ = store.open_or_join(
+        "good",
+        [{"labels": {"alertname": "Good"}}],
+        now - _dt.timedelta(minutes=6),
+        severity="P0",
+        title="Good",
+    )
 
     def send(inc: Incident, item: lc.Due) -> dict[str, str]:
         if inc.id == bad.id:

@@ -3,6 +3,7 @@
 The mail is read back from the local mailbox (/var/mail/<user>), the chat POST from the receiver, the
 ticket note from Redmine's REST API. `tick` drives it all, as the server does.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -49,12 +50,21 @@ CHAT_TOKEN = "chat-" + secrets.token_hex(12)
 def configured(tmp_path: Path, mta: Path, chat: ChatReceiver, monkeypatch: pytest.MonkeyPatch) -> Path:
     config = {
         "oncall": {"name": "Dana On-call", "email": f"{MAIL_USER}@localhost"},
-        "contacts": [{"name": "Security Team", "email": f"{MAIL_USER}@localhost", "escalate_on": ["security"]},
-                     {"name": "CTO", "escalate_on": ["security", "data-loss"]}],
-        "notify": {"email": {"host": "127.0.0.1", "port": 25, "mode": "insecure",
-                             "from": "incident-collector@localhost"},
-                   "chat": [{"url": chat.url, "token": CHAT_TOKEN}],
-                   "ticket": "redmine", "page_url": "http://127.0.0.1:8080/"},
+        "contacts": [
+            {"name": "Security Team", "email": f"{MAIL_USER}@localhost", "escalate_on": ["security"]},
+            {"name": "CTO", "escalate_on": ["security", "data-loss"]},
+        ],
+        "notify": {
+            "email": {
+                "host": "127.0.0.1",
+                "port": 25,
+                "mode": "insecure",
+                "from": "incident-collector@localhost",
+            },
+            "chat": [{"url": chat.url, "token": CHAT_TOKEN}],
+            "ticket": "redmine",
+            "page_url": "http://127.0.0.1:8080/",
+        },
     }
     path = tmp_path / "incidents.yml"
     path.write_text(yaml.safe_dump(config))
@@ -69,8 +79,13 @@ def _store(tmp_path: Path) -> IncidentStore:
 
 
 def test_initial_update_reaches_the_mailbox_the_chat_and_the_ticket(
-        tmp_path: Path, configured: Path, chat: ChatReceiver, mta: Path, redmine: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path,
+    configured: Path,
+    chat: ChatReceiver,
+    mta: Path,
+    redmine: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("COLLECTOR_REDMINE_URL", redmine.url)
     monkeypatch.setenv("COLLECTOR_REDMINE_API_KEY", redmine.admin_key)
     monkeypatch.setenv("COLLECTOR_TICKETS_CONFIG", str(tmp_path / "no-tickets.yml"))
@@ -83,8 +98,14 @@ def test_initial_update_reaches_the_mailbox_the_chat_and_the_ticket(
     store = _store(tmp_path)
     now = _dt.datetime.now(_dt.UTC)
     token = secrets.token_hex(4)
-    incident, opened = store.open_or_join(f"g-{token}", [{"labels": {"alertname": f"AppDown{token}"}}], now,
-                                          severity="P1", hosts=["app1"], title=f"AppDown{token}")
+    incident, opened = store.open_or_join(
+        f"g-{token}",
+        [{"labels": {"alertname": f"AppDown{token}"}}],
+        now,
+        severity="P1",
+        hosts=["app1"],
+        title=f"AppDown{token}",
+    )
     assert opened
     store.add_bundle(incident.id, str(bundle))
     store.update(incident.id, ticket=ticket.id)
@@ -104,9 +125,13 @@ def test_initial_update_reaches_the_mailbox_the_chat_and_the_ticket(
     assert headers.get("Authorization") == f"Bearer {CHAT_TOKEN}"
     assert "INCIDENT [P1]" in post["title"] and "App health check failing" in post["message"]
 
-    with urllib.request.urlopen(urllib.request.Request(
+    with urllib.request.urlopen(
+        urllib.request.Request(
             f"{redmine.url}/issues/{ticket.id}.json?include=journals",
-            headers={"X-Redmine-API-Key": redmine.admin_key}), timeout=30) as answer:
+            headers={"X-Redmine-API-Key": redmine.admin_key},
+        ),
+        timeout=30,
+    ) as answer:
         journals = json.load(answer)["issue"]["journals"]
     notes = "\n".join(j.get("notes") or "" for j in journals)
     assert "INVESTIGATING" in notes and "Incident commander: Dana On-call" in notes
@@ -120,13 +145,19 @@ def test_initial_update_reaches_the_mailbox_the_chat_and_the_ticket(
 
 
 def test_security_escalation_goes_out_with_no_secret_in_clear(
-        tmp_path: Path, configured: Path, chat: ChatReceiver, mta: Path) -> None:
+    tmp_path: Path, configured: Path, chat: ChatReceiver, mta: Path
+) -> None:
     store = _store(tmp_path)
     now = _dt.datetime.now(_dt.UTC)
     token = secrets.token_hex(4)
     leaked = "postgres://app:Sup3rS3cretPw" + token + "@db1/app"
-    incident, _ = store.open_or_join(f"g-{token}", [{"labels": {"alertname": "AuthFailures"}}], now,
-                                     severity="P2", title=f"AuthFailures{token} {leaked} token={CHAT_TOKEN}")
+    incident, _ = store.open_or_join(
+        f"g-{token}",
+        [{"labels": {"alertname": "AuthFailures"}}],
+        now,
+        severity="P2",
+        title=f"AuthFailures{token} {leaked} token={CHAT_TOKEN}",
+    )
     lc.raise_flag(store, incident.id, "security", "sam", why="logins from an unknown network", now=now)
     done = lc.tick(store, None, now + _dt.timedelta(seconds=1))
     assert "escalate:security" in [d.key for _, d in done]
@@ -145,12 +176,14 @@ def test_security_escalation_goes_out_with_no_secret_in_clear(
 
 
 def test_missed_acknowledgement_sends_a_reminder_to_the_oncall(
-        tmp_path: Path, configured: Path, chat: ChatReceiver, mta: Path) -> None:
+    tmp_path: Path, configured: Path, chat: ChatReceiver, mta: Path
+) -> None:
     store = _store(tmp_path)
     opened = _dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=3)
     token = secrets.token_hex(4)
-    incident, _ = store.open_or_join(f"g-{token}", [{"labels": {"alertname": "ApiDown"}}], opened,
-                                     severity="P0", title=f"ApiDown{token}")
+    incident, _ = store.open_or_join(
+        f"g-{token}", [{"labels": {"alertname": "ApiDown"}}], opened, severity="P0", title=f"ApiDown{token}"
+    )
     done = lc.tick(store, None, opened + _dt.timedelta(minutes=3))
     assert "remind:ack:0" in [d.key for _, d in done]
     msg = read_mail(mta, f"REMINDER [P0] ApiDown{token}")
@@ -167,28 +200,55 @@ def redmine() -> Iterator[Any]:
         yield server
 
 
-@pytest.mark.parametrize(("stage", "headline"), [("initial", "INVESTIGATING"), ("mitigation", "MITIGATION"),
-                                                 ("resolved", "RESOLVED")])
-def test_each_stage_is_the_comms_template_filled_from_the_incident(tmp_path: Path, stage: str,
-                                                                   headline: str) -> None:
+@pytest.mark.parametrize(
+    ("stage", "headline"),
+    [("initial", "INVESTIGATING"), ("mitigation", "MITIGATION"), ("resolved", "RESOLVED")],
+)
+def test_each_stage_is_the_comms_template_filled_from_the_incident(
+    tmp_path: Path, stage: str, headline: str
+) -> None:
     from collector.core import Incident
     from collector.incidents import notify
     from collector.report import render_comms
 
     bundle = tickets.build_bundle(tmp_path / "bundles", severity="P2")
-    incident = Incident(id="inc-x", group_key="g", title="AppDown", state="open", severity="P2",
-                        commander="Sam Responder", opened_at="2026-11-28T03:00:00.000Z", bundles=(str(bundle),),
-                        ticket="7", hosts=("app1",))
+    incident = Incident(
+        id="inc-x",
+        group_key="g",
+        title="AppDown",
+        state="open",
+        severity="P2",
+        commander="Sam Responder",
+        opened_at="2026-11-28T03:00:00.000Z",
+        bundles=(str(bundle),),
+        ticket="7",
+        hosts=("app1",),
+    )
     now = _dt.datetime(2026, 11, 28, 3, 10, tzinfo=_dt.UTC)
     text = notify.update_text(incident, stage, now, notify.Channels(page_url="http://127.0.0.1:9095/"))
     pasted = render_comms(bundle, stage, now)  # what `collector comms` prints: the same template
     assert text.splitlines()[0] == pasted.splitlines()[0] and headline in text.splitlines()[0]
     assert "App health check failing" in text
-    assert "Incident: inc-x (open, P2)" in text and "Page: http://127.0.0.1:9095/" in text and "Ticket: 7" in text
+    assert (
+        "Incident: inc-x (open, P2)" in text
+        and "Page: http://127.0.0.1:9095/" in text
+        and "Ticket: 7" in text
+    )
     if stage == "initial":
         assert "Incident commander: Sam Responder" in text and "Incident commander: <name>" in pasted
         assert "Next update: 2026-11-28 05:10:00 UTC (in 120 minutes)" in text  # P2: every 2 h
     # no bundle yet: a short text from the incident alone
-    bare = notify.update_text(Incident(id="inc-y", group_key="g", title="AppDown", state="open", severity=None,
-                                       commander=None, opened_at="2026-11-28T03:00:00.000Z"), stage, now)
+    bare = notify.update_text(
+        Incident(
+            id="inc-y",
+            group_key="g",
+            title="AppDown",
+            state="open",
+            severity=None,
+            commander=None,
+            opened_at="2026-11-28T03:00:00.000Z",
+        ),
+        stage,
+        now,
+    )
     assert "INCIDENT [?] AppDown" in bare and "Commander: not assigned yet" in bare

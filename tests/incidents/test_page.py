@@ -1,4 +1,5 @@
 """The incidents page, served by uvicorn on loopback and read in real headless Chromium (Debian's chromium)."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -24,9 +25,18 @@ from collector.incidents.store import IncidentStore
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Headless, no sandbox (root), and no traffic anywhere but our server: every host name resolves to nothing,
 # except 127.0.0.1 (the rule would otherwise map the loopback literal too).
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+)
 NOW = _dt.datetime.now(_dt.UTC).replace(microsecond=0)  # the store keeps milliseconds
 
 
@@ -42,8 +52,18 @@ def _tickets_helpers() -> Any:
 
 def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    cmd = [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *extra, url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    cmd = [
+        str(CHROMIUM),
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        *extra,
+        url,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False
+    )
 
 
 def ago(minutes: float) -> _dt.datetime:
@@ -55,18 +75,39 @@ def store(tmp_path: Path) -> IncidentStore:
     """Three incidents as an on-call engineer finds them: a P0 nobody acknowledged, a P2 being worked, and a
     resolved P1 whose bundle has its report."""
     s = IncidentStore(str(tmp_path / "incidents.db"))
-    p0, _ = s.open_or_join("g-api", [{"labels": {"alertname": "ApiDown"}}], ago(4), severity="P0",
-                           hosts=["app1"], title="ApiDown <script>alert(1)</script>", commander="Dana On-call")
-    s.record_alert(p0.id, "fp-api", "firing", {"alertname": "ApiDown", "instance": "app1:8000"}, lc.iso_z(ago(5)))
-    p2, _ = s.open_or_join("g-lat", [{"labels": {"alertname": "HighLatency"}}], ago(20), severity="P2",
-                           hosts=["app1", "db1"], title="HighLatency")
+    p0, _ = s.open_or_join(
+        "g-api",
+        [{"labels": {"alertname": "ApiDown"}}],
+        ago(4),
+        severity="P0",
+        hosts=["app1"],
+        title="ApiDown <script>alert(1)</script>",
+        commander="Dana On-call",
+    )
+    s.record_alert(
+        p0.id, "fp-api", "firing", {"alertname": "ApiDown", "instance": "app1:8000"}, lc.iso_z(ago(5))
+    )
+    p2, _ = s.open_or_join(
+        "g-lat",
+        [{"labels": {"alertname": "HighLatency"}}],
+        ago(20),
+        severity="P2",
+        hosts=["app1", "db1"],
+        title="HighLatency",
+    )
     s.update(p2.id, state="acknowledged", acked_at=lc.iso_z(ago(15)), commander="Sam Responder")
     s.add_event(p2.id, "update-sent", ago(14), "collector", {"stage": "initial", "channels": {"email": "ok"}})
     helpers = _tickets_helpers()
     bundle = helpers.build_bundle(tmp_path / "bundles", severity="P1")
     report.render_reports(bundle, ["html"])
-    p1, _ = s.open_or_join("g-pool", [{"labels": {"alertname": "PoolExhausted"}}], ago(90), severity="P1",
-                           hosts=["db1"], title="PoolExhausted")
+    p1, _ = s.open_or_join(
+        "g-pool",
+        [{"labels": {"alertname": "PoolExhausted"}}],
+        ago(90),
+        severity="P1",
+        hosts=["db1"],
+        title="PoolExhausted",
+    )
     s.add_bundle(p1.id, str(bundle))
     s.update(p1.id, state="resolved", resolved_at=lc.iso_z(ago(30)), commander="Dana On-call", ticket="42")
     s.add_event(p1.id, "escalated", ago(30), "collector", {"reason": "data-loss", "contacts": ["CTO (cto)"]})
@@ -86,8 +127,15 @@ def served(store: IncidentStore) -> Iterator[str]:
     from starlette.applications import Starlette
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=page.routes(store, None)), host="127.0.0.1", port=port,
-                                          log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=page.routes(store, None)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -118,7 +166,9 @@ def _dom(url: str, tmp: Path) -> str:
     return result.stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (install-test.sh installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (install-test.sh installs it)"
+)
 def test_page_in_chromium_dom_links_and_screenshot(served: str, store: IncidentStore, tmp_path: Path) -> None:
     from PIL import Image
 
@@ -148,7 +198,9 @@ def test_page_in_chromium_dom_links_and_screenshot(served: str, store: IncidentS
     assert "data loss suspected → CTO (cto)" in detail and "declared" in detail
 
     shot = tmp_path / "incidents.png"
-    result = chromium(served + "/", tmp_path, f"--screenshot={shot}", "--window-size=1280,900", "--hide-scrollbars")
+    result = chromium(
+        served + "/", tmp_path, f"--screenshot={shot}", "--window-size=1280,900", "--hide-scrollbars"
+    )
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
     with Image.open(shot) as image:
         rgb = image.convert("RGB")

@@ -1,5 +1,6 @@
 """`collector serve` as a real process on loopback: auth, bad bodies, an incident that collects, duplicate
 deliveries, a storm, and kill -9 during a collection. Collections point at `local` (this machine) to stay cheap."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -57,10 +58,13 @@ def test_401_400_and_nothing_stored(serve: ServeProcess, store: IncidentStore) -
     assert store.list() == []
 
 
-def test_unmatched_alert_opens_incident_that_says_so_and_collects_fallback(serve: ServeProcess,
-                                                                           store: IncidentStore) -> None:
+def test_unmatched_alert_opens_incident_that_says_so_and_collects_fallback(
+    serve: ServeProcess, store: IncidentStore
+) -> None:
     starts = now_iso(-30)
-    doc = notification("g-nohost", [alert("DiskWeird", "fp-1", starts, severity="warning", instance="ghost:9100")])
+    doc = notification(
+        "g-nohost", [alert("DiskWeird", "fp-1", starts, severity="warning", instance="ghost:9100")]
+    )
     status, body, seconds = serve.post(doc)
     assert status == 200, body
     answer = json.loads(body)
@@ -89,10 +93,16 @@ def test_duplicate_deliveries_are_deduplicated(serve: ServeProcess, store: Incid
     doc = notification("g-dup", [alert("Dup", "fp-d1", now_iso(-5)), alert("Dup", "fp-d2", now_iso(-4))])
     answers = [json.loads(serve.post(doc)[1]) for _ in range(3)]  # Alertmanager's retries send it again
     assert [a["new_alerts"] for a in answers] == [2, 0, 0]
-    assert len({a["incident"] for a in answers}) == 1 and [a["opened"] for a in answers] == [True, False, False]
+    assert len({a["incident"] for a in answers}) == 1 and [a["opened"] for a in answers] == [
+        True,
+        False,
+        False,
+    ]
     inc_id = answers[0]["incident"]
     recorded = store.alerts(inc_id)
-    assert sorted(a.fingerprint for a in recorded) == ["fp-d1", "fp-d2"] and all(a.deliveries == 3 for a in recorded)
+    assert sorted(a.fingerprint for a in recorded) == ["fp-d1", "fp-d2"] and all(
+        a.deliveries == 3 for a in recorded
+    )
     assert [e.kind for e in store.events(inc_id)].count("alert-fired") == 2
     assert len([w for w in store.work(inc_id) if w.kind == "collect"]) == 1  # one collection, not three
     assert len(store.list()) == 1
@@ -106,7 +116,9 @@ def test_storm_200_alerts_3_groups(serve: ServeProcess, store: IncidentStore) ->
 
     def send(i: int) -> None:
         group = f"g-storm-{i % 3}"
-        doc = notification(group, [alert(f"Storm{i % 3}", f"storm-{i}", now_iso(-1), instance=f"ghost{i}:9100")])
+        doc = notification(
+            group, [alert(f"Storm{i % 3}", f"storm-{i}", now_iso(-1), instance=f"ghost{i}:9100")]
+        )
         status, _, seconds = serve.post(doc)
         with lock:
             times.append(seconds)
@@ -129,7 +141,9 @@ def test_storm_200_alerts_3_groups(serve: ServeProcess, store: IncidentStore) ->
     for inc in incidents:
         poll(lambda inc=inc: done_collections(store, inc.id), 180, f"the collection of {inc.group_key}")
     # at most 2 collections ran at once: from the store's own start/finish times
-    spans = [(w.started_at, w.finished_at) for i in incidents for w in store.work(i.id) if w.kind == "collect"]
+    spans = [
+        (w.started_at, w.finished_at) for i in incidents for w in store.work(i.id) if w.kind == "collect"
+    ]
     assert len(spans) == 3 and all(s and f for s, f in spans)
     edges = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans], key=lambda e: (e[0], e[1]))
     running = peak = 0
@@ -140,8 +154,10 @@ def test_storm_200_alerts_3_groups(serve: ServeProcess, store: IncidentStore) ->
     assert serve.get("/healthz")[1]["peak"] <= 2
     ordered = sorted(times)
     p99 = ordered[int(len(ordered) * 0.99) - 1]
-    print(f"storm: 200 POSTs, p50 {ordered[100] * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
-          f"max {ordered[-1] * 1000:.0f} ms, peak collections {peak}")
+    print(
+        f"storm: 200 POSTs, p50 {ordered[100] * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"max {ordered[-1] * 1000:.0f} ms, peak collections {peak}"
+    )
     assert p99 < 2.0
 
 
@@ -183,17 +199,31 @@ def test_kill9_during_collection_then_restart_reruns_it(tmp_path: Path) -> None:
 
 def test_resolved_runs_verify_and_resolves_only_when_it_passes(tmp_path: Path, json_server: Any) -> None:
     """Alertmanager's resolved notification runs step 5; a failing checklist leaves the incident open."""
-    firing: list[dict[str, Any]] = [{"labels": {"alertname": "StandInAlert"}, "status": {"state": "active"},
-                                     "startsAt": now_iso(-60), "fingerprint": "x"}]
+    firing: list[dict[str, Any]] = [
+        {
+            "labels": {"alertname": "StandInAlert"},
+            "status": {"state": "active"},
+            "startsAt": now_iso(-60),
+            "fingerprint": "x",
+        }
+    ]
 
     def monitoring(path: str, query: Any) -> tuple[int, Any]:
         if path == "/api/v2/alerts":
             return 200, list(firing)
-        return 200, {"status": "success", "data": {"resultType": "vector", "result": []}}  # no traffic: no ratio
+        return 200, {
+            "status": "success",
+            "data": {"resultType": "vector", "result": []},
+        }  # no traffic: no ratio
 
     url = json_server(monitoring)
-    serve = ServeProcess(tmp_path, inventory=LOCAL, fallback="local", max_collections=1,
-                         env={"COLLECTOR_PROMETHEUS_URL": url, "COLLECTOR_ALERTMANAGER_URL": url}).start()
+    serve = ServeProcess(
+        tmp_path,
+        inventory=LOCAL,
+        fallback="local",
+        max_collections=1,
+        env={"COLLECTOR_PROMETHEUS_URL": url, "COLLECTOR_ALERTMANAGER_URL": url},
+    ).start()
     store = IncidentStore(serve.db)
     try:
         starts = now_iso(-20)
@@ -203,17 +233,27 @@ def test_resolved_runs_verify_and_resolves_only_when_it_passes(tmp_path: Path, j
         resolved = notification("g-res", [alert("Res", "fp-r", starts, status="resolved")], status="resolved")
         status, body, _ = serve.post(resolved)
         assert status == 200 and json.loads(body)["queued"] == ["verify"]
-        failed = poll(lambda: next((e for e in store.events(inc_id) if e.kind == "verify-failed"), None), 120,
-                      "the failing verify")
+        failed = poll(
+            lambda: next((e for e in store.events(inc_id) if e.kind == "verify-failed"), None),
+            120,
+            "the failing verify",
+        )
         assert failed.detail is not None and failed.detail["passed"] is False
-        assert any(c["name"] == "no active alerts" and "StandInAlert" in c["detail"] for c in failed.detail["failed"])
+        assert any(
+            c["name"] == "no active alerts" and "StandInAlert" in c["detail"] for c in failed.detail["failed"]
+        )
         inc = store.get(inc_id)
         assert inc is not None and inc.state == "open" and inc.resolved_at is None
         assert [a.status for a in store.alerts(inc_id)] == ["resolved"]  # the alert row follows Alertmanager
         firing.clear()  # the alert is gone: Alertmanager's next resolved post verifies again, and passes
-        poll(lambda: [w for w in store.work(inc_id) if w.kind == "verify" and w.state == "done"], 60, "verify done")
+        poll(
+            lambda: [w for w in store.work(inc_id) if w.kind == "verify" and w.state == "done"],
+            60,
+            "verify done",
+        )
         status, body, _ = serve.post(resolved)
         assert status == 200 and json.loads(body)["queued"] == ["verify"]
+
         def is_resolved() -> Any:
             found = store.get(inc_id)
             return found if found is not None and found.state == "resolved" else None
@@ -227,21 +267,28 @@ def test_resolved_runs_verify_and_resolves_only_when_it_passes(tmp_path: Path, j
         store.close()
 
 
-def test_repeat_of_a_resolved_incidents_alert_does_not_reopen(serve: ServeProcess, store: IncidentStore) -> None:
+def test_repeat_of_a_resolved_incidents_alert_does_not_reopen(
+    serve: ServeProcess, store: IncidentStore
+) -> None:
     starts = now_iso(-50)
     doc = notification("g-repeat", [alert("Again", "fp-a", starts)])
     first = json.loads(serve.post(doc)[1])
     poll(lambda: done_collections(store, first["incident"]), 120, "the collection")
-    store.update(first["incident"], state="resolved", resolved_at=now_iso())  # as a person would, verify passed
+    store.update(
+        first["incident"], state="resolved", resolved_at=now_iso()
+    )  # as a person would, verify passed
     repeat = json.loads(serve.post(doc)[1])  # Alertmanager's repeat_interval: same alert, same startsAt
-    assert repeat["incident"] == first["incident"] and not repeat["opened"] and "not reopened" in repeat["note"]
+    assert (
+        repeat["incident"] == first["incident"] and not repeat["opened"] and "not reopened" in repeat["note"]
+    )
     assert len(store.list()) == 1 and store.alerts(first["incident"])[0].deliveries == 2
     again = json.loads(serve.post(notification("g-repeat", [alert("Again", "fp-a", now_iso())]))[1])
     assert again["opened"] and again["incident"] != first["incident"]  # it fired again: a new incident
 
 
 def test_incident_opened_by_a_process_that_died_before_queueing_is_collected_on_retry(
-        serve: ServeProcess, store: IncidentStore) -> None:
+    serve: ServeProcess, store: IncidentStore
+) -> None:
     doc = notification("g-orphan", [alert("Orphan", "fp-o", now_iso(-5))])
     # what a serve killed between its INSERT and its claim leaves: the incident, no work
     orphan, opened = store.open_or_join("g-orphan", doc["alerts"], now_iso(-4))

@@ -1,6 +1,7 @@
 """A private, real Alertmanager (Debian's, on a loopback port, not the lab's) posting to `collector serve` through a
 proxy that answers its first delivery with a 500 after serve has recorded it: Alertmanager's own retry brings the
 same notification again, and the store keeps one incident, one alert, one collection."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -23,8 +24,10 @@ from serve_fixtures import ROOT, ServeProcess, free_port, poll
 from collector.incidents.store import IncidentStore
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(ALERTMANAGER).exists(), reason="prometheus-alertmanager is not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(ALERTMANAGER).exists(), reason="prometheus-alertmanager is not installed"),
+]
 
 
 class FailFirstProxy:
@@ -38,8 +41,15 @@ class FailFirstProxy:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = urllib.request.Request(proxy.target + self.path, data=body, method="POST", headers={
-                    "Content-Type": "application/json", "Authorization": self.headers.get("Authorization", "")})
+                request = urllib.request.Request(
+                    proxy.target + self.path,
+                    data=body,
+                    method="POST",
+                    headers={
+                        "Content-Type": "application/json",
+                        "Authorization": self.headers.get("Authorization", ""),
+                    },
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=10) as resp:
                         status, answer = resp.status, resp.read()
@@ -93,14 +103,22 @@ receivers:
         http_config:
           authorization:
             type: Bearer
-            credentials_file: {folder / 'token'}
+            credentials_file: {folder / "token"}
 """)
     port = free_port()
     log = open(folder / "alertmanager.log", "wb")  # noqa: SIM115 - the child writes it for its whole life
-    proc = subprocess.Popen([ALERTMANAGER, f"--config.file={folder / 'alertmanager.yml'}",
-                             f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--cluster.listen-address="], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            ALERTMANAGER,
+            f"--config.file={folder / 'alertmanager.yml'}",
+            f"--storage.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
     url = f"http://127.0.0.1:{port}"
 
@@ -121,15 +139,25 @@ receivers:
         shutil.rmtree(folder / "data", ignore_errors=True)
 
 
-def test_alertmanager_retry_after_500_is_deduplicated(serve: ServeProcess, alertmanager: tuple[str, FailFirstProxy]
-                                                      ) -> None:
+def test_alertmanager_retry_after_500_is_deduplicated(
+    serve: ServeProcess, alertmanager: tuple[str, FailFirstProxy]
+) -> None:
     url, proxy = alertmanager
     starts = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=30)).isoformat(timespec="milliseconds")
     starts = starts.replace("+00:00", "Z")
-    alerts = [{"labels": {"alertname": "RetryMe", "instance": "ghost:9100", "severity": "warning"},
-               "annotations": {"summary": "posted to a real Alertmanager"}, "startsAt": starts}]
-    request = urllib.request.Request(f"{url}/api/v2/alerts", data=json.dumps(alerts).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    alerts = [
+        {
+            "labels": {"alertname": "RetryMe", "instance": "ghost:9100", "severity": "warning"},
+            "annotations": {"summary": "posted to a real Alertmanager"},
+            "startsAt": starts,
+        }
+    ]
+    request = urllib.request.Request(
+        f"{url}/api/v2/alerts",
+        data=json.dumps(alerts).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status == 200
     poll(lambda: len(proxy.seen) >= 2, 60, "Alertmanager to retry after the 500")

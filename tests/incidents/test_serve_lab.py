@@ -1,6 +1,7 @@
 """End to end and unattended on the lab: `collector-lab break pool-exhausted` under traffic, and nothing typed:
 Prometheus fires, the lab's Alertmanager posts to `collector serve`, an incident opens with triage's severity,
 a sealed bundle of the three lab hosts, and a kill-idle-connections plan that waits for a signed approval."""
+
 from __future__ import annotations
 
 import json
@@ -47,12 +48,18 @@ def lab_serve(lab: Any, lab_lock: None, tmp_path: Path) -> Iterator[ServeProcess
     from collector_lab.monitoring import SERVE_PORT
 
     token_file = ensure_alertmanager_routes_to_serve(lab)
-    serve = ServeProcess(tmp_path, inventory=str(lab.inventory), fallback="lab", max_collections=2,
-                         host_labels=ROUTING, port=SERVE_PORT, token_file=token_file,
-                         # the window starts 90 s before the alert: the shared lab's earlier faults stay out
-                         # the service requests its plans with the lab's requester key; a person approves
-                         env={"COLLECTOR_SERVE_LOOKBACK_S": "90",
-                              "COLLECTOR_SIGNING_KEY": str(lab.signers.key("alice"))})
+    serve = ServeProcess(
+        tmp_path,
+        inventory=str(lab.inventory),
+        fallback="lab",
+        max_collections=2,
+        host_labels=ROUTING,
+        port=SERVE_PORT,
+        token_file=token_file,
+        # the window starts 90 s before the alert: the shared lab's earlier faults stay out
+        # the service requests its plans with the lab's requester key; a person approves
+        env={"COLLECTOR_SERVE_LOOKBACK_S": "90", "COLLECTOR_SIGNING_KEY": str(lab.signers.key("alice"))},
+    )
     serve.start(timeout_s=120)
     yield serve
     serve.stop()
@@ -60,25 +67,42 @@ def lab_serve(lab: Any, lab_lock: None, tmp_path: Path) -> Iterator[ServeProcess
 
 def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProcess) -> None:
     store = IncidentStore(lab_serve.db)
-    load = subprocess.Popen([LAB_TOOL, "load", "--seconds", "300", "--rps", "10"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    load = subprocess.Popen(
+        [LAB_TOOL, "load", "--seconds", "300", "--rps", "10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     t0 = time.time()
     try:
-        broke = subprocess.run([LAB_TOOL, "break", "pool-exhausted"], capture_output=True, text=True, timeout=180,
-                               check=False)
+        broke = subprocess.run(
+            [LAB_TOOL, "break", "pool-exhausted"], capture_output=True, text=True, timeout=180, check=False
+        )
         assert broke.returncode == 0, broke.stderr[-2000:]
         t_broken = time.time()
 
         def opened() -> Any:
             # a Sergas alert still firing from before the break may be posted again (repeat_interval): only
             # an incident declared after the break counts, so its evidence is of this fault
-            return [i for i in store.list() if i.labels.get("alertname", "").startswith("Sergas")
-                    and parse_instant(i.opened_at).timestamp() >= t_broken - 1]
+            return [
+                i
+                for i in store.list()
+                if i.labels.get("alertname", "").startswith("Sergas")
+                and parse_instant(i.opened_at).timestamp() >= t_broken - 1
+            ]
 
-        incident = poll(opened, 300, "Alertmanager to post a Sergas alert and serve to open an incident", 0.5)[0]
+        incident = poll(
+            opened, 300, "Alertmanager to post a Sergas alert and serve to open an incident", 0.5
+        )[0]
         t_open = time.time()
-        poll(lambda: [w for w in store.work(incident.id) if w.kind == "collect" and w.state in ("done", "failed")],
-             300, "the incident's collection, triage, report and plan", 0.5)
+        poll(
+            lambda: [
+                w for w in store.work(incident.id) if w.kind == "collect" and w.state in ("done", "failed")
+            ],
+            300,
+            "the incident's collection, triage, report and plan",
+            0.5,
+        )
         inc = store.get(incident.id)
         assert inc is not None
         events = store.events(inc.id)
@@ -90,7 +114,9 @@ def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProc
         # the incident carries triage's verdict (the alert's `critical` said P1 until then)
         assert inc.severity == triaged["severity"] and inc.severity in ("P0", "P1") and inc.state == "open"
         assert next(e for e in events if e.kind == "declared").detail == {
-            "group_key": inc.group_key, "severity": "P1"}
+            "group_key": inc.group_key,
+            "severity": "P1",
+        }
         # a sealed bundle of the three lab hosts
         assert len(inc.bundles) == 1
         bundle = Path(inc.bundles[0])
@@ -107,7 +133,9 @@ def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProc
         plan = json.loads(Path(inc.plan).read_text())
         # the runbook's answer for the first (most severe) finding: kill the idle connections, or restart the app
         assert plan["action"] in ("kill-idle-connections", "restart") and plan["hash"]
-        assert plan["requester"] == "alice" and [s["statement"]["role"] for s in plan["statements"]] == ["request"]
+        assert plan["requester"] == "alice" and [s["statement"]["role"] for s in plan["statements"]] == [
+            "request"
+        ]
         assert plan["bundle"] == str(bundle.resolve())
         planned = next(e for e in events if e.kind == "planned").detail or {}
         assert planned["requester"] == "alice" and planned["awaiting"].startswith("a signed approval")
@@ -119,22 +147,29 @@ def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProc
         assert parse_instant(fired.at) <= parse_instant(declared.at) <= parse_instant(collected.at)
         parts = {
             "break (fault injected)": t_broken - t0,
-            "startsAt → declared (group_wait + post + ours)": (parse_instant(declared.at) - parse_instant(fired.at))
-            .total_seconds(),
-            "declared → collected (sealed bundle)": (parse_instant(collected.at) - parse_instant(declared.at))
-            .total_seconds(),
+            "startsAt → declared (group_wait + post + ours)": (
+                parse_instant(declared.at) - parse_instant(fired.at)
+            ).total_seconds(),
+            "declared → collected (sealed bundle)": (
+                parse_instant(collected.at) - parse_instant(declared.at)
+            ).total_seconds(),
             "broken → incident seen open": t_open - t_broken,
         }
         if parse_instant(fired.at).timestamp() >= t_broken:
-            parts["broken → alert startsAt (scrape + rule for:)"] = parse_instant(fired.at).timestamp() - t_broken
+            parts["broken → alert startsAt (scrape + rule for:)"] = (
+                parse_instant(fired.at).timestamp() - t_broken
+            )
         else:  # the shared lab's earlier faults kept the alert firing; Alertmanager's repeat brought it here
-            print("\n  the alert was already firing before the break (startsAt " + fired.at + "): parts below "
-                  "include Alertmanager's repeat_interval")
+            print(
+                "\n  the alert was already firing before the break (startsAt " + fired.at + "): parts below "
+                "include Alertmanager's repeat_interval"
+            )
         print("\n" + "\n".join(f"  {k}: {v:.1f} s" for k, v in parts.items()))
     finally:
         os.killpg(load.pid, signal.SIGTERM)
         load.wait(timeout=30)
-        healed = subprocess.run([LAB_TOOL, "heal", "pool-exhausted"], capture_output=True, text=True, timeout=300,
-                                check=False)
+        healed = subprocess.run(
+            [LAB_TOOL, "heal", "pool-exhausted"], capture_output=True, text=True, timeout=300, check=False
+        )
         store.close()
         assert healed.returncode == 0, healed.stderr[-2000:]

@@ -1,5 +1,6 @@
 """The incident store on SQLite and on the lab's real PostgreSQL (db1): opening is atomic across processes,
 alerts are deduplicated, the timeline keeps its order, and work a dead process held is found again."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,10 @@ def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
             _psql(db, "SELECT pg_reload_conf()")
             _psql(db, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             _psql(db, f"DROP ROLE IF EXISTS {name}")
-        assert name not in db.run("runuser -u postgres -- psql -X -tAq -c 'SELECT datname FROM pg_database'").stdout
+        assert (
+            name
+            not in db.run("runuser -u postgres -- psql -X -tAq -c 'SELECT datname FROM pg_database'").stdout
+        )
         assert HBA_MARK not in db.file(hba).content_string
 
 
@@ -72,7 +76,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     # each test starts from empty tables
     store = IncidentStore(url)
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS incident_work, incident_alerts, incident_events, incidents")
+        conn.exec_driver_sql(
+            "DROP TABLE IF EXISTS incident_work, incident_alerts, incident_events, incidents"
+        )
     store.close()
 
 
@@ -83,9 +89,18 @@ def store(store_url: str) -> Iterator[IncidentStore]:
     s.close()
 
 
-ALERT = {"labels": {"alertname": "SergasAppDown", "instance": "app1:8000", "severity": "critical", "job": "sergas-app"},
-         "annotations": {"summary": "sergas-app on app1:8000 is down"}, "fingerprint": "aa11",
-         "startsAt": "2026-12-01T10:00:00.000Z", "status": "firing"}
+ALERT = {
+    "labels": {
+        "alertname": "SergasAppDown",
+        "instance": "app1:8000",
+        "severity": "critical",
+        "job": "sergas-app",
+    },
+    "annotations": {"summary": "sergas-app on app1:8000 is down"},
+    "fingerprint": "aa11",
+    "startsAt": "2026-12-01T10:00:00.000Z",
+    "status": "firing",
+}
 
 
 def test_open_then_join_then_resolve_frees_the_group(store: IncidentStore) -> None:
@@ -94,7 +109,9 @@ def test_open_then_join_then_resolve_frees_the_group(store: IncidentStore) -> No
     assert inc.id.startswith("inc-20261201-100005-")
     assert inc.title == "SergasAppDown: sergas-app on app1:8000 is down"
     assert inc.labels["alertname"] == "SergasAppDown"
-    again, opened2 = store.open_or_join("g1", [ALERT], "2026-12-01T10:01:00.000Z", severity="P0", hosts=["db1"])
+    again, opened2 = store.open_or_join(
+        "g1", [ALERT], "2026-12-01T10:01:00.000Z", severity="P0", hosts=["db1"]
+    )
     assert not opened2 and again.id == inc.id
     assert again.severity == "P0" and again.hosts == ("app1", "db1")  # worst severity, merged hosts
     assert store.get(inc.id) == again
@@ -122,11 +139,22 @@ def test_fields_round_trip_and_bundles_append(store: IncidentStore) -> None:
     inc, _ = store.open_or_join("g2", [ALERT], "2026-12-01T10:00:00.000Z")
     store.add_bundle(inc.id, "/b/one")
     store.add_bundle(inc.id, "/b/two")
-    updated = store.update(inc.id, plan="/plans/p.json", ticket="42", commander="oncall", state="acknowledged",
-                           acked_at="2026-12-01T10:01:00.000Z", labels={"team": "db"})
+    updated = store.update(
+        inc.id,
+        plan="/plans/p.json",
+        ticket="42",
+        commander="oncall",
+        state="acknowledged",
+        acked_at="2026-12-01T10:01:00.000Z",
+        labels={"team": "db"},
+    )
     assert updated.bundles == ("/b/one", "/b/two")
-    assert (updated.plan, updated.ticket, updated.commander, updated.state) == ("/plans/p.json", "42", "oncall",
-                                                                                 "acknowledged")
+    assert (updated.plan, updated.ticket, updated.commander, updated.state) == (
+        "/plans/p.json",
+        "42",
+        "oncall",
+        "acknowledged",
+    )
     assert Incident.from_dict(json.loads(json.dumps(updated.to_dict()))) == updated
     assert store.find_active("g2") == updated  # acknowledged is still active
 
@@ -136,10 +164,12 @@ def test_alerts_are_deduplicated_and_timeline_uses_starts_at(store: IncidentStor
     assert store.record_alert(inc.id, "aa11", "firing", ALERT["labels"], ALERT["startsAt"], None)
     # Alertmanager's retry after a 5xx: the same alert again
     assert not store.record_alert(inc.id, "aa11", "firing", ALERT["labels"], ALERT["startsAt"], None)
-    assert store.record_alert(inc.id, "bb22", "firing", {"alertname": "X"}, "2026-12-01T09:59:00.000Z",
-                              "0001-01-01T00:00:00Z")
-    assert not store.record_alert(inc.id, "aa11", "resolved", ALERT["labels"], ALERT["startsAt"],
-                                  "2026-12-01T10:20:00.000Z")
+    assert store.record_alert(
+        inc.id, "bb22", "firing", {"alertname": "X"}, "2026-12-01T09:59:00.000Z", "0001-01-01T00:00:00Z"
+    )
+    assert not store.record_alert(
+        inc.id, "aa11", "resolved", ALERT["labels"], ALERT["startsAt"], "2026-12-01T10:20:00.000Z"
+    )
     alerts = {a.fingerprint: a for a in store.alerts(inc.id)}
     assert set(alerts) == {"aa11", "bb22"}
     assert alerts["aa11"].deliveries == 3 and alerts["aa11"].status == "resolved"
@@ -148,8 +178,12 @@ def test_alerts_are_deduplicated_and_timeline_uses_starts_at(store: IncidentStor
     assert got is not None and got.alerts == 2
     store.add_event(inc.id, "acknowledged", "2026-12-01T10:02:00.000Z", actor="alice", detail={"via": "cli"})
     timeline = [(e.kind, e.at) for e in store.events(inc.id)]
-    assert timeline == [("alert-fired", "2026-12-01T09:59:00.000Z"), ("alert-fired", "2026-12-01T10:00:00.000Z"),
-                        ("declared", "2026-12-01T10:00:30.000Z"), ("acknowledged", "2026-12-01T10:02:00.000Z")]
+    assert timeline == [
+        ("alert-fired", "2026-12-01T09:59:00.000Z"),
+        ("alert-fired", "2026-12-01T10:00:00.000Z"),
+        ("declared", "2026-12-01T10:00:30.000Z"),
+        ("acknowledged", "2026-12-01T10:02:00.000Z"),
+    ]
     assert store.events(inc.id)[-1].actor == "alice" and store.events(inc.id)[-1].detail == {"via": "cli"}
 
 
@@ -201,8 +235,16 @@ def test_two_processes_racing_open_one_incident_per_group(store_url: str) -> Non
     n = 25
     start = time.time() + 3.0
     env = dict(os.environ)
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, store_url, str(start), str(n)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, store_url, str(start), str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(3)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=120)
@@ -220,6 +262,8 @@ def test_two_processes_racing_open_one_incident_per_group(store_url: str) -> Non
 def test_engine_urls() -> None:
     assert engine_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
     assert engine_url("/tmp/x.db") == "sqlite:////tmp/x.db"
-    assert engine_url("").startswith("sqlite:///") and engine_url("").endswith("incident-collector/incidents.db")
+    assert engine_url("").startswith("sqlite:///") and engine_url("").endswith(
+        "incident-collector/incidents.db"
+    )
     with pytest.raises(UsageError, match="mysql"):
         engine_url("mysql://h/db")
