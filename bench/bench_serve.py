@@ -1,4 +1,5 @@
-"""`collector serve`: time from Alertmanager's POST to the sealed bundle, and the webhook's answer times in a storm.
+"""`collector serve`: time from Alertmanager's POST to the sealed bundle, and the webhook's answer times in \
+a storm.
 
 Every figure is measured in this run against a real `collector serve` process on a loopback port:
 
@@ -13,11 +14,11 @@ Every figure is measured in this run against a real `collector serve` process on
     .venv/bin/python bench/bench_serve.py --runs 5 --local
 
   break→open   (--break, lab only, takes the lab lock) `collector-lab break pool-exhausted` under 10 req/s
-                with the lab's Alertmanager posting to a serve on 127.0.0.1:9095, until the open incident and its
-                sealed bundle, in parts: the break itself, detection (scrape 5 s + rule evaluation 5 s + the
-                5xx ratio crossing 10 % over its 5 m rate: Prometheus' activeAt), the rule's `for:` (activeAt →
-                startsAt), Alertmanager's group_wait and POST (startsAt → declared), ours (declared → sealed).
-                Heals the fault afterwards.
+                with the lab's Alertmanager posting to a serve on 127.0.0.1:9095, until the open incident and
+                its sealed bundle, in parts: the break itself, detection (scrape 5 s + rule evaluation 5 s +
+                the 5xx ratio crossing 10 % over its 5 m rate: Prometheus' activeAt), the rule's `for:`
+                (activeAt → startsAt), Alertmanager's group_wait and POST (startsAt → declared), ours
+                (declared → sealed). Heals the fault afterwards.
 
     .venv/bin/python bench/bench_serve.py --break           # the above plus break→open on the lab
 """

@@ -41,13 +41,14 @@ transaction; several processes may share one store. Times may be given as ISO st
   a `<kind>-interrupted` event and queues it again, attempt + 1).
 
 The receiver (worker.Service): a firing notification opens or joins the group's incident (severity from the
-alerts' `severity`/`priority` labels until triage's verdict replaces it; hosts from webhook.route_hosts), records
-every alert, and queues one `collect` (kinds worker.COLLECT/VERIFY); a repeat of the alerts of a resolved or
-closed incident (same fingerprint and startsAt) is recorded there and opens nothing. A resolved notification
-queues `verify`; the receiver moves the incident to resolved (resolved_at, `verified` + `resolved` events)
-only when the step 5 checklist passes, else a `verify-failed` event. Settings: serve_listen, serve_token,
-serve_max_collections, serve_queue_size, serve_host_labels, serve_fallback_hosts, serve_lookback_s,
-serve_verify_wait_s, serve_ticket_system/project, serve_tick_s; signing_key makes the service request its plans.
+alerts' `severity`/`priority` labels until triage's verdict replaces it; hosts from webhook.route_hosts),
+records every alert, and queues one `collect` (kinds worker.COLLECT/VERIFY); a repeat of the alerts of a
+resolved or closed incident (same fingerprint and startsAt) is recorded there and opens nothing. A resolved
+notification queues `verify`; the receiver moves the incident to resolved (resolved_at, `verified` +
+`resolved` events) only when the step 5 checklist passes, else a `verify-failed` event. Settings:
+serve_listen, serve_token, serve_max_collections, serve_queue_size, serve_host_labels, serve_fallback_hosts,
+serve_lookback_s, serve_verify_wait_s, serve_ticket_system/project, serve_tick_s; signing_key makes the
+service request its plans.
 
 Hooks the receiver calls (the lifecycle side owns these modules; a missing module or function is skipped):
 - `collector.incidents.lifecycle.on_event(store, incident, event, settings)`: after every event the

@@ -109,7 +109,8 @@ class People:
 
 
 def config_file() -> Path | None:
-    """incidents.yml: `$COLLECTOR_INCIDENTS_CONFIG`, else ./incidents.yml, else ~/.config/collector/incidents.yml."""
+    """incidents.yml: `$COLLECTOR_INCIDENTS_CONFIG`, else ./incidents.yml, else
+    ~/.config/collector/incidents.yml."""
     explicit = os.environ.get("COLLECTOR_INCIDENTS_CONFIG")
     if explicit:
         path = Path(explicit)
@@ -568,7 +569,8 @@ def expire_silences(alertmanager_url: str, ids: Iterable[str]) -> dict[str, str]
 
 
 def events_of(store: IncidentStore, incident_id: str) -> list[Event]:
-    """The incident's timeline as a plain list (the store's class-level `list` method confuses its annotations)."""
+    """The incident's timeline as a plain list (the store's class-level `list` method confuses its
+    annotations)."""
     found: Any = store.events(incident_id)
     return list(found)
 
@@ -603,7 +605,8 @@ def acknowledge(
     alertmanager_url: str | None = None,
     now: _dt.datetime | None = None,
 ) -> tuple[Incident, list[str]]:
-    """Acknowledge: set acked_at, the commander (P2/P3: the responder), and silence its alerts in Alertmanager.
+    """Acknowledge: set acked_at, the commander (P2/P3: the responder), and silence its alerts in
+    Alertmanager.
 
     Returns the incident and the silence ids made; an Alertmanager failure raises AlertmanagerError after the
     acknowledgement is recorded (the person did acknowledge).
@@ -801,7 +804,8 @@ def tick(
     only: Sequence[str] | None = None,
     recent: int = 200,
 ) -> list[tuple[str, Due]]:
-    """Do everything due for every incident that may still need something; returns (incident id, what was done).
+    """Do everything due for every incident that may still need something; returns (incident id, what was
+    done).
 
     The server calls it every few seconds, `collector incident tick` once. Each item is claimed in the store
     first (claim_work, kind `tick:<key>`), so two `serve` processes ticking at once send it once. `send`

@@ -290,7 +290,10 @@ def _mail_url(email: Email, to: Sequence[str]) -> str:
         query["mode"] = email.mode
     else:
         query["mode"] = "insecure"
-    return f"{scheme}://{auth}{email.host}:{email.port}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
+    return (
+        f"{scheme}://{auth}{email.host}:{email.port}?"
+        f"{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
+    )
 
 
 def _chat_url(chat: Chat) -> str:

@@ -1,4 +1,5 @@
-"""The incidents page `collector serve` shows at `/`: open and recent incidents, server-rendered, no external assets.
+"""The incidents page `collector serve` shows at `/`: open and recent incidents, server-rendered, no external
+assets.
 
     /                                        open incidents, then the recent resolved and closed ones
     /incidents/{id}                          one incident: clocks, alerts, evidence, timeline

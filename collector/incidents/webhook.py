@@ -240,5 +240,8 @@ def route_hosts(
         return Route(":".join(patterns), hosts, tuple(reasons), True)
     names = sorted({f"{k}={v}" for a in alerts for k, v in a.labels.items() if k in (*HOST_LABELS, "job")})
     said = ", ".join(names) or "none"
-    why = f"no alert label names an inventory host (host labels: {said}); collecting the fallback pattern {fallback!r}"
+    why = (
+        f"no alert label names an inventory host (host labels: {said}); "
+        f"collecting the fallback pattern {fallback!r}"
+    )
     return Route(fallback, (), (why,), False)

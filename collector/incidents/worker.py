@@ -43,8 +43,8 @@ def lifecycle_hook() -> Hook:
 def plan_events(
     records: Iterable[Mapping[str, Any]], plan_hash: str, have: set[str]
 ) -> list[tuple[str, str, str | None, dict[str, Any]]]:
-    """(kind, at, actor, detail) of the plan's first approval and first finished apply in the remediation audit
-    log's records, each unless the timeline already has that kind."""
+    """(kind, at, actor, detail) of the plan's first approval and first finished apply in the remediation
+    audit log's records, each unless the timeline already has that kind."""
     out: list[tuple[str, str, str | None, dict[str, Any]]] = []
     for record in records:
         if record.get("plan_hash") != plan_hash:
@@ -179,7 +179,8 @@ class Service:
         )
 
     def receive(self, note: Notification, now: str | None = None) -> Received:
-        """Record the notification (incident, alerts, events) and queue its work; the webhook answers after."""
+        """Record the notification (incident, alerts, events) and queue its work; the webhook answers
+        after."""
         at = now or utcnow()
         firing = [a for a in note.alerts if a.status == "firing"]
         if note.status == "firing" and firing:
@@ -196,7 +197,8 @@ class Service:
                 labels=note.common_labels or None,
             )
             result = Received(incident.id, opened)
-            # joined, but never collected: the process that opened it died before queueing (Alertmanager retried)
+            # joined, but never collected: the process that opened it died before queueing (Alertmanager
+            # retried)
             if (opened or not self.store.work(incident.id, kinds=[COLLECT])) and self._declared(
                 incident, route, at, since_for(firing, self.settings.serve_lookback_s)
             ):
@@ -328,8 +330,8 @@ class Service:
                 log.exception("tick failed")
 
     def sync_plans(self) -> None:
-        """Put a person's `collector approve` and `remediate apply` of an incident's plan on its timeline, at the
-        audit log's times: they happen outside serve, and the incident's timeline must show them."""
+        """Put a person's `collector approve` and `remediate apply` of an incident's plan on its timeline, at
+        the audit log's times: they happen outside serve, and the incident's timeline must show them."""
         for incident in self.store.list(states=INCIDENT_ACTIVE):
             if not incident.plan:
                 continue
@@ -456,7 +458,8 @@ class Service:
 
     # ------------------------------------------------------------------ the jobs
     def collect(self, work: Work) -> dict[str, Any]:
-        """collect (read-only) → triage → report (all inside collect) → ticket → plan the suggested mitigation."""
+        """collect (read-only) → triage → report (all inside collect) → ticket → plan the suggested
+        mitigation."""
         from collector.collect import collect
 
         incident = self.store.get(work.incident)
@@ -562,8 +565,8 @@ class Service:
 
     def _plan(self, incident: Incident, findings: Findings, bundle: str) -> str | None:
         """Plan (check mode) the first suggested mitigation. With a signing key configured (`signing_key`, the
-        service's own requester key) the plan is also requested, so it waits for a person's `collector approve`;
-        without one it waits for a person to request it. Never approved here."""
+        service's own requester key) the plan is also requested, so it waits for a person's `collector
+        approve`; without one it waits for a person to request it. Never approved here."""
         suggestion = next((f.mitigation for f in findings.findings if f.mitigation is not None), None)
         if suggestion is None:
             return None

@@ -1,5 +1,6 @@
-"""A real MTA (Debian's exim4 on 127.0.0.1:25, local delivery to /var/mail) and a loopback chat webhook receiver,
-for tests that check where incident comms arrive. Use: `from comms_fixtures import mta, chat, read_mail, ...`.
+"""A real MTA (Debian's exim4 on 127.0.0.1:25, local delivery to /var/mail) and a loopback chat webhook
+receiver, for tests that check where incident comms arrive. Use: `from comms_fixtures import mta, chat,
+read_mail, ...`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def _configure_exim() -> None:
 
 @pytest.fixture(scope="session")
 def mta() -> Iterator[Path]:
-    """exim4 (Debian's exim4-daemon-light) delivering to /var/mail on 127.0.0.1:25; yields the mailbox path."""
+    """exim4 (Debian's exim4-daemon-light) delivering to /var/mail on 127.0.0.1:25; yields the mailbox
+    path."""
     if shutil.which("exim4") is None:
         pytest.skip("exim4 is not installed (apt-get install exim4-daemon-light; install-test.sh does)")
     if os.geteuid() != 0:

@@ -1,11 +1,12 @@
-"""Issue 16 point 8, the whole chain on the lab. Unattended up to the approval: `collector-lab break pool-exhausted`
-under traffic, nothing typed; Prometheus fires, the lab's Alertmanager posts to `collector serve` (bearer token),
-an incident opens with triage's severity, a sealed bundle of the three lab hosts lands on a new ticket of the real
-Redmine with the initial update as a note, the on-call's mailbox (Debian's exim4 on loopback) has the notice, and the
-triage's first mitigation waits as a plan requested by the service (alice's key). Then the test plays the people:
-the on-call acknowledges (a real Alertmanager silence), bob approves, alice applies, the fault is healed; the alert
-resolves (silenced, so Alertmanager sends nothing: serve sees it gone and verifies), verify is green, the incident
-resolves, a person closes it, and its timeline holds every step at real times, in order."""
+"""Issue 16 point 8, the whole chain on the lab. Unattended up to the approval: `collector-lab break
+pool-exhausted` under traffic, nothing typed; Prometheus fires, the lab's Alertmanager posts to `collector
+serve` (bearer token), an incident opens with triage's severity, a sealed bundle of the three lab hosts lands
+on a new ticket of the real Redmine with the initial update as a note, the on-call's mailbox (Debian's exim4
+on loopback) has the notice, and the triage's first mitigation waits as a plan requested by the service
+(alice's key). Then the test plays the people: the on-call acknowledges (a real Alertmanager silence), bob
+approves, alice applies, the fault is healed; the alert resolves (silenced, so Alertmanager sends nothing:
+serve sees it gone and verifies), verify is green, the incident resolves, a person closes it, and its timeline
+holds every step at real times, in order."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
 __all__ = ["mta", "redmine_server"]  # fixtures, used by name
 BIN = Path(sys.executable).parent
 ONCALL = "Dana On-call"
-# The chain the incident's timeline must show, in the order it happened here (the on-call acknowledges the page,
-# which arrives once the evidence is in).
+# The chain the incident's timeline must show, in the order it happened here (the on-call acknowledges the
+# page, which arrives once the evidence is in).
 CHAIN = (
     "alert-fired",
     "declared",
@@ -66,8 +67,8 @@ def e2e(
     from collector_lab.monitoring import SERVE_PORT
 
     token_file = ensure_alertmanager_routes_to_serve(lab)
-    # A Sergas alert still firing from an earlier fault (its 5xx ratio is over 5 minutes) would be this group's
-    # open incident already, and the break would only join it: start from a quiet Alertmanager.
+    # A Sergas alert still firing from an earlier fault (its 5xx ratio is over 5 minutes) would be this
+    # group's open incident already, and the break would only join it: start from a quiet Alertmanager.
     started = time.monotonic()
     poll(lambda: not sergas_alerts(lab), 420, "the lab's earlier Sergas alerts to resolve", 2.0)
     print(f"\n  waited {time.monotonic() - started:.0f} s for earlier Sergas alerts to resolve")
@@ -124,7 +125,8 @@ def e2e(
 
 
 def initial_mail(box: Path, incident_id: str) -> email.message.EmailMessage | None:
-    """The initial update (not the escalation or a reminder that may come first) for the incident, if arrived."""
+    """The initial update (not the escalation or a reminder that may come first) for the incident, if
+    arrived."""
     if not box.exists():
         return None
     for raw in mailbox.mbox(str(box), create=False):
@@ -195,7 +197,8 @@ def test_alert_to_closed_incident_on_the_lab(
         assert inc is not None
         triaged = next(e for e in store.events(inc.id) if e.kind == "triaged").detail or {}
         assert "pg-connections-near-max" in triaged["findings"], triaged
-        # triage's verdict replaces the alert's (`critical`: P1); P0 when the app's 5xx say it is down for everyone
+        # triage's verdict replaces the alert's (`critical`: P1); P0 when the app's 5xx say it is down for
+        # everyone
         assert inc.severity == triaged["severity"] and inc.severity in ("P0", "P1"), triaged
         assert inc.state == "open" and inc.commander == ONCALL  # P0/P1: the on-call commands it
         # a sealed bundle of the three lab hosts
@@ -232,7 +235,8 @@ def test_alert_to_closed_incident_on_the_lab(
         kinds = [e.kind for e in store.events(inc.id)]
         assert "plan-approved" not in kinds and "applied" not in kinds and "acknowledged" not in kinds
 
-        # ---- the people: the on-call acknowledges (silence), bob approves, alice applies, the fault is healed
+        # ---- the people: the on-call acknowledges (silence), bob approves, alice applies, the fault is
+        # healed
         acked = run("collector", "incident", "ack", inc.id, "--by", "dana", env=people, timeout=60)
         assert acked.returncode == 0, acked.stdout + acked.stderr
         silence = acked.stdout.split("silenced in Alertmanager: ", 1)[1].split()[0]
@@ -305,8 +309,8 @@ def test_alert_to_closed_incident_on_the_lab(
         assert not missing, (missing, [(e["at"], e["kind"]) for e in events])
         times = [first[k] for k in CHAIN]
         assert times == sorted(times), list(zip(CHAIN, times, strict=True))
-        # alert-fired is Prometheus' startsAt: a rule that fired on the shared lab minutes ago and flapped back
-        # keeps its old start, so it is only bound by the order above, not by the break
+        # alert-fired is Prometheus' startsAt: a rule that fired on the shared lab minutes ago and flapped
+        # back keeps its old start, so it is only bound by the order above, not by the break
         assert first["declared"] >= t_broken - 1 and first["closed"] <= t_closed + 1
         assert first["resolved"] > first["applied"] > first["plan-approved"] > first["collected"]
         text = run("collector", "incident", "show", inc.id, env=people, timeout=60).stdout
@@ -319,7 +323,8 @@ def test_alert_to_closed_incident_on_the_lab(
         assert {"initial", "mitigation", "resolved"} <= sent, sent
         print(f"\n  triage: {triaged['severity']} {triaged['findings']}")
         print(
-            f"  break → incident open: {t_open - t_broken:.1f} s; → plan waiting: {t_planned - t_broken:.1f} s;"
+            f"  break → incident open: {t_open - t_broken:.1f} s;"
+            f" → plan waiting: {t_planned - t_broken:.1f} s;"
             f" whole chain: {t_closed - t0:.1f} s"
         )
     finally:

@@ -220,7 +220,8 @@ def test_an_escalation_nobody_is_configured_for_goes_to_the_oncall() -> None:
 
 
 def test_two_processes_ticking_at_once_send_each_message_once(tmp_path: Any) -> None:
-    """Two `serve` processes share one store: every item is claimed in the store first, so it goes out once."""
+    """Two `serve` processes share one store: every item is claimed in the store first, so it goes out
+    once."""
     import threading
 
     from collector.incidents.store import IncidentStore

@@ -1,4 +1,5 @@
-"""The incidents page, served by uvicorn on loopback and read in real headless Chromium (Debian's chromium)."""
+"""The incidents page, served by uvicorn on loopback and read in real headless Chromium (Debian's
+chromium)."""
 
 from __future__ import annotations
 

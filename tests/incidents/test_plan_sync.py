@@ -1,4 +1,5 @@
-"""The plan's approval and apply (a person's, outside serve) reach the incident's timeline at the audit log's times."""
+"""The plan's approval and apply (a person's, outside serve) reach the incident's timeline at the audit log's
+times."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def test_kinds_already_on_the_timeline_are_not_added_again() -> None:
 def test_silenced_incident_whose_alerts_are_gone_runs_the_resolved_path_once(
     tmp_path: Any, json_server: Any
 ) -> None:
-    """Alertmanager sends no resolved notification for silenced alerts: serve asks it, and queues verify once."""
+    """Alertmanager sends no resolved notification for silenced alerts: serve asks it, and queues verify
+    once."""
     import datetime as dt
 
     from collector.config import Settings

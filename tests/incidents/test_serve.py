@@ -1,5 +1,6 @@
 """`collector serve` as a real process on loopback: auth, bad bodies, an incident that collects, duplicate
-deliveries, a storm, and kill -9 during a collection. Collections point at `local` (this machine) to stay cheap."""
+deliveries, a storm, and kill -9 during a collection. Collections point at `local` (this machine) to stay
+cheap."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""A private, real Alertmanager (Debian's, on a loopback port, not the lab's) posting to `collector serve` through a
-proxy that answers its first delivery with a 500 after serve has recorded it: Alertmanager's own retry brings the
-same notification again, and the store keeps one incident, one alert, one collection."""
+"""A private, real Alertmanager (Debian's, on a loopback port, not the lab's) posting to `collector serve`
+through a proxy that answers its first delivery with a 500 after serve has recorded it: Alertmanager's own
+retry brings the same notification again, and the store keeps one incident, one alert, one collection."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""End to end and unattended on the lab: `collector-lab break pool-exhausted` under traffic, and nothing typed:
-Prometheus fires, the lab's Alertmanager posts to `collector serve`, an incident opens with triage's severity,
-a sealed bundle of the three lab hosts, and a kill-idle-connections plan that waits for a signed approval."""
+"""End to end and unattended on the lab: `collector-lab break pool-exhausted` under traffic, and nothing
+typed: Prometheus fires, the lab's Alertmanager posts to `collector serve`, an incident opens with triage's
+severity, a sealed bundle of the three lab hosts, and a kill-idle-connections plan that waits for a signed
+approval."""
 
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProc
         events = store.events(inc.id)
         kinds = [e.kind for e in events]
         assert {"alert-fired", "declared", "routed", "collected", "triaged", "planned"} <= set(kinds), kinds
-        # triage's severity for the runbook's pool exhaustion (tests/e2e EXPECTED: pg-connections-near-max, P1)
+        # triage's severity for the runbook's pool exhaustion (tests/e2e EXPECTED: pg-connections-near-max,
+        # P1)
         triaged = next(e for e in events if e.kind == "triaged").detail or {}
         assert "pg-connections-near-max" in triaged["findings"], triaged
         # the incident carries triage's verdict (the alert's `critical` said P1 until then)
@@ -131,7 +133,8 @@ def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProc
         # the suggested mitigation, planned in check mode, unsigned: it waits for a request and an approval
         assert inc.plan and Path(inc.plan).is_file()
         plan = json.loads(Path(inc.plan).read_text())
-        # the runbook's answer for the first (most severe) finding: kill the idle connections, or restart the app
+        # the runbook's answer for the first (most severe) finding: kill the idle connections, or restart the
+        # app
         assert plan["action"] in ("kill-idle-connections", "restart") and plan["hash"]
         assert plan["requester"] == "alice" and [s["statement"]["role"] for s in plan["statements"]] == [
             "request"

@@ -1,5 +1,5 @@
-"""Two `collector serve` processes sharing one PostgreSQL store (the lab's db1): the same notification posted to
-both at once opens one incident and runs one collection."""
+"""Two `collector serve` processes sharing one PostgreSQL store (the lab's db1): the same notification posted
+to both at once opens one incident and runs one collection."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""`collector serve` with a ticket system configured: the incident's sealed bundle lands on a new ticket of a real
-Redmine (the ticket tests' throwaway instance on loopback), and the incident records the ticket id."""
+"""`collector serve` with a ticket system configured: the incident's sealed bundle lands on a new ticket of a
+real Redmine (the ticket tests' throwaway instance on loopback), and the incident records the ticket id."""
 
 from __future__ import annotations
 
