@@ -238,16 +238,10 @@ def run_playbook(
 
 
 def unsafe_yaml(value: Any) -> str:
-    """`value` as YAML in which every string is `!unsafe`
-    (Ansible's marker for data that is never templated)."""
-    if isinstance(value, dict):
-        items = ", ".join(f"{json.dumps(str(k))}: {unsafe_yaml(v)}" for k, v in value.items())
-        return "{" + items + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(unsafe_yaml(v) for v in value) + "]"
-    if isinstance(value, str):
-        return "!unsafe " + json.dumps(value)
-    return json.dumps(value)
+    """`value` as YAML under one `!unsafe` tag: Ansible marks everything inside it as data that is never
+    templated. One tag on the whole value, not one per string: Ansible resolves a tagged scalar again as if
+    it were unquoted, so `!unsafe "*"` or `!unsafe "="` fail to load and `!unsafe "30"` turns into an int."""
+    return "!unsafe " + json.dumps(value)
 
 
 # ---- the collection engine -----------------------------------------------------------------------------

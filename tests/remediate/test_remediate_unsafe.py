@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import yaml
+
 from collector.transport.ansible import run_playbook, unsafe_yaml
 
 PLAYBOOK = """\
@@ -19,10 +21,14 @@ PLAYBOOK = """\
 """
 
 
-def test_unsafe_yaml_tags_every_string() -> None:
-    assert unsafe_yaml({"a": "x", "b": [1, "y"], "c": {"d": None}}) == (
-        '{"a": !unsafe "x", "b": [1, !unsafe "y"], "c": {"d": null}}'
-    )
+def test_unsafe_yaml_tags_the_whole_value_and_keeps_every_type() -> None:
+    from ansible.parsing.yaml.loader import AnsibleLoader
+
+    value = {"a": "x", "b": [1, "y"], "c": {"d": None}, "glob": "*", "eq": "=", "size": "30", "flag": "true"}
+    text = unsafe_yaml(value)
+    assert text.startswith("!unsafe {")
+    # Tagged string by string, "*" and "=" did not load and "30" came back an int (clean-disk's pattern=*).
+    assert yaml.load(text, Loader=AnsibleLoader) == value
 
 
 def test_a_template_in_an_extra_var_never_runs(tmp_path: Path) -> None:
