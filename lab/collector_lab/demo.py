@@ -4,7 +4,8 @@
 
 break the fault → (reproduce the symptom with a little traffic) → collect → read the verdict →
 plan the suggested mitigation signed with the lab key of `alice` → approve it signed with the lab key of
-`bob` (said loudly: in a real incident a second person does this with their own key) → apply → verify → show the report's
+`bob` (said loudly: in a real incident a second person does this with their own key) → apply → verify →
+show the report's
 timeline → heal the fault and undo the mitigation's lab side effects, whatever happened.
 
 The whole run holds the lab lock (/tmp/collector-lab.lock); the commands it starts inherit it.
@@ -43,7 +44,8 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Scenario:
-    """One runbook scenario: the lab fault behind it, the finding triage should name, the action it suggests."""
+    """One runbook scenario: the lab fault behind it, the finding triage should name, the action it
+    suggests."""
 
     name: str
     title: str
@@ -76,7 +78,10 @@ SCENARIOS: dict[str, Scenario] = {
             undo=(
                 (
                     "app1",
-                    "curl -fs -o /dev/null -X POST http://127.0.0.1:8000/admin/circuit-breaker/zoho/close || true",
+                    (
+                        "curl -fs -o /dev/null -X POST"
+                        " http://127.0.0.1:8000/admin/circuit-breaker/zoho/close || true"
+                    ),
                 ),
             ),
         ),
@@ -152,7 +157,8 @@ def get_scenario(name: str) -> Scenario:
 
 
 def tool(name: str) -> str:
-    """Path of an installed command (`collector`, `collect`, `collector-lab`): beside this Python first, else on PATH."""
+    """Path of an installed command (`collector`, `collect`, `collector-lab`): beside this Python first,
+    else on PATH."""
     beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
@@ -219,7 +225,8 @@ def undo_side_effects(scenario: Scenario, settings: Settings) -> list[str]:
 
 
 def pick_mitigation(findings: dict[str, Any], scenario: Scenario) -> dict[str, Any] | None:
-    """The scenario's finding and its suggested mitigation (the finding's, else the first suggesting the action)."""
+    """The scenario's finding and its suggested mitigation (the finding's, else the first suggesting the
+    action)."""
     items: list[dict[str, Any]] = findings.get("findings") or []
     for item in items:
         if scenario.finding in (item.get("id"), item.get("rule")) and item.get("mitigation"):
@@ -369,13 +376,15 @@ def _play(
     if chosen is None:
         raise Step(f"triage suggested no mitigation for {scenario.finding}")
     say(
-        f"\n--- 4. plan the suggested mitigation of {chosen['id']} as {REQUESTER} (check mode, nothing changes) ---"
+        f"\n--- 4. plan the suggested mitigation of {chosen['id']} as {REQUESTER}"
+        " (check mode, nothing changes) ---"
     )
     plan = str(cwd / "plans" / f"{scenario.name}-{int(time.time())}.json")
     _run(plan_argv(chosen["mitigation"], inventory, plan, bundle), say, cwd=cwd)
     say("\n" + "!" * 78)
     say(
-        f"!!! APPROVING WITH THE LAB KEY OF `{DEMO_APPROVER}`: a DEMO identity standing in for your colleague."
+        f"!!! APPROVING WITH THE LAB KEY OF `{DEMO_APPROVER}`:"
+        " a DEMO identity standing in for your colleague."
     )
     say("!!! In a real incident a second person reads the plan above and runs this command.")
     say("!" * 78)
@@ -404,7 +413,8 @@ def _play(
     allowed = expected_alerts(chosen["mitigation"])
     if allowed:
         say(
-            f"  ({', '.join(allowed)} is raised by the mitigation on purpose: told to verify with --allow-alert)"
+            f"  ({', '.join(allowed)} is raised by the mitigation on purpose:"
+            " told to verify with --allow-alert)"
         )
     ok = (
         _run(

@@ -38,7 +38,8 @@ def test_one_client_behind_the_5xx_storm_is_named_and_blocking_it_suggested(tmp_
     doc = triage_bundle(make_bundle(tmp_path, _with_journal(lines)))
     (finding,) = findings_by_rule(doc)["error-storm-client"]
     # only access-log lines in the window and healthy live probes (no 5xx rate now): the storm is history,
-    # recovered (P3), still naming the client and suggesting the block; in the lab a live error rate keeps it P2
+    # recovered (P3), still naming the client and suggesting the block;
+    # in the lab a live error rate keeps it P2
     assert finding["severity"] == "P3" and finding["recovered"] is True and finding["hosts"] == ["app1"]
     assert "150 of 160 5xx responses (93.8 %) went to client 127.0.0.2" in finding["message"]
     assert (

@@ -2,8 +2,9 @@
 
 Each test drives the INSTALLED commands as subprocesses (`collect`, `collector` beside this Python):
 lab break → collect → severity and finding → the finding's suggested mitigation planned by alice →
-approved by bob (each signing with their lab key) → remediate apply → verify → report.md (timeline) names it all → lab heal (always).
-The whole scenario holds the lab lock; plans and bundles live in tmp_path (the cwd), the audit log is the policy's.
+approved by bob (each signing with their lab key) → remediate apply → verify → report.md (timeline) names it
+all → lab heal (always). The whole scenario holds the lab lock; plans and bundles live in tmp_path (the cwd),
+the audit log is the policy's.
 Traffic helpers, mitigation clean-up and the --since stamp come from collector_lab.demo; every
 expectation below is this file's own.
 """
@@ -139,7 +140,8 @@ def test_scenario_end_to_end(name: str, healed_lab: Any, tmp_path: Path) -> None
 
 
 def _developed(lab: Any, rule_id: str, since: str) -> bool:
-    """The finding's own log lines have piled up in the app's journal (pattern and threshold from rules.yml)."""
+    """The finding's own log lines have piled up in the app's journal (pattern and threshold from
+    rules.yml)."""
     rule = next(r for r in load_rules() if r.id == rule_id)
     pattern = rule.args.get("pattern")
     if rule.args.get("probe") != "service_journal" or not pattern:
