@@ -34,7 +34,7 @@ from typing import Any
 from collector.config import Settings, load_settings
 from collector.core import UsageError
 
-from collector_lab import hosts, lab_state, signers
+from collector_lab import hosts, lab_state, load, signers
 from collector_lab.lock import lab_lock
 
 REQUESTER = signers.REQUESTER
@@ -186,7 +186,7 @@ def drive_traffic(
     """Bounded requests at the app (orders of random customers, customers): status code → count."""
     count = max(1, int(seconds * rps))
     paths = [
-        f"/api/orders?customer_id={random.randint(1, 5000)}" if orders_only or i % 3 else "/api/customers"
+        f"/api/orders?customer_id={random.randint(1, load.CUSTOMERS)}" if orders_only or i % 3 else "/api/customers"
         for i in range(count)
     ]
 

@@ -29,6 +29,9 @@ REQUEST_TIMEOUT_S = 5.0
 MAX_WORKERS = 32
 
 # What a day of traffic looks like: (weight, path); {c} is a customer id.
+# The app keeps one export snapshot per customer asked for on its 16 MiB data filesystem: 500 customers
+# fill about 2 MiB of it; 5,000 filled it over 90 % within a test run (a real disk-full finding).
+CUSTOMERS = 500
 MIX: tuple[tuple[int, str], ...] = (
     (45, "/api/orders?customer_id={c}"),
     (15, "/api/orders"),
@@ -97,7 +100,7 @@ def plan(seconds: float, rps: float, seed: int | None = None) -> list[str]:
     weights = [w for w, _ in MIX]
     paths = [p for _, p in MIX]
     count = math.ceil(seconds * rps)
-    return [rng.choices(paths, weights)[0].format(c=rng.randint(1, 500)) for _ in range(count)]
+    return [rng.choices(paths, weights)[0].format(c=rng.randint(1, CUSTOMERS)) for _ in range(count)]
 
 
 def _one(url: str) -> tuple[str, float]:
