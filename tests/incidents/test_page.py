@@ -8,7 +8,6 @@ import importlib.util
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -17,27 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from headless import CHROMIUM, chromium
 
 from collector import report
 from collector.incidents import lifecycle as lc
 from collector.incidents import page
 from collector.incidents.store import IncidentStore
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Headless, no sandbox (root), and no traffic anywhere but our server: every host name resolves to nothing,
-# except 127.0.0.1 (the rule would otherwise map the loopback literal too).
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-)
 NOW = _dt.datetime.now(_dt.UTC).replace(microsecond=0)  # the store keeps milliseconds
 
 
@@ -49,22 +34,6 @@ def _tickets_helpers() -> Any:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    cmd = [
-        str(CHROMIUM),
-        *FLAGS,
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-        *extra,
-        url,
-    ]
-    return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False
-    )
 
 
 def ago(minutes: float) -> _dt.datetime:
@@ -161,7 +130,7 @@ def test_render_page_from_the_store(store: IncidentStore) -> None:
 
 
 def _dom(url: str, tmp: Path) -> str:
-    result = chromium(url, tmp, "--dump-dom")
+    result = chromium(url, tmp, "--dump-dom", loopback=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert [line for line in result.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line] == []
     return result.stdout
@@ -200,7 +169,12 @@ def test_page_in_chromium_dom_links_and_screenshot(served: str, store: IncidentS
 
     shot = tmp_path / "incidents.png"
     result = chromium(
-        served + "/", tmp_path, f"--screenshot={shot}", "--window-size=1280,900", "--hide-scrollbars"
+        served + "/",
+        tmp_path,
+        f"--screenshot={shot}",
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+        loopback=True,
     )
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
     with Image.open(shot) as image:

@@ -4,52 +4,19 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from headless import CHROMIUM, chromium
 from report_fixtures import ACTIONS, FINDINGS
 
 from collector import report
 from collector.bundle import Bundle
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (install.sh installs it; CI has it)"
 )
-
-# Headless, no sandbox (root), and no traffic anywhere: every host name resolves to nothing.
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-)
-
-
-def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Run headless Chromium once on `url` with its own throwaway profile."""
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    cmd = [
-        str(CHROMIUM),
-        *FLAGS,
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-        *extra,
-        url,
-    ]
-    return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False
-    )
 
 
 def console_lines(stderr: str) -> list[str]:
