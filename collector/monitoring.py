@@ -150,8 +150,13 @@ def shape_alerts(doc: Any) -> dict[str, Any]:
 
 # The runbook's further Prometheus checks, instant queries as data (name in the bundle -> PromQL). The breaker
 # is the runbook's `sergas_zoho_circuit_breaker_state` (0 closed, 1 open, 2 half-open); max: any app host's.
+# The breaker closes again on the first call that gets through, so a rate-limited app flips between open,
+# half-open and closed; its calls refused (429) or cut short by the open breaker over the last 2 minutes say
+# whether the throttling is still going on (0, not empty, while the app exports the counter at all).
 RUNBOOK_INSTANT_QUERIES: dict[str, str] = {
     "circuit_breaker_state": "max(sergas_zoho_circuit_breaker_state)",
+    "zoho_throttled_2m": 'sum(increase(sergas_zoho_requests_total{outcome=~"429|breaker_open"}[2m]))'
+    " or (0 * sum(sergas_zoho_requests_total))",
 }
 
 

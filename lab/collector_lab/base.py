@@ -63,11 +63,13 @@ APT_PACKAGES = (
     "psmisc",
     "strace",
     "jq",
+    "nginx-light",
 )
 # Role services stay disabled in the base: the provisioning hook enables each on its own host.
 DISABLED_UNITS = (
     "postgresql.service",
     "redis-server.service",
+    "nginx.service",
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
     "e2scrub_all.timer",

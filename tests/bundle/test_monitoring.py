@@ -96,6 +96,7 @@ def test_queries_are_parsed_into_monitoring_probes(fake_prometheus: str) -> None
         "p95_latency",
         "p95_latency_range",
         "targets",
+        "zoho_throttled_2m",
     ]
     assert all(r.host == "monitoring" for r in results.values())
     ratio = json.loads(results["error_ratio"].output)
@@ -136,6 +137,7 @@ def test_range_queries_can_be_turned_off(fake_prometheus: str) -> None:
         "error_ratio",
         "p95_latency",
         "targets",
+        "zoho_throttled_2m",
     ]
 
 

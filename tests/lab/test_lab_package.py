@@ -13,11 +13,10 @@ from pathlib import Path
 
 import collector_lab
 
-import collector
-
-PRODUCT = Path(collector.__file__).resolve().parent
-LAB_PKG = Path(collector_lab.__file__).resolve().parent
-REPO = PRODUCT.parent
+# the source tree (CI installs both packages non-editable, so their __file__ is in site-packages)
+REPO = Path(__file__).resolve().parents[2]
+PRODUCT = REPO / "collector"
+LAB_PKG = REPO / "lab" / "collector_lab"
 COLLECTOR_LAB = str(Path(sys.executable).parent / "collector-lab")
 COLLECTOR = str(Path(sys.executable).parent / "collector")
 

@@ -137,3 +137,26 @@ def test_the_circuit_breaker_from_prometheus_joins_the_rate_limiting_finding(tmp
     assert "rate-limited" in breaker["context"]
     assert by["rate-limited"][0]["severity"] == "P2" and not by["rate-limited"][0]["recovered"]
     assert doc["findings"][0]["rule"] == "zoho-breaker-open"
+
+
+def test_zoho_calls_still_refused_keep_the_rate_limiting_live_while_the_breaker_is_closed(tmp_path: Path) -> None:
+    """The breaker closes on the first call that gets through; the 429s of the last 2 minutes still say now."""
+    probes = healthy()
+    probes["app1"]["service_journal"] = "".join(
+        f"2026-11-28T05:59:{i:02d}+0000 app1 sergas-app[1]: ERROR: zoho sync failed: upstream rate limit "
+        "exceeded (HTTP 429 Too Many Requests)\n"
+        for i in range(5)
+    )
+    monitoring = healthy_monitoring()
+    monitoring["zoho_throttled_2m"] = json.dumps({"kind": "instant", "value": 14.0, "result": [], "error": None})
+    doc = _triage(tmp_path, probes, monitoring)
+    by = findings_by_rule(doc)
+    (now,) = by["zoho-throttled-now"]
+    assert now["severity"] == "P2" and now["basis"] == "live" and now["message"].startswith("14")
+    assert now["evidence"][0]["probe"] == "zoho_throttled_2m"
+    assert by["rate-limited"][0]["severity"] == "P2" and not by["rate-limited"][0]["recovered"]
+    # the same lines with no refused call in the last 2 minutes: over, history
+    monitoring["zoho_throttled_2m"] = json.dumps({"kind": "instant", "value": 0.0, "result": [], "error": None})
+    again = findings_by_rule(_triage(tmp_path / "again", probes, monitoring))
+    assert "zoho-throttled-now" not in again
+    assert again["rate-limited"][0]["severity"] == "P3" and again["rate-limited"][0]["recovered"]
