@@ -139,8 +139,8 @@ def test_the_circuit_breaker_from_prometheus_joins_the_rate_limiting_finding(tmp
     assert doc["findings"][0]["rule"] == "zoho-breaker-open"
 
 
-def test_zoho_calls_still_refused_keep_the_rate_limiting_live_while_the_breaker_is_closed(tmp_path: Path) -> None:
-    """The breaker closes on the first call that gets through; the 429s of the last 2 minutes still say now."""
+def test_zoho_calls_still_refused_keep_rate_limiting_live_while_the_breaker_is_closed(tmp_path: Path) -> None:
+    """The breaker closes on the first call that gets through; the last 2 minutes' 429s still say now."""
     probes = healthy()
     probes["app1"]["service_journal"] = "".join(
         f"2026-11-28T05:59:{i:02d}+0000 app1 sergas-app[1]: ERROR: zoho sync failed: upstream rate limit "
@@ -148,7 +148,7 @@ def test_zoho_calls_still_refused_keep_the_rate_limiting_live_while_the_breaker_
         for i in range(5)
     )
     monitoring = healthy_monitoring()
-    monitoring["zoho_throttled_2m"] = json.dumps({"kind": "instant", "value": 14.0, "result": [], "error": None})
+    monitoring["zoho_throttled_2m"] = _instant(14.0)
     doc = _triage(tmp_path, probes, monitoring)
     by = findings_by_rule(doc)
     (now,) = by["zoho-throttled-now"]
@@ -156,7 +156,11 @@ def test_zoho_calls_still_refused_keep_the_rate_limiting_live_while_the_breaker_
     assert now["evidence"][0]["probe"] == "zoho_throttled_2m"
     assert by["rate-limited"][0]["severity"] == "P2" and not by["rate-limited"][0]["recovered"]
     # the same lines with no refused call in the last 2 minutes: over, history
-    monitoring["zoho_throttled_2m"] = json.dumps({"kind": "instant", "value": 0.0, "result": [], "error": None})
+    monitoring["zoho_throttled_2m"] = _instant(0.0)
     again = findings_by_rule(_triage(tmp_path / "again", probes, monitoring))
     assert "zoho-throttled-now" not in again
     assert again["rate-limited"][0]["severity"] == "P3" and again["rate-limited"][0]["recovered"]
+
+
+def _instant(value: float) -> str:
+    return json.dumps({"kind": "instant", "value": value, "result": [], "error": None})

@@ -149,7 +149,9 @@ def healthy_monitoring() -> dict[str, Spec]:
         "circuit_breaker_state": json.dumps(
             {"kind": "instant", "value": 0.0, "result": [], "error": None}, indent=2
         ),
-        "zoho_throttled_2m": json.dumps({"kind": "instant", "value": 0.0, "result": [], "error": None}, indent=2),
+        "zoho_throttled_2m": json.dumps(
+            {"kind": "instant", "value": 0.0, "result": [], "error": None}, indent=2
+        ),
     }
 
 
