@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import signal
 import threading
@@ -357,18 +358,64 @@ def _exit_code(run: RunResult) -> int:
     return EXIT_OK
 
 
-# ---- ingest: the same bundle from a playbooks/collect.yml run made elsewhere (AWX, ansible-runner) --------
+# ---- ingest: one bundle from playbooks/collect.yml runs made elsewhere (AWX slices, ansible-runner) ----
 
 
-def _artifact_run_dir(path: Path) -> Path:
-    """The ident folder (holding job_events/) inside an artifacts or private data folder."""
+@dataclass
+class Slice:
+    """One run's job events: an ansible-runner artifacts folder, or a folder of AWX job-event pages."""
+
+    source: str  # as the user named it (messages and the log say which slice)
+    events: list[dict[str, Any]]
+    pattern: str = "all"
+    inventory: str = "?"
+
+
+def _artifact_run_dir(path: Path) -> Path | None:
+    """The ident folder (holding job_events/) inside an artifacts or private data folder, if any."""
     if (path / "job_events").is_dir():
         return path
     for pattern in ("*/job_events", "artifacts/*/job_events"):
         found = sorted(path.glob(pattern), key=lambda p: p.stat().st_mtime)
         if found:
             return found[-1].parent
-    raise UsageError(f"{path} holds no ansible-runner artifacts (no job_events folder)")
+    return None
+
+
+def _awx_page_events(path: Path) -> list[dict[str, Any]] | None:
+    """The events of AWX API pages (`GET /api/v2/jobs/N/job_events/` answers saved as *.json: `{"results":
+    [...]}`, or a plain list of events); None when the folder or file holds no such page."""
+    files = [path] if path.is_file() else sorted(path.glob("*.json"))
+    pages = [read_json(f, None) for f in files]
+    events: list[dict[str, Any]] = []
+    found = False
+    for page in pages:
+        items = page.get("results") if isinstance(page, dict) else page
+        if isinstance(items, list):
+            found = True
+            events.extend(e for e in items if isinstance(e, dict) and "event" in e)
+    if not found:
+        return None
+    return sorted(events, key=lambda e: c if isinstance(c := e.get("counter"), int) else 1 << 30)
+
+
+def read_slice(source: str) -> Slice:
+    """One slice from a path; a path that holds neither artifacts nor AWX event pages is a UsageError."""
+    from collector.transport.ansible import read_artifact_events
+
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"{source} does not exist")
+    run_dir = _artifact_run_dir(path) if path.is_dir() else None
+    if run_dir is not None:
+        pattern, inventory = _command_args(run_dir)
+        return Slice(str(run_dir), list(read_artifact_events(run_dir)), pattern, inventory)
+    events = _awx_page_events(path)
+    if events is None:
+        raise UsageError(
+            f"{source} holds no ansible-runner artifacts (no job_events folder) and no AWX job-event page"
+        )
+    return Slice(source, events)
 
 
 def _command_args(run_dir: Path) -> tuple[str, str]:
@@ -388,8 +435,50 @@ def _command_args(run_dir: Path) -> tuple[str, str]:
     return pattern, ",".join(inventories) or "?"
 
 
+def _since_of(events: list[dict[str, Any]]) -> str:
+    """The journal window the runner task was asked for (its logged `request` argument); "" when unknown."""
+    from collector.transport.ansible import RUNNER_TASK
+
+    for event in events:
+        data = event.get("event_data") or {}
+        if data.get("task") != RUNNER_TASK:
+            continue
+        args = ((data.get("res") or {}).get("invocation") or {}).get("module_args") or {}
+        request = args.get("request")
+        try:
+            since = (json.loads(request) if isinstance(request, str) else request or {}).get("since")
+        except (ValueError, AttributeError):
+            continue
+        if since:
+            return str(since)
+    return ""
+
+
+def merge_slices(slices: list[tuple[str, dict[str, HostResult]]]) -> dict[str, HostResult]:
+    """Each host once, whichever slice held it. A host given twice with the very same result (the same
+    slice named twice, overlapping event pages) is kept once; with different results it is a UsageError:
+    which one is the evidence is the operator's call, not ours."""
+    merged: dict[str, HostResult] = {}
+    seen_in: dict[str, str] = {}
+    for source, hosts in slices:
+        for name, result in hosts.items():
+            if name in merged and merged[name] != result:
+                raise UsageError(
+                    f"host {name} is in two slices with different results ({seen_in[name]} and {source}): "
+                    "ingest each run once, or leave out the run you do not want"
+                )
+            merged.setdefault(name, result)
+            seen_in.setdefault(name, source)
+    return dict(sorted(merged.items()))
+
+
+def _union(values: list[str], sep: str) -> str:
+    unique = list(dict.fromkeys(v for v in values if v))
+    return sep.join(unique)
+
+
 def ingest(
-    artifacts_dir: str,
+    artifacts_dirs: str | list[str],
     *,
     out_dir: str | None = None,
     incident: str | None = None,
@@ -398,26 +487,39 @@ def ingest(
     after: bool = True,
     inventory: str | None = None,
 ) -> CollectOutcome:
-    """Build a bundle from ansible-runner artifacts of playbooks/collect.yml (same manifest, redaction, sums).
+    """Build one bundle from the artifacts of one or more playbooks/collect.yml runs (AWX job slices,
+    ansible-runner runs): same manifest, redaction and sums as `collect`.
 
-    The secret host variables of `inventory` (else of the run's own inventory, when it is readable here)
-    are redacted wherever they show up, as `collect` does with the inventory it reads.
+    Every slice is read and merged before anything is written, so a bad slice or a conflicting host leaves
+    no bundle behind. The secret host variables of `inventory` (else of the runs' own inventories, when
+    readable here) are redacted wherever they show up, as `collect` does with the inventory it reads.
     """
-    from collector.transport.ansible import host_results_from_events, read_artifact_events
+    from collector.transport.ansible import host_results_from_events
 
     settings = load_settings(out_dir=out_dir, redact=redact)
-    path = Path(artifacts_dir)
-    if not path.is_dir():
-        raise UsageError(f"{artifacts_dir} is not a folder")
-    run_dir = _artifact_run_dir(path)
-    events = list(read_artifact_events(run_dir))
-    hosts = host_results_from_events(events, {})
-    if not hosts:
-        raise UsageError(f"{run_dir} holds no result of playbooks/collect.yml's probe-runner task")
+    sources = [artifacts_dirs] if isinstance(artifacts_dirs, str) else list(artifacts_dirs)
+    if not sources:
+        raise UsageError("ingest needs at least one artifacts folder")
+    slices = [read_slice(source) for source in sources]
+    per_slice: list[tuple[str, dict[str, HostResult]]] = []
+    for one in slices:
+        hosts = host_results_from_events(one.events, {})
+        if not hosts:
+            raise UsageError(f"{one.source} holds no result of playbooks/collect.yml's probe-runner task")
+        per_slice.append((one.source, hosts))
+    merged = merge_slices(per_slice)
+    events = [e for one in slices for e in one.events]
     stamps = sorted(str(e.get("created")) for e in events if e.get("created"))
-    pattern, run_inventory = _command_args(run_dir)
+    pattern = _union([s.pattern for s in slices], ":") or "all"  # Ansible's union of patterns
+    run_inventory = _union([s.inventory for s in slices if s.inventory != "?"], ",") or "?"
+    sinces = list(dict.fromkeys(filter(None, (_since_of(s.events) for s in slices))))
     log = _Log()
-    log(f"ingest {run_dir}: {len(hosts)} host(s), pattern {pattern!r}, inventory {run_inventory}")
+    for (source, hosts), one in zip(per_slice, slices, strict=True):
+        log(f"ingest {source}: {len(hosts)} host(s), pattern {one.pattern!r}, inventory {one.inventory}")
+    if len(slices) > 1:
+        log(f"merged {len(slices)} slices: {len(merged)} host(s)")
+    if len(sinces) > 1:
+        log(f"the slices asked for different windows ({', '.join(sinces)}): the manifest keeps {sinces[0]}")
     run = RunResult(
         incident=incident or "",
         pattern=pattern,
@@ -426,16 +528,17 @@ def ingest(
         command_line=list(command_line or []),
         started=_iso(stamps[0]) if stamps else utcnow(),
         finished=_iso(stamps[-1]) if stamps else utcnow(),
-        hosts=dict(sorted(hosts.items())),
+        since=sinces[0] if sinces else "",
+        hosts=merged,
     )
     for name, result in run.hosts.items():
         log(f"host {name}: {result.status}" + (f" ({result.error})" if result.error else ""))
-    secrets_from = inventory or (
-        run_inventory if "," not in run_inventory and Path(run_inventory).exists() else None
-    )
-    secrets = load_inventory(secrets_from).secret_values() if secrets_from else []
+    secrets_from = [inventory] if inventory else [
+        p for p in run_inventory.split(",") if p != "?" and Path(p).is_file()
+    ]
+    secrets = [value for source in secrets_from for value in load_inventory(source).secret_values()]
     log(
-        f"known secrets: {len(secrets)} value(s) from the secret host variables of {secrets_from}"
+        f"known secrets: {len(secrets)} value(s) from the secret host variables of {', '.join(secrets_from)}"
         if secrets_from
         else "known secrets: none (no inventory: pass -i INVENTORY so its secret host variables are redacted)"
     )

@@ -1,4 +1,4 @@
-"""`collect --hosts PATTERN` (also `collector collect`) and `collector ingest ARTIFACTS_DIR`: parsing and
+"""`collect --hosts PATTERN` (also `collector collect`) and `collector ingest DIR...`: parsing and
 display only."""
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def collect_command(
 
 
 @click.command("ingest")
-@click.argument("artifacts_dir", metavar="ARTIFACTS_DIR")
+@click.argument("artifacts_dirs", metavar="DIR...", nargs=-1, required=True)
 @click.option("--out", "out_dir", metavar="DIR", help="Where bundles go. Default: bundles/.")
 @click.option("--incident", metavar="ID", help="Incident id (bundle name).")
 @click.option(
@@ -275,18 +275,21 @@ def collect_command(
     "--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so)."
 )
 def ingest_command(
-    artifacts_dir: str,
+    artifacts_dirs: tuple[str, ...],
     out_dir: str | None,
     incident: str | None,
     inventory: str | None,
     as_json: bool,
     no_redact: bool,
 ) -> None:
-    """Build the bundle from the ansible-runner artifacts of a playbooks/collect.yml run made elsewhere."""
+    """Build ONE bundle from the artifacts of playbooks/collect.yml runs made elsewhere.
+
+    Each DIR is an ansible-runner artifacts (or private data) folder, or a folder of AWX job-event pages:
+    one per AWX job slice. A host found in two of them with different results is an error (exit 2)."""
     collect_step.stop_on_signals()
     outcome = _or_exit(
         lambda: collect_step.ingest(
-            artifacts_dir,
+            list(artifacts_dirs),
             out_dir=out_dir,
             incident=incident,
             redact=False if no_redact else None,
