@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -20,21 +21,42 @@ from typing import Any
 from collector.config import Settings
 from collector.inventory import Inventory
 from collector.monitoring import Query, run_query, shape_alerts, shape_instant, urls
-from collector.times import wait_until
+from collector.smoke import HEALTH_FLOW, flows_for, rounds_for
+from collector.smoke import run as run_smoke
+from collector.times import parse_instant, wait_until
 
 ERROR_RATIO_MAX = 0.01  # runbook: 5xx ratio < 1 %
 P95_MAX_S = 0.200  # runbook: p95 < 200 ms
 MONITORING = "monitoring"
 
 
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+
+
 @dataclass(frozen=True)
 class Check:
-    """One line of the checklist."""
+    """One line of the checklist. `status` is pass, fail or unknown; unknown (no data) never passes."""
 
     name: str
     host: str
     passed: bool
     detail: str
+    status: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in ("", PASS, FAIL, UNKNOWN):
+            raise ValueError(f"check status must be pass, fail or unknown, got {self.status!r}")
+        if self.status == UNKNOWN and self.passed:
+            raise ValueError("an unknown check cannot have passed")
+        if not self.status:
+            object.__setattr__(self, "status", PASS if self.passed else FAIL)
+        elif (self.status == PASS) != self.passed:
+            raise ValueError(f"status {self.status} contradicts passed={self.passed}")
+
+    @classmethod
+    def unknown(cls, name: str, host: str, detail: str) -> Check:
+        """A check that could not be judged (no data): shown as UNKNOWN, and not a pass."""
+        return cls(name, host, False, detail, UNKNOWN)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,29 +145,69 @@ def _redis_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
 
 def host_checks(inv: Inventory, name: str, *, only_health: bool = False) -> list[Check]:
     """The per-host part of the checklist, by role; an unreachable host is one failed check."""
+    return _host_pass(inv, name, only_health=only_health).checks
+
+
+@dataclass
+class _HostPass:
+    checks: list[Check]
+    requests: int = 0  # HTTP requests the smoke flows sent (traffic for the monitoring checks)
+
+
+def _python(hostvars: Mapping[str, Any]) -> str:
+    interpreter = str(hostvars.get("ansible_python_interpreter") or "")
+    return interpreter if interpreter.startswith("/") else "python3"
+
+
+def _smoke(host: Any, name: str, hostvars: Mapping[str, Any], source: str, *, as_checks: bool) -> _HostPass:
+    """The host's smoke flows, `collector_smoke_rounds` times: their checks (when configured and wanted)
+    and the number of requests sent. A host with no flows gets /health requests, as traffic only."""
+    configured = flows_for(hostvars, source)
+    flows = configured or [HEALTH_FLOW]
+    base = str(hostvars["collector_app_url"])
+    outcome = run_smoke(host, name, base, flows, rounds_for(hostvars), _python(hostvars))
+    checks = [Check(f"flow: {r.flow.name}", name, r.passed, r.detail()) for r in outcome]
+    return _HostPass(checks if configured and as_checks else [], sum(r.runs for r in outcome))
+
+
+def _host_pass(
+    inv: Inventory, name: str, *, only_health: bool = False, traffic_only: bool = False
+) -> _HostPass:
     hostvars = inv.hosts.get(name, {})
     roles = inv.roles(name)
+    app = "app" in roles and bool(hostvars.get("collector_app_url"))
+    # Bad flow definitions are bad input (UsageError), raised before any connection.
+    if app and not only_health:
+        flows_for(hostvars, inv.source)
+        rounds_for(hostvars)
     try:
         host = testinfra_host(hostvars, name)
         probe = host.run("true")
         if probe.rc != 0:
             why = (probe.stderr or "ssh failed").strip().splitlines()[-1][:160]
-            return [Check("reachable", name, False, why)]
+            return _HostPass([Check("reachable", name, False, why)])
+        if traffic_only:
+            return _smoke(host, name, hostvars, inv.source, as_checks=False) if app else _HostPass([])
         checks: list[Check] = []
         service = hostvars.get("collector_service")
         if service:
             checks += _service_checks(host, name, str(service))
-        if "app" in roles and hostvars.get("collector_app_url"):
+        if app:
             checks.append(_health_check(host, name, str(hostvars["collector_app_url"])))
         if only_health:
-            return checks
+            return _HostPass(checks)
+        requests = 0
+        if app:
+            smoke = _smoke(host, name, hostvars, inv.source, as_checks=True)
+            checks += smoke.checks
+            requests = smoke.requests
         if "db" in roles:
             checks.append(_db_check(host, name, hostvars))
         if "redis" in roles:
             checks.append(_redis_check(host, name, hostvars))
-        return checks
+        return _HostPass(checks, requests)
     except Exception as exc:  # noqa: BLE001 - a broken connection is a failed check, never a crashed verify
-        return [Check("reachable", name, False, f"{type(exc).__name__}: {str(exc).strip()[:160]}")]
+        return _HostPass([Check("reachable", name, False, f"{type(exc).__name__}: {str(exc).strip()[:160]}")])
 
 
 def _window_expr(expr: str, window: str) -> str:
@@ -168,6 +230,42 @@ def _millis(value: float) -> str:
     return f"{value * 1000:.0f} ms"
 
 
+def wait_for_scrape(
+    prometheus: str, addresses: Iterable[str], after: float, *, limit_s: float = 30.0, timeout_s: float = 5.0
+) -> bool:
+    """Wait until Prometheus has scraped the targets at `addresses` (else every healthy target) since the
+    Unix time `after`, so a measure taken now holds the requests sent before it. Bounded by twice the
+    targets' scrape interval (at most `limit_s`); False when it could not tell or gave up."""
+    wanted = {a for a in addresses if a}
+    bound: list[float] = []
+
+    def scraped() -> bool:
+        try:
+            url = f"{prometheus}/api/v1/targets?state=active"
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                targets = json.load(response)["data"]["activeTargets"]
+            up = [t for t in targets if t.get("health") == "up"]
+            mine = [t for t in up if urllib.parse.urlsplit(str(t.get("scrapeUrl"))).hostname in wanted] or up
+            if not bound:
+                intervals = [_seconds(str(t.get("scrapeInterval") or "")) for t in mine]
+                bound.append(min(limit_s, 2 * max(intervals, default=0.0) + 1.0))
+            return bool(mine) and all(parse_instant(str(t["lastScrape"])).timestamp() >= after for t in mine)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            bound[:] = [0.0]  # no targets API (or a stand-in): nothing to wait for
+            return False
+
+    if scraped():
+        return True
+    return bool(bound and bound[0] > 0 and wait_until(scraped, bound[0], interval_s=0.5))
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text.strip())
+    if not match:
+        return 0.0
+    return float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
+
+
 def monitoring_checks(
     settings: Settings,
     hostvars: Mapping[str, Any] | None = None,
@@ -175,10 +273,16 @@ def monitoring_checks(
     window: str = "30s",
     timeout_s: float = 5.0,
     allowed_alerts: Iterable[str] = (),
+    requests_sent: int = 0,
 ) -> list[Check]:
-    """5xx ratio and p95 from Prometheus over `window`, and Alertmanager's active alerts."""
+    """5xx ratio and p95 from Prometheus over `window`, and Alertmanager's active alerts.
+
+    No value (no requests in the window: an empty answer, or 0/0) is UNKNOWN, never a pass:
+    recovery is judged on traffic, and `run_checks` sends its own (`requests_sent`) before measuring.
+    """
     prometheus, alertmanager = urls(settings, hostvars)
     checks = []
+    ours = f"; verify sent {requests_sent} requests" if requests_sent else "; verify sent no requests"
     for name, query, title, limit, shown in (
         ("error_ratio", settings.promql_error_ratio, "5xx ratio < 1%", ERROR_RATIO_MAX, _percent),
         ("p95_latency", settings.promql_p95, "p95 < 200 ms", P95_MAX_S, _millis),
@@ -187,10 +291,12 @@ def monitoring_checks(
         if answer.get("error"):
             checks.append(Check(title, MONITORING, False, str(answer["error"])[:160]))
         elif answer.get("value") is None:
-            checks.append(Check(title, MONITORING, True, f"no requests in the last {window}"))
+            detail = f"no data: no requests in the last {window}{ours}"
+            checks.append(Check.unknown(title, MONITORING, detail))
         else:
             value = float(answer["value"])
-            checks.append(Check(title, MONITORING, value < limit, f"{shown(value)} over {window}"))
+            detail = f"{shown(value)} over {window}" + (ours if requests_sent else "")
+            checks.append(Check(title, MONITORING, value < limit, detail))
     alerts_url = f"{alertmanager}/api/v2/alerts?" + urllib.parse.urlencode(
         {"active": "true", "silenced": "false", "inhibited": "false"}
     )
@@ -252,15 +358,39 @@ def run_checks(
     only_health: bool = False,
     allowed_alerts: Iterable[str] = (),
 ) -> list[Check]:
-    """One pass of the checklist: every host at once, then the monitoring checks."""
+    """One pass of the checklist: every host at once (smoke flows included), then the monitoring checks.
+
+    The monitoring checks measure the service, so before them verify makes sure there is traffic to
+    measure: the app hosts among `hosts` ran their flows; when there are none (a db-only verify), the
+    inventory's app hosts run theirs as traffic only. Then it waits for Prometheus to scrape them.
+    """
     names = list(hosts)
     with ThreadPoolExecutor(max_workers=max(1, min(10, len(names)))) as pool:
-        per_host = list(pool.map(lambda h: host_checks(inv, h, only_health=only_health), names))
-    checks = [c for group in per_host for c in group]
-    if monitoring:
-        anyvars = inv.hosts.get(names[0], {}) if names else {}
-        checks += monitoring_checks(settings, anyvars, window=window, allowed_alerts=allowed_alerts)
+        per_host = list(pool.map(lambda h: _host_pass(inv, h, only_health=only_health), names))
+    checks = [c for group in per_host for c in group.checks]
+    if not monitoring:
+        return checks
+    requests = sum(p.requests for p in per_host)
+    driven = [h for h, p in zip(names, per_host, strict=True) if p.requests]
+    if not any(_is_app(inv, h) for h in names):
+        extra = [h for h in inv.hosts if _is_app(inv, h)]
+        with ThreadPoolExecutor(max_workers=max(1, min(10, len(extra)))) as pool:
+            traffic = list(pool.map(lambda h: _host_pass(inv, h, traffic_only=True), extra))
+        requests += sum(p.requests for p in traffic)
+        driven += [h for h, p in zip(extra, traffic, strict=True) if p.requests]
+    anyvars = inv.hosts.get(names[0], {}) if names else {}
+    if requests:
+        prometheus, _ = urls(settings, anyvars)
+        addresses = [str(inv.hosts[h].get("ansible_host") or h) for h in driven]
+        wait_for_scrape(prometheus, addresses, time.time())
+    checks += monitoring_checks(
+        settings, anyvars, window=window, allowed_alerts=allowed_alerts, requests_sent=requests
+    )
     return checks
+
+
+def _is_app(inv: Inventory, name: str) -> bool:
+    return "app" in inv.roles(name) and bool(inv.hosts.get(name, {}).get("collector_app_url"))
 
 
 def verify(
@@ -300,19 +430,18 @@ def verify(
 
 
 def passed(checks: Iterable[Check]) -> bool:
-    """True when there is at least one check and every check passed."""
+    """True when there is at least one check and every check passed (an unknown one has not)."""
     items = list(checks)
     return bool(items) and all(c.passed for c in items)
 
 
 def table(checks: list[Check]) -> list[str]:
-    """The checklist as aligned text lines: check, host, PASS/FAIL, detail."""
+    """The checklist as aligned text lines: check, host, PASS/FAIL/UNKNOWN, detail."""
     if not checks:
         return ["(no checks ran)"]
     name_w = max(len("check"), *(len(c.name) for c in checks))
     host_w = max(len("host"), *(len(c.host) for c in checks))
-    lines = [f"{'check':<{name_w}}  {'host':<{host_w}}  result  detail"]
+    lines = [f"{'check':<{name_w}}  {'host':<{host_w}}  result   detail"]
     for c in checks:
-        result = "PASS" if c.passed else "FAIL"
-        lines.append(f"{c.name:<{name_w}}  {c.host:<{host_w}}  {result:<6}  {c.detail}")
+        lines.append(f"{c.name:<{name_w}}  {c.host:<{host_w}}  {c.status.upper():<7}  {c.detail}")
     return lines

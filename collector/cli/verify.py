@@ -1,5 +1,5 @@
-"""`collector verify --hosts PATTERN`: the runbook's step 5 checklist, a pass/fail table,
-exit 1 on failure."""
+"""`collector verify --hosts PATTERN`: the runbook's step 5 checklist, a PASS/FAIL/UNKNOWN table,
+exit 1 unless every check passed."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def verify_command(
     wait_s: float,
     allow_alert: tuple[str, ...],
 ) -> None:
-    """Runbook step 5: /health, 5xx ratio < 1 %, p95 < 200 ms, no alerts, SELECT 1, Redis PING, services."""
+    """Runbook step 5: /health, the smoke flows, 5xx ratio < 1 %, p95 < 200 ms, no alerts, SELECT 1, Redis
+    PING, services. Verify sends the flows' requests itself; no data is UNKNOWN, which is not a pass."""
     from collector.verify import passed, verify
     from collector.verify import table as checks_table
 
@@ -60,12 +61,12 @@ def verify_command(
     else:
         for line in checks_table(checks):
             click.echo(redactor.redact_text(line, "verify"))
-        failed = [c for c in checks if not c.passed]
-        click.echo(
-            "RECOVERED: every check passed"
-            if ok
-            else f"NOT RECOVERED: {len(failed)} of {len(checks)} checks failed"
+        failed = [c for c in checks if c.status == "fail"]
+        unknown = [c for c in checks if c.status == "unknown"]
+        why = ", ".join(
+            f"{n} {word}" for n, word in ((len(failed), "failed"), (len(unknown), "unknown (no data)")) if n
         )
+        click.echo("RECOVERED: every check passed" if ok else f"NOT RECOVERED: {why or 'no checks ran'}")
     ctx.exit(EXIT_OK if ok else EXIT_PARTIAL)
 
 

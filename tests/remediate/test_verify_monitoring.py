@@ -55,10 +55,11 @@ def test_runbook_thresholds_fail(stand_in: Settings) -> None:
     assert not checks["no active alerts"].passed and "SergasAppDown" in checks["no active alerts"].detail
 
 
-def test_no_traffic_passes_and_expected_alerts_are_not_failures(stand_in: Settings) -> None:
+def test_no_traffic_is_unknown_and_expected_alerts_are_not_failures(stand_in: Settings) -> None:
     ANSWERS.update(ratio=None, p95=None, alerts=[_alert("SergasZohoCircuitBreakerOpen")])
     checks = monitoring_checks(stand_in, allowed_alerts=["SergasZohoCircuitBreakerOpen"])
-    assert passed(checks)
+    assert not passed(checks)  # no requests in the window: unknown, never a pass
+    assert [c.status for c in checks] == ["unknown", "unknown", "pass"]
     assert "expected" in checks[2].detail and "no requests" in checks[0].detail
 
 
