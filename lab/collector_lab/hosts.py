@@ -820,6 +820,10 @@ def host_vars(
                 "collector_env_file": "/opt/sergas/app/.env",
                 "collector_app_url": "http://127.0.0.1:8000",
                 "collector_app_port": 8000,
+                # nginx in front of the app on :80 (lab/provision/app.sh): its unit and Debian's log files
+                "collector_nginx_service": "nginx",
+                "collector_nginx_access_log": "/var/log/nginx/access.log",
+                "collector_nginx_error_log": "/var/log/nginx/error.log",
                 # The runbook's MemoryLimit is 4G; the lab's app host has 1.5 GiB, so a 4G limit would
                 # bound nothing here: the lab's deployment sets a limit below its host's memory.
                 "collector_memory_limit_target": "1G",

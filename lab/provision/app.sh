@@ -77,4 +77,23 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 curl -sS "http://127.0.0.1:${PORT}/health"; echo
-echo "app: sergas-app $(git -C "$APP" describe --tags) on :${PORT}"
+
+# --- nginx in front: :80 -> the app on 127.0.0.1:${PORT} (the runbook's Tools read nginx's logs) -----
+# The app's own :8000 stays as it is (Prometheus scrapes it, the lab's traffic uses it). The base ships
+# nginx masked and disabled; its default site would also claim :80. Idempotent: the running lab is
+# brought up to date by running this section alone (LAB_SRC and PORT set).
+sed -e "s/@PORT@/${PORT}/g" "$LAB_SRC/app/files/nginx-sergas.conf" > /etc/nginx/sites-available/sergas
+ln -sfn ../sites-available/sergas /etc/nginx/sites-enabled/sergas
+rm -f /etc/nginx/sites-enabled/default
+nginx -t -q
+systemctl unmask nginx.service >/dev/null 2>&1
+systemctl enable nginx.service >/dev/null 2>&1
+systemctl restart nginx.service
+for _ in $(seq 1 40); do
+  curl -fs -o /dev/null "http://127.0.0.1/health" && break
+  sleep 0.25
+done
+curl -fsS -o /dev/null "http://127.0.0.1/health"
+# --- end nginx
+
+echo "app: sergas-app $(git -C "$APP" describe --tags) on :${PORT}, nginx on :80"
