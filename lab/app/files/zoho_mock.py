@@ -82,9 +82,11 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8001
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    # Loopback on app1; the compose variant's stand-in listens on its container network (ZOHO_MOCK_LISTEN).
+    listen = os.environ.get("ZOHO_MOCK_LISTEN", "127.0.0.1")
+    server = ThreadingHTTPServer((listen, port), Handler)
     server.daemon_threads = True
-    print(f"zoho-mock listening on 127.0.0.1:{port}, quota file {QUOTA_FILE}", flush=True)
+    print(f"zoho-mock listening on {listen}:{port}, quota file {QUOTA_FILE}", flush=True)
     server.serve_forever()
 
 
