@@ -2,6 +2,10 @@
 
 Each action's playbook lives in playbooks/remediate/<name>.yml; a parameter `p` of action `a-b`
 reaches it as the Ansible variable `a_b_p`, and the play's hosts as `a_b_hosts`.
+
+How the app is deployed on a host (its inventory variable `collector_deploy`: systemd, the default, or
+compose) picks the playbook that carries a mitigation out there: `restart` on a Compose host runs
+compose-restart.yml. The inventory decides, never a flag, and the plan's binding records it.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class Action:
     pin_from_check: str | None = None  # param resolved by the check run and pinned in the plan
     # Alerts the mitigation itself raises (param, value, alertname): verify does not count them.
     caused_alerts: tuple[tuple[str, str, str], ...] = ()
+    # Deployment kind (collector_deploy) -> playbook name in playbooks/remediate ("" = <name>.yml); a kind
+    # missing here is one this mitigation does not support.
+    deploys: Mapping[str, str] = field(default_factory=lambda: {"systemd": ""})
 
     @property
     def prefix(self) -> str:
@@ -68,6 +75,15 @@ class Action:
     @property
     def playbook(self) -> Path:
         return resource("playbooks") / "remediate" / f"{self.name}.yml"
+
+    def playbook_name(self, deploy: str) -> str:
+        """The playbook file (in playbooks/remediate) for hosts deployed as `deploy`; UsageError if none."""
+        if deploy not in self.deploys:
+            raise UsageError(
+                f"{self.name} has no playbook for {deploy} deployments "
+                f"(it supports: {', '.join(self.deploys)})"
+            )
+        return f"{self.deploys[deploy] or self.name}.yml"
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -84,6 +100,10 @@ class Action:
 
 
 _SIZE = r"^([0-9]+[KMGT]?|[0-9]{1,2}%|100%|infinity)$"
+# How the app runs on a host: the inventory variable collector_deploy (unset: systemd).
+DEPLOY_VAR = "collector_deploy"
+DEPLOY_KINDS = ("systemd", "compose")
+_COMPOSE = "compose"
 _TAG = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
 _DBNAME = r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$"
 
@@ -92,10 +112,19 @@ ACTIONS: dict[str, Action] = {
     for a in (
         Action(
             "restart",
-            "restart the service (collector_service), then wait for /health healthy",
-            groups=("app", "db", "redis"),
+            "restart the service (collector_service; on a Compose host the service's containers), "
+            "then wait for /health healthy",
+            groups=("app", "db", "redis", "compose"),
             restarts=True,
             request_time_var="restart_since",
+            deploys={"systemd": "", _COMPOSE: "compose-restart"},
+        ),
+        Action(
+            "scale",
+            "run N containers of the Compose service (up -d --scale SERVICE=N), then wait for health",
+            groups=("compose",),
+            params=(Param("replicas", "int", "containers of the service to run", minimum=1, maximum=20),),
+            deploys={_COMPOSE: "compose-scale"},
         ),
         Action(
             "pool-resize",
@@ -106,19 +135,27 @@ ACTIONS: dict[str, Action] = {
         ),
         Action(
             "memory-limit",
-            "systemd drop-in MemoryMax= for the service, daemon-reload, restart",
-            groups=("app",),
+            "stop the service, systemd drop-in MemoryLimit=/MemoryMax=, daemon-reload, start "
+            "(Compose: mem_limit in docker-compose.override.yml, up -d)",
+            groups=("app", "compose"),
             params=(
                 Param(
-                    "max", "str", "MemoryMax= value: 512M, 2G, 80% or infinity", default="512M", pattern=_SIZE
+                    "max",
+                    "str",
+                    "MemoryLimit=/MemoryMax= value: 4G (the runbook's), 512M, 80% or infinity "
+                    "(Compose: a size only)",
+                    default="4G",
+                    pattern=_SIZE,
                 ),
             ),
             restarts=True,
+            deploys={"systemd": "", _COMPOSE: "compose-memory-limit"},
         ),
         Action(
             "rollback",
-            "check out an earlier release tag in the deploy dir, restart, wait for health",
-            groups=("app",),
+            "check out an earlier release tag in the deploy dir, restart, wait for health "
+            "(Compose: down, git checkout TAG, up -d --build)",
+            groups=("app", "compose"),
             params=(
                 Param(
                     "tag",
@@ -130,6 +167,7 @@ ACTIONS: dict[str, Action] = {
             ),
             restarts=True,
             pin_from_check="tag",
+            deploys={"systemd": "", _COMPOSE: "compose-rollback"},
         ),
         Action(
             "kill-idle-connections",
@@ -186,7 +224,10 @@ ACTIONS: dict[str, Action] = {
             "extend-cache-ttl",
             "extend the app's cache TTL through the admin API",
             groups=("app",),
-            params=(Param("seconds", "int", "cache TTL in seconds", default=300, minimum=1, maximum=86400),),
+            # Sent to the app as the runbook's body {"ttl": seconds}.
+            params=(
+                Param("seconds", "int", "cache TTL in seconds", default=1800, minimum=1, maximum=86400),
+            ),
         ),
         # Added for the runbook scenarios disk full, Redis memory and error storm (tests/e2e).
         Action(
@@ -276,6 +317,32 @@ def get_action(name: str) -> Action:
         return ACTIONS[name]
     except KeyError:
         raise UsageError(f"unknown action {name!r}; known actions: {', '.join(ACTIONS)}") from None
+
+
+def deploy_of(hostvars: Mapping[str, Any]) -> str:
+    """How the app runs on a host: its inventory's collector_deploy (unset: systemd); unknown → UsageError."""
+    kind = str(hostvars.get(DEPLOY_VAR) or "systemd").strip().lower()
+    if kind not in DEPLOY_KINDS:
+        known = ", ".join(DEPLOY_KINDS)
+        raise UsageError(f"{DEPLOY_VAR} {kind!r} is not a deployment kind this tool knows ({known})")
+    return kind
+
+
+def plan_deploy(action: Action, hostvars: Mapping[str, Mapping[str, Any]], targets: list[str]) -> str:
+    """The one deployment kind of a plan's targets (one playbook runs per plan): mixed kinds, or a kind the
+    action does not support, → UsageError naming the hosts."""
+    kinds: dict[str, list[str]] = {}
+    for host in targets:
+        kinds.setdefault(deploy_of(hostvars.get(host, {})), []).append(host)
+    if len(kinds) > 1:
+        said = "; ".join(f"{kind}: {', '.join(hosts)}" for kind, hosts in sorted(kinds.items()))
+        raise UsageError(
+            f"{action.name}: the targets are deployed differently ({said}); "
+            "plan each kind with its own --hosts"
+        )
+    kind = next(iter(kinds), "systemd")
+    action.playbook_name(kind)  # refuses a kind the action has no playbook for
+    return kind
 
 
 _JINJA = ("{{", "{%", "{#")

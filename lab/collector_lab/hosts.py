@@ -846,6 +846,18 @@ def host_vars(
     return hv
 
 
+# The runbook's step 5 "test critical flows" for the sample app (verify runs them on each app host; see
+# collector/smoke.py). The business reads a customer does, served through the cache and the database.
+# Not /api/zoho/sync: it answers 503 by design while the circuit breaker is open (a mitigation) and
+# 502 while Zoho rate-limits; the breaker's state is judged by its own alert.
+SMOKE_FLOWS: list[dict[str, Any]] = [
+    {"name": "health", "path": "/health", "json": {"status": "healthy"}},
+    {"name": "recent orders", "path": "/api/orders", "json_keys": ["orders"]},
+    {"name": "a customer's orders", "path": "/api/orders?customer_id=1", "json_keys": ["orders.0.id"]},
+    {"name": "customers", "path": "/api/customers", "json_keys": ["customers.0.email"]},
+]
+
+
 def write_inventory(
     settings: Settings,
     table: dict[str, dict[str, object]],
@@ -864,6 +876,7 @@ def write_inventory(
         groups: dict[str, dict[str, Any]] = {g: {"hosts": {}} for g in ("app", "db", "redis", "web")}
         for name, spec in table.items():
             groups[str(spec["group"])]["hosts"][name] = host_vars(name, spec, key, known, secrets)
+        groups["app"]["vars"] = {"collector_smoke_flows": SMOKE_FLOWS}
         doc = {
             "all": {
                 "vars": {

@@ -212,10 +212,11 @@ def test_resolved_runs_verify_and_resolves_only_when_it_passes(tmp_path: Path, j
     def monitoring(path: str, query: Any) -> tuple[int, Any]:
         if path == "/api/v2/alerts":
             return 200, list(firing)
+        # The service's numbers are healthy (no data would be UNKNOWN, which never resolves an incident).
         return 200, {
             "status": "success",
-            "data": {"resultType": "vector", "result": []},
-        }  # no traffic: no ratio
+            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "0.001"]}]},
+        }
 
     url = json_server(monitoring)
     serve = ServeProcess(

@@ -70,7 +70,9 @@ def test_parameters_are_typed_and_defaults_filled() -> None:
         "application": "",
     }
     assert validate_params(get_action("circuit-breaker"), {"state": "Close"}) == {"state": "closed"}
-    assert validate_params(get_action("memory-limit"), {}) == {"max": "512M"}
+    # The runbook's numbers: MemoryLimit 4G, cache TTL 1800 s.
+    assert validate_params(get_action("memory-limit"), {}) == {"max": "4G"}
+    assert validate_params(get_action("extend-cache-ttl"), {}) == {"seconds": 1800}
     assert validate_params(get_action("rollback"), {}) == {"tag": "previous"}
 
 
@@ -98,7 +100,16 @@ def test_extravars_are_prefixed_by_the_action() -> None:
 
 
 def _tasks(play: dict) -> list[dict]:
-    return list(play.get("tasks") or []) + list(play.get("handlers") or [])
+    """Every task of the play, those inside blocks (block, rescue, always) included."""
+    out: list[dict] = []
+    todo = list(play.get("tasks") or []) + list(play.get("handlers") or [])
+    while todo:
+        task = todo.pop(0)
+        if "block" in task:
+            todo += [t for part in ("block", "rescue", "always") for t in task.get(part) or []]
+        else:
+            out.append(task)
+    return out
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

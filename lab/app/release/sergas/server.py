@@ -380,22 +380,25 @@ def config_set(app: App, params: dict[str, Any]) -> Payload:
 
 
 def cache_extend_ttl(app: App, params: dict[str, Any]) -> Payload:
-    """Give every cached answer (and future ones) a TTL of `seconds` (default 300)."""
-    try:
-        seconds = int(params.get("seconds", 300))
-    except (TypeError, ValueError):
-        raise HttpError(400, "seconds must be an integer") from None
-    if not 1 <= seconds <= 86400:
-        raise HttpError(400, "seconds must be between 1 and 86400")
+    """The runbook's `POST /admin/cache/extend-ttl {"ttl": 1800}`: every cached answer (and future ones)
+    gets a TTL of `ttl` seconds."""
+    if "ttl" not in params:
+        raise HttpError(400, 'send the new TTL as {"ttl": seconds}')
+    raw = params["ttl"]
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)) or not str(raw).strip().isdigit():
+        raise HttpError(400, "ttl must be a whole number of seconds")
+    ttl = int(raw)
+    if not 1 <= ttl <= 86400:
+        raise HttpError(400, "ttl must be between 1 and 86400")
     extended = 0
     try:
         for key in app.redis.scan_iter(match="cache:*", count=500):
-            extended += int(bool(app.redis.expire(key, seconds)))
+            extended += int(bool(app.redis.expire(key, ttl)))
     except redis.RedisError as exc:
         raise HttpError(503, f"redis unavailable: {_one_line(exc)}") from None
-    old, app.cfg.cache_ttl_s = app.cfg.cache_ttl_s, seconds
-    log.warning("cache TTL extended: %s -> %ss, %d keys", old, seconds, extended)
-    return 200, {"ttl_s": seconds, "previous_ttl_s": old, "keys_extended": extended}
+    old, app.cfg.cache_ttl_s = app.cfg.cache_ttl_s, ttl
+    log.warning("cache TTL extended: %s -> %ss, %d keys", old, ttl, extended)
+    return 200, {"ttl": ttl, "ttl_s": ttl, "previous_ttl_s": old, "keys_extended": extended}
 
 
 ENDPOINTS: dict[tuple[str, str], Callable[[App, dict[str, Any]], Payload]] = {
