@@ -195,6 +195,7 @@ def _down(settings: Settings) -> list[str]:
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
         list(pool.map(lambda n: hosts.stop_host(settings, n), names))
     monitoring.stop(settings)
+    monitoring.drop_data(settings)
     hosts.delete_bridge()
     hosts.restore_inotify(state)
     hosts.remove_inventory(

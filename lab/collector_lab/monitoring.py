@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import signal
 import string
 import subprocess
@@ -201,6 +202,13 @@ def stop(settings: Settings, timeout: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def drop_data(settings: Settings) -> None:
+    """Forget the stopped services' data: a silence or a firing alert of an earlier lab (a test that
+    acknowledged an incident and never resolved it) would otherwise mute the next lab's alerts."""
+    for name in BINARIES:
+        shutil.rmtree(mon_dir(settings) / f"{name}-data", ignore_errors=True)
 
 
 def status(settings: Settings) -> dict[str, dict[str, object]]:

@@ -188,3 +188,32 @@ def poll(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: 
     value = wait_until(predicate, timeout_s, interval_s)
     assert value, f"timed out after {timeout_s:.0f}s waiting for {what}"
     return value
+
+
+def sergas_alerts(alertmanager_url: str) -> list[str]:
+    """The lab app's alerts Alertmanager holds in any state (active, silenced or inhibited)."""
+    query = "active=true&silenced=true&inhibited=true&unprocessed=true"
+    with urllib.request.urlopen(f"{alertmanager_url}/api/v2/alerts?{query}", timeout=10) as resp:
+        return [
+            a["labels"]["alertname"]
+            for a in json.load(resp)
+            if a["labels"].get("alertname", "").startswith("Sergas")
+        ]
+
+
+def quiet_alertmanager(alertmanager_url: str, timeout_s: float = 420) -> float:
+    """Start a lab test from a quiet Alertmanager: expire the silences earlier incidents left (an incident
+    acknowledged and never resolved keeps its silence, which would mute this test's alert), then wait for
+    earlier Sergas alerts to resolve (their 5-minute rates fade). Returns the seconds waited."""
+    with urllib.request.urlopen(f"{alertmanager_url}/api/v2/silences", timeout=10) as resp:
+        leftovers = [
+            s["id"]
+            for s in json.load(resp)
+            if s["status"]["state"] == "active" and str(s.get("comment", "")).startswith("incident ")
+        ]
+    for silence in leftovers:
+        request = urllib.request.Request(f"{alertmanager_url}/api/v2/silence/{silence}", method="DELETE")
+        urllib.request.urlopen(request, timeout=10).close()
+    started = time.monotonic()
+    poll(lambda: not sergas_alerts(alertmanager_url), timeout_s, "earlier Sergas alerts to resolve", 2.0)
+    return time.monotonic() - started

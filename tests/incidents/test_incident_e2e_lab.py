@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 from comms_fixtures import MAIL_USER, mail_body, mta
-from serve_fixtures import ServeProcess, poll
+from serve_fixtures import ServeProcess, poll, quiet_alertmanager
 from test_serve_lab import ROUTING, ensure_alertmanager_routes_to_serve
 from test_serve_ticket import redmine_server
 
@@ -69,9 +69,8 @@ def e2e(
     token_file = ensure_alertmanager_routes_to_serve(lab)
     # A Sergas alert still firing from an earlier fault (its 5xx ratio is over 5 minutes) would be this
     # group's open incident already, and the break would only join it: start from a quiet Alertmanager.
-    started = time.monotonic()
-    poll(lambda: not sergas_alerts(lab), 420, "the lab's earlier Sergas alerts to resolve", 2.0)
-    print(f"\n  waited {time.monotonic() - started:.0f} s for earlier Sergas alerts to resolve")
+    waited = quiet_alertmanager(lab.alertmanager_url)
+    print(f"\n  waited {waited:.0f} s for earlier Sergas alerts to resolve")
     config = tmp_path / "incidents.yml"
     config.write_text(
         yaml.safe_dump(
@@ -136,15 +135,6 @@ def initial_mail(box: Path, incident_id: str) -> email.message.EmailMessage | No
         if "INCIDENT [" in subject and "INVESTIGATING" in subject and incident_id in mail_body(msg):
             return msg
     return None
-
-
-def sergas_alerts(lab: Any) -> list[str]:
-    with urllib.request.urlopen(f"{lab.alertmanager_url}/api/v2/alerts?active=true", timeout=10) as resp:
-        return [
-            a["labels"]["alertname"]
-            for a in json.load(resp)
-            if a["labels"].get("alertname", "").startswith("Sergas")
-        ]
 
 
 def _redmine(server: Any, path: str) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_fixtures import ServeProcess, poll
+from serve_fixtures import ServeProcess, poll, quiet_alertmanager
 
 from collector.incidents.store import IncidentStore
 from collector.times import parse_instant
@@ -49,6 +49,7 @@ def lab_serve(lab: Any, lab_lock: None, tmp_path: Path) -> Iterator[ServeProcess
     from collector_lab.monitoring import SERVE_PORT
 
     token_file = ensure_alertmanager_routes_to_serve(lab)
+    quiet_alertmanager(lab.alertmanager_url)  # an earlier alert of the same group would only be joined
     serve = ServeProcess(
         tmp_path,
         inventory=str(lab.inventory),

@@ -334,6 +334,8 @@ def _traces(settings: Any) -> dict[str, Any]:
         "veths": veths,
         "procs": procs,
         "inventory": hosts.inventory_path(settings).exists(),
+        # an earlier lab's silences and firing alerts would mute the next lab's
+        "monitoring data": sorted(p.name for p in monitoring.mon_dir(settings).glob("*-data")),
     }
 
 
@@ -352,6 +354,7 @@ def test_down_leaves_nothing_and_up_tolerates_leftovers(lab: Any, lab_lock: None
             "veths": [],
             "procs": [],
             "inventory": False,
+            "monitoring data": [],
         }
         assert hosts.INOTIFY.read_text() == inotify_before
         status = _cli("status")
