@@ -75,6 +75,9 @@ class Settings:
     )
     serve_ticket_system: str = ""  # e.g. redmine (tickets.yml holds its URL and key); "" = no ticket
     serve_ticket_project: str = ""
+    # The public status page every status update links to (the runbook's "Status page: [URL]"); "" = the
+    # updates say it is not configured.
+    status_page_url: str = ""
 
 
 def _config_file() -> Path | None:

@@ -111,6 +111,21 @@ SEVERITY_RESPONSE_TIME: dict[str, _dt.timedelta] = {
     "P2": _dt.timedelta(hours=1),
     "P3": _dt.timedelta(hours=4),
 }
+
+
+def response_time_text(severity: str) -> str:
+    """The runbook's response time in words ("respond within 15 minutes"); "" for none or unknown."""
+    within = SEVERITY_RESPONSE_TIME.get(severity)
+    if within is None:
+        return ""
+    minutes = int(within.total_seconds() // 60)
+    if severity == SEVERITIES[0]:  # the runbook says "immediate"; its first-actions window bounds it
+        return f"respond immediately (within {minutes} minutes)"
+    hours, rest = divmod(minutes, 60)
+    span = f"{minutes} minutes" if hours == 0 or rest else f"{hours} hour{'s' if hours > 1 else ''}"
+    return f"respond within {span}"
+
+
 # Whether a finding rests on the system's state now (live) or on what its logs say happened (history);
 # None until the measures say which.
 Basis = Literal["live", "history"]
@@ -609,6 +624,11 @@ class IncidentSummary:
     @property
     def triaged(self) -> bool:
         return self.severity != "unknown"
+
+    @property
+    def response_time(self) -> str:
+        """The severity's response time in words, "" when there is no severity."""
+        return response_time_text(self.severity)
 
     def to_dict(self) -> dict[str, Any]:
         return {

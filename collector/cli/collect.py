@@ -18,7 +18,7 @@ from rich.table import Table
 
 from collector import collect as collect_step
 from collector.bundle import BundleWriteFailed
-from collector.core import EXIT_PARTIAL, Findings, HostResult, RunResult
+from collector.core import EXIT_PARTIAL, Findings, HostResult, RunResult, response_time_text
 from collector.redact import RedactionError, Redactor
 from collector.transport import ENGINES, Payload, Target
 
@@ -125,8 +125,12 @@ def final_table(run: RunResult, redactor: Redactor | None = None) -> Table:
 
 
 def headline(findings: Findings | None) -> str | None:
-    """The findings' one-line headline (triage's summary), None without a verdict."""
-    return findings.summary or None if findings is not None else None
+    """The findings' one-line headline (triage's summary, then the severity's response time: "P1 — respond
+    within 15 minutes"), None without a verdict."""
+    if findings is None or not findings.summary:
+        return None
+    respond = response_time_text(findings.severity)
+    return f"{findings.summary} · {findings.severity} — {respond}" if respond else findings.summary
 
 
 def summary(outcome: collect_step.CollectOutcome) -> dict[str, Any]:
@@ -151,6 +155,7 @@ def summary(outcome: collect_step.CollectOutcome) -> dict[str, Any]:
         "monitoring": {m.probe: m.status for m in run.monitoring},
         "severity": outcome.findings.severity if outcome.findings is not None else None,
         "headline": headline(outcome.findings),
+        "respond": response_time_text(outcome.findings.severity) if outcome.findings is not None else None,
         "notes": outcome.notes,
     }
 

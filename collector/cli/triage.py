@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from collector.core import NO_SEVERITY, SEVERITIES, Finding, Findings
+from collector.core import NO_SEVERITY, SEVERITIES, Finding, Findings, response_time_text
 
 # One style per level of collector.core's scale, most severe first.
 _SEVERITY_STYLE = dict(
@@ -43,7 +43,8 @@ def triage_command(bundle: str, as_json: bool, rules_path: str | None) -> None:
 def show(console: Console, doc: Findings) -> None:
     """The human summary: severity, the step-2 answers, one block per finding, what could not be judged."""
     style = _SEVERITY_STYLE.get(doc.severity, "")
-    console.print(f"[{style}]severity {doc.severity}[/{style}]  {escape(doc.summary)}")
+    respond = f" — {response_time_text(doc.severity)}" if response_time_text(doc.severity) else ""
+    console.print(f"[{style}]severity {doc.severity}[/{style}]{respond}  {escape(doc.summary)}")
     q = doc.questions
     for label, item in zip(_QUESTIONS, (q.affected, q.data_at_risk, q.down_or_degraded, q.security)):
         why = f" [dim]({escape(item.why)})[/dim]" if item.why else ""

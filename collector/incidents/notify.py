@@ -65,6 +65,7 @@ class Channels:
     chat: tuple[Chat, ...] = ()
     ticket_system: str = ""  # "" = no ticket notes
     page_url: str = ""  # the incidents page, linked from every text when set
+    status_page: str = ""  # the public status page the runbook's updates link to (setting status_page_url)
 
     @property
     def secrets(self) -> list[str]:
@@ -152,6 +153,9 @@ def load_channels(settings: Settings | None = None) -> Channels:
     fallback = str(getattr(settings, "serve_ticket_system", "") or "")
     if not channels.ticket_system and fallback:
         channels = replace(channels, ticket_system=fallback)
+    status_page = str(getattr(settings, "status_page_url", "") or "")
+    if status_page:
+        channels = replace(channels, status_page=status_page)
     return channels
 
 
@@ -196,16 +200,16 @@ def update_text(incident: Incident, stage: str, now: _dt.datetime, channels: Cha
     body = ""
     if incident.bundles:
         from collector.bundle import Bundle
-        from collector.report import build, fmt_time, render_text  # the report step owns the templates
+        from collector.report import build, status_update  # the report step owns the templates
 
         try:
-            data = build(Bundle.open(Path(incident.bundles[-1])))
-            body = render_text(
-                f"comms/{stage}.txt.j2",
+            data = build(Bundle.open(Path(incident.bundles[-1])), incident)
+            body = status_update(
                 data,
-                now=fmt_time(now),
-                next_update=fmt_time(now + every),
-                next_update_min=minutes,
+                stage,
+                now,
+                every,
+                status_page=channels.status_page,
                 commander=incident.commander or "not assigned yet",
             )
         except Exception as exc:  # noqa: BLE001 - the update still goes out, from the incident alone
@@ -223,6 +227,7 @@ def update_text(incident: Incident, stage: str, now: _dt.datetime, channels: Cha
             f"Hosts affected: {', '.join(incident.hosts) or 'none identified yet'}\n"
             + ("Evidence collection is under way.\n" if not incident.bundles else body)
             + (f"Next update: {iso_z(now + every)} (in {minutes} minutes)\n" if stage != "resolved" else "")
+            + (f"Status page: {channels.status_page}\n" if channels.status_page else "")
         )
     return body.rstrip("\n") + "\n\n" + _facts(incident, now, channels) + "\n"
 

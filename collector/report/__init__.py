@@ -25,6 +25,7 @@ from collector.report.render import (
     render_comms,
     render_reports,
     render_text,
+    status_update,
 )
 from collector.report.timeline import (
     _ERROR_LINE,
@@ -75,4 +76,5 @@ __all__ = [
     "render_reports",
     "render_text",
     "severity_rank",
+    "status_update",
 ]

@@ -12,10 +12,12 @@ from collector import __version__
 from collector.core import (
     NO_SEVERITY,
     SEVERITIES,
+    SEVERITY_MEANING,
     ActionRecord,
     Evidence,
     Finding,
     Findings,
+    Incident,
     IncidentSummary,
     MitigationSuggestion,
     UsageError,
@@ -74,6 +76,45 @@ _PREVENTION: tuple[tuple[str, str], ...] = (
 )
 
 
+# The runbook's post-mortem: held and published within 48 hours of resolution.
+POST_MORTEM_WITHIN = _dt.timedelta(hours=48)
+# The runbook's lessons-learned prompts, for the post-mortem to answer.
+LESSON_PROMPTS: tuple[str, ...] = ("What went well", "What went wrong", "Where we got lucky")
+# Key figures that speak of capacity (the fourth stock action item names those that crossed a threshold).
+_CAPACITY_FIGURES = (
+    "pg_connections",
+    "mem_used_pct",
+    "disk_max_pct",
+    "redis_used_memory",
+    "cpu_busy_pct",
+    "load_per_core",
+    "io_util_max_pct",
+)
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """One of the runbook's timeline milestones: when it happened ("unknown" when the evidence does not
+    say) and what marks it (or why it is not known)."""
+
+    name: str  # Detected, Acknowledged, Investigating, Mitigated, Resolved
+    when: str
+    what: str
+
+    @property
+    def known(self) -> bool:
+        return self.when != "unknown"
+
+
+@dataclass(frozen=True)
+class PostMortem:
+    """The post-mortem meeting: within 48 h of resolution (`due`, None while unresolved), who, what."""
+
+    due: str | None
+    attendees: tuple[str, ...]
+    agenda: tuple[tuple[str, str], ...]  # (item, what it covers)
+
+
 @dataclass
 class ReportData:
     """Everything the templates see, computed once from the bundle."""
@@ -114,6 +155,15 @@ class ReportData:
     summary: IncidentSummary | None = (
         None  # what the header, TICKET.md, the ticket subject and comms say first
     )
+    # The runbook's incident report template and status updates, each from the values above:
+    date: str = "unknown"  # the day the incident began (YYYY-MM-DD)
+    severity_meaning: str = ""  # "major degradation"
+    response_time: str = ""  # "respond within 15 minutes"
+    cause: str = ""  # the root cause in one line (the most severe finding, where)
+    fix: str = ""  # what fixed it in one line (the applied remediations), or what is suggested
+    milestones: list[Milestone] = field(default_factory=list)
+    postmortem: PostMortem = field(default_factory=lambda: PostMortem(None, (), ()))
+    lesson_prompts: tuple[str, ...] = LESSON_PROMPTS
     problems: list[str] = field(default_factory=list)  # side files we could not read, said in the report
     side_files: list[str] = field(default_factory=list)  # derived files present (findings.json, actions.json)
 
@@ -225,11 +275,15 @@ def normalise_findings(findings: Findings | None) -> list[FindingView]:
     return [FindingView.of(f, titles) for f in (findings.findings if findings else ())]
 
 
-def action_items(findings: list[FindingView], actions: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Pre-filled follow-ups: mitigate (unless done) and prevent each finding; owners left to fill."""
+def action_items(
+    findings: list[FindingView], actions: list[dict[str, Any]], figures: list[FigureRow] | None = None
+) -> list[dict[str, str]]:
+    """The runbook's four stock action items (monitoring, the root-cause fix, the runbook, capacity) for the
+    most severe finding, then each finding's mitigation (unless done) and prevention; owner and due date
+    are left blank for the post-mortem to fill."""
     done = {str(a.get("action")) for a in actions if _action_succeeded(a)}
-    items: list[dict[str, str]] = []
-    seen: set[str] = set()
+    items = _stock_items(findings, figures or [])
+    seen: set[str] = {_prevention_for(findings[0])} if findings else set()
     for finding in findings:
         action = finding.mitigation.action if finding.mitigation else ""
         command = finding.command or action
@@ -240,7 +294,7 @@ def action_items(findings: list[FindingView], actions: list[dict[str, Any]]) -> 
                     "what": f"Mitigate “{finding.title}”: {command}",
                     "finding": finding.id,
                     "priority": finding.severity,
-                    "owner": "TBD",
+                    "owner": "",
                 }
             )
         prevention = _prevention_for(finding)
@@ -251,19 +305,38 @@ def action_items(findings: list[FindingView], actions: list[dict[str, Any]]) -> 
                     "what": f"Prevent recurrence of “{finding.title}”: {prevention}",
                     "finding": finding.id,
                     "priority": finding.severity,
-                    "owner": "TBD",
+                    "owner": "",
                 }
             )
-    if findings:
-        items.append(
-            {
-                "what": "Hold the post-mortem and publish this report within 24 h",
-                "finding": "",
-                "priority": findings[0].severity,
-                "owner": "incident commander",
-            }
-        )
     return items
+
+
+def _stock_items(findings: list[FindingView], figures: list[FigureRow]) -> list[dict[str, str]]:
+    """The runbook's four action items, filled with this incident's cause, scenario and strained figures."""
+    top = findings[0] if findings else None
+    cause = f"“{top.title}”" if top else "the cause named in the post-mortem"
+    scenario = f"the “{top.scenario}” scenario" if top and top.scenario else f"the scenario of {cause}"
+    strained = [
+        f"{row.label} {row.value} on {row.host or 'the fleet'}"
+        for row in figures
+        if row.bad and row.key in _CAPACITY_FIGURES
+    ]
+    capacity = (
+        "; ".join(strained)
+        if strained
+        else f"headroom on {', '.join(top.hosts)}"
+        if top and top.hosts
+        else "headroom of every tier"
+    )
+    texts = (
+        f"Add monitoring: an alert on {cause} that fires before users notice it",
+        "Fix the root cause (the mitigation only bought time): "
+        + (_prevention_for(top) if top else "find it in the post-mortem (5 whys)"),
+        f"Update the runbook: {scenario}, with what this incident taught (signals, commands, timings)",
+        f"Review capacity planning: {capacity}",
+    )
+    priority = top.severity if top else "—"
+    return [{"what": t, "finding": top.id if top else "", "priority": priority, "owner": ""} for t in texts]
 
 
 def _prevention_for(finding: FindingView) -> str:
@@ -433,8 +506,9 @@ def host_matrix(bundle: Any) -> tuple[list[str], list[dict[str, Any]]]:
     return probe_names, rows
 
 
-def build(bundle: Any) -> ReportData:
-    """Gather every value the templates need from an opened bundle."""
+def build(bundle: Any, incident: Incident | None = None) -> ReportData:
+    """Gather every value the templates need from an opened bundle (and, for serve's comms, the incident
+    it was collected for: its opening, acknowledgement and resolution times)."""
     manifest = bundle.manifest
     problems: list[str] = []
     triaged = read_findings(bundle)  # strict: another schema or a missing field stops the report, loudly
@@ -454,7 +528,10 @@ def build(bundle: Any) -> ReportData:
     collection_start = parse_time(manifest.get("started"))
     collection_end = parse_time(manifest.get("finished"))
     started_at = _incident_start(timeline, affected, _about_memory(findings)) or collection_start
-    resolved_at = _resolved_at(actions)
+    opened_at = parse_time(incident.opened_at) if incident else None
+    if opened_at and (started_at is None or opened_at < started_at):
+        started_at = opened_at  # the incident's alert came before anything the bundle saw
+    resolved_at = _resolved_at(actions) or (parse_time(incident.resolved_at) if incident else None)
     end_at = resolved_at or collection_end
     duration = (end_at - started_at).total_seconds() if started_at and end_at else None
 
@@ -481,7 +558,7 @@ def build(bundle: Any) -> ReportData:
         timeline=timeline,
         actions=actions,
         before_after=before_after_rows(actions),
-        action_items=action_items(findings, actions),
+        action_items=action_items(findings, actions, figure_rows(figures)),
         root_cause=_root_cause(findings),
         resolution=_resolution(actions),
         lessons=_lessons(timeline, started_at, collection_start, resolved_at),
@@ -503,8 +580,150 @@ def build(bundle: Any) -> ReportData:
         summary=summary,
         problems=problems,
         side_files=[n for n in ("findings.json", "actions.json") if bundle.exists(n)],
+        date=started_at.strftime("%Y-%m-%d") if started_at else "unknown",
+        severity_meaning=SEVERITY_MEANING.get(summary.severity, ""),
+        response_time=summary.response_time,
+        cause=_cause(findings, triaged),
+        fix=_fix(findings, actions),
+        milestones=milestones(timeline, actions, manifest, resolved_at, incident),
+        postmortem=post_mortem(resolved_at, host_rows, affected, actions, findings),
     )
     return data
+
+
+def _cause(findings: list[FindingView], triaged: Findings | None) -> str:
+    """The root cause in one line: the most severe finding and where (triage orders live causes first)."""
+    if triaged is None:
+        return "not known yet: triage has not run on the evidence"
+    if not findings:
+        return "not identified: nothing crossed the runbook's thresholds"
+    top = findings[0]
+    return (
+        top.title
+        + (f" on {top.where}" if top.where else "")
+        + (f" (runbook scenario “{top.scenario}”)" if top.scenario else "")
+    )
+
+
+def _where(action: dict[str, Any]) -> str:
+    """`kill-idle-connections (minutes=5) on db1`: a remediation, its parameters and its hosts."""
+    hosts = [h for h, _ in action["host_results"]]
+    return (
+        str(action["name"])
+        + (f" ({action['params_text']})" if action["params_text"] else "")
+        + (f" on {', '.join(hosts)}" if hosts else "")
+    )
+
+
+def _fix(findings: list[FindingView], actions: list[dict[str, Any]]) -> str:
+    """What fixed it in one line: each applied remediation and whether verification passed."""
+    if actions:
+        return "; ".join(
+            _where(a) + (", verified" if a["succeeded"] else ", not verified yet") for a in actions
+        )
+    command = next((f.command for f in findings if f.command), "")
+    return "none applied yet" + (f"; suggested: {command}" if command else "")
+
+
+def milestones(
+    timeline: list[TimelineEvent],
+    actions: list[dict[str, Any]],
+    manifest: dict[str, Any],
+    resolved_at: _dt.datetime | None,
+    incident: Incident | None = None,
+) -> list[Milestone]:
+    """The runbook's timeline milestones from the alerts, the collection, the remediations and (when known)
+    the incident's own record; "unknown" where none of them says."""
+    unknown = "unknown"
+    alerts = [e for e in timeline if e.kind == "alert"]
+    opened = parse_time(incident.opened_at) if incident else None
+    if alerts and (opened is None or alerts[0].at <= opened):
+        detected = Milestone("Detected", fmt_time(alerts[0].at), alerts[0].text)
+    elif opened:
+        detected = Milestone(
+            "Detected", fmt_time(opened), f"incident {incident.id if incident else ''} opened"
+        )
+    else:
+        detected = Milestone("Detected", unknown, "no alert in the evidence bundle")
+    acked = parse_time(incident.acked_at) if incident else None
+    acknowledged = (
+        Milestone("Acknowledged", fmt_time(acked), f"by {incident.commander or 'the responder'}")
+        if acked and incident
+        else Milestone(
+            "Acknowledged", unknown, "not in the evidence bundle (`collector incident ack` records it)"
+        )
+    )
+    started = parse_time(manifest.get("started"))
+    investigating = (
+        Milestone(
+            "Investigating", fmt_time(started), f"evidence collection started ({manifest.get('pattern')})"
+        )
+        if started
+        else Milestone("Investigating", unknown, "the collection's start is not recorded")
+    )
+    applied = [a for a in actions if parse_time(a.get("applied_finished")) and _hosts_ok(a)]
+    mitigated = (
+        Milestone("Mitigated", applied[0]["applied_text"], f"{_where(applied[0])} applied")
+        if applied
+        else Milestone("Mitigated", unknown, "no mitigation applied yet")
+    )
+    if resolved_at and actions and actions[-1]["succeeded"]:
+        resolved = Milestone("Resolved", fmt_time(resolved_at), f"verification {actions[-1]['verify_text']}")
+    elif resolved_at:
+        resolved = Milestone(
+            "Resolved", fmt_time(resolved_at), "incident resolved (alerts cleared, step 5 passed)"
+        )
+    else:
+        resolved = Milestone("Resolved", unknown, "not resolved yet")
+    return [detected, acknowledged, investigating, mitigated, resolved]
+
+
+def _hosts_ok(action: dict[str, Any]) -> bool:
+    return all(res["status"] in ("ok", "changed") for _, res in action["host_results"]) and bool(
+        action["host_results"]
+    )
+
+
+def post_mortem(
+    resolved_at: _dt.datetime | None,
+    host_rows: list[dict[str, Any]],
+    affected: list[str],
+    actions: list[dict[str, Any]],
+    findings: list[FindingView],
+) -> PostMortem:
+    """The post-mortem meeting: due 48 h after resolution; the people an SRE would invite; the agenda."""
+    roles = sorted(
+        {
+            role.strip()
+            for r in host_rows
+            if r["host"] in affected
+            for role in r["roles"].split(",")
+            if role.strip()
+        }
+    )
+    actors: dict[str, list[str]] = {}
+    for action in actions:
+        for who, did in ((action.get("requester"), "requested"), (action.get("approver"), "approved")):
+            if who and did not in actors.setdefault(str(who), []):
+                actors[str(who)].append(did)
+    attendees = [
+        "incident commander",
+        "on-call engineer(s)",
+        "service owner(s)" + (f" of {', '.join(roles)}" if roles else ""),
+    ]
+    if actors:
+        attendees.append(
+            "who acted: " + ", ".join(f"{who} ({' and '.join(did)})" for who, did in actors.items())
+        )
+    top = findings[0].title if findings else "the symptom"
+    agenda = (
+        ("Timeline review", "the milestones and events above; where did the time between them go?"),
+        ("Root cause analysis (5 whys)", f"from “{top}” down to a cause a fix removes"),
+        ("Action items", "an owner and a due date for each TODO above"),
+        ("Process improvements", "alerting, the runbook, comms and escalation"),
+    )
+    due = fmt_time(resolved_at + POST_MORTEM_WITHIN) if resolved_at else None
+    return PostMortem(due, tuple(attendees), agenda)
 
 
 def _about_memory(findings: list[FindingView]) -> bool:
@@ -596,5 +815,4 @@ def _lessons(
             f"{fmt_duration((started - deploys[-1].at).total_seconds())}: "
             "was it the trigger?"
         )
-    lines += ["What went well: …", "What went wrong: …", "Where we got lucky: …"]
     return lines

@@ -163,21 +163,62 @@ def render_reports(
     return written
 
 
-def render_comms(bundle_path: str | Path, stage: str, now: _dt.datetime | None = None) -> str:
-    """The runbook's status update for `stage` (initial, mitigation, resolved), ready to paste."""
+def render_comms(
+    bundle_path: str | Path, stage: str, now: _dt.datetime | None = None, *, status_page: str | None = None
+) -> str:
+    """The runbook's status update for `stage` (initial, mitigation, resolved), ready to paste.
+
+    `status_page` defaults to the `status_page_url` setting.
+    """
     if stage not in STAGES:
         raise UsageError(f"unknown comms stage {stage!r}: choose from {', '.join(STAGES)}")
+    if status_page is None:
+        from collector.config import load_settings
+
+        status_page = load_settings().status_page_url
     bundle = _open(bundle_path)
     data = build(bundle)
     moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
-    text = render_text(
+    text = status_update(data, stage, moment, _dt.timedelta(minutes=NEXT_UPDATE_MIN), status_page=status_page)
+    return _redact(text)
+
+
+def status_update(
+    data: ReportData,
+    stage: str,
+    now: _dt.datetime,
+    every: _dt.timedelta,
+    *,
+    status_page: str = "",
+    commander: str | None = None,
+) -> str:
+    """One comms template filled (`collector comms` and serve's updates both come through here): the
+    update's time, the next one's (`every` later), the ETA, the status page link and the commander."""
+    next_update = fmt_time(now + every)
+    return render_text(
         f"comms/{stage}.txt.j2",
         data,
-        now=fmt_time(moment),
-        next_update=fmt_time(moment + _dt.timedelta(minutes=NEXT_UPDATE_MIN)),
-        next_update_min=NEXT_UPDATE_MIN,
+        now=fmt_time(now),
+        next_update=next_update,
+        next_update_min=int(every.total_seconds() // 60),
+        eta=eta(data, next_update),
+        status_page=status_page or "not configured (setting status_page_url)",
+        commander=commander or "<name>",
     )
-    return _redact(text)
+
+
+def eta(data: ReportData, next_update: str) -> str:
+    """The runbook's ETA, as honest as the evidence allows: restored, verifying, or not known yet (and what
+    it waits for)."""
+    if data.resolved:
+        return f"service restored at {data.resolved} (verified); monitoring until {next_update}"
+    applied = [a for a in data.actions if a.get("applied_finished")]
+    if applied:
+        return f"mitigation applied at {applied[-1]['applied_text']}; verifying, next update by {next_update}"
+    command = next((f.command for f in data.findings if f.command), "")
+    if command:
+        return f"not known yet; pending approval of `{command}`, next update by {next_update}"
+    return f"not known yet; investigating, next update by {next_update}"
 
 
 def _redact(text: str) -> str:

@@ -13,6 +13,7 @@ import secrets
 import sys
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,51 @@ def test_each_stage_is_the_comms_template_filled_from_the_incident(
         now,
     )
     assert "INCIDENT [?] AppDown" in bare and "Commander: not assigned yet" in bare
+
+
+def test_resolved_update_takes_the_incidents_times_and_the_configured_status_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve's resolved update: downtime from the incident's start to its resolution (the bundle was
+    collected before anything was applied), the status page from the settings, the runbook's closing lines."""
+    from collector.config import load_settings
+    from collector.core import Incident
+    from collector.incidents import notify
+
+    status_page = "https://status.example.com/"
+    settings_file = tmp_path / "collector.yml"
+    settings_file.write_text(f"status_page_url: {status_page}\n")
+    incidents_file = tmp_path / "incidents.yml"
+    incidents_file.write_text("notify: {}\n")
+    monkeypatch.setenv("COLLECTOR_CONFIG", str(settings_file))
+    monkeypatch.setenv("COLLECTOR_INCIDENTS_CONFIG", str(incidents_file))
+    monkeypatch.delenv("COLLECTOR_STATUS_PAGE_URL", raising=False)
+    monkeypatch.delenv("COLLECTOR_CHAT_WEBHOOK", raising=False)
+    channels = notify.load_channels(load_settings())
+    assert channels.status_page == status_page
+
+    bundle = tickets.build_bundle(tmp_path / "bundles", severity="P1")
+    incident = Incident(
+        id="inc-r",
+        group_key="g",
+        title="AppDown",
+        state="resolved",
+        severity="P1",
+        commander="Sam Responder",
+        opened_at="2026-11-28T03:00:00.000Z",
+        acked_at="2026-11-28T03:04:00.000Z",
+        resolved_at="2026-11-28T03:40:00.000Z",
+        bundles=(str(bundle),),
+        hosts=("app1",),
+    )
+    now = _dt.datetime(2026, 11, 28, 3, 41, tzinfo=_dt.UTC)
+    text = notify.update_text(incident, "resolved", now, channels)
+    assert "Duration: 40 min 00 s of downtime (2026-11-28 03:00:00 UTC → 2026-11-28 03:40:00 UTC)" in text
+    assert "Root cause: App health check failing on app1" in text
+    assert "A detailed post-mortem will be published within 48 hours (by 2026-11-30 03:40:00 UTC)." in text
+    assert "Thank you for your patience." in text and f"Status page: {status_page}\n" in text
+    assert "verification has not passed" not in text  # serve resolves only once step 5 passes
+    initial = notify.update_text(replace(incident, state="open", resolved_at=None), "initial", now, channels)
+    assert (
+        f"Status page: {status_page}\n" in initial and "Severity: P1 — respond within 15 minutes" in initial
+    )

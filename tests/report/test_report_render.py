@@ -318,10 +318,11 @@ def test_markdown_parses_as_commonmark_with_the_same_facts(make_bundle: MakeBund
         "Findings",
         "Key figures",
         "Hosts and probes",
-        "Root cause",
+        "Root cause analysis",
         "Resolution",
         "Action items",
         "Lessons learned",
+        "Post-mortem meeting",
     ]
     rendered = _text_of_html(strict.render(md))
     for fact in (
@@ -368,7 +369,7 @@ def test_report_without_triage_or_actions_still_renders(make_bundle: MakeBundle)
     path = make_bundle(findings=None)
     report.render_reports(path)
     md = (path / "report.md").read_text()
-    assert "# [unknown] Incident inc-test" in md
+    assert md.startswith("# Incident Report: inc-test\n") and "**[unknown] Incident inc-test**" in md
     assert "Triage has not run" in md and "No remediation recorded" in md
 
 
