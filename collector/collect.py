@@ -22,7 +22,7 @@ from typing import Any
 
 from collector import envfile
 from collector.bundle import Bundle, BundleWriter
-from collector.config import Settings, load_settings
+from collector.config import Settings, check_fleet_settings, load_settings
 from collector.core import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -228,6 +228,7 @@ def collect(
     out_dir: str | None = None,
     timeout_s: float | None = None,
     engine: str | None = None,
+    forks: int | None = None,
     incident: str | None = None,
     redact: bool | None = None,
     catalogue: str | None = None,
@@ -238,9 +239,16 @@ def collect(
 ) -> CollectOutcome:
     """Collect from every host matching `pattern`; bad input raises UsageError before anything is written."""
     settings = load_settings(
-        inventory=inventory, out_dir=out_dir, timeout_s=timeout_s, engine=engine, since=since, redact=redact
+        inventory=inventory,
+        out_dir=out_dir,
+        timeout_s=timeout_s,
+        engine=engine,
+        since=since,
+        redact=redact,
+        forks=forks,
     )
     since_value = check_since(settings.since)
+    check_fleet_settings(settings)
     if settings.engine not in ENGINES:
         raise UsageError(f"unknown engine {settings.engine!r}: choose one of {', '.join(ENGINES)}")
     if settings.timeout_s <= 0:

@@ -24,6 +24,15 @@ class Settings:
     engine: str = "ssh"
     timeout_s: float = 30.0  # per-probe default timeout
     connect_timeout_s: float = 10.0
+    # Hosts collected at once, both engines (ssh: a pool of this many workers; ansible: --forks). 50 was the
+    # fastest of 10/25/50 for 33 lab hosts, direct and behind a bastion (README "Fleets and bastions").
+    forks: int = 50
+    # New SSH handshakes in flight to any one sshd (an address, or a target behind a given jump host): below
+    # OpenSSH's MaxStartups start value (10), so sshd never drops one of ours at random.
+    handshakes_per_sshd: int = 8
+    # A handshake cut short the way a throttling sshd cuts it (banner never read, reset or EOF during key
+    # exchange) is tried again this many times, after 0.5, 1, 2 s ... (jittered); timeouts and refusals never.
+    connect_retries: int = 3
     since: str = "10m"
     cap_bytes: int = 25 * 1024 * 1024
     redact: bool = True
@@ -144,3 +153,13 @@ def load_settings(**explicit: Any) -> Settings:
             continue
         values[f.name] = _coerce(f.name, f.type, raw)
     return Settings(**values)
+
+
+def check_fleet_settings(settings: Settings) -> None:
+    """forks and handshakes_per_sshd at least 1, connect_retries at least 0: else UsageError."""
+    if settings.forks < 1:
+        raise UsageError(f"forks must be at least 1 (got {settings.forks})")
+    if settings.handshakes_per_sshd < 1:
+        raise UsageError(f"handshakes_per_sshd must be at least 1 (got {settings.handshakes_per_sshd})")
+    if settings.connect_retries < 0:
+        raise UsageError(f"connect_retries must be 0 or more (got {settings.connect_retries})")

@@ -217,6 +217,12 @@ def _show(outcome: collect_step.CollectOutcome, as_json: bool) -> None:
     "--engine", metavar="|".join(ENGINES), help="ssh (default, fastest) or ansible (playbooks/collect.yml)."
 )
 @click.option(
+    "--forks",
+    type=int,
+    metavar="N",
+    help="Hosts collected at once, both engines (default 50; COLLECTOR_FORKS).",
+)
+@click.option(
     "--incident", metavar="ID", help="Incident id (bundle name). Default: derived from pattern and time."
 )
 @click.option(
@@ -233,6 +239,7 @@ def collect_command(
     as_json: bool,
     timeout_s: float | None,
     engine: str | None,
+    forks: int | None,
     incident: str | None,
     no_redact: bool,
     catalogue: str | None,
@@ -250,6 +257,7 @@ def collect_command(
                 out_dir=out_dir,
                 timeout_s=timeout_s,
                 engine=engine,
+                forks=forks,
                 incident=incident,
                 redact=False if no_redact else None,
                 catalogue=catalogue,

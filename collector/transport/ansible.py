@@ -8,8 +8,10 @@ in the user's home.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -29,8 +31,8 @@ from collector.transport import (
     failed_host,
     parse_response,
 )
+from collector.transport.ssh import jump_hosts, ssh_options
 
-FORKS_CAP = 50
 MAX_EVENT_RES = 1 << 31
 RUNNER_TASK = "Run the probe runner with this host's probes."
 _HOST_EVENTS = {
@@ -79,18 +81,22 @@ class PlaybookRun:
 
 
 def ansible_env(
-    workdir: Path, *, connect_timeout_s: float = 10.0, forks: int | None = None
+    workdir: Path, *, connect_timeout_s: float = 10.0, forks: int | None = None, jump_config: str = ""
 ) -> dict[str, str]:
     """Environment for ansible-playbook: private state dirs, pipelining, no facts, ssh reuse, keys checked."""
     for sub in ("home", "tmp", "cp"):
         (workdir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    ssh_config = workdir / "ssh_config"
+    ssh_config.write_text(run_ssh_config(workdir / "cp", jump_config))
     env = {
         # ANSIBLE_HOME alone still leaves control sockets in ~/.ansible/cp: set their dir too.
         "ANSIBLE_HOME": str(workdir / "home"),
         "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(workdir / "cp"),
         "ANSIBLE_PERSISTENT_CONTROL_PATH_DIR": str(workdir / "cp"),
-        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s",
+        # -F: this run's ssh_config, which OpenSSH also hands to the ssh it runs for a ProxyJump hop, so
+        # every host behind a jump host reuses one connection to it (run_ssh_config).
+        "ANSIBLE_SSH_ARGS": f"-F {shlex.quote(str(ssh_config))} -o ControlMaster=auto -o ControlPersist=30s",
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_GATHERING": "explicit",
         "ANSIBLE_HOST_KEY_CHECKING": "True",
@@ -113,6 +119,93 @@ def ansible_env(
     if forks:
         env["ANSIBLE_FORKS"] = str(forks)
     return env
+
+
+def run_ssh_config(control_dir: Path, jump_config: str = "") -> str:
+    """One run's ssh_config (`-F`): every jump host connection is a ControlMaster its hosts share.
+
+    OpenSSH passes `-F` (and only that) to the `ssh -W` it runs for a ProxyJump hop, so a ProxyJump written
+    in ansible_ssh_common_args reaches the jump host once per run instead of once per host: sshd's
+    MaxStartups (10:30:100) on a bastion no longer drops hosts. `jump_config` gives each jump host the key
+    and known_hosts of the hosts behind it (jump_ssh_config); the user's and the system's ssh_config still
+    apply after it (first value wins in ssh_config).
+    """
+    return (
+        "# incident-collector: this run's OpenSSH settings (ANSIBLE_SSH_ARGS -F).\n"
+        f"{jump_config}"
+        "Host *\n"
+        "    ControlMaster auto\n"
+        f"    ControlPath {_ssh_word(str(control_dir / 'j-%C'))}\n"
+        "    ControlPersist 60s\n"
+        "    Include ~/.ssh/config\n"
+        "    Include /etc/ssh/ssh_config\n"
+    )
+
+
+def _ssh_word(text: str) -> str:
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def jump_ssh_config(targets: Iterable[Target]) -> str:
+    """A `Host` block per jump host of `targets`: the key, known_hosts and host key checking of the first
+    host behind it, so a hop is authenticated and checked as the ssh engine does it (the host's key)."""
+    blocks: dict[str, str] = {}
+    for target in targets:
+        hv = target.hostvars
+        key = hv.get("ansible_ssh_private_key_file") or hv.get("ansible_private_key_file")
+        options = ssh_options(hv)
+        for _user, host, _port in jump_hosts(hv):
+            if host in blocks or not re.fullmatch(r"[\w.:-]+", host):
+                continue
+            lines = [f"Host {host}"]
+            if key:
+                identity = _ssh_word(str(Path(str(key)).expanduser()))
+                lines += [f"    IdentityFile {identity}", "    IdentitiesOnly yes"]
+            if options.get("userknownhostsfile"):
+                lines.append(f"    UserKnownHostsFile {options['userknownhostsfile']}")
+            if options.get("stricthostkeychecking"):
+                lines.append(f"    StrictHostKeyChecking {options['stricthostkeychecking']}")
+            blocks[host] = "\n".join(lines) + "\n"
+    return "".join(blocks.values())
+
+
+_JUMP_WORDS = re.compile(r"proxyjump|(^|[\s'\"=])-J", re.IGNORECASE | re.MULTILINE)
+
+
+def mentions_jump_hosts(inventory_files: Iterable[str]) -> bool:
+    """Whether the inventory (its files and the group_vars/host_vars beside them) writes a ProxyJump."""
+    seen: set[Path] = set()
+    for name in inventory_files:
+        path = Path(name)
+        candidates = [path]
+        for folder in {path.parent, path.parent.parent}:
+            for sub in ("group_vars", "host_vars"):
+                if (folder / sub).is_dir():
+                    candidates += sorted(p for p in (folder / sub).rglob("*") if p.is_file())
+        for candidate in candidates:
+            if candidate in seen:
+                continue
+            seen.add(candidate)
+            try:
+                if _JUMP_WORDS.search(candidate.read_text(errors="replace")):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def _stop_masters(control_dir: Path) -> None:
+    """Ask this run's ControlMasters (hosts' and jump hosts') to exit now, not ControlPersist later."""
+    if not control_dir.is_dir():
+        return
+    for sock in control_dir.iterdir():
+        if sock.is_socket():
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "collector-master"],
+                check=False,
+                capture_output=True,
+                timeout=10,
+            )
 
 
 def _inventory_sources(inventory: str | Iterable[str]) -> list[str]:
@@ -176,6 +269,7 @@ def run_playbook(
     event_handler: Callable[[dict[str, Any]], Any] | None = None,
     cancel: threading.Event | None = None,
     unsafe_vars: bool = False,
+    jump_config: str = "",
 ) -> PlaybookRun:
     """Run a playbook through ansible-runner and return plain values (never raises for a host).
 
@@ -215,7 +309,9 @@ def run_playbook(
             limit=limit,
             cmdline=cmdline or None,
             forks=forks,
-            envvars=ansible_env(workdir, connect_timeout_s=connect_timeout_s, forks=forks),
+            envvars=ansible_env(
+                workdir, connect_timeout_s=connect_timeout_s, forks=forks, jump_config=jump_config
+            ),
             timeout=int(timeout_s) if timeout_s else None,
             quiet=True,
             suppress_env_files=True,
@@ -232,6 +328,7 @@ def run_playbook(
             str(runner.status), int(runner.rc if runner.rc is not None else -1), stats, hosts, artifacts
         )
     finally:
+        _stop_masters(workdir / "cp")
         shutil.rmtree(workdir, ignore_errors=True) if not keep else shutil.rmtree(
             workdir / "cp", ignore_errors=True
         )
@@ -325,12 +422,16 @@ class CollectRun:
             # ansible-runner's artifacts (events, stdout) are kept there when given,
             # else removed with the run.
             "private_dir": payload.extra.get("ansible_private_dir"),
-            "forks": FORKS_CAP,
+            "forks": settings.forks,
             "connect_timeout_s": settings.connect_timeout_s,
             "timeout_s": payload.extra.get("run_timeout_s"),
             "event_handler": self._on_event,
             "cancel": self.cancelled,
         }
+        # An inventory with a ProxyJump waits for the hosts (finish) before ansible-playbook starts: the run's
+        # ssh_config must name each jump host's key before the first hop is made (jump_ssh_config).
+        self.attached = threading.Event()
+        self.hold = mentions_jump_hosts(inventory_files)
         self.thread = threading.Thread(
             target=self._run, args=args, kwargs=kwargs, daemon=True, name="collect-ansible"
         )
@@ -338,6 +439,11 @@ class CollectRun:
 
     def _run(self, *args: Any, **kwargs: Any) -> None:
         try:
+            if self.hold:
+                while not self.attached.wait(0.1):
+                    if self.cancelled.is_set():
+                        return
+                kwargs["jump_config"] = jump_ssh_config((self.hosts or {}).values())
             self.outcome = run_playbook(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to finish(): the caller decides
             self.error = exc
@@ -376,6 +482,7 @@ class CollectRun:
             progress(name, "connecting", {})
         with self.lock:
             self.hosts, self.progress = hosts, progress
+            self.attached.set()
             for event in self.events:
                 self._apply(event)
             self.events = []
@@ -410,7 +517,7 @@ def start(pattern: str, payload: Payload, settings: Settings, inventory_files: l
 def run(
     hosts: dict[str, Target], payload: Payload, settings: Settings, progress: Progress
 ) -> dict[str, HostResult]:
-    """Collect with playbooks/collect.yml: one task per host, forks up to the host count (capped)."""
+    """Collect with playbooks/collect.yml: one task per host, `forks` hosts at a time."""
     inventory_files = payload.extra.get("inventory_files")
     if not inventory_files:
         raise ValueError("the ansible engine needs payload.extra['inventory_files']")

@@ -1,14 +1,21 @@
-"""The direct engine: fabric, one SSH connection and ONE channel per host, all hosts at once.
+"""The direct engine: fabric/paramiko, one SSH connection and ONE channel per host, `forks` hosts at a time.
 
 The runner goes in as `python3 -` with the request prepended to its source on stdin (secrets never
 reach argv). One channel per host keeps clear of sshd's MaxSessions; the runner itself runs the host's
 probes concurrently. Host keys are checked against the inventory's known_hosts (UserKnownHostsFile in
 ansible_ssh_common_args), never auto-added. `ansible_connection: local` runs the runner as a subprocess.
+
+Fleets and bastions: hosts behind the same jump host (ProxyJump) share ONE authenticated connection to it,
+each reaching its host over a `direct-tcpip` channel; new handshakes to any one sshd are bounded
+(`handshakes_per_sshd`, below OpenSSH's MaxStartups start of 10), and a handshake cut short the way a
+throttling sshd cuts it is tried again (`connect_retries`, backoff) before the host is called unreachable.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import random
 import select
 import shlex
 import socket
@@ -17,7 +24,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,7 +42,9 @@ from collector.transport import (
     runner_script,
 )
 
-MAX_THREADS = 128
+# The first retry of a throttled handshake waits this long; each next one twice as long (each jittered down
+# to half, so hosts throttled together do not come back together).
+RETRY_BACKOFF_S = 0.5
 # The runner answers within its slowest probe's timeout; past that plus this grace the host is failed.
 GRACE_S = 15.0
 _CHUNK = 1 << 16
@@ -175,81 +185,260 @@ def jump_hosts(hostvars: dict[str, Any]) -> list[tuple[str | None, str, int | No
     return hops
 
 
-def _connection(target: Target, settings: Settings) -> Any:
-    """A fabric Connection for the host, host keys checked at every hop against the inventory's known_hosts.
+def retry_delays(retries: int) -> list[float]:
+    """The waits before each retry of a throttled handshake, un-jittered: 0.5, 1, 2 s ..."""
+    return [RETRY_BACKOFF_S * 2**i for i in range(max(0, retries))]
 
-    Through a ProxyCommand (run as ssh would, %h/%p filled) or else the ProxyJump hops, as OpenSSH does.
+
+def worst_connect_s(settings: Settings) -> float:
+    """The most one host's handshakes can cost before it is unreachable (README "Fleets and bastions").
+
+    A host that does not answer or refuses costs one connect timeout (never retried); one whose sshd keeps
+    cutting handshakes short costs at most this: every attempt up to its connect timeout, plus the waits.
+    """
+    retries = max(0, settings.connect_retries)
+    return (1 + retries) * settings.connect_timeout_s + sum(retry_delays(retries))
+
+
+_THROTTLED_WORDS = (
+    "error reading ssh protocol banner",
+    "connection reset",
+    "reset by peer",
+    "broken pipe",
+    "eof",
+    "no existing session",
+)
+
+
+def looks_throttled(exc: BaseException) -> bool:
+    """True when a failed handshake looks like an sshd shedding load (MaxStartups, a busy bastion).
+
+    sshd drops a connection over MaxStartups right after accept: the client reads no banner (EOF or reset) or
+    loses the connection during key exchange. A timeout to connect, a refusal, a rejected key or a changed
+    host key say something else about the host; retrying them would only multiply what a down host costs.
+    """
+    from paramiko import AuthenticationException, BadHostKeyException, ChannelException, SSHException
+
+    if isinstance(exc, (AuthenticationException, BadHostKeyException, ChannelException)):
+        return False
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError)):
+        return True
+    if isinstance(exc, SSHException):
+        text = str(exc).lower()
+        if "timeout opening channel" in text or "not found in known_hosts" in text:
+            return False
+        return any(word in text for word in _THROTTLED_WORDS)
+    return False  # socket timeouts, refusals (NoValidConnectionsError), name errors
+
+
+class JumpHostDown(Exception):
+    """The jump host in front of a target could not be reached: the target is unreachable for that reason."""
+
+
+class _Jump:
+    """One authenticated connection to a jump host, shared by every host behind it for the whole run."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: Any = None
+        self.error: str | None = None
+
+
+def _spec(user: str | None, host: str, port: int | None) -> str:
+    return f"{user + '@' if user else ''}{host}{':' + str(port) if port else ''}"
+
+
+class Fleet:
+    """What hosts of one run share: jump host connections and the handshake gate of each sshd."""
+
+    def __init__(self, settings: Settings, live: _Live) -> None:
+        self.settings = settings
+        self.live = live
+        self.lock = threading.Lock()
+        self.jumps: dict[tuple[Any, ...], _Jump] = {}
+        self.gates: dict[tuple[Any, ...], threading.BoundedSemaphore] = {}
+
+    @contextmanager
+    def gate(self, key: tuple[Any, ...]) -> Iterator[None]:
+        """At most `handshakes_per_sshd` unauthenticated connections to one sshd at a time."""
+        with self.lock:
+            gate = self.gates.get(key)
+            if gate is None:
+                gate = self.gates[key] = threading.BoundedSemaphore(max(1, self.settings.handshakes_per_sshd))
+        with gate:
+            yield
+
+    def handshake(self, make: Callable[[], Any], gate_key: tuple[Any, ...]) -> Any:
+        """An opened (authenticated) Connection from `make`, retrying a throttled handshake with backoff."""
+        delays = retry_delays(self.settings.connect_retries)
+        attempt = 0
+        while True:
+            conn = None
+            try:
+                with self.gate(gate_key):
+                    conn = make()
+                    conn.open()
+                return conn
+            except Exception as exc:
+                _close(conn)
+                if attempt >= len(delays) or not looks_throttled(exc):
+                    if attempt:  # the reason says it was not a one-off
+                        exc.args = (f"{exc} (after {attempt + 1} attempts)",)
+                    raise
+            time.sleep(delays[attempt] * random.uniform(0.5, 1.0))  # jitter: throttled hosts spread out
+            attempt += 1
+
+    def connect(self, target: Target) -> Any:
+        """The target's opened Connection: direct, through its ProxyCommand, or over a jump host channel."""
+        hv = target.hostvars
+        host = str(hv.get("ansible_host") or target.name)
+        port = int(hv.get("ansible_port") or hv.get("ansible_ssh_port") or 22)
+        password = hv.get("ansible_password") or hv.get("ansible_ssh_pass")
+        proxy_command = ssh_options(hv).get("proxycommand")
+        if proxy_command and proxy_command.lower() != "none":
+            return self.handshake(
+                lambda: _connection(hv, self.settings, None, host, port, password, gateway=proxy_command),
+                ("direct", host),
+            )
+        hops = jump_hosts(hv)
+        if not hops:
+            return self.handshake(
+                lambda: _connection(hv, self.settings, None, host, port, password), ("direct", host)
+            )
+        # Each attempt asks for the jump connection again: one that died meanwhile is opened anew.
+        return self.handshake(
+            lambda: _connection(hv, self.settings, None, host, port, password, via=self._jump(hv, hops)[1]),
+            ("via", _jump_key(hv, hops), host),
+        )
+
+    def _jump(self, hv: dict[str, Any], hops: list[tuple[str | None, str, int | None]]) -> tuple[Any, Any]:
+        """(key, opened Connection) of the last of `hops`, reached through the ones before it.
+
+        Opened once per run under its own lock: the hosts behind it wait for that one handshake instead of
+        each making their own. A jump host that failed stays failed for the run (its hosts cost nothing more).
+        """
+        key = _jump_key(hv, hops)
+        with self.lock:
+            jump = self.jumps.setdefault(key, _Jump())
+        with jump.lock:  # lock order: a longer chain's lock before a shorter one's, never the reverse
+            if jump.error is not None:
+                raise JumpHostDown(jump.error)
+            if jump.conn is not None and jump.conn.transport is not None and jump.conn.transport.is_active():
+                return key, jump.conn
+            _close(jump.conn)  # a jump connection that died mid-run is opened again, once per failure
+            user, host, port = hops[-1]
+            via = self._jump(hv, hops[:-1])[1] if len(hops) > 1 else None
+            gate_key = ("via", key[:-1], host) if via is not None else ("direct", host)
+            try:
+                jump.conn = self.handshake(
+                    lambda: _connection(hv, self.settings, user, host, port or 22, None, via=via), gate_key
+                )
+            except JumpHostDown:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every host behind it gets this as its reason
+                jump.error = f"jump host {_spec(user, host, port)} unreachable: {_describe(exc)}"
+                raise JumpHostDown(jump.error) from None
+            conn = jump.conn
+            self.live.add(lambda: _close(conn))
+            return key, jump.conn
+
+    def close(self) -> None:
+        """Close every jump host connection (the hosts' own are closed as each finishes)."""
+        with self.lock:
+            jumps = list(self.jumps.values())
+        for jump in jumps:
+            _close(jump.conn)
+
+
+def _jump_key(hv: dict[str, Any], hops: list[tuple[str | None, str, int | None]]) -> tuple[Any, ...]:
+    """What makes two hosts' jump connections the same one: the hops, the key and the trusted host keys."""
+    key = hv.get("ansible_ssh_private_key_file") or hv.get("ansible_private_key_file")
+    user = hv.get("ansible_user") or hv.get("ansible_ssh_user") or os.environ.get("USER", "root")
+    trusted = tuple(str(p) for p in known_hosts_files(hv))
+    chain = tuple((u or str(user), h, p or 22) for u, h, p in hops)
+    return (str(key or ""), trusted, _strict(hv), *chain)
+
+
+def _connection(
+    hv: dict[str, Any],
+    settings: Settings,
+    user: str | None,
+    host: str,
+    port: int,
+    password: Any,
+    *,
+    gateway: str | None = None,
+    via: Any = None,
+) -> Any:
+    """A fabric Connection (not yet opened), host keys checked against the inventory's known_hosts.
+
+    `gateway` is a ProxyCommand (run as ssh would, %h/%p filled); `via` an opened jump host Connection, over
+    which a `direct-tcpip` channel is opened now (bounded by the connect timeout: a target that does not
+    answer behind a bastion must not wait for the bastion's own TCP timeout). Every hop authenticates with
+    the host's key, never a password.
     """
     from fabric import Connection
     from paramiko import RejectPolicy, WarningPolicy
 
-    hv = target.hostvars
     key = hv.get("ansible_ssh_private_key_file") or hv.get("ansible_private_key_file")
-    password = hv.get("ansible_password") or hv.get("ansible_ssh_pass")
+    timeout = settings.connect_timeout_s
     connect_kwargs: dict[str, Any] = {
-        "banner_timeout": settings.connect_timeout_s,
-        "auth_timeout": settings.connect_timeout_s,
-        "channel_timeout": settings.connect_timeout_s,
+        "banner_timeout": timeout,
+        "auth_timeout": timeout,
+        "channel_timeout": timeout,
     }
     if key:
         connect_kwargs.update(
             key_filename=os.path.expanduser(str(key)), look_for_keys=False, allow_agent=False
         )
-    user = str(hv.get("ansible_user") or hv.get("ansible_ssh_user") or os.environ.get("USER", "root"))
-
-    def checked(conn: Any) -> Any:
-        for path in known_hosts_files(hv):
-            if path.is_file():
-                conn.client.load_host_keys(str(path))
-        # Fabric's default is AutoAddPolicy: an unknown key would be trusted silently. Not here.
-        conn.client.set_missing_host_key_policy(RejectPolicy() if _strict(hv) else WarningPolicy())
-        return conn
-
-    proxy_command = ssh_options(hv).get("proxycommand")
-    gateway: Any = proxy_command if proxy_command and proxy_command.lower() != "none" else None
-    for hop_user, hop_host, hop_port in (
-        [] if gateway else jump_hosts(hv)
-    ):  # a hop authenticates with the same key, never a password
-        gateway = checked(
-            Connection(
-                host=hop_host,
-                user=hop_user or user,
-                port=hop_port or 22,
-                connect_timeout=max(1, int(settings.connect_timeout_s)),
-                connect_kwargs=dict(connect_kwargs),
-                gateway=gateway,
-            )
-        )
     if password:
         connect_kwargs["password"] = str(password)
-    return checked(
-        Connection(
-            host=str(hv.get("ansible_host") or target.name),
-            user=user,
-            port=int(hv.get("ansible_port") or hv.get("ansible_ssh_port") or 22),
-            connect_timeout=max(1, int(settings.connect_timeout_s)),
-            connect_kwargs=connect_kwargs,
-            gateway=gateway,
+    if via is not None:
+        connect_kwargs["sock"] = via.transport.open_channel(
+            "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
         )
+    login = user or str(
+        hv.get("ansible_user") or hv.get("ansible_ssh_user") or os.environ.get("USER", "root")
     )
+    conn = Connection(
+        host=host,
+        user=login,
+        port=port,
+        connect_timeout=max(1, int(timeout)),
+        connect_kwargs=connect_kwargs,
+        gateway=gateway,
+    )
+    for path in known_hosts_files(hv):
+        if path.is_file():
+            conn.client.load_host_keys(str(path))
+    # Fabric's default is AutoAddPolicy: an unknown key would be trusted silently. Not here.
+    conn.client.set_missing_host_key_policy(RejectPolicy() if _strict(hv) else WarningPolicy())
+    return conn
 
 
 def _close(conn: Any) -> None:
-    """Close a connection and every jump host behind it (fabric leaves gateways open)."""
-    while conn is not None:
+    """Close a connection (and the jump channel under it); None and errors are ignored."""
+    if conn is None:
+        return
+    try:
         conn.close()
-        conn = conn.gateway if not isinstance(conn.gateway, str) else None
+    except Exception:  # noqa: BLE001, S110 - closing is best effort
+        pass
 
 
 def _describe(exc: BaseException) -> str:
-    from paramiko import AuthenticationException, BadHostKeyException, SSHException
+    from paramiko import AuthenticationException, BadHostKeyException, ChannelException, SSHException
 
+    if isinstance(exc, JumpHostDown):
+        return str(exc)
     if isinstance(exc, BadHostKeyException):
         return f"host key changed: {exc}"
     if isinstance(exc, AuthenticationException):
         return f"authentication failed: {exc}"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f"connect timeout: {exc or 'no answer'}"
+    if isinstance(exc, ChannelException):
+        return f"the jump host could not connect to it: {exc.text} (code {exc.code})"
     if isinstance(exc, SSHException) and "not found in known_hosts" in str(exc):
         return f"host key unknown (not in known_hosts): {exc}"
     return f"{type(exc).__name__}: {exc}"
@@ -263,18 +452,16 @@ def _python(target: Target) -> str:
 
 
 def run_ssh_host(
-    target: Target, payload: Payload, settings: Settings, progress: Progress, live: _Live
+    target: Target, payload: Payload, settings: Settings, progress: Progress, live: _Live, fleet: Fleet
 ) -> HostResult:
     """One host over one SSH connection; every failure is a HostResult."""
     request = payload.request(target)
     progress(target.name, "connecting", {})
     conn = None
     try:
-        conn = _connection(target, settings)
+        conn = fleet.connect(target)
         live.add(lambda: _close(conn))
-        conn.open()
     except Exception as exc:  # noqa: BLE001 - paramiko/socket/key errors: host unreachable, run goes on
-        _close(conn)  # a jump host that answered is not left open
         result = failed_host(target.name, target.roles, "unreachable", _describe(exc))
         progress(target.name, "done", {"status": result.status, "error": result.error, "result": result})
         return result
@@ -353,14 +540,19 @@ def run_local_host(
 
 
 def run_host(
-    target: Target, payload: Payload, settings: Settings, progress: Progress, live: _Live | None = None
+    target: Target,
+    payload: Payload,
+    settings: Settings,
+    progress: Progress,
+    live: _Live | None = None,
+    fleet: Fleet | None = None,
 ) -> HostResult:
     """Dispatch on ansible_connection: local runs here, anything else goes over SSH."""
     live = live or _Live()
     try:
         if str(target.hostvars.get("ansible_connection") or "ssh") == "local":
             return run_local_host(target, payload, settings, progress, live)
-        return run_ssh_host(target, payload, settings, progress, live)
+        return run_ssh_host(target, payload, settings, progress, live, fleet or Fleet(settings, live))
     except Exception as exc:  # noqa: BLE001 - a bug must cost one host, not the run
         return failed_host(target.name, target.roles, "failed", f"collector error: {exc!r}")
 
@@ -389,24 +581,32 @@ class _Live:
 def run(
     hosts: dict[str, Target], payload: Payload, settings: Settings, progress: Progress
 ) -> dict[str, HostResult]:
-    """Every host at once, one thread and one connection per host (at most MAX_THREADS at a time)."""
+    """Every host, `forks` at a time: a bounded pool of workers, one connection per host being collected."""
     results: dict[str, HostResult] = {}
     live = _Live()
-    gate = threading.BoundedSemaphore(MAX_THREADS)
+    fleet = Fleet(settings, live)
+    todo: queue.SimpleQueue[Target] = queue.SimpleQueue()
+    for target in hosts.values():
+        todo.put(target)
 
-    def work(target: Target) -> None:
-        with gate:
-            results[target.name] = run_host(target, payload, settings, progress, live)
+    def work() -> None:
+        while True:
+            try:
+                target = todo.get_nowait()
+            except queue.Empty:
+                return
+            results[target.name] = run_host(target, payload, settings, progress, live, fleet)
 
-    # Daemon threads, not a pool: after Ctrl-C the process must not wait for hosts still talking.
-    threads = [
-        threading.Thread(target=work, args=(t,), name=f"collect-{n}", daemon=True) for n, t in hosts.items()
+    # Daemon threads, not an executor: after Ctrl-C the process must not wait for hosts still talking.
+    workers = [
+        threading.Thread(target=work, name=f"collect-{n}", daemon=True)
+        for n in range(max(1, min(settings.forks, len(hosts))))
     ]
-    for thread in threads:
-        thread.start()
+    for worker in workers:
+        worker.start()
     try:
-        for thread in threads:
-            thread.join()
+        for worker in workers:
+            worker.join()
     except KeyboardInterrupt:
         live.close_all()
         done = dict(results)
@@ -415,4 +615,6 @@ def run(
                 name, failed_host(name, target.roles, "failed", "interrupted before this host answered")
             )
         raise Interrupted({n: done[n] for n in hosts}) from None
+    finally:
+        fleet.close()
     return {name: results[name] for name in hosts}

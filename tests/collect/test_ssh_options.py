@@ -30,7 +30,19 @@ def test_options_from_common_and_extra_args_with_quotes() -> None:
         ("-o ProxyJump=ssh://ops@[fd00::1]:2200", [("ops", "fd00::1", 2200)]),
         ("-o ProxyJump=none", []),
         ("-o UserKnownHostsFile=/k/h", []),
+        # what an Ansible user writes in ansible_ssh_common_args
+        ("-o StrictHostKeyChecking=yes -o ProxyJump=root@10.203.57.11", [("root", "10.203.57.11", None)]),
+        ("-o 'ProxyJump ops@bastion:2200' -o UserKnownHostsFile=/k/h", [("ops", "bastion", 2200)]),
+        ('-o "ProxyJump=ops@b1:2200,root@b2"', [("ops", "b1", 2200), ("root", "b2", None)]),
     ],
 )
 def test_proxyjump_hops(args: str, hops: list[tuple[str | None, str, int | None]]) -> None:
     assert jump_hosts({"ansible_ssh_common_args": args}) == hops
+
+
+def test_proxyjump_in_extra_args_counts_too() -> None:
+    hv = {
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=/k/h",
+        "ansible_ssh_extra_args": "-o ProxyJump=ops@bastion:2222",
+    }
+    assert jump_hosts(hv) == [("ops", "bastion", 2222)]
