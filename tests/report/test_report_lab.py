@@ -13,6 +13,7 @@ import pytest
 
 from collector import report
 from collector.bundle import Bundle
+from collector.core import response_time_text
 
 BIN = Path(sys.executable).parent
 
@@ -46,7 +47,14 @@ def test_collect_writes_reports_with_every_host_and_no_secret(lab: Any, lab_bund
     for host in lab.names:
         assert f"<th>{host}</th>" in html_text and f"| {host} |" in md, host
     assert f'id="severity">{findings["severity"]}<' in html_text
-    assert md.startswith(f"# [{findings['severity']}] ")
+    assert md.startswith(f"# Incident Report: {manifest['incident']}\n")
+    assert f"**[{findings['severity']}] " in md
+    # the runbook's milestones: investigation began when this collection did; nothing was applied
+    started = report.fmt_time(report.parse_time(manifest["started"]))
+    assert f"| Investigating | {started} |" in md and "| Mitigated | unknown |" in md
+    assert "## Post-mortem meeting" in md and "(not resolved yet)" in md
+    if findings["severity"] in ("P0", "P1", "P2", "P3"):
+        assert response_time_text(findings["severity"]) in md
     for finding in findings["findings"]:
         assert report.md_inline(finding["title"]) in md
     assert "Evidence collection started (lab," in md
