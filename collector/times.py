@@ -116,6 +116,31 @@ def find_ctime(text: str) -> _dt.datetime | None:
     return None
 
 
+# nginx's two stamps: the access log's [$time_local] `[01/Dec/2026:21:05:33 +0000]` (Common Log Format), and
+# the error log's `2026/12/01 21:05:33` at the start of a line (local time, no zone: UTC, as for dmesg -T).
+_NGINX_ACCESS = re.compile(
+    r"\[(?P<day>\d{2})/(?P<mon>[A-Z][a-z]{2})/(?P<year>\d{4}):(?P<clock>\d{2}:\d{2}:\d{2}) "
+    r"(?P<zone>[+-]\d{4})\]"
+)
+_NGINX_ERROR = re.compile(r"^(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2}) (?P<clock>\d{2}:\d{2}:\d{2}) ")
+
+
+def find_nginx_time(text: str) -> _dt.datetime | None:
+    """The stamp of an nginx access-log ([$time_local]) or error-log line, as UTC; else None."""
+    match = _NGINX_ACCESS.search(text)
+    if match is not None and match["mon"] in _MONTHS:
+        stamp = f"{match['year']}-{_MONTHS[match['mon']]:02d}-{match['day']} {match['clock']} {match['zone']}"
+    else:
+        match = _NGINX_ERROR.match(text)
+        if match is None:
+            return None
+        stamp = f"{match['year']}-{match['month']}-{match['day']} {match['clock']} +0000"
+    try:
+        return _dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S %z").astimezone(_dt.UTC)
+    except ValueError:  # 31/Nov: looks like a date, is not one
+        return None
+
+
 # syslog's yearless stamp at the start of a line: `Nov 28 05:40:01 app1 kernel: ...` (a weekday may lead).
 _SYSLOG = re.compile(
     r"^(?:[A-Z][a-z]{2} )?(?P<mon>[A-Z][a-z]{2})\s+(?P<day>\d{1,2}) "

@@ -592,6 +592,123 @@ def log_top_group(
     ]
 
 
+# ---------------------------------------------------------------- nginx
+
+
+def _nginx_output(bundle: BundleView, host: str, probe: str) -> Output | None:
+    """An nginx probe's output, or None on a host that runs no nginx: the probe was skipped (the inventory
+    names no nginx there) or not found (nginx is not installed). Anything else reads as read_probe does."""
+    entry = bundle.probe(host, probe)
+    if entry is not None and entry.get("status") in ("skipped", "not_found"):
+        return None
+    return read_probe(bundle, host, probe, allow_empty=True)
+
+
+def _shown(out: Output) -> list[p.Line]:
+    """The log lines of an nginx log probe (its `# ...` count line left out)."""
+    return [ln for ln in p.lines(out.text) if ln.text.strip() and not ln.text.startswith("# nginx ")]
+
+
+_NGINX_COUNTS = re.compile(
+    r"^# nginx access log since .*?: (?P<total>\d+) requests, \d+ with .*?\((?P<by>[^)]*)\)"
+)
+# The number after the quoted request line: the status nginx answered with (combined format and ours).
+_NGINX_STATUS = re.compile(r'"[A-Z]+ (?P<path>[^ "?]*)[^"]*" (?P<status>[1-5]\d\d) ')
+
+
+@measure
+def nginx_inactive(bundle: BundleView, host: str, probe: Any = "nginx_status") -> list[Measure]:
+    """True when the host's nginx unit is not active (users reach nothing); with what nginx -t says."""
+    out = _nginx_output(bundle, host, probe)
+    if out is None:
+        return []
+    unit = p.parse_systemctl_status(out.text)
+    if unit is None:
+        raise Unknown(f"probe {out.probe} on {host}: no 'Active:' line in the output")
+    test = re.search(r"configuration file \S+ test (is successful|failed)", out.text)
+    config = "?"
+    if test:
+        config = "configuration ok" if test.group(1) == "is successful" else "configuration test FAILED"
+    state = f"{unit.active} ({unit.sub})" if unit.sub else unit.active
+    fields = {"state": state, "config": config}
+    return [Measure(host, unit.active != "active", [out.evidence(unit.line)], fields)]
+
+
+@measure
+def nginx_upstream_errors(
+    bundle: BundleView, host: str, probe: Any = "nginx_access_errors", status: str = r"50[234]", show: int = 3
+) -> list[Measure]:
+    """Requests nginx answered with an upstream error (502 bad gateway, 503, 504 gateway timeout) in the
+    window: counted from the probe's count line (every line in the window, not only those shown)."""
+    out = _nginx_output(bundle, host, probe)
+    if out is None:
+        return []
+    wanted = re.compile(status)
+    hits: list[tuple[str, str, p.Line]] = []
+    for ln in _shown(out):
+        match = _NGINX_STATUS.search(ln.text)
+        if match and wanted.fullmatch(match["status"]):
+            hits.append((match["status"], match["path"], ln))
+    by_status: dict[str, int] = {}
+    counts = next((m for ln in p.lines(out.text) if (m := _NGINX_COUNTS.match(ln.text))), None)
+    if counts:
+        for key, number in re.findall(r"(\w+)=(\d+)", counts["by"]):
+            if wanted.fullmatch(key):
+                by_status[key] = int(number)
+    else:  # an output without the count line (an older catalogue): the lines shown are all there is
+        for code, _, _ in hits:
+            by_status[code] = by_status.get(code, 0) + 1
+    count = sum(by_status.values())
+    paths: dict[str, int] = {}
+    for _, path, _ in hits:
+        paths[path] = paths.get(path, 0) + 1
+    top = max(paths, key=lambda k: paths[k]) if paths else ""
+    lines_ = [ln for _, _, ln in hits]
+    return [
+        Measure(
+            host,
+            count,
+            [out.evidence(ln.number) for ln in lines_[:1] + lines_[1:][-(show - 1) :]] if lines_ else [],
+            {
+                "count": count,
+                "total": int(counts["total"]) if counts else "?",
+                "by_status": ", ".join(f"{n} × {code}" for code, n in sorted(by_status.items())) or "none",
+                "top_path": top or "?",
+                "first": lines_[0].text.strip()[:160] if lines_ else "",
+            },
+        )
+    ]
+
+
+@measure
+def nginx_upstream_failures(
+    bundle: BundleView, host: str, probe: Any = "nginx_error_log", show: int = 3
+) -> list[Measure]:
+    """Error-log lines of nginx failing to reach its upstream (triage.patterns.NGINX_UPSTREAM), by kind."""
+    out = _nginx_output(bundle, host, probe)
+    if out is None:
+        return []
+    hits = [ln for ln in _shown(out) if patterns.NGINX_UPSTREAM.search(ln.text)]
+    kinds: dict[str, int] = {}
+    for ln in hits:
+        kind = next(
+            (k for k, regex in patterns.NGINX_UPSTREAM_KINDS if re.search(regex, ln.text, re.IGNORECASE)), "?"
+        )
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return [
+        Measure(
+            host,
+            len(hits),
+            [out.evidence(ln.number) for ln in hits[:1] + hits[1:][-(show - 1) :]] if hits else [],
+            {
+                "count": len(hits),
+                "kinds": ", ".join(f"{k} × {n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])),
+                "first": hits[0].text.strip()[:200] if hits else "",
+            },
+        )
+    ]
+
+
 # ---------------------------------------------------------------- PostgreSQL
 
 

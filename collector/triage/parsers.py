@@ -285,7 +285,10 @@ def parse_redis_info(text: str) -> dict[str, tuple[str, int]]:
 
 
 def parse_time(text: str, year: int | None = None) -> _dt.datetime | None:
-    """The first timestamp in a line (ISO 8601, git's default, or syslog's yearless) as aware UTC."""
+    """The first timestamp in a line (nginx's, ISO 8601, git's default, or syslog's yearless) as aware UTC."""
+    stamp = times.find_nginx_time(text)  # first: a request line's URL may hold an ISO date
+    if stamp is not None:
+        return stamp
     stamp = times.find_instant(text)
     if stamp is not None:
         return stamp

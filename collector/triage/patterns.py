@@ -37,6 +37,20 @@ ERROR = LinePattern(
     re.compile(r"\b(ERROR|CRITICAL|FATAL|PANIC)\b|Traceback|\berror:", re.IGNORECASE),
     ("error", "critical", "fatal", "panic", "traceback"),
 )
+# nginx failing to get an answer from its upstream (the app), by kind, as its error log words them:
+# refused or unreachable, every server marked failed, no answer within proxy_read_timeout, cut off mid-answer.
+NGINX_UPSTREAM_KINDS: tuple[tuple[str, str], ...] = (
+    ("connect() failed", r"connect\(\) failed .*while connecting to upstream"),
+    ("no live upstreams", r"no live upstreams"),
+    ("upstream timed out", r"upstream timed out"),
+    ("upstream closed early", r"upstream prematurely closed connection"),
+    ("recv() failed", r"recv\(\) failed .*upstream"),
+)
+NGINX_UPSTREAM = LinePattern(
+    "nginx-upstream",
+    re.compile("|".join(f"(?:{regex})" for _, regex in NGINX_UPSTREAM_KINDS), re.IGNORECASE),
+    ("upstream",),
+)
 
 # A rule names one of these in its args as `pattern: "@error"` (collector.triage.measures.rule_regex).
-BY_NAME: dict[str, LinePattern] = {pat.name: pat for pat in (OOM, ERROR)}
+BY_NAME: dict[str, LinePattern] = {pat.name: pat for pat in (OOM, ERROR, NGINX_UPSTREAM)}

@@ -81,6 +81,11 @@ avg-cpu:  %user   %nice %system %iowait  %steal   %idle
     "\n"
 )
 
+NGINX_TEST_OK = (
+    "nginx: the configuration file /etc/nginx/nginx.conf syntax is ok\n"
+    "nginx: configuration file /etc/nginx/nginx.conf test is successful\n"
+)
+
 
 def _journal(lines: list[str]) -> str:
     return "".join(f"{line}\n" for line in lines)
@@ -116,6 +121,10 @@ def healthy() -> dict[str, dict[str, Spec]]:
         "app_health": _HEALTHY_JSON + "\nHTTP 200 0.004s\n",
         "app_metrics": 'sergas_zoho_circuit_breaker_state{name="zoho"} 0\n',
         "circuit_breaker": json.dumps({"zoho": {"state": "closed", "failures": 0}}) + "\nHTTP 200\n",
+        "nginx_status": _ACTIVE.format(unit="nginx") + "\n" + NGINX_TEST_OK,
+        "nginx_error_log": "# nginx error log since 2026-11-28 05:50:00 UTC: 0 lines (); the last 0 follow\n",
+        "nginx_access_errors": "# nginx access log since 2026-11-28 05:50:00 UTC: 40 requests, 0 with a 5xx "
+        "or a failed upstream (); the last 0 follow\n",
     }
     db = common | {
         "service_status": _ACTIVE.format(unit="postgresql"),
