@@ -650,7 +650,7 @@ def milestones(
         Milestone("Acknowledged", fmt_time(acked), f"by {incident.commander or 'the responder'}")
         if acked and incident
         else Milestone(
-            "Acknowledged", unknown, "not in the evidence bundle (`collector incident ack` records it)"
+            "Acknowledged", unknown, "not in the evidence bundle (collector incident ack records it)"
         )
     )
     started = parse_time(manifest.get("started"))

@@ -359,6 +359,7 @@ def test_ticket_md_is_short_and_says_where_the_bundle_is(make_bundle: MakeBundle
     assert ticket.startswith("# [P1] Database connection pool exhausted\n")
     assert "`inc-test.tar.gz`" in ticket and "`inc-test.tar.gz.sha256`" in ticket and str(path) in ticket
     assert "approved by bob" in ticket and "passed (2 checks)" in ticket
+    assert "- **Severity:** P1 — respond within 15 minutes\n" in ticket
     assert len(ticket.splitlines()) < 40
     assert "High 5xx ratio \\<script\\>alert(1)\\</script\\> on fleet-wide (monitoring)" in ticket
     assert "`findings.json`, `actions.json`, `manifest.json`" in ticket
