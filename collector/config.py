@@ -82,6 +82,8 @@ class Settings:
     serve_verify_wait_s: float = (
         60.0  # a resolved notification re-checks step 5 this long before it says failed
     )
+    serve_verify_retry_s: float = 60.0  # a failed verify after the alerts resolved runs again this often
+    serve_verify_attempts: int = 10  # ... at most this many times per resolve, then a person runs verify
     serve_ticket_system: str = ""  # e.g. redmine (tickets.yml holds its URL and key); "" = no ticket
     serve_ticket_project: str = ""
     # The public status page every status update links to (the runbook's "Status page: [URL]"); "" = the

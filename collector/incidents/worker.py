@@ -323,6 +323,7 @@ class Service:
                 self.recover()
                 self.sync_plans()
                 self.poll_silenced()
+                self.poll_unverified()
                 if time.monotonic() - last_tick >= period:
                     last_tick = time.monotonic()
                     lifecycle.tick(self.store, self.settings)
@@ -394,6 +395,39 @@ class Service:
                     "group_key": incident.group_key,
                     "seen": "no longer active in Alertmanager (silenced: no resolved notification)",
                 },
+            )
+            self.enqueue(work)
+
+    def poll_unverified(self, now: _dt.datetime | None = None) -> None:
+        """Alertmanager says resolved once: a verify that failed then (the 30 s window still held the last
+        5xx, an unrelated alert was still clearing) would leave the incident mitigating for ever. While all
+        its alerts stay resolved, run verify again every `serve_verify_retry_s`, at most
+        `serve_verify_attempts` times per resolve; after that a person runs `collector verify`."""
+        moment = now or _dt.datetime.now(_dt.UTC)
+        retry_s = float(self.settings.serve_verify_retry_s)
+        for incident in self.store.list(states=INCIDENT_ACTIVE):
+            events = self.store.events(incident.id)
+            runs = [e for e in events if e.kind in ("verified", "verify-failed")]
+            if not runs or runs[-1].kind != "verify-failed":
+                continue
+            if any(a.status != "resolved" for a in self.store.alerts(incident.id)):
+                continue  # firing again: Alertmanager's next resolved notification verifies
+            resolves = [parse_instant(e.at) for e in events if e.kind == "alert-resolved"]
+            since = max(resolves) if resolves else parse_instant(runs[0].at)
+            failures = [e for e in runs if parse_instant(e.at) >= since]
+            if len(failures) >= int(self.settings.serve_verify_attempts):
+                continue
+            if (moment - parse_instant(runs[-1].at)).total_seconds() < retry_s:
+                continue
+            work = self.store.claim_work(VERIFY, incident.id, moment, owner=self.owner)
+            if work is None:
+                continue
+            self.event(
+                incident.id,
+                "verify-retry",
+                iso_z(moment),
+                "serve",
+                {"attempt": len(failures) + 1, "of": int(self.settings.serve_verify_attempts)},
             )
             self.enqueue(work)
 

@@ -198,6 +198,89 @@ def test_kill9_during_collection_then_restart_reruns_it(tmp_path: Path) -> None:
         store.close()
 
 
+def _resolved(group: str, fingerprint: str, starts: str) -> dict[str, Any]:
+    return notification(group, [alert("Re", fingerprint, starts, status="resolved")], status="resolved")
+
+
+def test_a_failed_verify_runs_again_while_the_alerts_stay_resolved(tmp_path: Path, json_server: Any) -> None:
+    """Alertmanager says resolved once: serve verifies again on its own until the checklist passes."""
+    firing: list[dict[str, Any]] = [
+        {"labels": {"alertname": "Lingering"}, "status": {"state": "active"}, "startsAt": now_iso(-60)}
+    ]
+
+    def monitoring(path: str, query: Any) -> tuple[int, Any]:
+        if path == "/api/v2/alerts":
+            return 200, list(firing)
+        return 200, {
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "0.001"]}]},
+        }
+
+    url = json_server(monitoring)
+    serve = ServeProcess(
+        tmp_path,
+        inventory=LOCAL,
+        fallback="local",
+        max_collections=1,
+        env={
+            "COLLECTOR_PROMETHEUS_URL": url,
+            "COLLECTOR_ALERTMANAGER_URL": url,
+            "COLLECTOR_SERVE_VERIFY_WAIT_S": "0",
+            "COLLECTOR_SERVE_VERIFY_RETRY_S": "1",
+            "COLLECTOR_SERVE_VERIFY_ATTEMPTS": "3",
+        },
+    ).start()
+    store = IncidentStore(serve.db)
+    try:
+        starts = now_iso(-20)
+        _, body, _ = serve.post(notification("g-retry", [alert("Re", "fp-re", starts)]))
+        inc_id = json.loads(body)["incident"]
+        poll(lambda: done_collections(store, inc_id), 120, "the collection")
+        serve.post(_resolved("g-retry", "fp-re", starts))
+        # the lingering alert keeps failing the checklist: 3 attempts in all, then it waits for a person
+        poll(
+            lambda: len([e for e in store.events(inc_id) if e.kind == "verify-failed"]) >= 3,
+            120,
+            "three failed verifies",
+        )
+        time.sleep(2.5)  # a 4th would be due after 1 s: none comes
+        kinds = [e.kind for e in store.events(inc_id)]
+        assert kinds.count("verify-failed") == 3 and kinds.count("verify-retry") == 2, kinds
+        assert store.get(inc_id).state == "open"  # type: ignore[union-attr]
+    finally:
+        serve.stop()
+        store.close()
+    # the same with the lingering alert gone before the second attempt: resolved without a new notification
+    (tmp_path / "again").mkdir()
+    serve = ServeProcess(
+        tmp_path / "again",
+        inventory=LOCAL,
+        fallback="local",
+        max_collections=1,
+        env={
+            "COLLECTOR_PROMETHEUS_URL": url,
+            "COLLECTOR_ALERTMANAGER_URL": url,
+            "COLLECTOR_SERVE_VERIFY_WAIT_S": "0",
+            "COLLECTOR_SERVE_VERIFY_RETRY_S": "1",
+        },
+    )
+    serve.start()
+    store = IncidentStore(serve.db)
+    try:
+        _, body, _ = serve.post(notification("g-retry2", [alert("Re", "fp-r2", starts)]))
+        inc_id = json.loads(body)["incident"]
+        poll(lambda: done_collections(store, inc_id), 120, "the collection")
+        serve.post(_resolved("g-retry2", "fp-r2", starts))
+        poll(lambda: any(e.kind == "verify-failed" for e in store.events(inc_id)), 120, "a failed verify")
+        firing.clear()  # the lingering alert clears; Alertmanager sends nothing more
+        poll(lambda: store.get(inc_id).state == "resolved", 60, "the retried verify")  # type: ignore[union-attr]
+        kinds = [e.kind for e in store.events(inc_id)]
+        assert kinds.index("verify-failed") < kinds.index("verify-retry") < kinds.index("verified")
+    finally:
+        serve.stop()
+        store.close()
+
+
 def test_resolved_runs_verify_and_resolves_only_when_it_passes(tmp_path: Path, json_server: Any) -> None:
     """Alertmanager's resolved notification runs step 5; a failing checklist leaves the incident open."""
     firing: list[dict[str, Any]] = [
