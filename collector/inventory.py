@@ -30,7 +30,7 @@ _NOT_INVENTORY = re.compile(
 _NOT_INVENTORY_DIRS = {"group_vars", "host_vars", "vars_plugins"}
 
 # The roles the catalogue, the rules and verify know; a host's groups among these are its roles.
-ROLES: tuple[str, ...] = ("app", "db", "redis", "web")
+ROLES: tuple[str, ...] = ("app", "db", "redis", "web", "compose")
 
 # Host variables whose values are secrets (collector_redis_password, ansible_become_pass, an API token,
 # db_credentials): redaction scrubs their values wherever they appear. Whether a name is a secret's is judged

@@ -53,4 +53,5 @@ def test_no_git_trusts_every_directory_and_every_git_runs_as_the_checkouts_owner
                 "core.fsmonitor=false",
             ):
                 assert needed in code, f"{name}: git without {needed}"
-    assert with_git == 2  # vars/probes.yml (deploy_log) and remediate/rollback.yml
+    # vars/probes.yml (deploy_log, compose_deploy_log), remediate/rollback.yml, remediate/compose-rollback.yml
+    assert with_git == 3

@@ -74,7 +74,8 @@ class Action:
 
     @property
     def playbook(self) -> Path:
-        return resource("playbooks") / "remediate" / f"{self.name}.yml"
+        """The shipped playbook for the first deployment kind it supports (systemd, else compose)."""
+        return resource("playbooks") / "remediate" / self.playbook_name(next(iter(self.deploys)))
 
     def playbook_name(self, deploy: str) -> str:
         """The playbook file (in playbooks/remediate) for hosts deployed as `deploy`; UsageError if none."""

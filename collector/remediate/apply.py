@@ -436,7 +436,9 @@ def _run(
     from collector.transport.ansible import run_playbook
 
     actor = apply_signed.principal
-    book = playbook_path(action, plans_root(policy.playbooks_dir))
+    # The deploy kind the approved binding names (preflight found it unchanged in the inventory).
+    deploy = str(plan.binding.get("deploy") or "systemd")
+    book = playbook_path(action, plans_root(policy.playbooks_dir), deploy)
     blocked = restart_blocked(action, plan.targets, audit, limits.restart_min_interval_s)
     if blocked:
         _check_rate_limited(plan, action, book, blocked, audit, actor)

@@ -26,7 +26,7 @@ from collector.core import PLAN_SCHEMA, Plan, UsageError, canonical_json, utcnow
 from collector.inventory import Inventory, load_inventory
 from collector.paths import resource
 from collector.redact import Redactor
-from collector.remediate.actions import Action, get_action, validate_params
+from collector.remediate.actions import Action, get_action, plan_deploy, validate_params
 from collector.times import parse_instant
 
 __all__ = [
@@ -51,8 +51,9 @@ def plans_root(policy_dir: str | None) -> Path:
     return Path(policy_dir) if policy_dir else resource("playbooks")
 
 
-def playbook_path(action: Action, root: Path) -> Path:
-    return root / "remediate" / f"{action.name}.yml"
+def playbook_path(action: Action, root: Path, deploy: str = "systemd") -> Path:
+    """The action's playbook for targets deployed as `deploy` (the inventory's collector_deploy)."""
+    return root / "remediate" / action.playbook_name(deploy)
 
 
 def plan_extravars(plan: Plan, hosts_pattern: str | None = None) -> dict[str, Any]:
@@ -117,9 +118,9 @@ def _inventory_digests(inv: Inventory) -> dict[str, str]:
     return {f: _sha256_file(Path(f)) for f in sorted(files)}
 
 
-def _playbook_files(action: Action, root: Path) -> list[Path]:
+def _playbook_files(action: Action, root: Path, deploy: str = "systemd") -> list[Path]:
     """The action's playbook, the task files it includes, and the modules beside it (library/)."""
-    book = playbook_path(action, root)
+    book = playbook_path(action, root, deploy)
     files = [book]
     try:
         text = book.read_text()
@@ -142,6 +143,10 @@ def compute_binding(action: Action, inv: Inventory, targets: list[str], playbook
 
     host_vars: dict[str, str] = {}
     ssh_files: dict[str, str] = {}
+    try:  # the targets' collector_deploy picks the playbook; a change of it is a change of what runs
+        deploy = plan_deploy(action, inv.hosts, targets)
+    except UsageError as exc:
+        deploy = f"unusable: {exc}"
     for host in targets:
         hostvars = inv.hosts.get(host, {})
         chosen = {k: v for k, v in sorted(hostvars.items()) if _CONNECTION.match(k)}
@@ -156,8 +161,10 @@ def compute_binding(action: Action, inv: Inventory, targets: list[str], playbook
         "host_vars": host_vars,
         "ssh_files": dict(sorted(ssh_files.items())),
         "playbooks_dir": str(playbooks.resolve()),
+        "deploy": deploy,
         "playbook_files": {
-            str(p.relative_to(playbooks)): _sha256_file(p) for p in _playbook_files(action, playbooks)
+            str(p.relative_to(playbooks)): _sha256_file(p)
+            for p in (_playbook_files(action, playbooks, deploy) if deploy in action.deploys else [])
         },
     }
 
@@ -169,6 +176,7 @@ _BINDING_WORDS = {
     "host_vars": "connection/collector_* variables of",
     "ssh_files": "ssh file",
     "playbooks_dir": "the playbooks folder",
+    "deploy": "the targets' deployment kind (collector_deploy)",
     "playbook_files": "playbook file",
 }
 
@@ -283,6 +291,7 @@ def make_plan(
         raise UsageError(f"--bundle {bundle} is not a bundle directory")
     inv = load_inventory(inventory or settings.inventory)
     targets = targets_for(action, inv, pattern)
+    deploy = plan_deploy(action, inv.hosts, targets)
     root = plans_root(playbooks_dir)
     created = utcnow()
     plan = Plan(
@@ -296,7 +305,7 @@ def make_plan(
         bundle=str(Path(bundle).resolve()) if bundle else None,
     )
     run = run_playbook(
-        playbook_path(action, root),
+        playbook_path(action, root, deploy),
         inv.source,
         ",".join(targets),
         plan_extravars(plan),
@@ -395,6 +404,8 @@ def describe(plan: Plan) -> list[str]:
     if plan.bundle:
         lines.append(f"bundle    {plan.bundle}")
     binding = plan.binding or {}
+    if binding.get("deploy"):
+        lines.append(f"deploy    {binding['deploy']} (the targets' collector_deploy in the inventory)")
     if binding:
         lines.append(
             f"bound to  {len(binding.get('inventory_files', {}))} inventory file(s), "

@@ -894,11 +894,14 @@ def deploy_before_errors(
     min_errors: int = 5,
     version_probe: Any = "app_health",
     metrics_probe: Any = "app_metrics",
+    containers_probe: Any = None,
 ) -> list[Measure]:
     """Minutes from the latest deploy to the first error after it, when a previous tag exists to go back to.
 
     The deploy moment is the later of HEAD's commit time and the service's last start (a deploy
     checks out and restarts): a release committed long ago but started just now is a fresh deploy.
+    On a Compose host (`containers_probe`) it is the creation of the newest service container instead
+    (`up -d --build` makes new containers from the new image; a crash-looping one keeps its creation time).
     The value is None (never fires) without a previous tag or with fewer than `min_errors` errors after it.
     """
     log = read_probe(bundle, host, probe)
@@ -918,6 +921,11 @@ def deploy_before_errors(
             evidence.append(svc.evidence(unit.line))
     except Unknown:
         pass
+    if containers_probe:
+        created = _newest_container(bundle, host, containers_probe)
+        if created is not None and deployed and created[0] > deployed:
+            deployed = created[0]
+            evidence.append(created[1])
     errors = read_probe(bundle, host, errors_probe, allow_failed=True, allow_empty=True)
     year = (_collected_at(bundle) or _dt.datetime.now(_dt.UTC)).year
     after = []
@@ -1072,3 +1080,160 @@ def pg_database_bytes(bundle: BundleView, host: str, probe: Any = "pg_db_size") 
     if not rows:
         raise Unknown(f"probe {out.probe} on {host}: no database sizes in the output")
     return sum(p.to_number(r.get("bytes")) or 0.0 for r in rows), out.evidence(rows[0].line)
+
+
+# ---------------------------------------------------------------- Docker Compose
+
+
+def _containers(bundle: BundleView, host: str, probe: Any) -> tuple[Output, list[p.Container]]:
+    """The project's containers (one-offs and cleanly finished run-once containers left out)."""
+    out = read_probe(bundle, host, probe)
+    found = [c for c in p.parse_containers(out.text) if not c.completed and not c.oneoff]
+    if not found and "no container of compose project" not in out.text:
+        raise Unknown(f"probe {out.probe} on {host}: no container JSON in the output ({_first(out.text)})")
+    return out, found
+
+
+def _newest_container(bundle: BundleView, host: str, probe: Any) -> tuple[_dt.datetime, Evidence] | None:
+    """When the newest container of the project was created, with the line saying so (None: not known)."""
+    try:
+        out, found = _containers(bundle, host, probe)
+    except Unknown:
+        return None
+    dated = [c for c in found if c.created is not None]
+    if not dated:
+        return None
+    newest = max(dated, key=lambda c: c.created or _dt.datetime.min.replace(tzinfo=_dt.UTC))
+    assert newest.created is not None
+    excerpt = f"container {newest.name} ({newest.image}) created {newest.created.isoformat()}"
+    return newest.created, out.evidence(newest.line, excerpt)
+
+
+def _human_bytes(value: int) -> str:
+    if value <= 0:
+        return "none"
+    for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value >= size and value % size == 0:
+            return f"{value // size}{unit}"
+    return f"{value} B"
+
+
+@measure
+def compose_container_down(bundle: BundleView, host: str, probe: Any = "compose_containers") -> list[Measure]:
+    """True per container of the project that is not running (exited, dead, created) or is unhealthy.
+
+    A restarting container is the crash-loop rule's; a one-off or a cleanly finished run-once container is
+    not a service that is down. No container at all is down too.
+    """
+    out, found = _containers(bundle, host, probe)
+    if not found:
+        line = _find_line(out.text, "no container") or 1
+        fields = {"container": "-", "service": "-", "state": "no container", "health": "-"}
+        return [Measure(host, True, [out.evidence(line)], fields)]
+    measures = []
+    for c in found:
+        down = (not c.running and not c.restarting and c.status != "restarting") or c.health == "unhealthy"
+        excerpt = f"{c.name} ({c.service}): {c.state}; restarts {c.restart_count}; started {c.started_at}"
+        fields = {"container": c.name, "service": c.service, "state": c.state, "health": c.health or "none"}
+        measures.append(Measure(host, down, [out.evidence(c.line, excerpt)], fields))
+    return measures
+
+
+@measure
+def compose_crash_looping(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "compose_containers",
+    events_probe: Any = "compose_events",
+    recent_s: float = 120.0,
+) -> list[Measure]:
+    """Restarts in the window of each container that is crash-looping now (restarting, or last started under
+    `recent_s` before the collection), else 0.
+
+    Restarts are the engine's `die` events in the window (compose_events); without them, the container's
+    restart count when its last start is inside the window.
+    """
+    out, found = _containers(bundle, host, probe)
+    start = window_start(bundle)
+    collected = _collected_at(bundle)
+    dies: dict[str, list[p.DockerEvent]] = {}
+    events_out: Output | None = None
+    try:
+        events_out = read_probe(bundle, host, events_probe, allow_empty=True)
+        for ev in p.parse_docker_events(events_out.text):
+            if ev.action == "die" and (start is None or ev.when is None or ev.when >= start):
+                dies.setdefault(ev.container, []).append(ev)
+    except Unknown:
+        events_out = None
+    measures = []
+    for c in found:
+        recent = (
+            c.started_at is not None
+            and collected is not None
+            and (collected - c.started_at).total_seconds() <= recent_s
+        )
+        looping_now = c.restarting or c.status == "restarting" or recent
+        in_window = c.started_at is not None and start is not None and c.started_at >= start
+        count = len(dies.get(c.name, [])) if events_out is not None else (c.restart_count if in_window else 0)
+        said = f"{c.name} ({c.service}): {c.state}; restart count {c.restart_count}"
+        evidence = [out.evidence(c.line, said)]
+        if events_out is not None and dies.get(c.name):
+            last = dies[c.name][-1]
+            evidence.append(events_out.evidence(last.line, last.describe()))
+        fields = {
+            "container": c.name,
+            "service": c.service,
+            "state": c.state,
+            "restarts": c.restart_count,
+            "dies": count,
+            "exit_code": c.exit_code,
+        }
+        measures.append(Measure(host, count if looping_now else 0, evidence, fields))
+    return measures
+
+
+@measure
+def compose_oom_killed(bundle: BundleView, host: str, probe: Any = "compose_containers") -> list[Measure]:
+    """True per container whose current instance the kernel OOM-killed (docker's State.OOMKilled)."""
+    out, found = _containers(bundle, host, probe)
+    measures = []
+    for c in found:
+        excerpt = f"{c.name} ({c.service}): {c.state}; OOMKilled={str(c.oom_killed).lower()}"
+        fields = {
+            "container": c.name,
+            "service": c.service,
+            "state": c.state,
+            "limit": _human_bytes(c.memory_limit),
+        }
+        measures.append(Measure(host, c.oom_killed, [out.evidence(c.line, excerpt)], fields))
+    return measures
+
+
+@measure
+def compose_oom_events(bundle: BundleView, host: str, probe: Any = "compose_events") -> list[Measure]:
+    """The engine's `oom` events of the project's containers in the window (the history of OOM kills)."""
+    out = read_probe(bundle, host, probe, allow_empty=True)
+    start = window_start(bundle)
+    ooms = [
+        ev
+        for ev in p.parse_docker_events(out.text)
+        if ev.action == "oom" and (start is None or ev.when is None or ev.when >= start)
+    ]
+    fields = {"count": len(ooms), "container": ooms[-1].container if ooms else ""}
+    evidence = [out.evidence(ev.line, ev.describe()) for ev in ooms[:1] + ooms[1:][-2:]]
+    return [Measure(host, len(ooms), evidence, fields)]
+
+
+@measure
+def compose_memory_pct(bundle: BundleView, host: str, probe: Any = "compose_stats") -> list[Measure]:
+    """Memory use of each running container as % of its limit (docker stats' MemPerc)."""
+    out = read_probe(bundle, host, probe)
+    rows = [r for r in p.parse_docker_stats(out.text) if r.mem_pct is not None]
+    if not rows:
+        if "no running container" in out.text:
+            return [Measure(host, 0.0)]
+        raise Unknown(f"probe {out.probe} on {host}: no container statistics in the output")
+    return [
+        Measure(host, r.mem_pct, [out.evidence(r.line)], {"container": r.name, "usage": r.mem_usage})
+        for r in rows
+    ]

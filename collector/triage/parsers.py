@@ -730,3 +730,188 @@ def parse_counted(text: str) -> list[Counted]:
         if match:
             rows.append(Counted(int(match.group(1)), match.group(2), ln.number))
     return sorted(rows, key=lambda r: -r.count)
+
+
+# ---------------------------------------------------------------- Docker / Compose
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of a Compose project as the compose_containers probe prints it (docker inspect)."""
+
+    name: str
+    service: str
+    status: str  # docker's State.Status: created, running, paused, restarting, removing, exited, dead
+    running: bool
+    restarting: bool
+    oom_killed: bool
+    exit_code: int
+    health: str | None  # starting, healthy, unhealthy; None without a healthcheck
+    failing_streak: int
+    restart_count: int
+    restart_policy: str
+    oneoff: bool  # `docker compose run`: a one-off task, not the service
+    created: _dt.datetime | None
+    started_at: _dt.datetime | None
+    finished_at: _dt.datetime | None
+    memory_limit: int  # bytes; 0 = none
+    image: str
+    image_id: str
+    error: str
+    line: int
+
+    @property
+    def completed(self) -> bool:
+        """A one-off or run-once container that exited cleanly: finished work, not a service that is down."""
+        return (
+            self.status == "exited"
+            and self.exit_code == 0
+            and (self.oneoff or self.restart_policy in ("", "no"))
+        )
+
+    @property
+    def state(self) -> str:
+        """How an SRE would say it: `running (healthy)`, `exited (137, OOM-killed)`, `restarting`."""
+        if self.status == "running":
+            return f"running ({self.health})" if self.health else "running"
+        detail = [str(self.exit_code)] if self.status in ("exited", "dead", "restarting") else []
+        if self.oom_killed:
+            detail.append("OOM-killed")
+        return f"{self.status} ({', '.join(detail)})" if detail else self.status
+
+
+def _go_time(value: Any) -> _dt.datetime | None:
+    """Docker's RFC 3339 times (nanoseconds); Go's zero time (never started) is None."""
+    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
+        return None
+    return times.find_instant(value)
+
+
+def _int(value: Any) -> int:
+    number = to_number(value)
+    return int(number) if number is not None else 0
+
+
+def _json_lines(text: str) -> list[tuple[Line, dict[str, Any]]]:
+    """The lines of `text` that are one JSON object each (docker's --format json output)."""
+    found = []
+    for ln in lines(text):
+        stripped = ln.text.strip()
+        if not stripped.startswith("{"):
+            continue
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            found.append((ln, value))
+    return found
+
+
+def parse_containers(text: str) -> list[Container]:
+    """compose_containers output (one JSON object per container) → Containers; other lines are skipped."""
+    found = []
+    for ln, c in _json_lines(text):
+        if "status" not in c or "name" not in c:
+            continue
+        health = c.get("health")
+        found.append(
+            Container(
+                name=str(c.get("name") or "").lstrip("/"),
+                service=str(c.get("service") or ""),
+                status=str(c.get("status") or ""),
+                running=bool(c.get("running")),
+                restarting=bool(c.get("restarting")),
+                oom_killed=bool(c.get("oom_killed")),
+                exit_code=_int(c.get("exit_code")),
+                health=str(health) if health else None,
+                failing_streak=_int(c.get("failing_streak")),
+                restart_count=_int(c.get("restart_count")),
+                restart_policy=str(c.get("restart_policy") or ""),
+                oneoff=str(c.get("oneoff") or "").lower() == "true",
+                created=_go_time(c.get("created")),
+                started_at=_go_time(c.get("started_at")),
+                finished_at=_go_time(c.get("finished_at")),
+                memory_limit=_int(c.get("memory_limit")),
+                image=str(c.get("image") or ""),
+                image_id=str(c.get("image_id") or ""),
+                error=str(c.get("error") or ""),
+                line=ln.number,
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class DockerEvent:
+    """One container event from `docker events --format '{{json .}}'` (die, oom, start, health_status...)."""
+
+    action: str  # "die", "oom", "start", "health_status: unhealthy"
+    container: str
+    service: str
+    when: _dt.datetime | None
+    exit_code: int | None  # die events only
+    line: int
+
+    def describe(self) -> str:
+        """One readable line (ISO time first, so the report's timeline and triage can place it)."""
+        stamp = self.when.strftime("%Y-%m-%dT%H:%M:%SZ") if self.when else "?"
+        code = f" exitCode={self.exit_code}" if self.exit_code is not None else ""
+        return f"{stamp} container {self.action} {self.container} (service {self.service or '?'}){code}"
+
+
+def parse_docker_events(text: str) -> list[DockerEvent]:
+    """compose_events output (one JSON event per line) → container events in the order given."""
+    found = []
+    for ln, ev in _json_lines(text):
+        action = str(ev.get("Action") or ev.get("status") or "")
+        if not action or str(ev.get("Type") or "container") != "container":
+            continue
+        attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+        nanos, seconds = to_number(ev.get("timeNano")), to_number(ev.get("time"))
+        when = None
+        if nanos:
+            when = _dt.datetime.fromtimestamp(nanos / 1e9, _dt.UTC)
+        elif seconds:
+            when = _dt.datetime.fromtimestamp(seconds, _dt.UTC)
+        code = attrs.get("exitCode")
+        found.append(
+            DockerEvent(
+                action=action,
+                container=str(attrs.get("name") or str(ev.get("id") or "")[:12]),
+                service=str(attrs.get("com.docker.compose.service") or ""),
+                when=when,
+                exit_code=_int(code) if code is not None else None,
+                line=ln.number,
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """One row of `docker stats --no-stream --format '{{json .}}'`."""
+
+    name: str
+    cpu_pct: float | None
+    mem_pct: float | None
+    mem_usage: str  # "212MiB / 256MiB"
+    line: int
+
+
+def parse_docker_stats(text: str) -> list[ContainerStats]:
+    """compose_stats output → one row per running container."""
+    found = []
+    for ln, row in _json_lines(text):
+        if "MemPerc" not in row and "CPUPerc" not in row:
+            continue
+        found.append(
+            ContainerStats(
+                name=str(row.get("Name") or row.get("Container") or ""),
+                cpu_pct=to_number(str(row.get("CPUPerc") or "").rstrip("%")),
+                mem_pct=to_number(str(row.get("MemPerc") or "").rstrip("%")),
+                mem_usage=str(row.get("MemUsage") or ""),
+                line=ln.number,
+            )
+        )
+    return found

@@ -22,7 +22,8 @@ EXPECTED = {
     "clean-disk",
     "redis-maxmemory",
     "block-client",
-}  # last 3: tests/e2e
+    "scale",
+}  # block-client and the two before it: tests/e2e; scale: Compose only (tests/e2e/test_compose_scenarios.py)
 
 
 def test_catalogue_has_every_runbook_mitigation() -> None:

@@ -54,8 +54,10 @@ def test_signatures_are_outside_the_hash_and_the_binding_inside(plan: Plan) -> N
         "host_vars",
         "ssh_files",
         "playbooks_dir",
+        "deploy",
         "playbook_files",
     }
+    assert plan.binding["deploy"] == "systemd"  # the targets' collector_deploy picks the playbook
     assert "remediate/pool-resize.yml" in plan.binding["playbook_files"]
     assert "remediate/tasks/wait_healthy.yml" in plan.binding["playbook_files"]
     assert "remediate/library/collector_change.py" in plan.binding["playbook_files"]

@@ -50,7 +50,12 @@ def test_healthy_bundle_has_no_finding_and_answers_the_four_questions(tmp_path: 
     assert q["is_it_a_security_incident"]["answer"] == "no sign"
     assert q["how_many_users_and_hosts_affected"]["answer"].startswith("0 of 3 hosts")
     assert doc["security"]["suspected"] is False
-    assert set(doc["rules"].values()) == {"passed"}
+    assert set(doc["rules"].values()) <= {"passed", "not_applicable"}
+    # only rules for roles this fleet has no host of (Compose) are not applicable; every other one passed
+    synth_roles = {"app", "db", "redis", "all"}
+    assert {r for r, s in doc["rules"].items() if s == "not_applicable"} == {
+        r.id for r in load_rules() if r.roles and not set(r.roles) & synth_roles
+    }
     # written into the bundle and sealed (listed in SHA256SUMS)
     bundle = tmp_path / "inc-test"
     assert json.loads((bundle / "findings.json").read_text())["severity"] == "none"
