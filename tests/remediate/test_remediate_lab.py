@@ -9,6 +9,7 @@ authorises one apply, so each re-run for idempotence is approved again.
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import json
 import subprocess
 import sys
@@ -335,24 +336,76 @@ def test_pool_resize_refusals_check_mode_apply_and_secrets(lab: Any, rs: RS, app
     assert rs.audit.verify().ok
 
 
-def test_memory_limit_is_written_and_shown(lab: Any, rs: RS, app_host: Any) -> None:
+def _unit_times(host: Any, service: str) -> dict[str, float]:
+    """When systemd last stopped (InactiveEnter) and started (ActiveEnter) the unit, as Unix times (µs)."""
+    out = host.check_output(
+        "systemctl show -p InactiveEnterTimestamp -p ActiveEnterTimestamp -p MainPID --timestamp=us+utc "
+        + service
+    )
+    times: dict[str, float] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key == "MainPID":
+            times[key] = float(value)
+        elif value:
+            moment = _dt.datetime.strptime(value.split(" ", 1)[1], "%Y-%m-%d %H:%M:%S.%f UTC")
+            times[key] = moment.replace(tzinfo=_dt.UTC).timestamp()
+    return times
+
+
+def test_memory_limit_stops_edits_reloads_and_starts(lab: Any, rs: RS, app_host: Any) -> None:
+    """The runbook's order (stop, edit the unit, daemon-reload, start; not a restart after the edit), the
+    lab inventory's 1G (the runbook's 4G is more than the lab host has), check mode, idempotence."""
     dropin = "/etc/systemd/system/sergas-app.service.d/50-collector-memory.conf"
     try:
-        path = _plan(rs, "memory-limit", "app", {"max": "768M"})
-        assert not app_host.file(dropin).exists  # check mode wrote nothing
-        assert "+MemoryMax=768M" in "".join(load_plan(path).diffs["app1"])
+        before = _unit_times(app_host, "sergas-app")
+        path = _plan(rs, "memory-limit", "app", {"max": "1G"})
+        assert not app_host.file(dropin).exists  # check mode wrote nothing...
+        assert _unit_times(app_host, "sergas-app")["MainPID"] == before["MainPID"]  # ...and stopped nothing
+        diff = "".join(load_plan(path).diffs["app1"])
+        assert "+MemoryLimit=1G" in diff and "+MemoryMax=1G" in diff
         _approve(rs, path)
         result = _apply(rs, path)
         _assert_fixed(result)
-        assert app_host.file(dropin).contains("^MemoryMax=768M$")
-        # Only checked as written: the lab's containers accept MemoryMax= but do not enforce it.
-        assert app_host.check_output("systemctl show -p MemoryMax --value sergas-app") == str(768 * 2**20)
-        assert _changed(_apply(rs, _approve(rs, path))) == []
+        assert app_host.file(dropin).contains("^MemoryLimit=1G$")
+        assert app_host.file(dropin).contains("^MemoryMax=1G$")
+        # Only checked as written: the lab's containers accept the limit but do not enforce it.
+        assert app_host.check_output("systemctl show -p MemoryLimit --value sergas-app") == str(2**30)
+        after = _unit_times(app_host, "sergas-app")
+        written = float(app_host.check_output(f"stat -c %.6Y {dropin}"))
+        # Stopped before the drop-in was written, started after it: a restart after the edit would have
+        # stopped the service after the write.
+        assert before["ActiveEnterTimestamp"] < after["InactiveEnterTimestamp"] < written
+        assert written < after["ActiveEnterTimestamp"] and after["MainPID"] != before["MainPID"]
+        again = _apply(rs, _approve(rs, path))
+        assert _changed(again) == [] and again.verified, _failed_checks(again)
+        assert _unit_times(app_host, "sergas-app") == after  # the second apply stopped nothing
     finally:
         app_host.run(f"rm -f {dropin} && systemctl daemon-reload && systemctl restart sergas-app")
         app_host.run(
             "for i in $(seq 30); do curl -sf http://127.0.0.1:8000/health >/dev/null && break; sleep 1; done"
         )
+
+
+def test_extend_cache_ttl_sends_the_runbooks_body(lab: Any, rs: RS, app_host: Any) -> None:
+    """The runbook's 1800 s as {"ttl": 1800}; the app no longer takes the old {"seconds": N}."""
+    original = _app_json(app_host, "/admin/config")["CACHE_TTL"]
+    post = "curl -s -o /dev/null -w '%{{http_code}}' -X POST -H 'Content-Type: application/json' -d {} " + (
+        "http://127.0.0.1:8000/admin/cache/extend-ttl"
+    )
+    try:
+        if original == 1800:  # start from another value, so the plan has a change to make
+            assert app_host.check_output(post.format("'{\"ttl\": 60}'")) == "200"
+        path = _plan(rs, "extend-cache-ttl", "app", {})
+        assert "+CACHE_TTL=1800" in "".join(load_plan(path).diffs["app1"])
+        _approve(rs, path)
+        _assert_fixed(_apply(rs, path))
+        assert _app_json(app_host, "/admin/config")["CACHE_TTL"] == 1800
+        assert app_host.check_output(post.format("'{\"seconds\": 5}'")) == "400"
+        assert _app_json(app_host, "/admin/config")["CACHE_TTL"] == 1800
+        assert _changed(_apply(rs, _approve(rs, path))) == []
+    finally:
+        app_host.run(post.format(f"'{{\"ttl\": {original}}}'"))
 
 
 def test_extend_cache_ttl_through_the_cli_signed_end_to_end(
