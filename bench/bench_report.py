@@ -25,6 +25,7 @@ from collector import report
 from collector.bundle import Bundle, write_bundle
 from collector.config import Settings
 from collector.core import HostResult, ProbeResult, RunResult
+from collector.triage import triage_bundle
 
 TARGET_S = 2.0
 START = 1795844400  # 2026-11-28T05:00:00Z
@@ -168,47 +169,10 @@ def make_run(n_hosts: int) -> RunResult:
     )
 
 
-FINDINGS = {
-    "schema": "incident-collector/findings/v1",
-    "severity": "P1",
-    "questions": {
-        "users_affected": "all",
-        "data_at_risk": False,
-        "down_or_degraded": "degraded",
-        "security_incident": False,
-    },
-    "findings": [
-        {
-            "id": "high_5xx",
-            "title": "High 5xx ratio",
-            "severity": "P1",
-            "scenario": "error storm",
-            "hosts": ["app1"],
-            "evidence": [
-                {
-                    "host": "app1",
-                    "probe": "journal_errors",
-                    "path": "hosts/app1/journal_errors.txt",
-                    "line": 1,
-                    "excerpt": "ERROR: request failed",
-                }
-            ],
-            "mitigation": {
-                "action": "rollback",
-                "hosts": ["app1"],
-                "params": {},
-                "command": "collector remediate rollback --hosts app1",
-            },
-        }
-    ],
-}
-
-
 def build(out: Path, n_hosts: int) -> Path:
+    """The synthetic bundle, triaged by the real rules (findings in the schema the report reads)."""
     path = write_bundle(make_run(n_hosts), Settings(), out_dir=out)
-    bundle = Bundle.open(path)
-    bundle.write_json("findings.json", FINDINGS)
-    bundle.seal()
+    triage_bundle(path)
     return path
 
 
