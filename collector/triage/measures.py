@@ -1150,8 +1150,8 @@ def compose_crash_looping(
     """Restarts in the window of each container that is crash-looping now (restarting, or last started under
     `recent_s` before the collection), else 0.
 
-    Restarts are the engine's `die` events in the window (compose_events); without them, the container's
-    restart count when its last start is inside the window.
+    Restarts are the engine's `die` events in the window (compose_events), or the container's restart count
+    when its last start is inside the window, whichever is more.
     """
     out, found = _containers(bundle, host, probe)
     start = window_start(bundle)
@@ -1174,7 +1174,8 @@ def compose_crash_looping(
         )
         looping_now = c.restarting or c.status == "restarting" or recent
         in_window = c.started_at is not None and start is not None and c.started_at >= start
-        count = len(dies.get(c.name, [])) if events_out is not None else (c.restart_count if in_window else 0)
+        # the engine's die events may have rolled off its 256-event memory: the restart count is a floor too
+        count = max(len(dies.get(c.name, [])), c.restart_count if in_window else 0)
         said = f"{c.name} ({c.service}): {c.state}; restart count {c.restart_count}"
         evidence = [out.evidence(c.line, said)]
         if events_out is not None and dies.get(c.name):
@@ -1210,17 +1211,71 @@ def compose_oom_killed(bundle: BundleView, host: str, probe: Any = "compose_cont
 
 
 @measure
-def compose_oom_events(bundle: BundleView, host: str, probe: Any = "compose_events") -> list[Measure]:
-    """The engine's `oom` events of the project's containers in the window (the history of OOM kills)."""
-    out = read_probe(bundle, host, probe, allow_empty=True)
+def compose_oom_history(
+    bundle: BundleView,
+    host: str,
+    probe: Any = "oom_events",
+    containers_probe: Any = "compose_containers",
+    events_probe: Any = "compose_events",
+) -> list[Measure]:
+    """OOM kills in the project's containers inside the window (the history, whatever the containers say now).
+
+    The kernel's log (oom_events) names the memory cgroup of each kill, which ends in the container's id:
+    a kill counts when that id is one of the project's containers. Without such lines, the engine's `oom`
+    events count (it keeps only its last 256 events: minutes on a host whose containers have healthchecks).
+    """
+    _, found = _containers(bundle, host, containers_probe)
+    names = {c.id: c.name for c in found if c.id}
     start = window_start(bundle)
+    year = (_collected_at(bundle) or _dt.datetime.now(_dt.UTC)).year
+    kills: list[tuple[p.Line, str]] = []
+    kernel: Output | None = None
+    try:
+        kernel = read_probe(bundle, host, probe, allow_failed=True, allow_empty=True)
+        ours: dict[str, str] = {}  # pid -> container name, from the kill's cgroup line
+        seen: set[str] = set()
+        for ln in p.grep(kernel.text, patterns.OOM.regex.pattern):
+            memcg = re.search(r"task_memcg=([^,\s]+)", ln.text)
+            pid = re.search(r"\bpid=(\d+)", ln.text)
+            if memcg and pid:
+                owner = next((n for i, n in names.items() if i in memcg.group(1).split("/")), None)
+                if owner:
+                    ours[pid.group(1)] = owner
+                continue
+            killed = re.search(r"Killed process (\d+)", ln.text)
+            if not killed or killed.group(1) not in ours:
+                continue
+            when = p.parse_time(ln.text, year)
+            key = ln.text[killed.start() :]  # dmesg and the kernel journal repeat the same kill
+            if (when is not None and start is not None and when < start) or key in seen:
+                continue
+            seen.add(key)
+            kills.append((ln, ours[killed.group(1)]))
+    except Unknown:
+        kernel = None
+    if kernel is not None and kills:
+        victim = re.search(r"Killed process \d+ \(([^)]+)\)", kills[-1][0].text)
+        fields = {
+            "count": len(kills),
+            "container": kills[-1][1],
+            "victim": victim.group(1) if victim else "?",
+            "source": "the kernel log",
+        }
+        shown = kills[:1] + kills[1:][-2:]
+        return [Measure(host, len(kills), [kernel.evidence(ln.number) for ln, _ in shown], fields)]
+    events = read_probe(bundle, host, events_probe, allow_empty=True)
     ooms = [
         ev
-        for ev in p.parse_docker_events(out.text)
+        for ev in p.parse_docker_events(events.text)
         if ev.action == "oom" and (start is None or ev.when is None or ev.when >= start)
     ]
-    fields = {"count": len(ooms), "container": ooms[-1].container if ooms else ""}
-    evidence = [out.evidence(ev.line, ev.describe()) for ev in ooms[:1] + ooms[1:][-2:]]
+    fields = {
+        "count": len(ooms),
+        "container": ooms[-1].container if ooms else "",
+        "victim": "?",
+        "source": "docker events",
+    }
+    evidence = [events.evidence(ev.line, ev.describe()) for ev in ooms[:1] + ooms[1:][-2:]]
     return [Measure(host, len(ooms), evidence, fields)]
 
 

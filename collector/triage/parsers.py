@@ -740,6 +740,7 @@ class Container:
     """One container of a Compose project as the compose_containers probe prints it (docker inspect)."""
 
     name: str
+    id: str  # the full container id (its memory cgroup's name in the kernel's OOM lines)
     service: str
     status: str  # docker's State.Status: created, running, paused, restarting, removing, exited, dead
     running: bool
@@ -818,6 +819,7 @@ def parse_containers(text: str) -> list[Container]:
         found.append(
             Container(
                 name=str(c.get("name") or "").lstrip("/"),
+                id=str(c.get("id") or ""),
                 service=str(c.get("service") or ""),
                 status=str(c.get("status") or ""),
                 running=bool(c.get("running")),
