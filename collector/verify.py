@@ -143,6 +143,25 @@ def _redis_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
     return Check("Redis PING", name, answer == "PONG", detail)
 
 
+def _compose_check(host: Any, name: str, hostvars: Mapping[str, Any]) -> Check:
+    """Every container of the Compose service runs, healthy or without a healthcheck (`docker ps`)."""
+    labels = (
+        f"label=com.docker.compose.project={hostvars.get('collector_compose_project') or ''}",
+        f"label=com.docker.compose.service={hostvars.get('collector_compose_service') or ''}",
+    )
+    engine = str(hostvars.get("collector_docker_host") or "unix:///var/run/docker.sock")
+    cmd = (
+        f"DOCKER_HOST={shlex.quote(engine)} docker ps -a --filter {shlex.quote(labels[0])}"
+        f" --filter {shlex.quote(labels[1])} --format {shlex.quote('{{.Names}}: {{.Status}}')}"
+    )
+    result = host.run(cmd)
+    rows = [r.strip() for r in result.stdout.splitlines() if r.strip()]
+    up = [r for r in rows if ": Up " in r and "(unhealthy)" not in r and "(health: starting)" not in r]
+    ok = result.rc == 0 and bool(rows) and len(up) == len(rows)
+    detail = "; ".join(rows)[:160] or f"no container (rc {result.rc}) {result.stderr.strip()[:100]}"
+    return Check("compose service running", name, ok, detail)
+
+
 def host_checks(inv: Inventory, name: str, *, only_health: bool = False) -> list[Check]:
     """The per-host part of the checklist, by role; an unreachable host is one failed check."""
     return _host_pass(inv, name, only_health=only_health).checks
@@ -194,6 +213,10 @@ def _host_pass(
             checks += _service_checks(host, name, str(service))
         if app:
             checks.append(_health_check(host, name, str(hostvars["collector_app_url"])))
+        if "compose" in roles and not app:  # the app as a Compose project: its containers, then /health
+            checks.append(_compose_check(host, name, hostvars))
+            if hostvars.get("collector_app_url"):
+                checks.append(_health_check(host, name, str(hostvars["collector_app_url"])))
         if only_health:
             return _HostPass(checks)
         requests = 0
