@@ -55,6 +55,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DROP_IN = "/etc/ssh/sshd_config.d/zz-bench-fleet.conf"
 FIRST_EXTRA_PORT = 2201
+# OpenSSH's MAX_LISTEN_SOCKS is 16: port 22 plus 15 more, one socket each (AddressFamily inet; with IPv6 too
+# each port takes two, and an sshd asked for more exits "Too many listen sockets" at reload).
+MAX_EXTRA_PORTS = 15
 KERNEL = {
     "fs.inotify.max_user_instances": "/proc/sys/fs/inotify/max_user_instances",
     "fs.inotify.max_user_watches": "/proc/sys/fs/inotify/max_user_watches",
@@ -295,10 +298,16 @@ def extra_sshd_ports(names: list[str], per_host: int) -> Iterator[None]:
     sshd, and Debian's default (10:30:100) would throttle them: we measure the controller here, not sshd.
     """
     settings = load_settings()
+    if per_host > MAX_EXTRA_PORTS:
+        raise BenchError(
+            f"{per_host} extra ports per sshd wanted; OpenSSH listens on at most {MAX_EXTRA_PORTS}"
+        )
     ports = "".join(f"Port {FIRST_EXTRA_PORT + i}\\n" for i in range(per_host))
-    conf = f"Port 22\\n{ports}MaxStartups 1000:30:2000\\n"
-    add = f"printf '{conf}' > {DROP_IN} && systemctl reload ssh"
-    drop = f"rm -f {DROP_IN} && systemctl reload ssh"
+    conf = f"Port 22\\n{ports}AddressFamily inet\\nMaxStartups 1000:30:2000\\n"
+    # sshd -t first: a config sshd refuses must never reach a reload (sshd would stop, the host with it).
+    add = f"printf '{conf}' > {DROP_IN} && {{ sshd -t || {{ rm -f {DROP_IN}; exit 1; }}; }}"
+    add += " && systemctl reload ssh"
+    drop = f"rm -f {DROP_IN} && systemctl reload-or-restart ssh"
 
     def run_all(script: str) -> list[str]:
         errors: list[str] = []
@@ -319,15 +328,27 @@ def extra_sshd_ports(names: list[str], per_host: int) -> Iterator[None]:
     try:
         if errors:
             raise BenchError("adding sshd ports failed: " + "; ".join(errors[:5]))
-        last = (names[-1], FIRST_EXTRA_PORT + per_host - 1)
         ips = {n: str(s["ip"]) for n, s in (lab_state().get("hosts") or {}).items()}
-        if not bc_wait(lambda: lab_hosts.port_open(ips[last[0]], last[1]), 20):
-            raise BenchError(f"{last[0]} does not listen on port {last[1]} after the reload")
+        last = FIRST_EXTRA_PORT + per_host - 1
+        # sshd binds its ports one by one after the reload (22 last): wait until every host has them all.
+        pending = list(names)
+
+        def all_listen() -> bool:
+            pending[:] = [n for n in pending if not all(lab_hosts.port_open(ips[n], p) for p in (22, last))]
+            return not pending
+
+        if not bc_wait(all_listen, 30):
+            raise BenchError(
+                f"{', '.join(pending[:5])} do not listen on ports 22 and {last} after the reload"
+            )
         yield
     finally:
         left = run_all(drop)
         if left:
             log("removing the sshd drop-in failed on: " + "; ".join(left[:5]))
+        ips = {n: str(s["ip"]) for n, s in (lab_state().get("hosts") or {}).items()}
+        if not bc_wait(lambda: all(lab_hosts.port_open(ips[n], 22) for n in names), 30):
+            log("some hosts' sshd did not come back on port 22")
 
 
 def bc_wait(cond: Callable[[], bool], timeout: float) -> bool:
