@@ -22,6 +22,7 @@ APT_PACKAGES=(
   chromium
   redmine redmine-sqlite thin
   exim4-daemon-light
+  docker.io docker-compose
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -31,7 +32,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The Debian packages start their own services; the lab starts its own copies on loopback.
+# The Debian packages start their own services; the lab starts its own copies on loopback. (docker.io's
+# service does not start without systemd; the lab runs its own dockerd on its own socket.)
 for svc in prometheus prometheus-alertmanager prometheus-node-exporter redmine; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
   pkill -f "/usr/bin/$svc" >/dev/null 2>&1 || true

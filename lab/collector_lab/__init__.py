@@ -25,6 +25,7 @@ from collector.config import Settings, load_settings
 LAB_NAME = "iclab"
 BRIDGE = "iclab0"
 SUBNET = "10.203.57.0/24"
+COMPOSE_SUBNET = "10.203.58.0/24"  # the compose host's containers (collector_lab.compose)
 BRIDGE_IP = "10.203.57.1"
 PREFIX_LEN = 24
 

@@ -148,12 +148,31 @@ def _render_status(info: dict[str, Any]) -> str:
         )
     for name, m in info["monitoring"].items():
         lines.append(f"{name:13} {'ready' if m['ready'] else 'not answering'} {m['url']} pids={m['pids']}")
+    lines.extend(_compose_text(info.get("compose") or {}))
     if info["bridge"]:  # a lab taken down has no faults in, whatever the checks of stopped hosts say
         active = [name for name, on in info["faults"].items() if on]
         lines.append(f"faults: {', '.join(active) or 'none'}")
     if info.get("inventory"):
         lines.append(f"inventory: {info['inventory']}")
     return "\n".join(lines)
+
+
+def _compose_text(c: dict[str, Any]) -> list[str]:
+    """The compose host: its engine, release and each container's state, health, restarts, OOM kill."""
+    if not c.get("engine"):
+        return ["compose1      docker engine not running"]
+    lines = [
+        f"compose1      docker engine pid {c['engine_pid']} {c['socket']}  release {c.get('release') or '-'}"
+    ]
+    for service, st in (c.get("containers") or {}).items():
+        if not st:
+            lines.append(f"  {service:11} no container")
+            continue
+        lines.append(
+            f"  {service:11} {st['name']:20} {st['status']:9} health={st['health'] or '-':9} "
+            f"restarts={st['restarts']} oom_killed={'yes' if st['oom_killed'] else 'no'}"
+        )
+    return lines
 
 
 def _memory_text(h: dict[str, Any]) -> str:

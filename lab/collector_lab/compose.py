@@ -37,7 +37,18 @@ from typing import Any
 from collector.config import Settings
 from collector.times import wait_until
 
-from collector_lab import BRIDGE, SUBNET, assets, base, lab_dir, lab_secrets
+from collector_lab import (
+    BRIDGE,
+    BRIDGE_IP,
+    COMPOSE_SUBNET,
+    SUBNET,
+    assets,
+    base,
+    hosts,
+    lab_dir,
+    lab_secrets,
+    lab_state,
+)
 from collector_lab.hosts import CGROUP_ROOT, Log, _quiet, run_in
 
 HOST = "compose1"
@@ -45,7 +56,6 @@ GROUP = "compose"
 PROJECT = "sergas"
 SERVICE = "app"
 COMPOSE_FILE = "docker-compose.yml"
-COMPOSE_SUBNET = "10.203.58.0/24"
 COMPOSE_GATEWAY = "10.203.58.1"
 COMPOSE_BRIDGE = "iclab-c0"
 NETWORK = "iclab-compose"
@@ -465,7 +475,8 @@ def write_settings(settings: Settings) -> None:
         "DATABASE_POOL_SIZE=10\n"
         "DATABASE_POOL_TIMEOUT=5\n"
         "DATABASE_STATEMENT_TIMEOUT_MS=5000\n"
-        f"REDIS_URL=redis://:{secrets['redis_password']}@10.203.57.13:6379/0\n"
+        # Its own Redis db: app1's cached answers (same keys) stay apart.
+        f"REDIS_URL=redis://:{secrets['redis_password']}@10.203.57.13:6379/1\n"
         f"ZOHO_API_TOKEN={secrets['api_token']}\n"
         "ZOHO_RATE_LIMIT=120\n"
         "CACHE_TTL=60\n"
@@ -536,9 +547,7 @@ def open_lab_hosts(settings: Settings) -> list[str]:
     """
     problems = []
     for name in ("db1", "redis1"):
-        res = run_in(
-            settings, name, ["ip", "route", "replace", COMPOSE_SUBNET, "via", "10.203.57.1"], timeout=20
-        )
+        res = run_in(settings, name, ["ip", "route", "replace", COMPOSE_SUBNET, "via", BRIDGE_IP], timeout=20)
         if res.returncode != 0:
             problems.append(f"{name}: route to {COMPOSE_SUBNET}: {res.stderr.strip()[:200]}")
     hba = (
@@ -728,6 +737,16 @@ def inventory_group(settings: Settings) -> dict[str, Any]:
             }
         }
     }
+
+
+def refresh_inventory(settings: Settings) -> list[Path]:
+    """Write the lab's inventory again, with the `compose` group while the compose host is wanted."""
+    table: dict[str, dict[str, object]] = lab_state(settings).get("hosts") or {}
+    if not table:
+        return []
+    keys = {n: (lab_dir(settings) / "hosts" / n / "host_key.pub").read_text().strip() for n in table}
+    extra = {GROUP: inventory_group(settings)} if wanted(settings) else None
+    return hosts.write_inventory(settings, table, keys, hosts.ensure_secrets(settings), extra)
 
 
 # ---------------------------------------------------------------------------- faults (collector_lab.faults)

@@ -28,7 +28,7 @@ from collector.config import Settings, load_settings
 from collector.core import UsageError
 from collector.times import wait_until
 
-from collector_lab import hosts, lab_state
+from collector_lab import compose, hosts, lab_state
 from collector_lab.lock import lab_lock
 
 HELPERS = "/srv/lab/faults"  # lab/faults as every host sees it (read-only bind mount)
@@ -436,6 +436,44 @@ FAULTS: dict[str, Fault] = {
             evidence="ssh to redis1 times out / unreachable; app journal 'ERROR: redis cache read failed'; "
             "/health unhealthy (redis).",
         ),
+        # The compose host (collector_lab.compose): this machine's Docker Engine, project sergas.
+        Fault(
+            name="compose-app-down",
+            description="The compose project's app container is stopped (docker-compose stop app) and stays "
+            "down: nothing answers on 10.203.58.10:8000.",
+            host=compose.HOST,
+            group=compose.GROUP,
+            break_steps=(Step("machine", "compose_app_down_break", timeout_s=60),),
+            heal_steps=(Step("machine", "compose_app_down_heal", timeout_s=120),),
+            check="machine:compose_app_down_active",
+            evidence="docker ps -a: sergas_app_1 Exited (0); docker-compose ps: app Exit 0; "
+            "http://10.203.58.10:8000/health refused.",
+        ),
+        Fault(
+            name="compose-bad-deploy",
+            description="Release v1.1.0 deployed on the compose host (git checkout v1.1.0 && docker-compose up "
+            "-d --build): a new image and container whose orders query names a missing column.",
+            host=compose.HOST,
+            group=compose.GROUP,
+            break_steps=(Step("machine", "compose_bad_deploy_break", timeout_s=150),),
+            heal_steps=(Step("machine", "compose_bad_deploy_heal", timeout_s=150),),
+            check="machine:compose_bad_deploy_active",
+            evidence="git describe: v1.1.0; a new sergas_app image and container created moments ago; "
+            "docker logs 'ERROR: GET /api/orders failed: UndefinedColumn: column o.discount_code does not "
+            "exist'; /api/orders 500; /health healthy, version 1.1.0.",
+        ),
+        Fault(
+            name="compose-oom",
+            description="The compose app's process grows past the container's 256 MiB memory limit and the "
+            "kernel OOM-kills it; docker restarts the container (restart: unless-stopped).",
+            host=compose.HOST,
+            group=compose.GROUP,
+            break_steps=(Step("machine", "compose_oom_break", timeout_s=120),),
+            heal_steps=(Step("machine", "compose_oom_heal", timeout_s=120),),
+            check="machine:compose_oom_active",
+            evidence="docker inspect sergas_app_1: State.OOMKilled true, RestartCount 1, ExitCode 137 before "
+            "the restart; dmesg 'Memory cgroup out of memory: Killed process N (python3)'; docker event oom.",
+        ),
     )
 }
 
@@ -543,6 +581,8 @@ def _app_health(settings: Settings, wait_s: float = 30.0) -> str:
 def _heal_one(settings: Settings, fault: Fault) -> str:
     started = time.monotonic()
     if fault.name != "host-down" and not MACHINE_CHECKS["host_running"](settings, fault):
+        if fault.group == compose.GROUP:
+            return f"{fault.name}: the compose host is not running"
         return f"{fault.name}: {fault.host} is not running (heal host-down first)"
     for step in fault.heal_steps:
         _run_step(settings, fault, step)
@@ -664,7 +704,28 @@ def _host_down_active(settings: Settings, fault: Fault) -> bool:
 
 
 def _host_running(settings: Settings, fault: Fault) -> bool:
+    if fault.group == compose.GROUP:
+        return compose.is_running(settings)
     return hosts.is_running(settings, fault.host)
+
+
+def _compose_action(action: Callable[[Settings], str]) -> MachineAction:
+    """A compose fault's step on this machine; the compose host must be up."""
+
+    def run(settings: Settings, fault: Fault, timeout_s: float) -> str:
+        if not compose.is_running(settings):
+            raise FaultError(f"{fault.name}: the compose host is not up (collector-lab up starts it)")
+        try:
+            return action(settings)
+        except RuntimeError as exc:
+            raise FaultError(f"{fault.name}: {exc}") from None
+
+    return run
+
+
+def _compose_check(check: Callable[[Settings], bool]) -> Callable[[Settings, Fault], bool]:
+    """A compose fault's check: never active while the engine is down (as a stopped host answers no)."""
+    return lambda settings, fault: compose.is_running(settings) and check(settings)
 
 
 MachineAction = Callable[[Settings, Fault, float], str]
@@ -673,9 +734,18 @@ MACHINE_ACTIONS: dict[str, MachineAction] = {
     "oom_heal": _oom_heal,
     "host_down_break": _host_down_break,
     "host_down_heal": _host_down_heal,
+    "compose_app_down_break": _compose_action(compose.app_down_break),
+    "compose_app_down_heal": _compose_action(compose.app_down_heal),
+    "compose_bad_deploy_break": _compose_action(compose.bad_deploy_break),
+    "compose_bad_deploy_heal": _compose_action(compose.bad_deploy_heal),
+    "compose_oom_break": _compose_action(compose.oom_break),
+    "compose_oom_heal": _compose_action(compose.oom_heal),
 }
 MACHINE_CHECKS: dict[str, Callable[[Settings, Fault], bool]] = {
     "oom_active": _oom_active,
     "host_down_active": _host_down_active,
     "host_running": _host_running,
+    "compose_app_down_active": _compose_check(compose.app_down_active),
+    "compose_bad_deploy_active": _compose_check(compose.bad_deploy_active),
+    "compose_oom_active": _compose_check(compose.oom_active),
 }

@@ -17,6 +17,8 @@ root, with a clean environment holding only PATH, HOME and these variables:
     LAB_APP_HOST, LAB_DB_HOST, LAB_REDIS_HOST   bridge IPs of app1, db1, redis1 (names also in /etc/hosts)
     LAB_BRIDGE_IP       the control machine's address on the bridge (Prometheus scrapes from it)
     LAB_SUBNET          10.203.57.0/24 (for pg_hba.conf and bind addresses)
+    LAB_COMPOSE_SUBNET  10.203.58.0/24, the compose host's containers (collector_lab.compose), routed
+                        through the control machine
     LAB_DB_NAME, LAB_DB_USER            sergas, sergas
     LAB_DB_PASSWORD, LAB_REDIS_PASSWORD, LAB_API_TOKEN   the lab's random secrets (secrets.json)
     LAB_APP_PORT        8000
@@ -54,6 +56,7 @@ from collector.times import wait_until
 from collector_lab import (
     BRIDGE,
     BRIDGE_IP,
+    COMPOSE_SUBNET,
     LAB_NAME,
     MAX_EXTRA,
     PREFIX_LEN,
@@ -485,6 +488,8 @@ def write_host_files(
     (network / "10-lab-host0.network").write_text(
         f"[Match]\nName=host0\n\n[Network]\nAddress={spec['ip']}/{PREFIX_LEN}\nLinkLocalAddressing=no\n"
         "IPv6AcceptRA=no\n"
+        # The compose host's containers answer through the control machine (no default route here).
+        f"\n[Route]\nDestination={COMPOSE_SUBNET}\nGateway={BRIDGE_IP}\n"
     )
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -711,6 +716,7 @@ def provision_env(
         "LAB_REDIS_HOST": ips["redis1"],
         "LAB_BRIDGE_IP": BRIDGE_IP,
         "LAB_SUBNET": SUBNET,
+        "LAB_COMPOSE_SUBNET": COMPOSE_SUBNET,
         "LAB_DB_NAME": "sergas",
         "LAB_DB_USER": "sergas",
         "LAB_DB_PASSWORD": secrets["db_password"],
@@ -863,8 +869,13 @@ def write_inventory(
     table: dict[str, dict[str, object]],
     host_keys: dict[str, str],
     secrets: dict[str, str],
+    extra_groups: dict[str, dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write lab.yml, lab_known_hosts and lab_ssh_config into every inventory folder; returns the files."""
+    """Write lab.yml, lab_known_hosts and lab_ssh_config into every inventory folder; returns the files.
+
+    `extra_groups` go beside the `lab` group (the compose host's `compose`), so `--hosts lab` stays the
+    nspawn hosts.
+    """
     import yaml
 
     key = ssh_key(settings)
@@ -883,7 +894,7 @@ def write_inventory(
                     "collector_prometheus_url": "http://127.0.0.1:9090",
                     "collector_alertmanager_url": "http://127.0.0.1:9093",
                 },
-                "children": {"lab": {"children": groups}},
+                "children": {"lab": {"children": groups}, **(extra_groups or {})},
             }
         }
         inv = folder / "lab.yml"

@@ -8,6 +8,7 @@ bridge) are cleaned on the way. `down` leaves no container, mount, cgroup, bridg
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +17,18 @@ from typing import Any
 from collector.config import Settings
 from collector.times import wait_until
 
-from collector_lab import BRIDGE, LAB_NAME, base, faults, host_table, hosts, lab_dir, lab_state, monitoring
+from collector_lab import (
+    BRIDGE,
+    LAB_NAME,
+    base,
+    compose,
+    faults,
+    host_table,
+    hosts,
+    lab_dir,
+    lab_state,
+    monitoring,
+)
 from collector_lab.hosts import Log, _quiet
 from collector_lab.lock import lab_lock
 
@@ -111,8 +123,9 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
                 )
             result.hosts[name] = "kept" if name in kept else "started"
         _provision_all(settings, table, secrets, boots, result, log)
+        extra_groups = _start_compose(settings, result, log)
         host_keys = {n: (lab_dir(settings) / "hosts" / n / "host_key.pub").read_text().strip() for n in table}
-        written = hosts.write_inventory(settings, table, host_keys, secrets)
+        written = hosts.write_inventory(settings, table, host_keys, secrets, extra_groups)
         state["inventory_paths"] = [str(p) for p in written]
         result.inventory = str(hosts.inventory_path(settings))
         _wait_ssh(table, result)
@@ -133,6 +146,20 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
         )
         _save_state(settings, state)
     return result
+
+
+def _start_compose(settings: Settings, result: UpResult, log: Log) -> dict[str, dict[str, Any]] | None:
+    """The compose host (its engine, project and routing; ~20 s cold, a few s warm): its inventory group."""
+    if any(str(result.hosts.get(n, "")).startswith("failed") for n in ("db1", "redis1")):
+        result.errors.append("compose: not started (db1 or redis1 failed)")
+        return None
+    try:
+        timings = compose.start(settings, log)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        result.errors.append(str(exc).splitlines()[0] if str(exc) else f"compose: {type(exc).__name__}")
+        return None
+    result.hosts[compose.HOST] = f"compose project up in {timings['seconds']}s"
+    return {compose.GROUP: compose.inventory_group(settings)}
 
 
 def _provision_all(
@@ -194,6 +221,7 @@ def _down(settings: Settings) -> list[str]:
     names = sorted(_known_hosts_in_state(settings) | set(state.get("hosts", {}) or {}))
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
         list(pool.map(lambda n: hosts.stop_host(settings, n), names))
+    compose.stop(settings)
     monitoring.stop(settings)
     monitoring.drop_data(settings)
     hosts.delete_bridge()
@@ -225,7 +253,7 @@ def reset(settings: Settings, log: Log = _quiet) -> None:
     with lab_lock():
         _down(settings)
         d = lab_dir(settings)
-        for sub in ("hosts", "monitoring", "ssh", "inventory"):
+        for sub in ("hosts", "monitoring", "ssh", "inventory", "compose", "docker"):
             shutil.rmtree(d / sub, ignore_errors=True)
         for f in ("secrets.json", "state.json"):
             (d / f).unlink(missing_ok=True)
@@ -267,11 +295,14 @@ def status(settings: Settings) -> dict[str, Any]:
         ):
             out_hosts[name] = info
     bridge = hosts._run(["ip", "link", "show", BRIDGE], check=False).returncode == 0
+    compose_info = compose.status(settings)
     up_now = bool(out_hosts) and all(h.get("running") for h in out_hosts.values()) and bridge
+    up_now = up_now and (compose_info["engine"] or not compose.wanted(settings))
     return {
         "up": up_now and bool(state.get("up")),
         "bridge": bridge,
         "hosts": out_hosts,
+        "compose": compose_info,
         "monitoring": monitoring.status(settings),
         "faults": faults.active_faults(settings),
         "inventory": str(hosts.inventory_path(settings)) if hosts.inventory_path(settings).exists() else None,

@@ -29,6 +29,13 @@ host    ${DB}    ${USER_}    ${LAB_APP_HOST}/32    scram-sha-256
 host    ${DB}    ${USER_}    127.0.0.1/32          scram-sha-256
 HBA
 fi
+# The compose host's app container (collector_lab.compose) comes from its own subnet, routed via the machine.
+if [ -n "${LAB_COMPOSE_SUBNET:-}" ] && ! grep -q "lab: sergas-app on compose" "$CONF/pg_hba.conf"; then
+  cat >> "$CONF/pg_hba.conf" <<HBA
+# lab: sergas-app on compose
+host    ${DB}    ${USER_}    ${LAB_COMPOSE_SUBNET}    scram-sha-256
+HBA
+fi
 
 systemctl enable postgresql >/dev/null 2>&1
 systemctl restart postgresql
