@@ -289,6 +289,98 @@ def _seconds(text: str) -> float:
     return float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
 
 
+def denominator(expr: str) -> str | None:
+    """The right-hand side of a ratio's last top-level `/` (the runbook's `5xx rate / all rate`), or None."""
+    depth, quote = 0, ""
+    cut = None
+    for i, char in enumerate(expr):
+        if quote:
+            quote = "" if char == quote and expr[i - 1] != "\\" else quote
+        elif char in "\"'`":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "/" and depth == 0:
+            cut = i
+    return expr[cut + 1 :].strip() or None if cut is not None else None
+
+
+def measure_checks(
+    settings: Settings,
+    hostvars: Mapping[str, Any] | None = None,
+    *,
+    window: str = "30s",
+    timeout_s: float = 5.0,
+    requests_sent: int = 0,
+) -> list[Check]:
+    """The 5xx ratio and p95 from Prometheus over `window`.
+
+    No value (no requests in the window: an empty answer, or 0/0) is UNKNOWN, never a pass. A ratio with
+    no value whose denominator (all requests) has one is 0 %: the app has not answered a single 5xx since
+    it started (its 5xx counters do not exist yet), which is not the same as no traffic.
+    """
+    prometheus, _ = urls(settings, hostvars)
+    checks = []
+    ours = f"; verify sent {requests_sent} requests" if requests_sent else "; verify sent no requests"
+    for name, query, title, limit, shown in (
+        ("error_ratio", settings.promql_error_ratio, "5xx ratio < 1%", ERROR_RATIO_MAX, _percent),
+        ("p95_latency", settings.promql_p95, "p95 < 200 ms", P95_MAX_S, _millis),
+    ):
+        answer = _prom_query(prometheus, name, _window_expr(query, window), timeout_s)
+        note = ""
+        if answer.get("value") is None and not answer.get("error") and name == "error_ratio":
+            total = denominator(query)
+            if total:
+                traffic = _prom_query(prometheus, "request_rate", _window_expr(total, window), timeout_s)
+                if (traffic.get("value") or 0.0) > 0:
+                    answer, note = {"value": 0.0}, " (no 5xx answers)"
+        if answer.get("error"):
+            checks.append(Check(title, MONITORING, False, str(answer["error"])[:160]))
+        elif answer.get("value") is None:
+            detail = f"no data: no requests in the last {window}{ours}"
+            checks.append(Check.unknown(title, MONITORING, detail))
+        else:
+            value = float(answer["value"])
+            detail = f"{shown(value)} over {window}{note}" + (ours if requests_sent else "")
+            checks.append(Check(title, MONITORING, value < limit, detail))
+    return checks
+
+
+def alerts_check(
+    settings: Settings,
+    hostvars: Mapping[str, Any] | None = None,
+    *,
+    window: str = "30s",
+    timeout_s: float = 5.0,
+    allowed_alerts: Iterable[str] = (),
+) -> Check:
+    """Alertmanager's active alerts, less the expected ones and those whose condition is already clear."""
+    prometheus, alertmanager = urls(settings, hostvars)
+    alerts_url = f"{alertmanager}/api/v2/alerts?" + urllib.parse.urlencode(
+        {"active": "true", "silenced": "false", "inhibited": "false"}
+    )
+    alerts = run_query(Query("alerts", "alertmanager", alerts_url, shape_alerts, {}), timeout_s)
+    doc = json.loads(alerts.output)
+    if doc.get("error"):
+        return Check("no active alerts", MONITORING, False, str(doc["error"])[:160])
+    allowed = set(allowed_alerts)
+    active = [a for a in doc.get("alerts", []) if (a.get("state") or "active") == "active"]
+    firing = [a for a in active if a.get("name") not in allowed]
+    # An alert whose own condition is clear over `window` only lingers for its rule's 5m rate window.
+    resolving = alerts_resolving(prometheus, {str(a.get("name")) for a in firing}, window, timeout_s)
+    firing = [a for a in firing if a.get("name") not in resolving]
+    names = sorted({str(a.get("name")) for a in firing})
+    expected = sorted({str(a.get("name")) for a in active if a.get("name") in allowed})
+    detail = "none" if not firing else f"{len(firing)} active: {', '.join(names)}"
+    if expected:
+        detail += f" (expected, raised by the mitigation: {', '.join(expected)})"
+    if resolving:
+        detail += f" (resolving: {', '.join(sorted(resolving))}, condition clear over the last {window})"
+    return Check("no active alerts", MONITORING, not firing, detail[:200])
+
+
 def monitoring_checks(
     settings: Settings,
     hostvars: Mapping[str, Any] | None = None,
@@ -298,51 +390,14 @@ def monitoring_checks(
     allowed_alerts: Iterable[str] = (),
     requests_sent: int = 0,
 ) -> list[Check]:
-    """5xx ratio and p95 from Prometheus over `window`, and Alertmanager's active alerts.
-
-    No value (no requests in the window: an empty answer, or 0/0) is UNKNOWN, never a pass:
-    recovery is judged on traffic, and `run_checks` sends its own (`requests_sent`) before measuring.
-    """
-    prometheus, alertmanager = urls(settings, hostvars)
-    checks = []
-    ours = f"; verify sent {requests_sent} requests" if requests_sent else "; verify sent no requests"
-    for name, query, title, limit, shown in (
-        ("error_ratio", settings.promql_error_ratio, "5xx ratio < 1%", ERROR_RATIO_MAX, _percent),
-        ("p95_latency", settings.promql_p95, "p95 < 200 ms", P95_MAX_S, _millis),
-    ):
-        answer = _prom_query(prometheus, name, _window_expr(query, window), timeout_s)
-        if answer.get("error"):
-            checks.append(Check(title, MONITORING, False, str(answer["error"])[:160]))
-        elif answer.get("value") is None:
-            detail = f"no data: no requests in the last {window}{ours}"
-            checks.append(Check.unknown(title, MONITORING, detail))
-        else:
-            value = float(answer["value"])
-            detail = f"{shown(value)} over {window}" + (ours if requests_sent else "")
-            checks.append(Check(title, MONITORING, value < limit, detail))
-    alerts_url = f"{alertmanager}/api/v2/alerts?" + urllib.parse.urlencode(
-        {"active": "true", "silenced": "false", "inhibited": "false"}
+    """5xx ratio and p95 from Prometheus over `window` (no data: UNKNOWN), and Alertmanager's alerts."""
+    measures = measure_checks(
+        settings, hostvars, window=window, timeout_s=timeout_s, requests_sent=requests_sent
     )
-    alerts = run_query(Query("alerts", "alertmanager", alerts_url, shape_alerts, {}), timeout_s)
-    doc = json.loads(alerts.output)
-    if doc.get("error"):
-        checks.append(Check("no active alerts", MONITORING, False, str(doc["error"])[:160]))
-    else:
-        allowed = set(allowed_alerts)
-        active = [a for a in doc.get("alerts", []) if (a.get("state") or "active") == "active"]
-        firing = [a for a in active if a.get("name") not in allowed]
-        # An alert whose own condition is clear over `window` only lingers for its rule's 5m rate window.
-        resolving = alerts_resolving(prometheus, {str(a.get("name")) for a in firing}, window, timeout_s)
-        firing = [a for a in firing if a.get("name") not in resolving]
-        names = sorted({str(a.get("name")) for a in firing})
-        expected = sorted({str(a.get("name")) for a in active if a.get("name") in allowed})
-        detail = "none" if not firing else f"{len(firing)} active: {', '.join(names)}"
-        if expected:
-            detail += f" (expected, raised by the mitigation: {', '.join(expected)})"
-        if resolving:
-            detail += f" (resolving: {', '.join(sorted(resolving))}, condition clear over the last {window})"
-        checks.append(Check("no active alerts", MONITORING, not firing, detail[:200]))
-    return checks
+    alerts = alerts_check(
+        settings, hostvars, window=window, timeout_s=timeout_s, allowed_alerts=allowed_alerts
+    )
+    return [*measures, alerts]
 
 
 def alerts_resolving(prometheus: str, names: Iterable[str], window: str, timeout_s: float = 5.0) -> set[str]:
@@ -402,13 +457,21 @@ def run_checks(
         requests += sum(p.requests for p in traffic)
         driven += [h for h, p in zip(extra, traffic, strict=True) if p.requests]
     anyvars = inv.hosts.get(names[0], {}) if names else {}
-    if requests:
-        prometheus, _ = urls(settings, anyvars)
-        addresses = [str(inv.hosts[h].get("ansible_host") or h) for h in driven]
-        wait_for_scrape(prometheus, addresses, time.time())
-    checks += monitoring_checks(
-        settings, anyvars, window=window, allowed_alerts=allowed_alerts, requests_sent=requests
-    )
+    prometheus, _ = urls(settings, anyvars)
+    addresses = [str(inv.hosts[h].get("ansible_host") or h) for h in driven]
+    for burst in range(2):
+        if requests:
+            wait_for_scrape(prometheus, addresses, time.time())
+        measures = measure_checks(settings, anyvars, window=window, requests_sent=requests)
+        if burst or not requests or all(c.status != UNKNOWN for c in measures):
+            break
+        # Counters the app created during the first burst (a fresh start) got their first sample from
+        # that scrape, and rate() needs an increase between two: one more burst, one more scrape.
+        with ThreadPoolExecutor(max_workers=max(1, min(10, len(driven)))) as pool:
+            more = list(pool.map(lambda h: _host_pass(inv, h, traffic_only=True), driven))
+        requests += sum(p.requests for p in more)
+    checks += measures
+    checks.append(alerts_check(settings, anyvars, window=window, allowed_alerts=allowed_alerts))
     return checks
 
 

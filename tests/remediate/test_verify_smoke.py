@@ -19,7 +19,7 @@ from collector.core import UsageError
 from collector.inventory import load_inventory
 from collector.smoke import Flow, flows_for, judge, parse_flows, rounds_for
 from collector.smoke import run as run_smoke
-from collector.verify import Check, monitoring_checks, passed, run_checks
+from collector.verify import Check, denominator, monitoring_checks, passed, run_checks
 from collector.verify import table as checks_table
 
 LAB_STYLE = [
@@ -130,7 +130,12 @@ PROM: dict[str, Any] = {}
 
 def _monitoring(path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
     if path == "/api/v1/query":
-        value = PROM["ratio"] if "status=~" in query["query"][0] else PROM["p95"]
+        expr = query["query"][0]
+        PROM.setdefault("asked", []).append(expr)
+        if expr.startswith("sum(rate(sergas_http_requests_total["):  # the ratio's denominator alone
+            value = PROM.get("total")
+        else:
+            value = PROM["ratio"] if "status=~" in expr else PROM["p95"]
         result = [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
         return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
     if path == "/api/v2/alerts":
@@ -141,6 +146,7 @@ def _monitoring(path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
 @pytest.mark.parametrize("ratio, p95", [(None, None), ("NaN", "NaN"), (None, 0.05)])
 def test_no_requests_in_the_window_is_unknown_and_not_a_pass(json_server: Any, ratio: Any, p95: Any) -> None:
     url = json_server(_monitoring)
+    PROM.clear()
     PROM.update(ratio=ratio, p95=p95)
     checks = {c.name: c for c in monitoring_checks(Settings(prometheus_url=url, alertmanager_url=url))}
     ratio_check = checks["5xx ratio < 1%"]
@@ -150,6 +156,21 @@ def test_no_requests_in_the_window_is_unknown_and_not_a_pass(json_server: Any, r
     lines = checks_table(list(checks.values()))
     assert any(" UNKNOWN " in line and "5xx ratio" in line for line in lines)
     assert not any("PASS" in line and "5xx ratio" in line for line in lines)
+
+
+def test_traffic_without_a_single_5xx_is_zero_not_unknown(json_server: Any) -> None:
+    """A freshly started app has no 5xx counters: the ratio's numerator is empty, but there was traffic."""
+    url = json_server(_monitoring)
+    PROM.clear()
+    PROM.update(ratio=None, p95=0.01, total=0.7)
+    checks = {c.name: c for c in monitoring_checks(Settings(prometheus_url=url, alertmanager_url=url))}
+    ratio = checks["5xx ratio < 1%"]
+    assert ratio.status == "pass" and "0.00% over 30s (no 5xx answers)" in ratio.detail
+    assert "sum(rate(sergas_http_requests_total[30s]))" in PROM["asked"]
+    PROM.update(total=0.0)  # 0/0: nothing answered at all
+    checks = {c.name: c for c in monitoring_checks(Settings(prometheus_url=url, alertmanager_url=url))}
+    assert checks["5xx ratio < 1%"].status == "unknown"
+    assert denominator("a / (b / c)") == "(b / c)" and denominator('x{p="/a"}') is None
 
 
 def test_check_status_is_consistent() -> None:
