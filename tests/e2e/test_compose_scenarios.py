@@ -166,8 +166,11 @@ def _play(
         )
         assert statuses.get(500, 0) >= 5, f"the bad release answered {statuses}"
 
-    # collect → bundle with findings.json (triage ran at the end of collect)
-    out = _ok(sh("collect", "--hosts", HOST, "-i", inventory, "--since", since))
+    # collect → bundle with findings.json (triage ran at the end of collect); exit 1 = partial: with the app
+    # down its /health and /metrics probes fail, which is evidence, not a failed collection
+    collected = sh("collect", "--hosts", HOST, "-i", inventory, "--since", since)
+    assert collected.returncode in (0, 1) and "bundle: " in collected.stdout, collected.stderr[-2000:]
+    out = collected.stdout
     bundle = Path(demo.bundle_path(out, cwd))
     findings = json.loads((bundle / "findings.json").read_text())
     summary = "; ".join(f"{f['severity']} {f['id']}" for f in findings["findings"])
