@@ -107,7 +107,10 @@ def test_the_wheels_ship_the_lab_assets_with_the_lab_only() -> None:
     assert lab["project"]["name"] == "collector-lab"
     assert lab["project"]["scripts"] == {"collector-lab": "collector_lab.cli:main"}
     assets = lab["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
-    assert assets == {d: f"collector_lab/_data/{d}" for d in ("app", "faults", "monitoring", "provision")}
+    assert assets == {
+        d: f"collector_lab/_data/{d}" for d in ("app", "faults", "monitoring", "provision", "compose")
+    }
+    assert (collector_lab.assets() / "compose" / "docker-compose.yml").is_file()
     assert (collector_lab.assets() / "provision" / "common.sh").is_file()
     assert (collector_lab.assets() / "monitoring" / "rules.yml").is_file()
 
