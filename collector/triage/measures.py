@@ -1150,19 +1150,24 @@ def compose_crash_looping(
     """Restarts in the window of each container that is crash-looping now (restarting, or last started under
     `recent_s` before the collection), else 0.
 
-    Restarts are the engine's `die` events in the window (compose_events), or the container's restart count
-    when its last start is inside the window, whichever is more.
+    Restarts are the current instance's crashes in the window (compose_events: a `die` not announced by a
+    `kill`, which a stop or a restart sends), or its restart count when its last start is inside the window,
+    whichever is more; a container recreated or stopped on purpose is not crash-looping.
     """
     out, found = _containers(bundle, host, probe)
     start = window_start(bundle)
     collected = _collected_at(bundle)
-    dies: dict[str, list[p.DockerEvent]] = {}
+    dies: dict[str, list[p.DockerEvent]] = {}  # container id -> its crashes in the window
     events_out: Output | None = None
     try:
         events_out = read_probe(bundle, host, events_probe, allow_empty=True)
+        before: dict[str, str] = {}  # container id -> its previous event
         for ev in p.parse_docker_events(events_out.text):
-            if ev.action == "die" and (start is None or ev.when is None or ev.when >= start):
-                dies.setdefault(ev.container, []).append(ev)
+            # a stop or restart by someone sends `kill` first: that die is not a crash
+            crashed = ev.action == "die" and before.get(ev.id) != "kill"
+            before[ev.id] = ev.action
+            if crashed and (start is None or ev.when is None or ev.when >= start):
+                dies.setdefault(ev.id, []).append(ev)
     except Unknown:
         events_out = None
     measures = []
@@ -1175,11 +1180,11 @@ def compose_crash_looping(
         looping_now = c.restarting or c.status == "restarting" or recent
         in_window = c.started_at is not None and start is not None and c.started_at >= start
         # the engine's die events may have rolled off its 256-event memory: the restart count is a floor too
-        count = max(len(dies.get(c.name, [])), c.restart_count if in_window else 0)
+        count = max(len(dies.get(c.id, [])), c.restart_count if in_window else 0)
         said = f"{c.name} ({c.service}): {c.state}; restart count {c.restart_count}"
         evidence = [out.evidence(c.line, said)]
-        if events_out is not None and dies.get(c.name):
-            last = dies[c.name][-1]
+        if events_out is not None and dies.get(c.id):
+            last = dies[c.id][-1]
             evidence.append(events_out.evidence(last.line, last.describe()))
         fields = {
             "container": c.name,

@@ -850,6 +850,7 @@ class DockerEvent:
 
     action: str  # "die", "oom", "start", "health_status: unhealthy"
     container: str
+    id: str  # the container instance (a recreated container keeps its name, not its id)
     service: str
     when: _dt.datetime | None
     exit_code: int | None  # die events only
@@ -881,6 +882,7 @@ def parse_docker_events(text: str) -> list[DockerEvent]:
             DockerEvent(
                 action=action,
                 container=str(attrs.get("name") or str(ev.get("id") or "")[:12]),
+                id=str(ev.get("id") or (ev.get("Actor") or {}).get("ID") or ""),
                 service=str(attrs.get("com.docker.compose.service") or ""),
                 when=when,
                 exit_code=_int(code) if code is not None else None,

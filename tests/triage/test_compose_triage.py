@@ -275,3 +275,28 @@ def test_release_deployed_before_the_errors_suggests_rolling_back(tmp_path: Path
     assert "12 errors began 1.2 min later; roll back to the previous release v1.0.0" in deploy["message"]
     assert (deploy["mitigation"]["action"], deploy["mitigation"]["params"]) == ("rollback", {"tag": "v1.0.0"})
     assert any("created 2026-12-01T21:20:00.500000+00:00" in e["excerpt"] for e in deploy["evidence"])
+
+
+def test_stops_restarts_and_recreations_are_not_a_crash_loop(tmp_path: Path) -> None:
+    """The lab's own events: `docker-compose stop`, `restart` (the mitigation) and three `up -d` recreations
+    (kill → die → stop each time, new ids) within a minute; the app runs healthy. Nothing crashed."""
+    outputs = compose_probes(
+        compose_containers=fixture("stopped_recreated_containers.txt"),
+        compose_events=fixture("stopped_recreated_events.txt"),
+    )
+    events = p.parse_docker_events(fixture("stopped_recreated_events.txt"))
+    assert [e.action for e in events].count("die") == 4 and len({e.id for e in events}) == 4
+    doc = judged(tmp_path, outputs, "2026-12-01T21:52:51.000Z")
+    assert {r["rule"]: r["state"] for r in doc["rules"]}["compose-crash-loop"] == "passed"
+    # the same dies without a kill before them, all of the instance that still runs: crashes
+    current = p.parse_containers(fixture("stopped_recreated_containers.txt"))[0].id
+    crashes = "".join(
+        ln.replace(e.id, current)
+        for ln, e in zip(fixture("stopped_recreated_events.txt").splitlines(True), events, strict=True)
+        if e.action != "kill"
+    )
+    again = compose_probes(
+        compose_containers=fixture("stopped_recreated_containers.txt"), compose_events=crashes
+    )
+    found = findings_by_rule(judged(tmp_path / "2", again, "2026-12-01T21:52:51.000Z"))
+    assert "died 4 time(s)" in found["compose-crash-loop"][0]["message"]
