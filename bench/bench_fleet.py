@@ -360,37 +360,48 @@ def bc_wait(cond: Callable[[], bool], timeout: float) -> bool:
     return cond()
 
 
-def endpoint_inventory(work: Path, inventory: str, names: list[str], count: int, per_host: int) -> Path:
-    """`count` host entries (ep0001..) spread over the hosts' ports, with a known_hosts for [ip]:port."""
+def endpoint_inventory(
+    work: Path, inventory: str, names: list[str], count: int, per_host: int, one_known_hosts: bool
+) -> Path:
+    """`count` host entries (ep0001..) spread over the hosts' ports, with known_hosts for [ip]:port.
+
+    By default each lab host's ports get a known_hosts file of their own (per_host lines): the ssh engine
+    parses a host's known_hosts at each connection, so one file for every endpoint would add a cost that
+    grows with the square of the fleet (`--one-known-hosts` measures that).
+    """
     inv = load_inventory(inventory)
-    known = work / "endpoints_known_hosts"
     keys = {n: (lab_dir() / "hosts" / n / "host_key.pub").read_text().strip() for n in names}
+    files: dict[str, Path] = {}
+    lines: dict[Path, list[str]] = {}
+    for name in names:
+        files[name] = work / ("endpoints_known_hosts" if one_known_hosts else f"known_hosts-{name}")
+        ip = inv.hosts[name]["ansible_host"]
+        lines.setdefault(files[name], []).extend(
+            f"[{ip}]:{FIRST_EXTRA_PORT + p} {keys[name]}\n" for p in range(per_host)
+        )
+    for path, body in lines.items():
+        path.write_text("".join(body))
     hosts: dict[str, Any] = {}
-    lines: list[str] = []
     for i in range(count):
         name = names[i % len(names)]
-        port = FIRST_EXTRA_PORT + (i // len(names)) % per_host
         hv = inv.hosts[name]
         hosts[f"ep{i + 1:04d}"] = {
             "ansible_host": hv["ansible_host"],
-            "ansible_port": port,
+            "ansible_port": FIRST_EXTRA_PORT + (i // len(names)) % per_host,
             "ansible_user": hv.get("ansible_user", "root"),
             "ansible_ssh_private_key_file": hv["ansible_ssh_private_key_file"],
-            "ansible_ssh_common_args": f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes",
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={files[name]} -o StrictHostKeyChecking=yes",
             "ansible_python_interpreter": "/usr/bin/python3",
             "collector_roles": ["web"],
         }
-    for name in names:
-        ip = inv.hosts[name]["ansible_host"]
-        for p in range(per_host):
-            lines.append(f"[{ip}]:{FIRST_EXTRA_PORT + p} {keys[name]}\n")
-    known.write_text("".join(lines))
     path = work / f"endpoints-{count}.yml"
     path.write_text(yaml.safe_dump({"all": {"children": {"endpoints": {"hosts": hosts}}}}, sort_keys=False))
     return path
 
 
-def bench_endpoints(inventory: str, counts: list[int], runs: int, work: Path) -> dict[str, Any]:
+def bench_endpoints(
+    inventory: str, counts: list[int], runs: int, work: Path, one_known_hosts: bool = False
+) -> dict[str, Any]:
     names = sorted(lab_state().get("hosts") or {})
     per_host = -(-max(counts) // len(names))
     catalogue = work / "one-probe.yml"
@@ -403,15 +414,21 @@ def bench_endpoints(inventory: str, counts: list[int], runs: int, work: Path) ->
             }
         )
     )
-    results: dict[str, Any] = {"lab_hosts": len(names), "ports_per_host": per_host, "counts": {}}
+    results: dict[str, Any] = {
+        "lab_hosts": len(names),
+        "ports_per_host": per_host,
+        "one_known_hosts": one_known_hosts,
+        "counts": {},
+    }
     log(f"endpoints: {len(names)} sshds x {per_host} extra ports, counts {counts}, {runs} run(s) each")
     with extra_sshd_ports(names, per_host):
         for count in counts:
-            inv = endpoint_inventory(work, inventory, names, count, per_host)
+            inv = endpoint_inventory(work, inventory, names, count, per_host, one_known_hosts)
             argv = collect_argv(
                 str(inv), "endpoints", work / "out", "--engine", "ssh", "--catalogue", str(catalogue)
             )
-            measure(argv, work)  # warm-up
+            if count == counts[0]:
+                measure(argv, work)  # warm-up (page cache, imports), not counted
             runs_ = []
             for _ in range(runs):
                 m = measure(argv, work)
@@ -522,7 +539,9 @@ def report(
             (
                 f"Simulated endpoints: {eps['lab_hosts']} lab sshds, each also listening on "
                 f"{eps['ports_per_host']} extra ports (MaxStartups raised: the controller is measured, not "
-                "sshd), one host entry per (ip, port), one probe (`cat /proc/uptime`); growth is against the "
+                "sshd), one host entry per (ip, port), one probe (`cat /proc/uptime`), "
+                + ("one known_hosts for all" if eps["one_known_hosts"] else "one known_hosts file per sshd")
+                + "; growth is against the "
                 f"{first}-endpoint medians:"
             ),
             "",
@@ -554,6 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain-runs", type=int, default=1, help="plain Ansible runs per size (it is slow)")
     parser.add_argument("--endpoints", default="100,300,1000", help="simulated endpoint counts ('' to skip)")
     parser.add_argument("--endpoint-runs", type=int, default=3)
+    parser.add_argument(
+        "--one-known-hosts",
+        action="store_true",
+        help="one known_hosts for every endpoint (else one per sshd)",
+    )
     parser.add_argument("--results", action="store_true", help="append the section to bench/RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="leave the lab at its big size afterwards")
     args = parser.parse_args(argv)
@@ -576,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
                     sizes.append(bench_hosts(inventory, size, args.runs, args.plain_runs, work))
                 counts = [int(c) for c in args.endpoints.split(",") if c.strip()]
                 if counts:
-                    eps = bench_endpoints(inventory, counts, args.endpoint_runs, work)
+                    eps = bench_endpoints(inventory, counts, args.endpoint_runs, work, args.one_known_hosts)
             finally:
                 if not args.keep:
                     log("collector-lab up (back to 3 hosts)")
