@@ -508,19 +508,26 @@ def ingest(
     sources = [artifacts_dirs] if isinstance(artifacts_dirs, str) else list(artifacts_dirs)
     if not sources:
         raise UsageError("ingest needs at least one artifacts folder")
-    slices = [read_slice(source) for source in sources]
+    slices: list[Slice] = []
     per_slice: list[tuple[str, dict[str, HostResult]]] = []
-    for one in slices:
+    stamps: list[str] = []
+    sinces: list[str] = []
+    for source in sources:  # one slice's events at a time: only the parsed results stay in memory
+        one = read_slice(source)
         hosts = host_results_from_events(one.events, {})
         if not hosts:
             raise UsageError(f"{one.source} holds no result of playbooks/collect.yml's probe-runner task")
         per_slice.append((one.source, hosts))
+        created = sorted(str(e.get("created")) for e in one.events if e.get("created"))
+        stamps += created[:1] + created[-1:]
+        sinces.append(_since_of(one.events))
+        one.events = []
+        slices.append(one)
     merged = merge_slices(per_slice)
-    events = [e for one in slices for e in one.events]
-    stamps = sorted(str(e.get("created")) for e in events if e.get("created"))
+    stamps.sort()
+    sinces = list(dict.fromkeys(filter(None, sinces)))
     pattern = _union([s.pattern for s in slices], ":") or "all"  # Ansible's union of patterns
     run_inventory = _union([s.inventory for s in slices if s.inventory != "?"], ",") or "?"
-    sinces = list(dict.fromkeys(filter(None, (_since_of(s.events) for s in slices))))
     log = _Log()
     for (source, hosts), one in zip(per_slice, slices, strict=True):
         log(f"ingest {source}: {len(hosts)} host(s), pattern {one.pattern!r}, inventory {one.inventory}")
@@ -541,9 +548,9 @@ def ingest(
     )
     for name, result in run.hosts.items():
         log(f"host {name}: {result.status}" + (f" ({result.error})" if result.error else ""))
-    secrets_from = [inventory] if inventory else [
-        p for p in run_inventory.split(",") if p != "?" and Path(p).is_file()
-    ]
+    secrets_from = (
+        [inventory] if inventory else [p for p in run_inventory.split(",") if p != "?" and Path(p).is_file()]
+    )
     secrets = [value for source in secrets_from for value in load_inventory(source).secret_values()]
     log(
         f"known secrets: {len(secrets)} value(s) from the secret host variables of {', '.join(secrets_from)}"
