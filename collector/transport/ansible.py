@@ -194,6 +194,41 @@ def mentions_jump_hosts(inventory_files: Iterable[str]) -> bool:
     return False
 
 
+def open_jump_masters(ssh_config: Path, targets: Iterable[Target], connect_timeout_s: float) -> None:
+    """One ControlMaster per jump host chain, opened (authenticated) before ansible-playbook starts.
+
+    With forks hosts starting at once, each first hop would find no master yet and log in on its own: a
+    bastion would see a burst of handshakes past its MaxStartups. Opened first, every hop is a channel over
+    the one master. A jump host that cannot be reached leaves nothing: its hosts then fail as OpenSSH says.
+    """
+    chains = list(dict.fromkeys(tuple(jump_hosts(t.hostvars)) for t in targets))
+    procs = []
+    for chain in (c for c in chains if c):
+        *before, (user, host, port) = chain
+        argv = ["ssh", "-F", str(ssh_config), "-f", "-N", "-o", "BatchMode=yes"]
+        argv += ["-o", f"ConnectTimeout={int(max(1, connect_timeout_s))}"]
+        if before:
+            argv += ["-J", ",".join(_hop(*hop) for hop in before)]
+        argv += [*(["-l", user] if user else []), *(["-p", str(port)] if port else []), host]
+        # -f: ssh returns once authenticated, the master stays in the background (stopped by _stop_masters)
+        procs.append(
+            subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+    for proc in procs:
+        try:
+            proc.wait(timeout=(max(map(len, chains)) + 1) * (connect_timeout_s + 5))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _hop(user: str | None, host: str, port: int | None) -> str:
+    address = f"[{host}]" if ":" in host else host
+    return f"{user + '@' if user else ''}{address}{':' + str(port) if port else ''}"
+
+
 def _stop_masters(control_dir: Path) -> None:
     """Ask this run's ControlMasters (hosts' and jump hosts') to exit now, not ControlPersist later."""
     if not control_dir.is_dir():
@@ -269,12 +304,13 @@ def run_playbook(
     event_handler: Callable[[dict[str, Any]], Any] | None = None,
     cancel: threading.Event | None = None,
     unsafe_vars: bool = False,
-    jump_config: str = "",
+    jump_targets: Iterable[Target] = (),
 ) -> PlaybookRun:
     """Run a playbook through ansible-runner and return plain values (never raises for a host).
 
     `inventory` is a file, a directory or a list of files; `limit` an Ansible pattern. Artifacts stay in
-    `private_dir` when given, else in a temp dir that is removed afterwards.
+    `private_dir` when given, else in a temp dir that is removed afterwards. `jump_targets`: the hosts whose
+    ProxyJump hops get the hosts' key and known_hosts and one ControlMaster each, opened before the play.
     """
     import ansible_runner
 
@@ -301,7 +337,12 @@ def run_playbook(
         varfile.write_text(unsafe_yaml(extravars) if unsafe_vars else json.dumps(extravars))
         flags += ["-e", shlex.quote(f"@{varfile}")]
     cmdline = " ".join(flags)
+    jump_targets = list(jump_targets)
+    env = ansible_env(
+        workdir, connect_timeout_s=connect_timeout_s, forks=forks, jump_config=jump_ssh_config(jump_targets)
+    )
     try:
+        open_jump_masters(workdir / "ssh_config", jump_targets, connect_timeout_s)
         runner = ansible_runner.run(
             private_data_dir=str(pdir),
             playbook=str(Path(playbook).resolve()),
@@ -309,9 +350,7 @@ def run_playbook(
             limit=limit,
             cmdline=cmdline or None,
             forks=forks,
-            envvars=ansible_env(
-                workdir, connect_timeout_s=connect_timeout_s, forks=forks, jump_config=jump_config
-            ),
+            envvars=env,
             timeout=int(timeout_s) if timeout_s else None,
             quiet=True,
             suppress_env_files=True,
@@ -443,7 +482,7 @@ class CollectRun:
                 while not self.attached.wait(0.1):
                     if self.cancelled.is_set():
                         return
-                kwargs["jump_config"] = jump_ssh_config((self.hosts or {}).values())
+                kwargs["jump_targets"] = list((self.hosts or {}).values())
             self.outcome = run_playbook(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to finish(): the caller decides
             self.error = exc
