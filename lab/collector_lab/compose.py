@@ -535,7 +535,10 @@ def routing_off(settings: Settings) -> None:
     state = _read_state(settings)
     orig = state.pop("ip_forward_orig", None)
     if orig is not None:
-        _sysctl("ip_forward", str(orig))  # resets every interface's forwarding to it as well
+        # A write that changes ip_forward resets every interface's forwarding (and the default) to it;
+        # through 0, so an original 1 also undoes routing_on's per-interface 0s.
+        _sysctl("ip_forward", "0")
+        _sysctl("ip_forward", str(orig).strip())
         _write_state(settings, state)
 
 

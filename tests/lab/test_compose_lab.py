@@ -243,7 +243,7 @@ def test_compose_oom_kills_the_app_under_its_limit_and_docker_restarts_it(health
 
 
 def test_breaking_a_compose_fault_while_the_engine_is_down_says_so(
-    compose_host: Settings, monkeypatch: pytest.MonkeyPatch
+    compose_host: Settings, lab_lock: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(compose, "is_running", lambda settings=None: False)
     with pytest.raises(faults.FaultError, match="compose host is not up"):
