@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from collector_lab import BRIDGE, LAB_NAME, assets, base, hosts, monitoring
+from collector_lab import BRIDGE, LAB_NAME, assets, base, compose, hosts, monitoring
 
 from collector.config import Settings
 from collector.times import wait_until
@@ -304,6 +304,10 @@ def test_status_json_shows_every_host_and_service(lab: Any, lab_lock: None) -> N
     assert info["monitoring"]["prometheus"]["ready"] and info["monitoring"]["alertmanager"]["ready"]
 
 
+def _links() -> str:
+    return subprocess.run(["ip", "-br", "link"], check=False, capture_output=True, text=True).stdout
+
+
 def _traces(settings: Any) -> dict[str, Any]:
     """Everything of the lab that must be gone after `lab down`."""
     state_dir = str(settings.state_dir)
@@ -336,6 +340,15 @@ def _traces(settings: Any) -> dict[str, Any]:
         "inventory": hosts.inventory_path(settings).exists(),
         # an earlier lab's silences and firing alerts would mute the next lab's
         "monitoring data": sorted(p.name for p in monitoring.mon_dir(settings).glob("*-data")),
+        # the compose host's engine: its exec root (socket, pidfile, netns) and its network's bridge
+        "compose": [
+            trace
+            for trace, left in (
+                (str(compose.EXEC_ROOT), compose.EXEC_ROOT.exists()),
+                (compose.COMPOSE_BRIDGE, compose.COMPOSE_BRIDGE in _links()),
+            )
+            if left
+        ],
     }
 
 
@@ -355,6 +368,7 @@ def test_down_leaves_nothing_and_up_tolerates_leftovers(lab: Any, lab_lock: None
             "procs": [],
             "inventory": False,
             "monitoring data": [],
+            "compose": [],
         }
         assert hosts.INOTIFY.read_text() == inotify_before
         status = _cli("status")
