@@ -1,7 +1,8 @@
 """The four compose playbooks for real, on a throwaway Compose project on the lab's Docker Engine.
 
 The project (`cwt<pid>`, one service `app` on no network, a healthcheck, releases v1 and v2 as git tags) is
-this test's own: the lab's `sergas` project and hosts are never touched, so no lab lock is needed. Each
+this test's own: the lab's `sergas` project and hosts are never touched. It holds the lab lock all the same,
+so that no `collector-lab up/down` stops the engine under it. Each
 playbook runs as `collector remediate` runs it (collector.transport.ansible.run_playbook, check + diff, then
 for real, then again): check mode changes nothing, the apply does what it says, the second run changes
 nothing.
@@ -60,7 +61,7 @@ def _compose_cli() -> list[str]:
 
 
 @pytest.fixture()
-def project(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def project(lab: Any, lab_lock: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A git checkout with releases v1 and v2 (v2 checked out), up and healthy, and an inventory naming it."""
     if (
         not SOCKET.exists()
