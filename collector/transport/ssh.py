@@ -417,13 +417,20 @@ def _connection(
 
 
 def _close(conn: Any) -> None:
-    """Close a connection (and the jump channel under it); None and errors are ignored."""
+    """Close a connection and the jump host channel under it; None and errors are ignored.
+
+    fabric closes only a connection that got as far as being connected: after a failed handshake the client
+    and the channel it ran over must be closed here, or each retry would leave a channel open on the jump.
+    """
     if conn is None:
         return
-    try:
-        conn.close()
-    except Exception:  # noqa: BLE001, S110 - closing is best effort
-        pass
+    sock = (getattr(conn, "connect_kwargs", None) or {}).get("sock")
+    for close in (conn.close, conn.client.close, getattr(sock, "close", None)):
+        try:
+            if close is not None:
+                close()
+        except Exception:  # noqa: BLE001, S110 - closing is best effort
+            pass
 
 
 def _describe(exc: BaseException) -> str:

@@ -153,7 +153,9 @@ def test_a_banner_that_never_comes_looks_throttled(
 ) -> None:
     server = fake_sshd(lambda conn: time.sleep(3))
     exc = _handshake_error(server.port, Settings(connect_timeout_s=1, connect_retries=0), tmp_path / "kh")
-    assert "Error reading SSH protocol banner" in str(exc) and looks_throttled(exc)
+    # paramiko says it either way, depending on which of its threads notices first
+    assert any(m in str(exc) for m in ("Error reading SSH protocol banner", "No existing session")), exc
+    assert looks_throttled(exc)
 
 
 def test_refused_timeouts_keys_and_channel_failures_are_not_throttling(tmp_path: Path) -> None:
