@@ -30,6 +30,10 @@ EXPECTED = [
     "disk-full",
     "redis-memory",
     "host-down",
+    # the Docker Compose host's (lab/collector_lab/compose.py)
+    "compose-app-down",
+    "compose-bad-deploy",
+    "compose-oom",
 ]
 
 
