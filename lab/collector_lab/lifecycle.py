@@ -92,9 +92,11 @@ def up(settings: Settings, extra: int = 0, log: Log = _quiet, fresh: bool = Fals
             with ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(lambda n: hosts.stop_host(settings, n), unwanted))
         if fresh:
-            log("fresh: dropping every host's overlay")
+            log("fresh: dropping every host's overlay and the monitoring's data")
             with ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(lambda n: hosts.drop_overlay(settings, n), sorted(set(table) | set(unwanted))))
+            monitoring.stop(settings)  # a killed session's `down` never ran: its silences must not live on
+            monitoring.drop_data(settings)
         hosts.ensure_bridge()
         if hosts.inotify_needed(len(table)) is None:
             hosts.restore_inotify(state)
