@@ -415,6 +415,8 @@ def _check(check: Any) -> dict[str, Any]:
         "name": str(c.get("name") or "?"),
         "host": str(c.get("host") or ""),
         "passed": bool(c.get("passed")),
+        # verify's unknown (no data) is shown as such: not a pass, and not a measured failure either
+        "result": "UNKNOWN" if c.get("status") == "unknown" else ("pass" if c.get("passed") else "FAIL"),
         "detail": str(c.get("detail") or ""),
     }
 

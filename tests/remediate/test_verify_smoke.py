@@ -207,3 +207,11 @@ def test_verify_sends_the_flows_before_measuring(json_server: Any, tmp_path: Pat
     assert checks["flow: orders"].passed and "4/4 ok" in checks["flow: orders"].detail
     assert checks["5xx ratio < 1%"].passed and "verify sent 4 requests" in checks["5xx ratio < 1%"].detail
     assert checks["/health healthy"].passed
+
+
+def test_the_report_shows_an_unknown_check_as_unknown() -> None:
+    from collector.report.data import _check
+
+    assert _check(Check.unknown("p95 < 200 ms", "monitoring", "no data").as_dict())["result"] == "UNKNOWN"
+    assert _check(Check("SELECT 1", "db1", False, "rc 2").as_dict())["result"] == "FAIL"
+    assert _check({"name": "old record", "passed": True})["result"] == "pass"  # written before `status`
