@@ -49,7 +49,7 @@ from collector_lab import (
     lab_secrets,
     lab_state,
 )
-from collector_lab.hosts import CGROUP_ROOT, Log, _quiet, run_in
+from collector_lab.hosts import CGROUP_ROOT, Log, _quiet, kill_cgroup, remove_cgroup_tree, run_in
 
 HOST = "compose1"
 GROUP = "compose"
@@ -240,35 +240,13 @@ def _clear_leftovers(settings: Settings) -> None:
         except ProcessLookupError:
             pass
     for top in _container_cgroups():
-        if not top.is_dir():
-            continue
-        for procs in top.rglob("cgroup.procs"):
-            try:
-                pids = [int(p) for p in procs.read_text().split()]
-            except OSError:
-                continue
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_cgroup(top)
     wait_until(lambda: not engine_processes(), 10.0, 0.1)
     for target in sorted(_mounts_under(EXEC_ROOT, data_root(settings)), key=len, reverse=True):
         if subprocess.run(["umount", target], capture_output=True, check=False).returncode != 0:
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
     for top in _container_cgroups():
-        if not top.is_dir():
-            continue
-        for _ in range(50):
-            subdirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-            for sub in [*subdirs, top]:
-                try:
-                    sub.rmdir()
-                except OSError:
-                    pass
-            if not top.exists():
-                break
-            time.sleep(0.1)
+        remove_cgroup_tree(top)
     if _ip("link", "show", COMPOSE_BRIDGE).returncode == 0:
         _ip("link", "del", COMPOSE_BRIDGE)
     shutil.rmtree(EXEC_ROOT, ignore_errors=True)

@@ -524,26 +524,37 @@ def _cgroup_pids(d: Path) -> list[int]:
     return pids
 
 
+def kill_cgroup(d: Path) -> None:
+    """SIGKILL every process in a cgroup and the cgroups below it."""
+    for pid in _cgroup_pids(d):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def remove_cgroup_tree(d: Path) -> None:
+    """Remove a cgroup and those below it, deepest first; a cgroup whose last process is still exiting
+    refuses for a moment, so this tries for up to 5 s."""
+    for _ in range(50):
+        subdirs = sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+        for sub in [*subdirs, d]:
+            try:
+                sub.rmdir()
+            except OSError:
+                pass
+        if not d.exists():
+            break
+        time.sleep(0.1)
+
+
 def remove_cgroups(name: str) -> None:
     """Kill whatever is left in the host's cgroups and remove them, deepest first."""
     for d in _cgroup_dirs(name):
         if not d.exists():
             continue
-        for pid in _cgroup_pids(d):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for _ in range(50):
-            subdirs = sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-            for sub in [*subdirs, d]:
-                try:
-                    sub.rmdir()
-                except OSError:
-                    pass
-            if not d.exists():
-                break
-            time.sleep(0.1)
+        kill_cgroup(d)
+        remove_cgroup_tree(d)
     for c in CGROUP_CONTROLLERS:
         top = CGROUP_ROOT / c / LAB_NAME
         try:

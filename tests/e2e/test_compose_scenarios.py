@@ -10,7 +10,6 @@ scenario holds the lab lock; plans and bundles live in tmp_path.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 from collector_lab import demo
+from scenario_kit import Shell, ok
 
 from collector.inventory import load_inventory
 from collector.times import wait_until
@@ -63,33 +63,6 @@ EXPECTED: dict[str, Expect] = {
         "compose-oom-killed", "P2", "P2", "memory-limit", {"max": "512M"}, "compose-memory-limit"
     ),
 }
-
-
-class Shell:
-    """Runs the installed commands in one working directory and keeps what was typed."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.cwd = cwd
-        self.typed: list[str] = []
-
-    def __call__(self, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        self.typed.append(" ".join(argv))
-        return subprocess.run(
-            [demo.tool(argv[0]), *argv[1:]],
-            cwd=self.cwd,
-            text=True,
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout,
-            check=False,
-        )
-
-
-def _ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, (
-        f"{proc.args[1:]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
-    return proc.stdout
 
 
 def _compose_vars(lab: Any) -> dict[str, Any]:
@@ -159,7 +132,7 @@ def _play(
     sh: Shell, lab: Any, name: str, expect: Expect, inventory: str, hostvars: dict[str, Any], cwd: Path
 ) -> None:
     since = demo.journal_since()
-    _ok(sh("collector-lab", "break", name, timeout=180))
+    ok(sh("collector-lab", "break", name, timeout=180))
     if expect.orders_traffic_s:
         statuses = demo.drive_traffic(
             str(hostvars["collector_app_url"]), expect.orders_traffic_s, orders_only=True
@@ -191,7 +164,7 @@ def _play(
     # alice types the suggested command: the plan binds the compose playbook the inventory chose
     plan = cwd / "plans" / f"{name}.json"
     argv = demo.plan_argv(mitigation, inventory, str(plan), str(bundle), requester=REQUESTER)
-    planned = _ok(sh("collector", *argv[1:]))
+    planned = ok(sh("collector", *argv[1:]))
     assert "deploy    compose" in planned, planned[-2000:]
     doc = json.loads(plan.read_text())
     assert doc["action"] == expect.action and doc["binding"]["deploy"] == "compose"
@@ -203,8 +176,8 @@ def _play(
     assert faults_active(lab, name), "the check run (plan) changed the host"
 
     # bob approves; alice applies (verify, after-bundle, actions.json, report)
-    _ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
-    applied = _ok(
+    ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
+    applied = ok(
         sh(
             "collector",
             "remediate",
@@ -226,8 +199,8 @@ def _play(
     assert not faults_active(lab, name), f"{name} is still active after the mitigation"
 
     # the same plan approved again and applied: nothing left to change
-    _ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
-    again = _ok(
+    ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
+    again = ok(
         sh(
             "collector",
             "remediate",
@@ -247,9 +220,9 @@ def _play(
         "hosts"
     ]
 
-    verified = _ok(sh("collector", "verify", "--hosts", HOST, "-i", inventory, "--wait", "30"))
+    verified = ok(sh("collector", "verify", "--hosts", HOST, "-i", inventory, "--wait", "30"))
     assert "RECOVERED: every check passed" in verified
-    assert "chain intact" in _ok(sh("collector", "audit", "verify", "--expect", second["audit_head"]))
+    assert "chain intact" in ok(sh("collector", "audit", "verify", "--expect", second["audit_head"]))
 
     report = (bundle / "report.md").read_text()
     assert finding["title"] in report and expect.finding in report

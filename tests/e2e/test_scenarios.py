@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 from collector_lab import demo
+from scenario_kit import Shell, ok
 
 from collector.inventory import load_inventory
 from collector.times import wait_until
@@ -68,34 +68,6 @@ EXPECTED: dict[str, Expect] = {
     "redis-memory": Expect("redis-near-maxmemory", "P2", "P2", "redis-maxmemory", {"policy": "allkeys-lru"}),
     "error-storm": Expect("error-storm-client", "P2", "P1", "block-client", {"address": "127.0.0.2"}),
 }
-
-
-class Shell:
-    """Runs the installed commands in one working directory and keeps what was typed."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.cwd = cwd
-        self.typed: list[str] = []
-
-    def __call__(self, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        command = [demo.tool(argv[0]), *argv[1:]]
-        self.typed.append(" ".join(argv))
-        return subprocess.run(
-            command,
-            cwd=self.cwd,
-            text=True,
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout,
-            check=False,
-        )
-
-
-def _ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, (
-        f"{proc.args[1:]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
-    return proc.stdout
 
 
 @pytest.fixture()
@@ -165,7 +137,7 @@ def _blocked_queries(lab: Any) -> int:
 
 def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventory: str, cwd: Path) -> None:
     since = demo.journal_since()
-    _ok(sh("collector-lab", "break", scenario.fault, timeout=180))
+    ok(sh("collector-lab", "break", scenario.fault, timeout=180))
     if scenario.settle_s:  # the fault runs until its symptom is there (bounded well above the demo's wait)
         assert wait_until(lambda: _developed(lab, expect.finding, since), 6 * scenario.settle_s + 30, 0.5), (
             f"{scenario.fault}: {expect.finding}'s log lines never piled up"
@@ -183,7 +155,7 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
             demo.drive_traffic(base, scenario.traffic_s)
 
     # collect → bundle with findings.json (triage ran at the end of collect)
-    out = _ok(sh("collect", "--hosts", "lab", "-i", inventory, "--since", since))
+    out = ok(sh("collect", "--hosts", "lab", "-i", inventory, "--since", since))
     if background is not None:
         background.join()
     bundle = Path(demo.bundle_path(out, cwd))
@@ -207,7 +179,7 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     # the suggested command as typed by alice, plus where the plan and the incident's bundle are
     plan = cwd / "plans" / f"{scenario.name}.json"
     argv = demo.plan_argv(mitigation, inventory, str(plan), str(bundle), requester=REQUESTER)
-    _ok(sh("collector", *argv[1:]))
+    ok(sh("collector", *argv[1:]))
     doc = json.loads(plan.read_text())
     assert doc["action"] == expect.action and doc["requester"] == REQUESTER
     assert [s["statement"]["role"] for s in doc["statements"]] == [
@@ -218,10 +190,10 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     )
 
     # a second person approves with their key; then apply (verify, after-bundle, actions.json, report)
-    _ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
+    ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
     signed = json.loads(plan.read_text())["statements"][-1]
     assert (signed["statement"]["role"], signed["principal"]) == ("approve", APPROVER)
-    applied = _ok(
+    applied = ok(
         sh(
             "collector",
             "remediate",
@@ -237,7 +209,7 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     assert "APPLIED and VERIFIED" in applied, applied[-2000:]
 
     allowed = [arg for alert in expect.allow_alerts for arg in ("--allow-alert", alert)]
-    verified = _ok(sh("collector", "verify", "--hosts", "lab", "-i", inventory, "--wait", "30", *allowed))
+    verified = ok(sh("collector", "verify", "--hosts", "lab", "-i", inventory, "--wait", "30", *allowed))
     assert "RECOVERED: every check passed" in verified
 
     actions = json.loads((bundle / "actions.json").read_text())["actions"][-1]
@@ -251,7 +223,7 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
         and actions["break_glass"] is None
         and actions["applier"] == REQUESTER
     )
-    assert "chain intact" in _ok(sh("collector", "audit", "verify", "--expect", actions["audit_head"]))
+    assert "chain intact" in ok(sh("collector", "audit", "verify", "--expect", actions["audit_head"]))
     assert any(h["changed"] for h in actions["hosts"].values()), actions["hosts"]
 
     report = (bundle / "report.md").read_text()

@@ -200,6 +200,23 @@ def test_kill9_during_collection_then_restart_reruns_it(tmp_path: Path) -> None:
         store.close()
 
 
+def _retrying_serve(folder: Path, monitoring_url: str, attempts: int) -> ServeProcess:
+    """serve on `local` whose failed verifies run again after 1 s, at most `attempts` times."""
+    return ServeProcess(
+        folder,
+        inventory=LOCAL,
+        fallback="local",
+        max_collections=1,
+        env={
+            "COLLECTOR_PROMETHEUS_URL": monitoring_url,
+            "COLLECTOR_ALERTMANAGER_URL": monitoring_url,
+            "COLLECTOR_SERVE_VERIFY_WAIT_S": "0",
+            "COLLECTOR_SERVE_VERIFY_RETRY_S": "1",
+            "COLLECTOR_SERVE_VERIFY_ATTEMPTS": str(attempts),
+        },
+    ).start()
+
+
 def _resolved(group: str, fingerprint: str, starts: str) -> dict[str, Any]:
     return notification(group, [alert("Re", fingerprint, starts, status="resolved")], status="resolved")
 
@@ -219,19 +236,7 @@ def test_a_failed_verify_runs_again_while_the_alerts_stay_resolved(tmp_path: Pat
         }
 
     url = json_server(monitoring)
-    serve = ServeProcess(
-        tmp_path,
-        inventory=LOCAL,
-        fallback="local",
-        max_collections=1,
-        env={
-            "COLLECTOR_PROMETHEUS_URL": url,
-            "COLLECTOR_ALERTMANAGER_URL": url,
-            "COLLECTOR_SERVE_VERIFY_WAIT_S": "0",
-            "COLLECTOR_SERVE_VERIFY_RETRY_S": "1",
-            "COLLECTOR_SERVE_VERIFY_ATTEMPTS": "3",
-        },
-    ).start()
+    serve = _retrying_serve(tmp_path, url, attempts=3)
     store = IncidentStore(serve.db)
     try:
         starts = now_iso(-20)
@@ -254,19 +259,7 @@ def test_a_failed_verify_runs_again_while_the_alerts_stay_resolved(tmp_path: Pat
         store.close()
     # the same with the lingering alert gone before the second attempt: resolved without a new notification
     (tmp_path / "again").mkdir()
-    serve = ServeProcess(
-        tmp_path / "again",
-        inventory=LOCAL,
-        fallback="local",
-        max_collections=1,
-        env={
-            "COLLECTOR_PROMETHEUS_URL": url,
-            "COLLECTOR_ALERTMANAGER_URL": url,
-            "COLLECTOR_SERVE_VERIFY_WAIT_S": "0",
-            "COLLECTOR_SERVE_VERIFY_RETRY_S": "1",
-        },
-    )
-    serve.start()
+    serve = _retrying_serve(tmp_path / "again", url, attempts=10)
     store = IncidentStore(serve.db)
     try:
         _, body, _ = serve.post(notification("g-retry2", [alert("Re", "fp-r2", starts)]))
