@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from collector_lab import demo
+from collector_lab import demo, faults
+
+from collector.times import wait_until
 
 
 class Shell:
@@ -34,3 +37,14 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
         f"{proc.args[1:]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
     return proc.stdout
+
+
+def heal_leftovers(lab: Any) -> None:
+    """Heal every fault someone left in (the caller holds the lab lock, so an active fault is a leftover)."""
+    for name, active in faults.active_faults(lab.settings).items():
+        if active:
+            try:
+                faults.heal_fault(name, lab.settings)
+            except faults.FaultError:  # e.g. Redis frees UNLINKed keys in the background: it heals by itself
+                healed = wait_until(lambda n=name: not faults.is_active(lab.settings, faults.get(n)), 10, 0.5)
+                assert healed, f"leftover fault {name} does not heal"

@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 from collector_lab import demo
-from scenario_kit import Shell, ok
+from scenario_kit import Shell, heal_leftovers, ok
 
 from collector.inventory import load_inventory
-from collector.times import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
 
@@ -75,16 +74,8 @@ def _compose_vars(lab: Any) -> dict[str, Any]:
 @pytest.fixture()
 def compose_lab(lab: Any, lab_lock: None) -> Iterator[Any]:
     """The lab with its compose host up and no fault left over by anyone (the lock is held)."""
-    from collector_lab import faults
-
     _compose_vars(lab)
-    for name, active in faults.active_faults(lab.settings).items():
-        if active:
-            try:
-                faults.heal_fault(name, lab.settings)
-            except faults.FaultError:  # e.g. Redis frees UNLINKed keys in the background: it heals by itself
-                healed = wait_until(lambda n=name: not faults.is_active(lab.settings, faults.get(n)), 10, 0.5)
-                assert healed, f"leftover fault {name} does not heal"
+    heal_leftovers(lab)
     yield lab
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from collector_lab import demo
-from scenario_kit import Shell, ok
+from scenario_kit import Shell, heal_leftovers, ok
 
 from collector.inventory import load_inventory
 from collector.times import wait_until
@@ -73,15 +73,7 @@ EXPECTED: dict[str, Expect] = {
 @pytest.fixture()
 def healed_lab(lab: Any, lab_lock: None) -> Iterator[Any]:
     """The lab with no fault left over by anyone (the lock is held, so an active fault is a leftover)."""
-    from collector_lab import faults
-
-    for name, active in faults.active_faults(lab.settings).items():
-        if active:
-            try:
-                faults.heal_fault(name, lab.settings)
-            except faults.FaultError:  # e.g. Redis frees UNLINKed keys in the background: it heals by itself
-                healed = wait_until(lambda n=name: not faults.is_active(lab.settings, faults.get(n)), 10, 0.5)
-                assert healed, f"leftover fault {name} does not heal"
+    heal_leftovers(lab)
     yield lab
 
 
