@@ -4,6 +4,7 @@ answers, killed (by its pid) afterwards."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -201,10 +203,31 @@ def sergas_alerts(alertmanager_url: str) -> list[str]:
         ]
 
 
-def quiet_alertmanager(alertmanager_url: str, timeout_s: float = 420) -> float:
+def prometheus_settled(prometheus_url: str, ratio_below: float = 0.05) -> bool:
+    """No Sergas rule pending or firing in Prometheus, and the app's 5-minute 5xx ratio well under the alert's
+    10 % (or no traffic): an earlier fault's ratio hovering at the threshold fires again minutes later and
+    opens the test's incident before its own break."""
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/alerts", timeout=10) as resp:
+        rules = json.load(resp)["data"]["alerts"]
+    if any(a["labels"].get("alertname", "").startswith("Sergas") for a in rules):
+        return False
+    query = urllib.parse.urlencode(
+        {
+            "query": 'sum(rate(sergas_http_requests_total{status=~"5.."}[5m]))'
+            " / sum(rate(sergas_http_requests_total[5m]))"
+        }
+    )
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/query?{query}", timeout=10) as resp:
+        result = json.load(resp)["data"]["result"]
+    value = float(result[0]["value"][1]) if result else 0.0
+    return math.isnan(value) or value < ratio_below  # NaN: no traffic at all
+
+
+def quiet_alertmanager(alertmanager_url: str, prometheus_url: str, timeout_s: float = 420) -> float:
     """Start a lab test from a quiet Alertmanager: expire the silences earlier incidents left (an incident
     acknowledged and never resolved keeps its silence, which would mute this test's alert), then wait for
-    earlier Sergas alerts to resolve (their 5-minute rates fade). Returns the seconds waited."""
+    earlier Sergas alerts to resolve and Prometheus to settle (their 5-minute rates fade). Returns the
+    seconds waited."""
     with urllib.request.urlopen(f"{alertmanager_url}/api/v2/silences", timeout=10) as resp:
         leftovers = [
             s["id"]
@@ -215,5 +238,10 @@ def quiet_alertmanager(alertmanager_url: str, timeout_s: float = 420) -> float:
         request = urllib.request.Request(f"{alertmanager_url}/api/v2/silence/{silence}", method="DELETE")
         urllib.request.urlopen(request, timeout=10).close()
     started = time.monotonic()
-    poll(lambda: not sergas_alerts(alertmanager_url), timeout_s, "earlier Sergas alerts to resolve", 2.0)
+    poll(
+        lambda: not sergas_alerts(alertmanager_url) and prometheus_settled(prometheus_url),
+        timeout_s,
+        "earlier Sergas alerts to resolve and the 5xx ratio to settle",
+        2.0,
+    )
     return time.monotonic() - started

@@ -69,7 +69,7 @@ def e2e(
     token_file = ensure_alertmanager_routes_to_serve(lab)
     # A Sergas alert still firing from an earlier fault (its 5xx ratio is over 5 minutes) would be this
     # group's open incident already, and the break would only join it: start from a quiet Alertmanager.
-    waited = quiet_alertmanager(lab.alertmanager_url)
+    waited = quiet_alertmanager(lab.alertmanager_url, lab.prometheus_url)
     print(f"\n  waited {waited:.0f} s for earlier Sergas alerts to resolve")
     config = tmp_path / "incidents.yml"
     config.write_text(

@@ -49,7 +49,8 @@ def lab_serve(lab: Any, lab_lock: None, tmp_path: Path) -> Iterator[ServeProcess
     from collector_lab.monitoring import SERVE_PORT
 
     token_file = ensure_alertmanager_routes_to_serve(lab)
-    quiet_alertmanager(lab.alertmanager_url)  # an earlier alert of the same group would only be joined
+    # an earlier alert of the same group would only be joined: start from a quiet lab
+    quiet_alertmanager(lab.alertmanager_url, lab.prometheus_url)
     serve = ServeProcess(
         tmp_path,
         inventory=str(lab.inventory),
