@@ -200,6 +200,21 @@ def test_kill9_during_collection_then_restart_reruns_it(tmp_path: Path) -> None:
         store.close()
 
 
+def _monitoring_stand_in(firing: list[dict[str, Any]]) -> Any:
+    """Alertmanager answering `firing` (as it is at each request) and Prometheus answering healthy numbers
+    (no data would be UNKNOWN, which never resolves an incident)."""
+
+    def monitoring(path: str, query: Any) -> tuple[int, Any]:
+        if path == "/api/v2/alerts":
+            return 200, list(firing)
+        return 200, {
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "0.001"]}]},
+        }
+
+    return monitoring
+
+
 def _retrying_serve(folder: Path, monitoring_url: str, attempts: int) -> ServeProcess:
     """serve on `local` whose failed verifies run again after 1 s, at most `attempts` times."""
     return ServeProcess(
@@ -227,15 +242,7 @@ def test_a_failed_verify_runs_again_while_the_alerts_stay_resolved(tmp_path: Pat
         {"labels": {"alertname": "Lingering"}, "status": {"state": "active"}, "startsAt": now_iso(-60)}
     ]
 
-    def monitoring(path: str, query: Any) -> tuple[int, Any]:
-        if path == "/api/v2/alerts":
-            return 200, list(firing)
-        return 200, {
-            "status": "success",
-            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "0.001"]}]},
-        }
-
-    url = json_server(monitoring)
+    url = json_server(_monitoring_stand_in(firing))
     serve = _retrying_serve(tmp_path, url, attempts=3)
     store = IncidentStore(serve.db)
     try:
@@ -287,16 +294,7 @@ def test_resolved_runs_verify_and_resolves_only_when_it_passes(tmp_path: Path, j
         }
     ]
 
-    def monitoring(path: str, query: Any) -> tuple[int, Any]:
-        if path == "/api/v2/alerts":
-            return 200, list(firing)
-        # The service's numbers are healthy (no data would be UNKNOWN, which never resolves an incident).
-        return 200, {
-            "status": "success",
-            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "0.001"]}]},
-        }
-
-    url = json_server(monitoring)
+    url = json_server(_monitoring_stand_in(firing))
     serve = ServeProcess(
         tmp_path,
         inventory=LOCAL,
