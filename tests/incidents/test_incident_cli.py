@@ -137,3 +137,24 @@ def test_ack_silences_the_alerts_in_alertmanager_until_resolved(
     assert resolved.exit_code == 0, resolved.output
     assert f"silence {silence_id}: expired" in resolved.output
     assert _silence(lab.alertmanager_url, silence_id)["status"]["state"] == "expired"
+
+
+@pytest.mark.lab
+def test_serve_expires_the_silences_as_its_verify_resolves(
+    env: IncidentStore, lab: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve resolves on a passed verify and ends the acknowledgement's silence then, not at a later tick."""
+    from collector.config import Settings
+    from collector.incidents.worker import Service
+
+    monkeypatch.setenv("COLLECTOR_ALERTMANAGER_URL", lab.alertmanager_url)
+    inc = _open(env, "P2")
+    acked = run("ack", inc.id, "--by", "sam")
+    silence_id = acked.output.split("silenced in Alertmanager: ", 1)[1].split()[0]
+    assert _silence(lab.alertmanager_url, silence_id)["status"]["state"] == "active"
+    Service(env, Settings(alertmanager_url=lab.alertmanager_url), hooks=[]).unsilence(
+        inc.id, "2026-12-02T01:00:00Z"
+    )
+    assert _silence(lab.alertmanager_url, silence_id)["status"]["state"] == "expired"
+    (gone,) = [e for e in env.events(inc.id) if e.kind == "unsilenced"]
+    assert gone.actor == "serve" and (gone.detail or {})["ids"] == [silence_id]
