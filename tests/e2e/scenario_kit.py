@@ -48,3 +48,16 @@ def heal_leftovers(lab: Any) -> None:
             except faults.FaultError:  # e.g. Redis frees UNLINKed keys in the background: it heals by itself
                 healed = wait_until(lambda n=name: not faults.is_active(lab.settings, faults.get(n)), 10, 0.5)
                 assert healed, f"leftover fault {name} does not heal"
+
+
+REQUESTER, APPROVER = "alice", "bob"
+
+
+def approve_and_apply(
+    sh: Shell, lab: Any, plan: Path, *, verify_wait: int, timeout: float, after_bundle: bool = True
+) -> str:
+    """bob approves the plan with his lab key, then alice applies it with hers; the apply's stdout."""
+    ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
+    argv = ["remediate", "apply", str(plan), "--key", str(lab.signers.key(REQUESTER))]
+    argv += ["--verify-wait", str(verify_wait), *([] if after_bundle else ["--no-after-bundle"])]
+    return ok(sh("collector", *argv, timeout=timeout))

@@ -18,14 +18,13 @@ from typing import Any
 
 import pytest
 from collector_lab import demo
-from scenario_kit import Shell, heal_leftovers, ok
+from scenario_kit import APPROVER, REQUESTER, Shell, approve_and_apply, heal_leftovers, ok
 
 from collector.inventory import load_inventory
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
 
 RANK = {"none": 0, "P3": 1, "P2": 2, "P1": 3, "P0": 4}
-REQUESTER, APPROVER = "alice", "bob"
 HOST = "compose1"
 TIMINGS: dict[str, float] = {}
 
@@ -167,20 +166,7 @@ def _play(
     assert faults_active(lab, name), "the check run (plan) changed the host"
 
     # bob approves; alice applies (verify, after-bundle, actions.json, report)
-    ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
-    applied = ok(
-        sh(
-            "collector",
-            "remediate",
-            "apply",
-            str(plan),
-            "--key",
-            str(lab.signers.key(REQUESTER)),
-            "--verify-wait",
-            "75",
-            timeout=400,
-        )
-    )
+    applied = approve_and_apply(sh, lab, plan, verify_wait=75, timeout=400)
     assert "APPLIED and VERIFIED" in applied, applied[-2000:]
     record = _last_action(bundle)
     assert (record["action"], record["requester"], record["approver"]) == (expect.action, REQUESTER, APPROVER)
@@ -190,21 +176,7 @@ def _play(
     assert not faults_active(lab, name), f"{name} is still active after the mitigation"
 
     # the same plan approved again and applied: nothing left to change
-    ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
-    again = ok(
-        sh(
-            "collector",
-            "remediate",
-            "apply",
-            str(plan),
-            "--key",
-            str(lab.signers.key(REQUESTER)),
-            "--verify-wait",
-            "30",
-            "--no-after-bundle",
-            timeout=300,
-        )
-    )
+    again = approve_and_apply(sh, lab, plan, verify_wait=30, timeout=300, after_bundle=False)
     assert "APPLIED and VERIFIED" in again, again[-2000:]
     second = _last_action(bundle)
     assert second["plan_id"] == record["plan_id"] and second["hosts"][HOST]["changed"] is False, second[

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from collector_lab import demo
-from scenario_kit import Shell, heal_leftovers, ok
+from scenario_kit import APPROVER, REQUESTER, Shell, approve_and_apply, heal_leftovers, ok
 
 from collector.inventory import load_inventory
 from collector.times import wait_until
@@ -31,7 +31,6 @@ from collector.triage.engine import load_rules
 pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
 
 RANK = {"none": 0, "P3": 1, "P2": 2, "P1": 3, "P0": 4}
-REQUESTER, APPROVER = "alice", "bob"
 TIMINGS: dict[str, float] = {}
 
 
@@ -182,22 +181,9 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     )
 
     # a second person approves with their key; then apply (verify, after-bundle, actions.json, report)
-    ok(sh("collector", "approve", str(plan), "--key", str(lab.signers.key(APPROVER)), "--yes"))
-    signed = json.loads(plan.read_text())["statements"][-1]
-    assert (signed["statement"]["role"], signed["principal"]) == ("approve", APPROVER)
-    applied = ok(
-        sh(
-            "collector",
-            "remediate",
-            "apply",
-            str(plan),
-            "--key",
-            str(lab.signers.key(REQUESTER)),
-            "--verify-wait",
-            "75",
-            timeout=300,
-        )
-    )
+    applied = approve_and_apply(sh, lab, plan, verify_wait=75, timeout=300)
+    signed = [s for s in json.loads(plan.read_text())["statements"] if s["statement"]["role"] == "approve"]
+    assert [s["principal"] for s in signed] == [APPROVER]
     assert "APPLIED and VERIFIED" in applied, applied[-2000:]
 
     allowed = [arg for alert in expect.allow_alerts for arg in ("--allow-alert", alert)]
