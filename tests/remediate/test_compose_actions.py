@@ -156,7 +156,7 @@ def test_compose_playbooks_follow_house_style(action: str) -> None:
         assert re.match(r"^[A-Z].*\.$", task["name"]), f"{action}: not a sentence: {task['name']}"
         if "register" in task:
             assert task["register"].startswith((f"__{act.prefix}_", "__compose_")), task["register"]
-        module = next(k for k in task if "." in k or k == "collector_change")
+        module = next(k for k in task if "." in k or k.startswith("collector_"))
         if module in ("ansible.builtin.command", "ansible.builtin.shell", "ansible.builtin.uri"):
             assert "changed_when" in task, f"{action}: {task['name']} has no changed_when"
             mutating = task.get("changed_when") is True

@@ -123,14 +123,19 @@ def test_playbook_follows_house_style(name: str) -> None:
         assert re.match(r"^[A-Z].*\.$", task["name"]), f"{name}: task name is not a sentence: {task['name']}"
         if "register" in task:
             assert task["register"].startswith(f"__{action.prefix}_"), task["register"]
-        module = next(k for k in task if "." in k or k == "collector_change")
+        module = next(k for k in task if "." in k or k.startswith("collector_"))
         if module in ("ansible.builtin.command", "ansible.builtin.shell", "ansible.builtin.uri"):
             assert "changed_when" in task, f"{name}: {task['name']} has no changed_when"
     for var in plays[0].get("vars") or {}:
         assert var.startswith((action.prefix + "_", "__" + action.prefix + "_")), var
 
 
-def test_env_file_edits_never_log_or_diff_the_file() -> None:
+def test_env_file_edits_go_through_the_module_that_never_returns_the_file() -> None:
+    """The .env is edited by key with collector_safe_file (whose result holds only the key's line:
+    tests/remediate/test_safe_file.py), never by a module that would log or diff it."""
     plays = yaml.safe_load(get_action("pool-resize").playbook.read_text())
-    edits = [t for t in plays[0]["tasks"] if "ansible.builtin.lineinfile" in t]
-    assert edits and all(t.get("no_log") is True and t.get("diff") is False for t in edits)
+    tasks = plays[0]["tasks"]
+    edits = [t for t in tasks if "collector_safe_file" in t]
+    assert edits and all(set(t["collector_safe_file"]) == {"path", "key", "value"} for t in edits)
+    writers = ("lineinfile", "copy", "template", "blockinfile", "replace")
+    assert not [t["name"] for t in tasks if any(k.endswith(f".{w}") or k == w for k in t for w in writers)]
