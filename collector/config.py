@@ -71,6 +71,7 @@ class Settings:
     incidents_db: str = ""
     serve_listen: str = "127.0.0.1:9095"
     serve_token: str = ""
+    serve_page_token: str = ""  # opens the incidents page to non-loopback clients (HTTP Basic password)
     serve_max_collections: int = 2
     serve_queue_size: int = 1000
     serve_host_labels: tuple[str, ...] = ()

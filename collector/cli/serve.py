@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 
@@ -22,13 +21,17 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def read_token(option: str, path: str | None) -> str | None:
+    """A token file's text (None without a file); a missing or empty file is bad input."""
+    if not path:
+        return None
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror}") from None
+    if not token:
+        raise UsageError(f"{option} {path} is empty")
+    return token
 
 
 @click.command("serve")
@@ -37,6 +40,12 @@ def is_loopback(host: str) -> bool:
     "--token-file",
     type=click.Path(dir_okay=False),
     help="File holding the bearer token Alertmanager sends (else COLLECTOR_SERVE_TOKEN / serve_token).",
+)
+@click.option(
+    "--page-token-file",
+    type=click.Path(dir_okay=False),
+    help="File holding the token that opens the incidents page to non-loopback clients "
+    "(else COLLECTOR_SERVE_PAGE_TOKEN / serve_page_token).",
 )
 @click.option("--db", help="Incident store: a SQLite path or postgresql://... (setting incidents_db).")
 @click.option("-i", "--inventory", help="Inventory file or directory.")
@@ -59,6 +68,7 @@ def is_loopback(host: str) -> bool:
 def serve_command(
     listen: str | None,
     token_file: str | None,
+    page_token_file: str | None,
     db: str | None,
     inventory: str | None,
     out_dir: str | None,
@@ -72,22 +82,15 @@ def serve_command(
     collects, triages, reports and plans."""
     import uvicorn
 
-    from collector.incidents.server import create_app
+    from collector.incidents.server import create_app, is_loopback
     from collector.incidents.store import IncidentStore
     from collector.incidents.webhook import parse_label_rules
     from collector.incidents.worker import Service
 
-    token = None
-    if token_file:
-        try:
-            token = Path(token_file).read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"--token-file {token_file}: {exc.strerror}") from None
-        if not token:
-            raise UsageError(f"--token-file {token_file} is empty")
     settings = load_settings(
         serve_listen=listen,
-        serve_token=token,
+        serve_token=read_token("--token-file", token_file),
+        serve_page_token=read_token("--page-token-file", page_token_file),
         incidents_db=db,
         inventory=inventory,
         out_dir=out_dir,
@@ -124,6 +127,12 @@ def serve_command(
         store.engine.url.render_as_string(hide_password=True),
         service.max_workers,
         ", bearer token required" if settings.serve_token else ", NO token",
+    )
+    logging.getLogger("collector.serve").info(
+        "incidents page at http://%s:%d/ for loopback clients%s",
+        host,
+        port,
+        " and, with the page token, others" if settings.serve_page_token else " only",
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
 

@@ -8,8 +8,11 @@ Alertmanager retries (and the retry is deduplicated).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -39,9 +42,64 @@ def authorized(header: str | None, token: str) -> bool:
     return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def page_access(client: str | None, header: str | None, page_token: str) -> bool:
+    """Who sees the incidents page: a loopback client (a proxy on this machine authenticates the others),
+    anyone else only with the page token, as an HTTP Basic password (any user name) or a Bearer token."""
+    if client and is_loopback(client):
+        return True
+    if not page_token or not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        given = value.strip()
+    elif scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    else:
+        return False
+    return hmac.compare_digest(given.encode(), page_token.encode())
+
+
 def page_routes(service: Service) -> list[BaseRoute]:
-    """The incidents page's routes (collector.incidents.page)."""
-    return list(page.routes(service.store, service.settings))
+    """The incidents page's routes (collector.incidents.page), each behind `page_access`: incidents and
+    their reports are evidence, and the webhook's token (Alertmanager's) does not open them."""
+    page_token = service.settings.serve_page_token
+
+    def guarded(endpoint: Any) -> Any:
+        async def guard(request: Request) -> Response:
+            client = request.client.host if request.client else None
+            if page_access(client, request.headers.get("authorization"), page_token):
+                return await endpoint(request)  # type: ignore[no-any-return]
+            log.warning("%s page request from %s refused", 401 if page_token else 403, client or "?")
+            if page_token:
+                return PlainTextResponse(
+                    "the incidents page needs its token\n",
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Basic realm="incidents"'},
+                )
+            return PlainTextResponse(
+                "the incidents page answers loopback clients only (serve_page_token opens it)\n",
+                status_code=403,
+            )
+
+        return guard
+
+    return [
+        Route(r.path, guarded(r.endpoint), methods=list(r.methods or ()), name=r.name)
+        for r in page.routes(service.store, service.settings)
+        if isinstance(r, Route)
+    ]
 
 
 def create_app(service: Service, token: str, *, start_service: bool = True) -> Starlette:

@@ -76,10 +76,11 @@ class ServeProcess:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         token_file: Path | None = None,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{listen_host}:{self.port}"
         self.db = db or str(workdir / "incidents.db")
         self.out_dir = workdir / "bundles"
         self.log_path = workdir / "serve.log"
@@ -94,7 +95,7 @@ class ServeProcess:
             COLLECTOR,
             "serve",
             "--listen",
-            f"127.0.0.1:{self.port}",
+            f"{listen_host}:{self.port}",
             "--token-file",
             str(token_file),
             "--db",
@@ -110,6 +111,8 @@ class ServeProcess:
         ]
         for rule in host_labels:
             self.argv += ["--host-label", rule]
+        if listen_host != "127.0.0.1":
+            self.argv.append("--allow-remote")
         self.env = {
             **os.environ,
             "COLLECTOR_PLANS_DIR": str(workdir / "plans"),

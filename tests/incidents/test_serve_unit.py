@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli.serve import is_loopback, split_listen
+from collector.cli.serve import split_listen
 from collector.core import UsageError
-from collector.incidents.server import authorized
+from collector.incidents.server import authorized, is_loopback, page_access
 from collector.incidents.webhook import (
     Alert,
     PayloadError,
@@ -124,6 +124,23 @@ def test_bearer_and_listen() -> None:
     with pytest.raises(UsageError):
         split_listen("nope")
     assert is_loopback("127.0.0.2") and is_loopback("::1") and not is_loopback("0.0.0.0")
+
+
+def test_the_page_answers_loopback_else_only_its_own_token() -> None:
+    import base64
+
+    def basic(user_password: str) -> str:
+        return "Basic " + base64.b64encode(user_password.encode()).decode()
+
+    assert page_access("127.0.0.1", None, "") and page_access("::1", None, "pg-tok")
+    assert not page_access("10.203.57.1", None, "")  # no page token: loopback only
+    assert not page_access("10.203.57.1", "Bearer pg-tok", "")
+    assert not page_access(None, None, "pg-tok") and not page_access("10.203.57.1", None, "pg-tok")
+    assert page_access("10.203.57.1", basic("dana:pg-tok"), "pg-tok")
+    assert page_access("10.203.57.1", "Bearer pg-tok", "pg-tok")
+    assert not page_access("10.203.57.1", basic("pg-tok:wrong"), "pg-tok")  # the password, not the user
+    assert not page_access("10.203.57.1", "Basic !!notbase64", "pg-tok")
+    assert not page_access("10.203.57.1", "Digest pg-tok", "pg-tok")
 
 
 def test_serve_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
