@@ -523,12 +523,12 @@ def report(
         ]
         for r in sizes:
             ratio_plain = (
-                r["plain"]["median"] / r["collect"]["median"] if r["plain"].get("n") else float("nan")
+                f"{r['plain']['median'] / r['collect']['median']:.1f}" if r["plain"].get("n") else "—"
             )
             lines.append(
                 f"| {r['hosts']} | {r['probes']} | {fmt(r['floor'])} | {fmt(r['collect'])} | "
                 f"{fmt(r['plain'])} | {r['collect']['median'] / r['floor']['median']:.2f} | "
-                f"{ratio_plain:.1f} | {fmt(r['rss'], 0)} | "
+                f"{ratio_plain} | {fmt(r['rss'], 0)} | "
                 f"{fmt(r['cpu'])} | {fmt(r['fds'], 0)} | {r['statuses']} |"
             )
         lines.append("")
