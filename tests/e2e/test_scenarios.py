@@ -24,13 +24,13 @@ import pytest
 from collector_lab import demo
 from scenario_kit import APPROVER, REQUESTER, Shell, approve_and_apply, heal_leftovers, ok
 
+from collector.core import severity_rank
 from collector.inventory import load_inventory
 from collector.times import wait_until
 from collector.triage.engine import load_rules
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
 
-RANK = {"none": 0, "P3": 1, "P2": 2, "P1": 3, "P0": 4}
 TIMINGS: dict[str, float] = {}
 
 
@@ -156,7 +156,7 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     assert named, f"{expect.finding} not found; triage said: {summary}"
     finding = named[0]
     assert finding["severity"] == expect.severity, summary
-    assert RANK[findings["severity"]] >= RANK[expect.least], summary
+    assert severity_rank(findings["severity"]) <= severity_rank(expect.least), summary  # as severe or more
     assert finding["evidence"] and all(e["path"] and e["excerpt"] for e in finding["evidence"])
     mitigation = finding["mitigation"]
     assert mitigation and mitigation["action"] == expect.action, finding
