@@ -494,17 +494,21 @@ def ingest(
     command_line: list[str] | None = None,
     after: bool = True,
     inventory: str | None = None,
+    unseal_key: str | None = None,
 ) -> CollectOutcome:
     """Build one bundle from the artifacts of one or more playbooks/collect.yml runs (AWX job slices,
-    ansible-runner runs): same manifest, redaction and sums as `collect`.
+    ansible-runner runs): same manifest, redaction and sums as `collect`. Runs made with
+    `collector_output_recipient` hold sealed outputs, opened with the private key at `unseal_key`.
 
     Every slice is read and merged before anything is written, so a bad slice or a conflicting host leaves
     no bundle behind. The secret host variables of `inventory` (else of the runs' own inventories, when
     readable here) are redacted wherever they show up, as `collect` does with the inventory it reads.
     """
+    from collector.seal import SealError, Unsealer
     from collector.transport.ansible import host_results_from_events
 
     settings = load_settings(out_dir=out_dir, redact=redact)
+    unsealer = Unsealer.from_file(unseal_key) if unseal_key else None
     sources = [artifacts_dirs] if isinstance(artifacts_dirs, str) else list(artifacts_dirs)
     if not sources:
         raise UsageError("ingest needs at least one artifacts folder")
@@ -514,7 +518,10 @@ def ingest(
     sinces: list[str] = []
     for source in sources:  # one slice's events at a time: only the parsed results stay in memory
         one = read_slice(source)
-        hosts = host_results_from_events(one.events, {})
+        try:
+            hosts = host_results_from_events(one.events, {}, unsealer)
+        except SealError as exc:
+            raise UsageError(f"{one.source}: {exc}") from None
         if not hosts:
             raise UsageError(f"{one.source} holds no result of playbooks/collect.yml's probe-runner task")
         per_slice.append((one.source, hosts))

@@ -283,6 +283,11 @@ def collect_command(
     help="The run's inventory: its secret host variables are redacted wherever they appear. "
     "Default: the inventory named in the artifacts, when readable here.",
 )
+@click.option(
+    "--unseal-key",
+    metavar="KEY",
+    help="PEM RSA private key opening outputs the runs sealed (collector_output_recipient, its certificate).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of tables.")
 @click.option(
     "--no-redact", "no_redact", is_flag=True, help="Keep secrets (the bundle's name and manifest say so)."
@@ -292,6 +297,7 @@ def ingest_command(
     out_dir: str | None,
     incident: str | None,
     inventory: str | None,
+    unseal_key: str | None,
     as_json: bool,
     no_redact: bool,
 ) -> None:
@@ -308,6 +314,7 @@ def ingest_command(
             redact=False if no_redact else None,
             command_line=["collector", "ingest", *sys.argv[2:]],
             inventory=inventory,
+            unseal_key=unseal_key,
         )
     )
     _exit(outcome, as_json)

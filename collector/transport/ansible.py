@@ -23,6 +23,7 @@ from collector.config import Settings
 from collector.core import HostResult
 from collector.jsonfile import read_json
 from collector.paths import resource
+from collector.seal import SealError, Unsealer, sealed_to
 from collector.transport import (
     Interrupted,
     Payload,
@@ -394,18 +395,42 @@ def collect_extravars(payload: Payload) -> dict[str, Any]:
 
 
 def host_results_from_events(
-    events: Iterable[dict[str, Any]], targets: dict[str, Target]
+    events: Iterable[dict[str, Any]], targets: dict[str, Target], unsealer: Unsealer | None = None
 ) -> dict[str, HostResult]:
-    """HostResults from a collect.yml run's events (also what `collector ingest` reads from artifacts)."""
+    """HostResults from a collect.yml run's events (also what `collector ingest` reads from artifacts).
+
+    A sealed output (the run had `collector_output_recipient`) is opened with `unsealer`; without one, or
+    with a key that does not open it, SealError (nothing of it is guessed)."""
     results: dict[str, HostResult] = {}
     for event in events:
-        result = _collect_event(event, targets)
+        result = _collect_event(event, targets, unsealer)
         if result is not None:
             results[result.host] = result
     return results
 
 
-def _collect_event(event: dict[str, Any], targets: dict[str, Target]) -> HostResult | None:
+def _unseal(host: str, res: dict[str, Any], unsealer: Unsealer | None) -> dict[str, Any]:
+    """The result with its sealed answer opened: stdout, stderr and the runner's rc, as unsealed runs have."""
+    if unsealer is None:
+        raise SealError(f"host {host}: the output is sealed (collector_output_recipient): give --unseal-key")
+    try:
+        opened = json.loads(unsealer.open(str(res["sealed"]), sealed_to(res)))
+    except SealError as exc:
+        raise SealError(f"host {host}: {exc}") from None
+    except ValueError as exc:
+        raise SealError(f"host {host}: the opened output is not the runner's answer ({exc})") from None
+    rc = int(opened.get("rc") or 0)
+    return {
+        **res,
+        "stdout": str(opened.get("stdout") or "") if rc == 0 else "",
+        "stderr": str(opened.get("stderr") or ""),
+        "msg": f"probe runner exited {rc}" if rc else "",
+    }
+
+
+def _collect_event(
+    event: dict[str, Any], targets: dict[str, Target], unsealer: Unsealer | None = None
+) -> HostResult | None:
     kind = event.get("event", "")
     data = event.get("event_data") or {}
     if kind not in _HOST_EVENTS or data.get("task") != RUNNER_TASK:
@@ -416,6 +441,8 @@ def _collect_event(event: dict[str, Any], targets: dict[str, Target]) -> HostRes
     res = data.get("res") or {}
     if kind == "runner_on_unreachable":
         return failed_host(host, roles, "unreachable", str(res.get("msg") or "unreachable"))
+    if res.get("sealed"):
+        res = _unseal(host, res, unsealer)
     stdout = res.get("stdout") or ""
     if stdout.lstrip().startswith("{"):
         return parse_response(host, roles, stdout)
@@ -502,7 +529,12 @@ class CollectRun:
         if event.get("event") == "runner_on_start" and data.get("task") == RUNNER_TASK:
             self.progress(data.get("host", ""), "running", {})
             return
-        result = _collect_event(event, self.hosts)
+        try:
+            result = _collect_event(event, self.hosts)
+        except SealError as exc:  # the inventory sets collector_output_recipient: only `ingest` opens it
+            host = data.get("host", "")
+            target = self.hosts.get(host)
+            result = failed_host(host, target.roles if target else (), "failed", str(exc))
         if result is not None and result.host in self.hosts:
             self.results[result.host] = result
             for probe in result.probes:
