@@ -75,7 +75,7 @@ def test_ingest_of_a_folder_holding_neither_artifacts_nor_awx_pages_exits_2(tmp_
 # ---------------------------------------------------------------- real ansible-runner runs on the lab
 
 
-def _runner(lab: Any, tmp: Path, name: str, limit: str) -> Path:
+def _runner(lab: Any, tmp: Path, name: str, limit: str, extra: str = "") -> Path:
     """One plain ansible-runner run of the shipped playbook, as AWX runs each slice; its artifacts folder."""
     from collector.paths import resource
 
@@ -91,7 +91,7 @@ def _runner(lab: Any, tmp: Path, name: str, limit: str) -> Path:
     }
     argv = [str(Path(sys.executable).parent / "ansible-runner"), "run", str(private)]
     argv += ["-p", str(resource("playbooks") / "collect.yml"), "--inventory", str(lab.inventory)]
-    argv += ["--limit", limit, "--ident", "slice", "--cmdline", f"-e collector_since={SINCE}"]
+    argv += ["--limit", limit, "--ident", "slice", "--cmdline", f"-e collector_since={SINCE} {extra}".strip()]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return private / "artifacts" / "slice"
@@ -162,3 +162,39 @@ def test_two_real_slices_make_one_bundle_like_a_direct_collection(lab: Any, tmp_
     assert str(first) in clash.stderr and str(again) in clash.stderr
     assert clash.stderr.strip().count("\n") == 0
     assert not (tmp_path / "clash").exists()
+
+
+@pytest.mark.lab
+def test_a_sealed_slice_from_real_hosts_opens_with_its_key_only(lab: Any, tmp_path: Path) -> None:
+    """Sealed on db1 and redis1 themselves (their openssl), opened here: the same hosts, host statuses and
+    probes as an unsealed run, and no probe output in the artifacts."""
+    import yaml
+
+    key, cert = tmp_path / "ingest-key.pem", tmp_path / "ingest-cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-days", "30", "-subj", "/CN=ingest"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    seal = tmp_path / "seal.yml"
+    seal.write_text(yaml.safe_dump({"collector_output_recipient": cert.read_text()}))
+    db, redis = lab.groups["db"][0], lab.groups["redis"][0]
+    sealed = _runner(lab, tmp_path, "sealed", f"{db},{redis}", extra=f"-e @{seal}")
+    events = b"".join(p.read_bytes() for p in (sealed / "job_events").glob("*.json"))
+    assert b'"sealed"' in events and b"output_b64" not in events and b"PONG" not in events
+    refused = _cli("ingest", str(sealed), "--out", str(tmp_path / "no-key"))
+    assert refused.returncode == 2 and "--unseal-key" in refused.stderr, refused.stderr
+    opened = _cli("ingest", str(sealed), "--out", str(tmp_path / "ing"), "--unseal-key", str(key), "--json")
+    assert opened.returncode in (0, 1), opened.stderr
+    bundle = Path(json.loads(opened.stdout)["bundle"])
+    assert (bundle / "hosts" / redis / "redis_ping.txt").read_text().strip() == "PONG"
+    plain = _runner(lab, tmp_path, "plain", f"{db},{redis}")
+    reference = _cli("ingest", str(plain), "--out", str(tmp_path / "plain-ing"), "--json")
+    assert reference.returncode in (0, 1), reference.stderr
+    probes = {h: (v["status"], sorted(v["probes"])) for h, v in _manifest(bundle)["hosts"].items()}
+    expected = {
+        h: (v["status"], sorted(v["probes"]))
+        for h, v in _manifest(json.loads(reference.stdout)["bundle"])["hosts"].items()
+    }
+    assert probes == expected
