@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,17 @@ def heal_leftovers(lab: Any) -> None:
 REQUESTER, APPROVER = "alice", "bob"
 
 
+@dataclass(frozen=True)
+class Expect:
+    """What the runbook says a fault looks like and how it is fixed."""
+
+    finding: str  # rule id triage must name
+    severity: str  # that finding's severity
+    least: str  # the verdict is at least this severe
+    action: str  # the mitigation that finding suggests
+    params: dict[str, str]  # parameters the suggestion must carry
+
+
 def approve_and_apply(
     sh: Shell, lab: Any, plan: Path, *, verify_wait: int, timeout: float, after_bundle: bool = True
 ) -> str:
@@ -61,3 +73,17 @@ def approve_and_apply(
     argv = ["remediate", "apply", str(plan), "--key", str(lab.signers.key(REQUESTER))]
     argv += ["--verify-wait", str(verify_wait), *([] if after_bundle else ["--no-after-bundle"])]
     return ok(sh("collector", *argv, timeout=timeout))
+
+
+def assert_report_tells_it(bundle: Path, finding: dict[str, Any], expect: Expect) -> None:
+    """report.md names the finding, and its timeline the request, the approval, the apply and the verify."""
+    report = (bundle / "report.md").read_text()
+    assert finding["title"] in report and expect.finding in report
+    timeline = demo.timeline_section(report)
+    for text in (
+        f"Plan {expect.action} requested by {REQUESTER}",
+        f"Plan {expect.action} approved by {APPROVER}",
+        f"Applied {expect.action}",
+        "Verification passed",
+    ):
+        assert text in timeline, f"timeline lacks {text!r}:\n{timeline}"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scenario_kit
 from collector_lab import demo
 from scenario_kit import APPROVER, REQUESTER, Shell, approve_and_apply, heal_leftovers, ok
 
@@ -30,14 +31,9 @@ TIMINGS: dict[str, float] = {}
 
 
 @dataclass(frozen=True)
-class Expect:
+class Expect(scenario_kit.Expect):
     """What the runbook says this compose fault looks like and how it is fixed."""
 
-    finding: str  # rule id triage must name
-    severity: str  # that finding's severity
-    least: str  # the verdict is at least this severe
-    action: str  # the mitigation that finding suggests
-    params: dict[str, str]  # parameters the suggestion must carry
     playbook: str  # the compose playbook the plan binds (the inventory's collector_deploy chose it)
     orders_traffic_s: float = 0.0  # requests at /api/orders after the break (the errors a bad deploy makes)
 
@@ -187,16 +183,7 @@ def _play(
     assert "RECOVERED: every check passed" in verified
     assert "chain intact" in ok(sh("collector", "audit", "verify", "--expect", second["audit_head"]))
 
-    report = (bundle / "report.md").read_text()
-    assert finding["title"] in report and expect.finding in report
-    timeline = demo.timeline_section(report)
-    for text in (
-        f"Plan {expect.action} requested by {REQUESTER}",
-        f"Plan {expect.action} approved by {APPROVER}",
-        f"Applied {expect.action}",
-        "Verification passed",
-    ):
-        assert text in timeline, f"timeline lacks {text!r}:\n{timeline}"
+    scenario_kit.assert_report_tells_it(bundle, finding, expect)
 
 
 def faults_active(lab: Any, name: str) -> bool:

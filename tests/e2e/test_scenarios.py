@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scenario_kit
 from collector_lab import demo
 from scenario_kit import APPROVER, REQUESTER, Shell, approve_and_apply, heal_leftovers, ok
 
@@ -35,14 +36,9 @@ TIMINGS: dict[str, float] = {}
 
 
 @dataclass(frozen=True)
-class Expect:
+class Expect(scenario_kit.Expect):
     """What the runbook says this scenario looks like and how it is fixed."""
 
-    finding: str  # rule id triage must name
-    severity: str  # that finding's severity
-    least: str  # the verdict is at least this severe
-    action: str  # the mitigation that finding suggests
-    params: dict[str, str]  # parameters the suggestion must carry
     allow_alerts: tuple[str, ...] = ()  # alerts the mitigation raises on purpose (told to verify)
 
 
@@ -204,13 +200,4 @@ def _play(sh: Shell, lab: Any, scenario: demo.Scenario, expect: Expect, inventor
     assert "chain intact" in ok(sh("collector", "audit", "verify", "--expect", actions["audit_head"]))
     assert any(h["changed"] for h in actions["hosts"].values()), actions["hosts"]
 
-    report = (bundle / "report.md").read_text()
-    assert finding["title"] in report and expect.finding in report
-    timeline = demo.timeline_section(report)
-    for text in (
-        f"Plan {expect.action} requested by {REQUESTER}",
-        f"Plan {expect.action} approved by {APPROVER}",
-        f"Applied {expect.action}",
-        "Verification passed",
-    ):
-        assert text in timeline, f"timeline lacks {text!r}:\n{timeline}"
+    scenario_kit.assert_report_tells_it(bundle, finding, expect)
