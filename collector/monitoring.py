@@ -155,8 +155,13 @@ def shape_alerts(doc: Any) -> dict[str, Any]:
 # whether the throttling is still going on (0, not empty, while the app exports the counter at all).
 RUNBOOK_INSTANT_QUERIES: dict[str, str] = {
     "circuit_breaker_state": "max(sergas_zoho_circuit_breaker_state)",
-    "zoho_throttled_2m": 'sum(increase(sergas_zoho_requests_total{outcome=~"429|breaker_open"}[2m]))'
-    " or (0 * sum(sergas_zoho_requests_total))",
+    # Refused or short-circuited Zoho calls in the last 2 minutes. increase() counts nothing of a series that
+    # first appears inside its range (the app exports outcome="429" only from the first 429 on), so a series
+    # that did not exist 2 minutes ago counts its whole value; no such calls at all is 0, not "no data".
+    "zoho_throttled_2m": "sum((increase({z}[2m]) and {z} offset 2m) or ({z} unless {z} offset 2m))"
+    " or (0 * sum(sergas_zoho_requests_total))".format(
+        z='sergas_zoho_requests_total{outcome=~"429|breaker_open"}'
+    ),
 }
 
 
