@@ -119,10 +119,19 @@ def _prometheus(lab: Any, expr: str) -> float | None:
 
 
 def _quiet(lab: Any) -> bool:
-    """No active alert, 5xx ratio and p95 under the runbook's thresholds (or no traffic at all)."""
+    """No active alert, 5xx ratio and p95 under the runbook's thresholds (or no traffic at all), and no Zoho
+    call refused or short-circuited in the last 2 minutes (triage's live sign of rate limiting)."""
+    from collector.monitoring import RUNBOOK_INSTANT_QUERIES
+
     ratio = _prometheus(lab, lab.settings.promql_error_ratio)
     p95 = _prometheus(lab, lab.settings.promql_p95)
-    return not _alerts(lab) and (ratio is None or ratio <= 0.10) and (p95 is None or p95 <= 0.2)
+    throttled = _prometheus(lab, RUNBOOK_INSTANT_QUERIES["zoho_throttled_2m"])
+    return (
+        not _alerts(lab)
+        and (ratio is None or ratio <= 0.10)
+        and (p95 is None or p95 <= 0.2)
+        and (throttled is None or throttled < 3)
+    )
 
 
 def _heal_leftovers() -> None:
