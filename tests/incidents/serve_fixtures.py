@@ -226,6 +226,9 @@ def prometheus_settled(prometheus_url: str, ratio_below: float = 0.05) -> bool:
     return math.isnan(value) or value < ratio_below  # NaN: no traffic at all
 
 
+NOTIFY_TIMEOUT_S = 20.0  # above Alertmanager's notification flush timeout (the lab's group_interval 10 s)
+
+
 def quiet_alertmanager(alertmanager_url: str, prometheus_url: str, timeout_s: float = 420) -> float:
     """Start a lab test from a quiet Alertmanager: expire the silences earlier incidents left (an incident
     acknowledged and never resolved keeps its silence, which would mute this test's alert), then wait for
@@ -241,10 +244,17 @@ def quiet_alertmanager(alertmanager_url: str, prometheus_url: str, timeout_s: fl
         request = urllib.request.Request(f"{alertmanager_url}/api/v2/silence/{silence}", method="DELETE")
         urllib.request.urlopen(request, timeout=10).close()
     started = time.monotonic()
-    poll(
-        lambda: not sergas_alerts(alertmanager_url) and prometheus_settled(prometheus_url),
-        timeout_s,
-        "earlier Sergas alerts to resolve and the 5xx ratio to settle",
-        2.0,
-    )
+    quiet_since: list[float] = []
+
+    def held() -> bool:
+        """Quiet now, and for NOTIFY_TIMEOUT_S in a row: a notification Alertmanager computed while an alert
+        was still firing is retried for up to that long (its flush timeout: group_interval, at least 10 s),
+        and would reach the test's serve as a stale "firing" the moment it starts."""
+        if sergas_alerts(alertmanager_url) or not prometheus_settled(prometheus_url):
+            quiet_since.clear()
+            return False
+        quiet_since[:] = quiet_since or [time.monotonic()]
+        return time.monotonic() - quiet_since[0] >= NOTIFY_TIMEOUT_S
+
+    poll(held, timeout_s, "earlier Sergas alerts to resolve and the 5xx ratio to settle", 2.0)
     return time.monotonic() - started
