@@ -12,13 +12,10 @@ expectation below is this file's own.
 from __future__ import annotations
 
 import json
-import operator
 import shlex
 import threading
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ from scenario_kit import APPROVER, REQUESTER, Shell, approve_and_apply, heal_lef
 from collector.core import severity_rank
 from collector.inventory import load_inventory
 from collector.times import wait_until
-from collector.triage.engine import load_rules
+from collector.triage.engine import compare, load_rules
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive, pytest.mark.slow]
 
@@ -117,40 +114,35 @@ def _developed(lab: Any, rule_id: str, since: str) -> bool:
     return int(str(lab.host(app).run(count).stdout).strip() or 0) >= float(rule.threshold)
 
 
-COMPARE: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "==": operator.eq,
-    "<=": operator.le,
-    "<": operator.lt,
-}
-
-
 def _live_sign_scraped(lab: Any, rule_id: str) -> bool:
     """A history finding is P3 ("recovered") unless a live rule of its scenario holds. The live rules that
-    Prometheus measures (runbook instant queries) lag the logs by up to a scrape (5 s), so a fault a few
-    seconds old is in the journal and not yet in Prometheus: an on-call collects while the fault is live,
-    and so does this test. True when one such live rule holds now, or when there is none to wait for."""
-    from collector.monitoring import RUNBOOK_INSTANT_QUERIES
+    Prometheus measures lag the logs by up to a scrape (5 s), so a fault a few seconds old is in the journal
+    and not yet in Prometheus: an on-call collects while the fault is live, and so does this test. True when
+    one such live rule holds now (the product's own queries and comparison), or when there is none."""
+    from collector import monitoring
 
     rules = load_rules()
     rule = next(r for r in rules if r.id == rule_id)
     partners = [
-        (r, RUNBOOK_INSTANT_QUERIES[name])
+        r
         for r in rules
         if rule.basis == "history" and r.basis == "live" and r.scenario == rule.scenario
         if r.measure == "prometheus_value"
-        for name in r.args.get("query") or ()
-        if name in RUNBOOK_INSTANT_QUERIES
     ]
-    for partner, promql in partners:
-        url = f"{lab.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            result = json.load(answer)["data"]["result"]
-        value = float(result[0]["value"][1]) * float(partner.args.get("scale", 1)) if result else None
-        if value is not None and COMPARE[partner.op](value, float(partner.threshold)):
-            return True
-    return not partners
+    wanted = {str(name) for r in partners for name in r.args.get("query") or ()}
+    values = {
+        q.name: json.loads(monitoring.run_query(q).output).get("value")
+        for q in monitoring.queries(lab.settings, range_minutes=0)
+        if q.name in wanted
+    }
+    for partner in partners:
+        for name in partner.args.get("query") or ():
+            value = values.get(str(name))
+            if value is not None and compare(
+                value * float(partner.args.get("scale", 1)), partner.op, partner.threshold
+            ):
+                return True
+    return not values
 
 
 def _blocked_queries(lab: Any) -> int:
