@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on top of install.sh, as root (run-tests.sh calls this): the lab's
 # Debian packages (systemd-nspawn hosts, monitoring), Chromium for the report tests, Redmine for the
-# ticket tests, and the Python test extras (pytest, linters, hatchling for the packaging test).
+# ticket tests, openssl for the sealed-output tests' keys, and the Python test extras (pytest, linters,
+# hatchling for the packaging test).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,7 +18,7 @@ SEL
 
 # tzdata: the pg_log zone tests read Asia/Tokyo and America/New_York.
 APT_PACKAGES=(
-  git rsync tzdata systemd-container debootstrap iproute2 e2fsprogs
+  git rsync tzdata systemd-container debootstrap iproute2 e2fsprogs openssl
   prometheus prometheus-alertmanager
   chromium
   redmine redmine-sqlite thin
