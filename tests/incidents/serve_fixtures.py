@@ -188,11 +188,63 @@ class ServeProcess:
             return exc.code, exc.read().decode(), time.perf_counter() - started
 
 
-def poll(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
-    """Poll until `predicate` returns something truthy; its value, or AssertionError naming `what`."""
+def poll(
+    predicate: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll until `predicate` returns something truthy; its value, or AssertionError naming `what` (and what
+    `explain` says of the state then: a lab test's timeout should tell where the chain stopped)."""
     value = wait_until(predicate, timeout_s, interval_s)
-    assert value, f"timed out after {timeout_s:.0f}s waiting for {what}"
+    if not value:
+        said = f"\n{explain()}" if explain is not None else ""
+        raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}{said}")
     return value
+
+
+def _get_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.load(resp)
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {exc}"
+
+
+def alert_chain(alertmanager_url: str, prometheus_url: str, serve: ServeProcess) -> str:
+    """What each link from Prometheus' rule to serve's store holds now: Prometheus' alerts, Alertmanager's
+    alerts and active silences, its webhook notification counters, and serve's log tail."""
+    query = "active=true&silenced=true&inhibited=true&unprocessed=true"
+    silences = _get_json(f"{alertmanager_url}/api/v2/silences")
+    if isinstance(silences, list):
+        silences = [s for s in silences if s["status"]["state"] == "active"]
+    counters = ""
+    try:
+        with urllib.request.urlopen(f"{alertmanager_url}/metrics", timeout=10) as resp:
+            counters = "\n".join(
+                line
+                for line in resp.read().decode().splitlines()
+                if line.startswith(("alertmanager_notifications_total", "alertmanager_notifications_failed"))
+                and 'integration="webhook"' in line
+            )
+    except OSError as exc:
+        counters = f"unreadable: {exc}"
+    rates = urllib.parse.urlencode(
+        {"query": "sum by (instance, status) (rate(sergas_http_requests_total[1m]))"}
+    )
+    parts = {
+        "the app's request rates (1m)": _get_json(f"{prometheus_url}/api/v1/query?{rates}"),
+        "prometheus alerts": _get_json(f"{prometheus_url}/api/v1/alerts"),
+        "alertmanager alerts": _get_json(f"{alertmanager_url}/api/v2/alerts?{query}"),
+        "alertmanager active silences": silences,
+        "alertmanager webhook counters": counters,
+        "serve log (tail)": serve.log()[-3000:],
+    }
+    return "\n".join(
+        f"--- {name}:\n{value if isinstance(value, str) else json.dumps(value)[:3000]}"
+        for name, value in parts.items()
+    )
 
 
 def sergas_alerts(alertmanager_url: str) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_fixtures import ServeProcess, poll, quiet_alertmanager
+from serve_fixtures import ServeProcess, alert_chain, poll, quiet_alertmanager
 
 from collector.incidents.store import IncidentStore
 from collector.times import parse_instant
@@ -68,14 +68,16 @@ def lab_serve(lab: Any, lab_lock: None, tmp_path: Path) -> Iterator[ServeProcess
     serve.stop()
 
 
-def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProcess) -> None:
+def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProcess, tmp_path: Path) -> None:
     store = IncidentStore(lab_serve.db)
-    load = subprocess.Popen(
-        [LAB_TOOL, "load", "--seconds", "300", "--rps", "10"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    load_log = tmp_path / "load.log"
+    with load_log.open("wb") as sink:
+        load = subprocess.Popen(
+            [LAB_TOOL, "load", "--seconds", "300", "--rps", "10"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     t0 = time.time()
     try:
         broke = subprocess.run(
@@ -94,8 +96,17 @@ def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProc
                 and parse_instant(i.opened_at).timestamp() >= t_broken - 1
             ]
 
+        def chain() -> str:
+            seen = [(i.id, i.labels.get("alertname"), i.opened_at, i.state) for i in store.list()]
+            return (
+                f"--- t0 {t0:.0f}, broken {t_broken:.0f} (break took {t_broken - t0:.1f} s); "
+                f"serve's incidents: {seen}\n"
+                f"--- the load (exit {load.poll()}): {load_log.read_text(errors='replace')[-1000:]}\n"
+                + alert_chain(lab.alertmanager_url, lab.prometheus_url, lab_serve)
+            )
+
         incident = poll(
-            opened, 300, "Alertmanager to post a Sergas alert and serve to open an incident", 0.5
+            opened, 300, "Alertmanager to post a Sergas alert and serve to open an incident", 0.5, chain
         )[0]
         t_open = time.time()
         poll(
