@@ -139,7 +139,8 @@ Route = Callable[[str, dict[str, list[str]]], tuple[int, Any]]
 
 @pytest.fixture()
 def json_server() -> Iterator[Callable[[Route], str]]:
-    """Start loopback HTTP servers that answer GETs with JSON from a route; returns each one's base URL."""
+    """Start loopback HTTP servers that answer GETs (and DELETEs, routed alike) with JSON from a route;
+    returns each one's base URL."""
     servers: list[ThreadingHTTPServer] = []
 
     def start(route: Route) -> str:
@@ -153,6 +154,8 @@ def json_server() -> Iterator[Callable[[Route], str]]:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            do_DELETE = do_GET
 
             def log_message(self, *args: Any) -> None:
                 pass

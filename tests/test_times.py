@@ -154,14 +154,19 @@ def test_wait_until_with_no_time_looks_once() -> None:
     assert seen == [1]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[Sat Nov 28 05:35:12 2026] Memory cgroup out of memory",
-     _dt.datetime(2026, 11, 28, 5, 35, 12, tzinfo=_dt.UTC)),
-    ("Date:   Sat Nov 28 06:35:12 2026 +0100", _dt.datetime(2026, 11, 28, 5, 35, 12, tzinfo=_dt.UTC)),
-    ("[Nov  8 05:35:12 2026] no weekday", _dt.datetime(2026, 11, 8, 5, 35, 12, tzinfo=_dt.UTC)),
-    ("[Sat Nov 31 05:35:12 2026] no such day", None),
-    ("Nov 28 05:35:12 app1 kernel: syslog has no year", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[Sat Nov 28 05:35:12 2026] Memory cgroup out of memory",
+            _dt.datetime(2026, 11, 28, 5, 35, 12, tzinfo=_dt.UTC),
+        ),
+        ("Date:   Sat Nov 28 06:35:12 2026 +0100", _dt.datetime(2026, 11, 28, 5, 35, 12, tzinfo=_dt.UTC)),
+        ("[Nov  8 05:35:12 2026] no weekday", _dt.datetime(2026, 11, 8, 5, 35, 12, tzinfo=_dt.UTC)),
+        ("[Sat Nov 31 05:35:12 2026] no such day", None),
+        ("Nov 28 05:35:12 app1 kernel: syslog has no year", None),
+    ],
+)
 def test_find_ctime_is_the_one_reader_of_dmesg_and_git_dates(
     text: str, expected: _dt.datetime | None
 ) -> None:
@@ -183,7 +188,7 @@ def test_syslog_time_takes_the_year_it_is_given() -> None:
         == _dt.datetime(2026, 11, 28, 5, 40, 1, tzinfo=_dt.UTC)
         == parse_time(line, 2026)
     )
-    assert (
-        syslog_time("Sat Nov  8 05:40:01 app1", 2025) == _dt.datetime(2025, 11, 8, 5, 40, 1, tzinfo=_dt.UTC)
+    assert syslog_time("Sat Nov  8 05:40:01 app1", 2025) == _dt.datetime(
+        2025, 11, 8, 5, 40, 1, tzinfo=_dt.UTC
     )
     assert syslog_time("Feb 30 05:40:01 app1", 2026) is None and syslog_time("no time", 2026) is None

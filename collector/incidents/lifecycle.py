@@ -550,6 +550,36 @@ def create_silences(
     return ids
 
 
+# Records one timeline event: the store's add_event, or serve's (which also runs its hooks).
+Recorder = Callable[[str, str, str, str, dict[str, Any]], object]
+
+
+def end_silences(
+    store: IncidentStore,
+    incident_id: str,
+    alertmanager_url: str | None,
+    moment: str | _dt.datetime,
+    actor: str,
+    record: Recorder | None = None,
+) -> dict[str, str]:
+    """Expire the incident's silences still active (per its timeline) and record `unsilenced` with those
+    ended. The one way an acknowledgement's silences end: `incident resolve`, serve's passed verify, and the
+    tick's retry of what failed then. Returns id -> "expired" or the error line; a silence not ended stays
+    active on the timeline, so the tick tries again."""
+    left = active_silences(events_of(store, incident_id))
+    if not (alertmanager_url and left):
+        return {}
+    results = expire_silences(alertmanager_url, left)
+    done = [i for i, r in results.items() if r == "expired"]
+    at = moment if isinstance(moment, str) else iso_z(moment)
+    if done:
+        (record or store.add_event)(incident_id, EV_UNSILENCED, at, actor, {"ids": done, "results": results})
+    failed = {i: r for i, r in results.items() if r != "expired"}
+    if failed:
+        log.warning("incident %s: silences not expired, retried on the next tick: %s", incident_id, failed)
+    return results
+
+
 def expire_silences(alertmanager_url: str, ids: Iterable[str]) -> dict[str, str]:
     """Expire silences (DELETE /api/v2/silence/{id}); id -> "expired" or the error line."""
     results: dict[str, str] = {}
@@ -753,14 +783,7 @@ def resolve(
         )
     incident = store.update(incident_id, state="resolved", resolved_at=iso_z(moment))
     store.add_event(incident_id, EV_RESOLVED, moment, actor=who, detail=None)
-    expired: dict[str, str] = {}
-    left = active_silences(events_of(store, incident_id))
-    if alertmanager_url and left:
-        expired = expire_silences(alertmanager_url, left)
-        done = [i for i, r in expired.items() if r == "expired"]
-        if done:
-            store.add_event(incident_id, EV_UNSILENCED, moment, actor=who, detail={"ids": done})
-    return incident, expired
+    return incident, end_silences(store, incident_id, alertmanager_url, moment, who)
 
 
 def verified(events: Iterable[Event]) -> bool:
@@ -884,15 +907,8 @@ def _perform(
         )
         return
     if item.kind == "unsilence":
-        results = expire_silences(alertmanager_url, item.ids) if alertmanager_url else {}
-        done = [i for i, r in results.items() if r == "expired"]
-        store.add_event(
-            incident.id,
-            EV_UNSILENCED,
-            moment,
-            actor="collector",
-            detail=base | {"ids": done, "results": results},
-        )
+        # no `key` on its event: what fails now stays active on the timeline and is due again next tick
+        end_silences(store, incident.id, alertmanager_url, moment, "collector")
         return
     results = send(incident, item)
     contacts = [c.label() for c in item.recipients]

@@ -704,11 +704,6 @@ class Service:
     def unsilence(self, incident_id: str, at: str) -> None:
         """Expire the incident's Alertmanager silences as it resolves, as `incident resolve` does; one that
         fails now is retried by the lifecycle tick's `unsilence` chore."""
-        url = self.settings.alertmanager_url
-        left = lifecycle.active_silences(self.store.events(incident_id))
-        if not (url and left):
-            return
-        results = lifecycle.expire_silences(url, left)
-        done = [i for i, r in results.items() if r == "expired"]
-        if done:
-            self.event(incident_id, lifecycle.EV_UNSILENCED, at, "serve", {"ids": done, "results": results})
+        lifecycle.end_silences(
+            self.store, incident_id, self.settings.alertmanager_url, at, "serve", record=self.event
+        )

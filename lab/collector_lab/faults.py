@@ -106,6 +106,13 @@ _APP_HEALTHY = f"curl -fs -o /dev/null {APP_URL}/health"
 _APP_LISTENS = f"curl -s -o /dev/null {APP_URL}/health"
 _PSQL = "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d sergas"
 _PSQL_VALUE = "runuser -u postgres -- psql -X -tAq -d sergas -c"
+# The app holds no connection and every slot but the superusers' reserve is taken (this psql, a superuser,
+# then sits in the reserve: more client backends than max_connections - superuser_reserved_connections).
+_NO_SLOT_FOR_THE_APP = (
+    "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sergas-app') = 0 "
+    "AND (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') > "
+    "current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
+)
 _REDIS_CLI = "REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' /etc/redis/lab.conf)\" redis-cli -h 127.0.0.1"
 _ENV_RATE = f"$(sed -n 's/^ZOHO_RATE_LIMIT=//p' {APP_DIR}/.env | tail -1)"
 
@@ -186,16 +193,17 @@ FAULTS: dict[str, Fault] = {
                     ),
                 ),
                 # A pool kept busy never idles its connections out: cut them, as a failover or a
-                # recycle would, so the app must reconnect (the job grabs each freed slot first).
+                # recycle would, so the app must reconnect. The app and the job race for each freed
+                # slot, and an app that wins one keeps it (its pool reconnects the moment it recycles):
+                # cut again until the job holds every slot a non-superuser can take.
                 Step(
                     "db1",
-                    f'{_PSQL_VALUE} "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
-                    f"WHERE application_name = 'sergas-app'\" >/dev/null\n"
-                    + _wait(
-                        f'[ "$({_PSQL_VALUE} "SELECT count(*) FROM pg_stat_activity WHERE '
-                        f"application_name = 'sergas-app'\")\" -eq 0 ]",
+                    _wait(
+                        f'{{ {_PSQL_VALUE} "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
+                        f"WHERE application_name = 'sergas-app'\" >/dev/null; sleep 0.5; "
+                        f'[ "$({_PSQL_VALUE} "{_NO_SLOT_FOR_THE_APP}")" = t ]; }}',
                         10,
-                        "the app's connections gone",
+                        "the batch job holding every slot the app could take",
                     ),
                 ),
             ),

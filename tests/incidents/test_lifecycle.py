@@ -291,3 +291,37 @@ def test_one_failing_send_does_not_stop_the_other_incidents(tmp_path: Any) -> No
     # the failed item is not marked done: the next tick tries it again
     again = lc.tick(store, None, now, people=PEOPLE, send=lambda inc, item: {"email": "ok"})
     assert (bad.id, "notify:initial") in [(i, d.key) for i, d in again]
+
+
+def test_silence_not_expired_at_resolve_is_retried_by_the_tick_until_it_is(
+    tmp_path: Any, json_server: Any
+) -> None:
+    """Alertmanager down as the incident resolves: its silence stays active on the timeline and each tick
+    tries again (not once), until one ends it; one `unsilenced` event, with the id."""
+    from collector.incidents.store import IncidentStore
+
+    answers = [503, 503, 200]
+    deletes: list[str] = []
+
+    def route(path: str, query: Any) -> tuple[int, Any]:
+        deletes.append(path)
+        return answers.pop(0), {}
+
+    url = json_server(route)
+    store = IncidentStore(str(tmp_path / "incidents.db"))
+    now = _dt.datetime.now(_dt.UTC)
+    inc, _ = store.open_or_join("g1", [{"labels": {"alertname": "X"}}], now, severity="P3", title="X")
+    store.add_event(inc.id, "silenced", now, "dana", {"ids": ["s1"]})
+    store.add_event(inc.id, "verified", now, "dana", {"passed": True})
+    _, expired = lc.resolve(store, inc.id, "dana", verified=True, alertmanager_url=url, now=now)
+    assert expired["s1"] != "expired" and lc.active_silences(store.events(inc.id)) == ["s1"]
+    lc.tick(store, None, now, people=PEOPLE, send=lambda inc, item: {}, alertmanager_url=url)
+    assert lc.active_silences(store.events(inc.id)) == ["s1"]
+    lc.tick(store, None, now, people=PEOPLE, send=lambda inc, item: {}, alertmanager_url=url)
+    assert deletes == ["/api/v2/silence/s1"] * 3
+    assert lc.active_silences(store.events(inc.id)) == []
+    (ended,) = [e for e in store.events(inc.id) if e.kind == "unsilenced"]
+    assert (ended.detail or {})["ids"] == ["s1"] and ended.actor == "collector"
+    lc.tick(store, None, now, people=PEOPLE, send=lambda inc, item: {}, alertmanager_url=url)
+    assert len(deletes) == 3  # nothing left to end
+    store.close()

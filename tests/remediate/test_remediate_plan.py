@@ -170,23 +170,52 @@ def test_action_record_round_trip() -> None:
 
 def _findings(action: str, params: dict[str, str]) -> Findings:
     suggestion = MitigationSuggestion(action, "app1", params, f"collector remediate {action} --hosts app1")
-    finding = Finding("pg-connections-near-max", "pg-connections-near-max", "Pool near max", "P1",
-                      "pool_exhausted", ("db1",), "98 of 100", mitigation=suggestion)
+    finding = Finding(
+        "pg-connections-near-max",
+        "pg-connections-near-max",
+        "Pool near max",
+        "P1",
+        "pool_exhausted",
+        ("db1",),
+        "98 of 100",
+        mitigation=suggestion,
+    )
     no = Answer("no", "-")
     questions = Questions(AffectedAnswer("1 of 2 hosts", "-", ("db1",), 2), no, Answer("degraded", "-"), no)
-    return Findings("inc-1", "2026-11-28T05:40:01.000Z", "P1", "P1: Pool near max", questions,
-                    SecurityFlag(False), (finding,))
+    return Findings(
+        "inc-1",
+        "2026-11-28T05:40:01.000Z",
+        "P1",
+        "P1: Pool near max",
+        questions,
+        SecurityFlag(False),
+        (finding,),
+    )
 
 
 def _record(action: str) -> ActionRecord:
-    return ActionRecord(action=action, params={}, plan_id="p", plan_hash="h", requester="alice",
-                        requested="t0", approver="bob", approved="t1", break_glass=None, applier="alice",
-                        applied_started="t2", applied_finished="2026-11-28T05:50:00Z", hosts={}, stopped=None,
-                        verify={})
+    return ActionRecord(
+        action=action,
+        params={},
+        plan_id="p",
+        plan_hash="h",
+        requester="alice",
+        requested="t0",
+        approver="bob",
+        approved="t1",
+        break_glass=None,
+        applier="alice",
+        applied_started="t2",
+        applied_finished="2026-11-28T05:50:00Z",
+        hosts={},
+        stopped=None,
+        verify={},
+    )
 
 
-def test_approve_reads_the_bundles_findings_and_actions_as_their_typed_contracts(plan: Plan,
-                                                                               tmp_path: Path) -> None:
+def test_approve_reads_the_bundles_findings_and_actions_as_their_typed_contracts(
+    plan: Plan, tmp_path: Path
+) -> None:
     """Another schema is said, not shown as "triage said None" with no suggestion (the loose reader did
     that)."""
     from collector.remediate.approve import since_bundle

@@ -50,9 +50,21 @@ def _check_keys(tmp_path: Path) -> None:
         (unreadable, "is not readable"),
     ):
         proc = subprocess.run(
-            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c",
-             code, str(key)],
-            capture_output=True, text=True, timeout=60, check=False, cwd="/",
+            [
+                "setpriv",
+                f"--reuid={NOBODY}",
+                f"--regid={NOBODY}",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                code,
+                str(key),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd="/",
         )
         assert "Traceback" not in proc.stderr, proc.stderr[-1500:]
         assert proc.stdout.strip() == f"signing key {key} {message}", proc.stdout + proc.stderr[-500:]
@@ -98,15 +110,36 @@ def test_the_audit_head_of_an_apply_reaches_actions_json_the_reports_and_the_tic
 
     started = "2026-11-28T05:00:00.000Z"
     probe = ProbeResult("app1", "uptime", "uptime", "ok", 0, started, 0.1, b"up\n", bytes=3)
-    run = RunResult("", "prod", "inv", "ssh", [], started, finished=started,
-                    hosts={"app1": HostResult("app1", "ok", None, [probe], ("app",))})
+    run = RunResult(
+        "",
+        "prod",
+        "inv",
+        "ssh",
+        [],
+        started,
+        finished=started,
+        hosts={"app1": HostResult("app1", "ok", None, [probe], ("app",))},
+    )
     folder = write_bundle(run, Settings(), out_dir=tmp_path / "bundles")
     head = "12:" + "ab" * 32
     record = ActionRecord(
-        action="restart", params={}, plan_id="p-1", plan_hash="h" * 64, requester="alice", requested=started,
-        approver="bob", approved=started, break_glass=None, applier="alice", applied_started=started,
-        applied_finished=started, hosts={"app1": {"status": "changed", "changed": True, "msg": ""}},
-        stopped=None, verify={"passed": True, "checks": []}, audit_head=head).to_dict()
+        action="restart",
+        params={},
+        plan_id="p-1",
+        plan_hash="h" * 64,
+        requester="alice",
+        requested=started,
+        approver="bob",
+        approved=started,
+        break_glass=None,
+        applier="alice",
+        applied_started=started,
+        applied_finished=started,
+        hosts={"app1": {"status": "changed", "changed": True, "msg": ""}},
+        stopped=None,
+        verify={"passed": True, "checks": []},
+        audit_head=head,
+    ).to_dict()
     notes: list[str] = []
     write_actions(str(folder), record, notes)
     _render_reports(str(folder), notes)

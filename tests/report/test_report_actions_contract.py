@@ -1,5 +1,6 @@
 """The report reads actions.json through remediate's ActionRecord (issue 12, point 1): a record that is not
 one (no plan id or hash: not written by `remediate apply`) is left out and said, not half-shown."""
+
 from __future__ import annotations
 
 import copy
