@@ -88,12 +88,13 @@ def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProc
 
         def opened() -> Any:
             # a Sergas alert still firing from before the break may be posted again (repeat_interval): only
-            # an incident declared after the break counts, so its evidence is of this fault
+            # an incident declared once the break began counts (its 5xx start inside the break, which may
+            # outlast the rule's `for:`), so its evidence is of this fault
             return [
                 i
                 for i in store.list()
                 if i.labels.get("alertname", "").startswith("Sergas")
-                and parse_instant(i.opened_at).timestamp() >= t_broken - 1
+                and parse_instant(i.opened_at).timestamp() >= t0 - 1
             ]
 
         def chain() -> str:
