@@ -60,6 +60,8 @@ class Rule:
     basis: str = "live"  # live: state at collection time; history: log lines in the window
     explains: tuple[str, ...] = ()  # history rules: further scenarios whose live findings they explain
     lasting: bool = False  # history whose harm does not end with the lines (corruption, a break-in attempt)
+    # the failing check a measure names (its `failing` field) -> live rules that, firing, are its cause
+    caused_by: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -92,6 +94,7 @@ _RULE_KEYS = {
     "basis",
     "explains",
     "lasting",
+    "caused_by",
 }
 BASES = ("live", "history")
 # What history alone can be worth: it happened, it is over (the runbook's P3, minor).
@@ -120,6 +123,9 @@ def load_rules(path: Path | str | None = None) -> list[Rule]:
         missing = [u for u in rule.unless if u not in ids]
         if missing:
             raise UsageError(f"rules file {path}: rule {rule.id}: `unless` names no rule {missing[0]!r}")
+        missing = [c for _, causes in rule.caused_by for c in causes if c not in ids]
+        if missing:
+            raise UsageError(f"rules file {path}: rule {rule.id}: `caused_by` names no rule {missing[0]!r}")
     return rules
 
 
@@ -159,6 +165,13 @@ def _rule(entry: Any, path: Path | str, known_measures: dict[str, Any]) -> Rule:
                 str(m.get("hosts", "finding")),
             )
         )
+    caused_by = entry.get("caused_by") or {}
+    if not isinstance(caused_by, dict) or not all(
+        isinstance(v, list) and all(isinstance(c, str) for c in v) for v in caused_by.values()
+    ):
+        raise UsageError(
+            f"rules file {path}: rule {rid}: `caused_by` maps a failing check to a list of rule ids"
+        )
     return Rule(
         id=str(rid),
         title=str(entry["title"]),
@@ -181,6 +194,7 @@ def _rule(entry: Any, path: Path | str, known_measures: dict[str, Any]) -> Rule:
         basis=str(entry["basis"]),
         explains=tuple(str(x) for x in entry.get("explains") or ()),
         lasting=bool(entry.get("lasting")),
+        caused_by=tuple((str(k), tuple(v)) for k, v in caused_by.items()),
     )
 
 
@@ -255,6 +269,7 @@ def evaluate_rules(
     outcomes = [evaluate_rule(rule, bundle, measures[rule.measure]) for rule in rules]
     hostvars = inventory_hostvars(bundle)
     fired_on = {o.rule.id: {m.host for m in o.fired} for o in outcomes}
+    live_fired = {o.rule.id for o in outcomes if o.fired and o.rule.basis == "live"}
     for outcome in outcomes:
         covered = {h for twin in outcome.rule.unless for h in fired_on.get(twin, set())}
         kept = [m for m in outcome.fired if m.host not in covered]
@@ -266,11 +281,30 @@ def evaluate_rules(
         for key, group in groups.items():
             outcome.findings.append(
                 _finding(
-                    outcome.rule, key, group, outcome.judged, lambda role: role_hosts(bundle, role), hostvars
+                    outcome.rule,
+                    key,
+                    group,
+                    outcome.judged,
+                    lambda role: role_hosts(bundle, role),
+                    hostvars,
+                    causes=_live_causes(outcome.rule, group, live_fired),
                 )
             )
     _now_versus_then(outcomes, _year(bundle))
     return outcomes
+
+
+def _live_causes(rule: Rule, measures: list[Measure], live_fired: set[str]) -> tuple[str, ...]:
+    """The live rules that fired and explain what these measures say is failing (`caused_by`): an app whose
+    /health fails on its database while the database refuses connections is a symptom; that is the cause."""
+    failing = {
+        part.strip() for m in measures for part in str(m.fields.get("failing", "")).split(",") if part.strip()
+    }
+    return tuple(
+        dict.fromkeys(
+            c for check, causes in rule.caused_by if check in failing for c in causes if c in live_fired
+        )
+    )
 
 
 def _year(bundle: BundleView) -> int | None:
@@ -376,7 +410,10 @@ def _finding(
     judged_hosts: int,
     by_role: Callable[[str], list[str]],
     hostvars: HostVars | None = None,
+    causes: tuple[str, ...] = (),
 ) -> Finding:
+    """One finding of `rule` from its measures. With live `causes` (caused_by), this finding is their symptom:
+    its own mitigation (a restart) is offered after theirs, as an alternative, and its message names them."""
     hosts = sorted({m.host for m in measures})
     # a measure's own severity (an alert's mapped label) counts only when it is on the scale
     candidates: list[str] = [s for m in measures if (s := m.severity or rule.severity) in SEVERITIES]
@@ -392,6 +429,14 @@ def _finding(
         | {"host": measures[0].host, "value": _fmt(measures[0].value), "hosts": ",".join(hosts)}
         | measures[0].fields
     )
+    options = [
+        _mitigation(m, hosts, first, by_role, hostvars) for m in (rule.mitigation, *rule.alternatives) if m
+    ]
+    if causes:
+        messages.append(
+            f"the cause is live: {', '.join(causes)} (its mitigation first"
+            + (f"; {options[0].action} is an alternative)" if options else ")")
+        )
     return Finding(
         id=rule.id if key == rule.id else f"{rule.id}:{key}",
         rule=rule.id,
@@ -401,8 +446,8 @@ def _finding(
         hosts=tuple(hosts),
         message="; ".join(dict.fromkeys(messages)),
         evidence=tuple(e for m in measures for e in m.evidence),
-        mitigation=_mitigation(rule.mitigation, hosts, first, by_role, hostvars) if rule.mitigation else None,
-        alternatives=tuple(_mitigation(m, hosts, first, by_role, hostvars) for m in rule.alternatives),
+        mitigation=None if causes or not options else options[0],
+        alternatives=tuple(options if causes else options[1:]),
         security=rule.security,
         data_at_risk=rule.data_at_risk,
         down=rule.down,

@@ -209,6 +209,71 @@ def test_pool_exhausted_suggests_kill_idle_then_pool_resize(tmp_path: Path) -> N
     assert by["too-many-connections-logged"][0]["hosts"] == ["app1"]
 
 
+POOL_FULL = (
+    "state|connections|max_connections\nidle|27|30\nactive|1|30\n(2 rows)\n"
+    "total|max_connections|used_pct\n28|30|93.3\n(1 row)\n"
+)
+
+
+def _health(failing: str) -> str:
+    checks = {name: {"status": "fail" if name == failing else "ok"} for name in ("database", "redis", "disk")}
+    return json.dumps({"status": "unhealthy", "checks": checks}) + "\nHTTP 503 0.04s\n"
+
+
+def test_app_down_on_a_full_database_suggests_the_databases_mitigation_not_a_restart(tmp_path: Path) -> None:
+    """/health fails on its database while the database refuses the app: the app is the symptom. Its
+    restart (which meets the same full database) becomes an alternative; the first mitigation suggested,
+    the one serve plans, is the cause's (kill the idle connections)."""
+    probes = healthy()
+    probes["app1"]["app_health"] = _health("database")
+    probes["db1"]["pg_connections"] = POOL_FULL
+    doc = _triage(tmp_path, probes)
+    by = findings_by_rule(doc)
+    (down,) = by["app-down"]
+    assert (
+        doc["findings"][0]["rule"] == "app-down" and down["severity"] == "P0"
+    )  # still the worst: it is down
+    assert down["mitigation"] is None
+    assert [a["command"] for a in down["alternatives"]] == ["collector remediate restart --hosts app1"]
+    assert "the cause is live: pg-connections-near-max" in down["message"]
+    first = next(f["mitigation"] for f in doc["findings"] if f["mitigation"])
+    assert first["command"] == "collector remediate kill-idle-connections --hosts db1 --param minutes=5"
+
+
+@pytest.mark.parametrize(
+    ("failing", "db_full"),
+    [
+        ("database", False),  # the database is fine by every rule: nothing explains it, restart the app
+        ("redis", True),  # a full database does not explain a failing Redis check
+    ],
+)
+def test_app_down_keeps_its_restart_when_no_live_finding_explains_the_failing_check(
+    tmp_path: Path, failing: str, db_full: bool
+) -> None:
+    probes = healthy()
+    probes["app1"]["app_health"] = _health(failing)
+    if db_full:
+        probes["db1"]["pg_connections"] = POOL_FULL
+    (down,) = findings_by_rule(_triage(tmp_path, probes))["app-down"]
+    assert down["mitigation"]["command"] == "collector remediate restart --hosts app1"
+    assert "the cause is live" not in down["message"]
+
+
+def test_app_down_on_a_dead_redis_suggests_restarting_redis(tmp_path: Path) -> None:
+    probes = healthy()
+    probes["app1"]["app_health"] = _health("redis")
+    probes["redis1"]["redis_ping"] = {
+        "output": "Could not connect to Redis at 127.0.0.1:6379: Connection refused\n",
+        "status": "failed",
+        "rc": 1,
+    }
+    doc = _triage(tmp_path, probes)
+    (down,) = findings_by_rule(doc)["app-down"]
+    assert down["mitigation"] is None and "the cause is live: redis-down" in down["message"]
+    first = next(f["mitigation"] for f in doc["findings"] if f["mitigation"])
+    assert first["command"] == "collector remediate restart --hosts redis1"
+
+
 @pytest.mark.parametrize("pg_log_found", [True, False])
 def test_postgres_log_is_read_and_a_missing_one_falls_back_to_the_journal(
     tmp_path: Path, pg_log_found: bool
@@ -663,6 +728,20 @@ def test_runbook_rules_exist() -> None:
                 "when: {op: '>', value: 1}, severity: P1, message: m, unless: [y]}]"
             ),
             "`unless` names no rule 'y'",
+        ),
+        (
+            (
+                "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, "
+                "when: {op: '>', value: 1}, severity: P1, message: m, caused_by: {database: [y]}}]"
+            ),
+            "`caused_by` names no rule 'y'",
+        ),
+        (
+            (
+                "rules: [{id: x, title: t, scenario: s, basis: live, measure: log_lines, "
+                "when: {op: '>', value: 1}, severity: P1, message: m, caused_by: [x]}]"
+            ),
+            "`caused_by` maps a failing check to a list of rule ids",
         ),
         (
             (
