@@ -147,9 +147,9 @@ def test_pool_exhausted_opens_incident_unattended(lab: Any, lab_serve: ServeProc
         # the suggested mitigation, planned in check mode, unsigned: it waits for a request and an approval
         assert inc.plan and Path(inc.plan).is_file()
         plan = json.loads(Path(inc.plan).read_text())
-        # the runbook's answer for the first (most severe) finding: kill the idle connections, or restart the
-        # app
-        assert plan["action"] in ("kill-idle-connections", "restart") and plan["hash"]
+        # the runbook's answer for the cause: kill the idle connections. The app is down (/health fails on its
+        # database), but a restart would meet the same full database: it is only an alternative (caused_by)
+        assert plan["action"] == "kill-idle-connections" and plan["hash"]
         assert plan["requester"] == "alice" and [s["statement"]["role"] for s in plan["statements"]] == [
             "request"
         ]
