@@ -297,6 +297,8 @@ def evaluate_rules(
 def _live_causes(rule: Rule, measures: list[Measure], live_fired: set[str]) -> tuple[str, ...]:
     """The live rules that fired and explain what these measures say is failing (`caused_by`): an app whose
     /health fails on its database while the database refuses connections is a symptom; that is the cause."""
+    if not rule.caused_by:
+        return ()
     failing = {
         part.strip() for m in measures for part in str(m.fields.get("failing", "")).split(",") if part.strip()
     }

@@ -212,10 +212,21 @@ def _get_json(url: str) -> Any:
         return f"unreadable: {exc}"
 
 
+# Alertmanager's alerts in every state (active, silenced, inhibited, not yet processed).
+EVERY_ALERT = "active=true&silenced=true&inhibited=true&unprocessed=true"
+
+
 def alert_chain(alertmanager_url: str, prometheus_url: str, serve: ServeProcess) -> str:
-    """What each link from Prometheus' rule to serve's store holds now: Prometheus' alerts, Alertmanager's
-    alerts and active silences, its webhook notification counters, and serve's log tail."""
-    query = "active=true&silenced=true&inhibited=true&unprocessed=true"
+    """What each link from Prometheus' rule to serve's store holds now: the app's request rates, Prometheus'
+    alerts, Alertmanager's alerts and active silences, its webhook notification counters, serve's incidents
+    and its log tail."""
+    from collector.incidents.store import IncidentStore
+
+    store = IncidentStore(serve.db)
+    try:
+        incidents = [(i.id, i.labels.get("alertname"), i.opened_at, i.state) for i in store.list()]
+    finally:
+        store.close()
     silences = _get_json(f"{alertmanager_url}/api/v2/silences")
     if isinstance(silences, list):
         silences = [s for s in silences if s["status"]["state"] == "active"]
@@ -236,9 +247,10 @@ def alert_chain(alertmanager_url: str, prometheus_url: str, serve: ServeProcess)
     parts = {
         "the app's request rates (1m)": _get_json(f"{prometheus_url}/api/v1/query?{rates}"),
         "prometheus alerts": _get_json(f"{prometheus_url}/api/v1/alerts"),
-        "alertmanager alerts": _get_json(f"{alertmanager_url}/api/v2/alerts?{query}"),
+        "alertmanager alerts": _get_json(f"{alertmanager_url}/api/v2/alerts?{EVERY_ALERT}"),
         "alertmanager active silences": silences,
         "alertmanager webhook counters": counters,
+        "serve's incidents": json.dumps(incidents),
         "serve log (tail)": serve.log()[-3000:],
     }
     return "\n".join(
@@ -249,8 +261,7 @@ def alert_chain(alertmanager_url: str, prometheus_url: str, serve: ServeProcess)
 
 def sergas_alerts(alertmanager_url: str) -> list[str]:
     """The lab app's alerts Alertmanager holds in any state (active, silenced or inhibited)."""
-    query = "active=true&silenced=true&inhibited=true&unprocessed=true"
-    with urllib.request.urlopen(f"{alertmanager_url}/api/v2/alerts?{query}", timeout=10) as resp:
+    with urllib.request.urlopen(f"{alertmanager_url}/api/v2/alerts?{EVERY_ALERT}", timeout=10) as resp:
         return [
             a["labels"]["alertname"]
             for a in json.load(resp)

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 from comms_fixtures import MAIL_USER, mail_body, mta
-from serve_fixtures import ServeProcess, poll, quiet_alertmanager
+from serve_fixtures import ServeProcess, alert_chain, poll, quiet_alertmanager
 from test_serve_lab import ROUTING, ensure_alertmanager_routes_to_serve
 from test_serve_ticket import redmine_server
 
@@ -172,7 +172,13 @@ def test_alert_to_closed_incident_on_the_lab(
                 and parse_instant(i.opened_at).timestamp() >= t0 - 1
             ]
 
-        inc = poll(opened, 240, "Alertmanager to post a Sergas alert and serve to open an incident", 0.5)[0]
+        inc = poll(
+            opened,
+            240,
+            "Alertmanager to post a Sergas alert and serve to open an incident",
+            0.5,
+            lambda: alert_chain(lab.alertmanager_url, lab.prometheus_url, serve),
+        )[0]
         t_open = time.time()
         planned = poll(
             lambda: next(
